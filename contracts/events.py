@@ -1,0 +1,336 @@
+"""Event and command models of the release saga; each carries its CloudEvents type with its version."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA256_DIGEST = r"^sha256:[0-9a-f]{64}$"
+
+
+class Contract(BaseModel):
+    """Base of every event payload: strict about unknown fields so drift is caught, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_type: ClassVar[str]
+
+
+class ReleaseEvent(Contract):
+    release_id: str = Field(description="Release id; also the CloudEvents subject and the Kafka key.")
+
+
+# --- candidate (input from upstream CI) -------------------------------------------------------------------
+
+
+class Artifact(Contract):
+    digest: str = Field(description="Immutable artifact reference, `sha256:<64 hex>`. Tags are refused.")
+    uri: str = Field(description="Where the artifact lives, e.g. `store://sha256/<hex>`.")
+
+
+class SourceRef(Contract):
+    repository: str = Field(description="Source repository the artifact was built from.")
+    ref: str = Field(description="Git ref, e.g. `refs/heads/main`.")
+    commit: str = Field(description="Commit sha the artifact was built from.")
+
+
+class TestReport(Contract):
+    passed: int = Field(ge=0, description="Number of tests that passed in upstream CI.")
+    failed: int = Field(ge=0, description="Number of tests that failed in upstream CI.")
+    suite: str = Field(default="ci", description="Name of the test suite.")
+
+
+class CandidateSubmitted(ReleaseEvent):
+    """A release candidate published by upstream CI; starts one release saga."""
+
+    event_type: ClassVar[str] = "dev.releasegate.candidate.submitted.v1"
+    service: str = Field(description="Catalog name of the deployable service.")
+    version: str = Field(description="Human version label of the candidate, e.g. `v2`.")
+    artifact: Artifact
+    source: SourceRef
+    tests: TestReport
+    author: str = Field(description="Author of the change (never allowed to approve it).")
+    changes: str = Field(default="", description="Free-text summary of the change.")
+    submitted_by: str = Field(default="ci", description="Identity that submitted the candidate.")
+
+
+# --- commands and results between coordinator and workers -------------------------------------------------
+
+
+class CheckResult(Contract):
+    name: str = Field(description="Name of the check.")
+    passed: bool
+    reason: str = Field(description="Why the check passed or failed, in words an operator understands.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Figures the check used.")
+
+
+class StepCommand(ReleaseEvent):
+    step_id: str = Field(description="Saga step this command belongs to; results echo it.")
+    service: str
+    version: str
+    digest: str = Field(pattern=SHA256_DIGEST)
+
+
+class GateCheckRequested(StepCommand):
+    """Command to the gatekeeper: evaluate the promotion gates for one environment."""
+
+    event_type: ClassVar[str] = "dev.releasegate.gate.requested.v1"
+    environment: str
+    tests: TestReport
+
+
+class GateCheckFinished(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.gate.finished.v1"
+    step_id: str
+    environment: str
+    passed: bool = Field(description="True only if every check passed.")
+    checks: list[CheckResult]
+
+
+class DRCheckRequested(StepCommand):
+    """Command to the dr-checker: prove recovery is possible within the tier's RPO."""
+
+    event_type: ClassVar[str] = "dev.releasegate.dr.requested.v1"
+    database: str = Field(description="Database the service owns.")
+    rpo_seconds: int = Field(gt=0, description="Recovery point objective of the service's tier.")
+
+
+class DRCheckFinished(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.dr.finished.v1"
+    step_id: str
+    ready: bool
+    checks: list[CheckResult]
+
+
+class DeployAction(StrEnum):
+    START = "start"
+    SHIFT = "shift"
+    FINALIZE = "finalize"
+
+
+class DeployRequested(StepCommand):
+    """Command to the deployer: start the candidate beside stable, shift weight, or make it the new stable."""
+
+    event_type: ClassVar[str] = "dev.releasegate.deploy.requested.v1"
+    environment: str
+    action: DeployAction
+    weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic for the candidate.")
+    instances: int = Field(default=1, ge=1, le=3, description="Instances of the candidate to run.")
+
+
+class ObservedState(Contract):
+    weights: dict[str, int] = Field(description="Percent of traffic per version as read back from HAProxy.")
+    instances: list[dict[str, Any]] = Field(default_factory=list, description="Instances seen serving.")
+    stable_version: str | None = Field(default=None, description="Version the environment falls back to.")
+
+
+class DeployFinished(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.deploy.finished.v1"
+    step_id: str
+    environment: str
+    succeeded: bool
+    reason: str
+    observed: ObservedState | None = None
+
+
+class KpiThreshold(Contract):
+    min: float | None = Field(default=None, description="Lowest acceptable canary value.")
+    max: float | None = Field(default=None, description="Highest acceptable canary value.")
+    max_drop: float | None = Field(
+        default=None, description="Largest acceptable drop of the canary below the stable baseline (absolute)."
+    )
+    max_increase_ratio: float | None = Field(
+        default=None, description="Largest acceptable canary/baseline ratio, for latencies."
+    )
+
+
+class VerificationRequested(ReleaseEvent):
+    """Command to the verifier: judge the candidate's KPIs over a window against stable and thresholds."""
+
+    event_type: ClassVar[str] = "dev.releasegate.verification.requested.v1"
+    step_id: str
+    service: str
+    environment: str
+    candidate_version: str
+    stable_version: str | None
+    window_seconds: float = Field(gt=0)
+    min_samples: int = Field(ge=1, description="Fewer candidate samples than this at window end: inconclusive.")
+    thresholds: dict[str, KpiThreshold] = Field(description="KPI name to its thresholds (from the catalog).")
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class KpiResult(Contract):
+    name: str
+    candidate: float | None = Field(description="Candidate value over the window (None: no data).")
+    baseline: float | None = Field(description="Stable value over the same window (None: no data).")
+    candidate_samples: int
+    baseline_samples: int
+    verdict: Verdict
+    rule: str = Field(description="The decision rule that was applied, e.g. `candidate >= 0.9`.")
+
+
+class VerificationFinished(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.verification.finished.v1"
+    step_id: str
+    environment: str
+    verdict: Verdict
+    reason: str
+    kpis: list[KpiResult]
+    window_start: datetime
+    window_end: datetime
+    verifier: str = Field(default="business-kpis")
+
+
+class RollbackRequested(ReleaseEvent):
+    """Command to the rollback service: run one named compensation."""
+
+    event_type: ClassVar[str] = "dev.releasegate.rollback.requested.v1"
+    step_id: str = Field(description="Id of the compensation, e.g. `compensate:deploy-production`.")
+    compensation: Literal["restore_traffic"]
+    service: str
+    environment: str
+    candidate_version: str
+
+
+class RollbackFinished(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.rollback.finished.v1"
+    step_id: str
+    environment: str
+    succeeded: bool
+    reason: str
+    observed: ObservedState | None = None
+
+
+# --- operator control ---------------------------------------------------------------------------------------
+
+
+class ApprovalGiven(ReleaseEvent):
+    """An operator lets a waiting or paused release continue."""
+
+    event_type: ClassVar[str] = "dev.releasegate.approval.given.v1"
+    actor: str
+    reason: str
+
+
+class AbortRequested(ReleaseEvent):
+    """An operator stops a release; completed steps are compensated."""
+
+    event_type: ClassVar[str] = "dev.releasegate.abort.requested.v1"
+    actor: str
+    reason: str
+
+
+# --- public outputs -----------------------------------------------------------------------------------------
+
+
+class ReleaseState(StrEnum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {ReleaseState.PROMOTED, ReleaseState.REJECTED, ReleaseState.ROLLED_BACK, ReleaseState.ROLLBACK_FAILED,
+     ReleaseState.ABORTED}
+)
+
+
+class ReleaseStatusChanged(ReleaseEvent):
+    """Every state or step change of a release, for ops dashboards and `releasegate watch`."""
+
+    event_type: ClassVar[str] = "dev.releasegate.release.status-changed.v1"
+    service: str
+    version: str
+    state: ReleaseState
+    step: str | None = Field(description="Saga step the release is at.")
+    actor: str
+    reason: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertRaised(ReleaseEvent):
+    event_type: ClassVar[str] = "dev.releasegate.alert.raised.v1"
+    service: str
+    severity: Severity
+    title: str
+    detail: str
+
+
+class DeadLetter(Contract):
+    """A record no consumer could process, with the reason; nothing is silently dropped."""
+
+    event_type: ClassVar[str] = "dev.releasegate.deadletter.v1"
+    consumer: str = Field(description="Consumer group that refused the record.")
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    error_type: str
+    headers: dict[str, str]
+    value: str = Field(description="Original value as text (base64 if not UTF-8), truncated to 64 KiB.")
+
+
+# --- business events of the sample shop ---------------------------------------------------------------------
+
+
+class ShopEvent(Contract):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    version: str
+    environment: str
+    tenant: str
+    instance: str
+    checkout_id: str
+    order_id: str | None = None
+    amount_cents: int
+    currency: str
+    reason: str | None = None
+    latency_ms: float | None = None
+
+
+def _shop(name: str, type_: str) -> type[ShopEvent]:
+    return type(name, (ShopEvent,), {"event_type": type_, "__doc__": f"Shop business event `{type_}`."})
+
+
+CheckoutAttempted = _shop("CheckoutAttempted", "shop.checkout.attempted.v1")
+CheckoutSucceeded = _shop("CheckoutSucceeded", "shop.checkout.succeeded.v1")
+CheckoutFailed = _shop("CheckoutFailed", "shop.checkout.failed.v1")
+PaymentAuthorized = _shop("PaymentAuthorized", "shop.payment.authorized.v1")
+PaymentDeclined = _shop("PaymentDeclined", "shop.payment.declined.v1")
+OrderPlaced = _shop("OrderPlaced", "shop.order.placed.v1")
+
+
+EVENT_TYPES: dict[str, type[Contract]] = {
+    m.event_type: m
+    for m in (
+        CandidateSubmitted, GateCheckRequested, GateCheckFinished, DRCheckRequested, DRCheckFinished,
+        DeployRequested, DeployFinished, VerificationRequested, VerificationFinished, RollbackRequested,
+        RollbackFinished, ApprovalGiven, AbortRequested, ReleaseStatusChanged, AlertRaised, DeadLetter,
+        CheckoutAttempted, CheckoutSucceeded, CheckoutFailed, PaymentAuthorized, PaymentDeclined, OrderPlaced,
+    )
+}
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseModel)]
+__all__ += ["ReleaseState", "Verdict", "Severity", "DeployAction", "TERMINAL_STATES", "SHA256_DIGEST"]

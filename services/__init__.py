@@ -1,0 +1,1 @@
+"""releasegate's microservices: one sub-package per OS process, plus `common` for what they share."""

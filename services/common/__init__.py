@@ -1,0 +1,1 @@
+"""What every releasegate service shares: settings, logging, telemetry, Kafka wiring, outbox, idempotency."""

@@ -1,0 +1,73 @@
+"""The service catalog: one versioned YAML file per deployable service in `catalog/`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.events import KpiThreshold
+
+
+class CatalogError(Exception):
+    """The catalog has no valid entry for the requested service."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DRRequirement(_Model):
+    required: bool = False
+    database: str | None = None
+    rpo_seconds: int = Field(default=3600, gt=0)
+
+
+class Rollout(_Model):
+    instances: int = Field(default=1, ge=1, le=3)
+    canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+
+
+class Verification(_Model):
+    required_verifiers: list[str] = ["business-kpis"]
+    staging_window_seconds: float = 10
+    canary_window_seconds: float = 15
+    min_samples: int = 20
+    grace_seconds: float = 30
+    on_inconclusive: Literal["pause", "rollback"] = "pause"
+
+
+class ServiceEntry(_Model):
+    apiVersion: Literal["releasegate.dev/v1"]
+    kind: Literal["Service"]
+    revision: int
+    name: str
+    description: str = ""
+    tier: int = Field(ge=1, le=3)
+    owner: str
+    environments: list[str]
+    dr: DRRequirement = DRRequirement()
+    rollout: Rollout = Rollout()
+    verification: Verification = Verification()
+    kpis: dict[str, KpiThreshold]
+    approval_required: bool = False
+
+
+class Catalog:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def get(self, service: str) -> ServiceEntry:
+        if not service.replace("-", "").replace("_", "").isalnum():
+            raise CatalogError(f"invalid service name {service!r}")
+        path = self._dir / f"{service}.yaml"
+        if not path.is_file():
+            raise CatalogError(f"unknown service {service!r}: no catalog entry {path.name} in {self._dir}")
+        try:
+            entry = ServiceEntry.model_validate(yaml.safe_load(path.read_text()))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise CatalogError(f"catalog entry {path.name} is invalid: {exc}") from None
+        if entry.name != service:
+            raise CatalogError(f"catalog entry {path.name} names service {entry.name!r}")
+        return entry

@@ -1,0 +1,116 @@
+"""The `local` deployment target shared by deployer and rollback: instances recorded in PostgreSQL, served by
+HAProxy slots, processes on this machine. Starting new versions is the deployer's alone (see its adapters);
+this module only shifts weights, stops instances and reads back what is really serving."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from contracts.events import ObservedState
+from services.common.haproxy import HAProxy
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: int
+    service: str
+    environment: str
+    version: str
+    digest: str
+    slot: str
+    port: int
+    pid: int | None
+    state: str
+
+
+def backend_for(service: str, environment: str) -> str:
+    return f"{service}_{environment}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+async def stop_process(pid: int | None, grace_seconds: float = 10.0) -> None:
+    if not pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_seconds
+    while pid_alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if pid_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class LocalTarget:
+    def __init__(self, pool: asyncpg.Pool, haproxy: HAProxy, run_dir: Path) -> None:
+        self.pool, self.haproxy, self.run_dir = pool, haproxy, run_dir
+
+    async def live(self, service: str, environment: str) -> list[Instance]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, service, environment, version, digest, slot, port, pid, state FROM instances"
+                " WHERE service = $1 AND environment = $2 AND state <> 'stopped' ORDER BY id", service, environment)
+        return [Instance(**dict(r)) for r in rows]
+
+    async def stable(self, service: str, environment: str) -> tuple[str, str] | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT stable_version, stable_digest FROM environments"
+                                      " WHERE service = $1 AND environment = $2", service, environment)
+        return (row["stable_version"], row["stable_digest"]) if row else None
+
+    async def split(self, service: str, environment: str, percent: dict[str, int]) -> None:
+        """Give each version its percent of traffic, spread over its serving instances."""
+        backend = backend_for(service, environment)
+        instances = [i for i in await self.live(service, environment) if i.state == "serving"]
+        for version, share in percent.items():
+            mine = [i for i in instances if i.version == version]
+            for inst in mine:
+                weight = round(share / len(mine))
+                await self.haproxy.set_weight(backend, inst.slot, weight)
+                await self.haproxy.set_state(backend, inst.slot, "ready" if weight > 0 else "drain")
+
+    async def stop(self, inst: Instance) -> None:
+        backend = backend_for(inst.service, inst.environment)
+        await self.haproxy.set_weight(backend, inst.slot, 0)
+        await self.haproxy.set_state(backend, inst.slot, "maint")
+        await stop_process(inst.pid)
+        async with self.pool.acquire() as conn:
+            await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
+        (self.run_dir / "pids" / f"{backend}-{inst.slot}.pid").unlink(missing_ok=True)
+
+    async def observe(self, service: str, environment: str) -> ObservedState:
+        """Traffic share per version as HAProxy reports it, plus the instances behind each slot."""
+        backend = backend_for(service, environment)
+        by_slot = {i.slot: i for i in await self.live(service, environment)}
+        weights: dict[str, int] = {}
+        serving = []
+        for srv in await self.haproxy.servers(backend):
+            inst = by_slot.get(srv.name)
+            if inst is None or srv.maintenance:
+                continue
+            weights[inst.version] = weights.get(inst.version, 0) + srv.weight
+            serving.append({"slot": srv.name, "version": inst.version, "port": srv.port, "weight": srv.weight,
+                            "up": srv.operational, "pid": inst.pid})
+        total = sum(weights.values()) or 1
+        stable = await self.stable(service, environment)
+        return ObservedState(weights={v: round(100 * w / total) for v, w in weights.items()}, instances=serving,
+                             stable_version=stable[0] if stable else None)

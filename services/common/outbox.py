@@ -1,0 +1,77 @@
+"""Transactional outbox: events are written in the handler's transaction and published by a relay."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+
+from contracts.cloudevents import Envelope, encode
+
+NOTIFY_CHANNEL = "releasegate_outbox"
+Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+log = structlog.get_logger()
+
+
+async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Envelope) -> None:
+    """Stage an event for publication; becomes visible to the relay only if the transaction commits."""
+    key, value, headers = encode(envelope)
+    await conn.execute(
+        "INSERT INTO outbox (producer, topic, key, event_id, headers, payload) VALUES ($1,$2,$3,$4,$5,$6)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        producer, topic, key.decode() if key else None, envelope.id,
+        {k: v.decode() for k, v in headers}, value.decode(),
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
+
+
+class Relay:
+    """Publishes a producer's staged events in order; woken by NOTIFY, with a poll as a safety net."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: str, publish: Publish, poll_seconds: float = 1.0,
+                 batch: int = 100) -> None:
+        self._pool, self._producer, self._publish = pool, producer, publish
+        self._poll, self._batch = poll_seconds, batch
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        listener = await self._pool.acquire()
+        await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        try:
+            while True:
+                try:
+                    while await self.publish_pending():
+                        pass
+                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                    log.warning("outbox relay error; will retry", error=str(exc))
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(listener)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self._producer:
+            self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; rows are marked only after the broker acknowledged them (at-least-once)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, topic, key, headers, payload FROM outbox WHERE producer = $1 AND published_at IS NULL"
+                " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                self._producer, self._batch,
+            )
+            for row in rows:
+                await self._publish(
+                    row["topic"], row["key"].encode() if row["key"] else None, row["payload"].encode(),
+                    [(k, v.encode()) for k, v in row["headers"].items()],
+                )
+            if rows:
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
+            return len(rows)

@@ -1,0 +1,77 @@
+"""Runs one service process: logging, telemetry, pool, producer, broker, outbox relay, background loops,
+and a clean stop on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.common import db, logs, telemetry
+from services.common.kafka import Consumer, Producer, make_broker
+from services.common.outbox import Relay
+from services.common.settings import ServiceSettings
+
+
+@dataclass
+class Runtime:
+    """What a service's bootstrap gets to wire its handlers with."""
+
+    name: str
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    producer: Producer
+    consumer: Consumer
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+Setup = Callable[[Runtime], Awaitable[None]]
+
+
+async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asyncio.Event | None = None) -> None:
+    log = logs.configure(name, settings.log_level)
+    telemetry.configure(name, settings.otlp_endpoint)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    pool = await db.create_pool(settings.database_url, max_size=6)
+    producer = Producer(settings.kafka_bootstrap, f"releasegate-{name}")
+    await producer.start()
+    broker = make_broker(settings.kafka_bootstrap, f"releasegate-{name}")
+    runtime = Runtime(name, settings, pool, producer, Consumer(broker, f"releasegate-{name}", producer, name))
+    await setup(runtime)
+    relay = Relay(pool, name, producer.send)
+    background = [asyncio.create_task(relay.run(), name="outbox-relay")]
+    background += [asyncio.create_task(t(), name=t.__name__) for t in runtime.tasks]
+    await broker.start()
+    log.info("service ready", kafka=settings.kafka_bootstrap)
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception():
+                log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+    finally:
+        log.info("service stopping")
+        await broker.stop()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for hook in runtime.on_stop:
+            await hook()
+        await producer.stop()
+        await pool.close()
+        structlog.contextvars.clear_contextvars()
+
+
+def main(name: str, setup: Setup) -> None:
+    asyncio.run(serve(name, ServiceSettings(), setup))

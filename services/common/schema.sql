@@ -1,0 +1,155 @@
+-- releasegate state. Each service owns its tables (named in the comments); shared mechanisms come first.
+-- Applied idempotently by `python -m services.common.init_stack` under an advisory lock.
+
+-- shared: transactional outbox (every service) and processed-event ledger (idempotent consumers)
+CREATE TABLE IF NOT EXISTS outbox (
+    id           bigserial PRIMARY KEY,
+    producer     text        NOT NULL,
+    topic        text        NOT NULL,
+    key          text,
+    event_id     text        NOT NULL UNIQUE,
+    headers      jsonb       NOT NULL,
+    payload      text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (producer, id) WHERE published_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS processed_events (
+    consumer     text        NOT NULL,
+    event_id     text        NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+
+-- coordinator: sagas, deadlines, audit log
+CREATE TABLE IF NOT EXISTS sagas (
+    release_id  text PRIMARY KEY,
+    service     text        NOT NULL,
+    version     text        NOT NULL,
+    digest      text        NOT NULL,
+    state       text        NOT NULL,
+    body        jsonb       NOT NULL,
+    revision    integer     NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS saga_deadlines (
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    due_at     timestamptz NOT NULL,
+    PRIMARY KEY (release_id, step_id)
+);
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    id         bigserial PRIMARY KEY,
+    release_id text        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor      text        NOT NULL,
+    state      text        NOT NULL,
+    step       text,
+    reason     text        NOT NULL,
+    evidence   jsonb       NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_log_release ON audit_log (release_id, id);
+
+CREATE OR REPLACE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END $$;
+DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
+
+-- coordinator's published read model: digests that passed staging verification (the gatekeeper reads it)
+CREATE TABLE IF NOT EXISTS staging_verified_artifacts (
+    service     text        NOT NULL,
+    digest      text        NOT NULL,
+    release_id  text        NOT NULL,
+    verified_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (service, digest)
+);
+
+-- deployer: instances it started and the stable version per environment
+CREATE TABLE IF NOT EXISTS instances (
+    id          bigserial PRIMARY KEY,
+    service     text        NOT NULL,
+    environment text        NOT NULL,
+    version     text        NOT NULL,
+    digest      text        NOT NULL,
+    release_id  text,
+    slot        text        NOT NULL,
+    port        integer     NOT NULL,
+    pid         integer,
+    state       text        NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    stopped_at  timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_live_slot ON instances (environment, slot) WHERE state <> 'stopped';
+
+CREATE TABLE IF NOT EXISTS environments (
+    service        text NOT NULL,
+    environment    text NOT NULL,
+    stable_version text NOT NULL,
+    stable_digest  text NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (service, environment)
+);
+
+CREATE TABLE IF NOT EXISTS deploy_steps (
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    result     jsonb       NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (release_id, step_id)
+);
+
+-- verifier: business events and HAProxy request samples, and the verifications in progress
+CREATE TABLE IF NOT EXISTS business_events (
+    event_id    text PRIMARY KEY,
+    type        text        NOT NULL,
+    environment text        NOT NULL,
+    version     text        NOT NULL,
+    tenant      text        NOT NULL,
+    at          timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    reason      text,
+    latency_ms  double precision
+);
+CREATE INDEX IF NOT EXISTS business_events_window ON business_events (environment, version, at);
+
+CREATE TABLE IF NOT EXISTS http_samples (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    environment text        NOT NULL,
+    server      text        NOT NULL,
+    version     text,
+    status      integer     NOT NULL,
+    ta_ms       integer     NOT NULL,
+    tenant      text
+);
+CREATE INDEX IF NOT EXISTS http_samples_window ON http_samples (environment, version, at);
+
+CREATE TABLE IF NOT EXISTS verifications (
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    request    jsonb       NOT NULL,
+    started_at timestamptz NOT NULL,
+    due_at     timestamptz NOT NULL,
+    finished   boolean     NOT NULL DEFAULT false,
+    verdict    jsonb,
+    PRIMARY KEY (release_id, step_id)
+);
+
+-- dr-checker: the backup catalog (written by `make backup` / the scheduled backup job)
+CREATE TABLE IF NOT EXISTS backups (
+    id          bigserial PRIMARY KEY,
+    database    text        NOT NULL,
+    path        text        NOT NULL,
+    bytes       bigint      NOT NULL,
+    sha256      text        NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backups_newest ON backups (database, finished_at DESC);

@@ -1,0 +1,1 @@
+"""Saga coordinator: drives each release through its steps and compensates completed ones on failure."""

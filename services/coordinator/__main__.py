@@ -1,0 +1,3 @@
+from services.coordinator.app import main
+
+main()

@@ -1,0 +1,402 @@
+"""The release saga as pure logic: given the saga and one event, decide the new saga, the commands to send and
+the transitions to record. No I/O here, so every rule is unit-testable."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from contracts import topics
+from contracts.events import (
+    AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
+    DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
+    ReleaseState, RollbackFinished, RollbackRequested, Severity, Verdict, VerificationFinished,
+    VerificationRequested,
+)
+from services.common.catalog import ServiceEntry
+
+StepKind = Literal["gate", "dr", "deploy", "verify", "approval"]
+COORDINATOR = "coordinator"
+STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0}
+
+
+class SagaError(Exception):
+    """Base error of the coordinator's domain."""
+
+
+class Step(BaseModel):
+    id: str
+    kind: StepKind
+    environment: str | None = None
+    action: DeployAction | None = None
+    weight: int | None = None
+    window_seconds: float | None = None
+    compensable: bool = False
+
+
+class Compensation(BaseModel):
+    id: str
+    environment: str
+    status: Literal["pending", "requested", "done", "failed"] = "pending"
+
+
+class Saga(BaseModel):
+    release_id: str
+    service: str
+    version: str
+    digest: str
+    candidate: dict[str, Any]
+    state: ReleaseState = ReleaseState.RUNNING
+    plan: list[Step]
+    cursor: int = 0
+    waiting_for: str | None = Field(default=None, description="Step or compensation id a result is awaited for.")
+    deployed_environments: list[str] = []
+    stable: dict[str, str] = Field(default_factory=dict, description="Stable version per environment.")
+    compensations: list[Compensation] = []
+    end_state: ReleaseState | None = Field(default=None, description="Terminal state once compensations finish.")
+    verification: dict[str, Any] = {}
+    trace: dict[str, str] = {}
+
+    @property
+    def current(self) -> Step | None:
+        return self.plan[self.cursor] if self.cursor < len(self.plan) else None
+
+
+@dataclass
+class Transition:
+    state: ReleaseState
+    step: str | None
+    actor: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    saga: Saga
+    commands: list[tuple[str, Contract]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    deadline: tuple[str, datetime] | None = None
+    clear_deadline: bool = False
+    staging_verified: bool = False
+    ignored: str | None = None
+
+    def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
+        self.transitions.append(Transition(self.saga.state, self.saga.waiting_for, actor, reason, evidence or {}))
+
+
+def build_plan(entry: ServiceEntry) -> list[Step]:
+    plan = [Step(id="gate-staging", kind="gate", environment="staging")]
+    if entry.dr.required:
+        plan.append(Step(id="dr-check", kind="dr"))
+    plan += [
+        Step(id="deploy-staging", kind="deploy", environment="staging", action=DeployAction.START, weight=100,
+             compensable=True),
+        Step(id="verify-staging", kind="verify", environment="staging",
+             window_seconds=entry.verification.staging_window_seconds),
+        Step(id="gate-production", kind="gate", environment="production"),
+    ]
+    if entry.approval_required:
+        plan.append(Step(id="approval-production", kind="approval", environment="production"))
+    for i, weight in enumerate(entry.rollout.canary_steps):
+        plan += [
+            Step(id=f"canary-{weight}", kind="deploy", environment="production",
+                 action=DeployAction.START if i == 0 else DeployAction.SHIFT, weight=weight, compensable=True),
+            Step(id=f"verify-canary-{weight}", kind="verify", environment="production",
+                 window_seconds=entry.verification.canary_window_seconds),
+        ]
+    plan += [
+        Step(id="finalize-production", kind="deploy", environment="production", action=DeployAction.FINALIZE,
+             weight=100),
+        Step(id="finalize-staging", kind="deploy", environment="staging", action=DeployAction.FINALIZE, weight=100),
+    ]
+    return plan
+
+
+def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, trace: dict[str, str]) -> Decision:
+    saga = Saga(release_id=candidate.release_id, service=candidate.service, version=candidate.version,
+                digest=candidate.artifact.digest, candidate=candidate.model_dump(mode="json"),
+                plan=build_plan(entry), trace=trace,
+                verification={"min_samples": entry.verification.min_samples,
+                              "grace_seconds": entry.verification.grace_seconds,
+                              "on_inconclusive": entry.verification.on_inconclusive,
+                              "instances": entry.rollout.instances,
+                              "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
+                              "catalog_revision": entry.revision, "dr": entry.dr.model_dump()})
+    decision = Decision(saga)
+    decision.transitions.append(Transition(ReleaseState.RUNNING, None, candidate.submitted_by,
+                                           f"candidate {candidate.service} {candidate.version} submitted",
+                                           {"digest": saga.digest, "plan": [s.id for s in saga.plan]}))
+    _issue_current(decision, now)
+    return decision
+
+
+def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
+    """A candidate the catalog cannot place is rejected at once, with the reason."""
+    saga = Saga(release_id=candidate.release_id, service=candidate.service, version=candidate.version,
+                digest=candidate.artifact.digest, candidate=candidate.model_dump(mode="json"), plan=[],
+                state=ReleaseState.REJECTED)
+    decision = Decision(saga)
+    decision.note(reason)
+    decision.commands.append((topics.ALERTS, _alert(saga, Severity.INFO, "release rejected", reason)))
+    return decision
+
+
+def handle(saga: Saga, event: Contract, now: datetime) -> Decision:
+    decision = Decision(saga.model_copy(deep=True))
+    match event:
+        case ApprovalGiven():
+            _on_approval(decision, event, now)
+        case AbortRequested():
+            _on_abort(decision, event, now)
+        case RollbackFinished():
+            _on_rollback_finished(decision, event, now)
+        case GateCheckFinished() | DRCheckFinished() | DeployFinished() | VerificationFinished():
+            _on_step_result(decision, event, now)
+        case _:
+            raise SagaError(f"the coordinator has no rule for {type(event).__name__}")
+    return decision
+
+
+def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
+    decision = Decision(saga.model_copy(deep=True))
+    s = decision.saga
+    if s.state.terminal or s.waiting_for != step_id:
+        decision.ignored = f"deadline of {step_id} no longer relevant"
+        return decision
+    decision.clear_deadline = True
+    if s.state is ReleaseState.ROLLING_BACK:
+        _finish(decision, ReleaseState.ROLLBACK_FAILED, f"compensation {step_id} got no answer before its deadline",
+                severity=Severity.CRITICAL)
+        return decision
+    step = s.current
+    if step is not None and step.kind == "verify":
+        _on_inconclusive(decision, f"no verdict for {step.id} within window + grace", {}, now)
+    else:
+        _fail(decision, f"{step_id} got no answer before its deadline", now)
+    return decision
+
+
+# --- results -----------------------------------------------------------------------------------------------
+
+
+def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
+    s = d.saga
+    if s.state.terminal or s.state is ReleaseState.ROLLING_BACK or s.waiting_for != event.step_id:
+        d.ignored = f"result for {event.step_id} does not match the awaited step {s.waiting_for}"
+        return
+    d.clear_deadline = True
+    step = s.current
+    assert step is not None
+    match event:
+        case GateCheckFinished():
+            evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]}
+            if event.passed:
+                d.note(f"{step.id} passed: all {len(event.checks)} checks passed", evidence=evidence)
+                _advance(d, now)
+            else:
+                failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
+                _fail(d, f"{step.id} failed: {failed}", now, evidence=evidence, rejected=True)
+        case DRCheckFinished():
+            evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]}
+            if event.ready:
+                d.note(f"{step.id} passed: recovery is possible within the RPO", evidence=evidence)
+                _advance(d, now)
+            else:
+                failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
+                _fail(d, f"DR readiness failed: {failed}", now, evidence=evidence, rejected=True)
+        case DeployFinished():
+            evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}
+            if event.succeeded:
+                if event.observed and event.observed.stable_version:
+                    s.stable[event.environment] = event.observed.stable_version
+                if step.action is DeployAction.FINALIZE:
+                    s.stable[event.environment] = s.version
+                d.note(f"{step.id} done: {event.reason}", evidence=evidence)
+                _advance(d, now)
+            else:
+                _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
+        case VerificationFinished():
+            evidence = {"verdict": event.verdict.value, "kpis": [k.model_dump(mode="json") for k in event.kpis],
+                        "window": [event.window_start.isoformat(), event.window_end.isoformat()],
+                        "verifier": event.verifier}
+            if event.verdict is Verdict.PASS:
+                d.note(f"{step.id} passed: {event.reason}", evidence=evidence)
+                d.staging_verified = step.environment == "staging"
+                _advance(d, now)
+            elif event.verdict is Verdict.FAIL:
+                _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
+            else:
+                _on_inconclusive(d, f"{step.id} inconclusive: {event.reason}", evidence, now)
+
+
+def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
+    s = d.saga
+    if s.verification.get("on_inconclusive") == "rollback":
+        _fail(d, reason, now, evidence=evidence)
+        return
+    s.state = ReleaseState.PAUSED
+    d.note(f"{reason}; paused for a human (approve to re-verify, abort to roll back)", evidence=evidence)
+    d.commands.append((topics.ALERTS, _alert(s, Severity.WARNING, "release paused", reason)))
+
+
+def _on_rollback_finished(d: Decision, event: RollbackFinished, now: datetime) -> None:
+    s = d.saga
+    if s.state is not ReleaseState.ROLLING_BACK or s.waiting_for != event.step_id:
+        d.ignored = f"rollback result {event.step_id} does not match the awaited {s.waiting_for}"
+        return
+    d.clear_deadline = True
+    comp = next(c for c in s.compensations if c.id == event.step_id)
+    evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}
+    if not event.succeeded:
+        comp.status = "failed"
+        d.note(f"compensation {comp.id} failed: {event.reason}", actor="rollback", evidence=evidence)
+        _finish(d, ReleaseState.ROLLBACK_FAILED, f"compensation {comp.id} failed: {event.reason}",
+                severity=Severity.CRITICAL)
+        return
+    comp.status = "done"
+    d.note(f"compensation {comp.id} done: {event.reason}", actor="rollback", evidence=evidence)
+    _next_compensation(d, now)
+
+
+# --- operator control ----------------------------------------------------------------------------------------
+
+
+def _on_approval(d: Decision, event: ApprovalGiven, now: datetime) -> None:
+    s = d.saga
+    if event.actor == s.candidate.get("author"):
+        d.note(f"approval by {event.actor} refused: the author of a change cannot approve it", actor=event.actor)
+        return
+    if s.state is ReleaseState.PAUSED:
+        s.state = ReleaseState.RUNNING
+        d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
+        _issue_current(d, now)
+    elif s.state is ReleaseState.AWAITING_APPROVAL:
+        s.state = ReleaseState.RUNNING
+        d.note(f"approved by {event.actor}: {event.reason}", actor=event.actor)
+        _advance(d, now)
+    else:
+        d.note(f"approval by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+
+
+def _on_abort(d: Decision, event: AbortRequested, now: datetime) -> None:
+    s = d.saga
+    if s.state.terminal or s.state is ReleaseState.ROLLING_BACK:
+        d.note(f"abort by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+        return
+    d.clear_deadline = True
+    _compensate(d, f"aborted by {event.actor}: {event.reason}", ReleaseState.ABORTED, now, actor=event.actor)
+
+
+# --- movement ------------------------------------------------------------------------------------------------
+
+
+def _advance(d: Decision, now: datetime) -> None:
+    s = d.saga
+    step = s.current
+    if step is not None and step.compensable and step.environment not in s.deployed_environments:
+        s.deployed_environments.append(step.environment)
+    s.cursor += 1
+    if s.current is None:
+        s.waiting_for = None
+        _finish(d, ReleaseState.PROMOTED, f"{s.version} promoted: all traffic on {s.version}")
+        return
+    _issue_current(d, now)
+
+
+def _issue_current(d: Decision, now: datetime) -> None:
+    s = d.saga
+    step = s.current
+    assert step is not None
+    s.waiting_for = step.id
+    base = {"release_id": s.release_id, "step_id": step.id}
+    art = {"service": s.service, "version": s.version, "digest": s.digest}
+    timeout = STEP_TIMEOUTS.get(step.kind, 60.0)
+    match step.kind:
+        case "gate":
+            d.commands.append((topics.GATE_COMMANDS, GateCheckRequested(
+                **base, **art, environment=step.environment, tests=s.candidate["tests"])))
+        case "dr":
+            dr = s.verification["dr"]
+            d.commands.append((topics.DR_COMMANDS, DRCheckRequested(
+                **base, **art, database=dr["database"] or s.service, rpo_seconds=dr["rpo_seconds"])))
+        case "deploy":
+            d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
+                **base, **art, environment=step.environment, action=step.action, weight=step.weight,
+                instances=s.verification["instances"])))
+        case "verify":
+            v = s.verification
+            d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
+                **base, service=s.service, environment=step.environment, candidate_version=s.version,
+                stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds,
+                min_samples=v["min_samples"],
+                thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()})))
+            timeout = step.window_seconds + v["grace_seconds"]
+        case "approval":
+            s.state = ReleaseState.AWAITING_APPROVAL
+            d.note(f"{step.id}: waiting for an approver")
+            return
+    d.deadline = (step.id, now + timedelta(seconds=timeout))
+    d.note(f"{step.id} requested")
+
+
+def _fail(d: Decision, reason: str, now: datetime, *, evidence: dict[str, Any] | None = None,
+          rejected: bool = False) -> None:
+    end = ReleaseState.REJECTED if rejected else ReleaseState.ROLLED_BACK
+    d.note(reason, evidence=evidence)
+    _compensate(d, reason, end, now)
+
+
+def _compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, actor: str = COORDINATOR) -> None:
+    s = d.saga
+    environments = list(s.deployed_environments)
+    step = s.current
+    if step is not None and step.compensable and s.waiting_for == step.id and step.environment not in environments:
+        environments.append(step.environment)
+    s.compensations = [Compensation(id=f"compensate:{env}", environment=env) for env in reversed(environments)]
+    s.end_state = end
+    if not s.compensations:
+        _finish(d, end, reason, actor=actor)
+        return
+    s.state = ReleaseState.ROLLING_BACK
+    d.transitions.append(Transition(s.state, s.waiting_for, actor, f"rolling back: {reason}",
+                                    {"compensations": [c.id for c in s.compensations]}))
+    s.verification["failure_reason"] = reason
+    _next_compensation(d, now)
+
+
+def _next_compensation(d: Decision, now: datetime) -> None:
+    s = d.saga
+    comp = next((c for c in s.compensations if c.status == "pending"), None)
+    if comp is None:
+        end = s.end_state or ReleaseState.ROLLED_BACK
+        reason = s.verification.get("failure_reason", "compensated")
+        traffic = ", ".join(f"{env} on {s.stable.get(env, 'stable')}" for env in s.deployed_environments) or "-"
+        _finish(d, end, f"{end.value}: {reason} (traffic: {traffic})",
+                severity=Severity.WARNING if end is ReleaseState.ROLLED_BACK else None)
+        return
+    comp.status = "requested"
+    s.waiting_for = comp.id
+    d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
+        release_id=s.release_id, step_id=comp.id, compensation="restore_traffic", service=s.service,
+        environment=comp.environment, candidate_version=s.version)))
+    d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"]))
+    d.note(f"compensation {comp.id} requested: traffic back to stable in {comp.environment}")
+
+
+def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR,
+            severity: Severity | None = None) -> None:
+    s = d.saga
+    s.state = end
+    s.waiting_for = None
+    d.clear_deadline = True
+    d.transitions.append(Transition(end, None, actor, reason))
+    if severity is not None:
+        d.commands.append((topics.ALERTS, _alert(s, severity, f"release {end.value}", reason)))
+
+
+def _alert(s: Saga, severity: Severity, title: str, detail: str) -> AlertRaised:
+    return AlertRaised(release_id=s.release_id, service=s.service, severity=severity,
+                       title=f"{s.service} {s.version}: {title}", detail=detail)

@@ -1,0 +1,129 @@
+"""What the coordinator does when an event arrives or a deadline passes: load the saga, decide, persist the
+decision (saga row, audit log, deadlines, outbox) in one transaction."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from opentelemetry import trace
+
+from contracts import topics
+from contracts.cloudevents import Envelope
+from contracts.events import CandidateSubmitted, ReleaseStatusChanged
+from services.common import db, outbox, telemetry
+from services.common.catalog import Catalog, CatalogError
+from services.common.kafka import PermanentError
+from services.coordinator import domain
+
+CONSUMER = "coordinator"
+SOURCE = "releasegate/coordinator"
+log = structlog.get_logger()
+tracer = trace.get_tracer("releasegate.coordinator")
+
+
+class ConcurrentUpdate(Exception):
+    """Another writer changed the saga first (optimistic concurrency); the caller retries."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Coordinator:
+    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, clock: Callable[[], datetime] = utcnow) -> None:
+        self._pool, self._catalog, self._clock = pool, catalog, clock
+
+    async def on_event(self, envelope: Envelope) -> None:
+        with tracer.start_as_current_span(f"coordinator {envelope.type}", context=telemetry.extract(envelope.trace)):
+            if isinstance(envelope.data, CandidateSubmitted):
+                await self._start(envelope)
+            else:
+                release_id = envelope.data.release_id
+                await self._apply(release_id, envelope.id, lambda saga: domain.handle(saga, envelope.data,
+                                                                                      self._clock()))
+
+    async def fire_due_deadlines(self, limit: int = 20) -> int:
+        async with self._pool.acquire() as conn:
+            due = await conn.fetch("SELECT release_id, step_id, due_at FROM saga_deadlines WHERE due_at <= $1"
+                                   " ORDER BY due_at LIMIT $2", self._clock(), limit)
+        for row in due:
+            step_id = row["step_id"]
+            await self._apply(row["release_id"], f"deadline:{row['release_id']}:{step_id}:{row['due_at'].isoformat()}",
+                              lambda saga, step_id=step_id: domain.on_deadline(saga, step_id, self._clock()))
+        return len(due)
+
+    async def _start(self, envelope: Envelope) -> None:
+        candidate: CandidateSubmitted = envelope.data  # type: ignore[assignment]
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await db.first_time(conn, CONSUMER, envelope.id):
+                return
+            if await conn.fetchval("SELECT 1 FROM sagas WHERE release_id = $1", candidate.release_id):
+                raise PermanentError(f"release id {candidate.release_id} already exists; submit with a new id")
+            trace_ctx = telemetry.inject()
+            try:
+                decision = domain.start(candidate, self._catalog.get(candidate.service), self._clock(), trace_ctx)
+            except CatalogError as exc:
+                decision = domain.reject_unknown(candidate, f"rejected: {exc}")
+            s = decision.saga
+            await conn.execute(
+                "INSERT INTO sagas (release_id, service, version, digest, state, body) VALUES ($1,$2,$3,$4,$5,$6)",
+                s.release_id, s.service, s.version, s.digest, s.state.value, s.model_dump(mode="json"))
+            await self._persist(conn, decision)
+        log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
+
+    async def _apply(self, release_id: str, event_id: str, decide: Callable[[domain.Saga], domain.Decision]) -> None:
+        for _ in range(5):
+            try:
+                await self._apply_once(release_id, event_id, decide)
+                return
+            except ConcurrentUpdate:
+                log.info("saga changed concurrently; retrying", release_id=release_id)
+        raise ConcurrentUpdate(f"saga {release_id} kept changing under us")
+
+    async def _apply_once(self, release_id: str, event_id: str,
+                          decide: Callable[[domain.Saga], domain.Decision]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await db.first_time(conn, CONSUMER, event_id):
+                return
+            row = await conn.fetchrow("SELECT body, revision FROM sagas WHERE release_id = $1", release_id)
+            if row is None:
+                raise PermanentError(f"unknown release {release_id!r}")
+            decision = decide(domain.Saga.model_validate(row["body"]))
+            if decision.ignored:
+                log.info("event ignored", release_id=release_id, why=decision.ignored)
+                return
+            s = decision.saga
+            updated = await conn.execute(
+                "UPDATE sagas SET state = $2, body = $3, revision = revision + 1, updated_at = now()"
+                " WHERE release_id = $1 AND revision = $4",
+                release_id, s.state.value, s.model_dump(mode="json"), row["revision"])
+            if updated != "UPDATE 1":
+                raise ConcurrentUpdate(release_id)
+            await self._persist(conn, decision)
+
+    async def _persist(self, conn: asyncpg.Connection, decision: domain.Decision) -> None:
+        s = decision.saga
+        trace_ctx = telemetry.inject() or s.trace
+        if decision.clear_deadline or decision.deadline:
+            await conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", s.release_id)
+        if decision.deadline:
+            step_id, due = decision.deadline
+            await conn.execute("INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)",
+                               s.release_id, step_id, due)
+        if decision.staging_verified:
+            await conn.execute(
+                "INSERT INTO staging_verified_artifacts (service, digest, release_id) VALUES ($1,$2,$3)"
+                " ON CONFLICT DO NOTHING", s.service, s.digest, s.release_id)
+        for t in decision.transitions:
+            await conn.execute(
+                "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence) VALUES ($1,$2,$3,$4,$5,$6)",
+                s.release_id, t.actor, t.state.value, t.step, t.reason, t.evidence)
+            status = ReleaseStatusChanged(release_id=s.release_id, service=s.service, version=s.version,
+                                          state=t.state, step=t.step, actor=t.actor, reason=t.reason,
+                                          evidence=t.evidence)
+            await outbox.add(conn, CONSUMER, topics.STATUS, Envelope.new(status, SOURCE, s.release_id,
+                                                                         trace=trace_ctx))
+        for topic, command in decision.commands:
+            await outbox.add(conn, CONSUMER, topic, Envelope.new(command, SOURCE, s.release_id, trace=trace_ctx))

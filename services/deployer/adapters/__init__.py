@@ -1,0 +1,1 @@
+"""Deployer adapters: bundle launcher for the local target."""

@@ -1,0 +1,27 @@
+"""Deployer process."""
+from __future__ import annotations
+
+from contracts import topics
+from contracts.events import DeployRequested
+from services.common import runner
+from services.common.artifacts import ArtifactStore
+from services.common.haproxy import HAProxy
+from services.common.local_target import LocalTarget
+from services.deployer.adapters.launcher import Launcher
+from services.deployer.config import DeployerSettings
+from services.deployer.handlers import Deployer
+
+NAME = "deployer"
+
+
+async def setup(rt: runner.Runtime) -> None:
+    settings = DeployerSettings()
+    haproxy = HAProxy(settings.haproxy_admin)
+    launcher = Launcher(rt.pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir,
+                        settings.shop_env())
+    deployer = Deployer(rt.pool, LocalTarget(rt.pool, haproxy, settings.run_dir), launcher)
+    rt.consumer.subscribe(topics.DEPLOY_COMMANDS, deployer.on_request, accept=(DeployRequested,))
+
+
+def main() -> None:
+    runner.main(NAME, setup)

@@ -1,0 +1,65 @@
+"""Reconciles each environment with its recorded stable version: `python -m services.deployer.bootstrap
+CANDIDATE_FILE` seeds the first stable version (once) and, after a restart of the stack, restarts stable
+instances whose processes are gone and re-points HAProxy at them. Deployer code, so deploy rights stay here."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from services.common import db, logs
+from services.common.artifacts import ArtifactStore
+from services.common.catalog import Catalog
+from services.common.haproxy import HAProxy
+from services.common.local_target import LocalTarget, pid_alive
+from services.deployer.adapters.launcher import Launcher
+from services.deployer.config import DeployerSettings
+
+
+async def reconcile(candidate_file: Path) -> dict[str, str]:
+    settings = DeployerSettings()
+    log = logs.configure("deployer-bootstrap", settings.log_level)
+    candidate = json.loads(candidate_file.read_text())
+    service, version, digest = candidate["service"], candidate["version"], candidate["artifact"]["digest"]
+    entry = Catalog(settings.catalog_dir).get(service)
+    pool = await db.create_pool(settings.database_url)
+    haproxy = HAProxy(settings.haproxy_admin)
+    target = LocalTarget(pool, haproxy, settings.run_dir)
+    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env())
+    result = {}
+    try:
+        for environment in entry.environments:
+            stable = await target.stable(service, environment)
+            if stable is None:
+                async with pool.acquire() as conn:
+                    await conn.execute("INSERT INTO environments (service, environment, stable_version, stable_digest)"
+                                       " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
+                                       service, environment, version, digest)
+                stable = await target.stable(service, environment)
+            assert stable is not None
+            for inst in await target.live(service, environment):
+                if inst.version != stable[0] or not pid_alive(inst.pid) or inst.state != "serving":
+                    await target.stop(inst)
+            serving = [i for i in await target.live(service, environment) if i.version == stable[0]]
+            for inst in serving:
+                await haproxy.point(f"{service}_{environment}", inst.slot, inst.port)
+            if not serving:
+                await launcher.start(service, environment, stable[0], stable[1], None)
+            await target.split(service, environment, {stable[0]: 100})
+            observed = await target.observe(service, environment)
+            log.info("environment reconciled", environment=environment, weights=observed.weights)
+            result[environment] = stable[0]
+    finally:
+        await pool.close()
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m services.deployer.bootstrap CANDIDATE_FILE")
+    print(json.dumps(asyncio.run(reconcile(Path(sys.argv[1])))))
+
+
+if __name__ == "__main__":
+    main()

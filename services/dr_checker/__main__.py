@@ -1,0 +1,3 @@
+from services.dr_checker.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Gatekeeper: evaluates named promotion checks for a candidate and explains every decision."""

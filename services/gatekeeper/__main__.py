@@ -1,0 +1,3 @@
+from services.gatekeeper.app import main
+
+main()

@@ -1,0 +1,3 @@
+from services.rollback.app import main
+
+main()

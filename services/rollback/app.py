@@ -1,0 +1,23 @@
+"""Rollback process."""
+from __future__ import annotations
+
+from contracts import topics
+from contracts.events import RollbackRequested
+from services.common import runner
+from services.common.haproxy import HAProxy
+from services.common.local_target import LocalTarget
+from services.deployer.config import DeployerSettings
+from services.rollback.handlers import Rollback
+
+NAME = "rollback"
+
+
+async def setup(rt: runner.Runtime) -> None:
+    settings = DeployerSettings()
+    target = LocalTarget(rt.pool, HAProxy(settings.haproxy_admin), settings.run_dir)
+    rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, Rollback(rt.pool, target).on_request,
+                          accept=(RollbackRequested,))
+
+
+def main() -> None:
+    runner.main(NAME, setup)

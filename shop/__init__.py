@@ -1,0 +1,1 @@
+"""The sample retail shop that releasegate releases: bundle sources, builder, payment sandbox, shopper."""

@@ -1,0 +1,190 @@
+"""HTTP API of the storefront: health, metrics, catalog, cart, checkout and order confirmation."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from storefront import catalog, db, gateway
+from storefront.events import (CHECKOUT_ATTEMPTED, CHECKOUT_FAILED, CHECKOUT_SUCCEEDED, ORDER_PLACED,
+                               PAYMENT_AUTHORIZED, PAYMENT_DECLINED, Checkout)
+from storefront.metrics import Metrics
+from storefront.runtime import Runtime, lifecycle
+from storefront.settings import Settings
+
+RUNTIME = web.AppKey("runtime", Runtime)
+METRICS = web.AppKey("metrics", Metrics)
+TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+HOST_SUFFIX = ".shop.local"
+ALWAYS_SERVED = {"/health", "/metrics"}
+MAX_ITEMS, MAX_QTY = 50, 100
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings) -> web.Application:
+    runtime, metrics = Runtime(settings), Metrics(settings.version)
+    app = web.Application(middlewares=[metrics.middleware(), _require_ready])
+    app[RUNTIME], app[METRICS] = runtime, metrics
+    app.cleanup_ctx.append(lambda _: lifecycle(runtime))
+    app.on_response_prepare.append(_stamp_version)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics.handle)
+    app.router.add_get("/products", products)
+    app.router.add_post("/cart", create_cart)
+    app.router.add_post("/checkout", checkout)
+    app.router.add_get("/orders/{id}", get_order)
+    return app
+
+
+async def _stamp_version(request: web.Request, response: web.StreamResponse) -> None:
+    settings = request.app[RUNTIME].settings
+    response.headers["X-Shop-Version"] = settings.version
+    response.headers["X-Shop-Instance"] = settings.instance
+
+
+@web.middleware
+async def _require_ready(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in ALWAYS_SERVED and not request.app[RUNTIME].ready.is_set():
+        return _error(503, "starting")
+    return await handler(request)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"reason": reason}, status=status)
+
+
+def tenant_of(request: web.Request) -> str | None:
+    """Tenant from `X-Tenant`, else from a `<tenant>.shop.local` host, else `default`; None if malformed."""
+    tenant = request.headers.get("X-Tenant")
+    if tenant is None:
+        host = (request.host or "").rsplit(":", 1)[0].lower()
+        prefix = host[: -len(HOST_SUFFIX)] if host.endswith(HOST_SUFFIX) else ""
+        tenant = prefix if prefix and "." not in prefix else "default"
+    tenant = tenant.strip().lower()
+    return tenant if TENANT.match(tenant) else None
+
+
+async def _body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _uuid(value: Any) -> str | None:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+async def health(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    s = runtime.settings
+    ready = runtime.ready.is_set()
+    return web.json_response(
+        {"status": "ok" if ready else "starting", "version": s.version, "environment": s.environment,
+         "instance": s.instance},
+        status=200 if ready else 503)
+
+
+async def products(request: web.Request) -> web.Response:
+    rows = await db.products(request.app[RUNTIME].pool)
+    return web.json_response({"products": [catalog.present(row) for row in rows]})
+
+
+async def create_cart(request: web.Request) -> web.Response:
+    tenant, body = tenant_of(request), await _body(request)
+    if tenant is None:
+        return _error(400, "invalid_tenant")
+    items = body.get("items") if body else None
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_ITEMS or not all(map(_valid_item, items)):
+        return _error(400, "invalid_items")
+    items = [{"sku": item["sku"], "qty": item["qty"]} for item in items]
+    cart_id = await db.create_cart(request.app[RUNTIME].pool, tenant, items)
+    if cart_id is None:
+        return _error(400, "unknown_sku")
+    return web.json_response({"cart_id": cart_id, "items": items}, status=201)
+
+
+def _valid_item(item: Any) -> bool:
+    return (isinstance(item, dict) and isinstance(item.get("sku"), str) and type(item.get("qty")) is int
+            and 0 < item["qty"] <= MAX_QTY)
+
+
+async def checkout(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    runtime, metrics = request.app[RUNTIME], request.app[METRICS]
+    s, publisher = runtime.settings, runtime.publisher
+    tenant, body = tenant_of(request), await _body(request)
+    if tenant is None:
+        return _error(400, "invalid_tenant")
+    if body is None:
+        return _error(400, "invalid_body")
+    cart_id, card, currency = _uuid(body.get("cart_id")), body.get("card_number"), body.get("currency", "USD")
+    if cart_id is None or not isinstance(card, str) or not isinstance(currency, str) or not CURRENCY.match(currency):
+        return _error(400, "invalid_checkout")
+    cart = await db.load_cart(runtime.pool, tenant, cart_id)
+    if cart is None:
+        return _error(404, "cart_not_found")
+    if cart.status != "open":
+        return _error(409, "cart_checked_out")
+
+    attempt = Checkout(tenant=tenant, checkout_id=str(uuid.uuid4()), amount_cents=cart.amount_cents,
+                       currency=currency)
+
+    def elapsed_ms() -> float:
+        return (time.perf_counter() - started) * 1000
+
+    async def fail(status: int, reason: str, outcome: str = "failed") -> web.Response:
+        await publisher.publish(CHECKOUT_FAILED, attempt, latency_ms=elapsed_ms(), reason=reason)
+        metrics.checkout(outcome)
+        return web.json_response({"reason": reason, "checkout_id": attempt.checkout_id}, status=status)
+
+    await publisher.publish(CHECKOUT_ATTEMPTED, attempt, latency_ms=elapsed_ms())
+    try:
+        auth = await gateway.authorize(runtime.session, s.payment_url, card_number=card,
+                                       amount_cents=cart.amount_cents, currency=currency, tenant=tenant)
+    except gateway.PaymentUnavailable:
+        return await fail(502, "payment_unavailable")
+    if not auth.approved:
+        await publisher.publish(PAYMENT_DECLINED, attempt, latency_ms=elapsed_ms(), reason=auth.reason)
+        return await fail(402, auth.reason, outcome="declined")
+    await publisher.publish(PAYMENT_AUTHORIZED, attempt, latency_ms=elapsed_ms())
+
+    email = body.get("email") if isinstance(body.get("email"), str) else f"guest@{tenant}{HOST_SUFFIX}"
+    try:
+        attempt.order_id = await db.place_order(runtime.pool, tenant=tenant, email=email, cart=cart,
+                                                currency=currency, auth_code=auth.auth_code, version=s.version,
+                                                environment=s.environment)
+    except db.OutOfStock:
+        return await fail(409, "out_of_stock")
+    except (asyncpg.PostgresError, OSError):
+        return await fail(500, "order_failed")
+    await publisher.publish(CHECKOUT_SUCCEEDED, attempt, latency_ms=elapsed_ms())
+    await publisher.publish(ORDER_PLACED, attempt, latency_ms=elapsed_ms())
+    metrics.checkout("succeeded")
+    return web.json_response({"order_id": attempt.order_id, "status": "confirmed", "checkout_id": attempt.checkout_id,
+                              "amount_cents": cart.amount_cents, "currency": currency}, status=201)
+
+
+async def get_order(request: web.Request) -> web.Response:
+    tenant, order_id = tenant_of(request), _uuid(request.match_info["id"])
+    if tenant is None:
+        return _error(400, "invalid_tenant")
+    row = await db.order(request.app[RUNTIME].pool, tenant, order_id) if order_id else None
+    if row is None:
+        return _error(404, "order_not_found")
+    return web.json_response({
+        "order_id": str(row["id"]), "status": row["status"], "amount_cents": row["amount_cents"],
+        "currency": row["currency"], "version": row["version"], "environment": row["environment"],
+        "auth_code": row["auth_code"], "created_at": row["created_at"].isoformat(),
+    })

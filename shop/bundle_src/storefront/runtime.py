@@ -1,0 +1,88 @@
+"""Connections of a storefront instance: opened in the background with retries, closed on shutdown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from storefront import db
+from storefront.events import EventPublisher
+from storefront.settings import Settings
+
+log = logging.getLogger("storefront")
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    session: aiohttp.ClientSession | None = None
+    pool: asyncpg.Pool | None = None
+    producer: AIOKafkaProducer | None = None
+    publisher: EventPublisher | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> None:
+        """Open the database pool (creating the schema) and the Kafka producer, retrying until both work."""
+        s = self.settings
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        self.pool = await _retry("database", self._open_pool)
+        self.producer = await _retry("kafka", self._open_producer)
+        self.publisher = EventPublisher(self.producer, s.events_topic, version=s.version,
+                                        environment=s.environment, instance=s.instance)
+        self.ready.set()
+        log.info("storefront %s ready (%s/%s)", s.version, s.environment, s.instance)
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=10)
+        try:
+            await db.create_schema(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    async def _open_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks=1,
+                                    client_id=f"storefront-{self.settings.instance}")
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+async def _retry(what: str, open_: Callable[[], Awaitable[T]]) -> T:
+    delay = 0.2
+    while True:
+        try:
+            return await open_()
+        except (OSError, asyncpg.PostgresError, KafkaError) as exc:
+            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+async def lifecycle(runtime: Runtime) -> AsyncIterator[None]:
+    """aiohttp cleanup context: connect in the background so /health can answer 503 meanwhile."""
+    task = asyncio.create_task(runtime.connect())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await runtime.close()
