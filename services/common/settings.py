@@ -22,7 +22,7 @@ class ServiceSettings(BaseSettings):
     run_dir: Path = REPO_ROOT / ".run"
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
-    health_port: int | None = None
+    haproxy_admin: str = "127.0.0.1:18999"
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_development(self) -> ServiceSettings:

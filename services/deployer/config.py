@@ -5,7 +5,6 @@ from services.common.settings import ServiceSettings
 
 
 class DeployerSettings(ServiceSettings):
-    haproxy_admin: str = "127.0.0.1:18999"
     shop_database_url: str = "postgresql://releasegate:releasegate@127.0.0.1:15432/shop"
     shop_payment_url: str = "http://127.0.0.1:18090"
 

@@ -6,15 +6,13 @@ from contracts.events import RollbackRequested
 from services.common import runner
 from services.common.haproxy import HAProxy
 from services.common.local_target import LocalTarget
-from services.deployer.config import DeployerSettings
 from services.rollback.handlers import Rollback
 
 NAME = "rollback"
 
 
 async def setup(rt: runner.Runtime) -> None:
-    settings = DeployerSettings()
-    target = LocalTarget(rt.pool, HAProxy(settings.haproxy_admin), settings.run_dir)
+    target = LocalTarget(rt.pool, HAProxy(rt.settings.haproxy_admin), rt.settings.run_dir)
     rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, Rollback(rt.pool, target).on_request,
                           accept=(RollbackRequested,))
 

@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# Local stack without Docker: Kafka (KRaft, from Maven jars), PostgreSQL 15, HAProxy 2.6, payment sandbox.
+# Ports, paths and contracts: docs/local-stack.md.
+#
+#   deploy/stack.sh install [--force-pip]   packages, Kafka jars, `pip install -e .[dev]` (idempotent)
+#   deploy/stack.sh up                      start whatever is not healthy, wait until healthy (idempotent)
+#   deploy/stack.sh down                    stop everything, incl. every process with a pidfile in .run/pids
+#   deploy/stack.sh reset                   down + delete .run/
+#   deploy/stack.sh status                  one line per component; exit 1 if a component is down
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true   # bash 5.2: keep '&' literal in ${var//pat/rep}
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+RUN_DIR="$ROOT/.run"
+export RG_RUN_DIR="$RUN_DIR"   # proc.sh uses the same run dir
+PID_DIR="$RUN_DIR/pids"
+LOG_DIR="$RUN_DIR/logs"
+PROC="$ROOT/deploy/proc.sh"
+PYTHON="${PYTHON:-python3}"
+
+KAFKA_LIBS="$ROOT/.cache/kafka/libs"
+KAFKA_RUN="$RUN_DIR/kafka"
+KAFKA_DATA="$KAFKA_RUN/data"
+KAFKA_PROPS="$KAFKA_RUN/server.properties"
+KAFKA_LOG4J="$KAFKA_RUN/log4j2.yaml"
+KAFKA_BOOTSTRAP="127.0.0.1:19092"
+KAFKA_TIMEOUT="${KAFKA_TIMEOUT:-90}"
+
+PG_RUN="$RUN_DIR/pg"
+PG_DATA="$PG_RUN/data"
+PG_SOCK="$PG_RUN/sock"
+PG_PORT=15432
+PG_LOG="$LOG_DIR/postgres.log"
+PG_TIMEOUT="${PG_TIMEOUT:-60}"
+
+HAPROXY_RUN="$RUN_DIR/haproxy"
+HAPROXY_CFG="$HAPROXY_RUN/haproxy.cfg"
+HAPROXY_PID="$HAPROXY_RUN/haproxy.pid"
+HAPROXY_ADMIN_HOST=127.0.0.1
+HAPROXY_ADMIN_PORT=18999
+
+SANDBOX_PORT=18090
+SANDBOX_MODULE_FILE="$ROOT/shop/payment_sandbox.py"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+now_ms() { date +%s%3N; }
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+tail_log() {
+  local f="$1" n="${2:-40}"
+  if [[ -f "$f" ]]; then
+    echo "----- last $n lines of $f -----" >&2
+    tail -n "$n" "$f" >&2 || true
+    echo "-----" >&2
+  else
+    echo "(no log file $f)" >&2
+  fi
+}
+
+# wait_until NAME TIMEOUT_S LOGFILE CHECK_FN [ALIVE_FN]: poll CHECK_FN until it succeeds or the deadline
+# passes; fail fast when ALIVE_FN says the process died. On failure print the tail of LOGFILE.
+wait_until() {
+  local name="$1" timeout="$2" logfile="$3" check="$4" alive="${5:-}"
+  local deadline=$(( $(now_ms) + timeout * 1000 )) start
+  start=$(now_ms)
+  while :; do
+    if "$check"; then
+      log "$name healthy after $(( ($(now_ms) - start) ))ms"
+      return 0
+    fi
+    if [[ -n "$alive" ]] && ! "$alive"; then
+      log "$name: process exited before becoming healthy"
+      tail_log "$logfile"
+      return 1
+    fi
+    if (( $(now_ms) >= deadline )); then
+      log "$name: not healthy after ${timeout}s"
+      tail_log "$logfile"
+      return 1
+    fi
+    sleep 0.25
+  done
+}
+
+pg_bindir() {
+  if [[ -n "${PGBIN:-}" ]]; then echo "$PGBIN"; return 0; fi
+  if [[ -x /usr/lib/postgresql/15/bin/initdb ]]; then echo /usr/lib/postgresql/15/bin; return 0; fi
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [[ -n "$d" && -x "$d/initdb" ]]; then echo "$d"; return 0; fi
+  if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then pg_config --bindir; return 0; fi
+  return 1
+}
+
+# run a postgres binary as a non-root user (the Debian `postgres` user) when we are root
+as_pg() {
+  if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+kafka_version() {
+  sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml" | head -n 1
+}
+
+kafka_jars_ok() {
+  local v
+  v="$(kafka_version)"
+  [[ -f "$KAFKA_LIBS/kafka_2.13-$v.jar" ]] \
+    && compgen -G "$KAFKA_LIBS/log4j-core-*.jar" >/dev/null \
+    && compgen -G "$KAFKA_LIBS/log4j-slf4j2-impl-*.jar" >/dev/null \
+    && compgen -G "$KAFKA_LIBS/slf4j-api-2.*.jar" >/dev/null \
+    && ! compgen -G "$KAFKA_LIBS/slf4j-api-1.*.jar" >/dev/null
+}
+
+releasegate_installed() {
+  (cd / && "$PYTHON" -c 'import importlib.metadata as m; m.distribution("releasegate"); import contracts, services' ) >/dev/null 2>&1
+}
+
+# ----------------------------------------------------------------------------------------------- install
+cmd_install() {
+  local force_pip=0
+  for a in "$@"; do
+    case "$a" in
+      --force-pip) force_pip=1 ;;
+      *) die "install: unknown option $a" ;;
+    esac
+  done
+
+  local -a pkgs=()
+  pg_bindir >/dev/null 2>&1 || pkgs+=(postgresql)
+  command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
+  command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+  if ! kafka_jars_ok && ! command -v mvn >/dev/null 2>&1; then pkgs+=(maven); fi
+  if [[ ${#pkgs[@]} -gt 0 ]]; then
+    is_root || die "missing packages (${pkgs[*]}); run 'deploy/stack.sh install' as root or install them"
+    log "apt-get install ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+  else
+    log "system packages present (postgresql, haproxy, java)"
+  fi
+
+  if kafka_jars_ok; then
+    log "Kafka $(kafka_version) jars present in .cache/kafka/libs"
+  else
+    log "fetching Kafka $(kafka_version) jars into .cache/kafka/libs"
+    local tmp="$KAFKA_LIBS.tmp.$$"
+    rm -rf "$tmp"
+    mvn -q -B -Dstyle.color=never -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$tmp" -DincludeScope=runtime >&2
+    # replace the whole folder: stale jars (e.g. an slf4j 1.x api) must not stay on the classpath
+    rm -rf "$KAFKA_LIBS"
+    mkdir -p "$(dirname "$KAFKA_LIBS")"
+    mv "$tmp" "$KAFKA_LIBS"
+    kafka_jars_ok || die "Kafka jars incomplete after mvn copy-dependencies"
+  fi
+
+  if [[ $force_pip -eq 1 ]] || ! releasegate_installed; then
+    log "pip install -e '.[dev]'"
+    "$PYTHON" -m pip install -q -e "$ROOT[dev]"
+  else
+    log "releasegate already installed (use --force-pip to reinstall)"
+  fi
+}
+
+# ----------------------------------------------------------------------------------------------- kafka
+kafka_alive() { "$PROC" alive kafka; }
+
+kafka_healthy() {
+  "$PYTHON" - "$KAFKA_BOOTSTRAP" <<'PY' >/dev/null 2>&1
+import asyncio, sys
+from aiokafka.client import AIOKafkaClient
+
+async def main(bootstrap):
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                            connections_max_idle_ms=10000, metadata_max_age_ms=3000)
+    try:
+        await asyncio.wait_for(client.bootstrap(), 5)
+        md = await asyncio.wait_for(client.fetch_all_metadata(), 5)
+        brokers = md.brokers()
+        # our broker (node 1) is registered and a controller is known: the KRaft node is serving
+        ok = any(b.nodeId == 1 for b in brokers) and md.controller is not None
+        return 0 if ok else 1
+    finally:
+        await client.close()
+
+try:
+    sys.exit(asyncio.run(main(sys.argv[1])))
+except Exception:
+    sys.exit(1)
+PY
+}
+
+render() {  # render SRC DST KEY=VALUE...
+  local src="$1" dst="$2"; shift 2
+  local content kv
+  content="$(cat "$src")"
+  for kv in "$@"; do
+    content="${content//@${kv%%=*}@/${kv#*=}}"
+  done
+  printf '%s\n' "$content" > "$dst.tmp"
+  mv -f "$dst.tmp" "$dst"
+}
+
+kafka_up() {
+  if kafka_healthy; then
+    if kafka_alive; then log "kafka: already healthy"; else log "kafka: something healthy answers on $KAFKA_BOOTSTRAP (not started by this stack)"; fi
+    return 0
+  fi
+  kafka_jars_ok || die "Kafka jars missing in .cache/kafka/libs: run deploy/stack.sh install"
+  mkdir -p "$KAFKA_RUN" "$KAFKA_DATA" "$LOG_DIR" "$PID_DIR"
+  render "$ROOT/deploy/kafka/server.properties" "$KAFKA_PROPS" "KAFKA_DATA_DIR=$KAFKA_DATA"
+  render "$ROOT/deploy/kafka/log4j2.yaml" "$KAFKA_LOG4J" "KAFKA_LOG_FILE=$LOG_DIR/kafka.log"
+  local cp="$KAFKA_LIBS/*"
+  if ! kafka_alive; then
+    if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
+      local uuid
+      if [[ -s "$KAFKA_RUN/cluster.id" ]]; then
+        uuid="$(cat "$KAFKA_RUN/cluster.id")"
+      else
+        uuid="$(java -cp "$cp" -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.console.level=OFF \
+          kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka-storage.log" | tail -n 1 | tr -d '[:space:]')"
+        [[ -n "$uuid" ]] || { tail_log "$LOG_DIR/kafka-storage.log"; die "kafka: StorageTool random-uuid failed"; }
+        echo "$uuid" > "$KAFKA_RUN/cluster.id"
+      fi
+      log "kafka: formatting storage (cluster id $uuid)"
+      if ! java -cp "$cp" -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.console.level=OFF \
+          kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" >>"$LOG_DIR/kafka-storage.log" 2>&1; then
+        tail_log "$LOG_DIR/kafka-storage.log"
+        die "kafka: storage format failed"
+      fi
+    fi
+    log "kafka: starting"
+    "$PROC" start kafka -- java -Xmx512m -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.console.level=OFF \
+      -cp "$cp" kafka.Kafka "$KAFKA_PROPS" >&2
+  else
+    log "kafka: process alive (pid $("$PROC" pid kafka)), waiting for it to serve"
+  fi
+  wait_until kafka "$KAFKA_TIMEOUT" "$LOG_DIR/kafka.log" kafka_healthy kafka_alive
+}
+
+kafka_down() {
+  # controlled shutdown of a single KRaft node takes a few seconds; give it up to 30s before KILL
+  "$PROC" stop -t 30 kafka >&2
+}
+
+# ----------------------------------------------------------------------------------------------- postgres
+pg_healthy() {
+  local bin
+  bin="$(pg_bindir)" || return 1
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 >/dev/null 2>&1
+}
+
+pg_running() {
+  local bin
+  bin="$(pg_bindir)" || return 1
+  [[ -f "$PG_DATA/PG_VERSION" ]] || return 1
+  as_pg "$bin/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1
+}
+
+pg_psql() {  # psql as the cluster superuser over the unix socket
+  local bin
+  bin="$(pg_bindir)"
+  as_pg "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+pg_bootstrap_sql() {
+  pg_psql <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'releasegate') THEN
+    CREATE ROLE releasegate LOGIN CREATEDB PASSWORD 'releasegate';
+  ELSE
+    ALTER ROLE releasegate LOGIN CREATEDB PASSWORD 'releasegate';
+  END IF;
+END
+$$;
+SELECT 'CREATE DATABASE releasegate OWNER releasegate'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
+SELECT 'CREATE DATABASE shop OWNER releasegate'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
+SQL
+}
+
+pg_up() {
+  local bin
+  bin="$(pg_bindir)" || die "PostgreSQL binaries not found: run deploy/stack.sh install"
+  if pg_running && pg_healthy; then
+    log "postgres: already healthy"
+    pg_bootstrap_sql
+    return 0
+  fi
+  if pg_running; then
+    log "postgres: running but not accepting connections yet, waiting"
+    wait_until postgres "$PG_TIMEOUT" "$PG_LOG" pg_healthy pg_running || die "postgres: not healthy"
+    pg_bootstrap_sql
+    return 0
+  fi
+  if pg_healthy; then
+    die "postgres: something else already listens on 127.0.0.1:$PG_PORT"
+  fi
+  mkdir -p "$PG_RUN" "$PG_SOCK" "$LOG_DIR"
+  touch "$PG_LOG"
+  if is_root; then
+    id postgres >/dev/null 2>&1 || die "postgres: OS user 'postgres' missing (install the postgresql package)"
+    chown postgres: "$PG_RUN" "$PG_SOCK" "$PG_LOG"
+    [[ -d "$PG_DATA" ]] && chown -R postgres: "$PG_DATA"
+    runuser -u postgres -- test -w "$PG_RUN" \
+      || die "postgres: user 'postgres' cannot reach $PG_RUN (a parent directory is not traversable)"
+  fi
+  if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+    log "postgres: initdb $PG_DATA"
+    rm -rf "$PG_DATA"
+    as_pg mkdir -p "$PG_DATA"
+    chmod 700 "$PG_DATA"
+    if ! as_pg "$bin/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1; then
+      tail_log "$PG_LOG"
+      die "postgres: initdb failed"
+    fi
+    as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
+
+# ---- releasegate local stack (deploy/stack.sh) ----
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+# tests: don't wait for the WAL flush on commit; fsync stays ON (backup / DR work needs real durability)
+synchronous_commit = off
+fsync = on
+full_page_writes = on
+wal_level = replica
+logging_collector = off
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+  fi
+  log "postgres: starting"
+  if ! as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$PG_TIMEOUT" start >/dev/null 2>&1; then
+    tail_log "$PG_LOG"
+    die "postgres: pg_ctl start failed"
+  fi
+  wait_until postgres "$PG_TIMEOUT" "$PG_LOG" pg_healthy pg_running || die "postgres: not healthy"
+  pg_bootstrap_sql
+}
+
+pg_down() {
+  local bin
+  bin="$(pg_bindir)" || return 0
+  if pg_running; then
+    log "postgres: stopping (fast)"
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
+      || as_pg "$bin/pg_ctl" -D "$PG_DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  fi
+}
+
+# ----------------------------------------------------------------------------------------------- haproxy
+haproxy_pid() {
+  local pid
+  [[ -f "$HAPROXY_PID" ]] || return 1
+  pid="$(head -n 1 "$HAPROXY_PID" | tr -dc '0-9')"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+haproxy_alive() { haproxy_pid >/dev/null; }
+
+haproxy_healthy() {
+  "$PYTHON" - "$HAPROXY_ADMIN_HOST" "$HAPROXY_ADMIN_PORT" <<'PY' >/dev/null 2>&1
+import socket, sys, urllib.request
+host, port = sys.argv[1], int(sys.argv[2])
+with socket.create_connection((host, port), timeout=2) as s:
+    s.sendall(b"show info\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+assert b"Name: HAProxy" in data, data
+with urllib.request.urlopen("http://127.0.0.1:18404/metrics", timeout=2) as r:
+    assert r.status == 200
+PY
+}
+
+haproxy_up() {
+  if haproxy_alive && haproxy_healthy; then
+    log "haproxy: already healthy"
+    return 0
+  fi
+  command -v haproxy >/dev/null 2>&1 || die "haproxy not installed: run deploy/stack.sh install"
+  if haproxy_alive; then
+    log "haproxy: process alive but unhealthy, restarting"
+    haproxy_down
+  fi
+  mkdir -p "$HAPROXY_RUN" "$LOG_DIR"
+  render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
+  if ! haproxy -c -q -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
+    tail_log "$LOG_DIR/haproxy.log"
+    die "haproxy: config check failed for $HAPROXY_CFG"
+  fi
+  rm -f "$HAPROXY_RUN/admin.sock"
+  log "haproxy: starting"
+  if ! haproxy -D -p "$HAPROXY_PID" -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
+    tail_log "$LOG_DIR/haproxy.log"
+    die "haproxy: failed to start"
+  fi
+  wait_until haproxy 20 "$LOG_DIR/haproxy.log" haproxy_healthy haproxy_alive || die "haproxy: not healthy"
+}
+
+haproxy_down() {
+  local pid deadline
+  pid="$(haproxy_pid)" || { rm -f "$HAPROXY_PID"; return 0; }
+  log "haproxy: stopping (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$(( $(now_ms) + 10000 ))
+  while kill -0 "$pid" 2>/dev/null && (( $(now_ms) < deadline )); do sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$HAPROXY_PID" "$HAPROXY_RUN/admin.sock"
+}
+
+# ----------------------------------------------------------------------------------------------- payment sandbox
+sandbox_alive() { "$PROC" alive payment-sandbox; }
+
+sandbox_healthy() {
+  "$PYTHON" - "$SANDBOX_PORT" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+}
+
+sandbox_up() {
+  if [[ ! -f "$SANDBOX_MODULE_FILE" ]]; then
+    log "payment-sandbox: shop/payment_sandbox.py not present, skipped"
+    return 0
+  fi
+  if sandbox_healthy; then log "payment-sandbox: already healthy"; return 0; fi
+  if sandbox_alive; then
+    log "payment-sandbox: alive but unhealthy, restarting"
+    "$PROC" stop payment-sandbox >&2
+  fi
+  mkdir -p "$LOG_DIR" "$PID_DIR"
+  "$PROC" start payment-sandbox -- "$PYTHON" -m shop.payment_sandbox --port "$SANDBOX_PORT" >&2
+  wait_until payment-sandbox 30 "$LOG_DIR/payment-sandbox.log" sandbox_healthy sandbox_alive \
+    || die "payment-sandbox: not healthy"
+}
+
+# ----------------------------------------------------------------------------------------------- commands
+cmd_up() {
+  mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
+  pg_up
+  kafka_up || die "kafka: not healthy"
+  haproxy_up
+  sandbox_up
+  log "stack is up"
+}
+
+cmd_down() {
+  haproxy_down
+  # services and shop instances started by others (pidfiles in .run/pids), in parallel, before the
+  # infrastructure they depend on
+  local -a others=()
+  local n
+  while IFS= read -r n; do
+    [[ -n "$n" && "$n" != kafka && "$n" != payment-sandbox ]] && others+=("$n")
+  done < <("$PROC" list)
+  if [[ ${#others[@]} -gt 0 ]]; then "$PROC" stop "${others[@]}" >&2; fi
+  "$PROC" stop payment-sandbox >&2
+  kafka_down
+  pg_down
+  # anything that appeared meanwhile
+  others=()
+  while IFS= read -r n; do [[ -n "$n" ]] && others+=("$n"); done < <("$PROC" list)
+  if [[ ${#others[@]} -gt 0 ]]; then "$PROC" stop "${others[@]}" >&2; fi
+  log "stack is down"
+}
+
+cmd_reset() {
+  cmd_down
+  log "deleting $RUN_DIR"
+  rm -rf "$RUN_DIR"
+}
+
+cmd_status() {
+  local rc=0
+  line() { printf '%-16s %s\n' "$1" "$2"; }
+  if kafka_healthy; then line kafka healthy; else line kafka down; rc=1; fi
+  if pg_healthy; then line postgres healthy; else line postgres down; rc=1; fi
+  if haproxy_alive && haproxy_healthy; then line haproxy healthy; else line haproxy down; rc=1; fi
+  if [[ -f "$SANDBOX_MODULE_FILE" ]]; then
+    if sandbox_healthy; then line payment-sandbox healthy; else line payment-sandbox down; rc=1; fi
+  else
+    line payment-sandbox "down (shop/payment_sandbox.py absent)"
+  fi
+  return $rc
+}
+
+case "${1:-}" in
+  install) shift; cmd_install "$@" ;;
+  up)      cmd_up ;;
+  down)    cmd_down ;;
+  reset)   cmd_reset ;;
+  status)  cmd_status ;;
+  *) echo "usage: deploy/stack.sh install [--force-pip] | up | down | reset | status" >&2; exit 2 ;;
+esac

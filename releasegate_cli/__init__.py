@@ -1,0 +1,1 @@
+"""The `releasegate` command line: submit candidates, follow and steer releases."""

@@ -1,0 +1,82 @@
+"""What the CLI talks to: Kafka for commands (candidates, approvals, aborts), PostgreSQL for read models."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+
+from contracts import topics
+from contracts.cloudevents import Envelope
+from contracts.events import AbortRequested, ApprovalGiven, CandidateSubmitted, Contract
+from services.common import db, telemetry
+from services.common.kafka import Producer
+from services.common.settings import ServiceSettings
+
+SOURCE = "releasegate/cli"
+
+
+def load_candidate(path: Path, release_id: str | None = None, submitted_by: str = "cli") -> CandidateSubmitted:
+    raw: dict[str, Any] = json.loads(path.read_text())
+    rid = release_id or f"{raw.get('service', 'unknown')}-{raw.get('version', 'x')}-{uuid.uuid4().hex[:8]}"
+    return CandidateSubmitted.model_validate({**raw, "release_id": rid, "submitted_by": submitted_by})
+
+
+async def publish(settings: ServiceSettings, topic: str, event: Contract, subject: str) -> None:
+    telemetry.configure("cli", settings.otlp_endpoint)
+    with trace.get_tracer("releasegate.cli").start_as_current_span(f"cli publish {event.event_type}"):
+        producer = Producer(settings.kafka_bootstrap, "releasegate-cli")
+        await producer.start()
+        try:
+            await producer.send_envelope(topic, Envelope.new(event, SOURCE, subject, trace=telemetry.inject()))
+        finally:
+            await producer.stop()
+
+
+async def submit(settings: ServiceSettings, candidate: CandidateSubmitted) -> str:
+    await publish(settings, topics.CANDIDATES, candidate, candidate.release_id)
+    return candidate.release_id
+
+
+async def approve(settings: ServiceSettings, release_id: str, actor: str, reason: str) -> None:
+    await publish(settings, topics.CONTROL, ApprovalGiven(release_id=release_id, actor=actor, reason=reason),
+                  release_id)
+
+
+async def abort(settings: ServiceSettings, release_id: str, actor: str, reason: str) -> None:
+    await publish(settings, topics.CONTROL, AbortRequested(release_id=release_id, actor=actor, reason=reason),
+                  release_id)
+
+
+async def releases(settings: ServiceSettings, release_id: str | None, limit: int = 20) -> list[dict[str, Any]]:
+    pool = await db.create_pool(settings.database_url)
+    try:
+        async with pool.acquire() as conn:
+            if release_id:
+                rows = await conn.fetch("SELECT release_id, service, version, digest, state, body, created_at,"
+                                        " updated_at FROM sagas WHERE release_id = $1", release_id)
+            else:
+                rows = await conn.fetch("SELECT release_id, service, version, digest, state, body, created_at,"
+                                        " updated_at FROM sagas ORDER BY created_at DESC LIMIT $1", limit)
+        return [_release(dict(r)) for r in rows]
+    finally:
+        await pool.close()
+
+
+def _release(r: dict[str, Any]) -> dict[str, Any]:
+    body = r.pop("body")
+    return {**r, "step": body.get("waiting_for"), "created_at": r["created_at"].isoformat(),
+            "updated_at": r["updated_at"].isoformat()}
+
+
+async def timeline(settings: ServiceSettings, release_id: str, after_id: int = 0) -> list[dict[str, Any]]:
+    pool = await db.create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT id, at, actor, state, step, reason, evidence FROM audit_log"
+                                    " WHERE release_id = $1 AND id > $2 ORDER BY id", release_id, after_id)
+        return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+    finally:
+        await pool.close()

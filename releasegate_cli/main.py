@@ -1,0 +1,113 @@
+"""`releasegate` CLI. `watch` exits 0 when promoted, 1 when rejected / rolled back / rollback_failed /
+aborted, 2 on error, so a CI job can gate on it."""
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from contracts.events import ReleaseState
+from releasegate_cli import client
+from releasegate_cli.render import print_entry
+from services.common.settings import ServiceSettings
+
+app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
+console = Console()
+EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _settings() -> ServiceSettings:
+    return ServiceSettings()
+
+
+@app.command()
+def submit(file: Path, release_id: Annotated[str | None, typer.Option(help="Use this release id.")] = None,
+           submitted_by: Annotated[str, typer.Option(help="Identity submitting the candidate.")] = "ci") -> None:
+    """Publish a release candidate from FILE; prints its release id."""
+    try:
+        candidate = client.load_candidate(file, release_id, submitted_by)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        console.print(f"[red]invalid candidate file {file}:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    print(asyncio.run(client.submit(_settings(), candidate)))
+
+
+@app.command()
+def status(release_id: Annotated[str | None, typer.Argument()] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show one release (with its timeline) or the most recent ones."""
+    settings = _settings()
+    rows = asyncio.run(client.releases(settings, release_id))
+    if release_id and not rows:
+        console.print(f"[red]unknown release {release_id}[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    if as_json:
+        if release_id:
+            rows[0]["timeline"] = asyncio.run(client.timeline(settings, release_id))
+        print(json.dumps(rows[0] if release_id else rows, indent=2, default=str))
+        return
+    for r in rows:
+        console.print(f"{r['release_id']:<28} {r['service']:<10} {r['version']:<6} [bold]{r['state']:<16}[/bold] "
+                      f"{r['step'] or '':<22} {r['updated_at'][:19]}", highlight=False)
+    if release_id:
+        timeline(release_id)
+
+
+@app.command()
+def timeline(release_id: str) -> None:
+    """Print every state change of a release with time, actor, reason and the evidence behind it."""
+    for row in asyncio.run(client.timeline(_settings(), release_id)):
+        print_entry(console, row)
+
+
+@app.command()
+def watch(release_id: str, timeout: Annotated[float, typer.Option(help="Give up after seconds.")] = 900.0) -> None:
+    """Follow a release live until it ends; the exit code tells how it ended."""
+    settings = _settings()
+    deadline = time.monotonic() + timeout
+    last_id = 0
+    while time.monotonic() < deadline:
+        try:
+            for row in asyncio.run(client.timeline(settings, release_id, last_id)):
+                print_entry(console, row)
+                last_id = row["id"]
+            rows = asyncio.run(client.releases(settings, release_id))
+        except OSError as exc:
+            console.print(f"[red]cannot reach the release store: {exc}[/red]")
+            raise typer.Exit(EXIT_ERROR) from None
+        if rows and ReleaseState(rows[0]["state"]).terminal:
+            for row in asyncio.run(client.timeline(settings, release_id, last_id)):
+                print_entry(console, row)
+            state = ReleaseState(rows[0]["state"])
+            console.print(f"release {release_id}: [bold]{state.value}[/bold]")
+            raise typer.Exit(EXIT_PROMOTED if state is ReleaseState.PROMOTED else EXIT_FAILED)
+        time.sleep(0.5)
+    console.print(f"[red]release {release_id} did not finish within {timeout:.0f}s[/red]")
+    raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def approve(release_id: str, reason: Annotated[str, typer.Option(help="Why you approve.")],
+            actor: Annotated[str | None, typer.Option(help="Approver identity (default: OS user).")] = None) -> None:
+    """Approve a release waiting for approval, or resume a paused one (re-verifies the paused step)."""
+    asyncio.run(client.approve(_settings(), release_id, actor or getpass.getuser(), reason))
+    console.print(f"approval for {release_id} sent")
+
+
+@app.command()
+def abort(release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")],
+          actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+    """Abort a release; completed steps are compensated."""
+    asyncio.run(client.abort(_settings(), release_id, actor or getpass.getuser(), reason))
+    console.print(f"abort for {release_id} sent")
+
+
+if __name__ == "__main__":
+    app()

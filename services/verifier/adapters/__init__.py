@@ -1,0 +1,1 @@
+"""Verifier adapters: KPI store in PostgreSQL, HAProxy request-log receiver."""

@@ -1,0 +1,51 @@
+"""Business events and HTTP samples in PostgreSQL, counted per version over a window."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from services.verifier.domain import Counts
+
+COUNTS_SQL = """
+SELECT
+  count(*) FILTER (WHERE type = 'shop.checkout.succeeded.v1') AS checkout_succeeded,
+  count(*) FILTER (WHERE type = 'shop.checkout.failed.v1')    AS checkout_failed,
+  count(*) FILTER (WHERE type = 'shop.payment.authorized.v1') AS payment_authorized,
+  count(*) FILTER (WHERE type = 'shop.payment.declined.v1')   AS payment_declined,
+  count(*) FILTER (WHERE type = 'shop.order.placed.v1')       AS orders
+FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
+"""
+HTTP_SQL = """
+SELECT count(*) AS total, count(*) FILTER (WHERE status >= 500) AS errors, array_agg(ta_ms) AS latencies
+FROM http_samples WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
+"""
+
+
+class KpiStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add_business_event(self, event_id: str, type_: str, environment: str, version: str, tenant: str,
+                                 at: datetime, reason: str | None, latency_ms: float | None) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO business_events (event_id, type, environment, version, tenant, at, reason, latency_ms)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+                event_id, type_, environment, version, tenant, at, reason, latency_ms)
+
+    async def add_http_samples(self, rows: list[tuple[str, str, str | None, int, int, str | None]]) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.executemany("INSERT INTO http_samples (environment, server, version, status, ta_ms, tenant)"
+                                   " VALUES ($1,$2,$3,$4,$5,$6)", rows)
+
+    async def counts(self, environment: str, version: str | None, start: datetime, end: datetime) -> Counts:
+        if version is None:
+            return Counts()
+        async with self._pool.acquire() as conn:
+            b = await conn.fetchrow(COUNTS_SQL, environment, version, start, end)
+            h = await conn.fetchrow(HTTP_SQL, environment, version, start, end)
+        return Counts(checkout_succeeded=b["checkout_succeeded"], checkout_failed=b["checkout_failed"],
+                      payment_authorized=b["payment_authorized"], payment_declined=b["payment_declined"],
+                      orders=b["orders"], http_total=h["total"], http_5xx=h["errors"],
+                      latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None])

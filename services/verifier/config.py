@@ -1,0 +1,9 @@
+"""Verifier settings."""
+from __future__ import annotations
+
+from services.common.settings import ServiceSettings
+
+
+class VerifierSettings(ServiceSettings):
+    haproxy_log_udp: str = "127.0.0.1:15514"
+    tick_seconds: float = 0.5

@@ -1,0 +1,81 @@
+"""Verifier handlers: ingest business events, accept verification requests, and judge due verifications."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
+
+from contracts import topics
+from contracts.cloudevents import Envelope
+from contracts.events import ShopEvent, VerificationFinished, VerificationRequested
+from services.common import db, outbox, telemetry
+from services.verifier.adapters.store import KpiStore
+from services.verifier.domain import judge
+
+CONSUMER = "verifier"
+SOURCE = "releasegate/verifier"
+log = structlog.get_logger()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Verifier:
+    def __init__(self, pool: asyncpg.Pool, store: KpiStore, clock: Callable[[], datetime] = utcnow) -> None:
+        self._pool, self._store, self._clock = pool, store, clock
+
+    async def on_shop_event(self, envelope: Envelope) -> None:
+        e: ShopEvent = envelope.data  # type: ignore[assignment]
+        await self._store.add_business_event(envelope.id, envelope.type, e.environment, e.version, e.tenant,
+                                             envelope.time, e.reason, e.latency_ms)
+
+    async def on_request(self, envelope: Envelope) -> None:
+        req: VerificationRequested = envelope.data  # type: ignore[assignment]
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await db.first_time(conn, CONSUMER, envelope.id):
+                return
+            body = {"request": req.model_dump(mode="json"), "trace": envelope.trace}
+            await conn.execute(
+                "INSERT INTO verifications (release_id, step_id, request, started_at, due_at) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (release_id, step_id) DO UPDATE SET request = EXCLUDED.request,"
+                " started_at = EXCLUDED.started_at, due_at = EXCLUDED.due_at, finished = false, verdict = NULL",
+                req.release_id, req.step_id, body, now, now + timedelta(seconds=req.window_seconds))
+        log.info("verification started", step=req.step_id, window=req.window_seconds)
+
+    async def judge_open(self) -> int:
+        """Judge every open verification once; returns how many reached a verdict."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT release_id, step_id, request, started_at, due_at FROM verifications"
+                                    " WHERE NOT finished ORDER BY due_at")
+        decided = 0
+        for row in rows:
+            decided += await self._judge(row)
+        return decided
+
+    async def _judge(self, row: asyncpg.Record) -> int:
+        req = VerificationRequested.model_validate(row["request"]["request"])
+        now = self._clock()
+        end = min(now, row["due_at"])
+        final = now >= row["due_at"]
+        candidate = await self._store.counts(req.environment, req.candidate_version, row["started_at"], end)
+        baseline = await self._store.counts(req.environment, req.stable_version, row["started_at"], end)
+        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final)
+        if verdict is None:
+            return 0
+        result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
+                                      verdict=verdict, reason=reason, kpis=kpis, window_start=row["started_at"],
+                                      window_end=end)
+        async with self._pool.acquire() as conn, conn.transaction():
+            done = await conn.execute("UPDATE verifications SET finished = true, verdict = $3"
+                                      " WHERE release_id = $1 AND step_id = $2 AND NOT finished",
+                                      req.release_id, req.step_id, result.model_dump(mode="json"))
+            if done != "UPDATE 1":
+                return 0
+            trace = row["request"].get("trace") or telemetry.inject()
+            await outbox.add(conn, CONSUMER, topics.RESULTS, Envelope.new(result, SOURCE, req.release_id, trace=trace))
+        log.info("verdict", release_id=req.release_id, step=req.step_id, verdict=verdict.value, reason=reason)
+        return 1

@@ -1,0 +1,214 @@
+"""Synthetic shopper: runs browse → cart → checkout → confirmation journeys against the storefront.
+
+`python -m shop.shopper --target http://127.0.0.1:18080 --rate 20 --tenants acme,globex,initech
+ --cards mixed|visa --duration 0 [--stats-file PATH]`
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TEST_CARDS: dict[str, list[str]] = {
+    "visa": ["4111111111111111", "4242424242424242", "4012888888881881"],
+    "mastercard": ["5555555555554444", "5105105105105100", "2223003122003222"],
+    "amex": ["378282246310005", "371449635398431", "340000000000009"],
+}
+CARD_MIXES: dict[str, dict[str, float]] = {
+    "mixed": {"visa": 0.5, "mastercard": 0.3, "amex": 0.2},
+    "visa": {"visa": 1.0},
+}
+
+
+def pick_card(mix: str, rng: random.Random) -> tuple[str, str]:
+    """A (brand, card number) drawn from the named card mix."""
+    weights = CARD_MIXES[mix]
+    chosen = rng.choices(list(weights), weights=list(weights.values()))[0]
+    return chosen, rng.choice(TEST_CARDS[chosen])
+
+
+@dataclass
+class Step:
+    name: str
+    status: int | None
+    latency_ms: float
+    version: str | None
+    error: str | None = None
+
+
+@dataclass
+class JourneyResult:
+    tenant: str
+    success: bool = False
+    version: str | None = None
+    instance: str | None = None
+    order_id: str | None = None
+    reason: str | None = None
+    steps: list[Step] = field(default_factory=list)
+
+
+async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, card: str,
+                      rng: random.Random | None = None) -> JourneyResult:
+    """One shopper's journey; never raises on HTTP or transport errors, they end up in the result."""
+    rng = rng or random.Random()
+    base_url = base_url.rstrip("/")
+    result = JourneyResult(tenant=tenant)
+    headers = {"X-Tenant": tenant}
+
+    async def step(name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await client.request(method, base_url + path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            result.steps.append(Step(name, None, (time.perf_counter() - started) * 1000, None,
+                                     str(exc) or type(exc).__name__))
+            result.reason = f"{name}: {type(exc).__name__}"
+            return None
+        latency = (time.perf_counter() - started) * 1000
+        version = response.headers.get("X-Shop-Version")
+        result.steps.append(Step(name, response.status_code, latency, version))
+        # The checkout step decides which version a journey is attributed to; earlier steps fill in meanwhile.
+        if version and (name == "checkout" or result.version is None):
+            result.version, result.instance = version, response.headers.get("X-Shop-Instance")
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not response.is_success:
+            reason = payload.get("reason") if isinstance(payload, dict) else None
+            result.reason = f"{name}: {reason or response.status_code}"
+            return None
+        return payload
+
+    catalog = await step("browse", "GET", "/products")
+    products = catalog.get("products") if isinstance(catalog, dict) else None
+    if not products:
+        result.reason = result.reason or "browse: empty catalog"
+        return result
+    picked = rng.sample(products, k=min(len(products), rng.randint(1, 3)))
+    cart = await step("cart", "POST", "/cart", {"items": [{"sku": p["sku"], "qty": rng.randint(1, 2)} for p in picked]})
+    if not cart:
+        return result
+    order = await step("checkout", "POST", "/checkout",
+                       {"cart_id": cart["cart_id"], "card_number": card, "currency": "USD"})
+    if not order:
+        return result
+    result.order_id = order["order_id"]
+    confirmation = await step("confirmation", "GET", f"/orders/{result.order_id}")
+    result.success = bool(confirmation) and confirmation.get("status") == "confirmed"
+    return result
+
+
+@dataclass
+class Stats:
+    journeys: int = 0
+    successes: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    by_version: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    by_card: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    reasons: Counter = field(default_factory=Counter)
+
+    def record(self, brand: str, result: JourneyResult) -> None:
+        outcome = "successes" if result.success else "failures"
+        self.journeys += 1
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.by_version[result.version or "unknown"].update(["journeys", outcome])
+        self.by_card[brand].update(["journeys", outcome])
+        if result.reason:
+            self.reasons[result.reason] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["by_version"] = {v: dict(c) for v, c in self.by_version.items()}
+        data["by_card"] = {b: dict(c) for b, c in self.by_card.items()}
+        data["reasons"] = dict(self.reasons)
+        return data
+
+
+async def run(target: str, rate: float, tenants: list[str], cards: str, duration: float, concurrency: int,
+              stop: asyncio.Event) -> Stats:
+    """Start journeys at `rate` per second until `duration` passes (0: forever) or `stop` is set."""
+    stats, rng = Stats(), random.Random()
+    slots = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task] = set()
+
+    async def journey(client: httpx.AsyncClient) -> None:
+        brand, card = pick_card(cards, rng)
+        try:
+            stats.record(brand, await run_journey(client, target, rng.choice(tenants), card, rng))
+        except Exception as exc:  # a shopper must outlive any surprise from the target
+            stats.errors += 1
+            stats.reasons[f"error: {type(exc).__name__}"] += 1
+        finally:
+            slots.release()
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=limits) as client:
+        started, n = time.monotonic(), 0
+        while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
+            if slots.locked():
+                # Bounded concurrency: a journey that cannot start now is skipped rather than queued.
+                stats.skipped += 1
+            else:
+                await slots.acquire()
+                task = asyncio.create_task(journey(client))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            n += 1
+            next_at = started + n / rate
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_at - time.monotonic()))
+            except TimeoutError:
+                pass
+        if running:
+            _, pending = await asyncio.wait(running, timeout=10)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m shop.shopper", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="http://127.0.0.1:18080", help="storefront base URL")
+    parser.add_argument("--rate", type=float, default=20.0, help="journeys started per second")
+    parser.add_argument("--tenants", default="acme,globex,initech", help="comma-separated tenants")
+    parser.add_argument("--cards", choices=sorted(CARD_MIXES), default="mixed",
+                        help="card mix: mixed = 50%% visa, 30%% mastercard, 20%% amex")
+    parser.add_argument("--duration", type=float, default=0, help="seconds to run; 0 = until SIGTERM/SIGINT")
+    parser.add_argument("--concurrency", type=int, default=50, help="most journeys in flight at once")
+    parser.add_argument("--stats-file", type=Path, help="write JSON stats here on exit")
+    args = parser.parse_args(argv)
+    tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
+    if args.rate <= 0 or not tenants or args.concurrency < 1:
+        parser.error("--rate and --concurrency must be positive and --tenants non-empty")
+
+    async def amain() -> Stats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run(args.target, args.rate, tenants, args.cards, args.duration, args.concurrency, stop)
+
+    stats = json.dumps(asyncio.run(amain()).as_dict(), indent=2)
+    if args.stats_file:
+        args.stats_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.stats_file.with_name(args.stats_file.name + ".tmp")
+        tmp.write_text(stats + "\n")
+        tmp.replace(args.stats_file)
+    print(stats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The shop's release bundles: deterministic, clean, and v3 carries the payments regression."""
+import gzip
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from shop import build_bundles
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="module")
+def digests(store) -> dict[str, str]:
+    return build_bundles.build_all(store)
+
+
+def members(store: Path, digest: str) -> dict[str, tarfile.TarInfo | bytes]:
+    blob = (store / "sha256" / f"{digest.removeprefix('sha256:')}.tar.gz").read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else m) for m in tar.getmembers()}
+
+
+def test_building_twice_gives_identical_digests(digests, tmp_path):
+    assert build_bundles.build_all(tmp_path) == digests
+    assert set(digests) == {"v1", "v2", "v3"}
+    assert len(set(digests.values())) == 3
+
+
+def test_stored_file_is_named_by_its_sha256(store, digests):
+    import hashlib
+    for digest in digests.values():
+        path = store / "sha256" / f"{digest.removeprefix('sha256:')}.tar.gz"
+        assert f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" == digest
+
+
+def test_archive_metadata_is_normalised(store, digests):
+    blob = (store / "sha256" / f"{digests['v1'].removeprefix('sha256:')}.tar.gz").read_bytes()
+    assert blob[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        infos = tar.getmembers()
+    assert [m.name for m in infos] == sorted(m.name for m in infos)
+    for m in infos:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+        assert m.mode == (0o755 if m.isdir() else 0o644)
+
+
+def test_bundle_layout_and_declared_version(store, digests):
+    for version, digest in digests.items():
+        files = members(store, digest)
+        manifest = json.loads(files["bundle.json"])
+        assert manifest == {"service": "shop", "version": version, "entrypoint": ["python", "-m", "storefront"]}
+        assert {"storefront/__main__.py", "storefront/app.py", "storefront/payments.py"} <= set(files)
+
+
+def test_bundles_contain_no_bytecode_even_when_the_source_tree_has_some(tmp_path, monkeypatch):
+    base = tmp_path / "bundle_src"
+    shutil.copytree(build_bundles.BASE, base, ignore=shutil.ignore_patterns("__pycache__"))
+    (base / "storefront" / "__pycache__").mkdir()
+    (base / "storefront" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"junk")
+    (base / "storefront" / "stray.pyc").write_bytes(b"junk")
+    clean = build_bundles.tarball(build_bundles.bundle_files("v1"))
+    monkeypatch.setattr(build_bundles, "BASE", base)
+    files = build_bundles.bundle_files("v1")
+    assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
+    assert build_bundles.tarball(files) == clean
+
+
+def test_v3_carries_the_payments_regression_and_v2_does_not(store, digests):
+    v1, v2, v3 = (members(store, digests[v]) for v in ("v1", "v2", "v3"))
+    assert v2["storefront/payments.py"] == v1["storefront/payments.py"]
+    assert v3["storefront/payments.py"] != v2["storefront/payments.py"]
+    assert v3["storefront/payments.py"] == (REPO / "shop/versions/v3/storefront/payments.py").read_bytes()
+    assert v3["storefront/catalog.py"] == v2["storefront/catalog.py"] != v1["storefront/catalog.py"]
+
+
+def test_example_candidates_point_at_the_current_bundles(digests):
+    for version, digest in digests.items():
+        candidate = json.loads((REPO / f"examples/candidates/shop-{version}.json").read_text())
+        assert candidate == build_bundles.candidate(version, digest), (
+            "examples/candidates are stale: run `python -m shop.build_bundles --write-candidates`")
+        assert candidate["artifact"]["uri"] == f"store://sha256/{digest.removeprefix('sha256:')}"
+        assert len(candidate["source"]["commit"]) == 40
