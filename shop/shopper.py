@@ -12,7 +12,7 @@ import random
 import signal
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ class Stats:
             self.reasons[result.reason] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in ("journeys", "successes", "failures", "errors", "skipped")}
         data["by_version"] = {v: dict(c) for v, c in self.by_version.items()}
         data["by_card"] = {b: dict(c) for b, c in self.by_card.items()}
         data["reasons"] = dict(self.reasons)

@@ -5,7 +5,7 @@ import asyncio
 from dataclasses import dataclass
 
 
-MAINT_FLAGS = 0x01 | 0x02 | 0x04 | 0x20  # forced, inherited, configured and resolution maintenance
+MAINT_FLAGS = 0x01 | 0x02 | 0x20 | 0x40  # forced, inherited, resolution and hostname maintenance (not CMAINT)
 
 
 class HAProxyError(Exception):

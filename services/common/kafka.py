@@ -68,14 +68,19 @@ class Consumer:
     def __init__(self, broker: KafkaBroker, group: str, producer: Producer, source: str) -> None:
         self._broker, self._group, self._producer, self._source = broker, group, producer, source
         self._attempts: dict[tuple[str, int, int], int] = {}
+        self._routes: dict[str, tuple[Handler, tuple[type, ...] | None]] = {}
 
     def subscribe(self, topic: str, handler: Handler, *, accept: tuple[type, ...] | None = None) -> None:
         """Deliver each valid record of `topic` to `handler`; `accept` limits the event types it takes."""
+        self._routes[topic] = (handler, accept)
 
-        @self._broker.subscriber(topic, group_id=self._group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                                 auto_offset_reset="earliest", max_poll_interval_ms=300_000,
-                                 title=f"{self._group}:{topic}")
+    def register(self) -> None:
+        """One subscriber (one group member) for all routed topics, so a service joins its group once."""
+
+        @self._broker.subscriber(*self._routes, group_id=self._group, ack_policy=AckPolicy.NACK_ON_ERROR,
+                                 auto_offset_reset="earliest", max_poll_interval_ms=300_000, title=self._group)
         async def _consume(msg: KafkaMessage) -> None:
+            handler, accept = self._routes[msg.raw_message.topic]
             await self._handle(msg.raw_message, handler, accept)
 
     async def _handle(self, record: Any, handler: Handler, accept: tuple[type, ...] | None) -> None:

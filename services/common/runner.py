@@ -49,6 +49,7 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
     broker = make_broker(settings.kafka_bootstrap, f"releasegate-{name}")
     runtime = Runtime(name, settings, pool, producer, Consumer(broker, f"releasegate-{name}", producer, name))
     await setup(runtime)
+    runtime.consumer.register()
     relay = Relay(pool, name, producer.send)
     background = [asyncio.create_task(relay.run(), name="outbox-relay")]
     background += [asyncio.create_task(t(), name=t.__name__) for t in runtime.tasks]

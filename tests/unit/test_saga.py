@@ -1,0 +1,174 @@
+"""Saga transitions: given events, expect commands, states and compensations."""
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contracts import topics
+from contracts.events import (
+    AbortRequested, ApprovalGiven, CandidateSubmitted, CheckResult, DeployFinished, DeployRequested,
+    DRCheckFinished, GateCheckFinished, KpiResult, ObservedState, ReleaseState, RollbackFinished, RollbackRequested,
+    Verdict, VerificationFinished, VerificationRequested,
+)
+from services.common.catalog import Catalog
+from services.coordinator import domain
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ENTRY = Catalog(Path(__file__).resolve().parents[2] / "catalog").get("shop")
+DIGEST = "sha256:" + "a" * 64
+
+
+def candidate(**over) -> CandidateSubmitted:
+    data = {"release_id": "rel-1", "service": "shop", "version": "v2",
+            "artifact": {"digest": DIGEST, "uri": "store://x"},
+            "source": {"repository": "r", "ref": "refs/heads/main", "commit": "c" * 40},
+            "tests": {"passed": 3, "failed": 0}, "author": "dev@shop"}
+    return CandidateSubmitted.model_validate({**data, **over})
+
+
+def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
+    """The result a worker would send for the step the saga waits for."""
+    step = saga.current
+    rid, sid = saga.release_id, saga.waiting_for
+    if step.kind == "gate":
+        return GateCheckFinished(release_id=rid, step_id=sid, environment=step.environment, passed=ok,
+                                 checks=[CheckResult(name="tests_passed", passed=ok, reason="r")])
+    if step.kind == "dr":
+        return DRCheckFinished(release_id=rid, step_id=sid, ready=ok,
+                               checks=[CheckResult(name="backup_freshness", passed=ok, reason="r")])
+    if step.kind == "deploy":
+        return DeployFinished(release_id=rid, step_id=sid, environment=step.environment, succeeded=ok, reason="r",
+                              observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"))
+    return VerificationFinished(release_id=rid, step_id=sid, environment=step.environment, verdict=verdict,
+                                reason="r", window_start=NOW, window_end=NOW,
+                                kpis=[KpiResult(name="checkout_success_rate", candidate=0.5, baseline=0.98,
+                                                candidate_samples=30, baseline_samples=200, verdict=verdict,
+                                                rule="candidate >= 0.85")])
+
+
+def run_until(saga: domain.Saga, step_id: str) -> domain.Saga:
+    while saga.waiting_for != step_id:
+        saga = domain.handle(saga, answer(saga), NOW).saga
+    return saga
+
+
+class TestReleaseSaga:
+    def test_plan_follows_the_catalog(self):
+        ids = [s.id for s in domain.build_plan(ENTRY)]
+        assert ids == ["gate-staging", "dr-check", "deploy-staging", "verify-staging", "gate-production",
+                       "canary-10", "verify-canary-10", "canary-50", "verify-canary-50", "canary-100",
+                       "verify-canary-100", "finalize-production", "finalize-staging"]
+
+    def test_submission_requests_the_staging_gate_with_a_deadline(self):
+        d = domain.start(candidate(), ENTRY, NOW, {})
+        assert [(t, type(c).__name__) for t, c in d.commands] == [(topics.GATE_COMMANDS, "GateCheckRequested")]
+        assert d.deadline == ("gate-staging", NOW + timedelta(seconds=domain.STEP_TIMEOUTS["gate"]))
+        assert d.saga.state is ReleaseState.RUNNING
+
+    def test_good_release_walks_every_step_and_ends_promoted(self):
+        saga = domain.start(candidate(), ENTRY, NOW, {}).saga
+        seen = []
+        while not saga.state.terminal:
+            seen.append(saga.waiting_for)
+            d = domain.handle(saga, answer(saga), NOW)
+            saga = d.saga
+        assert saga.state is ReleaseState.PROMOTED
+        assert seen[-1] == "finalize-staging" and "verify-canary-100" in seen
+        assert saga.stable == {"staging": "v2", "production": "v2"}
+
+    def test_canary_requests_carry_catalog_weights_and_thresholds(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "canary-50")
+        d = domain.handle(saga, answer(saga), NOW)
+        (topic, cmd), = d.commands
+        assert topic == topics.VERIFY_COMMANDS and isinstance(cmd, VerificationRequested)
+        assert cmd.stable_version == "v1" and cmd.thresholds["checkout_success_rate"].min == 0.85
+        assert cmd.step_id == "verify-canary-50" and cmd.window_seconds == ENTRY.verification.canary_window_seconds
+
+    def test_failed_canary_verification_compensates_production_then_staging(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-50")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        assert d.saga.state is ReleaseState.ROLLING_BACK
+        (topic, cmd), = d.commands
+        assert topic == topics.ROLLBACK_COMMANDS and isinstance(cmd, RollbackRequested)
+        assert cmd.environment == "production"
+        saga = d.saga
+        d = domain.handle(saga, RollbackFinished(release_id="rel-1", step_id="compensate:production",
+                                                 environment="production", succeeded=True, reason="ok"), NOW)
+        (_, cmd), = d.commands
+        assert cmd.environment == "staging"
+        d = domain.handle(d.saga, RollbackFinished(release_id="rel-1", step_id="compensate:staging",
+                                                   environment="staging", succeeded=True, reason="ok"), NOW)
+        assert d.saga.state is ReleaseState.ROLLED_BACK
+        assert [t for t, c in d.commands] == [topics.ALERTS]
+
+    def test_failed_compensation_ends_rollback_failed_with_critical_alert(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
+        saga = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW).saga
+        d = domain.handle(saga, RollbackFinished(release_id="rel-1", step_id="compensate:production",
+                                                 environment="production", succeeded=False, reason="haproxy down"),
+                          NOW)
+        assert d.saga.state is ReleaseState.ROLLBACK_FAILED
+        (topic, alert), = d.commands
+        assert topic == topics.ALERTS and alert.severity.value == "critical"
+
+    def test_failed_staging_gate_rejects_without_compensation(self):
+        saga = domain.start(candidate(), ENTRY, NOW, {}).saga
+        d = domain.handle(saga, answer(saga, ok=False), NOW)
+        assert d.saga.state is ReleaseState.REJECTED
+        assert not [c for t, c in d.commands if t == topics.ROLLBACK_COMMANDS]
+
+    def test_failed_deploy_compensates_its_own_environment(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "deploy-staging")
+        d = domain.handle(saga, answer(saga, ok=False), NOW)
+        (topic, cmd), = d.commands
+        assert topic == topics.ROLLBACK_COMMANDS and cmd.environment == "staging"
+
+    def test_missing_verdict_pauses_with_an_alert_never_passes(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        d = domain.on_deadline(saga, "verify-staging", NOW)
+        assert d.saga.state is ReleaseState.PAUSED
+        assert [t for t, _ in d.commands] == [topics.ALERTS]
+
+    def test_approval_resumes_a_paused_release_by_verifying_again(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        saga = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga
+        d = domain.handle(saga, ApprovalGiven(release_id="rel-1", actor="ops@shop", reason="looked fine"), NOW)
+        assert d.saga.state is ReleaseState.RUNNING
+        assert [type(c) for _, c in d.commands] == [VerificationRequested]
+
+    def test_the_author_cannot_approve_their_own_change(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        saga = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga
+        d = domain.handle(saga, ApprovalGiven(release_id="rel-1", actor="dev@shop", reason="trust me"), NOW)
+        assert d.saga.state is ReleaseState.PAUSED and "refused" in d.transitions[0].reason
+
+    def test_abort_compensates_and_ends_aborted(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        d = domain.handle(saga, AbortRequested(release_id="rel-1", actor="ops", reason="freeze"), NOW)
+        assert d.saga.state is ReleaseState.ROLLING_BACK
+        d = domain.handle(d.saga, RollbackFinished(release_id="rel-1", step_id="compensate:staging",
+                                                   environment="staging", succeeded=True, reason="ok"), NOW)
+        assert d.saga.state is ReleaseState.ABORTED
+
+    def test_stale_or_duplicate_results_are_ignored(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "deploy-staging")
+        stale = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
+                                  checks=[])
+        assert domain.handle(saga, stale, NOW).ignored
+
+    def test_unknown_service_is_rejected_with_the_reason(self):
+        d = domain.reject_unknown(candidate(service="nope"), "rejected: unknown service 'nope'")
+        assert d.saga.state is ReleaseState.REJECTED and "unknown service" in d.transitions[0].reason
+
+    @pytest.mark.parametrize("policy,state", [("pause", ReleaseState.PAUSED), ("rollback", ReleaseState.ROLLING_BACK)])
+    def test_inconclusive_follows_the_catalog_policy(self, policy, state):
+        entry = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(
+            update={"on_inconclusive": policy})})
+        saga = run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-staging")
+        assert domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga.state is state
+
+    def test_deploy_command_names_environment_action_and_weight(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
+        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        assert isinstance(cmd, DeployRequested)
+        assert (cmd.environment, cmd.action.value, cmd.weight) == ("production", "shift", 50)
