@@ -19,7 +19,7 @@ from releasegate_cli.render import print_entry
 from services.common.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
-console = Console()
+console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 

@@ -9,7 +9,7 @@ import structlog
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import ShopEvent, VerificationFinished, VerificationRequested
+from contracts.events import ShopEvent, Verdict, VerificationFinished, VerificationRequested
 from services.common import db, outbox, telemetry
 from services.verifier.adapters.store import KpiStore
 from services.verifier.domain import judge
@@ -59,12 +59,14 @@ class Verifier:
     async def _judge(self, row: asyncpg.Record) -> int:
         req = VerificationRequested.model_validate(row["request"]["request"])
         now = self._clock()
-        end = min(now, row["due_at"])
-        final = now >= row["due_at"]
+        # Too few samples at the end of the window extends it, once, to twice its length before giving up.
+        hard_end = row["started_at"] + timedelta(seconds=2 * req.window_seconds)
+        end = min(now, hard_end)
         candidate = await self._store.counts(req.environment, req.candidate_version, row["started_at"], end)
         baseline = await self._store.counts(req.environment, req.stable_version, row["started_at"], end)
-        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final)
-        if verdict is None:
+        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples,
+                                      final=now >= row["due_at"])
+        if verdict is None or (verdict is Verdict.INCONCLUSIVE and now < hard_end):
             return 0
         result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
                                       verdict=verdict, reason=reason, kpis=kpis, window_start=row["started_at"],
