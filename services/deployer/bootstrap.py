@@ -17,7 +17,8 @@ from services.deployer.adapters.launcher import Launcher
 from services.deployer.config import DeployerSettings
 
 
-async def reconcile(candidate_file: Path) -> dict[str, str]:
+async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, str]:
+    """`force` makes the candidate the stable version even where another one is (demo and test resets)."""
     settings = DeployerSettings()
     log = logs.configure("deployer-bootstrap", settings.log_level)
     candidate = json.loads(candidate_file.read_text())
@@ -31,11 +32,13 @@ async def reconcile(candidate_file: Path) -> dict[str, str]:
     try:
         for environment in entry.environments:
             stable = await target.stable(service, environment)
-            if stable is None:
+            if stable is None or (force and stable != (version, digest)):
                 async with pool.acquire() as conn:
-                    await conn.execute("INSERT INTO environments (service, environment, stable_version, stable_digest)"
-                                       " VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
-                                       service, environment, version, digest)
+                    await conn.execute(
+                        "INSERT INTO environments (service, environment, stable_version, stable_digest)"
+                        " VALUES ($1,$2,$3,$4) ON CONFLICT (service, environment) DO UPDATE SET"
+                        " stable_version = EXCLUDED.stable_version, stable_digest = EXCLUDED.stable_digest,"
+                        " updated_at = now()", service, environment, version, digest)
                 stable = await target.stable(service, environment)
             assert stable is not None
             for inst in await target.live(service, environment):
@@ -56,9 +59,10 @@ async def reconcile(candidate_file: Path) -> dict[str, str]:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m services.deployer.bootstrap CANDIDATE_FILE")
-    print(json.dumps(asyncio.run(reconcile(Path(sys.argv[1])))))
+    args = [a for a in sys.argv[1:] if a != "--force"]
+    if len(args) != 1:
+        sys.exit("usage: python -m services.deployer.bootstrap [--force] CANDIDATE_FILE")
+    print(json.dumps(asyncio.run(reconcile(Path(args[0]), force="--force" in sys.argv))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+# releasegate — local stack, demo and tests. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+export PYTHON := $(PY)
+PROC := deploy/proc.sh
+BASELINE := examples/candidates/shop-v1.json
+
+.PHONY: install stack up down reset status demo test test-quick bench backup bundles schemas shoppers
+
+install:            ## apt packages, Kafka jars, Python packages (idempotent)
+	bash deploy/stack.sh install
+
+stack: install      ## Kafka, PostgreSQL, HAProxy, payment sandbox + topics, schema, bundles, first backup
+	bash deploy/stack.sh up
+	$(PY) -m services.common.init_stack
+	$(PY) -m shop.build_bundles >/dev/null
+	$(PY) -m services.dr_checker.backup shop
+
+up: stack           ## the whole local stack: infrastructure, the six services, shop v1, synthetic shoppers
+	bash deploy/services.sh start
+	$(PY) -m services.deployer.bootstrap $(BASELINE)
+	$(MAKE) --no-print-directory shoppers
+
+shoppers:
+	$(PROC) start shopper-production -- $(PY) -m shop.shopper --target http://127.0.0.1:18080 --rate 16 \
+	    --tenants acme,globex,initech --cards mixed --duration 0
+	$(PROC) start shopper-staging -- $(PY) -m shop.shopper --target http://127.0.0.1:18081 --rate 6 \
+	    --tenants qa --cards visa --duration 0
+
+down:               ## stop everything started by `make up`
+	bash deploy/stack.sh down
+
+reset:              ## stop everything and delete all local state (.run/)
+	bash deploy/stack.sh reset
+
+status:
+	bash deploy/stack.sh status; bash deploy/services.sh status
+
+backup:             ## a real pg_dump of the shop database, recorded in the backup catalog
+	$(PY) -m services.dr_checker.backup shop
+
+bundles:
+	$(PY) -m shop.build_bundles
+
+schemas:            ## regenerate the committed JSON Schemas and AsyncAPI document from contracts/
+	$(PY) -m contracts.generate
+
+demo: up            ## release v2 (promoted) then v3 (rolled back by itself); exit 0 only if both happened
+	$(PY) deploy/demo.py
+
+test: stack         ## the whole suite: unit, integration and e2e against the real local stack
+	bash deploy/services.sh stop
+	$(PROC) stop shopper-production shopper-staging
+	$(PY) -m pytest -ra
+
+test-quick: stack   ## everything but the slow end-to-end scenarios
+	$(PY) -m pytest -ra -m "not slow"
+
+bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Kafka round trip
+	$(PY) bench/rollback_latency.py

@@ -1,0 +1,69 @@
+"""`make demo`: release v2 of the sample shop (expect promoted), then v3 with its payment regression (expect
+rolled back by itself), driven only through the `releasegate` CLI. Checks what really happened — versions
+answering through HAProxy, the alert on release.alerts — prints both timelines, exits 0 only if all held."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from contracts import topics
+from releasegate_cli.probes import TopicTail, versions_served
+from services.common.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION = "http://127.0.0.1:18080"
+CANDIDATES = ROOT / "examples" / "candidates"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["releasegate", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE)
+
+
+def banner(text: str) -> None:
+    print(f"\n{'=' * 100}\n{text}\n{'=' * 100}", flush=True)
+
+
+def release(version: str) -> tuple[str, int]:
+    rid = cli("submit", str(CANDIDATES / f"shop-{version}.json")).stdout.strip()
+    banner(f"releasing shop {version}: {rid}")
+    watch = subprocess.run(["releasegate", "watch", rid, "--timeout", "420"], cwd=ROOT)
+    return rid, watch.returncode
+
+
+async def main() -> int:
+    settings = ServiceSettings()
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force",
+                    str(CANDIDATES / "shop-v1.json")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    checks: list[tuple[str, bool]] = []
+    print(f"before: production answers with {dict(await versions_served(PRODUCTION))}")
+
+    v2, rc = await asyncio.to_thread(release, "v2")
+    served = await versions_served(PRODUCTION)
+    checks += [("v2 release ended promoted (watch exit 0)", rc == 0),
+               (f"all production traffic on v2 through HAProxy {dict(served)}", set(served) == {"v2"})]
+
+    alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+    try:
+        v3, rc = await asyncio.to_thread(release, "v3")
+        served = await versions_served(PRODUCTION)
+        alert = await alerts.wait_for(lambda e: e.subject == v3, timeout=30)
+    finally:
+        await alerts.stop()
+    checks += [("v3 release ended rolled_back (watch exit 1)", rc == 1 and '"rolled_back"' in
+                cli("status", v3, "--json").stdout),
+               (f"all production traffic back on stable v2 through HAProxy {dict(served)}", set(served) == {"v2"}),
+               (f"alert on {topics.ALERTS}: {alert.data.title if alert else 'none'}", alert is not None)]
+
+    for rid in (v2, v3):
+        banner(f"timeline of {rid}")
+        subprocess.run(["releasegate", "timeline", rid], cwd=ROOT)
+    banner("demo outcome")
+    for text, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

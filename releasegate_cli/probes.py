@@ -1,0 +1,70 @@
+"""Outside-in checks used by the demo, tests and benchmarks: which version really answers through HAProxy,
+and what arrives on a topic."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from contracts.cloudevents import Envelope, decode
+
+
+async def versions_served(base_url: str, requests: int = 50) -> Counter[str]:
+    """Count the X-Shop-Version of `requests` real requests through the given frontend."""
+    seen: Counter[str] = Counter()
+    async with httpx.AsyncClient(timeout=5) as client:
+        for _ in range(requests):
+            try:
+                r = await client.get(f"{base_url}/products", headers={"X-Tenant": "probe"})
+                seen[r.headers.get("X-Shop-Version", f"http-{r.status_code}")] += 1
+            except httpx.HTTPError as exc:
+                seen[type(exc).__name__] += 1
+    return seen
+
+
+class TopicTail:
+    """Reads a topic from the moment `start` returns (no group, no commits), decoding CloudEvents."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topic = topic
+        self.seen: list[Envelope] = []
+
+    async def start(self) -> TopicTail:
+        await self._consumer.start()
+        partitions = [TopicPartition(self._topic, p) for p in self._consumer.partitions_for_topic(self._topic)
+                      or await self._partitions()]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, so nothing published after start() is missed
+            await self._consumer.position(tp)
+        return self
+
+    async def _partitions(self) -> set[int]:
+        await self._consumer._client.force_metadata_update()
+        return self._consumer.partitions_for_topic(self._topic) or {0}
+
+    async def wait_for(self, predicate: Callable[[Envelope], bool], timeout: float) -> Envelope | None:
+        for env in self.seen:
+            if predicate(env):
+                return env
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            batches = await self._consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in batches.values():
+                for record in records:
+                    try:
+                        env = decode(record.headers, record.value)
+                    except ValueError:
+                        continue
+                    self.seen.append(env)
+                    if predicate(env):
+                        return env
+        return None
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
