@@ -1,0 +1,66 @@
+"""KPI judgement: the verdict, its numbers and its rule."""
+from contracts.events import KpiThreshold, Verdict
+from services.verifier.adapters.haproxy_log import parse
+from services.verifier.domain import Counts, judge, measure, percentile
+
+THRESHOLDS = {"checkout_success_rate": KpiThreshold(min=0.85, max_drop=0.08),
+              "payment_authorization_rate": KpiThreshold(min=0.85, max_drop=0.08),
+              "http_error_rate": KpiThreshold(max=0.05), "latency_p95_ms": KpiThreshold(max=1500)}
+
+
+def healthy(n: int = 100) -> Counts:
+    return Counts(checkout_succeeded=n - 2, checkout_failed=2, payment_authorized=n - 2, payment_declined=2,
+                  orders=n - 2, http_total=4 * n, http_5xx=0, latencies_ms=[10.0] * (4 * n))
+
+
+class TestKpiJudgement:
+    def test_healthy_candidate_passes_at_window_end_with_its_numbers(self):
+        verdict, reason, kpis = judge(THRESHOLDS, healthy(40), healthy(400), 15, final=True)
+        assert verdict is Verdict.PASS
+        rate = next(k for k in kpis if k.name == "checkout_success_rate")
+        assert (rate.candidate, rate.candidate_samples, rate.baseline_samples) == (0.95, 40, 400)
+
+    def test_payment_regression_fails_before_the_window_ends(self):
+        bad = Counts(checkout_succeeded=8, checkout_failed=12, payment_authorized=8, payment_declined=12,
+                     http_total=80, latencies_ms=[10.0] * 80)
+        verdict, reason, kpis = judge(THRESHOLDS, bad, healthy(400), 15, final=False)
+        assert verdict is Verdict.FAIL
+        assert "payment_authorization_rate" in reason and "< min 0.85" in reason
+
+    def test_drop_against_baseline_fails_even_above_the_floor(self):
+        cand = Counts(checkout_succeeded=86, checkout_failed=14, payment_authorized=99, payment_declined=1,
+                      http_total=400, latencies_ms=[10.0] * 400)
+        verdict, reason, _ = judge(THRESHOLDS, cand, healthy(1000), 15, final=True)
+        assert verdict is Verdict.FAIL and "below baseline" in reason
+
+    def test_too_few_samples_is_inconclusive_never_pass(self):
+        verdict, reason, _ = judge(THRESHOLDS, healthy(5), healthy(400), 15, final=True)
+        assert verdict is Verdict.INCONCLUSIVE and "needs >= 15" in reason
+
+    def test_no_data_at_all_is_inconclusive(self):
+        assert judge(THRESHOLDS, Counts(), Counts(), 15, final=True)[0] is Verdict.INCONCLUSIVE
+
+    def test_open_window_without_failure_keeps_watching(self):
+        assert judge(THRESHOLDS, healthy(40), healthy(400), 15, final=False)[0] is None
+
+    def test_missing_baseline_skips_relative_rules_and_says_so(self):
+        verdict, _, kpis = judge(THRESHOLDS, healthy(40), Counts(), 15, final=True)
+        assert verdict is Verdict.PASS
+        assert "baseline rules skipped" in next(k for k in kpis if k.name == "checkout_success_rate").rule
+
+    def test_latency_p95_and_error_rate_come_from_http_samples(self):
+        c = Counts(http_total=100, http_5xx=7, latencies_ms=[float(i) for i in range(1, 101)])
+        m = measure(c)
+        assert m["latency_p95_ms"] == (95.0, 100) and m["http_error_rate"] == (0.07, 100)
+        assert percentile([], 0.95) is None
+
+
+class TestHAProxyLogLine:
+    def test_parses_environment_server_status_latency_tenant_version(self):
+        assert parse("shop_production s2 201 14 acme v3\n") == ("production", "s2", "v3", 201, 14, "acme")
+
+    def test_missing_captures_become_none(self):
+        assert parse("shop_staging s1 503 0 - -") == ("staging", "s1", None, 503, 0, None)
+
+    def test_non_request_lines_are_ignored(self):
+        assert parse("Proxy fe_production started.") is None
