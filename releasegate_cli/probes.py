@@ -27,26 +27,23 @@ async def versions_served(base_url: str, requests: int = 50) -> Counter[str]:
 
 
 class TopicTail:
-    """Reads a topic from the moment `start` returns (no group, no commits), decoding CloudEvents."""
+    """Reads topics from the moment `start` returns (no group, no commits), decoding CloudEvents."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, *topics: str) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self._topic = topic
+        self._topics = topics
         self.seen: list[Envelope] = []
 
     async def start(self) -> TopicTail:
         await self._consumer.start()
-        partitions = [TopicPartition(self._topic, p) for p in self._consumer.partitions_for_topic(self._topic)
-                      or await self._partitions()]
+        await self._consumer._client.force_metadata_update()
+        partitions = [TopicPartition(t, p) for t in self._topics
+                      for p in self._consumer.partitions_for_topic(t) or {0}]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, so nothing published after start() is missed
             await self._consumer.position(tp)
         return self
-
-    async def _partitions(self) -> set[int]:
-        await self._consumer._client.force_metadata_update()
-        return self._consumer.partitions_for_topic(self._topic) or {0}
 
     async def wait_for(self, predicate: Callable[[Envelope], bool], timeout: float) -> Envelope | None:
         for env in self.seen:

@@ -40,8 +40,9 @@ class Producer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        """Returns the record's metadata (partition, offset)."""
+        return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def send_envelope(self, topic: str, envelope: Envelope) -> None:
         key, value, headers = encode(envelope)

@@ -31,6 +31,21 @@ class Runtime:
 
 
 Setup = Callable[[Runtime], Awaitable[None]]
+RESTART_DELAY_SECONDS = 1.0
+
+
+async def _supervised(task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Restarts a background loop that crashed (a database or broker outage), after a short delay."""
+    while True:
+        try:
+            await task()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            structlog.get_logger().error("background task crashed; restarting", task=task.__name__,
+                                         error=repr(exc))
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
 
 
 async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asyncio.Event | None = None) -> None:
@@ -52,7 +67,7 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
     runtime.consumer.register()
     relay = Relay(pool, name, producer.send)
     background = [asyncio.create_task(relay.run(), name="outbox-relay")]
-    background += [asyncio.create_task(t(), name=t.__name__) for t in runtime.tasks]
+    background += [asyncio.create_task(_supervised(t), name=t.__name__) for t in runtime.tasks]
     await broker.start()
     log.info("service ready", kafka=settings.kafka_bootstrap)
     try:

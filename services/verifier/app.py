@@ -1,4 +1,4 @@
-"""Verifier process: shop-event ingest, HAProxy log receiver, verification requests, judging loop."""
+"""Verifier process: business-event ingest, HAProxy log receiver, verification requests, judging loop."""
 from __future__ import annotations
 
 import asyncio
@@ -6,9 +6,10 @@ import asyncio
 import structlog
 
 from contracts import topics
-from contracts.events import ShopEvent, VerificationRequested
+from contracts.events import VerificationRequested
 from services.common import runner
 from services.verifier.adapters import haproxy_log
+from services.verifier.adapters.ingest import BusinessEventIngest
 from services.verifier.adapters.store import KpiStore
 from services.verifier.config import VerifierSettings
 from services.verifier.handlers import Verifier
@@ -20,8 +21,8 @@ log = structlog.get_logger()
 async def setup(rt: runner.Runtime) -> None:
     settings = VerifierSettings()
     store = KpiStore(rt.pool)
-    verifier = Verifier(rt.pool, store)
-    rt.consumer.subscribe(topics.SHOP_EVENTS, verifier.on_shop_event, accept=(ShopEvent,))
+    ingest = BusinessEventIngest(settings.kafka_bootstrap, store, rt.consumer.dead_letter)
+    verifier = Verifier(rt.pool, store, lambda: ingest.caught_up_at)
     rt.consumer.subscribe(topics.VERIFY_COMMANDS, verifier.on_request, accept=(VerificationRequested,))
 
     async def judging() -> None:
@@ -35,7 +36,7 @@ async def setup(rt: runner.Runtime) -> None:
     async def request_log() -> None:
         await haproxy_log.receive(settings.haproxy_log_udp, store.add_http_samples)
 
-    rt.tasks += [judging, request_log]
+    rt.tasks += [ingest.run, judging, request_log]
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import structlog
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import ShopEvent, Verdict, VerificationFinished, VerificationRequested
+from contracts.events import Verdict, VerificationFinished, VerificationRequested
 from services.common import db, outbox, telemetry
 from services.verifier.adapters.store import KpiStore
 from services.verifier.domain import judge
@@ -24,13 +24,10 @@ def utcnow() -> datetime:
 
 
 class Verifier:
-    def __init__(self, pool: asyncpg.Pool, store: KpiStore, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, pool: asyncpg.Pool, store: KpiStore, ingested_until: Callable[[], datetime | None],
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self._pool, self._store, self._clock = pool, store, clock
-
-    async def on_shop_event(self, envelope: Envelope) -> None:
-        e: ShopEvent = envelope.data  # type: ignore[assignment]
-        await self._store.add_business_event(envelope.id, envelope.type, e.environment, e.version, e.tenant,
-                                             envelope.time, e.reason, e.latency_ms)
+        self._ingested_until = ingested_until
 
     async def on_request(self, envelope: Envelope) -> None:
         req: VerificationRequested = envelope.data  # type: ignore[assignment]
@@ -64,8 +61,9 @@ class Verifier:
         end = min(now, hard_end)
         candidate = await self._store.counts(req.environment, req.candidate_version, row["started_at"], end)
         baseline = await self._store.counts(req.environment, req.stable_version, row["started_at"], end)
-        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples,
-                                      final=now >= row["due_at"])
+        caught_up = self._ingested_until()
+        final = now >= row["due_at"] and caught_up is not None and caught_up >= row["due_at"]
+        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final)
         if verdict is None or (verdict is Verdict.INCONCLUSIVE and now < hard_end):
             return 0
         result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,

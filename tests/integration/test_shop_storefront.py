@@ -54,7 +54,7 @@ def reachable(address: str) -> bool:
 
 
 if not (reachable(KAFKA) and reachable("127.0.0.1:15432")):
-    pytest.skip("local stack not running (bash deploy/stack.sh up)", allow_module_level=True)
+    pytest.fail("local stack not running: start it with `make stack`", pytrace=False)
 
 
 def free_port() -> int:

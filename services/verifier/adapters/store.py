@@ -26,13 +26,11 @@ class KpiStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def add_business_event(self, event_id: str, type_: str, environment: str, version: str, tenant: str,
-                                 at: datetime, reason: str | None, latency_ms: float | None) -> None:
+    async def add_business_events(self, rows: list[tuple]) -> None:
         async with self._pool.acquire() as conn:
-            await conn.execute(
+            await conn.executemany(
                 "INSERT INTO business_events (event_id, type, environment, version, tenant, at, reason, latency_ms)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
-                event_id, type_, environment, version, tenant, at, reason, latency_ms)
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING", rows)
 
     async def add_http_samples(self, rows: list[tuple[str, str, str | None, int, int, str | None]]) -> None:
         async with self._pool.acquire() as conn:

@@ -1,0 +1,61 @@
+"""Ingests the shop's business events from Kafka in batches (bulk, idempotent inserts, commit after) and keeps
+a watermark: the last moment the ingest had caught up with the topic, so a verdict never closes a window whose
+events are still in flight."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from contracts import topics
+from contracts.cloudevents import ContractError, decode
+from contracts.events import ShopEvent
+from services.verifier.adapters.store import KpiStore
+
+DeadLetter = Callable[[Any, str, str], Awaitable[None]]
+GROUP = "releasegate-verifier-ingest"
+
+
+class BusinessEventIngest:
+    def __init__(self, bootstrap: str, store: KpiStore, dead_letter: DeadLetter) -> None:
+        self._bootstrap, self._store, self._dead_letter = bootstrap, store, dead_letter
+        self.caught_up_at: datetime | None = None
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(topics.SHOP_EVENTS, bootstrap_servers=self._bootstrap, group_id=GROUP,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                rows = []
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            env = decode(record.headers, record.value)
+                            if not isinstance(env.data, ShopEvent):
+                                raise ContractError(f"{env.type} is not a shop business event")
+                        except ContractError as exc:
+                            await self._dead_letter(record, str(exc), "ContractError")
+                            continue
+                        e = env.data
+                        rows.append((env.id, env.type, e.environment, e.version, e.tenant, env.time, e.reason,
+                                     e.latency_ms))
+                if rows:
+                    await self._store.add_business_events(rows)
+                if batches:
+                    await consumer.commit()
+                if not batches or await _at_end(consumer):
+                    self.caught_up_at = datetime.now(UTC)
+        finally:
+            await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer) -> bool:
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True

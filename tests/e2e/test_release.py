@@ -1,0 +1,120 @@
+"""End to end: every service as its own OS process, the shop behind the real HAProxy, synthetic shoppers as
+traffic, driven only through the `releasegate` CLI and Kafka topics."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from contracts import topics
+from releasegate_cli.probes import TopicTail, versions_served
+from tests.conftest import LOGS, REPO, Service, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
+PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
+CANDIDATES = REPO / "examples" / "candidates"
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["releasegate", *args], cwd=REPO, text=True, capture_output=True, timeout=timeout)
+
+
+def shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
+    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
+                             "--tenants", tenants, "--cards", cards, "--duration", "0"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def services():
+    running = {name: Service(name).start() for name in SERVICES}
+    shoppers = [shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), shopper(STAGING, "visa", 6, "qa")]
+    yield running
+    for p in shoppers:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(15)
+    for svc in running.values():
+        svc.stop()
+
+
+@pytest.fixture
+def stable_v1(services):
+    """Each scenario starts from v1 as the stable version of staging and production."""
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+                   cwd=REPO, check=True, capture_output=True)
+
+
+def submit(version: str) -> str:
+    out = cli("submit", str(CANDIDATES / f"shop-{version}.json"))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def status(rid: str) -> dict:
+    return json.loads(cli("status", rid, "--json").stdout)
+
+
+class TestWalkingSkeleton:
+    async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, stable_v1):
+        alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+        try:
+            rid = submit("v3")
+            watched = cli("watch", rid, "--timeout", "300", timeout=320)
+            alert = await alerts.wait_for(lambda e: e.subject == rid, timeout=30)
+        finally:
+            await alerts.stop()
+        assert watched.returncode == 1, watched.stdout[-2000:]
+        release = status(rid)
+        assert release["state"] == "rolled_back"
+        timeline = release["timeline"]
+        failed = next(t for t in timeline if t["step"] and t["step"].startswith("verify-canary")
+                      and "failed" in t["reason"])
+        kpi = next(k for k in failed["evidence"]["kpis"] if k["name"] == "payment_authorization_rate")
+        assert kpi["verdict"] == "fail" and kpi["candidate"] < kpi["baseline"]
+        assert [t["reason"].split(":")[0] for t in timeline if t["actor"] == "rollback"] == [
+            "compensation compensate:production done", "compensation compensate:staging done"]
+        assert alert is not None and alert.data.severity.value == "warning"
+        served = await versions_served(PRODUCTION, 60)
+        assert set(served) == {"v1"}, f"after rollback production answered with {dict(served)}"
+
+    async def test_good_version_is_promoted_with_all_traffic_on_it(self, stable_v1):
+        rid = submit("v2")
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 0, watched.stdout[-2000:]
+        release = status(rid)
+        assert release["state"] == "promoted"
+        steps = [t["step"] for t in release["timeline"] if t["reason"].endswith("passed") or " passed:" in t["reason"]]
+        assert {"gate-staging", "dr-check", "verify-staging", "gate-production", "verify-canary-10",
+                "verify-canary-50", "verify-canary-100"} <= set(steps)
+        assert set(await versions_served(PRODUCTION, 60)) == {"v2"}
+        assert set(await versions_served(STAGING, 30)) == {"v2"}
+
+    async def test_killed_coordinator_resumes_the_release_after_restart(self, pool, services, stable_v1):
+        rid = submit("v2")
+
+        async def at_canary() -> bool:
+            async with pool.acquire() as conn:
+                body = await conn.fetchval("SELECT body FROM sagas WHERE release_id = $1", rid)
+            return bool(body) and (body.get("waiting_for") or "").startswith("verify-canary")
+
+        await wait_until(at_canary, 200, "the release to reach the production canary")
+        services["coordinator"].kill()
+        services["coordinator"] = Service("coordinator").start()
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 0, watched.stdout[-2000:]
+        assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
+
+    async def test_candidate_for_an_unknown_service_is_rejected(self, services, tmp_path):
+        bad = json.loads((CANDIDATES / "shop-v2.json").read_text()) | {"service": "warehouse"}
+        (tmp_path / "c.json").write_text(json.dumps(bad))
+        rid = cli("submit", str(tmp_path / "c.json")).stdout.strip()
+        watched = cli("watch", rid, "--timeout", "120", timeout=140)
+        assert watched.returncode == 1
+        assert "unknown service 'warehouse'" in watched.stdout

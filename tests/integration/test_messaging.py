@@ -1,0 +1,160 @@
+"""Outbox relay, idempotent consumption and dead-lettering against the real Kafka and PostgreSQL, with the
+coordinator as its own OS process."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contracts import topics
+from contracts.cloudevents import Envelope, encode
+from contracts.events import AlertRaised, CandidateSubmitted, DeadLetter, Severity
+from releasegate_cli.probes import TopicTail
+from services.common import outbox
+from services.common.kafka import Producer
+from services.common.outbox import Relay
+from tests.conftest import Service, wait_until
+
+pytestmark = pytest.mark.integration
+
+TEST_CATALOG = """
+apiVersion: releasegate.dev/v1
+kind: Service
+revision: 1
+name: it-shop
+tier: 3
+owner: team-test
+environments: [staging, production]
+kpis:
+  checkout_success_rate: {min: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("catalog")
+    (d / "it-shop.yaml").write_text(TEST_CATALOG)
+    return d
+
+
+@pytest.fixture(scope="module")
+def coordinator(catalog_dir):
+    svc = Service("coordinator", {"RG_CATALOG_DIR": str(catalog_dir)}).start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+async def producer(settings):
+    p = Producer(settings.kafka_bootstrap, "test")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def candidate(service: str = "it-shop") -> CandidateSubmitted:
+    rid = f"it-{uuid.uuid4().hex[:10]}"
+    return CandidateSubmitted.model_validate({
+        "release_id": rid, "service": service, "version": "v9",
+        "artifact": {"digest": "sha256:" + "d" * 64, "uri": "store://none"},
+        "source": {"repository": "r", "ref": "refs/heads/main", "commit": "e" * 40},
+        "tests": {"passed": 1, "failed": 0}, "author": "dev@test"})
+
+
+async def saga_state(pool, rid):
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
+
+
+class TestTransactionalOutbox:
+    async def test_relay_publishes_committed_events_and_never_rolled_back_ones(self, settings, pool, producer):
+        name = f"it-relay-{uuid.uuid4().hex[:8]}"
+        kept = Envelope.new(AlertRaised(release_id="r-kept", service="s", severity=Severity.INFO, title="kept",
+                                        detail=name), name, "r-kept")
+        lost = Envelope.new(AlertRaised(release_id="r-lost", service="s", severity=Severity.INFO, title="lost",
+                                        detail=name), name, "r-lost")
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await outbox.add(conn, name, topics.ALERTS, kept)
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():
+                    await outbox.add(conn, name, topics.ALERTS, lost)
+                    raise RuntimeError("handler failed after staging its event")
+        tail = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+        try:
+            assert await Relay(pool, name, producer.send).publish_pending() == 1
+            got = await tail.wait_for(lambda e: e.id == kept.id, timeout=20)
+            assert got is not None and got.data.title == "kept"
+            assert await tail.wait_for(lambda e: e.id == lost.id, timeout=2) is None
+        finally:
+            await tail.stop()
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1", kept.id)
+            assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", lost.id) == 0
+
+
+class TestIdempotentCoordinator:
+    async def test_redelivered_candidate_has_no_second_effect(self, settings, pool, producer, coordinator):
+        c = candidate()
+        record = encode(Envelope.new(c, "test", c.release_id))
+        await producer.send(topics.CANDIDATES, *record)
+        assert await wait_until(lambda: saga_state(pool, c.release_id), 60, "the saga") is not None
+        dup = await producer.send(topics.CANDIDATES, *record)  # the same event id again: a redelivery
+        await wait_until(lambda: _committed_past(settings, dup), 60, "the coordinator to handle the duplicate")
+        async with pool.acquire() as conn:
+            gates = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2",
+                                        c.release_id, topics.GATE_COMMANDS)
+            submitted = await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1 AND reason LIKE"
+                                            " 'candidate % submitted'", c.release_id)
+        assert (gates, submitted) == (1, 1)
+
+    async def test_unknown_service_is_rejected_with_the_reason(self, pool, producer, coordinator):
+        c = candidate(service="no-such-service")
+        await producer.send_envelope(topics.CANDIDATES, Envelope.new(c, "test", c.release_id))
+        await wait_until(lambda: _is(pool, c.release_id, "rejected"), 60, "the rejection")
+        async with pool.acquire() as conn:
+            reason = await conn.fetchval("SELECT reason FROM audit_log WHERE release_id = $1 ORDER BY id DESC"
+                                         " LIMIT 1", c.release_id)
+        assert "unknown service 'no-such-service'" in reason
+
+
+class TestDeadLetters:
+    @pytest.mark.parametrize("headers,value,reason", [
+        ([("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"t"),
+          ("ce_type", CandidateSubmitted.event_type.encode())], b"{broken", "not valid JSON"),
+        ([("ce_specversion", b"1.0"), ("ce_id", b"y"), ("ce_source", b"t"),
+          ("ce_type", b"dev.releasegate.candidate.submitted.v99")], b"{}", "unknown event type or schema version"),
+        ([], b'{"service": "shop"}', "ce_specversion"),
+    ])
+    async def test_bad_record_is_dead_lettered_and_the_next_one_processed(
+            self, settings, pool, producer, coordinator, headers, value, reason):
+        key = f"bad-{uuid.uuid4().hex[:8]}"
+        tail = await TopicTail(settings.kafka_bootstrap, topics.DEADLETTER).start()
+        try:
+            await producer.send(topics.CANDIDATES, key.encode(), value, headers)
+            good = candidate()
+            await producer.send_envelope(topics.CANDIDATES, Envelope.new(good, "test", good.release_id))
+            letter = await tail.wait_for(lambda e: isinstance(e.data, DeadLetter) and e.data.key == key, 60)
+        finally:
+            await tail.stop()
+        assert letter is not None, "no dead letter"
+        assert reason in letter.data.reason
+        assert (letter.data.source_topic, letter.data.consumer) == (topics.CANDIDATES, "releasegate-coordinator")
+        assert await wait_until(lambda: saga_state(pool, good.release_id), 60, "the valid candidate after it")
+
+
+async def _committed_past(settings, metadata) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets("releasegate-coordinator")
+    finally:
+        await admin.close()
+    committed = offsets.get(TopicPartition(metadata.topic, metadata.partition))
+    return committed is not None and committed.offset > metadata.offset
+
+
+async def _is(pool, rid, state):
+    return await saga_state(pool, rid) == state
