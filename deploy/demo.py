@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from contracts import topics
+from releasegate_cli import client
 from releasegate_cli.probes import TopicTail, versions_served
 from services.common.settings import ServiceSettings
 
@@ -34,6 +36,13 @@ def release(version: str) -> tuple[str, int]:
 
 async def main() -> int:
     settings = ServiceSettings()
+    leftovers = await client.abort_in_flight(settings, "demo", "clean start for the demo")
+    deadline = time.monotonic() + 240
+    while not await client.all_ended(settings, leftovers):
+        if time.monotonic() > deadline:
+            print(f"left-over releases {leftovers} did not end")
+            return 1
+        await asyncio.sleep(0.5)
     subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force",
                     str(CANDIDATES / "shop-v1.json")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     checks: list[tuple[str, bool]] = []

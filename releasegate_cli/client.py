@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import AbortRequested, ApprovalGiven, CandidateSubmitted, Contract
+from contracts.events import TERMINAL_STATES, AbortRequested, ApprovalGiven, CandidateSubmitted, Contract
 from services.common import db, telemetry
 from services.common.kafka import Producer
 from services.common.settings import ServiceSettings
@@ -80,3 +80,23 @@ async def timeline(settings: ServiceSettings, release_id: str, after_id: int = 0
         return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
     finally:
         await pool.close()
+
+
+async def abort_in_flight(settings: ServiceSettings, actor: str, reason: str) -> list[str]:
+    """Abort every release that has not ended (used to give demos and tests a clean start)."""
+    pool = await db.create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT release_id FROM sagas WHERE state <> ALL($1::text[])",
+                                    [s.value for s in TERMINAL_STATES])
+    finally:
+        await pool.close()
+    for row in rows:
+        await abort(settings, row["release_id"], actor, reason)
+    return [r["release_id"] for r in rows]
+
+
+async def all_ended(settings: ServiceSettings, release_ids: list[str]) -> bool:
+    rows = await releases(settings, None, limit=1000)
+    states = {r["release_id"]: r["state"] for r in rows}
+    return all(states.get(rid) in {s.value for s in TERMINAL_STATES} for rid in release_ids)

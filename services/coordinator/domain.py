@@ -184,8 +184,8 @@ def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
 
 def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
     s = d.saga
-    if s.state.terminal or s.state is ReleaseState.ROLLING_BACK or s.waiting_for != event.step_id:
-        d.ignored = f"result for {event.step_id} does not match the awaited step {s.waiting_for}"
+    if s.state is not ReleaseState.RUNNING or s.waiting_for != event.step_id:
+        d.ignored = f"result for {event.step_id} not awaited (release {s.state.value}, awaiting {s.waiting_for})"
         return
     d.clear_deadline = True
     step = s.current

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from contracts import topics
+from releasegate_cli import client
 from releasegate_cli.probes import TopicTail, versions_served
 from tests.conftest import LOGS, REPO, Service, wait_until
 
@@ -33,9 +34,11 @@ def shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Pope
 
 
 @pytest.fixture(scope="module")
-def services():
+async def services(settings):
     running = {name: Service(name).start() for name in SERVICES}
     shoppers = [shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), shopper(STAGING, "visa", 6, "qa")]
+    leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")
+    await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
     yield running
     for p in shoppers:
         os.killpg(p.pid, signal.SIGTERM)
@@ -78,8 +81,9 @@ class TestWalkingSkeleton:
                       and "failed" in t["reason"])
         kpi = next(k for k in failed["evidence"]["kpis"] if k["name"] == "payment_authorization_rate")
         assert kpi["verdict"] == "fail" and kpi["candidate"] < kpi["baseline"]
-        assert [t["reason"].split(":")[0] for t in timeline if t["actor"] == "rollback"] == [
-            "compensation compensate:production done", "compensation compensate:staging done"]
+        compensations = [t["reason"] for t in timeline if t["actor"] == "rollback"]
+        assert [c.split(" done")[0] for c in compensations] == [
+            "compensation compensate:production", "compensation compensate:staging"]
         assert alert is not None and alert.data.severity.value == "warning"
         served = await versions_served(PRODUCTION, 60)
         assert set(served) == {"v1"}, f"after rollback production answered with {dict(served)}"

@@ -129,6 +129,11 @@ class TestReleaseSaga:
         assert d.saga.state is ReleaseState.PAUSED
         assert [t for t, _ in d.commands] == [topics.ALERTS]
 
+    def test_a_late_verdict_does_not_move_a_paused_release(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        saga = domain.on_deadline(saga, "verify-staging", NOW).saga
+        assert domain.handle(saga, answer(saga), NOW).ignored
+
     def test_approval_resumes_a_paused_release_by_verifying_again(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
         saga = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga
