@@ -1,0 +1,188 @@
+"""Benchmark on the running local stack (`make bench`):
+1. time from the first degraded KPI sample (the first v3 payment declined for `invalid_card` in production) to
+   the canary's HAProxy weight reaching 0, over several v3 releases;
+2. the coordinator's per hop latency (a step result's record → the next command's record, both on Kafka),
+   next to a bare aiokafka produce→consume round trip measured in the same run.
+Prints figures and ratios; asserts nothing."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from contracts import topics
+from contracts.cloudevents import decode
+from releasegate_cli import client
+from services.common import db
+from services.common.haproxy import HAProxy
+from services.common.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ROOT / "examples" / "candidates"
+COMMANDS = [topics.GATE_COMMANDS, topics.DR_COMMANDS, topics.DEPLOY_COMMANDS, topics.VERIFY_COMMANDS,
+            topics.ROLLBACK_COMMANDS]
+
+
+def q(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+async def bare_round_trips(bootstrap: str, n: int) -> list[float]:
+    topic = f"bench-rtt-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500)
+    await producer.start()
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_end(tp)
+    samples = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topic, b"ping")
+            while not (await consumer.getmany(tp, timeout_ms=1000)).get(tp):
+                pass
+            samples.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await admin.delete_topics([topic])
+        await admin.close()
+    return samples
+
+
+async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyncio.Event) -> float | None:
+    """Polls HAProxy every 20 ms; wall time when the candidate's slot (once seen serving) has weight 0."""
+    seen = False
+    while not stop.is_set():
+        slot = version_slot.get("slot")
+        if slot:
+            servers = {s.name: s for s in await haproxy.servers("shop_production")}
+            srv = servers.get(slot)
+            if srv and srv.weight > 0 and not srv.maintenance:
+                seen = True
+            elif seen and srv and (srv.weight == 0 or srv.maintenance):
+                return time.time()
+        await asyncio.sleep(0.02)
+    return None
+
+
+async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> dict:
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+                   cwd=ROOT, check=True, capture_output=True)
+    rid = (await asyncio.to_thread(subprocess.run, ["releasegate", "submit", str(CANDIDATES / "shop-v3.json")],
+                                   cwd=ROOT, capture_output=True, text=True)).stdout.strip()
+    version_slot: dict = {}
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(canary_weight_zero_at(haproxy, version_slot, stop))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        async with pool.acquire() as conn:
+            if not version_slot:
+                slot = await conn.fetchval("SELECT slot FROM instances WHERE release_id = $1 AND environment ="
+                                           " 'production' ORDER BY id LIMIT 1", rid)
+                if slot:
+                    version_slot["slot"] = slot
+            state = await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
+        if state in ("promoted", "rejected", "aborted", "rollback_failed", "rolled_back"):
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    zero_at = await watcher
+    async with pool.acquire() as conn:
+        first_bad = await conn.fetchval(
+            "SELECT min(at) FROM business_events WHERE environment = 'production' AND version = 'v3'"
+            " AND type = 'shop.payment.declined.v1' AND reason = 'invalid_card' AND at >= (SELECT created_at"
+            " FROM sagas WHERE release_id = $1)", rid)
+        state = await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
+    return {"release": rid, "state": state,
+            "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None}
+
+
+async def coordinator_hops(bootstrap: str, since_ms: int) -> list[float]:
+    """Result record → next command record of the same release, from Kafka record timestamps."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(t, p) for t in [topics.RESULTS, *COMMANDS] for p in range(3)]
+    consumer.assign(tps)
+    offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        if offsets.get(tp):
+            consumer.seek(tp, offsets[tp].offset)
+        else:
+            consumer.seek(tp, ends[tp])
+    records = []
+    while True:
+        batch = await consumer.getmany(timeout_ms=1000)
+        if not batch:
+            break
+        for recs in batch.values():
+            for r in recs:
+                try:
+                    env = decode(r.headers, r.value)
+                except ValueError:
+                    continue
+                records.append((r.timestamp, r.topic, env.subject))
+    await consumer.stop()
+    records.sort()
+    hops = []
+    for i, (ts, topic, rid) in enumerate(records):
+        if topic != topics.RESULTS:
+            continue
+        nxt = next(((t2, tp2) for t2, tp2, r2 in records[i + 1:] if r2 == rid), None)
+        if nxt and nxt[1] in COMMANDS:
+            hops.append(float(nxt[0] - ts))
+    return hops
+
+
+async def main(releases: int, round_trips: int) -> None:
+    settings = ServiceSettings()
+    leftovers = await client.abort_in_flight(settings, "bench", "clean start for the benchmark")
+    while not await client.all_ended(settings, leftovers):
+        await asyncio.sleep(0.5)
+    pool = await db.create_pool(settings.database_url)
+    haproxy = HAProxy(settings.haproxy_admin)
+    since = int(time.time() * 1000)
+    runs = [await one_bad_release(settings, pool, haproxy) for _ in range(releases)]
+    await pool.close()
+    hops = await coordinator_hops(settings.kafka_bootstrap, since)
+    bare = await bare_round_trips(settings.kafka_bootstrap, round_trips)
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
+                   cwd=ROOT, capture_output=True)
+
+    print("\n1. First degraded KPI sample -> canary HAProxy weight 0 (v3 payment regression, canary 10%)")
+    for r in runs:
+        secs = f"{r['seconds']:.2f} s" if r["seconds"] is not None else "n/a"
+        print(f"   {r['release']:<24} {r['state']:<13} {secs}")
+    ok = [r["seconds"] for r in runs if r["seconds"] is not None]
+    if ok:
+        print(f"   median {statistics.median(ok):.2f} s   max {max(ok):.2f} s   (n={len(ok)})")
+    print("\n2. Coordinator hop (result on Kafka -> next command on Kafka) vs bare aiokafka produce->consume")
+    print(f"   {'':<34}{'n':>6}{'median ms':>12}{'p95 ms':>10}")
+    if hops:
+        print(f"   {'coordinator hop':<34}{len(hops):>6}{statistics.median(hops):>12.1f}{q(hops, 0.95):>10.1f}")
+    print(f"   {'bare aiokafka round trip':<34}{len(bare):>6}{statistics.median(bare):>12.1f}{q(bare, 0.95):>10.1f}")
+    if hops:
+        print(f"   ratio (median hop / median bare round trip): {statistics.median(hops) / statistics.median(bare):.1f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--releases", type=int, default=3)
+    parser.add_argument("--round-trips", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(main(args.releases, args.round_trips))
