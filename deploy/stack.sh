@@ -114,8 +114,11 @@ kafka_jars_ok() {
     && ! compgen -G "$KAFKA_LIBS/slf4j-api-1.*.jar" >/dev/null
 }
 
+# installed, and installed from this checkout (an editable install of another clone would run that clone's code)
 releasegate_installed() {
-  (cd / && "$PYTHON" -c 'import importlib.metadata as m; m.distribution("releasegate"); import contracts, services' ) >/dev/null 2>&1
+  local where
+  where="$(cd / && "$PYTHON" -c 'import contracts, os; print(os.path.dirname(os.path.dirname(contracts.__file__)))' 2>/dev/null)" || return 1
+  [[ "$(realpath "$where")" == "$(realpath "$ROOT")" ]]
 }
 
 # ----------------------------------------------------------------------------------------------- install
