@@ -191,22 +191,15 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
     step = s.current
     assert step is not None
     match event:
-        case GateCheckFinished():
+        case GateCheckFinished() | DRCheckFinished():
             evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]}
-            if event.passed:
+            ok = event.passed if isinstance(event, GateCheckFinished) else event.ready
+            if ok:
                 d.note(f"{step.id} passed: all {len(event.checks)} checks passed", evidence=evidence)
                 _advance(d, now)
             else:
                 failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
                 _fail(d, f"{step.id} failed: {failed}", now, evidence=evidence, rejected=True)
-        case DRCheckFinished():
-            evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]}
-            if event.ready:
-                d.note(f"{step.id} passed: recovery is possible within the RPO", evidence=evidence)
-                _advance(d, now)
-            else:
-                failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
-                _fail(d, f"DR readiness failed: {failed}", now, evidence=evidence, rejected=True)
         case DeployFinished():
             evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}
             if event.succeeded:
