@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from contracts.events import KpiResult, KpiThreshold, Verdict
 
-KPI_NAMES = ("checkout_success_rate", "payment_authorization_rate", "http_error_rate", "latency_p95_ms")
+INFORMATIONAL = ("orders_placed",)
 
 
 class VerifierError(Exception):
@@ -92,13 +92,17 @@ def judge(thresholds: dict[str, KpiThreshold], candidate: Counts, baseline: Coun
     cand, base = measure(candidate), measure(baseline)
     results = [judge_kpi(name, t, cand.get(name, (None, 0)), base.get(name, (None, 0)), min_samples)
                for name, t in thresholds.items()]
+    informational = [KpiResult(name=name, candidate=cand[name][0], baseline=base[name][0],
+                               candidate_samples=cand[name][1], baseline_samples=base[name][1], verdict=Verdict.PASS,
+                               rule="reported, not judged (no threshold in the catalog)")
+                     for name in INFORMATIONAL if name not in thresholds]
     failed = [r for r in results if r.verdict is Verdict.FAIL]
     if failed:
-        return Verdict.FAIL, "; ".join(f"{r.name}: {r.rule}" for r in failed), results
+        return Verdict.FAIL, "; ".join(f"{r.name}: {r.rule}" for r in failed), results + informational
     if not final:
-        return None, "window still open", results
+        return None, "window still open", results + informational
     missing = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
     if missing:
-        return Verdict.INCONCLUSIVE, "; ".join(f"{r.name}: {r.rule}" for r in missing), results
+        return Verdict.INCONCLUSIVE, "; ".join(f"{r.name}: {r.rule}" for r in missing), results + informational
     summary = ", ".join(f"{r.name}={r.candidate:.4g} (n={r.candidate_samples})" for r in results)
-    return Verdict.PASS, f"all KPIs within bounds: {summary}", results
+    return Verdict.PASS, f"all KPIs within bounds: {summary}", results + informational

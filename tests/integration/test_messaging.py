@@ -110,6 +110,21 @@ class TestIdempotentCoordinator:
                                             " 'candidate % submitted'", c.release_id)
         assert (gates, submitted) == (1, 1)
 
+    async def test_commands_continue_the_trace_of_the_submitted_candidate(self, pool, producer, coordinator):
+        c = candidate()
+        trace_id = uuid.uuid4().hex
+        await producer.send_envelope(topics.CANDIDATES, Envelope.new(
+            c, "test", c.release_id, trace={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}))
+
+        async def gate_command_headers():
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT headers FROM outbox WHERE key = $1 AND topic = $2",
+                                           c.release_id, topics.GATE_COMMANDS)
+
+        headers = await wait_until(gate_command_headers, 60, "the gate command")
+        assert headers["traceparent"].split("-")[1] == trace_id
+        assert headers["ce_subject"] == c.release_id and headers["ce_source"] == "releasegate/coordinator"
+
     async def test_unknown_service_is_rejected_with_the_reason(self, pool, producer, coordinator):
         c = candidate(service="no-such-service")
         await producer.send_envelope(topics.CANDIDATES, Envelope.new(c, "test", c.release_id))

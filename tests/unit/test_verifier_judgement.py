@@ -20,6 +20,11 @@ class TestKpiJudgement:
         rate = next(k for k in kpis if k.name == "checkout_success_rate")
         assert (rate.candidate, rate.candidate_samples, rate.baseline_samples) == (0.95, 40, 400)
 
+    def test_order_throughput_is_reported_beside_the_judged_kpis(self):
+        _, _, kpis = judge(THRESHOLDS, healthy(40), healthy(400), 15, final=True)
+        orders = next(k for k in kpis if k.name == "orders_placed")
+        assert (orders.candidate, orders.baseline) == (38.0, 398.0) and "not judged" in orders.rule
+
     def test_payment_regression_fails_before_the_window_ends(self):
         bad = Counts(checkout_succeeded=8, checkout_failed=12, payment_authorized=8, payment_declined=12,
                      http_total=80, latencies_ms=[10.0] * 80)
