@@ -143,6 +143,9 @@ class KpiThreshold(Contract):
     max_increase_ratio: float | None = Field(
         default=None, description="Largest acceptable canary/baseline ratio, for latencies."
     )
+    tolerance: float | None = Field(
+        default=None, description="Effect size tolerated by the sequential canary-vs-baseline test: absolute drop "
+        "for rates, excess of P(canary slower) over 0.5 for latencies.")
 
 
 class VerificationRequested(ReleaseEvent):
@@ -156,6 +159,8 @@ class VerificationRequested(ReleaseEvent):
     stable_version: str | None
     window_seconds: float = Field(gt=0)
     min_samples: int = Field(ge=1, description="Fewer candidate samples than this at window end: inconclusive.")
+    false_rollback_bound: float = Field(default=0.05, gt=0, lt=1, description="Bound on the probability of "
+                                        "failing a healthy candidate across all looks (sequential test α).")
     thresholds: dict[str, KpiThreshold] = Field(description="KPI name to its thresholds (from the catalog).")
 
 
@@ -173,6 +178,8 @@ class KpiResult(Contract):
     baseline_samples: int
     verdict: Verdict
     rule: str = Field(description="The decision rule that was applied, e.g. `candidate >= 0.9`.")
+    test: str | None = Field(default=None, description="Statistical test used against the baseline, if any.")
+    statistic: float | None = Field(default=None, description="The test's statistic (mixture likelihood ratio).")
 
 
 class VerificationFinished(ReleaseEvent):

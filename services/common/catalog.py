@@ -36,6 +36,7 @@ class Verification(_Model):
     min_samples: int = 20
     grace_seconds: float = 30
     on_inconclusive: Literal["pause", "rollback"] = "pause"
+    false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
 
 
 class ServiceEntry(_Model):

@@ -124,6 +124,7 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "on_inconclusive": entry.verification.on_inconclusive,
                               "instances": entry.rollout.instances,
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
+                              "false_rollback_bound": entry.verification.false_rollback_bound,
                               "catalog_revision": entry.revision, "dr": entry.dr.model_dump()})
     decision = Decision(saga)
     decision.transitions.append(Transition(ReleaseState.RUNNING, None, candidate.submitted_by,
@@ -324,7 +325,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
                 **base, service=s.service, environment=step.environment, candidate_version=s.version,
                 stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds,
-                min_samples=v["min_samples"],
+                min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
                 thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()})))
             timeout = step.window_seconds + v["grace_seconds"]
         case "approval":

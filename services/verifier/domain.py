@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 from contracts.events import KpiResult, KpiThreshold, Verdict
+from services.verifier.statistics import Decision, TestResult, latency_rank, proportions
 
 INFORMATIONAL = ("orders_placed",)
 
@@ -47,6 +48,10 @@ def measure(c: Counts) -> dict[str, tuple[float | None, int]]:
     }
 
 
+PROPORTIONS = {"checkout_success_rate", "payment_authorization_rate"}
+LATENCY = {"latency_p95_ms"}
+
+
 def _rules(t: KpiThreshold) -> list[str]:
     return [r for r in (f"candidate >= {t.min}" if t.min is not None else None,
                         f"candidate <= {t.max}" if t.max is not None else None,
@@ -55,54 +60,94 @@ def _rules(t: KpiThreshold) -> list[str]:
                         else None) if r]
 
 
-def judge_kpi(name: str, t: KpiThreshold, cand: tuple[float | None, int], base: tuple[float | None, int],
-              min_samples: int) -> KpiResult:
-    value, n = cand
-    base_value, base_n = base
-    rules = _rules(t)
+@dataclass(frozen=True)
+class Sample:
+    """What the judge knows of one version for one KPI."""
 
-    def result(verdict: Verdict, rule: str) -> KpiResult:
-        return KpiResult(name=name, candidate=value, baseline=base_value, candidate_samples=n,
-                         baseline_samples=base_n, verdict=verdict, rule=rule)
+    value: float | None
+    n: int
+    latencies: list[float] = field(default_factory=list)
 
-    if value is None or n < min_samples:
-        return result(Verdict.INCONCLUSIVE, f"needs >= {min_samples} candidate samples, has {n}")
+
+def _sequential(name: str, t: KpiThreshold, cand: Sample, base: Sample, alpha: float) -> TestResult | None:
+    if t.tolerance is None or name not in PROPORTIONS | LATENCY:
+        return None
+    if name in PROPORTIONS:
+        return proportions(round(cand.value * cand.n), cand.n, round(base.value * base.n), base.n, t.tolerance,
+                           alpha, alpha)
+    return latency_rank(cand.latencies, base.latencies, t.tolerance, alpha, alpha)
+
+
+def judge_kpi(name: str, t: KpiThreshold, cand: Sample, base: Sample, min_samples: int,
+              alpha: float = 0.05) -> tuple[KpiResult, bool]:
+    """The KPI's verdict and whether it is decisive (a sequential test reached a decision, so the window may
+    close early). Absolute bounds are guardrails checked at every look; the comparison with stable is the
+    sequential test when the catalog gives a tolerance, else the fixed `max_drop` / `max_increase_ratio`."""
+    has_baseline = base.value is not None and base.n >= min_samples
+
+    def result(verdict: Verdict, rule: str, test: TestResult | None = None) -> KpiResult:
+        return KpiResult(name=name, candidate=cand.value, baseline=base.value, candidate_samples=cand.n,
+                         baseline_samples=base.n, verdict=verdict, rule=rule,
+                         test=test.test if test else None, statistic=test.statistic if test else None)
+
+    if cand.value is None or cand.n < min_samples:
+        return result(Verdict.INCONCLUSIVE, f"needs >= {min_samples} candidate samples, has {cand.n}"), False
     violated = []
-    if t.min is not None and value < t.min:
-        violated.append(f"candidate {value:.4g} < min {t.min}")
-    if t.max is not None and value > t.max:
-        violated.append(f"candidate {value:.4g} > max {t.max}")
-    has_baseline = base_value is not None and base_n >= min_samples
-    if has_baseline and t.max_drop is not None and base_value - value > t.max_drop:
-        violated.append(f"drop {base_value - value:.4g} below baseline {base_value:.4g} > {t.max_drop}")
-    if has_baseline and t.max_increase_ratio is not None and base_value > 0 \
-            and value / base_value > t.max_increase_ratio:
-        violated.append(f"ratio {value / base_value:.3g} > {t.max_increase_ratio}")
+    if t.min is not None and cand.value < t.min:
+        violated.append(f"candidate {cand.value:.4g} < min {t.min}")
+    if t.max is not None and cand.value > t.max:
+        violated.append(f"candidate {cand.value:.4g} > max {t.max}")
+    if has_baseline and t.max_drop is not None and base.value - cand.value > t.max_drop:
+        violated.append(f"drop {base.value - cand.value:.4g} below baseline {base.value:.4g} > {t.max_drop}")
+    if has_baseline and t.max_increase_ratio is not None and base.value > 0 \
+            and cand.value / base.value > t.max_increase_ratio:
+        violated.append(f"ratio {cand.value / base.value:.3g} > {t.max_increase_ratio}")
     if violated:
-        return result(Verdict.FAIL, "; ".join(violated))
-    note = "" if has_baseline or (t.max_drop is None and t.max_increase_ratio is None) else \
-        " (baseline rules skipped: stable has too few samples)"
-    return result(Verdict.PASS, " and ".join(rules) + note)
+        return result(Verdict.FAIL, "; ".join(violated)), True
+    test = _sequential(name, t, cand, base, alpha) if has_baseline else None
+    if test is not None:
+        rule = f"{test.test}: estimate {test.estimate:.4g} vs boundary {test.boundary:.4g}, Λ={test.statistic:.3g}; " \
+               f"{test.rule}"
+        if test.decision is Decision.FAIL:
+            return result(Verdict.FAIL, rule, test), True
+        if test.decision is Decision.PASS:
+            return result(Verdict.PASS, rule, test), True
+        # Undecided: no evidence of a regression beyond tolerance so far. At the end of the window (with the
+        # minimum samples met) that is a pass; before it, the window stays open.
+        return result(Verdict.PASS, f"no evidence of a regression beyond tolerance (Λ < 1/α): {rule}", test), False
+    rules = " and ".join(_rules(t)) or "reported"
+    if t.tolerance is not None or t.max_drop is not None or t.max_increase_ratio is not None:
+        rules += " (comparison with stable skipped: stable has too few samples; absolute bounds only)"
+    return result(Verdict.PASS, rules), False
+
+
+def _samples(c: Counts) -> dict[str, Sample]:
+    return {name: Sample(value, n, c.latencies_ms if name in LATENCY else [])
+            for name, (value, n) in measure(c).items()}
 
 
 def judge(thresholds: dict[str, KpiThreshold], candidate: Counts, baseline: Counts, min_samples: int,
-          *, final: bool) -> tuple[Verdict | None, str, list[KpiResult]]:
-    """Verdict (None = keep watching), its reason and every KPI's numbers. Fails as soon as a KPI with enough
-    samples is out of bounds; passes or is inconclusive only at the end of the window."""
-    cand, base = measure(candidate), measure(baseline)
-    results = [judge_kpi(name, t, cand.get(name, (None, 0)), base.get(name, (None, 0)), min_samples)
-               for name, t in thresholds.items()]
-    informational = [KpiResult(name=name, candidate=cand[name][0], baseline=base[name][0],
-                               candidate_samples=cand[name][1], baseline_samples=base[name][1], verdict=Verdict.PASS,
+          *, final: bool, alpha: float = 0.05) -> tuple[Verdict | None, str, list[KpiResult]]:
+    """Verdict (None = keep watching), its reason and every KPI's numbers. Fails as soon as a KPI is out of
+    bounds or its sequential test fails; passes early only when every KPI's sequential test passed; otherwise
+    decides at the end of the window. Too few samples is inconclusive, never a pass."""
+    cand, base = _samples(candidate), _samples(baseline)
+    judged = [judge_kpi(name, t, cand.get(name, Sample(None, 0)), base.get(name, Sample(None, 0)), min_samples,
+                        alpha) for name, t in thresholds.items()]
+    results = [r for r, _ in judged]
+    informational = [KpiResult(name=name, candidate=cand[name].value, baseline=base[name].value,
+                               candidate_samples=cand[name].n, baseline_samples=base[name].n, verdict=Verdict.PASS,
                                rule="reported, not judged (no threshold in the catalog)")
                      for name in INFORMATIONAL if name not in thresholds]
     failed = [r for r in results if r.verdict is Verdict.FAIL]
     if failed:
         return Verdict.FAIL, "; ".join(f"{r.name}: {r.rule}" for r in failed), results + informational
-    if not final:
+    early_pass = bool(judged) and all(decisive and r.verdict is Verdict.PASS for r, decisive in judged)
+    if not final and not early_pass:
         return None, "window still open", results + informational
     missing = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
     if missing:
         return Verdict.INCONCLUSIVE, "; ".join(f"{r.name}: {r.rule}" for r in missing), results + informational
     summary = ", ".join(f"{r.name}={r.candidate:.4g} (n={r.candidate_samples})" for r in results)
-    return Verdict.PASS, f"all KPIs within bounds: {summary}", results + informational
+    early = "early on strong evidence: " if not final else ""
+    return Verdict.PASS, f"{early}all KPIs within bounds: {summary}", results + informational

@@ -63,7 +63,8 @@ class Verifier:
         baseline = await self._store.counts(req.environment, req.stable_version, row["started_at"], end)
         caught_up = self._ingested_until()
         final = now >= row["due_at"] and caught_up is not None and caught_up >= row["due_at"]
-        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final)
+        verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final,
+                                      alpha=req.false_rollback_bound)
         if verdict is None or (verdict is Verdict.INCONCLUSIVE and now < hard_end):
             return 0
         result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,

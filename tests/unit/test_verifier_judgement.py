@@ -51,7 +51,7 @@ class TestKpiJudgement:
     def test_missing_baseline_skips_relative_rules_and_says_so(self):
         verdict, _, kpis = judge(THRESHOLDS, healthy(40), Counts(), 15, final=True)
         assert verdict is Verdict.PASS
-        assert "baseline rules skipped" in next(k for k in kpis if k.name == "checkout_success_rate").rule
+        assert "comparison with stable skipped" in next(k for k in kpis if k.name == "checkout_success_rate").rule
 
     def test_latency_p95_and_error_rate_come_from_http_samples(self):
         c = Counts(http_total=100, http_5xx=7, latencies_ms=[float(i) for i in range(1, 101)])
@@ -69,3 +69,34 @@ class TestHAProxyLogLine:
 
     def test_non_request_lines_are_ignored(self):
         assert parse("Proxy fe_production started.") is None
+
+
+SEQUENTIAL = {"checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.03),
+              "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.03),
+              "latency_p95_ms": KpiThreshold(max=5000, tolerance=0.1)}
+
+
+class TestSequentialComparison:
+    def test_regression_fails_by_the_sequential_test_and_names_it(self):
+        bad = Counts(checkout_succeeded=60, checkout_failed=40, payment_authorized=60, payment_declined=40,
+                     http_total=400, latencies_ms=[10.0] * 400)
+        verdict, reason, kpis = judge(SEQUENTIAL, bad, healthy(1000), 15, final=False)
+        assert verdict is Verdict.FAIL
+        rate = next(k for k in kpis if k.name == "checkout_success_rate")
+        assert rate.test == "mSPRT on difference of proportions" and rate.statistic >= 20
+
+    def test_healthy_candidate_with_plenty_of_evidence_passes_before_the_window_ends(self):
+        verdict, reason, _ = judge(SEQUENTIAL, healthy(600), healthy(6000), 15, final=False)
+        assert verdict is Verdict.PASS and reason.startswith("early")
+
+    def test_undecided_comparison_keeps_the_window_open_then_passes_without_evidence_of_regression(self):
+        assert judge(SEQUENTIAL, healthy(20), healthy(200), 15, final=False)[0] is None
+        verdict, _, kpis = judge(SEQUENTIAL, healthy(20), healthy(200), 15, final=True)
+        assert verdict is Verdict.PASS
+        assert "no evidence of a regression" in next(k for k in kpis if k.name == "checkout_success_rate").rule
+
+    def test_slower_candidate_fails_the_rank_test(self):
+        slow = healthy(300)
+        slow.latencies_ms = [30.0] * len(slow.latencies_ms)
+        verdict, reason, kpis = judge(SEQUENTIAL, slow, healthy(3000), 15, final=False)
+        assert verdict is Verdict.FAIL and "Mann" in next(k for k in kpis if k.name == "latency_p95_ms").test
