@@ -233,6 +233,31 @@ class AbortRequested(ReleaseEvent):
     reason: str
 
 
+class PauseRequested(ReleaseEvent):
+    """An operator holds a release where it is; the step in flight is repeated on resume."""
+
+    event_type: ClassVar[str] = "dev.releasegate.pause.requested.v1"
+    actor: str
+    reason: str
+
+
+class ResumeRequested(ReleaseEvent):
+    """An operator continues a paused release (its current step is issued again)."""
+
+    event_type: ClassVar[str] = "dev.releasegate.resume.requested.v1"
+    actor: str
+    reason: str
+
+
+class PromoteRequested(ReleaseEvent):
+    """An operator sends all production traffic to the candidate now, skipping the remaining canary steps."""
+
+    event_type: ClassVar[str] = "dev.releasegate.promote.requested.v1"
+    actor: str
+    reason: str
+    full: bool = Field(default=True, description="Skip every remaining canary step and its verification.")
+
+
 # --- public outputs -----------------------------------------------------------------------------------------
 
 
@@ -334,7 +359,8 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     for m in (
         CandidateSubmitted, GateCheckRequested, GateCheckFinished, DRCheckRequested, DRCheckFinished,
         DeployRequested, DeployFinished, VerificationRequested, VerificationFinished, RollbackRequested,
-        RollbackFinished, ApprovalGiven, AbortRequested, ReleaseStatusChanged, AlertRaised, DeadLetter,
+        RollbackFinished, ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested,
+        ReleaseStatusChanged, AlertRaised, DeadLetter,
         CheckoutAttempted, CheckoutSucceeded, CheckoutFailed, PaymentAuthorized, PaymentDeclined, OrderPlaced,
     )
 }

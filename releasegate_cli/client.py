@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import TERMINAL_STATES, AbortRequested, ApprovalGiven, CandidateSubmitted, Contract
+from contracts.events import TERMINAL_STATES, AbortRequested, CandidateSubmitted, Contract
 from services.common import db, telemetry
 from services.common.kafka import Producer
 from services.common.settings import ServiceSettings
@@ -40,14 +40,8 @@ async def submit(settings: ServiceSettings, candidate: CandidateSubmitted) -> st
     return candidate.release_id
 
 
-async def approve(settings: ServiceSettings, release_id: str, actor: str, reason: str) -> None:
-    await publish(settings, topics.CONTROL, ApprovalGiven(release_id=release_id, actor=actor, reason=reason),
-                  release_id)
-
-
-async def abort(settings: ServiceSettings, release_id: str, actor: str, reason: str) -> None:
-    await publish(settings, topics.CONTROL, AbortRequested(release_id=release_id, actor=actor, reason=reason),
-                  release_id)
+async def control(settings: ServiceSettings, event: Contract) -> None:
+    await publish(settings, topics.CONTROL, event, event.release_id)
 
 
 async def releases(settings: ServiceSettings, release_id: str | None, limit: int = 20) -> list[dict[str, Any]]:
@@ -92,7 +86,7 @@ async def abort_in_flight(settings: ServiceSettings, actor: str, reason: str) ->
     finally:
         await pool.close()
     for row in rows:
-        await abort(settings, row["release_id"], actor, reason)
+        await control(settings, AbortRequested(release_id=row["release_id"], actor=actor, reason=reason))
     return [r["release_id"] for r in rows]
 
 

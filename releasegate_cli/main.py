@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from contracts.events import ReleaseState
+from contracts.events import Contract, AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested
 from releasegate_cli import client
 from releasegate_cli.render import print_entry
 from services.common.settings import ServiceSettings
@@ -97,16 +97,44 @@ def watch(release_id: str, timeout: Annotated[float, typer.Option(help="Give up 
 def approve(release_id: str, reason: Annotated[str, typer.Option(help="Why you approve.")],
             actor: Annotated[str | None, typer.Option(help="Approver identity (default: OS user).")] = None) -> None:
     """Approve a release waiting for approval, or resume a paused one (re-verifies the paused step)."""
-    asyncio.run(client.approve(_settings(), release_id, actor or getpass.getuser(), reason))
-    console.print(f"approval for {release_id} sent")
+    _control(ApprovalGiven(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
 
 
 @app.command()
 def abort(release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")],
           actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
     """Abort a release; completed steps are compensated."""
-    asyncio.run(client.abort(_settings(), release_id, actor or getpass.getuser(), reason))
-    console.print(f"abort for {release_id} sent")
+    _control(AbortRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+
+
+@app.command()
+def pause(release_id: str, reason: Annotated[str, typer.Option(help="Why you pause.")],
+          actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+    """Hold a running release where it is (the step in flight is repeated on resume)."""
+    _control(PauseRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+
+
+@app.command()
+def resume(release_id: str, reason: Annotated[str, typer.Option(help="Why you resume.")],
+           actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+    """Continue a paused release."""
+    _control(ResumeRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+
+
+@app.command()
+def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you promote now.")],
+            full: Annotated[bool, typer.Option("--full", help="Skip every remaining canary step.")] = False,
+            actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+    """With --full: send all production traffic to the candidate now, skipping the remaining canary steps."""
+    if not full:
+        console.print("[red]only `promote --full` is supported: say --full to skip the remaining canary[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    _control(PromoteRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+
+
+def _control(event: Contract) -> None:
+    asyncio.run(client.control(_settings(), event))
+    console.print(f"{type(event).__name__} for {event.release_id} sent")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import asyncio
 from contracts import topics
 from contracts.events import (
     AbortRequested, ApprovalGiven, CandidateSubmitted, DeployFinished, DRCheckFinished, GateCheckFinished,
-    RollbackFinished, VerificationFinished,
+    PauseRequested, PromoteRequested, ResumeRequested, RollbackFinished, VerificationFinished,
 )
 from services.common import runner
 from services.common.catalog import Catalog
@@ -19,7 +19,8 @@ DEADLINE_TICK_SECONDS = 0.5
 async def setup(rt: runner.Runtime) -> None:
     coordinator = Coordinator(rt.pool, Catalog(rt.settings.catalog_dir))
     rt.consumer.subscribe(topics.CANDIDATES, coordinator.on_event, accept=(CandidateSubmitted,))
-    rt.consumer.subscribe(topics.CONTROL, coordinator.on_event, accept=(ApprovalGiven, AbortRequested))
+    rt.consumer.subscribe(topics.CONTROL, coordinator.on_event, accept=(
+        ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested))
     rt.consumer.subscribe(topics.RESULTS, coordinator.on_event, accept=(
         GateCheckFinished, DRCheckFinished, DeployFinished, VerificationFinished, RollbackFinished))
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
+    AbortRequested, AlertRaised, ApprovalGiven, PauseRequested, PromoteRequested, ResumeRequested, CandidateSubmitted, Contract, DeployAction, DeployFinished,
     DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
     ReleaseState, RollbackFinished, RollbackRequested, Severity, Verdict, VerificationFinished,
     VerificationRequested,
@@ -58,6 +58,7 @@ class Saga(BaseModel):
     end_state: ReleaseState | None = Field(default=None, description="Terminal state once compensations finish.")
     verification: dict[str, Any] = {}
     trace: dict[str, str] = {}
+    promote_full: bool = Field(default=False, description="An operator asked to skip the remaining canary.")
 
     @property
     def current(self) -> Step | None:
@@ -152,6 +153,12 @@ def handle(saga: Saga, event: Contract, now: datetime) -> Decision:
             _on_approval(decision, event, now)
         case AbortRequested():
             _on_abort(decision, event, now)
+        case PauseRequested():
+            _on_pause(decision, event)
+        case ResumeRequested():
+            _on_resume(decision, event, now)
+        case PromoteRequested():
+            _on_promote(decision, event, now)
         case RollbackFinished():
             _on_rollback_finished(decision, event, now)
         case GateCheckFinished() | DRCheckFinished() | DeployFinished() | VerificationFinished():
@@ -284,6 +291,46 @@ def _on_abort(d: Decision, event: AbortRequested, now: datetime) -> None:
     _compensate(d, f"aborted by {event.actor}: {event.reason}", ReleaseState.ABORTED, now, actor=event.actor)
 
 
+def _on_pause(d: Decision, event: PauseRequested) -> None:
+    s = d.saga
+    if s.state is not ReleaseState.RUNNING:
+        d.note(f"pause by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+        return
+    s.state = ReleaseState.PAUSED
+    d.clear_deadline = True
+    d.note(f"paused by {event.actor}: {event.reason}", actor=event.actor)
+
+
+def _on_resume(d: Decision, event: ResumeRequested, now: datetime) -> None:
+    s = d.saga
+    if s.state is not ReleaseState.PAUSED:
+        d.note(f"resume by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+        return
+    s.state = ReleaseState.RUNNING
+    d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
+    _issue_current(d, now)
+
+
+def _on_promote(d: Decision, event: PromoteRequested, now: datetime) -> None:
+    s = d.saga
+    full = next((i for i, st in enumerate(s.plan) if st.kind == "deploy" and st.environment == "production"
+                 and st.action is not DeployAction.FINALIZE and st.weight == 100), None)
+    gate = next((i for i, st in enumerate(s.plan) if st.id == "gate-production"), None)
+    if s.state not in (ReleaseState.RUNNING, ReleaseState.PAUSED) or full is None or gate is None \
+            or s.cursor <= gate or s.cursor > full:
+        d.note(f"promote --full by {event.actor} refused: only between the production gate and the last canary "
+               f"step of a running or paused release (release is {s.state.value} at {s.waiting_for})",
+               actor=event.actor)
+        return
+    s.state = ReleaseState.RUNNING
+    s.promote_full = True
+    s.cursor = full
+    d.clear_deadline = True
+    d.note(f"promote --full by {event.actor}: {event.reason}; remaining canary steps and their verification "
+           "skipped", actor=event.actor)
+    _issue_current(d, now)
+
+
 # --- movement ------------------------------------------------------------------------------------------------
 
 
@@ -293,6 +340,9 @@ def _advance(d: Decision, now: datetime) -> None:
     if step is not None and step.compensable and step.environment not in s.deployed_environments:
         s.deployed_environments.append(step.environment)
     s.cursor += 1
+    while s.promote_full and s.current is not None and s.current.kind == "verify":
+        d.note(f"{s.current.id} skipped: promoted in full by an operator")
+        s.cursor += 1
     if s.current is None:
         s.waiting_for = None
         _finish(d, ReleaseState.PROMOTED, f"{s.version} promoted: all traffic on {s.version}")

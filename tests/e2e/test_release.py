@@ -115,6 +115,29 @@ class TestWalkingSkeleton:
         assert watched.returncode == 0, watched.stdout[-2000:]
         assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
 
+    async def test_ops_pause_resume_and_promote_in_full_recorded_with_actor_and_reason(self, pool, stable_v1):
+        rid = submit("v2")
+
+        async def waiting_for(prefix: str):
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow("SELECT state, body FROM sagas WHERE release_id = $1", rid)
+            return row and row["state"] == "running" and (row["body"]["waiting_for"] or "").startswith(prefix)
+
+        await wait_until(lambda: waiting_for("verify-canary-10"), 200, "the first canary verification")
+        assert cli("pause", rid, "--reason", "flash sale starts", "--actor", "ops@shop").returncode == 0
+        await wait_until(lambda: _state_is(pool, rid, "paused"), 60, "the pause")
+        assert cli("resume", rid, "--reason", "sale traffic is stable", "--actor", "ops@shop").returncode == 0
+        await wait_until(lambda: waiting_for("verify-canary"), 60, "the resumed verification")
+        assert cli("promote", rid, "--full", "--reason", "urgent fix", "--actor", "lead@shop").returncode == 0
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 0, watched.stdout[-2000:]
+        timeline = status(rid)["timeline"]
+        said = {(t["actor"], t["reason"]) for t in timeline}
+        assert ("ops@shop", "paused by ops@shop: flash sale starts") in said
+        assert ("ops@shop", "resumed by ops@shop: sale traffic is stable") in said
+        assert any(a == "lead@shop" and r.startswith("promote --full by lead@shop: urgent fix") for a, r in said)
+        assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
+
     async def test_candidate_for_an_unknown_service_is_rejected(self, services, tmp_path):
         bad = json.loads((CANDIDATES / "shop-v2.json").read_text()) | {"service": "warehouse"}
         (tmp_path / "c.json").write_text(json.dumps(bad))
@@ -122,3 +145,8 @@ class TestWalkingSkeleton:
         watched = cli("watch", rid, "--timeout", "120", timeout=140)
         assert watched.returncode == 1
         assert "unknown service 'warehouse'" in watched.stdout
+
+
+async def _state_is(pool, rid: str, state: str) -> bool:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid) == state

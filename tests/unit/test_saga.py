@@ -6,7 +6,7 @@ import pytest
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, ApprovalGiven, CandidateSubmitted, CheckResult, DeployFinished, DeployRequested,
+    AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ResumeRequested, CandidateSubmitted, CheckResult, DeployFinished, DeployRequested,
     DRCheckFinished, GateCheckFinished, KpiResult, ObservedState, ReleaseState, RollbackFinished, RollbackRequested,
     Verdict, VerificationFinished, VerificationRequested,
 )
@@ -177,3 +177,34 @@ class TestReleaseSaga:
         (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
         assert isinstance(cmd, DeployRequested)
         assert (cmd.environment, cmd.action.value, cmd.weight) == ("production", "shift", 50)
+
+
+class TestOperatorControls:
+    def test_pause_holds_the_release_and_records_actor_and_reason(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
+        d = domain.handle(saga, PauseRequested(release_id="rel-1", actor="ops@shop", reason="flash sale"), NOW)
+        assert d.saga.state is ReleaseState.PAUSED and d.clear_deadline
+        assert (d.transitions[0].actor, d.transitions[0].reason) == ("ops@shop", "paused by ops@shop: flash sale")
+        assert domain.handle(d.saga, answer(d.saga), NOW).ignored
+
+    def test_resume_repeats_the_step_that_was_in_flight(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
+        saga = domain.handle(saga, PauseRequested(release_id="rel-1", actor="ops", reason="r"), NOW).saga
+        d = domain.handle(saga, ResumeRequested(release_id="rel-1", actor="ops", reason="sale over"), NOW)
+        assert d.saga.state is ReleaseState.RUNNING
+        (_, cmd), = d.commands
+        assert isinstance(cmd, VerificationRequested) and cmd.step_id == "verify-canary-10"
+
+    def test_promote_full_jumps_to_all_traffic_and_skips_remaining_verification(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
+        d = domain.handle(saga, PromoteRequested(release_id="rel-1", actor="ops", reason="hotfix"), NOW)
+        (_, cmd), = d.commands
+        assert isinstance(cmd, DeployRequested) and (cmd.step_id, cmd.weight) == ("canary-100", 100)
+        d = domain.handle(d.saga, answer(d.saga), NOW)
+        assert d.saga.waiting_for == "finalize-production"
+        assert any("verify-canary-100 skipped" in t.reason for t in d.transitions)
+
+    def test_promote_full_is_refused_before_the_production_gate(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        d = domain.handle(saga, PromoteRequested(release_id="rel-1", actor="ops", reason="hurry"), NOW)
+        assert not d.commands and "refused" in d.transitions[0].reason
