@@ -148,6 +148,14 @@ class KpiThreshold(Contract):
         "for rates, excess of P(canary slower) over 0.5 for latencies.")
 
 
+class SyntheticJourneys(Contract):
+    journey: str = Field(description="`module:function` of the journey script: (client, base_url, tenant, profile).")
+    tenants: list[str] = Field(min_length=1, description="Tenants to run journeys for.")
+    profiles: list[str] = Field(min_length=1, description="Customer profiles cycled through, e.g. card brands.")
+    journeys_per_tenant: int = Field(default=6, ge=1)
+    min_success_rate: float = Field(default=0.8, ge=0, le=1, description="Per tenant.")
+
+
 class VerificationRequested(ReleaseEvent):
     """Command to the verifier: judge the candidate's KPIs over a window against stable and thresholds."""
 
@@ -162,6 +170,9 @@ class VerificationRequested(ReleaseEvent):
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1, description="Bound on the probability of "
                                         "failing a healthy candidate across all looks (sequential test α).")
     thresholds: dict[str, KpiThreshold] = Field(description="KPI name to its thresholds (from the catalog).")
+    synthetic: SyntheticJourneys | None = Field(
+        default=None, description="Run scripted journeys directly against the candidate's instances instead of "
+        "judging customer traffic (before it receives any).")
 
 
 class Verdict(StrEnum):

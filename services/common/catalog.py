@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.events import KpiThreshold
+from contracts.events import KpiThreshold, SyntheticJourneys
 
 
 class CatalogError(Exception):
@@ -25,8 +25,10 @@ class DRRequirement(_Model):
 
 
 class Rollout(_Model):
+    strategy: Literal["canary", "blue-green"] = "canary"
     instances: int = Field(default=1, ge=1, le=3)
     canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")
 
 
 class Verification(_Model):
@@ -52,7 +54,14 @@ class ServiceEntry(_Model):
     rollout: Rollout = Rollout()
     verification: Verification = Verification()
     kpis: dict[str, KpiThreshold]
+    synthetic: SyntheticJourneys | None = None
     approval_required: bool = False
+
+    @model_validator(mode="after")
+    def _blue_green_needs_a_preview(self) -> ServiceEntry:
+        if self.rollout.strategy == "blue-green" and self.synthetic is None:
+            raise ValueError("blue-green verifies green on a preview route: the entry needs `synthetic` journeys")
+        return self
 
 
 class Catalog:

@@ -10,16 +10,16 @@ from pydantic import BaseModel, Field
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, AlertRaised, ApprovalGiven, PauseRequested, PromoteRequested, ResumeRequested, CandidateSubmitted, Contract, DeployAction, DeployFinished,
+    AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
     DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
-    ReleaseState, RollbackFinished, RollbackRequested, Severity, Verdict, VerificationFinished,
-    VerificationRequested,
+    PauseRequested, PromoteRequested, ReleaseState, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
+    SyntheticJourneys, Verdict, VerificationFinished, VerificationRequested,
 )
 from services.common.catalog import ServiceEntry
 
-StepKind = Literal["gate", "dr", "deploy", "verify", "approval"]
+StepKind = Literal["gate", "dr", "deploy", "verify", "approval", "wait"]
 COORDINATOR = "coordinator"
-STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0}
+STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
 
 
 class SagaError(Exception):
@@ -34,6 +34,7 @@ class Step(BaseModel):
     weight: int | None = None
     window_seconds: float | None = None
     compensable: bool = False
+    synthetic: bool = False
 
 
 class Compensation(BaseModel):
@@ -101,13 +102,26 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
     ]
     if entry.approval_required:
         plan.append(Step(id="approval-production", kind="approval", environment="production"))
-    for i, weight in enumerate(entry.rollout.canary_steps):
-        plan += [
-            Step(id=f"canary-{weight}", kind="deploy", environment="production",
-                 action=DeployAction.START if i == 0 else DeployAction.SHIFT, weight=weight, compensable=True),
-            Step(id=f"verify-canary-{weight}", kind="verify", environment="production",
-                 window_seconds=entry.verification.canary_window_seconds),
-        ]
+    window = entry.verification.canary_window_seconds
+    preview = [Step(id="verify-preview", kind="verify", environment="production", synthetic=True)]
+    if entry.rollout.strategy == "blue-green":
+        plan += [Step(id="green-start", kind="deploy", environment="production", action=DeployAction.START,
+                      weight=0, compensable=True), *preview,
+                 Step(id="switch", kind="deploy", environment="production", action=DeployAction.SHIFT, weight=100,
+                      compensable=True),
+                 Step(id="verify-switched", kind="verify", environment="production", window_seconds=window),
+                 Step(id="keep-blue-warm", kind="wait", window_seconds=entry.rollout.keep_blue_warm_seconds)]
+    else:
+        if entry.synthetic is not None:
+            plan += [Step(id="canary-start", kind="deploy", environment="production", action=DeployAction.START,
+                          weight=0, compensable=True), *preview]
+        for weight in entry.rollout.canary_steps:
+            started = any(st.kind == "deploy" and st.environment == "production" for st in plan)
+            plan += [
+                Step(id=f"canary-{weight}", kind="deploy", environment="production",
+                     action=DeployAction.SHIFT if started else DeployAction.START, weight=weight, compensable=True),
+                Step(id=f"verify-canary-{weight}", kind="verify", environment="production", window_seconds=window),
+            ]
     plan += [
         Step(id="finalize-production", kind="deploy", environment="production", action=DeployAction.FINALIZE,
              weight=100),
@@ -124,6 +138,7 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "grace_seconds": entry.verification.grace_seconds,
                               "on_inconclusive": entry.verification.on_inconclusive,
                               "instances": entry.rollout.instances,
+                              "synthetic": entry.synthetic.model_dump() if entry.synthetic else None,
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
                               "false_rollback_bound": entry.verification.false_rollback_bound,
                               "catalog_revision": entry.revision, "dr": entry.dr.model_dump()})
@@ -180,6 +195,10 @@ def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
                 severity=Severity.CRITICAL)
         return decision
     step = s.current
+    if step is not None and step.kind == "wait":
+        decision.note(f"{step.id} done")
+        _advance(decision, now)
+        return decision
     if step is not None and step.kind == "verify":
         _on_inconclusive(decision, f"no verdict for {step.id} within window + grace", {}, now)
     else:
@@ -374,10 +393,15 @@ def _issue_current(d: Decision, now: datetime) -> None:
             v = s.verification
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
                 **base, service=s.service, environment=step.environment, candidate_version=s.version,
-                stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds,
+                stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds or 1.0,
                 min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
-                thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()})))
-            timeout = step.window_seconds + v["grace_seconds"]
+                thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
+                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None)))
+            timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
+        case "wait":
+            d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))
+            d.note(f"{step.id}: waiting {step.window_seconds:.0f}s")
+            return
         case "approval":
             s.state = ReleaseState.AWAITING_APPROVAL
             d.note(f"{step.id}: waiting for an approver")

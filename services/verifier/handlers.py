@@ -10,7 +10,8 @@ import structlog
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import Verdict, VerificationFinished, VerificationRequested
-from services.common import db, outbox, telemetry
+from services.common import db, outbox, telemetry, worker
+from services.verifier import synthetic
 from services.verifier.adapters.store import KpiStore
 from services.verifier.domain import judge
 
@@ -31,6 +32,9 @@ class Verifier:
 
     async def on_request(self, envelope: Envelope) -> None:
         req: VerificationRequested = envelope.data  # type: ignore[assignment]
+        if req.synthetic is not None:
+            await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.synthetic(req))
+            return
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, CONSUMER, envelope.id):
@@ -42,6 +46,16 @@ class Verifier:
                 " started_at = EXCLUDED.started_at, due_at = EXCLUDED.due_at, finished = false, verdict = NULL",
                 req.release_id, req.step_id, body, now, now + timedelta(seconds=req.window_seconds))
         log.info("verification started", step=req.step_id, window=req.window_seconds)
+
+    async def synthetic(self, req: VerificationRequested) -> VerificationFinished:
+        assert req.synthetic is not None
+        started = self._clock()
+        targets = await self._store.targets(req.service, req.environment, req.candidate_version)
+        verdict, reason, kpis = await synthetic.run(req.synthetic, targets)
+        log.info("synthetic verdict", step=req.step_id, verdict=verdict.value, reason=reason)
+        return VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
+                                    verdict=verdict, reason=reason, kpis=kpis, window_start=started,
+                                    window_end=self._clock(), verifier="synthetic-journeys")
 
     async def judge_open(self) -> int:
         """Judge every open verification once; returns how many reached a verdict."""

@@ -208,3 +208,41 @@ class TestOperatorControls:
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
         d = domain.handle(saga, PromoteRequested(release_id="rel-1", actor="ops", reason="hurry"), NOW)
         assert not d.commands and "refused" in d.transitions[0].reason
+
+
+BLUE_GREEN = Catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog-blue-green").get("shop")
+
+
+class TestBlueGreen:
+    def test_green_is_verified_on_a_preview_before_the_switch(self):
+        ids = [s.id for s in domain.build_plan(BLUE_GREEN)]
+        assert ids[ids.index("gate-production"):] == [
+            "gate-production", "green-start", "verify-preview", "switch", "verify-switched", "keep-blue-warm",
+            "finalize-production", "finalize-staging"]
+
+    def test_green_starts_without_traffic_and_the_preview_runs_synthetic_journeys(self):
+        saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "gate-production")
+        d = domain.handle(saga, answer(saga), NOW)
+        (_, start), = d.commands
+        assert (start.action.value, start.weight) == ("start", 0)
+        (_, preview), = domain.handle(d.saga, answer(d.saga), NOW).commands
+        assert preview.synthetic is not None and preview.synthetic.profiles == ["visa", "mastercard", "amex"]
+
+    def test_blue_stays_warm_for_the_configured_time_then_retires(self):
+        saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "verify-switched")
+        d = domain.handle(saga, answer(saga), NOW)
+        assert d.saga.waiting_for == "keep-blue-warm" and not d.commands
+        assert d.deadline == ("keep-blue-warm", NOW + timedelta(seconds=5))
+        d = domain.on_deadline(d.saga, "keep-blue-warm", NOW)
+        (_, finalize), = d.commands
+        assert finalize.step_id == "finalize-production"
+
+    def test_failed_preview_switches_nothing_and_stops_green(self):
+        saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "verify-preview")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        (_, cmd), = d.commands
+        assert isinstance(cmd, RollbackRequested) and cmd.environment == "production"
+
+    def test_blue_green_entry_without_a_preview_is_refused(self):
+        with pytest.raises(ValueError, match="preview"):
+            BLUE_GREEN.model_validate({**BLUE_GREEN.model_dump(), "synthetic": None})

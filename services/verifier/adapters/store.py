@@ -47,3 +47,10 @@ class KpiStore:
                       payment_authorized=b["payment_authorized"], payment_declined=b["payment_declined"],
                       orders=b["orders"], http_total=h["total"], http_5xx=h["errors"],
                       latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None])
+
+    async def targets(self, service: str, environment: str, version: str) -> list[str]:
+        """Base URLs of the version's serving instances (the deployer's instance table, read only)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT port FROM instances WHERE service = $1 AND environment = $2"
+                                    " AND version = $3 AND state = 'serving' ORDER BY id", service, environment, version)
+        return [f"http://127.0.0.1:{r['port']}" for r in rows]
