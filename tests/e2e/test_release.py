@@ -3,69 +3,25 @@ traffic, driven only through the `releasegate` CLI and Kafka topics."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
 from contracts import topics
-from releasegate_cli import client
 from releasegate_cli.probes import TopicTail, versions_served
-from tests.conftest import LOGS, REPO, Service, wait_until
+from tests.conftest import Service, wait_until
+from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, release_stack, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
-PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
-CANDIDATES = REPO / "examples" / "candidates"
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["releasegate", *args], cwd=REPO, text=True, capture_output=True, timeout=timeout)
-
-
-def shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
-    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
-                             "--tenants", tenants, "--cards", cards, "--duration", "0"], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 @pytest.fixture(scope="module")
 async def services(settings):
-    running = {name: Service(name).start() for name in SERVICES}
-    shoppers = [shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), shopper(STAGING, "visa", 6, "qa")]
-    leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")
-    await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
-    yield running
-    for p in shoppers:
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(15)
-    for svc in running.values():
-        svc.stop()
-
-
-@pytest.fixture
-def stable_v1(services):
-    """Each scenario starts from v1 as the stable version of staging and production."""
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=REPO, check=True, capture_output=True)
-
-
-def submit(version: str) -> str:
-    out = cli("submit", str(CANDIDATES / f"shop-{version}.json"))
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-def status(rid: str) -> dict:
-    return json.loads(cli("status", rid, "--json").stdout)
+    async with release_stack(settings) as running:
+        yield running
 
 
 class TestWalkingSkeleton:
-    async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, stable_v1):
+    async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, services,
+                                                                                 stable_v1):
         alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
         try:
             rid = submit("v3")
@@ -88,7 +44,7 @@ class TestWalkingSkeleton:
         served = await versions_served(PRODUCTION, 60)
         assert set(served) == {"v1"}, f"after rollback production answered with {dict(served)}"
 
-    async def test_good_version_is_promoted_with_all_traffic_on_it(self, stable_v1):
+    async def test_good_version_is_promoted_with_all_traffic_on_it(self, services, stable_v1):
         rid = submit("v2")
         watched = cli("watch", rid, "--timeout", "300", timeout=320)
         assert watched.returncode == 0, watched.stdout[-2000:]

@@ -1,0 +1,62 @@
+"""End-to-end harness: the six services as OS processes, synthetic shoppers as traffic, a clean start."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from releasegate_cli import client
+from tests.conftest import LOGS, REPO, Service, wait_until
+
+SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
+PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
+CANDIDATES = REPO / "examples" / "candidates"
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["releasegate", *args], cwd=REPO, text=True, capture_output=True, timeout=timeout)
+
+
+def submit(version: str) -> str:
+    out = cli("submit", str(CANDIDATES / f"shop-{version}.json"))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def status(rid: str) -> dict:
+    return json.loads(cli("status", rid, "--json").stdout)
+
+
+def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
+    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
+                             "--tenants", tenants, "--cards", cards, "--duration", "0"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@contextlib.asynccontextmanager
+async def release_stack(settings, env: dict[str, str] | None = None):
+    running = {name: Service(name, env).start() for name in SERVICES}
+    shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
+    try:
+        leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")
+        await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
+        yield running
+    finally:
+        for p in shoppers:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(15)
+        for svc in running.values():
+            svc.stop()
+
+
+@pytest.fixture
+def stable_v1(services):
+    """Each scenario starts from v1 as the stable version of staging and production."""
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+                   cwd=REPO, check=True, capture_output=True)

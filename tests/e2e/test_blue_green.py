@@ -1,0 +1,51 @@
+"""Blue-green end to end (catalog variant `examples/catalog-blue-green`): green is verified by synthetic
+journeys on a preview before customers see it, traffic switches at once, blue stays warm, then retires."""
+from __future__ import annotations
+
+import pytest
+
+from releasegate_cli.probes import versions_served
+from tests.conftest import REPO
+from tests.e2e.conftest import PRODUCTION, cli, release_stack, status, submit
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+async def services(settings):
+    async with release_stack(settings, {"RG_CATALOG_DIR": str(REPO / "examples" / "catalog-blue-green")}) as running:
+        yield running
+
+
+async def served_by(pool, version: str, rid: str) -> int:
+    """Production requests HAProxy logged as answered by `version` since the release began."""
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1"
+            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid)
+
+
+class TestBlueGreen:
+    async def test_bad_green_fails_its_preview_and_no_customer_request_ever_reaches_it(self, pool, stable_v1):
+        rid = submit("v3")
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 1, watched.stdout[-2000:]
+        timeline = status(rid)["timeline"]
+        failed = next(t for t in timeline if t["step"] == "verify-preview" and "failed" in t["reason"])
+        assert "invalid_card" in failed["reason"]
+        assert not any(t["step"] == "switch" for t in timeline)
+        assert await served_by(pool, "v3", rid) == 0
+        assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
+
+    async def test_good_green_takes_all_traffic_at_once_and_blue_retires_after_the_warm_period(self, pool,
+                                                                                              stable_v1):
+        rid = submit("v2")
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 0, watched.stdout[-2000:]
+        timeline = status(rid)["timeline"]
+        switch = next(t for t in timeline if t["step"] == "switch" and t["reason"].startswith("switch done"))
+        assert switch["evidence"]["observed"]["weights"] == {"v1": 0, "v2": 100}
+        steps = list(dict.fromkeys(t["step"] for t in timeline if t["step"]))
+        assert steps.index("verify-preview") < steps.index("switch") < steps.index("keep-blue-warm")
+        assert any(t["step"] == "verify-preview" and " passed: " in t["reason"] for t in timeline)
+        assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
