@@ -37,7 +37,7 @@ class Verification(_Model):
     canary_window_seconds: float = 15
     min_samples: int = 20
     grace_seconds: float = 30
-    on_inconclusive: Literal["pause", "rollback"] = "pause"
+    on_inconclusive: Literal["pause", "rollback", "extend"] = "pause"
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
 
 

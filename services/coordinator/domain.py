@@ -254,8 +254,17 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
 
 def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
     s = d.saga
-    if s.verification.get("on_inconclusive") == "rollback":
+    policy = s.verification.get("on_inconclusive")
+    if policy == "rollback":
         _fail(d, reason, now, evidence=evidence)
+        return
+    step = s.current
+    extended = s.verification.setdefault("extended", [])
+    if policy == "extend" and step is not None and step.id not in extended and step.window_seconds:
+        extended.append(step.id)
+        step.window_seconds *= 2
+        d.note(f"{reason}; window extended once to {step.window_seconds:.0f}s (catalog policy)", evidence=evidence)
+        _issue_current(d, now)
         return
     s.state = ReleaseState.PAUSED
     d.note(f"{reason}; paused for a human (approve to re-verify, abort to roll back)", evidence=evidence)

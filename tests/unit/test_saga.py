@@ -165,6 +165,16 @@ class TestReleaseSaga:
         d = domain.reject_unknown(candidate(service="nope"), "rejected: unknown service 'nope'")
         assert d.saga.state is ReleaseState.REJECTED and "unknown service" in d.transitions[0].reason
 
+    def test_extend_policy_verifies_once_more_with_a_doubled_window_then_pauses(self):
+        entry = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(
+            update={"on_inconclusive": "extend"})})
+        saga = run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-canary-10")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW)
+        (_, cmd), = d.commands
+        assert d.saga.state is ReleaseState.RUNNING and cmd.window_seconds == 2 * entry.verification.canary_window_seconds
+        d = domain.handle(d.saga, answer(d.saga, verdict=Verdict.INCONCLUSIVE), NOW)
+        assert d.saga.state is ReleaseState.PAUSED
+
     @pytest.mark.parametrize("policy,state", [("pause", ReleaseState.PAUSED), ("rollback", ReleaseState.ROLLING_BACK)])
     def test_inconclusive_follows_the_catalog_policy(self, policy, state):
         entry = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(
