@@ -106,6 +106,7 @@ class DRCheckFinished(ReleaseEvent):
 class DeployAction(StrEnum):
     START = "start"
     SHIFT = "shift"
+    ROUTE = "route"
     FINALIZE = "finalize"
 
 
@@ -117,12 +118,14 @@ class DeployRequested(StepCommand):
     action: DeployAction
     weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic for the candidate.")
     instances: int = Field(default=1, ge=1, le=3, description="Instances of the candidate to run.")
+    tenants: list[str] | None = Field(default=None, description="`route`: tenants sent to the candidate.")
 
 
 class ObservedState(Contract):
     weights: dict[str, int] = Field(description="Percent of traffic per version as read back from HAProxy.")
     instances: list[dict[str, Any]] = Field(default_factory=list, description="Instances seen serving.")
     stable_version: str | None = Field(default=None, description="Version the environment falls back to.")
+    tenants_on_candidate: list[str] = Field(default_factory=list, description="Tenants routed to the candidate.")
 
 
 class DeployFinished(ReleaseEvent):
@@ -173,6 +176,7 @@ class VerificationRequested(ReleaseEvent):
     synthetic: SyntheticJourneys | None = Field(
         default=None, description="Run scripted journeys directly against the candidate's instances instead of "
         "judging customer traffic (before it receives any).")
+    tenants: list[str] | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
 
 
 class Verdict(StrEnum):

@@ -399,6 +399,8 @@ haproxy_up() {
     haproxy_down
   fi
   mkdir -p "$HAPROXY_RUN" "$LOG_DIR"
+  # tenant routes start empty at every HAProxy start (the runtime API edits them; the deployer reconciles)
+  : > "$HAPROXY_RUN/tenants-production.map"
   render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
   if ! haproxy -c -q -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
     tail_log "$LOG_DIR/haproxy.log"

@@ -24,8 +24,14 @@ class DRRequirement(_Model):
     rpo_seconds: int = Field(default=3600, gt=0)
 
 
+class Wave(_Model):
+    name: str
+    tenants: list[str] = Field(min_length=1)
+
+
 class Rollout(_Model):
-    strategy: Literal["canary", "blue-green"] = "canary"
+    strategy: Literal["canary", "blue-green", "tenant-phased"] = "canary"
+    waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
     instances: int = Field(default=1, ge=1, le=3)
     canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
     keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")
@@ -61,6 +67,8 @@ class ServiceEntry(_Model):
     def _blue_green_needs_a_preview(self) -> ServiceEntry:
         if self.rollout.strategy == "blue-green" and self.synthetic is None:
             raise ValueError("blue-green verifies green on a preview route: the entry needs `synthetic` journeys")
+        if self.rollout.strategy == "tenant-phased" and not self.rollout.waves:
+            raise ValueError("a tenant-phased rollout needs at least one wave before everyone")
         return self
 
 

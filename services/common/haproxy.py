@@ -66,3 +66,16 @@ class HAProxy:
 
     async def set_weight(self, backend: str, server: str, weight: int) -> None:
         await self.command(f"set weight {backend}/{server} {weight}")
+
+    async def map_entries(self, map_file: str) -> dict[str, str]:
+        out = await self.command(f"show map {map_file}")
+        return {p[1]: p[2] for p in (line.split() for line in out.splitlines()) if len(p) == 3}
+
+    async def map_set(self, map_file: str, key: str, value: str) -> None:
+        if key in await self.map_entries(map_file):
+            await self.command(f"set map {map_file} {key} {value}")
+        else:
+            await self.command(f"add map {map_file} {key} {value}")
+
+    async def map_clear(self, map_file: str) -> None:
+        await self.command(f"clear map {map_file}")

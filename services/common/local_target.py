@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from contracts.events import ObservedState
-from services.common.haproxy import HAProxy
+from services.common.haproxy import HAProxy, HAProxyError
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class Instance:
 
 def backend_for(service: str, environment: str) -> str:
     return f"{service}_{environment}"
+
+
+def wave_backend_for(service: str, environment: str) -> str:
+    """Backend holding the candidate's instances for the tenants moved so far (tenant-phased releases)."""
+    return f"{service}_{environment}_wave"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -88,10 +93,33 @@ class LocalTarget:
                 await self.haproxy.set_weight(backend, inst.slot, weight)
                 await self.haproxy.set_state(backend, inst.slot, "ready" if weight > 0 else "drain")
 
+    def tenant_map(self, environment: str) -> Path | None:
+        path = self.run_dir / "haproxy" / f"tenants-{environment}.map"
+        return path if path.is_file() else None
+
+    async def route_tenants(self, service: str, environment: str, tenants: list[str]) -> None:
+        """Send these tenants to the candidate (the wave backend); everyone else stays where they are."""
+        tenant_map = self.tenant_map(environment)
+        if tenant_map is None:
+            raise HAProxyError(f"{environment} has no tenant routing map; tenant-phased releases are not possible")
+        for tenant in tenants:
+            await self.haproxy.map_set(str(tenant_map), tenant.lower(), wave_backend_for(service, environment))
+
+    async def routed_tenants(self, environment: str) -> list[str]:
+        tenant_map = self.tenant_map(environment)
+        return sorted(await self.haproxy.map_entries(str(tenant_map))) if tenant_map else []
+
+    async def clear_tenant_routes(self, environment: str) -> None:
+        tenant_map = self.tenant_map(environment)
+        if tenant_map is not None:
+            await self.haproxy.map_clear(str(tenant_map))
+
     async def stop(self, inst: Instance) -> None:
         backend = backend_for(inst.service, inst.environment)
         await self.haproxy.set_weight(backend, inst.slot, 0)
         await self.haproxy.set_state(backend, inst.slot, "maint")
+        if self.tenant_map(inst.environment) is not None:
+            await self.haproxy.set_state(wave_backend_for(inst.service, inst.environment), inst.slot, "maint")
         await stop_process(inst.pid)
         async with self.pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
@@ -113,4 +141,5 @@ class LocalTarget:
         total = sum(weights.values()) or 1
         stable = await self.stable(service, environment)
         return ObservedState(weights={v: round(100 * w / total) for v, w in weights.items()}, instances=serving,
-                             stable_version=stable[0] if stable else None)
+                             stable_version=stable[0] if stable else None,
+                             tenants_on_candidate=await self.routed_tenants(environment))

@@ -35,6 +35,7 @@ class Step(BaseModel):
     window_seconds: float | None = None
     compensable: bool = False
     synthetic: bool = False
+    tenants: list[str] | None = None
 
 
 class Compensation(BaseModel):
@@ -111,6 +112,21 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
                       compensable=True),
                  Step(id="verify-switched", kind="verify", environment="production", window_seconds=window),
                  Step(id="keep-blue-warm", kind="wait", window_seconds=entry.rollout.keep_blue_warm_seconds)]
+    elif entry.rollout.strategy == "tenant-phased":
+        plan += [Step(id="wave-start", kind="deploy", environment="production", action=DeployAction.START,
+                      weight=0, compensable=True)]
+        if entry.synthetic is not None:
+            plan += preview
+        moved: list[str] = []
+        for wave in entry.rollout.waves:
+            moved += wave.tenants
+            plan += [Step(id=f"wave-{wave.name}", kind="deploy", environment="production", action=DeployAction.ROUTE,
+                          weight=0, tenants=list(moved), compensable=True),
+                     Step(id=f"verify-wave-{wave.name}", kind="verify", environment="production",
+                          window_seconds=window, tenants=list(wave.tenants))]
+        plan += [Step(id="wave-everyone", kind="deploy", environment="production", action=DeployAction.SHIFT,
+                      weight=100, compensable=True),
+                 Step(id="verify-wave-everyone", kind="verify", environment="production", window_seconds=window)]
     else:
         if entry.synthetic is not None:
             plan += [Step(id="canary-start", kind="deploy", environment="production", action=DeployAction.START,
@@ -397,7 +413,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
         case "deploy":
             d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
                 **base, **art, environment=step.environment, action=step.action, weight=step.weight,
-                instances=s.verification["instances"])))
+                instances=s.verification["instances"], tenants=step.tenants)))
         case "verify":
             v = s.verification
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
@@ -405,7 +421,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds or 1.0,
                 min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
                 thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
-                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None)))
+                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None, tenants=step.tenants)))
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))

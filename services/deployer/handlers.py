@@ -62,6 +62,7 @@ class Deployer:
             if not mine:
                 raise DeployError(f"no serving {req.version} instance in {req.environment} to finalize")
             await self._target.split(req.service, req.environment, {req.version: 100})
+            await self._target.clear_tenant_routes(req.environment)
             for old in (i for i in live if i.version != req.version):
                 await self._target.stop(old)
             async with self._pool.acquire() as conn:
@@ -75,6 +76,10 @@ class Deployer:
                                                        req.release_id))
         elif not mine:
             raise DeployError(f"no serving {req.version} instance in {req.environment} to shift traffic to")
+        if req.action is DeployAction.ROUTE:
+            await self._target.route_tenants(req.service, req.environment, req.tenants or [])
+            return (f"tenants {', '.join(req.tenants or [])} of {req.environment} routed to {req.version}; "
+                    f"the others stay on {stable_version}")
         await self._target.split(req.service, req.environment, traffic_split(req.version, stable_version, req.weight))
         return (f"{req.version} on {len(mine)} instance(s) in {req.environment} at {req.weight}% "
                 f"beside {stable_version}")

@@ -46,9 +46,12 @@ class Rollback:
         if not healthy_stable:
             raise RollbackError(f"no serving {stable[0]} instance in {req.environment}; the rollback service may "
                                 "not start one (only the deployer deploys)")
+        moved = await self._target.routed_tenants(req.environment)
+        await self._target.clear_tenant_routes(req.environment)
         await self._target.split(req.service, req.environment, {stable[0]: 100})
         stopped = [i for i in live if i.version != stable[0]]
         for inst in stopped:
             await self._target.stop(inst)
-        return (f"100% of {req.environment} traffic on {stable[0]}; stopped "
+        tenants = f"tenants {', '.join(moved)} routed back; " if moved else ""
+        return (f"{tenants}100% of {req.environment} traffic on {stable[0]}; stopped "
                 f"{', '.join(f'{i.version}@{i.slot}' for i in stopped) or 'nothing (already clean)'}")

@@ -73,7 +73,8 @@ class Verifier:
         # Too few samples at the end of the window extends it, once, to twice its length before giving up.
         hard_end = row["started_at"] + timedelta(seconds=2 * req.window_seconds)
         end = min(now, hard_end)
-        candidate = await self._store.counts(req.environment, req.candidate_version, row["started_at"], end)
+        candidate = await self._store.counts(req.environment, req.candidate_version, row["started_at"], end,
+                                             req.tenants)
         baseline = await self._store.counts(req.environment, req.stable_version, row["started_at"], end)
         caught_up = self._ingested_until()
         final = now >= row["due_at"] and caught_up is not None and caught_up >= row["due_at"]

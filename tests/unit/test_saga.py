@@ -256,3 +256,29 @@ class TestBlueGreen:
     def test_blue_green_entry_without_a_preview_is_refused(self):
         with pytest.raises(ValueError, match="preview"):
             BLUE_GREEN.model_validate({**BLUE_GREEN.model_dump(), "synthetic": None})
+
+
+TENANT_PHASED = Catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog-tenant-phased").get("shop")
+
+
+class TestTenantPhased:
+    def test_waves_move_tenants_cumulatively_and_verify_each_wave_on_its_own_tenants(self):
+        plan = domain.build_plan(TENANT_PHASED)
+        ids = [s.id for s in plan]
+        assert ids[ids.index("gate-production"):] == [
+            "gate-production", "wave-start", "wave-internal", "verify-wave-internal", "wave-pilot",
+            "verify-wave-pilot", "wave-everyone", "verify-wave-everyone", "finalize-production", "finalize-staging"]
+        steps = {s.id: s for s in plan}
+        assert steps["wave-pilot"].tenants == ["initech", "acme"]
+        assert steps["verify-wave-pilot"].tenants == ["acme"]
+
+    def test_route_command_names_the_tenants(self):
+        saga = run_until(domain.start(candidate(), TENANT_PHASED, NOW, {}).saga, "wave-start")
+        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        assert (cmd.action.value, cmd.tenants) == ("route", ["initech"])
+
+    def test_failed_wave_compensates_production_then_staging(self):
+        saga = run_until(domain.start(candidate(), TENANT_PHASED, NOW, {}).saga, "verify-wave-internal")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        (_, cmd), = d.commands
+        assert isinstance(cmd, RollbackRequested) and cmd.environment == "production"

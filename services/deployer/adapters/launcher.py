@@ -15,7 +15,7 @@ import httpx
 
 from services.common.artifacts import ArtifactStore
 from services.common.haproxy import HAProxy
-from services.common.local_target import Instance, backend_for, pid_alive, stop_process
+from services.common.local_target import Instance, backend_for, pid_alive, stop_process, wave_backend_for
 from services.deployer.domain import DeployError
 
 SLOTS = [f"s{i}" for i in range(1, 7)]
@@ -71,6 +71,10 @@ class Launcher:
             await self._haproxy.point(backend, inst.slot, inst.port)
             await self._haproxy.set_weight(backend, inst.slot, 0)
             await self._haproxy.set_state(backend, inst.slot, "ready")
+            if (self._run / "haproxy" / f"tenants-{environment}.map").is_file():
+                wave = wave_backend_for(service, environment)
+                await self._haproxy.point(wave, inst.slot, inst.port)
+                await self._haproxy.set_state(wave, inst.slot, "ready")
         except Exception:
             await stop_process(pid)
             async with self._pool.acquire() as conn:

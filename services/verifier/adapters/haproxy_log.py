@@ -20,7 +20,8 @@ def parse(line: str) -> Sample | None:
     tenant = parts[4] if len(parts) > 4 and parts[4] != "-" else None
     version = parts[5] if len(parts) > 5 and parts[5] != "-" else None
     try:
-        return backend.rsplit("_", 1)[1], server, version, int(status), int(ta), tenant
+        environment = backend.split("_", 1)[1].removesuffix("_wave")
+        return environment, server, version, int(status), int(ta), tenant
     except ValueError:
         return None
 

@@ -15,10 +15,12 @@ SELECT
   count(*) FILTER (WHERE type = 'shop.payment.declined.v1')   AS payment_declined,
   count(*) FILTER (WHERE type = 'shop.order.placed.v1')       AS orders
 FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
+  AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
 """
 HTTP_SQL = """
 SELECT count(*) AS total, count(*) FILTER (WHERE status >= 500) AS errors, array_agg(ta_ms) AS latencies
 FROM http_samples WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
+  AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
 """
 
 
@@ -37,12 +39,13 @@ class KpiStore:
             await conn.executemany("INSERT INTO http_samples (environment, server, version, status, ta_ms, tenant)"
                                    " VALUES ($1,$2,$3,$4,$5,$6)", rows)
 
-    async def counts(self, environment: str, version: str | None, start: datetime, end: datetime) -> Counts:
+    async def counts(self, environment: str, version: str | None, start: datetime, end: datetime,
+                     tenants: list[str] | None = None) -> Counts:
         if version is None:
             return Counts()
         async with self._pool.acquire() as conn:
-            b = await conn.fetchrow(COUNTS_SQL, environment, version, start, end)
-            h = await conn.fetchrow(HTTP_SQL, environment, version, start, end)
+            b = await conn.fetchrow(COUNTS_SQL, environment, version, start, end, tenants)
+            h = await conn.fetchrow(HTTP_SQL, environment, version, start, end, tenants)
         return Counts(checkout_succeeded=b["checkout_succeeded"], checkout_failed=b["checkout_failed"],
                       payment_authorized=b["payment_authorized"], payment_declined=b["payment_declined"],
                       orders=b["orders"], http_total=h["total"], http_5xx=h["errors"],
