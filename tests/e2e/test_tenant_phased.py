@@ -1,0 +1,53 @@
+"""Tenant-phased end to end (catalog variant `examples/catalog-tenant-phased`): tenants move to the candidate
+wave by wave through HAProxy's tenant map; each wave is judged on its own tenants; a failure sends back only
+the tenants already moved — the others never see the candidate."""
+from __future__ import annotations
+
+import pytest
+
+from releasegate_cli.probes import versions_served
+from tests.conftest import REPO
+from tests.e2e.conftest import PRODUCTION, cli, release_stack, status, submit
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+async def services(settings):
+    catalog = {"RG_CATALOG_DIR": str(REPO / "examples" / "catalog-tenant-phased")}
+    async with release_stack(settings, catalog) as running:
+        yield running
+
+
+async def served(pool, version: str, tenant: str, rid: str) -> int:
+    """Production requests of `tenant` that HAProxy logged as answered by `version` since the release began."""
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1 AND tenant = $2"
+            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $3)", version, tenant, rid)
+
+
+class TestTenantPhased:
+    async def test_bad_version_is_rolled_back_for_moved_tenants_and_the_others_never_saw_it(self, pool, stable_v1):
+        rid = submit("v3")
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 1, watched.stdout[-2000:]
+        timeline = status(rid)["timeline"]
+        failed = next(t for t in timeline if t["step"] == "verify-wave-internal" and "failed" in t["reason"])
+        assert "payment_authorization_rate" in failed["reason"]
+        assert any("tenants initech routed back" in t["reason"] for t in timeline if t["actor"] == "rollback")
+        assert await served(pool, "v3", "initech", rid) > 0
+        assert await served(pool, "v3", "acme", rid) == 0
+        assert await served(pool, "v3", "globex", rid) == 0
+        assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
+
+    async def test_good_version_moves_wave_by_wave_then_everyone(self, pool, stable_v1):
+        rid = submit("v2")
+        watched = cli("watch", rid, "--timeout", "300", timeout=320)
+        assert watched.returncode == 0, watched.stdout[-2000:]
+        timeline = status(rid)["timeline"]
+        steps = list(dict.fromkeys(t["step"] for t in timeline if t["step"]))
+        assert steps.index("verify-wave-internal") < steps.index("wave-pilot") < steps.index("wave-everyone")
+        pilot = next(t for t in timeline if t["step"] == "wave-pilot" and t["reason"].startswith("wave-pilot done"))
+        assert pilot["evidence"]["observed"]["tenants_on_candidate"] == ["acme", "initech"]
+        assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
