@@ -1,4 +1,4 @@
-"""Builds the shop's release bundles v1, v2, v3 as deterministic tar.gz files in the artifact store.
+"""Builds the shop's release bundles (v1 … v5) as deterministic tar.gz files in the artifact store.
 
 Each version is `bundle_src/` with the overlays of `versions/<v>/` laid on top in lineage order, so a
 version's bundle holds only what differs from its parent plus everything it inherits.
@@ -24,7 +24,7 @@ DEFAULT_STORE = REPO / ".cache" / "store"
 CANDIDATES_DIR = REPO / "examples" / "candidates"
 
 # Each version and the overlays applied to bundle_src/ to make it, oldest first.
-LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"]}
+LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"]}
 
 CANDIDATES: dict[str, dict[str, str]] = {
     "v1": {"commit": "3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
@@ -33,6 +33,10 @@ CANDIDATES: dict[str, dict[str, str]] = {
            "changes": "Catalog shows a free-shipping badge on products from $50."},
     "v3": {"commit": "c47a19e05d3b8f26a0e4c1d7b9f35e2a8c6d0b93",
            "changes": "Normalise card numbers before authorization (payments.py)."},
+    "v4": {"commit": "5d0e2f4a6c8b1d3f5e7a9c0b2d4f6a8c1e3b5d70",
+           "changes": "Cache card tokenisation (payments.py): a small checkout regression, for the benchmark."},
+    "v5": {"commit": "9a1c3e5b7d0f2a4c6e8b1d3f5a7c9e0b2d4f6a83",
+           "changes": "Inline fraud-scoring hook before authorization: +30% p95 latency, for the benchmark."},
 }
 
 SKIPPED_DIRS = {"__pycache__"}
