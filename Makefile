@@ -5,7 +5,7 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install stack up down reset status demo test test-quick bench backup bundles schemas shoppers
+.PHONY: install stack up down reset status demo test test-quick bench bench-quality backup bundles schemas shoppers
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -58,3 +58,6 @@ test-quick: stack   ## everything but the slow end-to-end scenarios
 
 bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Kafka round trip
 	$(PY) bench/rollback_latency.py
+
+bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
+	$(PY) bench/decision_quality.py

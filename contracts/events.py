@@ -232,44 +232,39 @@ class RollbackFinished(ReleaseEvent):
 # --- operator control ---------------------------------------------------------------------------------------
 
 
-class ApprovalGiven(ReleaseEvent):
+class OperatorCommand(ReleaseEvent):
+    actor: str = Field(description="Identity of the operator.")
+    reason: str = Field(description="Why, in the operator's words; recorded in the audit log.")
+
+
+class ApprovalGiven(OperatorCommand):
     """An operator lets a waiting or paused release continue."""
 
     event_type: ClassVar[str] = "dev.releasegate.approval.given.v1"
-    actor: str
-    reason: str
 
 
-class AbortRequested(ReleaseEvent):
+class AbortRequested(OperatorCommand):
     """An operator stops a release; completed steps are compensated."""
 
     event_type: ClassVar[str] = "dev.releasegate.abort.requested.v1"
-    actor: str
-    reason: str
 
 
-class PauseRequested(ReleaseEvent):
+class PauseRequested(OperatorCommand):
     """An operator holds a release where it is; the step in flight is repeated on resume."""
 
     event_type: ClassVar[str] = "dev.releasegate.pause.requested.v1"
-    actor: str
-    reason: str
 
 
-class ResumeRequested(ReleaseEvent):
+class ResumeRequested(OperatorCommand):
     """An operator continues a paused release (its current step is issued again)."""
 
     event_type: ClassVar[str] = "dev.releasegate.resume.requested.v1"
-    actor: str
-    reason: str
 
 
-class PromoteRequested(ReleaseEvent):
+class PromoteRequested(OperatorCommand):
     """An operator sends all production traffic to the candidate now, skipping the remaining canary steps."""
 
     event_type: ClassVar[str] = "dev.releasegate.promote.requested.v1"
-    actor: str
-    reason: str
     full: bool = Field(default=True, description="Skip every remaining canary step and its verification.")
 
 

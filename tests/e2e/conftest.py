@@ -55,6 +55,16 @@ async def release_stack(settings, env: dict[str, str] | None = None):
             svc.stop()
 
 
+async def served(pool, version: str, rid: str, tenant: str | None = None) -> int:
+    """Production requests (of `tenant`, if given) HAProxy logged as answered by `version` since the release
+    began."""
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1"
+            " AND ($3::text IS NULL OR tenant = $3)"
+            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid, tenant)
+
+
 @pytest.fixture
 def stable_v1(services):
     """Each scenario starts from v1 as the stable version of staging and production."""

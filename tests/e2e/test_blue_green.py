@@ -6,7 +6,7 @@ import pytest
 
 from releasegate_cli.probes import versions_served
 from tests.conftest import REPO
-from tests.e2e.conftest import PRODUCTION, cli, release_stack, status, submit
+from tests.e2e.conftest import PRODUCTION, cli, release_stack, served, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -15,14 +15,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 async def services(settings):
     async with release_stack(settings, {"RG_CATALOG_DIR": str(REPO / "examples" / "catalog-blue-green")}) as running:
         yield running
-
-
-async def served_by(pool, version: str, rid: str) -> int:
-    """Production requests HAProxy logged as answered by `version` since the release began."""
-    async with pool.acquire() as conn:
-        return await conn.fetchval(
-            "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1"
-            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid)
 
 
 class TestBlueGreen:
@@ -34,7 +26,7 @@ class TestBlueGreen:
         failed = next(t for t in timeline if t["step"] == "verify-preview" and "failed" in t["reason"])
         assert "invalid_card" in failed["reason"]
         assert not any(t["step"] == "switch" for t in timeline)
-        assert await served_by(pool, "v3", rid) == 0
+        assert await served(pool, "v3", rid) == 0
         assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
 
     async def test_good_green_takes_all_traffic_at_once_and_blue_retires_after_the_warm_period(self, pool,

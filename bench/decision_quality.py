@@ -1,0 +1,176 @@
+"""Decision-quality benchmark on the running local stack (`make bench-quality`).
+
+Runs many short canaries against the real shop: the candidate is started in production beside stable v1 at a
+fixed weight while the synthetic shoppers run, and the verifier records every business event and HAProxy
+request. Then two judges are replayed, look by look, on exactly the same recorded samples:
+  releasegate  — the verifier's judge: guardrails plus sequential tests (mSPRT) with a false-rollback bound;
+  fixed        — a threshold-per-interval judge in the style of Flagger/Argo analysis: every interval, canary
+                 success rates >= 95% and p95 <= a fixed latency; rollback after 2 failed checks in a row.
+Prints detection rate per regression size, false-rollback rate on healthy releases and the time from the
+regression's start (canary start) to the rollback decision. Prints figures; asserts nothing."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contracts.events import KpiThreshold, Verdict
+from services.common import db
+from services.common.artifacts import ArtifactStore
+from services.common.haproxy import HAProxy
+from services.common.local_target import LocalTarget
+from services.deployer.adapters.launcher import Launcher
+from services.deployer.config import DeployerSettings
+from services.verifier.domain import Counts, judge, percentile
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ROOT / "examples" / "candidates"
+SCENARIOS = {"v2": "healthy", "v4": "small: ~2 points of checkout success", "v5": "small: +30% p95 latency",
+             "v3": "large: non-Visa payments broken"}
+RELEASEGATE_THRESHOLDS = {
+    "checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.01),
+    "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.01),
+    "http_error_rate": KpiThreshold(max=0.05),
+    "latency_p95_ms": KpiThreshold(max=1500, tolerance=0.1),
+}
+FIXED = {"min_rate": 0.95, "max_p95_ms": 20.0, "interval_s": 5, "failed_checks": 2}
+MIN_SAMPLES, ALPHA, LOOK_S = 15, 0.05, 1
+
+
+@dataclass
+class Recording:
+    version: str
+    start: datetime
+    end: datetime
+    events: list[tuple[datetime, str, str]]  # (at, version, type)
+    http: list[tuple[datetime, str, int, int]]  # (at, version, status, ta_ms)
+
+
+def counts(rec: Recording, version: str, start: datetime, end: datetime) -> Counts:
+    c = Counts()
+    for at, v, type_ in rec.events:
+        if v == version and start <= at < end:
+            if type_ == "shop.checkout.succeeded.v1":
+                c.checkout_succeeded += 1
+            elif type_ == "shop.checkout.failed.v1":
+                c.checkout_failed += 1
+            elif type_ == "shop.payment.authorized.v1":
+                c.payment_authorized += 1
+            elif type_ == "shop.payment.declined.v1":
+                c.payment_declined += 1
+    for at, v, status, ta in rec.http:
+        if v == version and start <= at < end:
+            c.http_total += 1
+            c.http_5xx += status >= 500
+            c.latencies_ms.append(float(ta))
+    return c
+
+
+def releasegate_decision(rec: Recording, window: int) -> float | None:
+    """Seconds from canary start to a rollback decision, or None if it would not roll back."""
+    for t in range(LOOK_S, window + 1, LOOK_S):
+        end = rec.start + timedelta(seconds=t)
+        verdict, _, _ = judge(RELEASEGATE_THRESHOLDS, counts(rec, rec.version, rec.start, end),
+                              counts(rec, "v1", rec.start, end), MIN_SAMPLES, final=t >= window, alpha=ALPHA)
+        if verdict is Verdict.FAIL:
+            return float(t)
+        if verdict is not None:
+            return None
+    return None
+
+
+def fixed_decision(rec: Recording, window: int) -> float | None:
+    failed_in_a_row = 0
+    for t in range(FIXED["interval_s"], window + 1, FIXED["interval_s"]):
+        c = counts(rec, rec.version, rec.start + timedelta(seconds=t - FIXED["interval_s"]),
+                   rec.start + timedelta(seconds=t))
+        checkouts = c.checkout_succeeded + c.checkout_failed
+        payments = c.payment_authorized + c.payment_declined
+        bad = ((checkouts and c.checkout_succeeded / checkouts < FIXED["min_rate"])
+               or (payments and c.payment_authorized / payments < FIXED["min_rate"])
+               or (c.latencies_ms and percentile(c.latencies_ms, 0.95) > FIXED["max_p95_ms"]))
+        failed_in_a_row = failed_in_a_row + 1 if bad else 0
+        if failed_in_a_row >= FIXED["failed_checks"]:
+            return float(t)
+    return None
+
+
+async def record(version: str, weight: int, window: int, pool, launcher: Launcher, target: LocalTarget) -> Recording:
+    candidate = json.loads((CANDIDATES / f"shop-{version}.json").read_text())
+    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+                   cwd=ROOT, check=True, capture_output=True)
+    inst = await launcher.start("shop", "production", version, candidate["artifact"]["digest"],
+                                f"bench-{uuid.uuid4().hex[:8]}")
+    await target.split("shop", "production", {version: weight, "v1": 100 - weight})
+    start = datetime.now(UTC)
+    await asyncio.sleep(window)  # the canary runs; this is the measurement period, not synchronisation
+    end = datetime.now(UTC)
+    await target.split("shop", "production", {"v1": 100})
+    await target.stop(inst)
+    deadline = time.monotonic() + 15
+    async with pool.acquire() as conn:
+        while time.monotonic() < deadline and (await conn.fetchval(
+                "SELECT max(at) FROM business_events WHERE environment = 'production'") or start) < end:
+            await asyncio.sleep(0.2)
+        events = await conn.fetch("SELECT at, version, type FROM business_events WHERE environment = 'production'"
+                                  " AND at >= $1 AND at < $2", start, end)
+        http = await conn.fetch("SELECT at, version, status, ta_ms FROM http_samples WHERE environment ="
+                                " 'production' AND at >= $1 AND at < $2", start, end)
+    return Recording(version, start, end, [tuple(r) for r in events], [tuple(r) for r in http])
+
+
+def summarise(name: str, decisions: dict[str, list[float | None]]) -> None:
+    for version, label in SCENARIOS.items():
+        ds = decisions.get(version, [])
+        if not ds:
+            continue
+        hits = [d for d in ds if d is not None]
+        rate = len(hits) / len(ds)
+        what = "false-rollback rate" if version == "v2" else "detection rate"
+        timing = (f"median {statistics.median(hits):5.1f} s  p95 {sorted(hits)[int(0.95 * (len(hits) - 1))]:5.1f} s"
+                  if hits else "-")
+        print(f"   {name:<12} {version} {label:<38} {what:<20} {rate:6.0%} ({len(hits)}/{len(ds)})   {timing}")
+
+
+async def main(runs: int, weight: int, window: int) -> None:
+    settings = DeployerSettings()
+    pool = await db.create_pool(settings.database_url)
+    haproxy = HAProxy(settings.haproxy_admin)
+    target = LocalTarget(pool, haproxy, settings.run_dir)
+    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env())
+    recordings = []
+    try:
+        for version in SCENARIOS:
+            for i in range(runs if version != "v3" else max(1, runs // 2)):
+                rec = await record(version, weight, window, pool, launcher, target)
+                print(f"recorded {version} run {i + 1}: {len(rec.events)} business events, {len(rec.http)} requests",
+                      flush=True)
+                recordings.append(rec)
+    finally:
+        await pool.close()
+    ours = {v: [releasegate_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
+    fixed = {v: [fixed_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
+    print(f"\nDecision quality: canary at {weight}% for {window} s, both judges replayed on the same samples")
+    print(f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (latency), "
+          f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s")
+    print(f"   fixed:       every {FIXED['interval_s']} s rates >= {FIXED['min_rate']:.0%} and p95 <= "
+          f"{FIXED['max_p95_ms']:.0f} ms, rollback after {FIXED['failed_checks']} failed checks in a row")
+    summarise("releasegate", ours)
+    summarise("fixed", fixed)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=4, help="releases per scenario (half as many for v3)")
+    parser.add_argument("--weight", type=int, default=25, help="canary weight in percent")
+    parser.add_argument("--window", type=int, default=30, help="seconds per canary")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.weight, args.window))
