@@ -40,6 +40,7 @@ RELEASEGATE_THRESHOLDS = {
     "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.01),
     "http_error_rate": KpiThreshold(max=0.05),
     "latency_p95_ms": KpiThreshold(max=1500, tolerance=0.1),
+    "checkout_latency_p95_ms": KpiThreshold(tolerance=0.1),
 }
 FIXED = {"min_rate": 0.95, "max_p95_ms": 20.0, "interval_s": 5, "failed_checks": 2}
 MIN_SAMPLES, ALPHA, LOOK_S = 15, 0.05, 1
@@ -50,16 +51,17 @@ class Recording:
     version: str
     start: datetime
     end: datetime
-    events: list[tuple[datetime, str, str]]  # (at, version, type)
+    events: list[tuple[datetime, str, str, float | None]]  # (at, version, type, latency_ms)
     http: list[tuple[datetime, str, int, int]]  # (at, version, status, ta_ms)
 
 
 def counts(rec: Recording, version: str, start: datetime, end: datetime) -> Counts:
     c = Counts()
-    for at, v, type_ in rec.events:
+    for at, v, type_, latency in rec.events:
         if v == version and start <= at < end:
             if type_ == "shop.checkout.succeeded.v1":
                 c.checkout_succeeded += 1
+                c.checkout_latencies_ms.append(latency or 0.0)
             elif type_ == "shop.checkout.failed.v1":
                 c.checkout_failed += 1
             elif type_ == "shop.payment.authorized.v1":
@@ -120,7 +122,7 @@ async def record(version: str, weight: int, window: int, pool, launcher: Launche
         while time.monotonic() < deadline and (await conn.fetchval(
                 "SELECT max(at) FROM business_events WHERE environment = 'production'") or start) < end:
             await asyncio.sleep(0.2)
-        events = await conn.fetch("SELECT at, version, type FROM business_events WHERE environment = 'production'"
+        events = await conn.fetch("SELECT at, version, type, latency_ms FROM business_events WHERE environment = 'production'"
                                   " AND at >= $1 AND at < $2", start, end)
         http = await conn.fetch("SELECT at, version, status, ta_ms FROM http_samples WHERE environment ="
                                 " 'production' AND at >= $1 AND at < $2", start, end)
@@ -159,7 +161,8 @@ async def main(runs: int, weight: int, window: int) -> None:
     ours = {v: [releasegate_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     fixed = {v: [fixed_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     print(f"\nDecision quality: canary at {weight}% for {window} s, both judges replayed on the same samples")
-    print(f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (latency), "
+    print(f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (request and "
+          "checkout latency), "
           f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s")
     print(f"   fixed:       every {FIXED['interval_s']} s rates >= {FIXED['min_rate']:.0%} and p95 <= "
           f"{FIXED['max_p95_ms']:.0f} ms, rollback after {FIXED['failed_checks']} failed checks in a row")

@@ -159,6 +159,12 @@ class SyntheticJourneys(Contract):
     min_success_rate: float = Field(default=0.8, ge=0, le=1, description="Per tenant.")
 
 
+class PromQuery(Contract):
+    query: str = Field(description="PromQL template; $version, $environment and $window (seconds) are filled in.")
+    min: float | None = None
+    max: float | None = None
+
+
 class VerificationRequested(ReleaseEvent):
     """Command to the verifier: judge the candidate's KPIs over a window against stable and thresholds."""
 
@@ -177,6 +183,7 @@ class VerificationRequested(ReleaseEvent):
         default=None, description="Run scripted journeys directly against the candidate's instances instead of "
         "judging customer traffic (before it receives any).")
     tenants: list[str] | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
+    prometheus: dict[str, PromQuery] | None = Field(default=None, description="KPIs read from Prometheus.")
 
 
 class Verdict(StrEnum):

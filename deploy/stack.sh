@@ -134,6 +134,7 @@ cmd_install() {
   local -a pkgs=()
   pg_bindir >/dev/null 2>&1 || pkgs+=(postgresql)
   command -v haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
+  command -v prometheus >/dev/null 2>&1 || pkgs+=(prometheus)
   command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
   if ! kafka_jars_ok && ! command -v mvn >/dev/null 2>&1; then pkgs+=(maven); fi
   if [[ ${#pkgs[@]} -gt 0 ]]; then
@@ -426,6 +427,25 @@ haproxy_down() {
   rm -f "$HAPROXY_PID" "$HAPROXY_RUN/admin.sock"
 }
 
+# ----------------------------------------------------------------------------------------------- prometheus
+PROM_RUN="$RUN_DIR/prometheus"
+PROM_ADDR="127.0.0.1:19090"
+prom_healthy() { curl -fsS "http://$PROM_ADDR/-/ready" >/dev/null 2>&1; }
+prom_alive() { "$PROC" alive prometheus; }
+
+prom_up() {
+  if prom_healthy; then log "prometheus: already healthy"; return 0; fi
+  command -v prometheus >/dev/null 2>&1 || die "prometheus not installed: run deploy/stack.sh install"
+  if prom_alive; then "$PROC" stop prometheus >&2; fi
+  # scrape targets of shop instances are files the deployer writes here (file_sd)
+  mkdir -p "$PROM_RUN/data" "$PROM_RUN/targets" "$LOG_DIR"
+  render "$ROOT/deploy/prometheus/prometheus.native.yml" "$PROM_RUN/prometheus.yml" "PROM_RUN_DIR=$PROM_RUN"
+  "$PROC" start prometheus -- prometheus --config.file="$PROM_RUN/prometheus.yml" \
+    --storage.tsdb.path="$PROM_RUN/data" --storage.tsdb.retention.time=6h \
+    --web.listen-address="$PROM_ADDR" >&2
+  wait_until prometheus 60 "$LOG_DIR/prometheus.log" prom_healthy prom_alive || die "prometheus: not healthy"
+}
+
 # ----------------------------------------------------------------------------------------------- payment sandbox
 sandbox_alive() { "$PROC" alive payment-sandbox; }
 
@@ -459,6 +479,7 @@ cmd_up() {
   pg_up
   kafka_up || die "kafka: not healthy"
   haproxy_up
+  prom_up
   sandbox_up
   log "stack is up"
 }
@@ -495,6 +516,7 @@ cmd_status() {
   if kafka_healthy; then line kafka healthy; else line kafka down; rc=1; fi
   if pg_healthy; then line postgres healthy; else line postgres down; rc=1; fi
   if haproxy_alive && haproxy_healthy; then line haproxy healthy; else line haproxy down; rc=1; fi
+  if prom_healthy; then line prometheus healthy; else line prometheus down; rc=1; fi
   if [[ -f "$SANDBOX_MODULE_FILE" ]]; then
     if sandbox_healthy; then line payment-sandbox healthy; else line payment-sandbox down; rc=1; fi
   else

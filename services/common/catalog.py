@@ -7,7 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.events import KpiThreshold, SyntheticJourneys
+from contracts.events import KpiThreshold, PromQuery, SyntheticJourneys
 
 
 class CatalogError(Exception):
@@ -61,6 +61,7 @@ class ServiceEntry(_Model):
     verification: Verification = Verification()
     kpis: dict[str, KpiThreshold]
     synthetic: SyntheticJourneys | None = None
+    prometheus: dict[str, PromQuery] = Field(default_factory=dict, description="PromQL KPIs with guardrails")
     approval_required: bool = False
 
     @model_validator(mode="after")

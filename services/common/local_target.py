@@ -4,6 +4,7 @@ this module only shifts weights, stops instances and reads back what is really s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -124,6 +125,17 @@ class LocalTarget:
         async with self.pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
         (self.run_dir / "pids" / f"{backend}-{inst.slot}.pid").unlink(missing_ok=True)
+        self.scrape_file(inst).unlink(missing_ok=True)
+
+    def scrape_file(self, inst: Instance) -> Path:
+        return self.run_dir / "prometheus" / "targets" / f"{backend_for(inst.service, inst.environment)}-{inst.slot}.json"
+
+    def register_scrape(self, inst: Instance) -> None:
+        """Tell Prometheus (file_sd) to scrape this instance, labelled with its environment and slot."""
+        path = self.scrape_file(inst)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"targets": [f"127.0.0.1:{inst.port}"], "labels": {
+            "service": inst.service, "environment": inst.environment, "slot": inst.slot}}]))
 
     async def observe(self, service: str, environment: str) -> ObservedState:
         """Traffic share per version as HAProxy reports it, plus the instances behind each slot."""

@@ -12,7 +12,7 @@ from contracts import topics
 from contracts.events import (
     AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
     DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
-    PauseRequested, PromoteRequested, ReleaseState, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
+    PauseRequested, PromoteRequested, PromQuery, ReleaseState, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
     SyntheticJourneys, Verdict, VerificationFinished, VerificationRequested,
 )
 from services.common.catalog import ServiceEntry
@@ -155,6 +155,7 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "on_inconclusive": entry.verification.on_inconclusive,
                               "instances": entry.rollout.instances,
                               "synthetic": entry.synthetic.model_dump() if entry.synthetic else None,
+                              "prometheus": {k: q.model_dump() for k, q in entry.prometheus.items()},
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
                               "false_rollback_bound": entry.verification.false_rollback_bound,
                               "catalog_revision": entry.revision, "dr": entry.dr.model_dump()})
@@ -421,7 +422,8 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds or 1.0,
                 min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
                 thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
-                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None, tenants=step.tenants)))
+                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None, tenants=step.tenants,
+                prometheus={k: PromQuery(**q) for k, q in v.get("prometheus", {}).items()} or None)))
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))

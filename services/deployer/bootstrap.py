@@ -47,6 +47,7 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
             serving = [i for i in await target.live(service, environment) if i.version == stable[0]]
             for inst in serving:
                 await haproxy.point(f"{service}_{environment}", inst.slot, inst.port)
+                target.register_scrape(inst)
             if not serving:
                 await launcher.start(service, environment, stable[0], stable[1], None)
             await target.split(service, environment, {stable[0]: 100})

@@ -10,6 +10,7 @@ from contracts.events import VerificationRequested
 from services.common import runner
 from services.verifier.adapters import haproxy_log
 from services.verifier.adapters.ingest import BusinessEventIngest
+from services.verifier.adapters.prometheus import PrometheusProvider
 from services.verifier.adapters.store import KpiStore
 from services.verifier.config import VerifierSettings
 from services.verifier.handlers import Verifier
@@ -22,7 +23,8 @@ async def setup(rt: runner.Runtime) -> None:
     settings = VerifierSettings()
     store = KpiStore(rt.pool)
     ingest = BusinessEventIngest(settings.kafka_bootstrap, store, rt.consumer.dead_letter)
-    verifier = Verifier(rt.pool, store, lambda: ingest.caught_up_at)
+    prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
+    verifier = Verifier(rt.pool, store, lambda: ingest.caught_up_at, prometheus)
     rt.consumer.subscribe(topics.VERIFY_COMMANDS, verifier.on_request, accept=(VerificationRequested,))
 
     async def judging() -> None:

@@ -26,6 +26,7 @@ class Counts:
     http_total: int = 0
     http_5xx: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    checkout_latencies_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -44,12 +45,29 @@ def measure(c: Counts) -> dict[str, tuple[float | None, int]]:
         "payment_authorization_rate": (c.payment_authorized / payments if payments else None, payments),
         "http_error_rate": (c.http_5xx / c.http_total if c.http_total else None, c.http_total),
         "latency_p95_ms": (percentile(c.latencies_ms, 0.95), c.http_total),
+        "checkout_latency_p95_ms": (percentile(c.checkout_latencies_ms, 0.95), len(c.checkout_latencies_ms)),
         "orders_placed": (float(c.orders), c.orders),
     }
 
 
+def merge_verdicts(verdict: Verdict | None, reason: str, extra: list[KpiResult], final: bool
+                   ) -> tuple[Verdict | None, str]:
+    """Fold KPIs of another provider into a verdict: any failure fails; missing data at the end is
+    inconclusive, never a pass."""
+    failed = [k for k in extra if k.verdict is Verdict.FAIL]
+    if failed:
+        why = "; ".join(f"{k.name}: {k.candidate:.4g} violates {k.rule}" for k in failed)
+        return Verdict.FAIL, why if verdict is not Verdict.FAIL else f"{reason}; {why}"
+    missing = [k for k in extra if k.verdict is Verdict.INCONCLUSIVE]
+    if verdict is Verdict.PASS and missing:
+        if not final:
+            return None, "window still open"
+        return Verdict.INCONCLUSIVE, "; ".join(f"{k.name}: {k.rule}" for k in missing)
+    return verdict, reason
+
+
 PROPORTIONS = {"checkout_success_rate", "payment_authorization_rate"}
-LATENCY = {"latency_p95_ms"}
+LATENCY = {"latency_p95_ms", "checkout_latency_p95_ms"}
 
 
 def _rules(t: KpiThreshold) -> list[str]:
@@ -122,8 +140,8 @@ def judge_kpi(name: str, t: KpiThreshold, cand: Sample, base: Sample, min_sample
 
 
 def _samples(c: Counts) -> dict[str, Sample]:
-    return {name: Sample(value, n, c.latencies_ms if name in LATENCY else [])
-            for name, (value, n) in measure(c).items()}
+    raw = {"latency_p95_ms": c.latencies_ms, "checkout_latency_p95_ms": c.checkout_latencies_ms}
+    return {name: Sample(value, n, raw.get(name, [])) for name, (value, n) in measure(c).items()}
 
 
 def judge(thresholds: dict[str, KpiThreshold], candidate: Counts, baseline: Counts, min_samples: int,

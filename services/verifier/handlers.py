@@ -13,7 +13,8 @@ from contracts.events import Verdict, VerificationFinished, VerificationRequeste
 from services.common import db, outbox, telemetry, worker
 from services.verifier import synthetic
 from services.verifier.adapters.store import KpiStore
-from services.verifier.domain import judge
+from services.verifier.adapters.prometheus import PrometheusProvider
+from services.verifier.domain import judge, merge_verdicts
 
 CONSUMER = "verifier"
 SOURCE = "releasegate/verifier"
@@ -26,9 +27,9 @@ def utcnow() -> datetime:
 
 class Verifier:
     def __init__(self, pool: asyncpg.Pool, store: KpiStore, ingested_until: Callable[[], datetime | None],
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 prometheus: PrometheusProvider | None = None, clock: Callable[[], datetime] = utcnow) -> None:
         self._pool, self._store, self._clock = pool, store, clock
-        self._ingested_until = ingested_until
+        self._ingested_until, self._prometheus = ingested_until, prometheus
 
     async def on_request(self, envelope: Envelope) -> None:
         req: VerificationRequested = envelope.data  # type: ignore[assignment]
@@ -80,6 +81,11 @@ class Verifier:
         final = now >= row["due_at"] and caught_up is not None and caught_up >= row["due_at"]
         verdict, reason, kpis = judge(req.thresholds, candidate, baseline, req.min_samples, final=final,
                                       alpha=req.false_rollback_bound)
+        if req.prometheus and self._prometheus is not None:
+            window = int((end - row["started_at"]).total_seconds())
+            prom = await self._prometheus.kpis(req.prometheus, req.candidate_version, req.environment, window)
+            verdict, reason = merge_verdicts(verdict, reason, prom, final)
+            kpis = kpis + prom
         if verdict is None or (verdict is Verdict.INCONCLUSIVE and now < hard_end):
             return 0
         result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,

@@ -100,3 +100,31 @@ class TestSequentialComparison:
         slow.latencies_ms = [30.0] * len(slow.latencies_ms)
         verdict, reason, kpis = judge(SEQUENTIAL, slow, healthy(3000), 15, final=False)
         assert verdict is Verdict.FAIL and "Mann" in next(k for k in kpis if k.name == "latency_p95_ms").test
+
+
+class TestOtherProviders:
+    def _kpi(self, verdict, value=0.0):
+        from contracts.events import KpiResult
+        return KpiResult(name="prometheus:http_5xx_ratio", candidate=value, baseline=None, candidate_samples=1,
+                         baseline_samples=0, verdict=verdict, rule="candidate <= 0.05", test="PromQL")
+
+    def test_a_failing_prometheus_kpi_fails_the_verdict(self):
+        from services.verifier.domain import merge_verdicts
+        verdict, reason = merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.FAIL, 0.2)], final=True)
+        assert verdict is Verdict.FAIL and "0.2 violates candidate <= 0.05" in reason
+
+    def test_missing_prometheus_data_is_inconclusive_at_the_end_never_pass(self):
+        from services.verifier.domain import merge_verdicts
+        assert merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.INCONCLUSIVE)], final=False)[0] is None
+        assert merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.INCONCLUSIVE)], final=True)[0] \
+            is Verdict.INCONCLUSIVE
+
+
+class TestCheckoutLatency:
+    def test_slower_checkouts_fail_the_rank_test_even_when_all_requests_hide_it(self):
+        base, cand = healthy(3000), healthy(300)
+        base.checkout_latencies_ms = [20.0 + (i % 7) for i in range(3000)]
+        cand.checkout_latencies_ms = [27.0 + (i % 7) for i in range(300)]
+        thresholds = {"checkout_latency_p95_ms": KpiThreshold(tolerance=0.1)}
+        verdict, reason, kpis = judge(thresholds, cand, base, 15, final=False)
+        assert verdict is Verdict.FAIL and "Mann" in kpis[0].test

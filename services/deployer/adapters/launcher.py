@@ -15,7 +15,9 @@ import httpx
 
 from services.common.artifacts import ArtifactStore
 from services.common.haproxy import HAProxy
-from services.common.local_target import Instance, backend_for, pid_alive, stop_process, wave_backend_for
+from services.common.local_target import (
+    Instance, LocalTarget, backend_for, pid_alive, stop_process, wave_backend_for,
+)
 from services.deployer.domain import DeployError
 
 SLOTS = [f"s{i}" for i in range(1, 7)]
@@ -83,7 +85,9 @@ class Launcher:
             raise
         async with self._pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'serving' WHERE id = $1", inst.id)
-        return Instance(inst.id, service, environment, version, digest, inst.slot, inst.port, pid, "serving")
+        serving = Instance(inst.id, service, environment, version, digest, inst.slot, inst.port, pid, "serving")
+        LocalTarget(self._pool, self._haproxy, self._run).register_scrape(serving)
+        return serving
 
     async def _claim_slot(self, service: str, environment: str, version: str, digest: str,
                           release_id: str | None) -> Instance:

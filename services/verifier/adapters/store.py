@@ -13,7 +13,8 @@ SELECT
   count(*) FILTER (WHERE type = 'shop.checkout.failed.v1')    AS checkout_failed,
   count(*) FILTER (WHERE type = 'shop.payment.authorized.v1') AS payment_authorized,
   count(*) FILTER (WHERE type = 'shop.payment.declined.v1')   AS payment_declined,
-  count(*) FILTER (WHERE type = 'shop.order.placed.v1')       AS orders
+  count(*) FILTER (WHERE type = 'shop.order.placed.v1')       AS orders,
+  array_agg(latency_ms) FILTER (WHERE type = 'shop.checkout.succeeded.v1') AS checkout_latencies
 FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
   AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
 """
@@ -49,6 +50,7 @@ class KpiStore:
         return Counts(checkout_succeeded=b["checkout_succeeded"], checkout_failed=b["checkout_failed"],
                       payment_authorized=b["payment_authorized"], payment_declined=b["payment_declined"],
                       orders=b["orders"], http_total=h["total"], http_5xx=h["errors"],
+                      checkout_latencies_ms=[float(x) for x in (b["checkout_latencies"] or []) if x is not None],
                       latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None])
 
     async def targets(self, service: str, environment: str, version: str) -> list[str]:
