@@ -32,6 +32,9 @@ class Wave(_Model):
 class Rollout(_Model):
     strategy: Literal["canary", "blue-green", "tenant-phased"] = "canary"
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
+    internal_tenants: list[str] = Field(default=[], description="canary: tenants (X-Tenant header or host) that "
+                                        "get the candidate first, before any weight step; users with the "
+                                        "cookie rg_canary=1 are routed there too")
     instances: int = Field(default=1, ge=1, le=3)
     canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
     keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")

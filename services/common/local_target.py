@@ -110,10 +110,14 @@ class LocalTarget:
         tenant_map = self.tenant_map(environment)
         return sorted(await self.haproxy.map_entries(str(tenant_map))) if tenant_map else []
 
-    async def clear_tenant_routes(self, environment: str) -> None:
+    async def clear_tenant_routes(self, service: str, environment: str) -> None:
+        """No tenant (nor cookie) routing to a candidate any more: the map is emptied, wave slots retired."""
         tenant_map = self.tenant_map(environment)
-        if tenant_map is not None:
-            await self.haproxy.map_clear(str(tenant_map))
+        if tenant_map is None:
+            return
+        await self.haproxy.map_clear(str(tenant_map))
+        for inst in await self.live(service, environment):
+            await self.haproxy.set_state(wave_backend_for(service, environment), inst.slot, "maint")
 
     async def stop(self, inst: Instance) -> None:
         backend = backend_for(inst.service, inst.environment)

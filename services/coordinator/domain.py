@@ -128,9 +128,17 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
                       weight=100, compensable=True),
                  Step(id="verify-wave-everyone", kind="verify", environment="production", window_seconds=window)]
     else:
-        if entry.synthetic is not None:
+        if entry.synthetic is not None or entry.rollout.internal_tenants:
             plan += [Step(id="canary-start", kind="deploy", environment="production", action=DeployAction.START,
-                          weight=0, compensable=True), *preview]
+                          weight=0, compensable=True)]
+        if entry.synthetic is not None:
+            plan += preview
+        if entry.rollout.internal_tenants:
+            internal = list(entry.rollout.internal_tenants)
+            plan += [Step(id="canary-internal", kind="deploy", environment="production", action=DeployAction.ROUTE,
+                          weight=0, tenants=internal, compensable=True),
+                     Step(id="verify-canary-internal", kind="verify", environment="production",
+                          window_seconds=window, tenants=internal)]
         for weight in entry.rollout.canary_steps:
             started = any(st.kind == "deploy" and st.environment == "production" for st in plan)
             plan += [

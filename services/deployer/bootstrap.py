@@ -51,6 +51,7 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
             if not serving:
                 await launcher.start(service, environment, stable[0], stable[1], None)
             await target.split(service, environment, {stable[0]: 100})
+            await target.clear_tenant_routes(service, environment)
             observed = await target.observe(service, environment)
             log.info("environment reconciled", environment=environment, weights=observed.weights)
             result[environment] = stable[0]

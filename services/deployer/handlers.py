@@ -62,7 +62,7 @@ class Deployer:
             if not mine:
                 raise DeployError(f"no serving {req.version} instance in {req.environment} to finalize")
             await self._target.split(req.service, req.environment, {req.version: 100})
-            await self._target.clear_tenant_routes(req.environment)
+            await self._target.clear_tenant_routes(req.service, req.environment)
             for old in (i for i in live if i.version != req.version):
                 await self._target.stop(old)
             async with self._pool.acquire() as conn:

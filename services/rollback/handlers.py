@@ -47,7 +47,7 @@ class Rollback:
             raise RollbackError(f"no serving {stable[0]} instance in {req.environment}; the rollback service may "
                                 "not start one (only the deployer deploys)")
         moved = await self._target.routed_tenants(req.environment)
-        await self._target.clear_tenant_routes(req.environment)
+        await self._target.clear_tenant_routes(req.service, req.environment)
         await self._target.split(req.service, req.environment, {stable[0]: 100})
         stopped = [i for i in live if i.version != stable[0]]
         for inst in stopped:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from contracts import topics
@@ -51,7 +52,8 @@ class TestWalkingSkeleton:
         release = status(rid)
         assert release["state"] == "promoted"
         steps = [t["step"] for t in release["timeline"] if t["reason"].endswith("passed") or " passed:" in t["reason"]]
-        assert {"gate-staging", "dr-check", "verify-staging", "gate-production", "verify-canary-10",
+        assert {"gate-staging", "dr-check", "verify-staging", "gate-production", "verify-canary-internal",
+                "verify-canary-10",
                 "verify-canary-50", "verify-canary-100"} <= set(steps)
         assert set(await versions_served(PRODUCTION, 60)) == {"v2"}
         assert set(await versions_served(STAGING, 30)) == {"v2"}
@@ -80,6 +82,10 @@ class TestWalkingSkeleton:
             return row and row["state"] == "running" and (row["body"]["waiting_for"] or "").startswith(prefix)
 
         await wait_until(lambda: waiting_for("verify-canary-10"), 200, "the first canary verification")
+        async with httpx.AsyncClient(timeout=5) as client:
+            cookie = [(await client.get(f"{PRODUCTION}/products", cookies={"rg_canary": "1"})).headers.get(
+                "X-Shop-Version") for _ in range(20)]
+        assert set(cookie) == {"v2"}, "internal users with the rg_canary cookie get the candidate"
         assert cli("pause", rid, "--reason", "flash sale starts", "--actor", "ops@shop").returncode == 0
         await wait_until(lambda: _state_is(pool, rid, "paused"), 60, "the pause")
         assert cli("resume", rid, "--reason", "sale traffic is stable", "--actor", "ops@shop").returncode == 0

@@ -56,7 +56,7 @@ class TestReleaseSaga:
     def test_plan_follows_the_catalog(self):
         ids = [s.id for s in domain.build_plan(ENTRY)]
         assert ids == ["gate-staging", "dr-check", "deploy-staging", "verify-staging", "gate-production",
-                       "canary-10", "verify-canary-10", "canary-50", "verify-canary-50", "canary-100",
+                       "canary-start", "canary-internal", "verify-canary-internal", "canary-10", "verify-canary-10", "canary-50", "verify-canary-50", "canary-100",
                        "verify-canary-100", "finalize-production", "finalize-staging"]
 
     def test_submission_requests_the_staging_gate_with_a_deadline(self):
@@ -282,3 +282,13 @@ class TestTenantPhased:
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
         (_, cmd), = d.commands
         assert isinstance(cmd, RollbackRequested) and cmd.environment == "production"
+
+
+class TestInternalUsersFirst:
+    def test_canary_routes_internal_tenants_before_any_weight_step(self):
+        entry = ENTRY.model_copy(update={"rollout": ENTRY.rollout.model_copy(update={"internal_tenants": ["staff"]})})
+        ids = [s.id for s in domain.build_plan(entry)]
+        assert ids[ids.index("gate-production"):ids.index("canary-10") + 1] == [
+            "gate-production", "canary-start", "canary-internal", "verify-canary-internal", "canary-10"]
+        steps = {s.id: s for s in domain.build_plan(entry)}
+        assert steps["canary-internal"].tenants == ["staff"] and steps["canary-10"].action.value == "shift"
