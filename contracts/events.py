@@ -107,6 +107,8 @@ class DeployAction(StrEnum):
     START = "start"
     SHIFT = "shift"
     ROUTE = "route"
+    ROLL = "roll"
+    RESTORE = "restore"
     FINALIZE = "finalize"
 
 
@@ -119,6 +121,9 @@ class DeployRequested(StepCommand):
     weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic for the candidate.")
     instances: int = Field(default=1, ge=1, le=3, description="Instances of the candidate to run.")
     tenants: list[str] | None = Field(default=None, description="`route`: tenants sent to the candidate.")
+    batch: int | None = Field(default=None, ge=1, description="`roll`: instances of the candidate after this "
+                              "batch are min(batch × batch_size, instances); `roll`/`restore`: batch size.")
+    batch_size: int = Field(default=1, ge=1, description="`roll`/`restore`: instances replaced per batch.")
 
 
 class ObservedState(Contract):

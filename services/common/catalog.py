@@ -30,7 +30,8 @@ class Wave(_Model):
 
 
 class Rollout(_Model):
-    strategy: Literal["canary", "blue-green", "tenant-phased"] = "canary"
+    strategy: Literal["canary", "blue-green", "tenant-phased", "rolling"] = "canary"
+    max_unavailable: int = Field(default=1, ge=1, description="rolling: instances replaced per batch")
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
     internal_tenants: list[str] = Field(default=[], description="canary: tenants (X-Tenant header or host) that "
                                         "get the candidate first, before any weight step; users with the "

@@ -42,6 +42,8 @@ class Compensation(BaseModel):
     id: str
     environment: str
     status: Literal["pending", "requested", "done", "failed"] = "pending"
+    redeploy: bool = Field(default=False, description="Stable instances must be started again (rolling): done "
+                           "by the deployer, which alone may start versions; else the rollback service")
 
 
 class Saga(BaseModel):
@@ -112,6 +114,12 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
                       compensable=True),
                  Step(id="verify-switched", kind="verify", environment="production", window_seconds=window),
                  Step(id="keep-blue-warm", kind="wait", window_seconds=entry.rollout.keep_blue_warm_seconds)]
+    elif entry.rollout.strategy == "rolling":
+        size, total = entry.rollout.max_unavailable, entry.rollout.instances
+        for batch in range(1, -(-total // size) + 1):
+            plan += [Step(id=f"roll-{batch}", kind="deploy", environment="production", action=DeployAction.ROLL,
+                          weight=min(100, round(100 * batch * size / total)), compensable=True),
+                     Step(id=f"verify-roll-{batch}", kind="verify", environment="production", window_seconds=window)]
     elif entry.rollout.strategy == "tenant-phased":
         plan += [Step(id="wave-start", kind="deploy", environment="production", action=DeployAction.START,
                       weight=0, compensable=True)]
@@ -162,6 +170,8 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "grace_seconds": entry.verification.grace_seconds,
                               "on_inconclusive": entry.verification.on_inconclusive,
                               "instances": entry.rollout.instances,
+                              "batch_size": entry.rollout.max_unavailable,
+                              "rolled": entry.rollout.strategy == "rolling",
                               "synthetic": entry.synthetic.model_dump() if entry.synthetic else None,
                               "prometheus": {k: q.model_dump() for k, q in entry.prometheus.items()},
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
@@ -200,6 +210,8 @@ def handle(saga: Saga, event: Contract, now: datetime) -> Decision:
         case PromoteRequested():
             _on_promote(decision, event, now)
         case RollbackFinished():
+            _on_rollback_finished(decision, event, now)
+        case DeployFinished() if decision.saga.state is ReleaseState.ROLLING_BACK:
             _on_rollback_finished(decision, event, now)
         case GateCheckFinished() | DRCheckFinished() | DeployFinished() | VerificationFinished():
             _on_step_result(decision, event, now)
@@ -296,22 +308,23 @@ def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: da
     d.commands.append((topics.ALERTS, _alert(s, Severity.WARNING, "release paused", reason)))
 
 
-def _on_rollback_finished(d: Decision, event: RollbackFinished, now: datetime) -> None:
+def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished, now: datetime) -> None:
     s = d.saga
     if s.state is not ReleaseState.ROLLING_BACK or s.waiting_for != event.step_id:
         d.ignored = f"rollback result {event.step_id} does not match the awaited {s.waiting_for}"
         return
     d.clear_deadline = True
     comp = next(c for c in s.compensations if c.id == event.step_id)
+    actor = "deployer" if isinstance(event, DeployFinished) else "rollback"
     evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}
     if not event.succeeded:
         comp.status = "failed"
-        d.note(f"compensation {comp.id} failed: {event.reason}", actor="rollback", evidence=evidence)
+        d.note(f"compensation {comp.id} failed: {event.reason}", actor=actor, evidence=evidence)
         _finish(d, ReleaseState.ROLLBACK_FAILED, f"compensation {comp.id} failed: {event.reason}",
                 severity=Severity.CRITICAL)
         return
     comp.status = "done"
-    d.note(f"compensation {comp.id} done: {event.reason}", actor="rollback", evidence=evidence)
+    d.note(f"compensation {comp.id} done: {event.reason}", actor=actor, evidence=evidence)
     _next_compensation(d, now)
 
 
@@ -420,9 +433,11 @@ def _issue_current(d: Decision, now: datetime) -> None:
             d.commands.append((topics.DR_COMMANDS, DRCheckRequested(
                 **base, **art, database=dr["database"] or s.service, rpo_seconds=dr["rpo_seconds"])))
         case "deploy":
+            batch = int(step.id.rsplit("-", 1)[1]) if step.action is DeployAction.ROLL else None
             d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
                 **base, **art, environment=step.environment, action=step.action, weight=step.weight,
-                instances=s.verification["instances"], tenants=step.tenants)))
+                instances=s.verification["instances"], tenants=step.tenants, batch=batch,
+                batch_size=s.verification.get("batch_size", 1))))
         case "verify":
             v = s.verification
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
@@ -458,7 +473,9 @@ def _compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, a
     step = s.current
     if step is not None and step.compensable and s.waiting_for == step.id and step.environment not in environments:
         environments.append(step.environment)
-    s.compensations = [Compensation(id=f"compensate:{env}", environment=env) for env in reversed(environments)]
+    rolled = s.verification.get("rolled", False)
+    s.compensations = [Compensation(id=f"compensate:{env}", environment=env, redeploy=rolled and env == "production")
+                       for env in reversed(environments)]
     s.end_state = end
     if not s.compensations:
         _finish(d, end, reason, actor=actor)
@@ -482,11 +499,19 @@ def _next_compensation(d: Decision, now: datetime) -> None:
         return
     comp.status = "requested"
     s.waiting_for = comp.id
-    d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
-        release_id=s.release_id, step_id=comp.id, compensation="restore_traffic", service=s.service,
-        environment=comp.environment, candidate_version=s.version)))
-    d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"]))
-    d.note(f"compensation {comp.id} requested: traffic back to stable in {comp.environment}")
+    if comp.redeploy:
+        d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
+            release_id=s.release_id, step_id=comp.id, service=s.service, version=s.version, digest=s.digest,
+            environment=comp.environment, action=DeployAction.RESTORE, weight=0,
+            instances=s.verification["instances"], batch_size=s.verification.get("batch_size", 1))))
+        d.note(f"compensation {comp.id} requested: the deployer replaces {s.version} instances with stable ones, "
+               f"batch by batch, in {comp.environment}")
+    else:
+        d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
+            release_id=s.release_id, step_id=comp.id, compensation="restore_traffic", service=s.service,
+            environment=comp.environment, candidate_version=s.version)))
+        d.note(f"compensation {comp.id} requested: traffic back to stable in {comp.environment}")
+    d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"] * (3 if comp.redeploy else 1)))
 
 
 def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR,

@@ -48,7 +48,7 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
             for inst in serving:
                 await haproxy.point(f"{service}_{environment}", inst.slot, inst.port)
                 target.register_scrape(inst)
-            if not serving:
+            for _ in range(entry.rollout.instances - len(serving)):
                 await launcher.start(service, environment, stable[0], stable[1], None)
             await target.split(service, environment, {stable[0]: 100})
             await target.clear_tenant_routes(service, environment)

@@ -70,6 +70,10 @@ class Deployer:
                                    " WHERE service = $1 AND environment = $2",
                                    req.service, req.environment, req.version, req.digest)
             return f"{req.version} is the stable version of {req.environment}; {stable_version} retired"
+        if req.action is DeployAction.ROLL:
+            return await self._roll(req, stable_version, live, mine)
+        if req.action is DeployAction.RESTORE:
+            return await self._restore(req, stable)
         if req.action is DeployAction.START:
             for _ in range(req.instances - len(mine)):
                 mine.append(await self._launcher.start(req.service, req.environment, req.version, req.digest,
@@ -83,3 +87,43 @@ class Deployer:
         await self._target.split(req.service, req.environment, traffic_split(req.version, stable_version, req.weight))
         return (f"{req.version} on {len(mine)} instance(s) in {req.environment} at {req.weight}% "
                 f"beside {stable_version}")
+
+    async def _roll(self, req: DeployRequested, stable_version: str, live: list, mine: list) -> str:
+        """One batch of a rolling update: start the batch's new instances first (surge, so capacity never drops
+        below the budget), then retire as many old ones; traffic follows the instance counts."""
+        want = min((req.batch or 1) * req.batch_size, req.instances)
+        while len(mine) < want:
+            mine.append(await self._launcher.start(req.service, req.environment, req.version, req.digest,
+                                                   req.release_id))
+        old = [i for i in live if i.version == stable_version and i.state == "serving" and pid_alive(i.pid)]
+        for inst in old[max(0, req.instances - want):]:
+            await self._target.stop(inst)
+        remaining = min(len(old), req.instances - want)
+        await self._target.split(req.service, req.environment, _by_count(req.version, len(mine), stable_version,
+                                                                         remaining))
+        return (f"batch {req.batch}: {len(mine)} {req.version} and {remaining} {stable_version} instance(s) "
+                f"serve {req.environment}")
+
+    async def _restore(self, req: DeployRequested, stable: tuple[str, str]) -> str:
+        """Compensation of a rolling update: replace the candidate's instances with stable ones, batch by batch
+        (stable started first, so capacity never drops)."""
+        version, digest = stable
+        while True:
+            live = [i for i in await self._target.live(req.service, req.environment) if pid_alive(i.pid)]
+            old = [i for i in live if i.version == version and i.state == "serving"]
+            new = [i for i in live if i.version != version]
+            if not new and len(old) >= req.instances:
+                break
+            for _ in range(min(req.batch_size, req.instances - len(old))):
+                old.append(await self._launcher.start(req.service, req.environment, version, digest, None))
+            for inst in new[:req.batch_size]:
+                await self._target.stop(inst)
+            await self._target.split(req.service, req.environment,
+                                     _by_count(version, len(old), req.version, len(new[req.batch_size:])))
+        await self._target.split(req.service, req.environment, {version: 100})
+        return f"{len(old)} {version} instance(s) serve {req.environment} again; {req.version} instances replaced"
+
+
+def _by_count(a: str, n_a: int, b: str, n_b: int) -> dict[str, int]:
+    total = n_a + n_b or 1
+    return {a: round(100 * n_a / total), b: 100 - round(100 * n_a / total)}

@@ -65,8 +65,20 @@ async def served(pool, version: str, rid: str, tenant: str | None = None) -> int
             " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid, tenant)
 
 
+@pytest.fixture(scope="module")
+def catalog_env() -> dict[str, str]:
+    """Environment that picks the catalog a module's services use; modules with a catalog variant override it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def services(settings, catalog_env):
+    async with release_stack(settings, catalog_env) as running:
+        yield running
+
+
 @pytest.fixture
-def stable_v1(services):
+def stable_v1(services, catalog_env):
     """Each scenario starts from v1 as the stable version of staging and production."""
     subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=REPO, check=True, capture_output=True)
+                   cwd=REPO, check=True, capture_output=True, env={**os.environ, **catalog_env})

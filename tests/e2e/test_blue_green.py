@@ -6,15 +6,14 @@ import pytest
 
 from releasegate_cli.probes import versions_served
 from tests.conftest import REPO
-from tests.e2e.conftest import PRODUCTION, cli, release_stack, served, status, submit
+from tests.e2e.conftest import PRODUCTION, cli, served, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-async def services(settings):
-    async with release_stack(settings, {"RG_CATALOG_DIR": str(REPO / "examples" / "catalog-blue-green")}) as running:
-        yield running
+def catalog_env():
+    return {"RG_CATALOG_DIR": str(REPO / "examples" / "catalog-blue-green")}
 
 
 class TestBlueGreen:

@@ -10,15 +10,9 @@ import pytest
 from contracts import topics
 from releasegate_cli.probes import TopicTail, versions_served
 from tests.conftest import Service, wait_until
-from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, release_stack, status, submit
+from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-@pytest.fixture(scope="module")
-async def services(settings):
-    async with release_stack(settings) as running:
-        yield running
-
 
 class TestWalkingSkeleton:
     async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, services,

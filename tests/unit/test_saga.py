@@ -292,3 +292,31 @@ class TestInternalUsersFirst:
             "gate-production", "canary-start", "canary-internal", "verify-canary-internal", "canary-10"]
         steps = {s.id: s for s in domain.build_plan(entry)}
         assert steps["canary-internal"].tenants == ["staff"] and steps["canary-10"].action.value == "shift"
+
+
+ROLLING = Catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog-rolling").get("shop")
+
+
+class TestRolling:
+    def test_batches_replace_instances_each_followed_by_verification(self):
+        ids = [s.id for s in domain.build_plan(ROLLING)]
+        assert ids[ids.index("gate-production"):] == [
+            "gate-production", "roll-1", "verify-roll-1", "roll-2", "verify-roll-2", "roll-3", "verify-roll-3",
+            "finalize-production", "finalize-staging"]
+
+    def test_roll_command_carries_batch_and_budget(self):
+        saga = run_until(domain.start(candidate(), ROLLING, NOW, {}).saga, "gate-production")
+        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        assert (cmd.action.value, cmd.batch, cmd.batch_size, cmd.instances) == ("roll", 1, 1, 3)
+
+    def test_rollback_of_a_roll_is_a_redeploy_by_the_deployer_then_staging_traffic_by_rollback(self):
+        saga = run_until(domain.start(candidate(), ROLLING, NOW, {}).saga, "verify-roll-2")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        (topic, cmd), = d.commands
+        assert topic == topics.DEPLOY_COMMANDS and cmd.action.value == "restore"
+        assert cmd.step_id == "compensate:production"
+        d = domain.handle(d.saga, DeployFinished(release_id="rel-1", step_id="compensate:production",
+                                                 environment="production", succeeded=True, reason="ok"), NOW)
+        (topic, cmd), = d.commands
+        assert topic == topics.ROLLBACK_COMMANDS and cmd.environment == "staging"
+        assert d.transitions[0].actor == "deployer"
