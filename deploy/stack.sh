@@ -390,10 +390,19 @@ PY
 }
 
 haproxy_up() {
+  mkdir -p "$HAPROXY_RUN"
+  render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG.next" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
   if haproxy_alive && haproxy_healthy; then
-    log "haproxy: already healthy"
-    return 0
+    if cmp -s "$HAPROXY_CFG.next" "$HAPROXY_CFG"; then
+      rm -f "$HAPROXY_CFG.next"
+      log "haproxy: already healthy"
+      return 0
+    fi
+    # a changed template must not leave a stale HAProxy running (runtime state is re-applied by the deployer)
+    log "haproxy: configuration changed, restarting"
+    haproxy_down
   fi
+  rm -f "$HAPROXY_CFG.next"
   command -v haproxy >/dev/null 2>&1 || die "haproxy not installed: run deploy/stack.sh install"
   if haproxy_alive; then
     log "haproxy: process alive but unhealthy, restarting"
