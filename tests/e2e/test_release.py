@@ -76,9 +76,8 @@ class TestWalkingSkeleton:
             return row and row["state"] == "running" and (row["body"]["waiting_for"] or "").startswith(prefix)
 
         await wait_until(lambda: waiting_for("verify-canary-10"), 200, "the first canary verification")
-        async with httpx.AsyncClient(timeout=5) as client:
-            cookie = [(await client.get(f"{PRODUCTION}/products", cookies={"rg_canary": "1"})).headers.get(
-                "X-Shop-Version") for _ in range(20)]
+        async with httpx.AsyncClient(timeout=5, cookies={"rg_canary": "1"}) as client:
+            cookie = [(await client.get(f"{PRODUCTION}/products")).headers.get("X-Shop-Version") for _ in range(20)]
         assert set(cookie) == {"v2"}, "internal users with the rg_canary cookie get the candidate"
         assert cli("pause", rid, "--reason", "flash sale starts", "--actor", "ops@shop").returncode == 0
         await wait_until(lambda: _state_is(pool, rid, "paused"), 60, "the pause")
