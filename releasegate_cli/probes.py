@@ -2,7 +2,6 @@
 and what arrives on a topic."""
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable

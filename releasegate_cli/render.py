@@ -31,7 +31,9 @@ def print_entry(console: Console, row: dict[str, Any]) -> None:
         console.print(table)
     observed = (evidence.get("observed") or {}) if isinstance(evidence.get("observed"), dict) else {}
     if observed.get("weights"):
-        console.print(f"{'':14}traffic: " + ", ".join(f"{v} {w}%" for v, w in observed["weights"].items()),
+        tenants = observed.get("tenants_on_candidate") or []
+        moved = f" (tenants on the candidate: {', '.join(tenants)})" if tenants else ""
+        console.print(f"{'':14}traffic: " + ", ".join(f"{v} {w}%" for v, w in observed["weights"].items()) + moved,
                       highlight=False)
     for check in evidence.get("checks") or []:
         mark = "ok  " if check["passed"] else "FAIL"

@@ -32,6 +32,14 @@ def status(rid: str) -> dict:
     return json.loads(cli("status", rid, "--json").stdout)
 
 
+def release(version: str, *, promoted: bool, timeout: float = 400) -> tuple[str, list[dict]]:
+    """Submit a candidate through the CLI, watch it to the end, check how it ended; its id and timeline."""
+    rid = submit(version)
+    watched = cli("watch", rid, "--timeout", str(timeout), timeout=timeout + 20)
+    assert watched.returncode == (0 if promoted else 1), watched.stdout[-2000:]
+    return rid, status(rid)["timeline"]
+
+
 def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
     log = (LOGS / f"test-shopper-{cards}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),

@@ -6,7 +6,7 @@ import pytest
 
 from releasegate_cli.probes import versions_served
 from tests.conftest import REPO
-from tests.e2e.conftest import PRODUCTION, cli, served, status, submit
+from tests.e2e.conftest import PRODUCTION, release, served
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -18,10 +18,7 @@ def catalog_env():
 
 class TestBlueGreen:
     async def test_bad_green_fails_its_preview_and_no_customer_request_ever_reaches_it(self, pool, stable_v1):
-        rid = submit("v3")
-        watched = cli("watch", rid, "--timeout", "300", timeout=320)
-        assert watched.returncode == 1, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v3", promoted=False)
         failed = next(t for t in timeline if t["step"] == "verify-preview" and "failed" in t["reason"])
         assert "invalid_card" in failed["reason"]
         assert not any(t["step"] == "switch" for t in timeline)
@@ -30,10 +27,7 @@ class TestBlueGreen:
 
     async def test_good_green_takes_all_traffic_at_once_and_blue_retires_after_the_warm_period(self, pool,
                                                                                               stable_v1):
-        rid = submit("v2")
-        watched = cli("watch", rid, "--timeout", "300", timeout=320)
-        assert watched.returncode == 0, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v2", promoted=True)
         switch = next(t for t in timeline if t["step"] == "switch" and t["reason"].startswith("switch done"))
         assert switch["evidence"]["observed"]["weights"] == {"v1": 0, "v2": 100}
         steps = list(dict.fromkeys(t["step"] for t in timeline if t["step"]))

@@ -7,7 +7,7 @@ import pytest
 
 from releasegate_cli.probes import versions_served
 from tests.conftest import REPO
-from tests.e2e.conftest import PRODUCTION, cli, status, submit
+from tests.e2e.conftest import PRODUCTION, release
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -26,20 +26,14 @@ async def serving(pool, version: str) -> int:
 class TestRolling:
     async def test_bad_version_rollback_converges_to_all_stable_instances(self, pool, stable_v1):
         assert await serving(pool, "v1") == 3
-        rid = submit("v3")
-        watched = cli("watch", rid, "--timeout", "300", timeout=320)
-        assert watched.returncode == 1, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v3", promoted=False)
         assert any(t["step"] == "verify-roll-1" and "failed" in t["reason"] for t in timeline)
         assert any(t["actor"] == "deployer" and "compensate:production done" in t["reason"] for t in timeline)
         assert (await serving(pool, "v1"), await serving(pool, "v3")) == (3, 0)
         assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
 
     async def test_good_version_rolls_batch_by_batch_with_both_versions_serving_meanwhile(self, pool, stable_v1):
-        rid = submit("v2")
-        watched = cli("watch", rid, "--timeout", "400", timeout=420)
-        assert watched.returncode == 0, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v2", promoted=True)
         first = next(t for t in timeline if t["step"] == "roll-1" and t["reason"].startswith("roll-1 done"))
         assert first["evidence"]["observed"]["weights"] == {"v1": 67, "v2": 33}
         assert any(t["step"] == "verify-roll-1" and " passed: " in t["reason"] for t in timeline)

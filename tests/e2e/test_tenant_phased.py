@@ -7,7 +7,7 @@ import pytest
 
 from releasegate_cli.probes import versions_served
 from tests.conftest import REPO
-from tests.e2e.conftest import PRODUCTION, cli, served, status, submit
+from tests.e2e.conftest import PRODUCTION, release, served
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -19,10 +19,7 @@ def catalog_env():
 
 class TestTenantPhased:
     async def test_bad_version_is_rolled_back_for_moved_tenants_and_the_others_never_saw_it(self, pool, stable_v1):
-        rid = submit("v3")
-        watched = cli("watch", rid, "--timeout", "300", timeout=320)
-        assert watched.returncode == 1, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v3", promoted=False)
         failed = next(t for t in timeline if t["step"] == "verify-wave-internal" and "failed" in t["reason"])
         assert "payment_authorization_rate" in failed["reason"]
         assert any("tenants initech routed back" in t["reason"] for t in timeline if t["actor"] == "rollback")
@@ -32,10 +29,7 @@ class TestTenantPhased:
         assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
 
     async def test_good_version_moves_wave_by_wave_then_everyone(self, pool, stable_v1):
-        rid = submit("v2")
-        watched = cli("watch", rid, "--timeout", "300", timeout=320)
-        assert watched.returncode == 0, watched.stdout[-2000:]
-        timeline = status(rid)["timeline"]
+        rid, timeline = release("v2", promoted=True)
         steps = list(dict.fromkeys(t["step"] for t in timeline if t["step"]))
         assert steps.index("verify-wave-internal") < steps.index("wave-pilot") < steps.index("wave-everyone")
         pilot = next(t for t in timeline if t["step"] == "wave-pilot" and t["reason"].startswith("wave-pilot done"))
