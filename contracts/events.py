@@ -189,6 +189,9 @@ class VerificationRequested(ReleaseEvent):
         "judging customer traffic (before it receives any).")
     tenants: list[str] | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
     prometheus: dict[str, PromQuery] | None = Field(default=None, description="KPIs read from Prometheus.")
+    journeys: SyntheticJourneys | None = Field(
+        default=None, description="Scripted journeys run against the candidate as this step's window opens, "
+        "judged together with the customer-traffic KPIs.")
 
 
 class Verdict(StrEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -18,7 +19,8 @@ def _fmt(value: Any) -> str:
 def print_entry(console: Console, row: dict[str, Any]) -> None:
     at = row["at"][11:23]
     step = f" [{row['step']}]" if row.get("step") else ""
-    console.print(f"{at}  [bold]{row['state']:<15}[/bold]{step}  {row['actor']}: {row['reason']}",
+    console.print(f"{at}  [bold]{row['state']:<15}[/bold]{escape(step)}  {escape(row['actor'])}: "
+                  f"{escape(row['reason'])}",
                   highlight=False, soft_wrap=True)
     evidence = row.get("evidence") or {}
     if evidence.get("kpis"):
@@ -26,8 +28,8 @@ def print_entry(console: Console, row: dict[str, Any]) -> None:
         for col in ("KPI", "candidate", "baseline", "n cand", "n base", "verdict", "rule"):
             table.add_column(col)
         for k in evidence["kpis"]:
-            table.add_row(k["name"], _fmt(k["candidate"]), _fmt(k["baseline"]), _fmt(k["candidate_samples"]),
-                          _fmt(k["baseline_samples"]), k["verdict"], k["rule"])
+            table.add_row(escape(k["name"]), _fmt(k["candidate"]), _fmt(k["baseline"]),
+                          _fmt(k["candidate_samples"]), _fmt(k["baseline_samples"]), k["verdict"], escape(k["rule"]))
         console.print(table)
     observed = (evidence.get("observed") or {}) if isinstance(evidence.get("observed"), dict) else {}
     if observed.get("weights"):
@@ -37,4 +39,4 @@ def print_entry(console: Console, row: dict[str, Any]) -> None:
                       highlight=False)
     for check in evidence.get("checks") or []:
         mark = "ok  " if check["passed"] else "FAIL"
-        console.print(f"{'':14}{mark} {check['name']}: {check['reason']}", highlight=False)
+        console.print(f"{'':14}{mark} {escape(check['name'])}: {escape(check['reason'])}", highlight=False)

@@ -446,7 +446,9 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
                 thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
                 synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None, tenants=step.tenants,
-                prometheus={k: PromQuery(**q) for k, q in v.get("prometheus", {}).items()} or None)))
+                prometheus={k: PromQuery(**q) for k, q in v.get("prometheus", {}).items()} or None,
+                journeys=SyntheticJourneys(**v["synthetic"])
+                if v.get("synthetic") and not step.synthetic and step.environment == "production" else None)))
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))

@@ -9,7 +9,7 @@ import structlog
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import Verdict, VerificationFinished, VerificationRequested
+from contracts.events import KpiResult, Verdict, VerificationFinished, VerificationRequested
 from services.common import db, outbox, telemetry, worker
 from services.verifier import synthetic
 from services.verifier.adapters.store import KpiStore
@@ -36,11 +36,18 @@ class Verifier:
         if req.synthetic is not None:
             await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.synthetic(req))
             return
+        if await worker.already_done(self._pool, CONSUMER, envelope.id):
+            return
+        journeys = None
+        if req.journeys is not None:
+            targets = await self._store.targets(req.service, req.environment, req.candidate_version)
+            verdict, reason, kpis = await synthetic.run(req.journeys, targets)
+            journeys = [k.model_dump(mode="json") for k in kpis]
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, CONSUMER, envelope.id):
                 return
-            body = {"request": req.model_dump(mode="json"), "trace": envelope.trace}
+            body = {"request": req.model_dump(mode="json"), "trace": envelope.trace, "journeys": journeys}
             await conn.execute(
                 "INSERT INTO verifications (release_id, step_id, request, started_at, due_at) VALUES ($1,$2,$3,$4,$5)"
                 " ON CONFLICT (release_id, step_id) DO UPDATE SET request = EXCLUDED.request,"
@@ -86,6 +93,10 @@ class Verifier:
             prom = await self._prometheus.kpis(req.prometheus, req.candidate_version, req.environment, window)
             verdict, reason = merge_verdicts(verdict, reason, prom, final)
             kpis = kpis + prom
+        if row["request"].get("journeys"):
+            journeys = [KpiResult.model_validate(k) for k in row["request"]["journeys"]]
+            verdict, reason = merge_verdicts(verdict, reason, journeys, final)
+            kpis = kpis + journeys
         if verdict is None or (verdict is Verdict.INCONCLUSIVE and now < hard_end):
             return 0
         result = VerificationFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,

@@ -320,3 +320,15 @@ class TestRolling:
         (topic, cmd), = d.commands
         assert topic == topics.ROLLBACK_COMMANDS and cmd.environment == "staging"
         assert d.transitions[0].actor == "deployer"
+
+
+class TestJourneysDuringSteps:
+    def test_every_kpi_step_after_the_preview_also_runs_the_synthetic_journeys(self):
+        saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "switch")
+        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        assert cmd.step_id == "verify-switched" and cmd.journeys is not None and cmd.synthetic is None
+
+    def test_without_synthetic_journeys_in_the_catalog_steps_judge_customer_traffic_only(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "canary-10")
+        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        assert cmd.journeys is None
