@@ -6,12 +6,28 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROC="$ROOT/deploy/proc.sh"
 PY="${PYTHON:-python3}"
 SERVICES=(coordinator gatekeeper dr_checker deployer verifier rollback)
+HEALTH_BASE=18500   # GET http://127.0.0.1:<18501..18506>/health, in the order above
 
 case "${1:-}" in
   start)
     cd "$ROOT"
+    i=0
     for s in "${SERVICES[@]}"; do
-      "$PROC" start "rg-${s//_/-}" -- "$PY" -m "services.$s"
+      i=$((i + 1))
+      RG_HEALTH_PORT=$((HEALTH_BASE + i)) "$PROC" start "rg-${s//_/-}" -- "$PY" -m "services.$s"
+    done
+    i=0
+    for s in "${SERVICES[@]}"; do
+      i=$((i + 1)); deadline=$((SECONDS + 60))
+      until curl -fsS "http://127.0.0.1:$((HEALTH_BASE + i))/health" >/dev/null 2>&1; do
+        if (( SECONDS > deadline )) || ! "$PROC" alive "rg-${s//_/-}"; then
+          echo "rg-${s//_/-} not healthy; last log lines:" >&2
+          tail -n 20 "$ROOT/.run/logs/rg-${s//_/-}.log" >&2
+          exit 1
+        fi
+        sleep 0.2
+      done
+      echo "rg-${s//_/-} healthy"
     done ;;
   stop)
     names=(); for s in "${SERVICES[@]}"; do names+=("rg-${s//_/-}"); done

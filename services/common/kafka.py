@@ -40,6 +40,9 @@ class Producer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    def connected(self) -> bool:
+        return bool(self._producer.client.cluster.brokers())
+
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         """Returns the record's metadata (partition, offset)."""
         return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiohttp import web
 
 from services.common import db, logs, telemetry
 from services.common.kafka import Consumer, Producer, make_broker
@@ -69,7 +70,8 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
     background = [asyncio.create_task(relay.run(), name="outbox-relay")]
     background += [asyncio.create_task(_supervised(t), name=t.__name__) for t in runtime.tasks]
     await broker.start()
-    log.info("service ready", kafka=settings.kafka_bootstrap)
+    health = await _serve_health(name, settings.health_port, pool, producer) if settings.health_port else None
+    log.info("service ready", kafka=settings.kafka_bootstrap, health_port=settings.health_port)
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
@@ -78,6 +80,8 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
                 log.error("background task died", task=task.get_name(), error=repr(task.exception()))
     finally:
         log.info("service stopping")
+        if health is not None:
+            await health.cleanup()
         await broker.stop()
         for task in background:
             task.cancel()
@@ -87,6 +91,28 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
         await producer.stop()
         await pool.close()
         structlog.contextvars.clear_contextvars()
+
+
+async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Producer) -> web.AppRunner:
+    """GET /health: 200 when PostgreSQL answers and the Kafka producer knows a broker, else 503."""
+
+    async def health(_: web.Request) -> web.Response:
+        checks = {"postgres": False, "kafka": producer.connected()}
+        try:
+            async with pool.acquire(timeout=2) as conn:
+                checks["postgres"] = await conn.fetchval("SELECT true")
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            pass
+        ok = all(checks.values())
+        return web.json_response({"service": name, "status": "ok" if ok else "degraded", **checks},
+                                 status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
 
 
 def main(name: str, setup: Setup) -> None:

@@ -23,6 +23,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     haproxy_admin: str = "127.0.0.1:18999"
+    health_port: int | None = None
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_development(self) -> ServiceSettings:
