@@ -67,6 +67,18 @@ def merge_verdicts(verdict: Verdict | None, reason: str, extra: list[KpiResult],
 
 
 PROPORTIONS = {"checkout_success_rate", "payment_authorization_rate"}
+RATES = PROPORTIONS | {"http_error_rate"}
+GUARDRAIL_Z = 3.29  # two-sided 99.9%
+
+
+def wilson(p: float, n: int, z: float = GUARDRAIL_Z) -> tuple[float, float]:
+    """Wilson score interval of a proportion p observed over n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 LATENCY = {"latency_p95_ms", "checkout_latency_p95_ms"}
 
 
@@ -111,10 +123,13 @@ def judge_kpi(name: str, t: KpiThreshold, cand: Sample, base: Sample, min_sample
     if cand.value is None or cand.n < min_samples:
         return result(Verdict.INCONCLUSIVE, f"needs >= {min_samples} candidate samples, has {cand.n}"), False
     violated = []
-    if t.min is not None and cand.value < t.min:
-        violated.append(f"candidate {cand.value:.4g} < min {t.min}")
-    if t.max is not None and cand.value > t.max:
-        violated.append(f"candidate {cand.value:.4g} > max {t.max}")
+    low, high = wilson(cand.value, cand.n) if name in RATES else (cand.value, cand.value)
+    # A rate breaks its guardrail only when it is clearly out of bounds (99.9% Wilson interval), so looking
+    # every interval at small samples does not turn noise into rollbacks.
+    if t.min is not None and high < t.min:
+        violated.append(f"candidate {cand.value:.4g} < min {t.min}" + (f" (upper bound {high:.3g})" if name in RATES else ""))
+    if t.max is not None and low > t.max:
+        violated.append(f"candidate {cand.value:.4g} > max {t.max}" + (f" (lower bound {low:.3g})" if name in RATES else ""))
     if has_baseline and t.max_drop is not None and base.value - cand.value > t.max_drop:
         violated.append(f"drop {base.value - cand.value:.4g} below baseline {base.value:.4g} > {t.max_drop}")
     if has_baseline and t.max_increase_ratio is not None and base.value > 0 \

@@ -128,3 +128,18 @@ class TestCheckoutLatency:
         thresholds = {"checkout_latency_p95_ms": KpiThreshold(tolerance=0.1)}
         verdict, reason, kpis = judge(thresholds, cand, base, 15, final=False)
         assert verdict is Verdict.FAIL and "Mann" in kpis[0].test
+
+
+class TestGuardrailsUnderNoise:
+    def test_a_rate_just_under_its_floor_on_few_samples_is_not_a_failure(self):
+        noisy = Counts(checkout_succeeded=15, checkout_failed=3, payment_authorized=15, payment_declined=3,
+                       http_total=72, latencies_ms=[10.0] * 72)
+        verdict, _, kpis = judge(THRESHOLDS, noisy, Counts(), 15, final=False)
+        assert verdict is None
+        assert next(k for k in kpis if k.name == "checkout_success_rate").verdict is Verdict.PASS
+
+    def test_a_rate_clearly_under_its_floor_fails_with_the_bound_in_the_rule(self):
+        bad = Counts(checkout_succeeded=7, checkout_failed=8, payment_authorized=7, payment_declined=8,
+                     http_total=60, latencies_ms=[10.0] * 60)
+        verdict, reason, _ = judge(THRESHOLDS, bad, Counts(), 15, final=False)
+        assert verdict is Verdict.FAIL and "upper bound" in reason
