@@ -65,16 +65,19 @@ async def bare_round_trips(bootstrap: str, n: int) -> list[float]:
 
 
 async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyncio.Event) -> float | None:
-    """Polls HAProxy every 20 ms; wall time when the candidate's slot (once seen serving) has weight 0."""
+    """Polls HAProxy every 20 ms; wall time when the candidate's slot, once seen taking traffic (by weight or by
+    tenant/cookie routing to the wave backend), takes none any more."""
     seen = False
     while not stop.is_set():
         slot = version_slot.get("slot")
         if slot:
-            servers = {s.name: s for s in await haproxy.servers("shop_production")}
-            srv = servers.get(slot)
-            if srv and srv.weight > 0 and not srv.maintenance:
+            main = {s.name: s for s in await haproxy.servers("shop_production")}.get(slot)
+            wave = {s.name: s for s in await haproxy.servers("shop_production_wave")}.get(slot)
+            serving = bool((main and main.weight > 0 and not main.maintenance)
+                           or (wave and wave.operational and not wave.maintenance))
+            if serving:
                 seen = True
-            elif seen and srv and (srv.weight == 0 or srv.maintenance):
+            elif seen:
                 return time.time()
         await asyncio.sleep(0.02)
     return None
@@ -164,7 +167,8 @@ async def main(releases: int, round_trips: int) -> None:
     subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
                    cwd=ROOT, capture_output=True)
 
-    print("\n1. First degraded KPI sample -> canary HAProxy weight 0 (v3 payment regression, canary 10%)")
+    print("\n1. First degraded KPI sample -> canary takes no traffic in HAProxy (v3 payment regression; internal"
+          " tenant first, then 10%)")
     for r in runs:
         secs = f"{r['seconds']:.2f} s" if r["seconds"] is not None else "n/a"
         print(f"   {r['release']:<24} {r['state']:<13} {secs}")
