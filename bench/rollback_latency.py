@@ -88,6 +88,10 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
                    cwd=ROOT, check=True, capture_output=True)
     rid = (await asyncio.to_thread(subprocess.run, ["releasegate", "submit", str(CANDIDATES / "shop-v3.json")],
                                    cwd=ROOT, capture_output=True, text=True)).stdout.strip()
+    for who in ("alice", "bob"):  # v3 changes payments: high risk, two approvals from shop-approvers
+        await asyncio.to_thread(subprocess.run, ["releasegate", "approve", rid, "--reason", "benchmark", "--key",
+                                                 str(ROOT / "examples" / "keys" / f"{who}.key")],
+                                cwd=ROOT, capture_output=True)
     version_slot: dict = {}
     stop = asyncio.Event()
     watcher = asyncio.create_task(canary_weight_zero_at(haproxy, version_slot, stop))

@@ -41,6 +41,20 @@ class TestReport(Contract):
     suite: str = Field(default="ci", description="Name of the test suite.")
 
 
+class VulnerabilitySummary(Contract):
+    """Composition and vulnerability scan results that travel with the candidate (CycloneDX-style summary)."""
+
+    format: str = Field(default="cyclonedx-1.5", description="Format of the scan the summary was made from.")
+    tool: str = Field(description="Scanner that produced it.")
+    components: int = Field(ge=0, description="Number of components in the artifact.")
+    critical: int = Field(default=0, ge=0)
+    high: int = Field(default=0, ge=0)
+    medium: int = Field(default=0, ge=0)
+    low: int = Field(default=0, ge=0)
+    findings: list[dict[str, str]] = Field(default_factory=list,
+                                           description="Individual findings: `id`, `severity`, `component`.")
+
+
 class CandidateSubmitted(ReleaseEvent):
     """A release candidate published by upstream CI; starts one release saga."""
 
@@ -53,6 +67,11 @@ class CandidateSubmitted(ReleaseEvent):
     author: str = Field(description="Author of the change (never allowed to approve it).")
     changes: str = Field(default="", description="Free-text summary of the change.")
     submitted_by: str = Field(default="ci", description="Identity that submitted the candidate.")
+    attestation: dict[str, Any] | None = Field(
+        default=None, description="DSSE envelope of an in-toto Statement v1 with a SLSA provenance v1 predicate, "
+        "signed by the builder; its subject digest must be the artifact's.")
+    vulnerabilities: VulnerabilitySummary | None = Field(
+        default=None, description="Composition and vulnerability summary; policy sets the allowed severity per tier.")
 
 
 # --- commands and results between coordinator and workers -------------------------------------------------
@@ -72,12 +91,29 @@ class StepCommand(ReleaseEvent):
     digest: str = Field(pattern=SHA256_DIGEST)
 
 
+class SignedApproval(Contract):
+    """An approval as given by a person, with the signature that proves who gave it."""
+
+    actor: str = Field(description="Identity name of the approver (a key in the identities file).")
+    kind: Literal["approval", "exception", "go", "no-go"] = Field(
+        default="approval", description="`approval` of a risky change, `exception` to a freeze window, "
+        "`go`/`no-go` at a hold point.")
+    reason: str
+    signed_at: datetime = Field(description="When the approver signed; approvals expire after the policy's time.")
+    keyid: str | None = Field(default=None, description="Id of the approver's public key.")
+    signature: str | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
+
+
 class GateCheckRequested(StepCommand):
     """Command to the gatekeeper: evaluate the promotion gates for one environment."""
 
     event_type: ClassVar[str] = "dev.releasegate.gate.requested.v1"
     environment: str
     tests: TestReport
+    candidate: CandidateSubmitted | None = Field(
+        default=None, description="The candidate as submitted: attestation, vulnerabilities, author, source.")
+    approvals: list[SignedApproval] = Field(default_factory=list,
+                                            description="Approvals given to this release so far.")
 
 
 class GateCheckFinished(ReleaseEvent):
@@ -86,6 +122,16 @@ class GateCheckFinished(ReleaseEvent):
     environment: str
     passed: bool = Field(description="True only if every check passed.")
     checks: list[CheckResult]
+    decision: Literal["pass", "wait", "block"] | None = Field(
+        default=None, description="`wait`: nothing is wrong but approvals or a release window are missing.")
+    risk: str | None = Field(default=None, description="Risk class of the change: low, medium or high.")
+    policy_version: str | None = Field(default=None, description="Version and digest of the policy applied.")
+    input_digest: str | None = Field(default=None, description="sha256 of the policy input, stored for audit.")
+    warnings: list[str] = Field(default_factory=list, description="`warn` results of the policy (recorded).")
+    waiting_for: list[str] = Field(default_factory=list, description="What a `wait` decision waits for.")
+    retry_at: datetime | None = Field(default=None, description="When a `wait` decision is worth re-evaluating.")
+    requires: list[str] = Field(default_factory=list, description="Saga steps the policy requires for this change, "
+                                "e.g. `dr-check` when migrations are present.")
 
 
 class DRCheckRequested(StepCommand):
@@ -124,6 +170,9 @@ class DeployRequested(StepCommand):
     batch: int | None = Field(default=None, ge=1, description="`roll`: instances of the candidate after this "
                               "batch are min(batch × batch_size, instances); `roll`/`restore`: batch size.")
     batch_size: int = Field(default=1, ge=1, description="`roll`/`restore`: instances replaced per batch.")
+    attestation: dict[str, Any] | None = Field(
+        default=None, description="The candidate's signed provenance; the deployer re-verifies it and the digest "
+        "before it starts anything.")
 
 
 class ObservedState(Contract):
@@ -253,9 +302,18 @@ class OperatorCommand(ReleaseEvent):
 
 
 class ApprovalGiven(OperatorCommand):
-    """An operator lets a waiting or paused release continue."""
+    """An operator approves a release (or a freeze exception, or a go/no-go), signed with the person's key."""
 
     event_type: ClassVar[str] = "dev.releasegate.approval.given.v1"
+    kind: Literal["approval", "exception", "go", "no-go"] = Field(default="approval")
+    signed_at: datetime | None = Field(default=None, description="When the approver signed.")
+    keyid: str | None = Field(default=None, description="Id of the approver's public key.")
+    signature: str | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
+
+    def signed(self) -> "SignedApproval":
+        return SignedApproval(actor=self.actor, kind=self.kind, reason=self.reason,
+                              signed_at=self.signed_at or datetime.fromtimestamp(0).astimezone(),
+                              keyid=self.keyid, signature=self.signature)
 
 
 class AbortRequested(OperatorCommand):
@@ -289,6 +347,7 @@ class PromoteRequested(OperatorCommand):
 class ReleaseState(StrEnum):
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"
+    WAITING_WINDOW = "waiting_window"
     PAUSED = "paused"
     ROLLING_BACK = "rolling_back"
     PROMOTED = "promoted"

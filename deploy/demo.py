@@ -17,6 +17,7 @@ from services.common.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = "http://127.0.0.1:18080"
 CANDIDATES = ROOT / "examples" / "candidates"
+KEYS = ROOT / "examples" / "keys"  # demo-only approver keys
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -27,9 +28,12 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 100}\n{text}\n{'=' * 100}", flush=True)
 
 
-def release(version: str) -> tuple[str, int]:
+def release(version: str, approvers: tuple[str, ...] = ()) -> tuple[str, int]:
     rid = cli("submit", str(CANDIDATES / f"shop-{version}.json")).stdout.strip()
     banner(f"releasing shop {version}: {rid}")
+    for who in approvers:
+        print(f"{who} (shop-approvers) approves {rid} with a signed approval", flush=True)
+        cli("approve", rid, "--reason", "payment change reviewed", "--key", str(KEYS / f"{who}.key"))
     watch = subprocess.run(["releasegate", "watch", rid, "--timeout", "420"], cwd=ROOT)
     return rid, watch.returncode
 
@@ -55,7 +59,7 @@ async def main() -> int:
 
     alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
     try:
-        v3, rc = await asyncio.to_thread(release, "v3")
+        v3, rc = await asyncio.to_thread(release, "v3", ("alice", "bob"))
         served = await versions_served(PRODUCTION)
         alert = await alerts.wait_for(lambda e: e.subject == v3, timeout=30)
     finally:
@@ -68,6 +72,8 @@ async def main() -> int:
     for rid in (v2, v3):
         banner(f"timeline of {rid}")
         subprocess.run(["releasegate", "timeline", rid], cwd=ROOT)
+        banner(f"releasegate explain {rid}")
+        subprocess.run(["releasegate", "explain", rid], cwd=ROOT)
     banner("demo outcome")
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

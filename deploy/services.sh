@@ -11,6 +11,9 @@ HEALTH_BASE=18500   # GET http://127.0.0.1:<18501..18506>/health, in the order a
 case "${1:-}" in
   start)
     cd "$ROOT"
+    # The local stack has no freeze windows (the demo must behave the same on any day); production installs
+    # point RG_CALENDAR_FILE at their calendar, e.g. policies/calendar.yaml.
+    export RG_CALENDAR_FILE="${RG_CALENDAR_FILE:-$ROOT/deploy/local/calendar.yaml}"
     i=0
     for s in "${SERVICES[@]}"; do
       i=$((i + 1))

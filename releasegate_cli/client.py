@@ -76,6 +76,18 @@ async def timeline(settings: ServiceSettings, release_id: str, after_id: int = 0
         await pool.close()
 
 
+async def gate_decisions(settings: ServiceSettings, release_id: str) -> list[dict[str, Any]]:
+    pool = await db.create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT step_id, environment, decision, risk, policy_version, input_digest, rules,"
+                                    " warnings, refused, decided_at, input->'change' AS change FROM gate_decisions"
+                                    " WHERE release_id = $1 ORDER BY decided_at", release_id)
+        return [{**dict(r), "decided_at": r["decided_at"].isoformat()} for r in rows]
+    finally:
+        await pool.close()
+
+
 async def abort_in_flight(settings: ServiceSettings, actor: str, reason: str) -> list[str]:
     """Abort every release that has not ended (used to give demos and tests a clean start)."""
     pool = await db.create_pool(settings.database_url, max_size=1)

@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +16,14 @@ from rich.console import Console
 
 from contracts.events import Contract, AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested
 from releasegate_cli import client
+from releasegate_cli.explain import explain_release
 from releasegate_cli.render import print_entry
+from releasegate_cli.supply_chain import register as register_supply_chain
+from services.common.identity import sign_approval
 from services.common.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
+register_supply_chain(app)
 console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -95,9 +100,39 @@ def watch(release_id: str, timeout: Annotated[float, typer.Option(help="Give up 
 
 @app.command()
 def approve(release_id: str, reason: Annotated[str, typer.Option(help="Why you approve.")],
-            actor: Annotated[str | None, typer.Option(help="Approver identity (default: OS user).")] = None) -> None:
-    """Approve a release waiting for approval, or resume a paused one (re-verifies the paused step)."""
-    _control(ApprovalGiven(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+            key: Annotated[Path, typer.Option(envvar="RG_APPROVER_KEY",
+                                              help="Your private key (from `releasegate keygen`).")],
+            as_: Annotated[str | None, typer.Option("--as", help="Your identity (default: the key file's name).")]
+            = None,
+            kind: Annotated[str, typer.Option(help="approval | exception (to a freeze) | go | no-go (hold point)")]
+            = "approval") -> None:
+    """Approve a release (signed with your key, so the gate knows it was you), or resume a paused one."""
+    if kind not in ("approval", "exception", "go", "no-go"):
+        console.print(f"[red]unknown kind {kind!r}: approval, exception, go or no-go[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    actor = as_ or key.name.removesuffix(".key")
+    _wait_for_release(release_id)
+    signed_at = datetime.now(UTC)
+    try:
+        keyid, signature = sign_approval(key, release_id=release_id, actor=actor, kind=kind, reason=reason,
+                                         signed_at=signed_at)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot sign with {key}: {exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    _control(ApprovalGiven(release_id=release_id, actor=actor, reason=reason, kind=kind, signed_at=signed_at,
+                           keyid=keyid, signature=signature))
+
+
+@app.command()
+def explain(release_id: str) -> None:
+    """Say in plain sentences why a release passed, waits, or was blocked at each gate."""
+    settings = _settings()
+    rows = asyncio.run(client.releases(settings, release_id))
+    if not rows:
+        console.print(f"[red]unknown release {release_id}[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    for line in explain_release(rows[0], asyncio.run(client.gate_decisions(settings, release_id))):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -130,6 +165,17 @@ def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you p
         console.print("[red]only `promote --full` is supported: say --full to skip the remaining canary[/red]")
         raise typer.Exit(EXIT_ERROR)
     _control(PromoteRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+
+
+def _wait_for_release(release_id: str, timeout: float = 30.0) -> None:
+    """A release submitted a moment ago becomes known once the coordinator has read it; wait that long."""
+    settings = _settings()
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(client.releases(settings, release_id)):
+        if time.monotonic() > deadline:
+            console.print(f"[red]unknown release {release_id}[/red]")
+            raise typer.Exit(EXIT_ERROR)
+        time.sleep(0.3)
 
 
 def _control(event: Contract) -> None:

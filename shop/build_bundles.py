@@ -14,7 +14,11 @@ import io
 import json
 import os
 import tarfile
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from services.common import supply_chain
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -22,22 +26,42 @@ BASE = HERE / "bundle_src"
 VERSIONS = HERE / "versions"
 DEFAULT_STORE = REPO / ".cache" / "store"
 CANDIDATES_DIR = REPO / "examples" / "candidates"
+# The demo CI builder: its key is a published demo key (examples/keys/README.md), trusted by policies/trust-root.yaml.
+BUILDER_KEY = REPO / "examples" / "keys" / "ci-builder.key"
+BUILDER_ID = "https://ci.shop.example/builders/release@v1"
+BUILD_TYPE = "https://ci.shop.example/build-types/bundle@v1"
+SOURCE_REPOSITORY, SOURCE_REF = "github.com/releasegate/sample-shop", "refs/heads/main"
 
 # Each version and the overlays applied to bundle_src/ to make it, oldest first.
-LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"]}
+LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"],
+                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"]}
 
+# Per version: source commit, change summary, and the CI run that built it (fixed, so the signed provenance,
+# and with it every candidate file, is the same on each run).
 CANDIDATES: dict[str, dict[str, str]] = {
     "v1": {"commit": "3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
-           "changes": "Baseline storefront: catalog, cart, checkout, order confirmation."},
+           "changes": "Baseline storefront: catalog, cart, checkout, order confirmation.",
+           "invocation_id": "https://ci.shop.example/runs/1041", "started_on": "2025-05-05T09:12:00Z"},
     "v2": {"commit": "8b2e4d6f0a1c3e5b7d9f1a2c4e6b8d0f2a4c6e81",
-           "changes": "Catalog shows a free-shipping badge on products from $50."},
+           "changes": "Catalog shows a free-shipping badge on products from $50.",
+           "invocation_id": "https://ci.shop.example/runs/1057", "started_on": "2025-05-07T14:03:00Z"},
     "v3": {"commit": "c47a19e05d3b8f26a0e4c1d7b9f35e2a8c6d0b93",
-           "changes": "Normalise card numbers before authorization (payments.py)."},
+           "changes": "Normalise card numbers before authorization (payments.py).",
+           "invocation_id": "https://ci.shop.example/runs/1062", "started_on": "2025-05-08T10:41:00Z"},
     "v4": {"commit": "5d0e2f4a6c8b1d3f5e7a9c0b2d4f6a8c1e3b5d70",
-           "changes": "Cache card tokenisation (payments.py): a small checkout regression, for the benchmark."},
+           "changes": "Cache card tokenisation (payments.py): a small checkout regression, for the benchmark.",
+           "invocation_id": "https://ci.shop.example/runs/1070", "started_on": "2025-05-09T16:25:00Z"},
     "v5": {"commit": "9a1c3e5b7d0f2a4c6e8b1d3f5a7c9e0b2d4f6a83",
-           "changes": "Inline fraud-scoring hook before authorization: +30% p95 latency, for the benchmark."},
+           "changes": "Inline fraud-scoring hook before authorization: +30% p95 latency, for the benchmark.",
+           "invocation_id": "https://ci.shop.example/runs/1078", "started_on": "2025-05-12T11:08:00Z"},
+    "v6": {"commit": "2e4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f81",
+           "changes": "Orders get a nullable gift_note column (expand migration 0001).",
+           "invocation_id": "https://ci.shop.example/runs/1083", "started_on": "2025-05-13T09:30:00Z"},
+    "v7": {"commit": "7c9e1a3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f1a24",
+           "changes": "Drop carts.status (contract migration 0002).",
+           "invocation_id": "https://ci.shop.example/runs/1090", "started_on": "2025-05-14T15:12:00Z"},
 }
+AUTHOR = "dev"  # identity name in policies/identities.yaml: never allowed to approve their own change
 
 SKIPPED_DIRS = {"__pycache__"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -102,19 +126,33 @@ def build_all(store: Path = DEFAULT_STORE) -> dict[str, str]:
     return {version: store_blob(store, tarball(bundle_files(version))) for version in LINEAGE}
 
 
-def candidate(version: str, digest: str) -> dict:
-    """The release candidate upstream CI would publish for a built version."""
+def candidate(version: str, digest: str) -> dict[str, Any]:
+    """The release candidate upstream CI would publish for a built version, with its signed provenance and its
+    (clean) vulnerability summary."""
     hexdigest = digest.removeprefix("sha256:")
     return {
         "service": "shop",
         "version": version,
         "artifact": {"digest": digest, "uri": f"store://sha256/{hexdigest}"},
-        "source": {"repository": "github.com/releasegate/sample-shop", "ref": "refs/heads/main",
-                   "commit": CANDIDATES[version]["commit"]},
+        "source": {"repository": SOURCE_REPOSITORY, "ref": SOURCE_REF, "commit": CANDIDATES[version]["commit"]},
         "tests": {"passed": 128, "failed": 0, "suite": "ci"},
-        "author": "dev@shop.example",
+        "author": AUTHOR,
         "changes": CANDIDATES[version]["changes"],
+        "attestation": attestation(version, digest),
+        "vulnerabilities": {"format": "cyclonedx-1.5", "tool": "releasegate-demo-scan",
+                            "components": len(bundle_files(version)), "critical": 0, "high": 0, "medium": 0,
+                            "low": 0, "findings": []},
     }
+
+
+def attestation(version: str, digest: str) -> dict[str, Any]:
+    """The DSSE envelope the demo CI builder signs for a version's bundle; the same bytes on every run."""
+    statement = supply_chain.provenance_statement(
+        artifact_name=f"shop-{version}.tar.gz", digest=digest, builder_id=BUILDER_ID, build_type=BUILD_TYPE,
+        repository=SOURCE_REPOSITORY, ref=SOURCE_REF, commit=CANDIDATES[version]["commit"], dependencies=[],
+        invocation_id=CANDIDATES[version]["invocation_id"],
+        started_on=datetime.fromisoformat(CANDIDATES[version]["started_on"]))
+    return supply_chain.sign(statement, [BUILDER_KEY])
 
 
 def write_candidates(digests: dict[str, str], directory: Path = CANDIDATES_DIR) -> list[Path]:
@@ -131,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shop.build_bundles", description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"artifact store (default {DEFAULT_STORE})")
     parser.add_argument("--write-candidates", action="store_true",
-                        help=f"also (re)write shop-<version>.json candidate files in {CANDIDATES_DIR}")
+                        help=f"also (re)write the signed shop-<version>.json candidate files in {CANDIDATES_DIR}")
     args = parser.parse_args(argv)
     digests = build_all(args.store)
     if args.write_candidates:

@@ -51,6 +51,11 @@ class Verification(_Model):
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
 
 
+class Approvers(_Model):
+    group: str = Field(default="approvers", description="Identities group whose members approve risky changes")
+    exception_group: str = Field(default="release-managers", description="Elevated group for freeze exceptions")
+
+
 class ServiceEntry(_Model):
     apiVersion: Literal["releasegate.dev/v1"]
     kind: Literal["Service"]
@@ -67,6 +72,12 @@ class ServiceEntry(_Model):
     synthetic: SyntheticJourneys | None = None
     prometheus: dict[str, PromQuery] = Field(default_factory=dict, description="PromQL KPIs with guardrails")
     approval_required: bool = False
+    approvers: Approvers = Approvers()
+    domains: list[str] = Field(default=[], description="Business domains of the whole service, e.g. erp-sync")
+    change_domains: dict[str, list[str]] = Field(
+        default_factory=dict, description="Business domain → bundle path globs; a change touching a path takes "
+        "its domain (e.g. payment), paths matching none are unclassified")
+    security_controls: list[str] = Field(default=[], description="Controls every environment must declare")
 
     @model_validator(mode="after")
     def _blue_green_needs_a_preview(self) -> ServiceEntry:

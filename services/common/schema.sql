@@ -153,3 +153,21 @@ CREATE TABLE IF NOT EXISTS backups (
     finished_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS backups_newest ON backups (database, finished_at DESC);
+
+-- gatekeeper: every gate decision with the policy version, the digest of its input and each rule's result
+CREATE TABLE IF NOT EXISTS gate_decisions (
+    request_id     text PRIMARY KEY,
+    release_id     text        NOT NULL,
+    step_id        text        NOT NULL,
+    environment    text        NOT NULL,
+    decision       text        NOT NULL,
+    risk           text        NOT NULL,
+    policy_version text        NOT NULL,
+    input_digest   text        NOT NULL,
+    input          jsonb       NOT NULL,
+    rules          jsonb       NOT NULL,
+    warnings       jsonb       NOT NULL,
+    refused        jsonb       NOT NULL,
+    decided_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS gate_decisions_release ON gate_decisions (release_id, decided_at);

@@ -24,6 +24,17 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str | None = None
     haproxy_admin: str = "127.0.0.1:18999"
     health_port: int | None = None
+    policy_dir: Path = REPO_ROOT / "policies"
+    calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"
+    environments_dir: Path = REPO_ROOT / "deploy" / "environments"
+
+    @property
+    def trust_root_file(self) -> Path:
+        return self.policy_dir / "trust-root.yaml"
+
+    @property
+    def identities_file(self) -> Path:
+        return self.policy_dir / "identities.yaml"
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_development(self) -> ServiceSettings:

@@ -17,7 +17,7 @@ DEADLINE_TICK_SECONDS = 0.5
 
 
 async def setup(rt: runner.Runtime) -> None:
-    coordinator = Coordinator(rt.pool, Catalog(rt.settings.catalog_dir))
+    coordinator = Coordinator(rt.pool, Catalog(rt.settings.catalog_dir), rt.settings.identities_file)
     rt.consumer.subscribe(topics.CANDIDATES, coordinator.on_event, accept=(CandidateSubmitted,))
     rt.consumer.subscribe(topics.CONTROL, coordinator.on_event, accept=(
         ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested))

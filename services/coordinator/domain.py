@@ -12,13 +12,14 @@ from contracts import topics
 from contracts.events import (
     AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
     DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
-    PauseRequested, PromoteRequested, PromQuery, ReleaseState, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
+    PauseRequested, PromoteRequested, PromQuery, ReleaseState, SignedApproval, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
     SyntheticJourneys, Verdict, VerificationFinished, VerificationRequested,
 )
 from services.common.catalog import ServiceEntry
 
-StepKind = Literal["gate", "dr", "deploy", "verify", "approval", "wait"]
+StepKind = Literal["gate", "dr", "deploy", "verify", "wait"]
 COORDINATOR = "coordinator"
+WAITING = (ReleaseState.AWAITING_APPROVAL, ReleaseState.WAITING_WINDOW)
 STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
 
 
@@ -63,6 +64,8 @@ class Saga(BaseModel):
     verification: dict[str, Any] = {}
     trace: dict[str, str] = {}
     promote_full: bool = Field(default=False, description="An operator asked to skip the remaining canary.")
+    approvals: list[SignedApproval] = Field(default_factory=list, description="Signed approvals given so far; "
+                                            "the gatekeeper decides which count.")
 
     @property
     def current(self) -> Step | None:
@@ -103,8 +106,6 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
              window_seconds=entry.verification.staging_window_seconds),
         Step(id="gate-production", kind="gate", environment="production"),
     ]
-    if entry.approval_required:
-        plan.append(Step(id="approval-production", kind="approval", environment="production"))
     window = entry.verification.canary_window_seconds
     preview = [Step(id="verify-preview", kind="verify", environment="production", synthetic=True)]
     if entry.rollout.strategy == "blue-green":
@@ -196,11 +197,12 @@ def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
     return decision
 
 
-def handle(saga: Saga, event: Contract, now: datetime) -> Decision:
+def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = None) -> Decision:
+    """`refusal`: why the signature of an approval did not verify (None when it did or the event is no approval)."""
     decision = Decision(saga.model_copy(deep=True))
     match event:
         case ApprovalGiven():
-            _on_approval(decision, event, now)
+            _on_approval(decision, event, now, refusal)
         case AbortRequested():
             _on_abort(decision, event, now)
         case PauseRequested():
@@ -232,6 +234,11 @@ def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
                 severity=Severity.CRITICAL)
         return decision
     step = s.current
+    if step is not None and step.kind == "gate" and s.state in WAITING:
+        s.state = ReleaseState.RUNNING
+        decision.note(f"{step.id}: re-evaluating at the time the policy gave")
+        _issue_current(decision, now)
+        return decision
     if step is not None and step.kind == "wait":
         decision.note(f"{step.id} done")
         _advance(decision, now)
@@ -255,8 +262,14 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
     step = s.current
     assert step is not None
     match event:
+        case GateCheckFinished() if event.decision == "wait":
+            _on_gate_wait(d, event, now)
         case GateCheckFinished() | DRCheckFinished():
             evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]}
+            if isinstance(event, GateCheckFinished):
+                evidence |= _gate_evidence(event)
+                if event.passed:
+                    _insert_required_steps(d, event)
             ok = event.passed if isinstance(event, GateCheckFinished) else event.ready
             if ok:
                 d.note(f"{step.id} passed: all {len(event.checks)} checks passed", evidence=evidence)
@@ -287,6 +300,36 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                 _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
             else:
                 _on_inconclusive(d, f"{step.id} inconclusive: {event.reason}", evidence, now)
+
+
+def _gate_evidence(event: GateCheckFinished) -> dict[str, Any]:
+    return {"decision": event.decision, "risk": event.risk, "policy_version": event.policy_version,
+            "input_digest": event.input_digest, "warnings": event.warnings, "waiting_for": event.waiting_for}
+
+
+def _on_gate_wait(d: Decision, event: GateCheckFinished, now: datetime) -> None:
+    """Nothing is wrong, but approvals or a release window are missing: hold at the gate, say what for, and
+    re-evaluate when an approval arrives or at the time the policy gave."""
+    s = d.saga
+    approvals_missing = any(c.name in ("approvals", "freeze_window") and c.evidence.get("outcome") == "wait"
+                            for c in event.checks)
+    s.state = ReleaseState.AWAITING_APPROVAL if approvals_missing else ReleaseState.WAITING_WINDOW
+    evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]} | _gate_evidence(event)
+    retry = f"; re-evaluated at {event.retry_at.isoformat(timespec='minutes')}" if event.retry_at else ""
+    d.note(f"{event.step_id} waiting ({event.risk} risk): {'; '.join(event.waiting_for)}{retry}", evidence=evidence)
+    if event.retry_at is not None:
+        d.deadline = (event.step_id, max(event.retry_at, now))
+    if s.state is ReleaseState.AWAITING_APPROVAL:
+        d.commands.append((topics.ALERTS, _alert(s, Severity.INFO, "waiting for approval",
+                                                 "; ".join(event.waiting_for))))
+
+
+def _insert_required_steps(d: Decision, event: GateCheckFinished) -> None:
+    """Steps the policy requires for this change (a DR check when migrations are present) go right after the gate."""
+    s = d.saga
+    if "dr-check" in event.requires and not any(st.kind == "dr" for st in s.plan):
+        s.plan.insert(s.cursor + 1, Step(id="dr-check", kind="dr"))
+        d.note("dr-check added to the plan: the policy requires it for this change")
 
 
 def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
@@ -331,21 +374,32 @@ def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished,
 # --- operator control ----------------------------------------------------------------------------------------
 
 
-def _on_approval(d: Decision, event: ApprovalGiven, now: datetime) -> None:
+def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str | None) -> None:
+    """Signatures are checked by the caller (`refusal`); which approvals count is the gate policy's call."""
     s = d.saga
-    if event.actor == s.candidate.get("author"):
-        d.note(f"approval by {event.actor} refused: the author of a change cannot approve it", actor=event.actor)
+    if refusal is not None:
+        d.note(f"{event.kind} by {event.actor} refused: {refusal}", actor=event.actor)
         return
+    if event.actor == s.candidate.get("author"):
+        d.note(f"{event.kind} by {event.actor} refused: the author of a change cannot approve it", actor=event.actor)
+        return
+    if s.state.terminal:
+        d.note(f"{event.kind} by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+        return
+    s.approvals.append(event.signed())
+    step = s.current
     if s.state is ReleaseState.PAUSED:
         s.state = ReleaseState.RUNNING
         d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
         _issue_current(d, now)
-    elif s.state is ReleaseState.AWAITING_APPROVAL:
+    elif s.state in WAITING and step is not None and step.kind == "gate":
         s.state = ReleaseState.RUNNING
-        d.note(f"approved by {event.actor}: {event.reason}", actor=event.actor)
-        _advance(d, now)
+        d.clear_deadline = True
+        d.note(f"{event.kind} by {event.actor} recorded: {event.reason}; {step.id} re-evaluated", actor=event.actor)
+        _issue_current(d, now)
     else:
-        d.note(f"approval by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
+        d.note(f"{event.kind} by {event.actor} recorded: {event.reason}; it counts at the production gate",
+               actor=event.actor)
 
 
 def _on_abort(d: Decision, event: AbortRequested, now: datetime) -> None:
@@ -427,7 +481,8 @@ def _issue_current(d: Decision, now: datetime) -> None:
     match step.kind:
         case "gate":
             d.commands.append((topics.GATE_COMMANDS, GateCheckRequested(
-                **base, **art, environment=step.environment, tests=s.candidate["tests"])))
+                **base, **art, environment=step.environment, tests=s.candidate["tests"],
+                candidate=CandidateSubmitted.model_validate(s.candidate), approvals=s.approvals)))
         case "dr":
             dr = s.verification["dr"]
             d.commands.append((topics.DR_COMMANDS, DRCheckRequested(
@@ -437,7 +492,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
             d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
                 **base, **art, environment=step.environment, action=step.action, weight=step.weight,
                 instances=s.verification["instances"], tenants=step.tenants, batch=batch,
-                batch_size=s.verification.get("batch_size", 1))))
+                batch_size=s.verification.get("batch_size", 1), attestation=s.candidate.get("attestation"))))
         case "verify":
             v = s.verification
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
@@ -453,10 +508,6 @@ def _issue_current(d: Decision, now: datetime) -> None:
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))
             d.note(f"{step.id}: waiting {step.window_seconds:.0f}s")
-            return
-        case "approval":
-            s.state = ReleaseState.AWAITING_APPROVAL
-            d.note(f"{step.id}: waiting for an approver")
             return
     d.deadline = (step.id, now + timedelta(seconds=timeout))
     d.note(f"{step.id} requested")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import structlog
@@ -11,8 +12,8 @@ from opentelemetry import trace
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import CandidateSubmitted, ReleaseStatusChanged
-from services.common import db, outbox, telemetry
+from contracts.events import ApprovalGiven, CandidateSubmitted, ReleaseStatusChanged
+from services.common import db, identity, outbox, telemetry
 from services.common.catalog import Catalog, CatalogError
 from services.common.kafka import PermanentError
 from services.coordinator import domain
@@ -32,8 +33,10 @@ def utcnow() -> datetime:
 
 
 class Coordinator:
-    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, identities_file: Path,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self._pool, self._catalog, self._clock = pool, catalog, clock
+        self._identities_file = identities_file
 
     async def on_event(self, envelope: Envelope) -> None:
         with tracer.start_as_current_span(f"coordinator {envelope.type}", context=telemetry.extract(envelope.trace)):
@@ -41,8 +44,22 @@ class Coordinator:
                 await self._start(envelope)
             else:
                 release_id = envelope.data.release_id
-                await self._apply(release_id, envelope.id, lambda saga: domain.handle(saga, envelope.data,
-                                                                                      self._clock()))
+                refusal = self._refusal(envelope.data) if isinstance(envelope.data, ApprovalGiven) else None
+                await self._apply(release_id, envelope.id, lambda saga: domain.handle(
+                    saga, envelope.data, self._clock(), refusal=refusal))
+
+    def _refusal(self, event: ApprovalGiven) -> str | None:
+        """Why an approval's signature does not prove its approver (re-read per approval: people change)."""
+        if event.signed_at is None:
+            return "no signature: approvals must be signed with the approver's key"
+        try:
+            identities = identity.Identities.load(self._identities_file)
+        except identity.IdentityError as exc:
+            return f"cannot check the signature: {exc}"
+        return identity.verify_approval(
+            identities, release_id=event.release_id, actor=event.actor,
+            kind=event.kind, reason=event.reason, signed_at=event.signed_at, keyid=event.keyid,
+            signature=event.signature)
 
     async def fire_due_deadlines(self, limit: int = 20) -> int:
         async with self._pool.acquire() as conn:

@@ -19,7 +19,8 @@ async def setup(rt: runner.Runtime) -> None:
     haproxy = HAProxy(settings.haproxy_admin)
     launcher = Launcher(rt.pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir,
                         settings.shop_env())
-    deployer = Deployer(rt.pool, LocalTarget(rt.pool, haproxy, settings.run_dir), launcher)
+    deployer = Deployer(rt.pool, LocalTarget(rt.pool, haproxy, settings.run_dir), launcher,
+                        settings.trust_root_file)
     rt.consumer.subscribe(topics.DEPLOY_COMMANDS, deployer.on_request, accept=(DeployRequested,))
 
 

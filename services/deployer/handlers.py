@@ -3,13 +3,14 @@ from HAProxy."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope
 from contracts.events import DeployAction, DeployFinished, DeployRequested
-from services.common import worker
+from services.common import supply_chain, worker
 from services.common.artifacts import ArtifactError
 from services.common.haproxy import HAProxyError
 from services.common.local_target import LocalTarget, pid_alive
@@ -21,8 +22,9 @@ log = structlog.get_logger()
 
 
 class Deployer:
-    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, launcher: Launcher) -> None:
+    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, launcher: Launcher, trust_root: Path) -> None:
         self._pool, self._target, self._launcher = pool, target, launcher
+        self._trust_root = trust_root
 
     async def on_request(self, envelope: Envelope) -> None:
         req: DeployRequested = envelope.data  # type: ignore[assignment]
@@ -39,7 +41,7 @@ class Deployer:
             result = DeployFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
                                     succeeded=True, reason=reason,
                                     observed=await self._target.observe(req.service, req.environment))
-        except (DeployError, ArtifactError, HAProxyError) as exc:
+        except (DeployError, ArtifactError, HAProxyError, supply_chain.AttestationError) as exc:
             log.warning("deploy step failed", step=req.step_id, error=str(exc))
             result = DeployFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
                                     succeeded=False, reason=str(exc))
@@ -50,7 +52,12 @@ class Deployer:
         return result
 
     async def _carry_out(self, req: DeployRequested) -> str:
-        # Re-verify digest and bundle before touching traffic, on every action.
+        # Re-verify digest, bundle and signed provenance before touching traffic, on every action: a command that
+        # bypassed the gatekeeper must not get an unsigned or tampered artifact into an environment. A restore
+        # starts the stable version, verified when it was deployed.
+        if req.action is not DeployAction.RESTORE:
+            supply_chain.verify(req.attestation, req.digest, req.service,
+                                supply_chain.TrustRoot.load(self._trust_root))
         await asyncio.to_thread(self._launcher.unpack, req.digest)
         stable = await self._target.stable(req.service, req.environment)
         if stable is None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 from contracts import topics
 from contracts.events import GateCheckRequested
 from services.common import runner
-from services.common.artifacts import ArtifactStore
-from services.common.catalog import Catalog
 from services.gatekeeper.handlers import Gatekeeper
 
 NAME = "gatekeeper"
 
 
 async def setup(rt: runner.Runtime) -> None:
-    gatekeeper = Gatekeeper(rt.pool, Catalog(rt.settings.catalog_dir), ArtifactStore(rt.settings.artifact_store))
+    gatekeeper = Gatekeeper(rt.pool, rt.settings)
     rt.consumer.subscribe(topics.GATE_COMMANDS, gatekeeper.on_request, accept=(GateCheckRequested,))
 
 

@@ -1,45 +1,45 @@
-"""Gate checks as pure functions over what the gatekeeper knows about a candidate."""
+"""The gatekeeper's own model: its errors, and how a policy result becomes the per-rule checks of a decision."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from contracts.events import CheckResult, GateCheckRequested
+import yaml
+
+from contracts.events import CheckResult
+
+if TYPE_CHECKING:
+    from services.gatekeeper.policy import PolicyResult
 
 
 class GateError(Exception):
     """Base error of the gatekeeper."""
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the adapters found out; the checks only judge."""
-
-    artifact_error: str | None
-    catalog_error: str | None
-    environments: tuple[str, ...]
-    passed_staging: bool
-
-
-def evaluate(req: GateCheckRequested, facts: Facts) -> list[CheckResult]:
-    checks = [
-        CheckResult(name="artifact_by_digest_in_store", passed=facts.artifact_error is None,
-                    reason=facts.artifact_error or f"{req.digest} present in the store and its content matches",
-                    evidence={"digest": req.digest}),
-        CheckResult(name="catalog_entry", passed=facts.catalog_error is None
-                    and req.environment in facts.environments,
-                    reason=facts.catalog_error or (
-                        f"{req.service} is in the catalog and deploys to {req.environment}"
-                        if req.environment in facts.environments
-                        else f"{req.service} has no {req.environment} environment in the catalog")),
-        CheckResult(name="tests_passed", passed=req.tests.failed == 0 and req.tests.passed > 0,
-                    reason=(f"{req.tests.passed} tests passed, none failed in {req.tests.suite}"
-                            if req.tests.failed == 0 and req.tests.passed > 0
-                            else f"upstream tests: {req.tests.passed} passed, {req.tests.failed} failed"),
-                    evidence=req.tests.model_dump()),
-    ]
-    if req.environment == "production":
-        checks.append(CheckResult(
-            name="passed_staging", passed=facts.passed_staging,
-            reason=("this digest passed staging verification" if facts.passed_staging
-                    else "production only takes a digest that already passed staging verification")))
+def checks_from(result: PolicyResult) -> list[CheckResult]:
+    """One check per policy rule: failed with the deny reasons, waiting with the wait reasons, else passed with
+    the rule's own sentence."""
+    checks = []
+    for rule, sentence in sorted(result.rules.items()):
+        denied, waiting = result.messages(rule)
+        if denied:
+            checks.append(CheckResult(name=rule, passed=False, reason="; ".join(denied),
+                                      evidence={"outcome": "deny"}))
+        elif waiting:
+            checks.append(CheckResult(name=rule, passed=False, reason="; ".join(waiting),
+                                      evidence={"outcome": "wait"}))
+        else:
+            checks.append(CheckResult(name=rule, passed=True, reason=sentence, evidence={"outcome": "pass"}))
     return checks
+
+
+def environment_controls(directory: Path, environment: str) -> list[str]:
+    """Security controls an environment's manifest declares; none when it has no manifest."""
+    path = directory / f"{environment}.yaml"
+    if not path.is_file():
+        return []
+    try:
+        manifest = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise GateError(f"environment manifest {path.name} is not valid YAML: {exc}") from None
+    return [str(c) for c in manifest.get("controls", [])]

@@ -22,19 +22,35 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["releasegate", *args], cwd=REPO, text=True, capture_output=True, timeout=timeout)
 
 
-def submit(version: str) -> str:
+KEYS = REPO / "examples" / "keys"
+LOCAL_CALENDAR = REPO / "deploy" / "local" / "calendar.yaml"
+
+
+def submit(version: str, *, approvers: tuple[str, ...] = ()) -> str:
+    """Submit a candidate; `approvers` sign their approval as soon as the release exists (ops approving a
+    risky change up front; the approvals count at the production gate)."""
     out = cli("submit", str(CANDIDATES / f"shop-{version}.json"))
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    rid = out.stdout.strip()
+    for who in approvers:
+        approve(rid, who)
+    return rid
+
+
+def approve(rid: str, who: str, *, kind: str = "approval", reason: str = "reviewed the change") -> str:
+    out = cli("approve", rid, "--reason", reason, "--key", str(KEYS / f"{who}.key"), "--kind", kind)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 def status(rid: str) -> dict:
     return json.loads(cli("status", rid, "--json").stdout)
 
 
-def release(version: str, *, promoted: bool, timeout: float = 400) -> tuple[str, list[dict]]:
+def release(version: str, *, promoted: bool, timeout: float = 400,
+            approvers: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
     """Submit a candidate through the CLI, watch it to the end, check how it ended; its id and timeline."""
-    rid = submit(version)
+    rid = submit(version, approvers=approvers)
     watched = cli("watch", rid, "--timeout", str(timeout), timeout=timeout + 20)
     assert watched.returncode == (0 if promoted else 1), watched.stdout[-2000:]
     return rid, status(rid)["timeline"]
@@ -49,6 +65,7 @@ def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Pop
 
 @contextlib.asynccontextmanager
 async def release_stack(settings, env: dict[str, str] | None = None):
+    env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
     running = {name: Service(name, env).start() for name in SERVICES}
     shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
     try:

@@ -18,7 +18,7 @@ def catalog_env():
 
 class TestBlueGreen:
     async def test_bad_green_fails_its_preview_and_no_customer_request_ever_reaches_it(self, pool, stable_v1):
-        rid, timeline = release("v3", promoted=False)
+        rid, timeline = release("v3", promoted=False, approvers=("alice", "bob"))
         failed = next(t for t in timeline if t["step"] == "verify-preview" and "failed" in t["reason"])
         assert "invalid_card" in failed["reason"]
         assert not any(t["step"] == "switch" for t in timeline)

@@ -19,7 +19,7 @@ class TestWalkingSkeleton:
                                                                                  stable_v1):
         alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
         try:
-            rid = submit("v3")
+            rid = submit("v3", approvers=("alice", "bob"))
             watched = cli("watch", rid, "--timeout", "300", timeout=320)
             alert = await alerts.wait_for(lambda e: e.subject == rid, timeout=30)
         finally:

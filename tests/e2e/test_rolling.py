@@ -26,7 +26,7 @@ async def serving(pool, version: str) -> int:
 class TestRolling:
     async def test_bad_version_rollback_converges_to_all_stable_instances(self, pool, stable_v1):
         assert await serving(pool, "v1") == 3
-        rid, timeline = release("v3", promoted=False)
+        rid, timeline = release("v3", promoted=False, approvers=("alice", "bob"))
         assert any(t["step"] == "verify-roll-1" and "failed" in t["reason"] for t in timeline)
         assert any(t["actor"] == "deployer" and "compensate:production done" in t["reason"] for t in timeline)
         assert (await serving(pool, "v1"), await serving(pool, "v3")) == (3, 0)

@@ -19,7 +19,7 @@ def catalog_env():
 
 class TestTenantPhased:
     async def test_bad_version_is_rolled_back_for_moved_tenants_and_the_others_never_saw_it(self, pool, stable_v1):
-        rid, timeline = release("v3", promoted=False)
+        rid, timeline = release("v3", promoted=False, approvers=("alice", "bob"))
         failed = next(t for t in timeline if t["step"] == "verify-wave-internal" and "failed" in t["reason"])
         assert "payment_authorization_rate" in failed["reason"]
         assert any("tenants initech routed back" in t["reason"] for t in timeline if t["actor"] == "rollback")

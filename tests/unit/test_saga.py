@@ -332,3 +332,61 @@ class TestJourneysDuringSteps:
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "canary-10")
         (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
         assert cmd.journeys is None
+
+
+def gate_wait(saga: domain.Saga, *, rule: str = "approvals", retry_at=None) -> GateCheckFinished:
+    return GateCheckFinished(release_id=saga.release_id, step_id=saga.waiting_for, environment="production",
+                             passed=False, decision="wait", risk="high", policy_version="v1",
+                             waiting_for=["high risk: needs 2 approvals from shop-approvers, has 0"],
+                             checks=[CheckResult(name=rule, passed=False, reason="waiting",
+                                                 evidence={"outcome": "wait"})], retry_at=retry_at)
+
+
+def signed_approval(actor: str, kind: str = "approval") -> ApprovalGiven:
+    return ApprovalGiven(release_id="rel-1", actor=actor, reason="reviewed", kind=kind, signed_at=NOW,
+                         keyid="k", signature="00")
+
+
+class TestGateWaits:
+    def test_a_wait_decision_holds_the_release_at_the_gate_and_says_why(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
+        d = domain.handle(saga, gate_wait(saga), NOW)
+        assert d.saga.state is ReleaseState.AWAITING_APPROVAL and d.saga.waiting_for == "gate-production"
+        assert "needs 2 approvals" in d.transitions[-1].reason
+        assert [t for t, _ in d.commands] == [topics.ALERTS]
+
+    def test_an_approval_while_waiting_re_evaluates_the_gate_with_every_approval_so_far(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
+        saga = domain.handle(saga, signed_approval("alice"), NOW).saga
+        saga = domain.handle(saga, gate_wait(saga), NOW).saga
+        d = domain.handle(saga, signed_approval("bob"), NOW)
+        assert d.saga.state is ReleaseState.RUNNING
+        (topic, request), = d.commands
+        assert topic == topics.GATE_COMMANDS and [a.actor for a in request.approvals] == ["alice", "bob"]
+        assert request.candidate.author == "dev@shop"
+
+    def test_an_approval_with_a_bad_signature_is_refused_and_not_kept(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
+        saga = domain.handle(saga, gate_wait(saga), NOW).saga
+        d = domain.handle(saga, signed_approval("alice"), NOW, refusal="signature does not verify with alice's key")
+        assert d.saga.approvals == [] and d.saga.state is ReleaseState.AWAITING_APPROVAL
+        assert "refused: signature does not verify" in d.transitions[-1].reason and not d.commands
+
+    def test_a_freeze_wait_re_evaluates_when_the_window_ends(self):
+        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
+        opens = NOW + timedelta(hours=3)
+        d = domain.handle(saga, gate_wait(saga, rule="business_hours", retry_at=opens), NOW)
+        assert d.saga.state is ReleaseState.WAITING_WINDOW and d.deadline == ("gate-production", opens)
+        again = domain.on_deadline(d.saga, "gate-production", opens)
+        assert again.saga.state is ReleaseState.RUNNING
+        assert [t for t, _ in again.commands] == [topics.GATE_COMMANDS]
+
+    def test_a_gate_that_requires_a_dr_check_adds_one_after_it(self):
+        entry = ENTRY.model_copy(update={"dr": ENTRY.dr.model_copy(update={"required": False})})
+        saga = domain.start(candidate(), entry, NOW, {}).saga
+        assert not any(s.kind == "dr" for s in saga.plan)
+        passed = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
+                                   decision="pass", checks=[], requires=["dr-check"])
+        d = domain.handle(saga, passed, NOW)
+        assert d.saga.waiting_for == "dr-check"
+        assert [t for t, _ in d.commands] == [topics.DR_COMMANDS]

@@ -31,7 +31,7 @@ def members(store: Path, digest: str) -> dict[str, tarfile.TarInfo | bytes]:
 
 def test_building_twice_gives_identical_digests(digests, tmp_path):
     assert build_bundles.build_all(tmp_path) == digests
-    assert set(digests) == {"v1", "v2", "v3", "v4", "v5"}
+    assert set(digests) == {"v1", "v2", "v3", "v4", "v5", "v6", "v7"}
     assert len(set(digests.values())) == len(digests)
 
 
@@ -57,7 +57,9 @@ def test_bundle_layout_and_declared_version(store, digests):
     for version, digest in digests.items():
         files = members(store, digest)
         manifest = json.loads(files["bundle.json"])
-        assert manifest == {"service": "shop", "version": version, "entrypoint": ["python", "-m", "storefront"]}
+        assert {k: manifest[k] for k in ("service", "version", "entrypoint")} == {
+            "service": "shop", "version": version, "entrypoint": ["python", "-m", "storefront"]}
+        assert "orders.id" in manifest["schema_uses"]
         assert {"storefront/__main__.py", "storefront/app.py", "storefront/payments.py"} <= set(files)
 
 

@@ -1,0 +1,37 @@
+"""`releasegate explain` tells a gate decision in sentences: verdict, policy version, risk, and every rule."""
+from releasegate_cli.explain import explain_release
+
+RELEASE = {"release_id": "shop-v3-1", "service": "shop", "version": "v3", "state": "awaiting_approval",
+           "step": "gate-production"}
+
+
+def decision(outcome: str, **over) -> dict:
+    d = {"step_id": "gate-production", "environment": "production", "decision": outcome, "risk": "high",
+         "policy_version": "v1 (sha256:abc)", "input_digest": "sha256:" + "f" * 64, "decided_at": "2026-11-27T10:00:00",
+         "change": {"files_changed": 2, "lines_changed": 9, "baseline_version": "v1", "domains": ["payment"]},
+         "rules": [{"name": "approvals", "passed": False, "reason": "needs 2 approvals, has 1",
+                    "evidence": {"outcome": "wait"}},
+                   {"name": "tests_passed", "passed": True, "reason": "upstream tests passed",
+                    "evidence": {"outcome": "pass"}}],
+         "warnings": [], "refused": ["dev: the author of a change cannot approve it"]}
+    return {**d, **over}
+
+
+def test_a_waiting_release_says_what_it_waits_for_and_who_was_refused():
+    text = "\n".join(explain_release(RELEASE, [decision("wait")]))
+    assert "is awaiting approval at gate-production." in text
+    assert "gate-production (production) is waiting" in text and "policy v1 (sha256:abc)" in text
+    assert "high risk: 2 files, 9 lines changed against v1, touching payment." in text
+    assert "Waiting on approvals: needs 2 approvals, has 1." in text
+    assert "Refused approval — dev: the author of a change cannot approve it." in text
+    assert "Passed 1 rules: tests_passed (upstream tests passed)." in text
+
+
+def test_only_the_latest_evaluation_of_a_gate_is_told_with_a_count_of_earlier_ones():
+    text = "\n".join(explain_release(RELEASE, [decision("wait"), decision("pass", rules=[], refused=[])]))
+    assert "gate-production (production) passed" in text and "(1 earlier evaluation)" in text
+    assert "Waiting on" not in text
+
+
+def test_a_release_no_gate_decided_on_says_so():
+    assert explain_release(RELEASE, [])[-1] == "No gate has decided on it yet."
