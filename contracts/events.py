@@ -394,6 +394,20 @@ class AlertRaised(ReleaseEvent):
     detail: str
 
 
+class VerifierHeartbeat(Contract):
+    """A verifier announces itself and that it is alive; the registry keeps the last heartbeat per instance."""
+
+    event_type: ClassVar[str] = "dev.releasegate.verifier.heartbeat.v1"
+    name: str = Field(description="Verifier name; verdicts carry it in `VerificationFinished.verifier`.")
+    version: str = Field(description="Version of the verifier's code.")
+    instance: str = Field(description="Process instance id (several instances may serve one verifier).")
+    services: list[str] = Field(description="Catalog services it verifies; `*` for all.")
+    environments: list[str] = Field(description="Environments it verifies.")
+    kpis: list[str] = Field(default_factory=list, description="Measurements it reports.")
+    interval_seconds: float = Field(gt=0, description="Heartbeat period; silent for 3 periods = not alive.")
+    sent_at: datetime
+
+
 class DeadLetter(Contract):
     """A record no consumer could process, with the reason; nothing is silently dropped."""
 
@@ -424,6 +438,12 @@ class ShopEvent(Contract):
     currency: str
     reason: str | None = None
     latency_ms: float | None = None
+    tax_cents: int | None = Field(default=None, description="Tax included in the order (order.placed).")
+    region: str | None = Field(default=None, description="Tax region of the tenant (order.placed).")
+    items: list[dict[str, Any]] | None = Field(default=None, description="Basket lines `sku`, `qty` (order.placed).")
+    customer: str | None = Field(default=None, description="Customer key within the tenant, for replay.")
+    payment_ref: str | None = Field(default=None, description="Authorization reference (never card data).")
+    placed_at: datetime | None = Field(default=None, description="When the order row was committed.")
 
 
 def _shop(name: str, type_: str) -> type[ShopEvent]:
@@ -436,6 +456,8 @@ CheckoutFailed = _shop("CheckoutFailed", "shop.checkout.failed.v1")
 PaymentAuthorized = _shop("PaymentAuthorized", "shop.payment.authorized.v1")
 PaymentDeclined = _shop("PaymentDeclined", "shop.payment.declined.v1")
 OrderPlaced = _shop("OrderPlaced", "shop.order.placed.v1")
+InventoryReserved = _shop("InventoryReserved", "shop.inventory.reserved.v1")
+InventoryConfirmed = _shop("InventoryConfirmed", "shop.inventory.confirmed.v1")
 
 
 EVENT_TYPES: dict[str, type[Contract]] = {
@@ -444,8 +466,9 @@ EVENT_TYPES: dict[str, type[Contract]] = {
         CandidateSubmitted, GateCheckRequested, GateCheckFinished, DRCheckRequested, DRCheckFinished,
         DeployRequested, DeployFinished, VerificationRequested, VerificationFinished, RollbackRequested,
         RollbackFinished, ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested,
-        ReleaseStatusChanged, AlertRaised, DeadLetter,
+        ReleaseStatusChanged, AlertRaised, DeadLetter, VerifierHeartbeat,
         CheckoutAttempted, CheckoutSucceeded, CheckoutFailed, PaymentAuthorized, PaymentDeclined, OrderPlaced,
+        InventoryReserved, InventoryConfirmed,
     )
 }
 
