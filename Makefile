@@ -5,7 +5,7 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install stack up down reset status demo test test-quick bench bench-quality backup bundles schemas shoppers
+.PHONY: install stack up down reset status demo test test-quick bench bench-quality backup drill bundles schemas shoppers
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -38,6 +38,9 @@ status:
 
 backup:             ## a real pg_dump of the shop database, recorded in the backup catalog
 	$(PY) -m services.dr_checker.backup shop
+
+drill:              ## restore drill: newest shop backup into a scratch database, timed and integrity-checked
+	$(PY) -m services.dr_checker.drill shop
 
 bundles:
 	$(PY) -m shop.build_bundles

@@ -132,6 +132,9 @@ class GateCheckFinished(ReleaseEvent):
     retry_at: datetime | None = Field(default=None, description="When a `wait` decision is worth re-evaluating.")
     requires: list[str] = Field(default_factory=list, description="Saga steps the policy requires for this change, "
                                 "e.g. `dr-check` when migrations are present.")
+    migrations: list[dict[str, Any]] = Field(
+        default_factory=list, description="New schema migrations of the candidate, in order: `name`, `kind` "
+        "(expand | contract), `rewrites_data`.")
 
 
 class DRCheckRequested(StepCommand):
@@ -139,7 +142,10 @@ class DRCheckRequested(StepCommand):
 
     event_type: ClassVar[str] = "dev.releasegate.dr.requested.v1"
     database: str = Field(description="Database the service owns.")
-    rpo_seconds: int = Field(gt=0, description="Recovery point objective of the service's tier.")
+    rpo_seconds: float = Field(gt=0, description="Recovery point objective of the service's tier.")
+    action: Literal["readiness", "backup-point"] = Field(
+        default="readiness", description="`readiness`: prove recovery would work now (backup, drill, RTO, "
+        "replica, runbooks); `backup-point`: take the pre-release backup right before production migrations.")
 
 
 class DRCheckFinished(ReleaseEvent):
@@ -156,6 +162,7 @@ class DeployAction(StrEnum):
     ROLL = "roll"
     RESTORE = "restore"
     FINALIZE = "finalize"
+    MIGRATE = "migrate"
 
 
 class DeployRequested(StepCommand):
@@ -278,10 +285,14 @@ class RollbackRequested(ReleaseEvent):
 
     event_type: ClassVar[str] = "dev.releasegate.rollback.requested.v1"
     step_id: str = Field(description="Id of the compensation, e.g. `compensate:deploy-production`.")
-    compensation: Literal["restore_traffic"]
+    compensation: Literal["restore_traffic", "restore_data"] = Field(
+        description="`restore_traffic`: traffic back to stable; `restore_data`: stop writes, restore the "
+        "pre-release backup point, replay orders since, check integrity, then traffic back to stable.")
     service: str
     environment: str
     candidate_version: str
+    backup_id: int | None = Field(default=None, description="`restore_data`: the backup point to restore.")
+    since: datetime | None = Field(default=None, description="`restore_data`: replay orders placed from then on.")
 
 
 class RollbackFinished(ReleaseEvent):
@@ -291,6 +302,8 @@ class RollbackFinished(ReleaseEvent):
     succeeded: bool
     reason: str
     observed: ObservedState | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict, description="`restore_data`: the incident report "
+                                     "(orders replayed, orders that could not be, integrity checks).")
 
 
 # --- operator control ---------------------------------------------------------------------------------------

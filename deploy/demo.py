@@ -49,6 +49,9 @@ async def main() -> int:
         await asyncio.sleep(0.5)
     subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force",
                     str(CANDIDATES / "shop-v1.json")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # Recovery proven before risky releases: a fresh backup and a restore drill (tier 1 needs both).
+    for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
+        subprocess.run([sys.executable, "-m", job, "shop"], cwd=ROOT, check=True)
     checks: list[tuple[str, bool]] = []
     print(f"before: production answers with {dict(await versions_served(PRODUCTION))}")
 

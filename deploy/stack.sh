@@ -286,6 +286,8 @@ SELECT 'CREATE DATABASE releasegate OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
 SELECT 'CREATE DATABASE shop OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
+SELECT 'CREATE DATABASE shop_staging OWNER releasegate'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop_staging') \gexec
 SQL
 }
 
@@ -411,6 +413,7 @@ haproxy_up() {
   mkdir -p "$HAPROXY_RUN" "$LOG_DIR"
   # tenant routes start empty at every HAProxy start (the runtime API edits them; the deployer reconciles)
   : > "$HAPROXY_RUN/tenants-production.map"
+  : > "$HAPROXY_RUN/maintenance-production.map"
   render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
   if ! haproxy -c -q -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
     tail_log "$LOG_DIR/haproxy.log"

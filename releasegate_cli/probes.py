@@ -62,5 +62,19 @@ class TopicTail:
                         return env
         return None
 
+    async def collect(self) -> list[Envelope]:
+        """Everything published from `start` up to the end of the topics as they are now."""
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        while any(await self._consumer.position(tp) < ends[tp] for tp in partitions):
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        self.seen.append(decode(record.headers, record.value))
+                    except ValueError:
+                        continue
+        return self.seen
+
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -18,10 +18,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Standby(_Model):
+    dsn: str = Field(description="Connection string of the streaming replica (read-only)")
+
+
 class DRRequirement(_Model):
     required: bool = False
     database: str | None = None
-    rpo_seconds: int = Field(default=3600, gt=0)
+    rpo_seconds: float = Field(default=3600, gt=0, description="Most data the business accepts to lose")
+    rto_seconds: float = Field(default=900, gt=0, description="Longest the business accepts to be down")
+    drill_max_age_seconds: float = Field(default=7 * 86400, gt=0,
+                                         description="A successful restore drill must be at most this old")
+    integrity_checks: dict[str, str] = Field(
+        default_factory=dict, description="Name → SQL returning the number of violations (0 = holds), run on "
+        "every restore drill and after every data restore")
+    standby: Standby | None = None
+    runbooks: dict[str, str] = Field(default_factory=dict, description="Runbook name (restore, failover) → path "
+                                     "in the repository or URL; tier-1 services need restore and failover")
+    hold_point: bool = Field(default=False, description="Pause before production for a go/no-go decision")
 
 
 class Wave(_Model):

@@ -119,6 +119,19 @@ class LocalTarget:
         for inst in await self.live(service, environment):
             await self.haproxy.set_state(wave_backend_for(service, environment), inst.slot, "maint")
 
+    def maintenance_map(self, environment: str) -> Path:
+        return self.run_dir / "haproxy" / f"maintenance-{environment}.map"
+
+    async def maintenance(self, service: str, environment: str, on: bool) -> None:
+        """Maintenance mode: HAProxy answers every request of the environment 503 itself (no write gets through)."""
+        path = self.maintenance_map(environment)
+        if not path.is_file():
+            raise HAProxyError(f"{environment} has no maintenance map; writes cannot be stopped there")
+        if on:
+            await self.haproxy.map_set(str(path), service, "1")
+        elif service in await self.haproxy.map_entries(str(path)):
+            await self.haproxy.command(f"del map {path} {service}")
+
     async def stop(self, inst: Instance) -> None:
         backend = backend_for(inst.service, inst.environment)
         await self.haproxy.set_weight(backend, inst.slot, 0)

@@ -171,3 +171,28 @@ CREATE TABLE IF NOT EXISTS gate_decisions (
     decided_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS gate_decisions_release ON gate_decisions (release_id, decided_at);
+
+-- dr-checker: restore drills (restore of the newest backup into a scratch database, timed, integrity-checked)
+-- and the readiness report stored with each release
+CREATE TABLE IF NOT EXISTS dr_drills (
+    id          bigserial PRIMARY KEY,
+    database    text        NOT NULL,
+    backup_id   bigint,
+    started_at  timestamptz NOT NULL,
+    seconds     double precision NOT NULL,
+    passed      boolean     NOT NULL,
+    checks      jsonb       NOT NULL,
+    reason      text        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dr_drills_database ON dr_drills (database, started_at DESC);
+
+CREATE TABLE IF NOT EXISTS dr_reports (
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    ready      boolean     NOT NULL,
+    checks     jsonb       NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (release_id, step_id)
+);
+ALTER TABLE backups ADD COLUMN IF NOT EXISTS release_id text;
+ALTER TABLE backups ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'scheduled';

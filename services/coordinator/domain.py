@@ -17,7 +17,7 @@ from contracts.events import (
 )
 from services.common.catalog import ServiceEntry
 
-StepKind = Literal["gate", "dr", "deploy", "verify", "wait"]
+StepKind = Literal["gate", "dr", "deploy", "verify", "wait", "hold"]
 COORDINATOR = "coordinator"
 WAITING = (ReleaseState.AWAITING_APPROVAL, ReleaseState.WAITING_WINDOW)
 STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
@@ -37,12 +37,14 @@ class Step(BaseModel):
     compensable: bool = False
     synthetic: bool = False
     tenants: list[str] | None = None
+    dr_action: Literal["readiness", "backup-point"] = "readiness"
 
 
 class Compensation(BaseModel):
     id: str
     environment: str
     status: Literal["pending", "requested", "done", "failed"] = "pending"
+    kind: Literal["restore_traffic", "restore_data"] = "restore_traffic"
     redeploy: bool = Field(default=False, description="Stable instances must be started again (rolling): done "
                            "by the deployer, which alone may start versions; else the rollback service")
 
@@ -66,6 +68,9 @@ class Saga(BaseModel):
     promote_full: bool = Field(default=False, description="An operator asked to skip the remaining canary.")
     approvals: list[SignedApproval] = Field(default_factory=list, description="Signed approvals given so far; "
                                             "the gatekeeper decides which count.")
+    migrations: list[dict[str, Any]] = Field(default_factory=list, description="New migrations (gate's analysis).")
+    migrated: list[str] = Field(default_factory=list, description="Environments whose database got them.")
+    backup_point: dict[str, Any] | None = Field(default=None, description="Pre-release backup of production.")
 
     @property
     def current(self) -> Step | None:
@@ -106,6 +111,8 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
              window_seconds=entry.verification.staging_window_seconds),
         Step(id="gate-production", kind="gate", environment="production"),
     ]
+    if entry.dr.hold_point:
+        plan.append(Step(id="hold-production", kind="hold", environment="production"))
     window = entry.verification.canary_window_seconds
     preview = [Step(id="verify-preview", kind="verify", environment="production", synthetic=True)]
     if entry.rollout.strategy == "blue-green":
@@ -177,7 +184,8 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "prometheus": {k: q.model_dump() for k, q in entry.prometheus.items()},
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
                               "false_rollback_bound": entry.verification.false_rollback_bound,
-                              "catalog_revision": entry.revision, "dr": entry.dr.model_dump()})
+                              "catalog_revision": entry.revision, "dr": entry.dr.model_dump(),
+                              "approver_group": entry.approvers.group})
     decision = Decision(saga)
     decision.transitions.append(Transition(ReleaseState.RUNNING, None, candidate.submitted_by,
                                            f"candidate {candidate.service} {candidate.version} submitted",
@@ -197,12 +205,14 @@ def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
     return decision
 
 
-def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = None) -> Decision:
-    """`refusal`: why the signature of an approval did not verify (None when it did or the event is no approval)."""
+def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = None,
+           groups: frozenset[str] = frozenset()) -> Decision:
+    """For approvals: `refusal` says why the signature did not verify (None when it did), `groups` are the
+    signer's groups."""
     decision = Decision(saga.model_copy(deep=True))
     match event:
         case ApprovalGiven():
-            _on_approval(decision, event, now, refusal)
+            _on_approval(decision, event, now, refusal, groups)
         case AbortRequested():
             _on_abort(decision, event, now)
         case PauseRequested():
@@ -272,6 +282,10 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                     _insert_required_steps(d, event)
             ok = event.passed if isinstance(event, GateCheckFinished) else event.ready
             if ok:
+                if isinstance(event, DRCheckFinished) and step.dr_action == "backup-point":
+                    s.backup_point = event.checks[0].evidence | {"release_id": s.release_id}
+                elif isinstance(event, DRCheckFinished):
+                    s.verification["dr_report"] = [c.model_dump(mode="json") for c in event.checks]
                 d.note(f"{step.id} passed: all {len(event.checks)} checks passed", evidence=evidence)
                 _advance(d, now)
             else:
@@ -284,6 +298,8 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                     s.stable[event.environment] = event.observed.stable_version
                 if step.action is DeployAction.FINALIZE:
                     s.stable[event.environment] = s.version
+                if step.action is DeployAction.MIGRATE and event.environment not in s.migrated:
+                    s.migrated.append(event.environment)
                 d.note(f"{step.id} done: {event.reason}", evidence=evidence)
                 _advance(d, now)
             else:
@@ -295,6 +311,8 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
             if event.verdict is Verdict.PASS:
                 d.note(f"{step.id} passed: {event.reason}", evidence=evidence)
                 d.staging_verified = step.environment == "staging"
+                if d.staging_verified:
+                    s.verification["staging_verdict"] = {"step": step.id, "reason": event.reason}
                 _advance(d, now)
             elif event.verdict is Verdict.FAIL:
                 _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
@@ -325,11 +343,29 @@ def _on_gate_wait(d: Decision, event: GateCheckFinished, now: datetime) -> None:
 
 
 def _insert_required_steps(d: Decision, event: GateCheckFinished) -> None:
-    """Steps the policy requires for this change (a DR check when migrations are present) go right after the gate."""
+    """Steps this change needs: a DR check right after the gate when the policy requires it; with migrations,
+    each environment's migration right before its first deploy, and in production a backup point before that."""
     s = d.saga
     if "dr-check" in event.requires and not any(st.kind == "dr" for st in s.plan):
         s.plan.insert(s.cursor + 1, Step(id="dr-check", kind="dr"))
         d.note("dr-check added to the plan: the policy requires it for this change")
+    if not event.migrations or s.migrations:
+        return
+    s.migrations = list(event.migrations)
+    for env in ("staging", "production"):
+        first = next((i for i, st in enumerate(s.plan) if st.kind == "deploy" and st.environment == env
+                      and st.action is not DeployAction.FINALIZE), None)
+        if first is None or first <= s.cursor:
+            continue
+        steps = [Step(id=f"migrate-{env}", kind="deploy", environment=env, action=DeployAction.MIGRATE, weight=0,
+                      compensable=True)]
+        if env == "production":
+            steps.insert(0, Step(id="backup-point", kind="dr", environment=env, dr_action="backup-point"))
+        s.plan[first:first] = steps
+    names = ", ".join(f"{m['name']} ({m['kind']}{', rewrites data' if m.get('rewrites_data') else ''})"
+                      for m in s.migrations)
+    d.note(f"migrations added to the plan: {names}; each environment migrates before its new code starts, "
+           "production after a backup point")
 
 
 def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
@@ -360,6 +396,8 @@ def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished,
     comp = next(c for c in s.compensations if c.id == event.step_id)
     actor = "deployer" if isinstance(event, DeployFinished) else "rollback"
     evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}
+    if isinstance(event, RollbackFinished) and event.evidence:
+        evidence["incident_report"] = event.evidence
     if not event.succeeded:
         comp.status = "failed"
         d.note(f"compensation {comp.id} failed: {event.reason}", actor=actor, evidence=evidence)
@@ -374,9 +412,13 @@ def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished,
 # --- operator control ----------------------------------------------------------------------------------------
 
 
-def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str | None) -> None:
-    """Signatures are checked by the caller (`refusal`); which approvals count is the gate policy's call."""
+def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str | None,
+                 groups: frozenset[str]) -> None:
+    """Signatures are checked by the caller (`refusal`, and the signer's `groups`); which approvals count at a
+    gate is the gate policy's call, a go/no-go at a hold point is decided here."""
     s = d.saga
+    if refusal is None and event.kind in ("go", "no-go") and s.verification.get("approver_group") not in groups:
+        refusal = f"not in the {s.verification.get('approver_group')} group that decides go/no-go"
     if refusal is not None:
         d.note(f"{event.kind} by {event.actor} refused: {refusal}", actor=event.actor)
         return
@@ -386,8 +428,11 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str 
     if s.state.terminal:
         d.note(f"{event.kind} by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
         return
-    s.approvals.append(event.signed())
     step = s.current
+    if event.kind in ("go", "no-go"):
+        _on_go_no_go(d, event, now)
+        return
+    s.approvals.append(event.signed())
     if s.state is ReleaseState.PAUSED:
         s.state = ReleaseState.RUNNING
         d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
@@ -400,6 +445,21 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str 
     else:
         d.note(f"{event.kind} by {event.actor} recorded: {event.reason}; it counts at the production gate",
                actor=event.actor)
+
+
+def _on_go_no_go(d: Decision, event: ApprovalGiven, now: datetime) -> None:
+    s = d.saga
+    step = s.current
+    if s.state is not ReleaseState.AWAITING_APPROVAL or step is None or step.kind != "hold":
+        d.note(f"{event.kind} by {event.actor} ignored: the release is not at a hold point", actor=event.actor)
+        return
+    if event.kind == "no-go":
+        _compensate(d, f"no-go at {step.id} by {event.actor}: {event.reason}", ReleaseState.ABORTED, now,
+                    actor=event.actor)
+        return
+    s.state = ReleaseState.RUNNING
+    d.note(f"go at {step.id} by {event.actor}: {event.reason}", actor=event.actor)
+    _advance(d, now)
 
 
 def _on_abort(d: Decision, event: AbortRequested, now: datetime) -> None:
@@ -486,7 +546,17 @@ def _issue_current(d: Decision, now: datetime) -> None:
         case "dr":
             dr = s.verification["dr"]
             d.commands.append((topics.DR_COMMANDS, DRCheckRequested(
-                **base, **art, database=dr["database"] or s.service, rpo_seconds=dr["rpo_seconds"])))
+                **base, **art, database=dr["database"] or s.service, rpo_seconds=dr["rpo_seconds"],
+                action=step.dr_action)))
+        case "hold":
+            s.state = ReleaseState.AWAITING_APPROVAL
+            d.note(f"{step.id}: hold point, waiting for a go or no-go from {s.verification['approver_group']}",
+                   evidence={"dr_report": s.verification.get("dr_report"),
+                             "staging_verdict": s.verification.get("staging_verdict"),
+                             "migrations": s.migrations, "backup_point": s.backup_point})
+            d.commands.append((topics.ALERTS, _alert(s, Severity.INFO, "go/no-go needed",
+                                                     f"{step.id}: evidence in the release timeline")))
+            return
         case "deploy":
             batch = int(step.id.rsplit("-", 1)[1]) if step.action is DeployAction.ROLL else None
             d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
@@ -527,8 +597,15 @@ def _compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, a
     if step is not None and step.compensable and s.waiting_for == step.id and step.environment not in environments:
         environments.append(step.environment)
     rolled = s.verification.get("rolled", False)
-    s.compensations = [Compensation(id=f"compensate:{env}", environment=env, redeploy=rolled and env == "production")
-                       for env in reversed(environments)]
+    s.compensations = [Compensation(id=f"compensate:{env}", environment=env, redeploy=rolled and env == "production",
+                                    kind=_data_compensation(s, env)) for env in reversed(environments)]
+    schema_kept = [env for env in s.migrated if _data_compensation(s, env) == "restore_traffic"]
+    if schema_kept:
+        names = ", ".join(m["name"] for m in s.migrations)
+        why = ("expand migrations only, the stable version works with them" if not _destructive(s)
+               else "no backup point is taken there; recreate it from production if needed")
+        d.note(f"schema of {', '.join(schema_kept)} left in place ({names}): {why}",
+               evidence={"migrations": s.migrations})
     s.end_state = end
     if not s.compensations:
         _finish(d, end, reason, actor=actor)
@@ -538,6 +615,18 @@ def _compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, a
                                     {"compensations": [c.id for c in s.compensations]}))
     s.verification["failure_reason"] = reason
     _next_compensation(d, now)
+
+
+def _destructive(s: Saga) -> bool:
+    return any(m.get("rewrites_data") or m.get("kind") == "contract" for m in s.migrations)
+
+
+def _data_compensation(s: Saga, environment: str) -> Literal["restore_traffic", "restore_data"]:
+    """What undoing this environment takes: data back to the backup point when a migration rewrote data or
+    dropped something there, else traffic only (code-only changes and expand migrations)."""
+    if environment == "production" and environment in s.migrated and _destructive(s) and s.backup_point:
+        return "restore_data"
+    return "restore_traffic"
 
 
 def _next_compensation(d: Decision, now: datetime) -> None:
@@ -559,12 +648,22 @@ def _next_compensation(d: Decision, now: datetime) -> None:
             instances=s.verification["instances"], batch_size=s.verification.get("batch_size", 1))))
         d.note(f"compensation {comp.id} requested: the deployer replaces {s.version} instances with stable ones, "
                f"batch by batch, in {comp.environment}")
+    elif comp.kind == "restore_data":
+        point = s.backup_point or {}
+        d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
+            release_id=s.release_id, step_id=comp.id, compensation="restore_data", service=s.service,
+            environment=comp.environment, candidate_version=s.version, backup_id=point.get("backup_id"),
+            since=point.get("taken_at"))))
+        d.note(f"compensation {comp.id} requested: writes stopped, {comp.environment} database restored to backup "
+               f"point {point.get('backup_id')}, orders since replayed, integrity checked, traffic back to stable",
+               evidence={"backup_point": point})
     else:
         d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
             release_id=s.release_id, step_id=comp.id, compensation="restore_traffic", service=s.service,
             environment=comp.environment, candidate_version=s.version)))
         d.note(f"compensation {comp.id} requested: traffic back to stable in {comp.environment}")
-    d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"] * (3 if comp.redeploy else 1)))
+    slow = comp.redeploy or comp.kind == "restore_data"
+    d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"] * (3 if slow else 1)))
 
 
 def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR,

@@ -44,22 +44,25 @@ class Coordinator:
                 await self._start(envelope)
             else:
                 release_id = envelope.data.release_id
-                refusal = self._refusal(envelope.data) if isinstance(envelope.data, ApprovalGiven) else None
+                refusal, groups = (self._signer(envelope.data) if isinstance(envelope.data, ApprovalGiven)
+                                   else (None, frozenset()))
                 await self._apply(release_id, envelope.id, lambda saga: domain.handle(
-                    saga, envelope.data, self._clock(), refusal=refusal))
+                    saga, envelope.data, self._clock(), refusal=refusal, groups=groups))
 
-    def _refusal(self, event: ApprovalGiven) -> str | None:
-        """Why an approval's signature does not prove its approver (re-read per approval: people change)."""
+    def _signer(self, event: ApprovalGiven) -> tuple[str | None, frozenset[str]]:
+        """Why an approval's signature does not prove its approver (None if it does), and the approver's groups;
+        the identities file is re-read per approval: people change."""
         if event.signed_at is None:
-            return "no signature: approvals must be signed with the approver's key"
+            return "no signature: approvals must be signed with the approver's key", frozenset()
         try:
             identities = identity.Identities.load(self._identities_file)
         except identity.IdentityError as exc:
-            return f"cannot check the signature: {exc}"
-        return identity.verify_approval(
+            return f"cannot check the signature: {exc}", frozenset()
+        refusal = identity.verify_approval(
             identities, release_id=event.release_id, actor=event.actor,
             kind=event.kind, reason=event.reason, signed_at=event.signed_at, keyid=event.keyid,
             signature=event.signature)
+        return refusal, identities.groups_of(event.actor) if refusal is None else frozenset()
 
     async def fire_due_deadlines(self, limit: int = 20) -> int:
         async with self._pool.acquire() as conn:

@@ -18,9 +18,9 @@ async def setup(rt: runner.Runtime) -> None:
     settings = DeployerSettings()
     haproxy = HAProxy(settings.haproxy_admin)
     launcher = Launcher(rt.pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir,
-                        settings.shop_env())
+                        settings.shop_env)
     deployer = Deployer(rt.pool, LocalTarget(rt.pool, haproxy, settings.run_dir), launcher,
-                        settings.trust_root_file)
+                        settings.trust_root_file, settings.shop_database)
     rt.consumer.subscribe(topics.DEPLOY_COMMANDS, deployer.on_request, accept=(DeployRequested,))
 
 

@@ -3,6 +3,7 @@ from HAProxy."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +15,7 @@ from services.common import supply_chain, worker
 from services.common.artifacts import ArtifactError
 from services.common.haproxy import HAProxyError
 from services.common.local_target import LocalTarget, pid_alive
+from services.deployer.adapters import migrator
 from services.deployer.adapters.launcher import Launcher
 from services.deployer.domain import DeployError, traffic_split
 
@@ -22,9 +24,10 @@ log = structlog.get_logger()
 
 
 class Deployer:
-    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, launcher: Launcher, trust_root: Path) -> None:
+    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, launcher: Launcher, trust_root: Path,
+                 database_for: Callable[[str], str]) -> None:
         self._pool, self._target, self._launcher = pool, target, launcher
-        self._trust_root = trust_root
+        self._trust_root, self._database_for = trust_root, database_for
 
     async def on_request(self, envelope: Envelope) -> None:
         req: DeployRequested = envelope.data  # type: ignore[assignment]
@@ -58,7 +61,9 @@ class Deployer:
         if req.action is not DeployAction.RESTORE:
             supply_chain.verify(req.attestation, req.digest, req.service,
                                 supply_chain.TrustRoot.load(self._trust_root))
-        await asyncio.to_thread(self._launcher.unpack, req.digest)
+        folder, _ = await asyncio.to_thread(self._launcher.unpack, req.digest)
+        if req.action is DeployAction.MIGRATE:
+            return await self._migrate(req, folder)
         stable = await self._target.stable(req.service, req.environment)
         if stable is None:
             raise DeployError(f"{req.environment} has no stable version of {req.service}; run the bootstrap")
@@ -94,6 +99,17 @@ class Deployer:
         await self._target.split(req.service, req.environment, traffic_split(req.version, stable_version, req.weight))
         return (f"{req.version} on {len(mine)} instance(s) in {req.environment} at {req.weight}% "
                 f"beside {stable_version}")
+
+    async def _migrate(self, req: DeployRequested, folder: Path) -> str:
+        """The candidate's new migrations, before its code starts in this environment; parity with the other
+        environment (PostgreSQL version, same runner) is reported."""
+        applied, skipped = await migrator.migrate(self._database_for(req.environment), folder, req.release_id)
+        versions = {env: await migrator.server_version(self._database_for(env)) for env in ("staging", "production")}
+        parity = ("parity: staging and production both run PostgreSQL " + versions["production"]
+                  if versions["staging"].split(".")[0] == versions["production"].split(".")[0]
+                  else f"PARITY BROKEN: staging PostgreSQL {versions['staging']}, production {versions['production']}")
+        return (f"{req.environment} database migrated: applied {', '.join(applied) or 'nothing new'}"
+                + (f" (already applied: {', '.join(skipped)})" if skipped else "") + f"; {parity}")
 
     async def _roll(self, req: DeployRequested, stable_version: str, live: list, mine: list) -> str:
         """One batch of a rolling update: start the batch's new instances first (surge, so capacity never drops

@@ -10,7 +10,8 @@ NAME = "dr-checker"
 
 
 async def setup(rt: runner.Runtime) -> None:
-    rt.consumer.subscribe(topics.DR_COMMANDS, DRChecker(rt.pool).on_request, accept=(DRCheckRequested,))
+    rt.consumer.subscribe(topics.DR_COMMANDS, DRChecker(rt.pool, rt.settings).on_request,
+                         accept=(DRCheckRequested,))
 
 
 def main() -> None:

@@ -1,48 +1,65 @@
 """Backup job: `python -m services.dr_checker.backup DATABASE` takes a real pg_dump and records it in the
-backup catalog (run by `make backup` or a scheduler)."""
+backup catalog (run by `make backup` or a scheduler); the dr-checker takes pre-release backup points the same way."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from services.common import db
 from services.common.artifacts import sha256_file
 from services.common.settings import ServiceSettings
+from services.dr_checker import postgres
 
 
-def _pg_dump() -> str:
-    found = shutil.which("pg_dump")
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"), reverse=True)
-    return str(candidates[0]) if candidates else (found or "pg_dump")
+class BackupError(Exception):
+    """pg_dump or pg_restore failed."""
 
 
-async def take_backup(settings: ServiceSettings, database: str) -> Path:
+async def dump(settings: ServiceSettings, database: str) -> tuple[Path, datetime]:
     started = datetime.now(UTC)
     target_dir = settings.run_dir / "backups"
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{database}-{started:%Y%m%dT%H%M%S%f}.dump"
-    url = urlsplit(settings.database_url)
-    env = {**os.environ, "PGPASSWORD": url.password or ""}
-    plain_dsn = urlunsplit(url._replace(path=f"/{database}", netloc=url.netloc.split("@")[-1]))
-    cmd = [_pg_dump(), "--format=custom", f"--file={target}", f"--username={url.username}", plain_dsn]
-    proc = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True)
+    args, env = postgres.cli_args(settings.database_url, database)
+    proc = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_dump"), "--format=custom", f"--file={target}",
+                                                    *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"pg_dump of {database} failed: {proc.stderr.strip()}")
-    pool = await db.create_pool(settings.database_url)
+        raise BackupError(f"pg_dump of {database} failed: {proc.stderr.strip()}")
+    return target, started
+
+
+async def record(conn: asyncpg.Connection, database: str, path: Path, started: datetime, *,
+                 kind: str = "scheduled", release_id: str | None = None) -> int:
+    return await conn.fetchval(
+        "INSERT INTO backups (database, path, bytes, sha256, started_at, finished_at, kind, release_id)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id", database, str(path), path.stat().st_size,
+        sha256_file(path), started, datetime.now(UTC), kind, release_id)
+
+
+async def restore(settings: ServiceSettings, database: str, path: Path, *, clean: bool) -> None:
+    """pg_restore `path` into `database`; `clean` drops the objects it restores first (a live database)."""
+    args, env = postgres.cli_args(settings.database_url, database)
+    flags = ["--clean", "--if-exists", "--single-transaction"] if clean else ["--single-transaction"]
+    proc = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner", *flags, *args,
+                                                    str(path)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BackupError(f"pg_restore of {path.name} into {database} failed: {proc.stderr.strip()[-500:]}")
+
+
+async def take_backup(settings: ServiceSettings, database: str) -> Path:
+    path, started = await dump(settings, database)
+    pool = await db.create_pool(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
-            await conn.execute("INSERT INTO backups (database, path, bytes, sha256, started_at, finished_at)"
-                               " VALUES ($1,$2,$3,$4,$5,$6)", database, str(target), target.stat().st_size,
-                               sha256_file(target), started, datetime.now(UTC))
+            await record(conn, database, path, started)
     finally:
         await pool.close()
-    return target
+    return path
 
 
 def main() -> None:

@@ -73,7 +73,9 @@ class Gatekeeper:
             release_id=req.release_id, step_id=req.step_id, environment=req.environment,
             passed=result.decision == "pass", checks=checks, decision=result.decision, risk=result.risk,
             policy_version=self.policy.version, input_digest=digest, warnings=[w["msg"] for w in result.warn],
-            waiting_for=[w["msg"] for w in result.wait], retry_at=retry_at, requires=result.requires)
+            waiting_for=[w["msg"] for w in result.wait], retry_at=retry_at, requires=result.requires,
+            migrations=[{"name": m["name"], "kind": m["kind"], "rewrites_data": m["rewrites_data"]}
+                        for m in policy_input["migrations"]])
 
     async def facts(self, req: GateCheckRequested, now: datetime) -> tuple[dict[str, Any], Any]:
         """The policy input; every file is re-read per request so policy, trust and calendar edits apply at once."""

@@ -13,7 +13,7 @@ NAME = "rollback"
 
 async def setup(rt: runner.Runtime) -> None:
     target = LocalTarget(rt.pool, HAProxy(rt.settings.haproxy_admin), rt.settings.run_dir)
-    rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, Rollback(rt.pool, target).on_request,
+    rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, Rollback(rt.pool, target, rt.settings).on_request,
                           accept=(RollbackRequested,))
 
 

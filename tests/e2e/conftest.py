@@ -56,6 +56,17 @@ def release(version: str, *, promoted: bool, timeout: float = 400,
     return rid, status(rid)["timeline"]
 
 
+def prove_recovery(env: dict[str, str]) -> None:
+    """v1 in place (so the shop schema exists), then a fresh backup and a passing restore drill, as an operator
+    does before a day of releases: the DR check of tier-1 releases requires both."""
+    run_env = {**os.environ, **env}
+    for module, arg in (("services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")),
+                        ("services.dr_checker.backup", "shop"), ("services.dr_checker.drill", "shop")):
+        out = subprocess.run([sys.executable, "-m", module, arg], cwd=REPO, env=run_env, capture_output=True,
+                             text=True)
+        assert out.returncode == 0, f"{module}: {out.stdout}{out.stderr}"
+
+
 def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
     log = (LOGS / f"test-shopper-{cards}.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
@@ -71,6 +82,7 @@ async def release_stack(settings, env: dict[str, str] | None = None):
     try:
         leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")
         await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
+        prove_recovery(env)
         yield running
     finally:
         for p in shoppers:

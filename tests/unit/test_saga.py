@@ -34,8 +34,9 @@ def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
         return GateCheckFinished(release_id=rid, step_id=sid, environment=step.environment, passed=ok,
                                  checks=[CheckResult(name="tests_passed", passed=ok, reason="r")])
     if step.kind == "dr":
+        evidence = {"backup_id": 7, "taken_at": NOW.isoformat()} if step.dr_action == "backup-point" else {}
         return DRCheckFinished(release_id=rid, step_id=sid, ready=ok,
-                               checks=[CheckResult(name="backup_freshness", passed=ok, reason="r")])
+                               checks=[CheckResult(name="backup_freshness", passed=ok, reason="r", evidence=evidence)])
     if step.kind == "deploy":
         return DeployFinished(release_id=rid, step_id=sid, environment=step.environment, succeeded=ok, reason="r",
                               observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"))
@@ -390,3 +391,61 @@ class TestGateWaits:
         d = domain.handle(saga, passed, NOW)
         assert d.saga.waiting_for == "dr-check"
         assert [t for t, _ in d.commands] == [topics.DR_COMMANDS]
+
+
+MIGRATIONS = [{"name": "0003_backfill.sql", "kind": "expand", "rewrites_data": True}]
+
+
+def with_migrations(migrations=MIGRATIONS, entry=ENTRY):
+    saga = domain.start(candidate(), entry, NOW, {}).saga
+    gate = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
+                             decision="pass", checks=[], requires=["dr-check"], migrations=migrations)
+    return domain.handle(saga, gate, NOW).saga
+
+
+class TestMigrationsInTheSaga:
+    def test_each_environment_migrates_before_its_code_starts_and_production_after_a_backup_point(self):
+        ids = [s.id for s in with_migrations().plan]
+        assert ids.index("migrate-staging") == ids.index("deploy-staging") - 1
+        assert ids.index("backup-point") < ids.index("migrate-production") < ids.index("canary-start")
+        assert ids.index("gate-production") < ids.index("backup-point")
+
+    def test_a_failed_data_rewrite_compensates_by_restoring_the_backup_point(self):
+        saga = run_until(with_migrations(), "verify-canary-internal")
+        assert saga.backup_point is not None and saga.migrated == ["staging", "production"]
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        (topic, command), = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
+        assert command.compensation == "restore_data" and command.environment == "production"
+        assert command.backup_id == 7 and command.since == NOW
+
+    def test_an_expand_only_migration_compensates_by_traffic_and_says_the_schema_stays(self):
+        saga = run_until(with_migrations([{"name": "0001_add.sql", "kind": "expand", "rewrites_data": False}]),
+                         "verify-canary-internal")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        (topic, command), = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
+        assert command.compensation == "restore_traffic"
+        assert any("schema of staging, production left in place" in t.reason and "expand migrations only" in t.reason
+                   for t in d.transitions)
+
+
+class TestHoldPoint:
+    ENTRY_HOLD = ENTRY.model_copy(update={"dr": ENTRY.dr.model_copy(update={"hold_point": True})})
+
+    def at_hold(self):
+        saga = domain.start(candidate(), self.ENTRY_HOLD, NOW, {}).saga
+        saga = run_until(saga, "hold-production")
+        assert saga.state is ReleaseState.AWAITING_APPROVAL
+        return saga
+
+    def test_go_from_the_approver_group_continues(self):
+        d = domain.handle(self.at_hold(), signed_approval("alice", "go"), NOW, groups=frozenset({"shop-approvers"}))
+        assert d.saga.state is ReleaseState.RUNNING and d.saga.waiting_for != "hold-production"
+
+    def test_go_from_outside_the_group_is_refused(self):
+        d = domain.handle(self.at_hold(), signed_approval("dave", "go"), NOW, groups=frozenset({"release-managers"}))
+        assert d.saga.state is ReleaseState.AWAITING_APPROVAL
+        assert "not in the shop-approvers group" in d.transitions[-1].reason
+
+    def test_no_go_aborts_and_compensates(self):
+        d = domain.handle(self.at_hold(), signed_approval("alice", "no-go"), NOW, groups=frozenset({"shop-approvers"}))
+        assert d.saga.state is ReleaseState.ROLLING_BACK and d.saga.end_state is ReleaseState.ABORTED

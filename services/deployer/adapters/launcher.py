@@ -1,6 +1,8 @@
 """Starts a bundle as a detached process on a free HAProxy slot and waits until it is healthy."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 import json
 import os
@@ -27,7 +29,7 @@ HEALTH_TIMEOUT_SECONDS = 45.0
 
 class Launcher:
     def __init__(self, pool: asyncpg.Pool, haproxy: HAProxy, store: ArtifactStore, run_dir: Path,
-                 env: dict[str, str]) -> None:
+                 env: Callable[[str], dict[str, str]]) -> None:
         self._pool, self._haproxy, self._store, self._run, self._env = pool, haproxy, store, run_dir, env
 
     def unpack(self, digest: str) -> tuple[Path, dict]:
@@ -58,7 +60,7 @@ class Launcher:
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         log.parent.mkdir(parents=True, exist_ok=True)
         pidfile.unlink(missing_ok=True)
-        env = {**os.environ, **self._env, "SHOP_PORT": str(inst.port), "SHOP_ENVIRONMENT": environment,
+        env = {**os.environ, **self._env(environment), "SHOP_PORT": str(inst.port), "SHOP_ENVIRONMENT": environment,
                "SHOP_INSTANCE_ID": f"{environment}-{inst.slot}-{version}"}
         entry = " ".join(manifest["entrypoint"])
         # setsid --fork detaches the instance from the deployer (init reaps it); it writes its own pid.

@@ -1,0 +1,49 @@
+"""`releasegate dr`: disaster-recovery evidence on demand (backups and restore drills)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.common.catalog import Catalog, CatalogError
+from services.common.settings import ServiceSettings
+from services.dr_checker.backup import BackupError, take_backup
+from services.dr_checker.drill import run_drill
+
+dr = typer.Typer(help="Disaster-recovery evidence: backups and restore drills.", no_args_is_help=True)
+console = Console(width=160)
+
+
+@dr.command()
+def backup(database: Annotated[str, typer.Argument()] = "shop") -> None:
+    """Take a pg_dump of DATABASE now and record it in the backup catalog."""
+    try:
+        path = asyncio.run(take_backup(ServiceSettings(), database))
+    except BackupError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"backup of {database}: {path}")
+
+
+@dr.command()
+def drill(service: str) -> None:
+    """Restore SERVICE's newest backup into a scratch database, time it, run its integrity checks, record it."""
+    settings = ServiceSettings()
+    try:
+        entry = Catalog(settings.catalog_dir).get(service)
+    except CatalogError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    result = asyncio.run(run_drill(settings, entry))
+    for check in result.checks:
+        mark = "[green]ok[/green]" if check["passed"] else "[red]VIOLATED[/red]"
+        console.print(f"  {mark} {check['name']}: {check.get('violations')} violations {check.get('error', '')}")
+    console.print(f"restore drill of {service}: {'[green]passed[/green]' if result.passed else '[red]FAILED[/red]'} "
+                  f"— {result.reason} (RTO {entry.dr.rto_seconds:g}s)")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dr, name="dr")

@@ -1,0 +1,159 @@
+"""End to end, stateful releases: recovery proven before a risky change (backup age, restore drill recency and
+speed), a hold point that waits for go or no-go, and a failed release whose migration rewrote data, rolled back by
+restoring the backup point and replaying orders — none lost."""
+from __future__ import annotations
+
+import shutil
+
+import asyncpg
+import pytest
+import yaml
+
+from contracts import topics
+from contracts.events import OrderPlaced
+from releasegate_cli.probes import TopicTail
+from services.common.settings import ServiceSettings
+from services.dr_checker import postgres
+from tests.conftest import REPO, wait_until
+from tests.e2e.conftest import approve, cli, release, status, submit
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def catalog_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalog")
+    shutil.copy(REPO / "catalog" / "shop.yaml", path / "shop.yaml")
+    return path
+
+
+@pytest.fixture(scope="module")
+def catalog_env(catalog_dir) -> dict[str, str]:
+    return {"RG_CATALOG_DIR": str(catalog_dir)}
+
+
+@pytest.fixture
+def catalog(catalog_dir):
+    """Edit this module's catalog entry (services re-read it on every request); restored after the test."""
+    original = (catalog_dir / "shop.yaml").read_text()
+
+    def edit(**dr) -> None:
+        entry = yaml.safe_load(original)
+        entry["dr"].update(dr)
+        (catalog_dir / "shop.yaml").write_text(yaml.safe_dump(entry))
+    yield edit
+    (catalog_dir / "shop.yaml").write_text(original)
+
+
+def dr_rejection(version: str = "v2") -> dict[str, dict]:
+    rid, timeline = release(version, promoted=False)
+    failed = next(t for t in timeline if t["step"] == "dr-check" and "failed" in t["reason"])
+    assert status(rid)["state"] == "rejected"
+    assert not any(t["step"] == "deploy-staging" for t in timeline)
+    return {c["name"]: c for c in failed["evidence"]["checks"]}
+
+
+class TestRecoveryProvenBeforeRelease:
+    async def test_blocked_when_the_newest_backup_is_older_than_the_rpo(self, services, stable_v1, catalog):
+        catalog(rpo_seconds=0.5)
+        check = dr_rejection()["backup_freshness"]
+        assert not check["passed"] and "older than the RPO of 0.5s" in check["reason"]
+        assert check["evidence"]["age_seconds"] > check["evidence"]["rpo_seconds"]
+
+    async def test_blocked_when_the_restore_drill_was_slower_than_the_rto(self, services, stable_v1, catalog):
+        catalog(rto_seconds=0.001)
+        check = dr_rejection()["restore_time_within_rto"]
+        assert not check["passed"] and "slower than the RTO of 0.001s" in check["reason"]
+        assert check["evidence"]["restore_seconds"] > 0.001
+
+    async def test_blocked_when_the_last_restore_drill_is_too_old(self, services, stable_v1, catalog):
+        catalog(drill_max_age_seconds=0.5)
+        check = dr_rejection()["restore_drill_recency"]
+        assert not check["passed"] and "older than the 0.5s the tier allows" in check["reason"]
+
+
+class TestHoldPoint:
+    async def test_waits_for_go_and_aborts_on_no_go(self, services, stable_v1, catalog):
+        catalog(hold_point=True)
+        rid = submit("v2")
+
+        async def at_hold():
+            r = status(rid)
+            return r["state"] == "awaiting_approval" and r["step"] == "hold-production"
+        await wait_until(at_hold, 180, "v2 at its hold point")
+        hold = next(t for t in status(rid)["timeline"] if t["step"] == "hold-production")
+        assert hold["evidence"]["dr_report"] and hold["evidence"]["staging_verdict"]
+        approve(rid, "dev", kind="go", reason="my own change, let it go")
+        approve(rid, "dave", kind="go", reason="not my group")
+        approve(rid, "alice", kind="no-go", reason="ERP cut-over tonight; not now")
+        await wait_until(lambda: _state(rid, "aborted"), 180, "v2 aborted on no-go")
+        reasons = [t["reason"] for t in status(rid)["timeline"]]
+        assert any("go by dev refused: the author of a change cannot approve it" in r for r in reasons)
+        assert any("go by dave refused: not in the shop-approvers group" in r for r in reasons)
+        assert any(r.startswith("rolling back: no-go at hold-production by alice") for r in reasons)
+
+        rid = submit("v2")
+        await wait_until(at_hold, 180, "second v2 at its hold point")
+        approve(rid, "bob", kind="go", reason="evidence reviewed")
+        await wait_until(lambda: _past_hold(rid), 60, "the release moving past the hold point on go")
+        cli("abort", rid, "--reason", "end of the hold point test")
+        await wait_until(lambda: _state(rid, "aborted"), 180, "second v2 aborted")
+
+
+class TestDataAwareRollback:
+    async def test_failed_data_rewrite_is_undone_by_restore_and_replay_with_no_order_lost(self, settings, services,
+                                                                                          stable_v1):
+        placed = await TopicTail(settings.kafka_bootstrap, topics.SHOP_EVENTS).start()
+        before = await _orders()
+        try:
+            rid, timeline = release("v10", promoted=False, approvers=("alice", "bob"), timeout=500)
+            during = await _orders()
+            events = await placed.collect()
+        finally:
+            await placed.stop()
+        assert status(rid)["state"] == "rolled_back"
+        steps = [t["step"] for t in timeline]
+        assert steps.index("backup-point") < steps.index("migrate-production")
+        done = next(t for t in timeline if t["actor"] == "rollback" and "compensate:production done" in t["reason"])
+        report = done["evidence"]["incident_report"]
+        assert report["not_replayable"] == [] and report["replayed"] > 0
+        assert all(c["passed"] for c in report["integrity_checks"])
+        production = {e.data.order_id for e in events if isinstance(e.data, OrderPlaced)
+                      and e.data.environment == "production" and e.data.order_id}
+        after = await _orders()
+        missing = production - after
+        assert not missing, f"{len(missing)} of {len(production)} orders placed during the release are gone"
+        assert len(before) <= len(during) and before <= after
+        assert not await _has_column("orders", "amount_minor_units")
+
+
+def _state(rid: str, state: str):
+    async def check():
+        return status(rid)["state"] == state
+    return check()
+
+
+async def _past_hold(rid: str) -> bool:
+    r = status(rid)
+    return r["state"] == "running" and r["step"] not in (None, "hold-production")
+
+
+def _shop_db():
+    return asyncpg.connect(postgres.dsn_for(ServiceSettings().database_url, "shop"))
+
+
+async def _orders() -> set[str]:
+    conn = await _shop_db()
+    try:
+        return {str(r["id"]) for r in await conn.fetch("SELECT id FROM orders WHERE environment = 'production'")}
+    finally:
+        await conn.close()
+
+
+async def _has_column(table: str, column: str) -> bool:
+    conn = await _shop_db()
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM information_schema.columns WHERE table_name = $1"
+                                        " AND column_name = $2", table, column))
+    finally:
+        await conn.close()
