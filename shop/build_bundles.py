@@ -34,7 +34,7 @@ SOURCE_REPOSITORY, SOURCE_REF = "github.com/releasegate/sample-shop", "refs/head
 
 # Each version and the overlays applied to bundle_src/ to make it, oldest first.
 LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"],
-                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"]}
+                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"], "v10": ["v2", "v3", "v10"]}
 
 # Per version: source commit, change summary, and the CI run that built it (fixed, so the signed provenance,
 # and with it every candidate file, is the same on each run).
@@ -60,6 +60,10 @@ CANDIDATES: dict[str, dict[str, str]] = {
     "v7": {"commit": "7c9e1a3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f1a24",
            "changes": "Drop carts.status (contract migration 0002).",
            "invocation_id": "https://ci.shop.example/runs/1090", "started_on": "2025-05-14T15:12:00Z"},
+    "v10": {"commit": "4b6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b02",
+            "changes": "Backfill orders.amount_minor_units (migration 0003 rewrites every order) with the card "
+                       "normalisation of v3: a data-rewriting release that fails its canary.",
+            "invocation_id": "https://ci.shop.example/runs/1102", "started_on": "2025-05-16T08:45:00Z"},
 }
 AUTHOR = "dev"  # identity name in policies/identities.yaml: never allowed to approve their own change
 

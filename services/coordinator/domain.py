@@ -417,13 +417,12 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str 
     """Signatures are checked by the caller (`refusal`, and the signer's `groups`); which approvals count at a
     gate is the gate policy's call, a go/no-go at a hold point is decided here."""
     s = d.saga
+    if refusal is None and event.actor == s.candidate.get("author"):
+        refusal = "the author of a change cannot approve it"
     if refusal is None and event.kind in ("go", "no-go") and s.verification.get("approver_group") not in groups:
         refusal = f"not in the {s.verification.get('approver_group')} group that decides go/no-go"
     if refusal is not None:
         d.note(f"{event.kind} by {event.actor} refused: {refusal}", actor=event.actor)
-        return
-    if event.actor == s.candidate.get("author"):
-        d.note(f"{event.kind} by {event.actor} refused: the author of a change cannot approve it", actor=event.actor)
         return
     if s.state.terminal:
         d.note(f"{event.kind} by {event.actor} ignored: release is {s.state.value}", actor=event.actor)

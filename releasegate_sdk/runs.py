@@ -1,0 +1,175 @@
+"""One verifier's verification runs: each accepted request is persisted, followed by a task that looks at its
+window as `schedule` says, and closed by the transaction that stages its verdict in the outbox. A restarted
+verifier resumes its open runs; a redelivered request finds its event id processed and changes nothing."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from contracts import topics
+from contracts.cloudevents import Envelope
+from contracts.events import Verdict, VerificationFinished, VerificationRequested
+from releasegate_sdk import schedule
+from releasegate_sdk.types import RETRYABLE, Result, VerificationRequest, describe
+from services.common import db, outbox, telemetry
+
+Check = Callable[[VerificationRequest], Awaitable[Result]]
+log = structlog.get_logger()
+
+UPSERT = """
+INSERT INTO verifier_runs (verifier, release_id, step_id, request_id, request, trace, tenant, started_at, window_end,
+                           deadline)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (verifier, release_id, step_id) DO UPDATE SET request_id = EXCLUDED.request_id,
+    request = EXCLUDED.request, trace = EXCLUDED.trace, tenant = EXCLUDED.tenant, started_at = EXCLUDED.started_at,
+    window_end = EXCLUDED.window_end, deadline = EXCLUDED.deadline, finished_at = NULL, verdict = NULL
+"""
+OPEN = ("SELECT request_id, request, trace, tenant, started_at, window_end, deadline FROM verifier_runs"
+        " WHERE verifier = $1 AND finished_at IS NULL ORDER BY deadline")
+CLOSE = ("UPDATE verifier_runs SET finished_at = now(), verdict = $5 WHERE verifier = $1 AND release_id = $2"
+         " AND step_id = $3 AND request_id = $4 AND finished_at IS NULL")
+STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+STORE_RETRY_SECONDS = 1.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Run:
+    """An accepted request and its window; `request_id` (the command's event id) tells a re-issued step apart."""
+
+    request_id: str
+    raw: VerificationRequested
+    window: schedule.Window
+    trace: dict[str, str]
+    tenant: str | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.raw.release_id, self.raw.step_id
+
+    def request(self, final: bool) -> VerificationRequest:
+        w = self.window
+        return VerificationRequest.of(self.raw, w.start, w.end, w.deadline, final)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Run:
+        return cls(row["request_id"], VerificationRequested.model_validate(row["request"]),
+                   schedule.Window(row["started_at"], row["window_end"], row["deadline"]), row["trace"],
+                   row["tenant"])
+
+
+class Runs:
+    """The verifier's requests, from acceptance to verdict. `skip` says why a request is not ours (or None)."""
+
+    def __init__(self, *, name: str, consumer: str, pool: asyncpg.Pool, check: Check,
+                 skip: Callable[[VerificationRequested], str | None], looks_every: float | None,
+                 grace_seconds: float, clock: Callable[[], datetime] = utcnow) -> None:
+        self._name, self._consumer, self._pool, self._check, self._skip = name, consumer, pool, check, skip
+        self._looks_every, self._grace, self._clock = looks_every, grace_seconds, clock
+        self._source = f"releasegate/{consumer}"
+        self._accepted: asyncio.Queue[Run] = asyncio.Queue()
+
+    async def accept(self, envelope: Envelope) -> None:
+        """Subscriber of the verify topic: persist a request that is ours, then start following it."""
+        req: VerificationRequested = envelope.data  # type: ignore[assignment]
+        why = self._skip(req)
+        now = self._clock()
+        if why is None and schedule.Window.of(envelope.time, req.window_seconds, self._grace).deadline < now:
+            why = "its verdict was due before it arrived"
+        if why is not None:
+            log.debug("request skipped", step=req.step_id, service=req.service, environment=req.environment,
+                      reason=why)
+            return
+        run = Run(envelope.id, req, schedule.Window.of(now, req.window_seconds, self._grace), envelope.trace,
+                  envelope.tenant)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await db.first_time(conn, self._consumer, envelope.id):
+                return
+            await conn.execute(UPSERT, self._name, req.release_id, req.step_id, run.request_id,
+                               req.model_dump(mode="json"), run.trace, run.tenant, run.window.start, run.window.end,
+                               run.window.deadline)
+        log.info("verification started", step=req.step_id, window=req.window_seconds,
+                 deadline=run.window.deadline.isoformat())
+        self._accepted.put_nowait(run)
+
+    async def follow_all(self) -> None:
+        """Background task: resume the open runs, then follow each accepted one; cancelling it cancels them."""
+        following: dict[tuple[str, str], tuple[str, asyncio.Task[None]]] = {}
+        async with self._pool.acquire() as conn:
+            for row in await conn.fetch(OPEN, self._name):
+                self._accepted.put_nowait(Run.from_row(row))
+        try:
+            while True:
+                run = await self._accepted.get()
+                current = following.get(run.key)
+                if current is not None and current[0] == run.request_id and not current[1].done():
+                    continue
+                if current is not None:
+                    current[1].cancel()  # the step was re-issued: its new request replaces the old one
+                for key in [k for k, (_, task) in following.items() if task.done()]:
+                    del following[key]
+                following[run.key] = (run.request_id, asyncio.create_task(self._follow(run)))
+        finally:
+            for _, task in following.values():
+                task.cancel()
+            await asyncio.gather(*(task for _, task in following.values()), return_exceptions=True)
+
+    async def _follow(self, run: Run) -> None:
+        with structlog.contextvars.bound_contextvars(release_id=run.raw.release_id, step=run.raw.step_id):
+            at, attempt = schedule.first_look(run.window, self._looks_every), 0
+            while True:
+                await asyncio.sleep(max(0.0, (at - self._clock()).total_seconds()))
+                final = at >= run.window.end
+                try:
+                    result = await self._check(run.request(final))
+                    if not isinstance(result, Result):
+                        raise TypeError(f"the check returned {type(result).__name__}, not a Result")
+                    step = schedule.after_answer(run.window, result, final=final, now=self._clock(),
+                                                 looks_every=self._looks_every)
+                except Exception as exc:
+                    attempt += 1
+                    retryable = isinstance(exc, RETRYABLE)
+                    log.warning("check raised", error=describe(exc), attempt=attempt, retryable=retryable,
+                                exc_info=not retryable)
+                    step = schedule.after_error(run.window, exc, attempt=attempt, retryable=retryable,
+                                                now=self._clock())
+                if isinstance(step, schedule.Finish):
+                    await self._close(run, step.result)
+                    return
+                at = step.at
+
+    async def _close(self, run: Run, result: Result) -> None:
+        """Mark the run finished and stage its verdict, in one transaction; retried while the database is away."""
+        verdict = VerificationFinished(
+            release_id=run.raw.release_id, step_id=run.raw.step_id, environment=run.raw.environment,
+            verdict=result.verdict or Verdict.INCONCLUSIVE, reason=result.reason, kpis=result.kpis(),
+            window_start=run.window.start, window_end=min(self._clock(), run.window.deadline), verifier=self._name)
+        while True:
+            try:
+                if await self._publish(run, verdict):
+                    log.info("verdict", verdict=verdict.verdict.value, reason=verdict.reason)
+                return
+            except STORE_ERRORS as exc:
+                log.warning("cannot store the verdict yet; retrying", error=describe(exc))
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+
+    async def _publish(self, run: Run, verdict: VerificationFinished) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            body: dict[str, Any] = verdict.model_dump(mode="json")
+            closed = await conn.execute(CLOSE, self._name, run.raw.release_id, run.raw.step_id, run.request_id, body)
+            if closed != "UPDATE 1":
+                log.info("run was replaced by a re-issued request or already closed; no verdict")
+                return False
+            trace = run.trace or telemetry.inject()
+            await outbox.add(conn, self._consumer, topics.RESULTS,
+                             Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace))
+            return True
