@@ -66,7 +66,7 @@ class TopicTail:
         """Everything published from `start` up to the end of the topics as they are now."""
         partitions = list(self._consumer.assignment())
         ends = await self._consumer.end_offsets(partitions)
-        while any(await self._consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await self._consumer.position(tp) < ends[tp]]:
             batches = await self._consumer.getmany(timeout_ms=1000)
             for records in batches.values():
                 for record in records:

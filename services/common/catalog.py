@@ -55,14 +55,26 @@ class Rollout(_Model):
     keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")
 
 
+class VerifierSet(_Model):
+    required: list[str] = Field(default=[], description="Verdicts the release waits for; any fail fails the step")
+    advisory: list[str] = Field(default=[], description="Verdicts recorded and shown, never blocking")
+
+
 class Verification(_Model):
     required_verifiers: list[str] = ["business-kpis"]
+    advisory_verifiers: list[str] = []
+    by_environment: dict[str, VerifierSet] = Field(
+        default_factory=dict, description="Per environment, replaces required/advisory_verifiers there")
     staging_window_seconds: float = 10
     canary_window_seconds: float = 15
     min_samples: int = 20
     grace_seconds: float = 30
     on_inconclusive: Literal["pause", "rollback", "extend"] = "pause"
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
+
+    def verifiers(self, environment: str) -> VerifierSet:
+        return self.by_environment.get(environment) or VerifierSet(required=self.required_verifiers,
+                                                                   advisory=self.advisory_verifiers)
 
 
 class Approvers(_Model):

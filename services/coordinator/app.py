@@ -6,11 +6,12 @@ import asyncio
 from contracts import topics
 from contracts.events import (
     AbortRequested, ApprovalGiven, CandidateSubmitted, DeployFinished, DRCheckFinished, GateCheckFinished,
-    PauseRequested, PromoteRequested, ResumeRequested, RollbackFinished, VerificationFinished,
+    PauseRequested, PromoteRequested, ResumeRequested, RollbackFinished, VerificationFinished, VerifierHeartbeat,
 )
 from services.common import runner
 from services.common.catalog import Catalog
 from services.coordinator.handlers import Coordinator
+from services.coordinator.registry import Registry
 
 NAME = "coordinator"
 DEADLINE_TICK_SECONDS = 0.5
@@ -23,6 +24,7 @@ async def setup(rt: runner.Runtime) -> None:
         ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested))
     rt.consumer.subscribe(topics.RESULTS, coordinator.on_event, accept=(
         GateCheckFinished, DRCheckFinished, DeployFinished, VerificationFinished, RollbackFinished))
+    rt.consumer.subscribe(topics.VERIFIERS, Registry(rt.pool).on_heartbeat, accept=(VerifierHeartbeat,))
 
     async def deadlines() -> None:
         while True:

@@ -20,6 +20,8 @@ from services.common.catalog import ServiceEntry
 StepKind = Literal["gate", "dr", "deploy", "verify", "wait", "hold"]
 COORDINATOR = "coordinator"
 WAITING = (ReleaseState.AWAITING_APPROVAL, ReleaseState.WAITING_WINDOW)
+# The core verifier's scripted-journey verdicts (previews); a built-in, not a registered product verifier.
+SYNTHETIC_VERIFIER = "synthetic-journeys"
 STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
 
 
@@ -95,6 +97,7 @@ class Decision:
     clear_deadline: bool = False
     staging_verified: bool = False
     ignored: str | None = None
+    registry: dict[str, set[str]] | None = field(default=None, repr=False)
 
     def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
         self.transitions.append(Transition(self.saga.state, self.saga.waiting_for, actor, reason, evidence or {}))
@@ -185,7 +188,9 @@ def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, tra
                               "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
                               "false_rollback_bound": entry.verification.false_rollback_bound,
                               "catalog_revision": entry.revision, "dr": entry.dr.model_dump(),
-                              "approver_group": entry.approvers.group})
+                              "approver_group": entry.approvers.group,
+                              "verifiers": {env: entry.verification.verifiers(env).model_dump()
+                                            for env in entry.environments}})
     decision = Decision(saga)
     decision.transitions.append(Transition(ReleaseState.RUNNING, None, candidate.submitted_by,
                                            f"candidate {candidate.service} {candidate.version} submitted",
@@ -206,10 +211,10 @@ def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
 
 
 def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = None,
-           groups: frozenset[str] = frozenset()) -> Decision:
+           groups: frozenset[str] = frozenset(), registry: dict[str, set[str]] | None = None) -> Decision:
     """For approvals: `refusal` says why the signature did not verify (None when it did), `groups` are the
-    signer's groups."""
-    decision = Decision(saga.model_copy(deep=True))
+    signer's groups. `registry`: alive verifiers → services they cover (None: not known)."""
+    decision = Decision(saga.model_copy(deep=True), registry=registry)
     match event:
         case ApprovalGiven():
             _on_approval(decision, event, now, refusal, groups)
@@ -232,8 +237,8 @@ def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = 
     return decision
 
 
-def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
-    decision = Decision(saga.model_copy(deep=True))
+def on_deadline(saga: Saga, step_id: str, now: datetime, registry: dict[str, set[str]] | None = None) -> Decision:
+    decision = Decision(saga.model_copy(deep=True), registry=registry)
     s = decision.saga
     if s.state.terminal or s.waiting_for != step_id:
         decision.ignored = f"deadline of {step_id} no longer relevant"
@@ -254,7 +259,10 @@ def on_deadline(saga: Saga, step_id: str, now: datetime) -> Decision:
         _advance(decision, now)
         return decision
     if step is not None and step.kind == "verify":
-        _on_inconclusive(decision, f"no verdict for {step.id} within window + grace", {}, now)
+        missing = _missing_verdicts(decision)
+        who = "; ".join(f"{name} ({_liveness(decision, name)})" for name in missing) or "none"
+        _on_inconclusive(decision, f"no verdict for {step.id} within window + grace from required verifiers: {who}",
+                         {"verdicts": s.verification.get("verdicts", {}).get(step.id, {})}, now)
     else:
         _fail(decision, f"{step_id} got no answer before its deadline", now)
     return decision
@@ -268,9 +276,12 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
     if s.state is not ReleaseState.RUNNING or s.waiting_for != event.step_id:
         d.ignored = f"result for {event.step_id} not awaited (release {s.state.value}, awaiting {s.waiting_for})"
         return
-    d.clear_deadline = True
     step = s.current
     assert step is not None
+    if isinstance(event, VerificationFinished):
+        _on_verdict(d, event, now)
+        return
+    d.clear_deadline = True
     match event:
         case GateCheckFinished() if event.decision == "wait":
             _on_gate_wait(d, event, now)
@@ -304,20 +315,79 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                 _advance(d, now)
             else:
                 _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
-        case VerificationFinished():
-            evidence = {"verdict": event.verdict.value, "kpis": [k.model_dump(mode="json") for k in event.kpis],
-                        "window": [event.window_start.isoformat(), event.window_end.isoformat()],
-                        "verifier": event.verifier}
-            if event.verdict is Verdict.PASS:
-                d.note(f"{step.id} passed: {event.reason}", evidence=evidence)
-                d.staging_verified = step.environment == "staging"
-                if d.staging_verified:
-                    s.verification["staging_verdict"] = {"step": step.id, "reason": event.reason}
-                _advance(d, now)
-            elif event.verdict is Verdict.FAIL:
-                _fail(d, f"{step.id} failed: {event.reason}", now, evidence=evidence)
-            else:
-                _on_inconclusive(d, f"{step.id} inconclusive: {event.reason}", evidence, now)
+
+
+def _expected_verifiers(s: Saga, step: Step) -> tuple[set[str], set[str]]:
+    if step.synthetic:
+        return {SYNTHETIC_VERIFIER}, set()
+    verifiers = s.verification.get("verifiers", {}).get(step.environment) or {"required": ["business-kpis"]}
+    return set(verifiers.get("required", [])), set(verifiers.get("advisory", []))
+
+
+def _missing_verdicts(d: Decision) -> list[str]:
+    s = d.saga
+    step = s.current
+    if step is None or step.kind != "verify":
+        return []
+    required, _ = _expected_verifiers(s, step)
+    return sorted(required - set(s.verification.get("verdicts", {}).get(step.id, {})))
+
+
+def _liveness(d: Decision, name: str) -> str:
+    if d.registry is None or name == SYNTHETIC_VERIFIER:
+        return "no verdict yet"
+    return "alive, no verdict yet" if name in d.registry else "not alive: no heartbeat within 3 intervals"
+
+
+def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None:
+    """Every required verifier must answer; any required fail fails the step, advisory verdicts are recorded."""
+    s = d.saga
+    step = s.current
+    assert step is not None
+    required, advisory = _expected_verifiers(s, step)
+    evidence = {"verdict": event.verdict.value, "kpis": [k.model_dump(mode="json") for k in event.kpis],
+                "window": [event.window_start.isoformat(), event.window_end.isoformat()],
+                "verifier": event.verifier}
+    if event.verifier not in required | advisory:
+        d.note(f"verdict of {event.verifier} on {step.id} refused: not a required or advisory verifier of "
+               f"{s.service} in {step.environment}", actor=event.verifier, evidence=evidence)
+        return
+    registry = d.registry
+    if registry is not None and event.verifier != SYNTHETIC_VERIFIER \
+            and not registry.get(event.verifier, set()) & {s.service, "*"}:
+        d.note(f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered (alive) "
+               f"for {s.service}", actor=event.verifier, evidence=evidence)
+        return
+    verdicts = s.verification.setdefault("verdicts", {}).setdefault(step.id, {})
+    verdicts[event.verifier] = {"verdict": event.verdict.value, "reason": event.reason}
+    if event.verifier in advisory and event.verifier not in required:
+        d.note(f"advisory verdict of {event.verifier} on {step.id}: {event.verdict.value}: {event.reason}",
+               actor=event.verifier, evidence=evidence)
+        return
+    if event.verdict is Verdict.FAIL:
+        d.clear_deadline = True
+        _fail(d, f"{step.id} failed: {event.reason}" + _by(event, required), now, evidence=evidence)
+        return
+    missing = _missing_verdicts(d)
+    if missing:
+        d.note(f"{step.id}: {event.verifier} says {event.verdict.value}; waiting for "
+               + ", ".join(f"{m} ({_liveness(d, m)})" for m in missing), actor=event.verifier, evidence=evidence)
+        return
+    d.clear_deadline = True
+    evidence["verdicts"] = dict(verdicts)
+    if all(verdicts[name]["verdict"] == Verdict.PASS.value for name in required):
+        d.note(f"{step.id} passed: {event.reason}" + _by(event, required), evidence=evidence)
+        d.staging_verified = step.environment == "staging"
+        if d.staging_verified:
+            s.verification["staging_verdict"] = {"step": step.id, "reason": event.reason}
+        _advance(d, now)
+    else:
+        unsure = [f"{n}: {verdicts[n]['reason']}" for n in sorted(required) if verdicts[n]["verdict"] != "pass"]
+        _on_inconclusive(d, f"{step.id} inconclusive: {'; '.join(unsure)}", evidence, now)
+
+
+def _by(event: VerificationFinished, required: set[str]) -> str:
+    return f" (verdict of {event.verifier})" if len(required) > 1 else ""
 
 
 def _gate_evidence(event: GateCheckFinished) -> dict[str, Any]:
@@ -564,6 +634,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 batch_size=s.verification.get("batch_size", 1), attestation=s.candidate.get("attestation"))))
         case "verify":
             v = s.verification
+            v.get("verdicts", {}).pop(step.id, None)
             d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
                 **base, service=s.service, environment=step.environment, candidate_version=s.version,
                 stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds or 1.0,
@@ -574,6 +645,11 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 journeys=SyntheticJourneys(**v["synthetic"])
                 if v.get("synthetic") and not step.synthetic and step.environment == "production" else None)))
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
+            dead = [n for n in sorted(_expected_verifiers(s, step)[0]) if d.registry is not None
+                    and n != SYNTHETIC_VERIFIER and n not in d.registry]
+            if dead:
+                d.note(f"{step.id}: waiting for {', '.join(dead)}, not alive (no heartbeat within 3 intervals); "
+                       f"at the deadline the {v['on_inconclusive']} policy applies")
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))
             d.note(f"{step.id}: waiting {step.window_seconds:.0f}s")

@@ -17,11 +17,15 @@ from services.common import db, identity, outbox, telemetry
 from services.common.catalog import Catalog, CatalogError
 from services.common.kafka import PermanentError
 from services.coordinator import domain
+from services.coordinator.registry import alive_verifiers
 
 CONSUMER = "coordinator"
 SOURCE = "releasegate/coordinator"
 log = structlog.get_logger()
 tracer = trace.get_tracer("releasegate.coordinator")
+
+
+Decide = Callable[[domain.Saga, dict[str, set[str]]], domain.Decision]
 
 
 class ConcurrentUpdate(Exception):
@@ -46,8 +50,8 @@ class Coordinator:
                 release_id = envelope.data.release_id
                 refusal, groups = (self._signer(envelope.data) if isinstance(envelope.data, ApprovalGiven)
                                    else (None, frozenset()))
-                await self._apply(release_id, envelope.id, lambda saga: domain.handle(
-                    saga, envelope.data, self._clock(), refusal=refusal, groups=groups))
+                await self._apply(release_id, envelope.id, lambda saga, registry: domain.handle(
+                    saga, envelope.data, self._clock(), refusal=refusal, groups=groups, registry=registry))
 
     def _signer(self, event: ApprovalGiven) -> tuple[str | None, frozenset[str]]:
         """Why an approval's signature does not prove its approver (None if it does), and the approver's groups;
@@ -71,7 +75,8 @@ class Coordinator:
         for row in due:
             step_id = row["step_id"]
             await self._apply(row["release_id"], f"deadline:{row['release_id']}:{step_id}:{row['due_at'].isoformat()}",
-                              lambda saga, step_id=step_id: domain.on_deadline(saga, step_id, self._clock()))
+                              lambda saga, registry, step_id=step_id: domain.on_deadline(saga, step_id, self._clock(),
+                                                                                         registry))
         return len(due)
 
     async def _start(self, envelope: Envelope) -> None:
@@ -93,7 +98,7 @@ class Coordinator:
             await self._persist(conn, decision)
         log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
 
-    async def _apply(self, release_id: str, event_id: str, decide: Callable[[domain.Saga], domain.Decision]) -> None:
+    async def _apply(self, release_id: str, event_id: str, decide: Decide) -> None:
         for _ in range(5):
             try:
                 await self._apply_once(release_id, event_id, decide)
@@ -102,15 +107,14 @@ class Coordinator:
                 log.info("saga changed concurrently; retrying", release_id=release_id)
         raise ConcurrentUpdate(f"saga {release_id} kept changing under us")
 
-    async def _apply_once(self, release_id: str, event_id: str,
-                          decide: Callable[[domain.Saga], domain.Decision]) -> None:
+    async def _apply_once(self, release_id: str, event_id: str, decide: Decide) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, CONSUMER, event_id):
                 return
             row = await conn.fetchrow("SELECT body, revision FROM sagas WHERE release_id = $1", release_id)
             if row is None:
                 raise PermanentError(f"unknown release {release_id!r}")
-            decision = decide(domain.Saga.model_validate(row["body"]))
+            decision = decide(domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()))
             if decision.ignored:
                 log.info("event ignored", release_id=release_id, why=decision.ignored)
                 return

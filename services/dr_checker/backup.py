@@ -42,13 +42,24 @@ async def record(conn: asyncpg.Connection, database: str, path: Path, started: d
 
 
 async def restore(settings: ServiceSettings, database: str, path: Path, *, clean: bool) -> None:
-    """pg_restore `path` into `database`; `clean` drops the objects it restores first (a live database)."""
+    """pg_restore `path` into `database`. `clean` (a live database): everything in its public schema is replaced
+    by the backup's content in one transaction, including objects created after the backup was taken."""
     args, env = postgres.cli_args(settings.database_url, database)
-    flags = ["--clean", "--if-exists", "--single-transaction"] if clean else ["--single-transaction"]
-    proc = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner", *flags, *args,
-                                                    str(path)], env=env, capture_output=True, text=True)
+    if not clean:
+        proc = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner",
+                                                        "--single-transaction", *args, str(path)],
+                                       env=env, capture_output=True, text=True)
+    else:
+        script = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner", "--file=-",
+                                                          str(path)], capture_output=True, text=True)
+        if script.returncode != 0:
+            raise BackupError(f"pg_restore cannot read {path.name}: {script.stderr.strip()[-500:]}")
+        sql = "DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n" + script.stdout
+        proc = await asyncio.to_thread(subprocess.run, [postgres.tool("psql"), "--single-transaction", "--quiet",
+                                                        "--set=ON_ERROR_STOP=1", *args], input=sql, env=env,
+                                       capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BackupError(f"pg_restore of {path.name} into {database} failed: {proc.stderr.strip()[-500:]}")
+        raise BackupError(f"restore of {path.name} into {database} failed: {proc.stderr.strip()[-500:]}")
 
 
 async def take_backup(settings: ServiceSettings, database: str) -> Path:

@@ -111,7 +111,7 @@ class TestDataAwareRollback:
             events = await placed.collect()
         finally:
             await placed.stop()
-        assert status(rid)["state"] == "rolled_back"
+        assert status(rid)["state"] == "rolled_back", [t["reason"] for t in timeline[-3:]]
         steps = [t["step"] for t in timeline]
         assert steps.index("backup-point") < steps.index("migrate-production")
         done = next(t for t in timeline if t["actor"] == "rollback" and "compensate:production done" in t["reason"])

@@ -10,7 +10,7 @@ from contracts.events import (
     DRCheckFinished, GateCheckFinished, KpiResult, ObservedState, ReleaseState, RollbackFinished, RollbackRequested,
     Verdict, VerificationFinished, VerificationRequested,
 )
-from services.common.catalog import Catalog
+from services.common.catalog import Catalog, VerifierSet
 from services.coordinator import domain
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -42,6 +42,7 @@ def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
                               observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"))
     return VerificationFinished(release_id=rid, step_id=sid, environment=step.environment, verdict=verdict,
                                 reason="r", window_start=NOW, window_end=NOW,
+                                verifier="synthetic-journeys" if step.synthetic else "business-kpis",
                                 kpis=[KpiResult(name="checkout_success_rate", candidate=0.5, baseline=0.98,
                                                 candidate_samples=30, baseline_samples=200, verdict=verdict,
                                                 rule="candidate >= 0.85")])
@@ -449,3 +450,55 @@ class TestHoldPoint:
     def test_no_go_aborts_and_compensates(self):
         d = domain.handle(self.at_hold(), signed_approval("alice", "no-go"), NOW, groups=frozenset({"shop-approvers"}))
         assert d.saga.state is ReleaseState.ROLLING_BACK and d.saga.end_state is ReleaseState.ABORTED
+
+
+class TestRequiredAndAdvisoryVerifiers:
+    ENTRY_V = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(update={
+        "by_environment": {"production": VerifierSet(required=["business-kpis", "erp-export"], advisory=["tax"])}})})
+    ALIVE = {"business-kpis": {"*"}, "erp-export": {"shop"}, "tax": {"shop"}}
+
+    def at_canary(self, registry=ALIVE):
+        saga = run_until(domain.start(candidate(), self.ENTRY_V, NOW, {}).saga, "verify-canary-internal")
+        return saga
+
+    def verdict(self, saga, verifier, verdict=Verdict.PASS):
+        v = answer(saga, verdict=verdict)
+        return v.model_copy(update={"verifier": verifier})
+
+    def test_the_step_waits_for_every_required_verdict(self):
+        saga = self.at_canary()
+        d = domain.handle(saga, self.verdict(saga, "business-kpis"), NOW, registry=self.ALIVE)
+        assert d.saga.waiting_for == "verify-canary-internal" and not d.clear_deadline
+        assert "waiting for erp-export (alive, no verdict yet)" in d.transitions[-1].reason
+        d = domain.handle(d.saga, self.verdict(d.saga, "erp-export"), NOW, registry=self.ALIVE)
+        assert d.saga.waiting_for == "canary-10"
+
+    def test_a_required_fail_fails_the_step(self):
+        saga = self.at_canary()
+        d = domain.handle(saga, self.verdict(saga, "erp-export", Verdict.FAIL), NOW, registry=self.ALIVE)
+        assert d.saga.state is ReleaseState.ROLLING_BACK and "(verdict of erp-export)" in d.transitions[0].reason
+
+    def test_an_advisory_fail_is_recorded_and_never_blocks(self):
+        saga = self.at_canary()
+        d = domain.handle(saga, self.verdict(saga, "tax", Verdict.FAIL), NOW, registry=self.ALIVE)
+        assert d.saga.state is ReleaseState.RUNNING and "advisory verdict of tax" in d.transitions[-1].reason
+        for name in ("business-kpis", "erp-export"):
+            d = domain.handle(d.saga, self.verdict(d.saga, name), NOW, registry=self.ALIVE)
+        assert d.saga.waiting_for == "canary-10"
+
+    def test_a_verdict_from_an_unexpected_or_unregistered_verifier_is_refused(self):
+        saga = self.at_canary()
+        d = domain.handle(saga, self.verdict(saga, "rogue", Verdict.FAIL), NOW, registry=self.ALIVE)
+        assert "refused: not a required or advisory verifier" in d.transitions[-1].reason
+        d = domain.handle(saga, self.verdict(saga, "erp-export", Verdict.FAIL), NOW,
+                          registry={"business-kpis": {"*"}, "erp-export": {"pricing"}})
+        assert "refused: erp-export is not registered (alive) for shop" in d.transitions[-1].reason
+        assert d.saga.state is ReleaseState.RUNNING
+
+    def test_a_required_verifier_that_is_not_alive_is_named_and_the_deadline_follows_the_policy(self):
+        saga = run_until(domain.start(candidate(), self.ENTRY_V, NOW, {}).saga, "canary-internal")
+        d = domain.handle(saga, answer(saga), NOW, registry={"business-kpis": {"*"}})
+        assert any("waiting for erp-export, not alive" in t.reason for t in d.transitions)
+        late = domain.on_deadline(d.saga, "verify-canary-internal", NOW, registry={"business-kpis": {"*"}})
+        assert late.saga.state is ReleaseState.PAUSED
+        assert "erp-export (not alive: no heartbeat within 3 intervals)" in late.transitions[-1].reason
