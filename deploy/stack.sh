@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local stack without Docker: Kafka (KRaft, from Maven jars), PostgreSQL 15, HAProxy 2.6, payment sandbox.
+# Local stack without Docker: Kafka (KRaft, from Maven jars), PostgreSQL 15, HAProxy 2.6, payment and ERP sandboxes.
 # Ports, paths and contracts: docs/local-stack.md.
 #
 #   deploy/stack.sh install [--force-pip]   packages, Kafka jars, `pip install -e .[dev]` (idempotent)
@@ -43,6 +43,10 @@ HAPROXY_ADMIN_PORT=18999
 
 SANDBOX_PORT=18090
 SANDBOX_MODULE_FILE="$ROOT/shop/payment_sandbox.py"
+
+ERP_SANDBOX_PORT=18091
+ERP_SANDBOX_MODULE_FILE="$ROOT/shop/erp_sandbox.py"
+ERP_SANDBOX_FAIL_RATE="${ERP_SANDBOX_FAIL_RATE:-0.05}"   # transient 503s the shop's ERP exporter must ride out
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -485,6 +489,27 @@ sandbox_up() {
     || die "payment-sandbox: not healthy"
 }
 
+# ----------------------------------------------------------------------------------------------- ERP sandbox
+erp_sandbox_alive() { "$PROC" alive erp-sandbox; }
+erp_sandbox_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ERP_SANDBOX_PORT/health" >/dev/null 2>&1; }
+
+erp_sandbox_up() {
+  if [[ ! -f "$ERP_SANDBOX_MODULE_FILE" ]]; then
+    log "erp-sandbox: shop/erp_sandbox.py not present, skipped"
+    return 0
+  fi
+  if erp_sandbox_healthy; then log "erp-sandbox: already healthy"; return 0; fi
+  if erp_sandbox_alive; then
+    log "erp-sandbox: alive but unhealthy, restarting"
+    "$PROC" stop erp-sandbox >&2
+  fi
+  mkdir -p "$LOG_DIR" "$PID_DIR"
+  "$PROC" start erp-sandbox -- "$PYTHON" -m shop.erp_sandbox --port "$ERP_SANDBOX_PORT" \
+    --fail-rate "$ERP_SANDBOX_FAIL_RATE" >&2
+  wait_until erp-sandbox 30 "$LOG_DIR/erp-sandbox.log" erp_sandbox_healthy erp_sandbox_alive \
+    || die "erp-sandbox: not healthy"
+}
+
 # ----------------------------------------------------------------------------------------------- commands
 cmd_up() {
   mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
@@ -493,6 +518,7 @@ cmd_up() {
   haproxy_up
   prom_up
   sandbox_up
+  erp_sandbox_up
   log "stack is up"
 }
 
@@ -503,10 +529,10 @@ cmd_down() {
   local -a others=()
   local n
   while IFS= read -r n; do
-    [[ -n "$n" && "$n" != kafka && "$n" != payment-sandbox ]] && others+=("$n")
+    [[ -n "$n" && "$n" != kafka && "$n" != payment-sandbox && "$n" != erp-sandbox ]] && others+=("$n")
   done < <("$PROC" list)
   if [[ ${#others[@]} -gt 0 ]]; then "$PROC" stop "${others[@]}" >&2; fi
-  "$PROC" stop payment-sandbox >&2
+  "$PROC" stop payment-sandbox erp-sandbox >&2
   kafka_down
   pg_down
   # anything that appeared meanwhile
@@ -533,6 +559,11 @@ cmd_status() {
     if sandbox_healthy; then line payment-sandbox healthy; else line payment-sandbox down; rc=1; fi
   else
     line payment-sandbox "down (shop/payment_sandbox.py absent)"
+  fi
+  if [[ -f "$ERP_SANDBOX_MODULE_FILE" ]]; then
+    if erp_sandbox_healthy; then line erp-sandbox healthy; else line erp-sandbox down; rc=1; fi
+  else
+    line erp-sandbox "down (shop/erp_sandbox.py absent)"
   fi
   return $rc
 }

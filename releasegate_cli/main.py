@@ -20,11 +20,13 @@ from releasegate_cli.explain import explain_release
 from releasegate_cli.render import print_entry
 from releasegate_cli.dr import register as register_dr
 from releasegate_cli.supply_chain import register as register_supply_chain
+from releasegate_cli.verifiers import register as register_verifiers
 from services.common.identity import sign_approval
 from services.common.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
 register_supply_chain(app)
+register_verifiers(app)
 register_dr(app)
 console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2

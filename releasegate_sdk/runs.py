@@ -11,16 +11,18 @@ from typing import Any
 
 import asyncpg
 import structlog
+from opentelemetry import trace
 
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import Verdict, VerificationFinished, VerificationRequested
 from releasegate_sdk import schedule
-from releasegate_sdk.types import RETRYABLE, Result, VerificationRequest, describe
+from releasegate_sdk.types import RETRYABLE, Result, TransientError, VerificationRequest, describe
 from services.common import db, outbox, telemetry
 
 Check = Callable[[VerificationRequest], Awaitable[Result]]
 log = structlog.get_logger()
+tracer = trace.get_tracer("releasegate.sdk")
 
 UPSERT = """
 INSERT INTO verifier_runs (verifier, release_id, step_id, request_id, request, trace, tenant, started_at, window_end,
@@ -36,6 +38,7 @@ CLOSE = ("UPDATE verifier_runs SET finished_at = now(), verdict = $5 WHERE verif
          " AND step_id = $3 AND request_id = $4 AND finished_at IS NULL")
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 STORE_RETRY_SECONDS = 1.0
+MIN_CHECK_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
@@ -130,7 +133,7 @@ class Runs:
                 await asyncio.sleep(max(0.0, (at - self._clock()).total_seconds()))
                 final = at >= run.window.end
                 try:
-                    result = await self._check(run.request(final))
+                    result = await self._ask(run, final)
                     if not isinstance(result, Result):
                         raise TypeError(f"the check returned {type(result).__name__}, not a Result")
                     step = schedule.after_answer(run.window, result, final=final, now=self._clock(),
@@ -147,11 +150,26 @@ class Runs:
                     return
                 at = step.at
 
+    async def _ask(self, run: Run, final: bool) -> Result:
+        """Run the check; one that hangs is cut off at the deadline (and given a few seconds after it)."""
+        limit = max((run.window.deadline - self._clock()).total_seconds(), MIN_CHECK_SECONDS)
+        with tracer.start_as_current_span(f"verifier {self._name} check", context=telemetry.extract(run.trace),
+                                          attributes={"release_id": run.raw.release_id, "step": run.raw.step_id,
+                                                      "final_look": final}):
+            try:
+                return await asyncio.wait_for(self._check(run.request(final)), limit)
+            except TimeoutError:
+                raise TransientError(f"the check timed out after {limit:.1f}s") from None
+
     async def _close(self, run: Run, result: Result) -> None:
         """Mark the run finished and stage its verdict, in one transaction; retried while the database is away."""
+        try:
+            kpis = result.kpis()
+        except ValueError as exc:  # a measurement that is no number: report that, never drop the verdict
+            result, kpis = Result.inconclusive(f"the check's measurements are invalid: {describe(exc)}"), []
         verdict = VerificationFinished(
             release_id=run.raw.release_id, step_id=run.raw.step_id, environment=run.raw.environment,
-            verdict=result.verdict or Verdict.INCONCLUSIVE, reason=result.reason, kpis=result.kpis(),
+            verdict=result.verdict or Verdict.INCONCLUSIVE, reason=result.reason, kpis=kpis,
             window_start=run.window.start, window_end=min(self._clock(), run.window.deadline), verifier=self._name)
         while True:
             try:

@@ -1,4 +1,4 @@
-"""Builds the shop's release bundles (v1 … v5) as deterministic tar.gz files in the artifact store.
+"""Builds the shop's release bundles (v1 … v10) as deterministic tar.gz files in the artifact store.
 
 Each version is `bundle_src/` with the overlays of `versions/<v>/` laid on top in lineage order, so a
 version's bundle holds only what differs from its parent plus everything it inherits.
@@ -34,7 +34,8 @@ SOURCE_REPOSITORY, SOURCE_REF = "github.com/releasegate/sample-shop", "refs/head
 
 # Each version and the overlays applied to bundle_src/ to make it, oldest first.
 LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"],
-                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"], "v10": ["v2", "v3", "v10"]}
+                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"], "v8": ["v2", "v8"], "v9": ["v2", "v9"],
+                                 "v10": ["v2", "v3", "v10"]}
 
 # Per version: source commit, change summary, and the CI run that built it (fixed, so the signed provenance,
 # and with it every candidate file, is the same on each run).
@@ -60,6 +61,12 @@ CANDIDATES: dict[str, dict[str, str]] = {
     "v7": {"commit": "7c9e1a3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f1a24",
            "changes": "Drop carts.status (contract migration 0002).",
            "invocation_id": "https://ci.shop.example/runs/1090", "started_on": "2025-05-14T15:12:00Z"},
+    "v8": {"commit": "e1b3d5f7a9c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8",
+           "changes": "Itemised tax per basket line on receipts (tax.py).",
+           "invocation_id": "https://ci.shop.example/runs/1096", "started_on": "2025-05-15T10:47:00Z"},
+    "v9": {"commit": "4f6a8c0e2b4d6f8a0c2e4b6d8f1a3c5e7b9d0f2a",
+           "changes": "ERP order export uses the field names of the ERP's order API v2 (erp.py).",
+           "invocation_id": "https://ci.shop.example/runs/1104", "started_on": "2025-05-16T13:58:00Z"},
     "v10": {"commit": "4b6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b02",
             "changes": "Backfill orders.amount_minor_units (migration 0003 rewrites every order) with the card "
                        "normalisation of v3: a data-rewriting release that fails its canary.",

@@ -196,3 +196,36 @@ CREATE TABLE IF NOT EXISTS dr_reports (
 );
 ALTER TABLE backups ADD COLUMN IF NOT EXISTS release_id text;
 ALTER TABLE backups ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'scheduled';
+
+-- verifiers built on releasegate_sdk: one run per (verifier, release, step) with the request it answers (a
+-- re-issued step replaces it) and its verdict once decided
+CREATE TABLE IF NOT EXISTS verifier_runs (
+    verifier    text        NOT NULL,
+    release_id  text        NOT NULL,
+    step_id     text        NOT NULL,
+    request_id  text        NOT NULL,
+    request     jsonb       NOT NULL,
+    trace       jsonb       NOT NULL DEFAULT '{}',
+    tenant      text,
+    started_at  timestamptz NOT NULL,
+    window_end  timestamptz NOT NULL,
+    deadline    timestamptz NOT NULL,
+    finished_at timestamptz,
+    verdict     jsonb,
+    PRIMARY KEY (verifier, release_id, step_id)
+);
+CREATE INDEX IF NOT EXISTS verifier_runs_open ON verifier_runs (verifier, deadline) WHERE finished_at IS NULL;
+
+-- coordinator: verifier registry, the last heartbeat of every verifier instance (release.verifiers)
+CREATE TABLE IF NOT EXISTS verifier_registry (
+    name             text             NOT NULL,
+    instance         text             NOT NULL,
+    version          text             NOT NULL,
+    services         text[]           NOT NULL,
+    environments     text[]           NOT NULL,
+    kpis             text[]           NOT NULL,
+    interval_seconds double precision NOT NULL,
+    first_seen       timestamptz      NOT NULL,
+    last_heartbeat   timestamptz      NOT NULL,
+    PRIMARY KEY (name, instance)
+);

@@ -20,8 +20,8 @@ from services.common.catalog import ServiceEntry
 StepKind = Literal["gate", "dr", "deploy", "verify", "wait", "hold"]
 COORDINATOR = "coordinator"
 WAITING = (ReleaseState.AWAITING_APPROVAL, ReleaseState.WAITING_WINDOW)
-# The core verifier's scripted-journey verdicts (previews); a built-in, not a registered product verifier.
-SYNTHETIC_VERIFIER = "synthetic-journeys"
+# The core verifier: it judges business KPIs and runs the scripted journeys of previews.
+CORE_VERIFIER = "business-kpis"
 STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
 
 
@@ -319,8 +319,8 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
 
 def _expected_verifiers(s: Saga, step: Step) -> tuple[set[str], set[str]]:
     if step.synthetic:
-        return {SYNTHETIC_VERIFIER}, set()
-    verifiers = s.verification.get("verifiers", {}).get(step.environment) or {"required": ["business-kpis"]}
+        return {CORE_VERIFIER}, set()
+    verifiers = s.verification.get("verifiers", {}).get(step.environment) or {"required": [CORE_VERIFIER]}
     return set(verifiers.get("required", [])), set(verifiers.get("advisory", []))
 
 
@@ -334,7 +334,7 @@ def _missing_verdicts(d: Decision) -> list[str]:
 
 
 def _liveness(d: Decision, name: str) -> str:
-    if d.registry is None or name == SYNTHETIC_VERIFIER:
+    if d.registry is None:
         return "no verdict yet"
     return "alive, no verdict yet" if name in d.registry else "not alive: no heartbeat within 3 intervals"
 
@@ -353,8 +353,7 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
                f"{s.service} in {step.environment}", actor=event.verifier, evidence=evidence)
         return
     registry = d.registry
-    if registry is not None and event.verifier != SYNTHETIC_VERIFIER \
-            and not registry.get(event.verifier, set()) & {s.service, "*"}:
+    if registry is not None and not registry.get(event.verifier, set()) & {s.service, "*"}:
         d.note(f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered (alive) "
                f"for {s.service}", actor=event.verifier, evidence=evidence)
         return
@@ -646,7 +645,7 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 if v.get("synthetic") and not step.synthetic and step.environment == "production" else None)))
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
             dead = [n for n in sorted(_expected_verifiers(s, step)[0]) if d.registry is not None
-                    and n != SYNTHETIC_VERIFIER and n not in d.registry]
+                    and n not in d.registry]
             if dead:
                 d.note(f"{step.id}: waiting for {', '.join(dead)}, not alive (no heartbeat within 3 intervals); "
                        f"at the deadline the {v['on_inconclusive']} policy applies")

@@ -1,45 +1,41 @@
-"""Verifier process: business-event ingest, HAProxy log receiver, verification requests, judging loop."""
+"""Verifier process: the core `business-kpis` verifier on the releasegate SDK (every service, every
+environment, a look every tick, synthetic journeys too), with its business-event ingest and HAProxy request
+log receiver."""
 from __future__ import annotations
 
-import asyncio
+from importlib import metadata
 
-import structlog
-
-from contracts import topics
-from contracts.events import VerificationRequested
-from services.common import runner
+from releasegate_sdk import Runtime, Verifier
 from services.verifier.adapters import haproxy_log
 from services.verifier.adapters.ingest import BusinessEventIngest
 from services.verifier.adapters.prometheus import PrometheusProvider
 from services.verifier.adapters.store import KpiStore
 from services.verifier.config import VerifierSettings
-from services.verifier.handlers import Verifier
+from services.verifier.domain import Counts, measure
+from services.verifier.handlers import BusinessKpis
 
-NAME = "verifier"
-log = structlog.get_logger()
+NAME = "business-kpis"
 
 
-async def setup(rt: runner.Runtime) -> None:
-    settings = VerifierSettings()
-    store = KpiStore(rt.pool)
-    ingest = BusinessEventIngest(settings.kafka_bootstrap, store, rt.consumer.dead_letter)
-    prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
-    verifier = Verifier(rt.pool, store, lambda: ingest.caught_up_at, prometheus)
-    rt.consumer.subscribe(topics.VERIFY_COMMANDS, verifier.on_request, accept=(VerificationRequested,))
+def build(settings: VerifierSettings) -> Verifier:
+    verifier = Verifier(name=NAME, version=metadata.version("releasegate"), services=["*"], environments=["*"],
+                        kpis=list(measure(Counts())), looks_every=settings.tick_seconds, handles_synthetic=True)
 
-    async def judging() -> None:
-        while True:
-            try:
-                await verifier.judge_open()
-            except Exception as exc:  # a bad tick must not stop judging the others
-                log.error("judging tick failed", error=repr(exc))
-            await asyncio.sleep(settings.tick_seconds)
+    @verifier.on_startup
+    async def wire(rt: Runtime) -> None:
+        store = KpiStore(rt.pool)
+        ingest = BusinessEventIngest(settings.kafka_bootstrap, store, rt.consumer.dead_letter)
+        prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
+        verifier.check(BusinessKpis(store, lambda: ingest.caught_up_at, prometheus).check)
 
-    async def request_log() -> None:
-        await haproxy_log.receive(settings.haproxy_log_udp, store.add_http_samples)
+        async def request_log() -> None:
+            await haproxy_log.receive(settings.haproxy_log_udp, store.add_http_samples)
 
-    rt.tasks += [ingest.run, judging, request_log]
+        rt.tasks += [ingest.run, request_log]
+
+    return verifier
 
 
 def main() -> None:
-    runner.main(NAME, setup)
+    settings = VerifierSettings()
+    build(settings).run(settings)

@@ -39,9 +39,15 @@ KAFKA = os.environ.get("RG_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 SHOP_DB = os.environ.get("SHOP_DATABASE_URL", "postgresql://releasegate:releasegate@127.0.0.1:15432/shop")
 TOPIC = "shop.events"
 VISA, AMEX = "4111111111111111", "378282246310005"
-SUCCESS_TYPES = ["shop.checkout.attempted.v1", "shop.payment.authorized.v1", "shop.checkout.succeeded.v1",
-                 "shop.order.placed.v1"]
-DECLINE_TYPES = ["shop.checkout.attempted.v1", "shop.payment.declined.v1", "shop.checkout.failed.v1"]
+SUCCESS_TYPES = ["shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.authorized.v1",
+                 "shop.inventory.confirmed.v1", "shop.checkout.succeeded.v1", "shop.order.placed.v1"]
+DECLINE_TYPES = ["shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.declined.v1",
+                 "shop.checkout.failed.v1"]
+EVENT_FIELDS = {"version", "environment", "tenant", "instance", "checkout_id", "order_id", "amount_cents", "currency",
+                "reason", "latency_ms"}
+# Fields only some event types carry, on top of EVENT_FIELDS.
+OWN_FIELDS = {"shop.inventory.reserved.v1": {"items"}, "shop.inventory.confirmed.v1": {"items"},
+              "shop.order.placed.v1": {"items", "customer", "payment_ref", "placed_at", "tax_cents", "region"}}
 
 
 def reachable(address: str) -> bool:
@@ -211,8 +217,7 @@ def check_contract(record, tenant: str, environment: str, instance: str, version
     assert headers["content-type"] == "application/json"
     assert datetime.fromisoformat(headers["ce_time"]).utcoffset().total_seconds() == 0
     data = json.loads(record.value)
-    assert set(data) == {"version", "environment", "tenant", "instance", "checkout_id", "order_id", "amount_cents",
-                         "currency", "reason", "latency_ms"}
+    assert set(data) == EVENT_FIELDS | OWN_FIELDS.get(headers["ce_type"], set())
     assert (data["version"], data["environment"], data["tenant"], data["instance"]) == (
         version, environment, tenant, instance)
     assert envelope.type == headers["ce_type"]
@@ -245,7 +250,7 @@ async def test_v2_visa_journey_places_the_order_and_emits_its_events(shops, even
     assert [header_dict(r.headers)["ce_type"] for r in records] == SUCCESS_TYPES
     data = [check_contract(r, who, "staging", result.instance, "v2") for r in records]
     assert len({d["checkout_id"] for d in data}) == 1
-    assert [d["order_id"] for d in data] == [None, None, result.order_id, result.order_id]
+    assert [d["order_id"] for d in data] == [None, None, None, result.order_id, result.order_id, result.order_id]
     assert all(d["amount_cents"] == order["amount_cents"] and d["reason"] is None for d in data)
 
 
@@ -276,10 +281,13 @@ async def test_v3_declines_amex_as_invalid_card_but_still_takes_visa(shops, even
     records = await events.for_tenant(amex_tenant, len(DECLINE_TYPES))
     assert [header_dict(r.headers)["ce_type"] for r in records] == DECLINE_TYPES
     data = [check_contract(r, amex_tenant, "production", declined.instance, "v3") for r in records]
-    assert [d["reason"] for d in data] == [None, "invalid_card", "invalid_card"]
+    assert [d["reason"] for d in data] == [None, None, "invalid_card", "invalid_card"]
     assert all(d["order_id"] is None for d in data)
     conn = await asyncpg.connect(SHOP_DB)
     try:
         assert await conn.fetchval("SELECT count(*) FROM orders WHERE tenant = $1", amex_tenant) == 0
+        # the stock held for the declined checkout went back
+        assert await conn.fetchval("SELECT array_agg(status) FROM inventory_reservations WHERE tenant = $1",
+                                   amex_tenant) == ["released"]
     finally:
         await conn.close()

@@ -42,7 +42,7 @@ def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
                               observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"))
     return VerificationFinished(release_id=rid, step_id=sid, environment=step.environment, verdict=verdict,
                                 reason="r", window_start=NOW, window_end=NOW,
-                                verifier="synthetic-journeys" if step.synthetic else "business-kpis",
+                                verifier="business-kpis",
                                 kpis=[KpiResult(name="checkout_success_rate", candidate=0.5, baseline=0.98,
                                                 candidate_samples=30, baseline_samples=200, verdict=verdict,
                                                 rule="candidate >= 0.85")])

@@ -31,7 +31,7 @@ def members(store: Path, digest: str) -> dict[str, tarfile.TarInfo | bytes]:
 
 def test_building_twice_gives_identical_digests(digests, tmp_path):
     assert build_bundles.build_all(tmp_path) == digests
-    assert set(digests) == {"v1", "v2", "v3", "v4", "v5", "v6", "v7", "v10"}
+    assert set(digests) == {"v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10"}
     assert len(set(digests.values())) == len(digests)
 
 
@@ -82,6 +82,15 @@ def test_v3_carries_the_payments_regression_and_v2_does_not(store, digests):
     assert v3["storefront/payments.py"] != v2["storefront/payments.py"]
     assert v3["storefront/payments.py"] == (REPO / "shop/versions/v3/storefront/payments.py").read_bytes()
     assert v3["storefront/catalog.py"] == v2["storefront/catalog.py"] != v1["storefront/catalog.py"]
+
+
+def test_v8_and_v9_change_only_tax_and_erp_export_of_v2(store, digests):
+    def changed(a: str, b: str) -> set[str]:
+        files_a, files_b = ({name: data for name, data in members(store, digests[v]).items()
+                             if isinstance(data, bytes)} for v in (a, b))
+        return {name for name in files_a.keys() | files_b.keys() if files_a.get(name) != files_b.get(name)}
+    assert changed("v2", "v8") == {"bundle.json", "storefront/tax.py"}
+    assert changed("v2", "v9") == {"bundle.json", "storefront/erp.py"}
 
 
 def test_example_candidates_point_at_the_current_bundles(digests):

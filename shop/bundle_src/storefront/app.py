@@ -5,14 +5,15 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from storefront import catalog, db, gateway
-from storefront.events import (CHECKOUT_ATTEMPTED, CHECKOUT_FAILED, CHECKOUT_SUCCEEDED, ORDER_PLACED,
-                               PAYMENT_AUTHORIZED, PAYMENT_DECLINED, Checkout)
+from storefront import catalog, db, gateway, tax
+from storefront.events import (CHECKOUT_ATTEMPTED, CHECKOUT_FAILED, CHECKOUT_SUCCEEDED, INVENTORY_CONFIRMED,
+                               INVENTORY_RESERVED, ORDER_PLACED, PAYMENT_AUTHORIZED, PAYMENT_DECLINED, Checkout)
 from storefront.metrics import Metrics
 from storefront.runtime import Runtime, lifecycle
 from storefront.settings import Settings
@@ -138,8 +139,10 @@ async def checkout(request: web.Request) -> web.Response:
     if cart.status != "open":
         return _error(409, "cart_checked_out")
 
-    attempt = Checkout(tenant=tenant, checkout_id=str(uuid.uuid4()), amount_cents=cart.amount_cents,
+    order_tax = tax.compute(cart.lines, tax.region_for(tenant))
+    attempt = Checkout(tenant=tenant, checkout_id=str(uuid.uuid4()), amount_cents=order_tax.total_cents,
                        currency=currency)
+    items = [{"sku": item["sku"], "qty": item["qty"]} for item in cart.items]
 
     def elapsed_ms() -> float:
         return (time.perf_counter() - started) * 1000
@@ -149,31 +152,54 @@ async def checkout(request: web.Request) -> web.Response:
         metrics.checkout(outcome)
         return web.json_response({"reason": reason, "checkout_id": attempt.checkout_id}, status=status)
 
+    async def release_and_fail(reservation_id: str, status: int, reason: str, outcome: str = "failed") -> web.Response:
+        try:
+            await db.release(runtime.pool, reservation_id)
+        except (asyncpg.PostgresError, OSError):
+            pass  # the reaper puts the stock back once the reservation expires
+        return await fail(status, reason, outcome)
+
     await publisher.publish(CHECKOUT_ATTEMPTED, attempt, latency_ms=elapsed_ms())
     try:
+        reservation_id = await db.reserve(runtime.pool, tenant, cart)
+    except db.OutOfStock:
+        return await fail(409, "out_of_stock")
+    except (asyncpg.PostgresError, OSError):
+        return await fail(500, "reservation_failed")
+    reserved_at = time.perf_counter()
+    await publisher.publish(INVENTORY_RESERVED, attempt, latency_ms=elapsed_ms(), items=items)
+    try:
         auth = await gateway.authorize(runtime.session, s.payment_url, card_number=card,
-                                       amount_cents=cart.amount_cents, currency=currency, tenant=tenant)
+                                       amount_cents=order_tax.total_cents, currency=currency, tenant=tenant)
     except gateway.PaymentUnavailable:
-        return await fail(502, "payment_unavailable")
+        return await release_and_fail(reservation_id, 502, "payment_unavailable")
     if not auth.approved:
         await publisher.publish(PAYMENT_DECLINED, attempt, latency_ms=elapsed_ms(), reason=auth.reason)
-        return await fail(402, auth.reason, outcome="declined")
+        return await release_and_fail(reservation_id, 402, auth.reason, outcome="declined")
     await publisher.publish(PAYMENT_AUTHORIZED, attempt, latency_ms=elapsed_ms())
 
     email = body.get("email") if isinstance(body.get("email"), str) else f"guest@{tenant}{HOST_SUFFIX}"
     try:
-        attempt.order_id = await db.place_order(runtime.pool, tenant=tenant, email=email, cart=cart,
-                                                currency=currency, auth_code=auth.auth_code, version=s.version,
-                                                environment=s.environment)
+        placed = await db.place_order(runtime.pool, tenant=tenant, email=email, cart=cart,
+                                      reservation_id=reservation_id, region=order_tax.region,
+                                      tax_cents=order_tax.tax_cents, amount_cents=order_tax.total_cents,
+                                      currency=currency, auth_code=auth.auth_code, version=s.version,
+                                      environment=s.environment)
     except db.OutOfStock:
         return await fail(409, "out_of_stock")
     except (asyncpg.PostgresError, OSError):
-        return await fail(500, "order_failed")
+        return await release_and_fail(reservation_id, 500, "order_failed")
+    attempt.order_id = placed.id
+    await publisher.publish(INVENTORY_CONFIRMED, attempt, latency_ms=(time.perf_counter() - reserved_at) * 1000,
+                            items=items)
     await publisher.publish(CHECKOUT_SUCCEEDED, attempt, latency_ms=elapsed_ms())
-    await publisher.publish(ORDER_PLACED, attempt, latency_ms=elapsed_ms())
+    await publisher.publish(ORDER_PLACED, attempt, latency_ms=elapsed_ms(), items=cart.lines, customer=email,
+                            payment_ref=auth.auth_code, tax_cents=order_tax.tax_cents, region=order_tax.region,
+                            placed_at=placed.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"))
     metrics.checkout("succeeded")
-    return web.json_response({"order_id": attempt.order_id, "status": "confirmed", "checkout_id": attempt.checkout_id,
-                              "amount_cents": cart.amount_cents, "currency": currency}, status=201)
+    return web.json_response({"order_id": placed.id, "status": "confirmed", "checkout_id": attempt.checkout_id,
+                              "amount_cents": order_tax.total_cents, "tax_cents": order_tax.tax_cents,
+                              "region": order_tax.region, "currency": currency}, status=201)
 
 
 async def get_order(request: web.Request) -> web.Response:
@@ -187,4 +213,5 @@ async def get_order(request: web.Request) -> web.Response:
         "order_id": str(row["id"]), "status": row["status"], "amount_cents": row["amount_cents"],
         "currency": row["currency"], "version": row["version"], "environment": row["environment"],
         "auth_code": row["auth_code"], "created_at": row["created_at"].isoformat(),
+        "tax_cents": row["tax_cents"], "region": row["region"],
     })

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -55,7 +56,37 @@ CREATE TABLE IF NOT EXISTS payments (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS orders_tenant_created ON orders (tenant, created_at);
+CREATE TABLE IF NOT EXISTS inventory_reservations (
+    id uuid PRIMARY KEY,
+    tenant text NOT NULL,
+    cart_id uuid NOT NULL,
+    items jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'reserved' CHECK (status IN ('reserved', 'confirmed', 'released')),
+    order_id uuid,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS inventory_reservations_open ON inventory_reservations (created_at)
+    WHERE status = 'reserved';
+-- One row per order, written in the transaction that places the order, so the export state is never ahead
+-- of the orders table; exported_at is set only once the ERP has accepted the order. `version` placed the order,
+-- `refused_by` is the last version whose document the ERP refused (it leaves the order to other versions).
+CREATE TABLE IF NOT EXISTS erp_exports (
+    order_id uuid PRIMARY KEY REFERENCES orders (id),
+    tenant text NOT NULL,
+    version text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error text,
+    refused_by text,
+    exported_at timestamptz,
+    exported_by text
+);
+CREATE INDEX IF NOT EXISTS erp_exports_due ON erp_exports (next_attempt_at) WHERE exported_at IS NULL;
 """
+# Columns added after the first release; existing databases get them when an instance starts.
+ORDER_COLUMNS = {"tax_cents": "integer", "region": "text", "lines": "jsonb"}
 
 CATALOG = [
     ("TEE-001", "Organic cotton tee", 1900),
@@ -78,15 +109,31 @@ class OutOfStock(Exception):
 class Cart:
     id: str
     items: list[dict[str, Any]]
-    amount_cents: int
+    lines: list[dict[str, Any]]  # items with their current unit price: sku, qty, unit_cents
     status: str
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    id: str
+    placed_at: datetime
 
 
 async def create_schema(pool: asyncpg.Pool) -> None:
     """Create tables and seed the catalog; idempotent and safe when several instances start at once."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+        # Upgrading a live database locks tables checkouts use: give up (and retry the start) rather than queue
+        # behind them for long and stall every checkout queued behind us.
+        await conn.execute("SET LOCAL lock_timeout = '5s'")
         await conn.execute(SCHEMA)
+        present = {r["column_name"] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = 'orders'")}
+        if not set(ORDER_COLUMNS) <= present:
+            # ALTER TABLE locks orders exclusively even when the column exists, so only when one is missing.
+            for column, type_ in ORDER_COLUMNS.items():
+                await conn.execute(f"ALTER TABLE orders ADD COLUMN IF NOT EXISTS {column} {type_}")
         await conn.executemany(
             "INSERT INTO products (sku, name, price_cents, currency) VALUES ($1, $2, $3, 'USD') "
             "ON CONFLICT (sku) DO NOTHING", CATALOG)
@@ -120,38 +167,89 @@ async def load_cart(pool: asyncpg.Pool, tenant: str, cart_id: str) -> Cart | Non
     items = json.loads(row["items"])
     prices = dict(await pool.fetch("SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])",
                                    [item["sku"] for item in items]))
-    amount = sum(prices[item["sku"]] * item["qty"] for item in items)
-    return Cart(id=cart_id, items=items, amount_cents=amount, status=row["status"])
+    lines = [{"sku": item["sku"], "qty": item["qty"], "unit_cents": prices[item["sku"]]} for item in items]
+    return Cart(id=cart_id, items=items, lines=lines, status=row["status"])
 
 
-async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart, currency: str,
-                      auth_code: str, version: str, environment: str) -> str:
-    """Write customer, order, payment and the inventory decrement in one transaction; return the order id."""
+async def _adjust_stock(conn: asyncpg.Connection, items: list[dict[str, Any]], sign: int) -> None:
+    """Take (sign -1) or return (sign +1) stock; OutOfStock when it would go below zero."""
+    qty: dict[str, int] = {}
+    for item in items:
+        qty[item["sku"]] = qty.get(item["sku"], 0) + item["qty"]
+    try:
+        # Sorted so concurrent transactions lock inventory rows in the same order and cannot deadlock.
+        for sku in sorted(qty):
+            await conn.execute("UPDATE inventory SET quantity = quantity + $2 WHERE sku = $1", sku, sign * qty[sku])
+    except asyncpg.CheckViolationError:
+        raise OutOfStock() from None
+
+
+async def reserve(pool: asyncpg.Pool, tenant: str, cart: Cart) -> str:
+    """Hold the cart's items out of stock for a checkout; return the reservation id."""
+    reservation_id = str(uuid.uuid4())
+    async with pool.acquire() as conn, conn.transaction():
+        await _adjust_stock(conn, cart.items, -1)
+        await conn.execute("INSERT INTO inventory_reservations (id, tenant, cart_id, items) VALUES ($1, $2, $3, $4)",
+                           reservation_id, tenant, cart.id, json.dumps(cart.items))
+    return reservation_id
+
+
+async def release(pool: asyncpg.Pool, reservation_id: str) -> None:
+    """Put a reservation's stock back; a no-op once it is confirmed or released."""
+    async with pool.acquire() as conn, conn.transaction():
+        items = await conn.fetchval(
+            "UPDATE inventory_reservations SET status = 'released', settled_at = now()"
+            " WHERE id = $1 AND status = 'reserved' RETURNING items", reservation_id)
+        if items is not None:
+            await _adjust_stock(conn, json.loads(items), +1)
+
+
+async def release_expired(pool: asyncpg.Pool, older_than_s: float, limit: int = 500) -> int:
+    """Release reservations no checkout confirmed in time (the instance died mid-checkout); return how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE inventory_reservations SET status = 'released', settled_at = now() WHERE id IN ("
+            " SELECT id FROM inventory_reservations WHERE status = 'reserved'"
+            " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2"
+            " FOR UPDATE SKIP LOCKED) RETURNING items", float(older_than_s), limit)
+        await _adjust_stock(conn, [item for row in rows for item in json.loads(row["items"])], +1)
+    return len(rows)
+
+
+async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart, reservation_id: str,
+                      region: str, tax_cents: int, amount_cents: int, currency: str, auth_code: str, version: str,
+                      environment: str) -> PlacedOrder:
+    """Write customer, order, payment, the reservation's confirmation and the order's pending ERP export in one
+    transaction."""
     order_id = str(uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
         customer_id = await conn.fetchval(
             "INSERT INTO customers (id, tenant, email) VALUES ($1, $2, $3) "
             "ON CONFLICT (tenant, email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
             uuid.uuid4(), tenant, email)
-        await conn.execute(
+        placed_at = await conn.fetchval(
             "INSERT INTO orders (id, tenant, version, environment, customer_id, cart_id, amount_cents, currency,"
-            " status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'confirmed')",
-            order_id, tenant, version, environment, customer_id, cart.id, cart.amount_cents, currency)
+            " status, tax_cents, region, lines) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'confirmed', $9, $10, $11)"
+            " RETURNING created_at",
+            order_id, tenant, version, environment, customer_id, cart.id, amount_cents, currency, tax_cents, region,
+            json.dumps(cart.lines))
         await conn.execute("INSERT INTO payments (order_id, auth_code, amount_cents) VALUES ($1, $2, $3)",
-                           order_id, auth_code, cart.amount_cents)
-        try:
-            # Sorted so concurrent checkouts lock inventory rows in the same order and cannot deadlock.
-            for item in sorted(cart.items, key=lambda i: i["sku"]):
-                await conn.execute("UPDATE inventory SET quantity = quantity - $2 WHERE sku = $1",
-                                   item["sku"], item["qty"])
-        except asyncpg.CheckViolationError:
-            raise OutOfStock() from None
+                           order_id, auth_code, amount_cents)
+        confirmed = await conn.fetchval(
+            "UPDATE inventory_reservations SET status = 'confirmed', settled_at = now(), order_id = $2"
+            " WHERE id = $1 AND status = 'reserved' RETURNING id", reservation_id, order_id)
+        if confirmed is None:
+            # The reservation expired and its stock went back meanwhile: take the stock again, if it is there.
+            await _adjust_stock(conn, cart.items, -1)
         await conn.execute("UPDATE carts SET status = 'checked_out' WHERE id = $1", cart.id)
-    return order_id
+        await conn.execute("INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)",
+                           order_id, tenant, version)
+    return PlacedOrder(id=order_id, placed_at=placed_at)
 
 
 async def order(pool: asyncpg.Pool, tenant: str, order_id: str) -> asyncpg.Record | None:
     return await pool.fetchrow(
-        "SELECT o.id, o.status, o.amount_cents, o.currency, o.version, o.environment, o.created_at, p.auth_code "
-        "FROM orders o LEFT JOIN payments p ON p.order_id = o.id WHERE o.id = $1 AND o.tenant = $2",
+        "SELECT o.id, o.status, o.amount_cents, o.currency, o.version, o.environment, o.created_at, o.tax_cents,"
+        " o.region, p.auth_code FROM orders o LEFT JOIN payments p ON p.order_id = o.id"
+        " WHERE o.id = $1 AND o.tenant = $2",
         order_id, tenant)

@@ -15,6 +15,8 @@ CHECKOUT_FAILED = "shop.checkout.failed.v1"
 PAYMENT_AUTHORIZED = "shop.payment.authorized.v1"
 PAYMENT_DECLINED = "shop.payment.declined.v1"
 ORDER_PLACED = "shop.order.placed.v1"
+INVENTORY_RESERVED = "shop.inventory.reserved.v1"
+INVENTORY_CONFIRMED = "shop.inventory.confirmed.v1"
 
 
 @dataclass
@@ -38,9 +40,9 @@ class EventPublisher:
         self._instance = instance
         self._source = f"shop/{environment}/{instance}"
 
-    async def publish(self, event_type: str, checkout: Checkout, *, latency_ms: float,
-                      reason: str | None = None) -> None:
-        """Send one event and wait for the broker's acknowledgement."""
+    async def publish(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
+                      **fields: Any) -> None:
+        """Send one event and wait for the broker's acknowledgement; `fields` are the event type's own fields."""
         data: dict[str, Any] = {
             "version": self._version,
             "environment": self._environment,
@@ -52,6 +54,7 @@ class EventPublisher:
             "currency": checkout.currency,
             "reason": reason,
             "latency_ms": round(latency_ms, 3),
+            **fields,
         }
         headers = [
             ("ce_specversion", b"1.0"),

@@ -14,10 +14,14 @@ from aiokafka.errors import KafkaError
 
 from storefront import db
 from storefront.events import EventPublisher
+from storefront.exporter import Exporter
 from storefront.settings import Settings
 
 log = logging.getLogger("storefront")
 T = TypeVar("T")
+# A reservation no checkout confirmed within this time belongs to a checkout that died: its stock goes back.
+RESERVATION_TTL_S = 300.0
+REAP_EVERY_S = 30.0
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Runtime:
     producer: AIOKafkaProducer | None = None
     publisher: EventPublisher | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    background: list[asyncio.Task] = field(default_factory=list)
 
     async def connect(self) -> None:
         """Open the database pool (creating the schema) and the Kafka producer, retrying until both work."""
@@ -39,6 +44,10 @@ class Runtime:
                                         environment=s.environment, instance=s.instance)
         self.ready.set()
         log.info("storefront %s ready (%s/%s)", s.version, s.environment, s.instance)
+        exporter = Exporter(self.pool, self.session, erp_url=s.erp_url, version=s.version, instance=s.instance,
+                            adopt_after_s=s.erp_adopt_after_s)
+        self.background = [asyncio.create_task(exporter.run(), name="erp-exporter"),
+                           asyncio.create_task(_reap_reservations(self.pool), name="reservation-reaper")]
 
     async def _open_pool(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=10)
@@ -60,6 +69,9 @@ class Runtime:
         return producer
 
     async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:
@@ -77,6 +89,18 @@ async def _retry(what: str, open_: Callable[[], Awaitable[T]]) -> T:
             log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 3.0)
+
+
+async def _reap_reservations(pool: asyncpg.Pool) -> None:
+    while True:
+        await asyncio.sleep(REAP_EVERY_S)
+        try:
+            released = await db.release_expired(pool, RESERVATION_TTL_S)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("releasing expired reservations failed (%s)", exc)
+            continue
+        if released:
+            log.info("released %d expired inventory reservations", released)
 
 
 async def lifecycle(runtime: Runtime) -> AsyncIterator[None]:

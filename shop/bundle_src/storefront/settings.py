@@ -19,6 +19,8 @@ class Settings:
     database_url: str
     payment_url: str
     events_topic: str
+    erp_url: str
+    erp_adopt_after_s: float
 
     @classmethod
     def from_env(cls, bundle_json: Path = BUNDLE_JSON) -> Settings:
@@ -33,4 +35,7 @@ class Settings:
             database_url=env.get("SHOP_DATABASE_URL", "postgresql://releasegate:releasegate@127.0.0.1:15432/shop"),
             payment_url=env.get("SHOP_PAYMENT_URL", "http://127.0.0.1:18090").rstrip("/"),
             events_topic=env.get("SHOP_EVENTS_TOPIC", "shop.events"),
+            erp_url=env.get("ERP_SANDBOX_URL", "http://127.0.0.1:18091").rstrip("/"),
+            # How long another version's pending ERP exports are left to it before this instance takes them over.
+            erp_adopt_after_s=float(env.get("SHOP_ERP_ADOPT_AFTER_SECONDS", "60")),
         )
