@@ -66,13 +66,26 @@ async def run_drill(settings: ServiceSettings, entry: ServiceEntry) -> Drill:
                 except BackupError as exc:
                     reason = str(exc)
                 finally:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+                    await _drop(conn, scratch)
             await conn.execute("INSERT INTO dr_drills (database, backup_id, started_at, seconds, passed, checks,"
                                " reason) VALUES ($1,$2,$3,$4,$5,$6,$7)", database,
                                backup["id"] if backup else None, started, seconds, passed, checks, reason)
     finally:
         await pool.close()
     return Drill(started, seconds, passed, reason, checks)
+
+
+async def _drop(conn: asyncpg.Connection, database: str) -> None:
+    """Drop the scratch database; an autovacuum worker may still be in it for a moment (and WITH (FORCE) may
+    not terminate it without superuser rights), so try again briefly."""
+    for attempt in range(50):
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def main() -> None:

@@ -118,8 +118,10 @@ class TestDataAwareRollback:
         report = done["evidence"]["incident_report"]
         assert report["not_replayable"] == [] and report["replayed"] > 0
         assert all(c["passed"] for c in report["integrity_checks"])
+        # orders of the shop's production instances (the deployer names them production-<slot>-<version>)
         production = {e.data.order_id for e in events if isinstance(e.data, OrderPlaced)
-                      and e.data.environment == "production" and e.data.order_id}
+                      and e.data.environment == "production" and e.data.instance.startswith("production-")
+                      and e.data.order_id}
         after = await _orders()
         missing = production - after
         assert not missing, f"{len(missing)} of {len(production)} orders placed during the release are gone"
