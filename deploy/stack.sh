@@ -34,6 +34,11 @@ PG_SOCK="$PG_RUN/sock"
 PG_PORT=15432
 PG_LOG="$LOG_DIR/postgres.log"
 PG_TIMEOUT="${PG_TIMEOUT:-60}"
+# a streaming replica of the whole cluster (the shop's standby; the dr-checker compares its lag with the RPO)
+PG_STANDBY_DATA="$PG_RUN/standby"
+PG_STANDBY_SOCK="$PG_RUN/standby-sock"
+PG_STANDBY_PORT=15433
+PG_STANDBY_LOG="$LOG_DIR/postgres-standby.log"
 
 HAPROXY_RUN="$RUN_DIR/haproxy"
 HAPROXY_CFG="$HAPROXY_RUN/haproxy.cfg"
@@ -292,6 +297,10 @@ SELECT 'CREATE DATABASE shop OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
 SELECT 'CREATE DATABASE shop_staging OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop_staging') \gexec
+-- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
+\connect shop
+GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate;
 SQL
 }
 
@@ -364,6 +373,59 @@ pg_down() {
     log "postgres: stopping (fast)"
     as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
       || as_pg "$bin/pg_ctl" -D "$PG_DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  fi
+}
+
+pg_standby_healthy() {
+  local bin
+  bin="$(pg_bindir)" || return 1
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_STANDBY_PORT" -t 2 >/dev/null 2>&1
+}
+
+pg_standby_running() {
+  local bin
+  bin="$(pg_bindir)" || return 1
+  [[ -f "$PG_STANDBY_DATA/PG_VERSION" ]] || return 1
+  as_pg "$bin/pg_ctl" status -D "$PG_STANDBY_DATA" >/dev/null 2>&1
+}
+
+pg_standby_up() {
+  local bin
+  bin="$(pg_bindir)" || die "PostgreSQL binaries not found: run deploy/stack.sh install"
+  if pg_standby_running && pg_standby_healthy; then
+    log "postgres-standby: already healthy"
+    return 0
+  fi
+  mkdir -p "$PG_STANDBY_SOCK"
+  touch "$PG_STANDBY_LOG"
+  if is_root; then chown postgres: "$PG_STANDBY_SOCK" "$PG_STANDBY_LOG"; fi
+  if [[ ! -f "$PG_STANDBY_DATA/standby.signal" ]]; then
+    log "postgres-standby: pg_basebackup of the primary into $PG_STANDBY_DATA"
+    rm -rf "$PG_STANDBY_DATA"
+    if ! as_pg "$bin/pg_basebackup" -h "$PG_SOCK" -p "$PG_PORT" -U postgres -D "$PG_STANDBY_DATA" \
+        --write-recovery-conf --wal-method=stream --checkpoint=fast >>"$PG_STANDBY_LOG" 2>&1; then
+      tail_log "$PG_STANDBY_LOG"
+      die "postgres-standby: pg_basebackup failed"
+    fi
+    printf '\n# ---- releasegate local stack: the standby (deploy/stack.sh) ----\nport = %s\nunix_socket_directories = '"'"'%s'"'"'\nhot_standby = on\n' \
+      "$PG_STANDBY_PORT" "$PG_STANDBY_SOCK" | as_pg tee -a "$PG_STANDBY_DATA/postgresql.conf" >/dev/null
+  fi
+  log "postgres-standby: starting"
+  if ! as_pg "$bin/pg_ctl" -D "$PG_STANDBY_DATA" -l "$PG_STANDBY_LOG" -w -t "$PG_TIMEOUT" start >/dev/null 2>&1; then
+    tail_log "$PG_STANDBY_LOG"
+    die "postgres-standby: pg_ctl start failed"
+  fi
+  wait_until postgres-standby "$PG_TIMEOUT" "$PG_STANDBY_LOG" pg_standby_healthy pg_standby_running \
+    || die "postgres-standby: not healthy"
+}
+
+pg_standby_down() {
+  local bin
+  bin="$(pg_bindir)" || return 0
+  if pg_standby_running; then
+    log "postgres-standby: stopping (fast)"
+    as_pg "$bin/pg_ctl" -D "$PG_STANDBY_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 \
+      || as_pg "$bin/pg_ctl" -D "$PG_STANDBY_DATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -514,6 +576,7 @@ erp_sandbox_up() {
 cmd_up() {
   mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
   pg_up
+  pg_standby_up
   kafka_up || die "kafka: not healthy"
   haproxy_up
   prom_up
@@ -534,6 +597,7 @@ cmd_down() {
   if [[ ${#others[@]} -gt 0 ]]; then "$PROC" stop "${others[@]}" >&2; fi
   "$PROC" stop payment-sandbox erp-sandbox >&2
   kafka_down
+  pg_standby_down
   pg_down
   # anything that appeared meanwhile
   others=()
@@ -553,6 +617,7 @@ cmd_status() {
   line() { printf '%-16s %s\n' "$1" "$2"; }
   if kafka_healthy; then line kafka healthy; else line kafka down; rc=1; fi
   if pg_healthy; then line postgres healthy; else line postgres down; rc=1; fi
+  if pg_standby_healthy; then line postgres-standby healthy; else line postgres-standby down; rc=1; fi
   if haproxy_alive && haproxy_healthy; then line haproxy healthy; else line haproxy down; rc=1; fi
   if prom_healthy; then line prometheus healthy; else line prometheus down; rc=1; fi
   if [[ -f "$SANDBOX_MODULE_FILE" ]]; then

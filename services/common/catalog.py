@@ -19,7 +19,8 @@ class _Model(BaseModel):
 
 
 class Standby(_Model):
-    dsn: str = Field(description="Connection string of the streaming replica (read-only)")
+    host: str = Field(description="Host of the streaming replica; credentials are the primary's (RG_DATABASE_URL)")
+    port: int = Field(gt=0, lt=65536)
 
 
 class DRRequirement(_Model):

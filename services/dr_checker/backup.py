@@ -47,11 +47,13 @@ async def restore(settings: ServiceSettings, database: str, path: Path, *, clean
     args, env = postgres.cli_args(settings.database_url, database)
     if not clean:
         proc = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner",
-                                                        "--single-transaction", *args, str(path)],
+                                                        "--no-privileges", "--single-transaction", *args,
+                                                        str(path)],
                                        env=env, capture_output=True, text=True)
     else:
-        script = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner", "--file=-",
-                                                          str(path)], capture_output=True, text=True)
+        script = await asyncio.to_thread(subprocess.run, [postgres.tool("pg_restore"), "--no-owner",
+                                                          "--no-privileges", "--file=-", str(path)],
+                                         capture_output=True, text=True)
         if script.returncode != 0:
             raise BackupError(f"pg_restore cannot read {path.name}: {script.stderr.strip()[-500:]}")
         sql = "DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n" + script.stdout

@@ -14,7 +14,7 @@ from services.common import worker
 from services.common.artifacts import sha256_file
 from services.common.catalog import Catalog, CatalogError, ServiceEntry
 from services.common.settings import REPO_ROOT, ServiceSettings
-from services.dr_checker import backup
+from services.dr_checker import backup, postgres
 from services.dr_checker.domain import Backup, Drill, backup_freshness, replica_lag, restore_drill, runbooks
 
 CONSUMER = "dr-checker"
@@ -66,7 +66,9 @@ class DRChecker:
             if drill else None
         checks += restore_drill(req.database, last, entry.dr.drill_max_age_seconds, entry.dr.rto_seconds, now)
         if entry.dr.standby is not None:
-            checks.append(replica_lag(*await _standby_lag(entry.dr.standby.dsn), rpo))
+            dsn = postgres.dsn_for(self._settings.database_url, req.database, host=entry.dr.standby.host,
+                                   port=entry.dr.standby.port)
+            checks.append(replica_lag(*await _standby_lag(dsn), rpo))
         present = {name: ref.startswith(("http://", "https://")) or (REPO_ROOT / ref).is_file()
                    for name, ref in entry.dr.runbooks.items()}
         checks.append(runbooks(entry.tier, entry.dr.runbooks, present))

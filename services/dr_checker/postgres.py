@@ -13,9 +13,13 @@ def tool(name: str) -> str:
     return str(candidates[0]) if candidates else (shutil.which(name) or name)
 
 
-def dsn_for(database_url: str, database: str) -> str:
-    """The same server and user, another database."""
-    return urlunsplit(urlsplit(database_url)._replace(path=f"/{database}"))
+def dsn_for(database_url: str, database: str, *, host: str | None = None, port: int | None = None) -> str:
+    """The same user, another database (and, for a replica, another server)."""
+    url = urlsplit(database_url)
+    if host is not None or port is not None:
+        credentials = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
+        url = url._replace(netloc=f"{credentials}{host or url.hostname}:{port or url.port}")
+    return urlunsplit(url._replace(path=f"/{database}"))
 
 
 def cli_args(database_url: str, database: str) -> tuple[list[str], dict[str, str]]:

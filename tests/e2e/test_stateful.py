@@ -72,6 +72,28 @@ class TestRecoveryProvenBeforeRelease:
         assert not check["passed"] and "older than the 0.5s the tier allows" in check["reason"]
 
 
+    async def test_blocked_when_the_standby_lags_more_than_the_rpo(self, settings, services, stable_v1, catalog):
+        catalog(rpo_seconds=4)
+        standby = await asyncpg.connect(postgres.dsn_for(settings.database_url, "shop", host="127.0.0.1",
+                                                         port=15433))
+        try:
+            await standby.execute("SELECT pg_wal_replay_pause()")
+
+            async def lagging() -> bool:
+                return (await standby.fetchval("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())")
+                        or 0) > 6
+            await wait_until(lagging, 60, "the standby to fall more than 6s behind (shoppers keep writing)")
+            backed_up = cli("dr", "backup", "shop")  # a fresh backup, so only the replica is out of its RPO
+            assert backed_up.returncode == 0, backed_up.stdout
+            checks = dr_rejection()
+        finally:
+            await standby.execute("SELECT pg_wal_replay_resume()")
+            await standby.close()
+        lag = checks["replica_lag"]
+        assert not lag["passed"] and "more than the RPO of 4s" in lag["reason"]
+        assert lag["evidence"]["lag_seconds"] > lag["evidence"]["rpo_seconds"]
+
+
 class TestHoldPoint:
     async def test_waits_for_go_and_aborts_on_no_go(self, services, stable_v1, catalog):
         catalog(hold_point=True)
