@@ -112,6 +112,8 @@ class Faults:
 
 @dataclass
 class Received:
+    """An order as the ERP took it, when it first arrived, and how often it was sent."""
+
     order: dict[str, Any]
     received_at: float
     exporter: str | None

@@ -108,8 +108,9 @@ async def _insert(conn: asyncpg.Connection, order: OrderPlaced, columns: set[str
                               "amount_cents": order.amount_cents, "currency": order.currency, "status": "confirmed"}
     if order.placed_at is not None:
         values["created_at"] = order.placed_at
-    if "tax_cents" in columns and order.tax_cents is not None:
-        values["tax_cents"] = order.tax_cents
+    optional = {"tax_cents": order.tax_cents, "region": order.region,
+                "lines": json.dumps(order.items) if order.items else None}
+    values |= {name: value for name, value in optional.items() if name in columns and value is not None}
     names = list(values)
     await conn.execute(f"INSERT INTO orders ({', '.join(names)}) VALUES "
                        f"({', '.join(f'${i + 1}' for i in range(len(names)))})", *values.values())
@@ -117,6 +118,10 @@ async def _insert(conn: asyncpg.Connection, order: OrderPlaced, columns: set[str
                        values["id"], order.payment_ref, order.amount_cents)
     for item in sorted(items, key=lambda i: i["sku"]):
         await conn.execute("UPDATE inventory SET quantity = quantity - $2 WHERE sku = $1", item["sku"], item["qty"])
+    # A replayed order still has to reach the ERP: queue its export (the ERP ignores a duplicate delivery).
+    if await conn.fetchval("SELECT to_regclass('erp_exports') IS NOT NULL"):
+        await conn.execute("INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)"
+                           " ON CONFLICT DO NOTHING", values["id"], order.tenant, order.version)
 
 
 async def run(settings: ServiceSettings, database: str, environment: str, since: datetime) -> ReplayReport:

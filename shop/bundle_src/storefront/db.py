@@ -85,8 +85,9 @@ CREATE TABLE IF NOT EXISTS erp_exports (
 );
 CREATE INDEX IF NOT EXISTS erp_exports_due ON erp_exports (next_attempt_at) WHERE exported_at IS NULL;
 """
-# Columns added after the first release; existing databases get them when an instance starts.
-ORDER_COLUMNS = {"tax_cents": "integer", "region": "text", "lines": "jsonb"}
+# Columns added after their table was first created; existing databases get them when an instance starts.
+ADDED_COLUMNS = {"orders": {"tax_cents": "integer", "region": "text", "lines": "jsonb"},
+                 "erp_exports": {"refused_by": "text"}}
 
 CATALOG = [
     ("TEE-001", "Organic cotton tee", 1900),
@@ -127,13 +128,14 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         # behind them for long and stall every checkout queued behind us.
         await conn.execute("SET LOCAL lock_timeout = '5s'")
         await conn.execute(SCHEMA)
-        present = {r["column_name"] for r in await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = 'orders'")}
-        if not set(ORDER_COLUMNS) <= present:
-            # ALTER TABLE locks orders exclusively even when the column exists, so only when one is missing.
-            for column, type_ in ORDER_COLUMNS.items():
-                await conn.execute(f"ALTER TABLE orders ADD COLUMN IF NOT EXISTS {column} {type_}")
+        present = {(r["table_name"], r["column_name"]) for r in await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ANY($1::text[])", list(ADDED_COLUMNS))}
+        for table, columns in ADDED_COLUMNS.items():
+            for column, type_ in columns.items():
+                if (table, column) not in present:
+                    # ALTER TABLE locks the table exclusively even when the column exists: only when it is missing.
+                    await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type_}")
         await conn.executemany(
             "INSERT INTO products (sku, name, price_cents, currency) VALUES ($1, $2, $3, 'USD') "
             "ON CONFLICT (sku) DO NOTHING", CATALOG)

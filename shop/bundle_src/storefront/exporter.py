@@ -55,6 +55,8 @@ LEASE_S = 30.0  # far longer than a send may take: the storefront's HTTP client 
 
 
 class Exporter:
+    """The export workers of one storefront instance; `run()` until cancelled."""
+
     def __init__(self, pool: asyncpg.Pool, session: aiohttp.ClientSession, *, erp_url: str, version: str,
                  instance: str, adopt_after_s: float, workers: int = 2, rng: random.Random | None = None) -> None:
         self.pool, self.session, self.erp_url = pool, session, erp_url

@@ -1,0 +1,1 @@
+"""Unit tests of the inventory-latency verifier's check."""

@@ -1,0 +1,1 @@
+"""tax: a releasegate verifier. Run it with `python -m verifiers.tax`; its check is in check.py."""
