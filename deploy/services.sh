@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Starts / stops releasegate's six services, each its own OS process (logs in .run/logs/rg-<name>.log).
+# Starts / stops releasegate's six services and the shop team's three verifiers, each its own OS process
+# (logs in .run/logs/rg-<name>.log).
 #   services.sh start | stop | status
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROC="$ROOT/deploy/proc.sh"
 PY="${PYTHON:-python3}"
-SERVICES=(coordinator gatekeeper dr_checker deployer verifier rollback)
-HEALTH_BASE=18500   # GET http://127.0.0.1:<18501..18506>/health, in the order above
+# Python modules run as `python -m <module>`; the process name is rg-<last part, dashed>.
+MODULES=(services.coordinator services.gatekeeper services.dr_checker services.deployer services.verifier
+         services.rollback verifiers.erp_export verifiers.tax verifiers.inventory_latency)
+HEALTH_BASE=18500   # GET http://127.0.0.1:<18501..18509>/health, in the order above
+
+name_of() { local s="${1##*.}"; echo "rg-${s//_/-}"; }
 
 case "${1:-}" in
   start)
@@ -15,29 +20,29 @@ case "${1:-}" in
     # point RG_CALENDAR_FILE at their calendar, e.g. policies/calendar.yaml.
     export RG_CALENDAR_FILE="${RG_CALENDAR_FILE:-$ROOT/deploy/local/calendar.yaml}"
     i=0
-    for s in "${SERVICES[@]}"; do
+    for m in "${MODULES[@]}"; do
       i=$((i + 1))
-      RG_HEALTH_PORT=$((HEALTH_BASE + i)) "$PROC" start "rg-${s//_/-}" -- "$PY" -m "services.$s"
+      RG_HEALTH_PORT=$((HEALTH_BASE + i)) "$PROC" start "$(name_of "$m")" -- "$PY" -m "$m"
     done
     i=0
-    for s in "${SERVICES[@]}"; do
-      i=$((i + 1)); deadline=$((SECONDS + 60))
+    for m in "${MODULES[@]}"; do
+      i=$((i + 1)); deadline=$((SECONDS + 60)); n="$(name_of "$m")"
       until curl -fsS "http://127.0.0.1:$((HEALTH_BASE + i))/health" >/dev/null 2>&1; do
-        if (( SECONDS > deadline )) || ! "$PROC" alive "rg-${s//_/-}"; then
-          echo "rg-${s//_/-} not healthy; last log lines:" >&2
-          tail -n 20 "$ROOT/.run/logs/rg-${s//_/-}.log" >&2
+        if (( SECONDS > deadline )) || ! "$PROC" alive "$n"; then
+          echo "$n not healthy; last log lines:" >&2
+          tail -n 20 "$ROOT/.run/logs/$n.log" >&2
           exit 1
         fi
         sleep 0.2
       done
-      echo "rg-${s//_/-} healthy"
+      echo "$n healthy"
     done ;;
   stop)
-    names=(); for s in "${SERVICES[@]}"; do names+=("rg-${s//_/-}"); done
+    names=(); for m in "${MODULES[@]}"; do names+=("$(name_of "$m")"); done
     "$PROC" stop "${names[@]}" ;;
   status)
-    for s in "${SERVICES[@]}"; do
-      n="rg-${s//_/-}"; if "$PROC" alive "$n"; then echo "$n running"; else echo "$n down"; fi
+    for m in "${MODULES[@]}"; do
+      n="$(name_of "$m")"; if "$PROC" alive "$n"; then echo "$n running"; else echo "$n down"; fi
     done ;;
   *) echo "usage: services.sh start|stop|status" >&2; exit 2 ;;
 esac

@@ -47,17 +47,18 @@ async def wait_until(check: Callable[[], Awaitable[object]], timeout: float, wha
 
 
 class Service:
-    """One releasegate service as its own OS process, as `deploy/services.sh` starts it."""
+    """One releasegate service (or, with `package="verifiers"`, a team verifier) as its own OS process, as
+    `deploy/services.sh` starts it."""
 
-    def __init__(self, name: str, env: dict[str, str] | None = None) -> None:
-        self.name, self.env = name, env or {}
+    def __init__(self, name: str, env: dict[str, str] | None = None, package: str = "services") -> None:
+        self.name, self.env, self.module = name, env or {}, f"{package}.{name}"
         self.proc: subprocess.Popen | None = None
         self.log = LOGS / f"test-{name}.log"
 
     def start(self) -> Service:
         LOGS.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO,
                                      env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self

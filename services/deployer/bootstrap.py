@@ -18,7 +18,8 @@ from services.deployer.config import DeployerSettings
 
 
 async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, str]:
-    """`force` makes the candidate the stable version even where another one is (demo and test resets)."""
+    """`force` makes the candidate the stable version even where another one is, and ends maintenance mode
+    (demo and test resets)."""
     settings = DeployerSettings()
     log = logs.configure("deployer-bootstrap", settings.log_level)
     candidate = json.loads(candidate_file.read_text())
@@ -52,6 +53,9 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
                 await launcher.start(service, environment, stable[0], stable[1], None)
             await target.split(service, environment, {stable[0]: 100})
             await target.clear_tenant_routes(service, environment)
+            if force and target.maintenance_map(environment).is_file():
+                # a demo or test reset also ends a maintenance window a failed restore left on
+                await target.maintenance(service, environment, on=False)
             observed = await target.observe(service, environment)
             log.info("environment reconciled", environment=environment, weights=observed.weights)
             result[environment] = stable[0]

@@ -23,6 +23,7 @@ from services.dr_checker import postgres
 from services.dr_checker.backup import BackupError, restore
 from services.dr_checker.drill import integrity
 from services.rollback.domain import RollbackError
+from services.rollback.replay import ReplayError
 from services.rollback.replay import run as replay_orders
 
 REPLAY_MARGIN = timedelta(seconds=5)
@@ -52,7 +53,7 @@ class Rollback:
                 raise RollbackError(f"traffic still reaches {observed.weights} after the rollback")
             return RollbackFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
                                     succeeded=True, reason=reason, observed=observed, evidence=evidence)
-        except (RollbackError, HAProxyError, BackupError) as exc:
+        except (RollbackError, HAProxyError, BackupError, ReplayError) as exc:
             log.error("compensation failed", step=req.step_id, error=str(exc))
             return RollbackFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
                                     succeeded=False, reason=str(exc), evidence=evidence)

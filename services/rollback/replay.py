@@ -23,6 +23,10 @@ from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
 
 
+class ReplayError(Exception):
+    """The business-event topic cannot be read completely; replaying part of it would lose orders silently."""
+
+
 @dataclass
 class ReplayReport:
     seen: int = 0
@@ -40,8 +44,12 @@ async def placed_orders(bootstrap: str, environment: str, since: datetime) -> li
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topics.SHOP_EVENTS, p)
-                      for p in consumer.partitions_for_topic(topics.SHOP_EVENTS) or {0}]
+        # load the cluster metadata first: without it the topic's partitions are not known yet
+        await consumer._client.force_metadata_update()
+        known = consumer.partitions_for_topic(topics.SHOP_EVENTS)
+        if not known:
+            raise ReplayError(f"topic {topics.SHOP_EVENTS} has no partitions in the cluster metadata")
+        partitions = [TopicPartition(topics.SHOP_EVENTS, p) for p in known]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})

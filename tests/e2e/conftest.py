@@ -1,4 +1,5 @@
-"""End-to-end harness: the six services as OS processes, synthetic shoppers as traffic, a clean start."""
+"""End-to-end harness: the six services and the shop team's verifiers as OS processes, synthetic shoppers as
+traffic, a clean start."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,7 @@ from releasegate_cli import client
 from tests.conftest import LOGS, REPO, Service, wait_until
 
 SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
+VERIFIERS = ["erp_export", "tax", "inventory_latency"]  # the catalog's required and advisory team verifiers
 PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
 CANDIDATES = REPO / "examples" / "candidates"
 
@@ -78,6 +80,7 @@ def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Pop
 async def release_stack(settings, env: dict[str, str] | None = None):
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
     running = {name: Service(name, env).start() for name in SERVICES}
+    running |= {name: Service(name, env, package="verifiers").start() for name in VERIFIERS}
     shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
     try:
         leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")

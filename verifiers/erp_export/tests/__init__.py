@@ -1,1 +1,1 @@
-"""Unit tests of the erp-export verifier's check."""
+"""Tests of the erp-export check: its logic on fake data and, marked `integration`, against the local stack."""

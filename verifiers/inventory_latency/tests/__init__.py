@@ -1,1 +1,1 @@
-"""Unit tests of the inventory-latency verifier's check."""
+"""Tests of the inventory-latency check: its logic on fake data and, marked `integration`, against the local stack."""

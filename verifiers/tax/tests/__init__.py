@@ -1,1 +1,1 @@
-"""Unit tests of the tax verifier's check."""
+"""Tests of the tax check: its logic on fake data and, marked `integration`, against the local stack."""
