@@ -8,6 +8,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SHA256_DIGEST = r"^sha256:[0-9a-f]{64}$"
+# securesystemslib key ids are sha256 hex; a nonce is 128 to 256 random bits in hex.
+KEY_ID = r"^[0-9a-f]{64}$"
+NONCE = r"^[0-9a-f]{32,64}$"
 
 
 class Contract(BaseModel):
@@ -84,6 +87,21 @@ class CheckResult(Contract):
     evidence: dict[str, Any] = Field(default_factory=dict, description="Figures the check used.")
 
 
+class StepGrant(Contract):
+    """The coordinator's signature over one deploy or compensation command: the deployer and the rollback service
+    act only on a command whose grant verifies against the coordinator's public key, once, before it expires."""
+
+    grant_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="Unique id of this grant (a nonce, 32 hex): a "
+                          "grant authorizes one command, and a consumer accepts it from one CloudEvent only.")
+    issued_at: datetime = Field(description="When the coordinator signed the grant (UTC); a grant issued more "
+                                "than 60 s in the consumer's future is refused.")
+    expires_at: datetime = Field(description="After this the grant is refused even if its step was never done: "
+                                 "issue time + the step's timeout (×3 for slow compensations) + a margin.")
+    keyid: str = Field(pattern=r"^[0-9a-f]{64}$", description="Id of the coordinator's ed25519 public key.")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="ed25519 signature (hex) over the canonical "
+                           "payload: the command's bound fields plus grant_id, issued_at, expires_at and keyid.")
+
+
 class StepCommand(ReleaseEvent):
     step_id: str = Field(description="Saga step this command belongs to; results echo it.")
     service: str
@@ -100,7 +118,8 @@ class SignedApproval(Contract):
         "`go`/`no-go` at a hold point.")
     reason: str
     signed_at: datetime = Field(description="When the approver signed; approvals expire after the policy's time.")
-    keyid: str | None = Field(default=None, description="Id of the approver's public key.")
+    nonce: str | None = Field(default=None, pattern=NONCE, description="The approval's nonce, part of what is signed.")
+    keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the approver's public key.")
     signature: str | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
 
 
@@ -180,6 +199,8 @@ class DeployRequested(StepCommand):
     attestation: dict[str, Any] | None = Field(
         default=None, description="The candidate's signed provenance; the deployer re-verifies it and the digest "
         "before it starts anything.")
+    grant: StepGrant | None = Field(
+        default=None, description="The coordinator's step grant; the deployer refuses a command without a valid one.")
 
 
 class ObservedState(Contract):
@@ -293,6 +314,9 @@ class RollbackRequested(ReleaseEvent):
     candidate_version: str
     backup_id: int | None = Field(default=None, description="`restore_data`: the backup point to restore.")
     since: datetime | None = Field(default=None, description="`restore_data`: replay orders placed from then on.")
+    grant: StepGrant | None = Field(
+        default=None, description="The coordinator's step grant; the rollback service refuses a command without a "
+        "valid one.")
 
 
 class RollbackFinished(ReleaseEvent):
@@ -310,8 +334,21 @@ class RollbackFinished(ReleaseEvent):
 
 
 class OperatorCommand(ReleaseEvent):
-    actor: str = Field(description="Identity of the operator.")
+    """A person's command on a release, signed with their key; the coordinator refuses it unsigned, replayed,
+    expired or from someone the catalog does not allow to give it."""
+
+    actor: str = Field(description="Identity of the operator (a name in the identities file).")
     reason: str = Field(description="Why, in the operator's words; recorded in the audit log.")
+    signed_at: datetime | None = Field(
+        default=None, description="When the operator signed. Refused if more than 60 s in the future; abort, "
+        "pause, resume, promote and go/no-go are refused 10 minutes after it (approvals expire by policy).")
+    nonce: str | None = Field(
+        default=None, pattern=NONCE, description="Random hex, new for every signed command and part of what is "
+        "signed; a nonce the coordinator has seen before is refused as a replay.")
+    keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the operator's public key.")
+    signature: str | None = Field(
+        default=None, description="ed25519 signature (hex) over the canonical operator-command payload: the event "
+        "type, release id, actor, reason, nonce, signed_at and the command's own fields.")
 
 
 class ApprovalGiven(OperatorCommand):
@@ -319,14 +356,11 @@ class ApprovalGiven(OperatorCommand):
 
     event_type: ClassVar[str] = "dev.releasegate.approval.given.v1"
     kind: Literal["approval", "exception", "go", "no-go"] = Field(default="approval")
-    signed_at: datetime | None = Field(default=None, description="When the approver signed.")
-    keyid: str | None = Field(default=None, description="Id of the approver's public key.")
-    signature: str | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
 
     def signed(self) -> "SignedApproval":
         return SignedApproval(actor=self.actor, kind=self.kind, reason=self.reason,
                               signed_at=self.signed_at or datetime.fromtimestamp(0).astimezone(),
-                              keyid=self.keyid, signature=self.signature)
+                              nonce=self.nonce, keyid=self.keyid, signature=self.signature)
 
 
 class AbortRequested(OperatorCommand):
@@ -486,4 +520,5 @@ EVENT_TYPES: dict[str, type[Contract]] = {
 }
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseModel)]
-__all__ += ["ReleaseState", "Verdict", "Severity", "DeployAction", "TERMINAL_STATES", "SHA256_DIGEST"]
+__all__ += ["ReleaseState", "Verdict", "Severity", "DeployAction", "TERMINAL_STATES", "SHA256_DIGEST", "KEY_ID",
+            "NONCE"]

@@ -28,9 +28,12 @@ CHANNELS: dict[str, tuple[str, list[type[ev.Contract]]]] = {
     topics.DEPLOY_COMMANDS: ("Commands to the deployer.", [ev.DeployRequested]),
     topics.VERIFY_COMMANDS: ("Commands to the verifier.", [ev.VerificationRequested]),
     topics.ROLLBACK_COMMANDS: ("Commands to the rollback service.", [ev.RollbackRequested]),
-    topics.RESULTS: ("Step results back to the coordinator.", [ev.GateCheckFinished, ev.DRCheckFinished,
-                                                               ev.DeployFinished, ev.VerificationFinished,
-                                                               ev.RollbackFinished]),
+    topics.results_for("{principal}"): (
+        "Step results back to the coordinator, one topic per producing principal, which alone may write it "
+        "(deploy/kafka/acls.yaml): gatekeeper, dr-checker, deployer, rollback, and verifier-<name> for each "
+        "verifier's verdicts and heartbeats.",
+        [ev.GateCheckFinished, ev.DRCheckFinished, ev.DeployFinished, ev.VerificationFinished, ev.RollbackFinished,
+         ev.VerifierHeartbeat]),
     topics.SHOP_EVENTS: ("Business events of the sample shop, labelled with version and tenant.",
                          [ev.CheckoutAttempted, ev.CheckoutSucceeded, ev.CheckoutFailed, ev.PaymentAuthorized,
                           ev.PaymentDeclined, ev.OrderPlaced]),
@@ -56,7 +59,7 @@ def schemas() -> dict[str, dict[str, Any]]:
 def asyncapi() -> dict[str, Any]:
     messages, channels, operations = {}, {}, {}
     for topic, (description, models) in CHANNELS.items():
-        cid = topic.replace(".", "_").replace("-", "_")
+        cid = topic.replace(".", "_").replace("-", "_").replace("{", "").replace("}", "")
         refs = {}
         for m in models:
             mid = m.event_type.replace(".", "_").replace("-", "_")
@@ -66,6 +69,8 @@ def asyncapi() -> dict[str, Any]:
                              "payload": {"$ref": f"schema/{m.event_type}.json"}}
             refs[mid] = {"$ref": f"#/components/messages/{mid}"}
         channels[cid] = {"address": topic, "description": description, "messages": refs}
+        if "{principal}" in topic:
+            channels[cid]["parameters"] = {"principal": {"description": "The producing Kafka principal."}}
         operations[f"publish_{cid}"] = {"action": "send", "channel": {"$ref": f"#/channels/{cid}"}}
     return {"asyncapi": "3.0.0",
             "info": {"title": "releasegate release events", "version": "1",

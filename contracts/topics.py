@@ -1,4 +1,5 @@
-"""Kafka topic names. The first four and `release.verifiers` are public; the rest are internal to releasegate."""
+"""Kafka topic names. The first four are public; the rest are internal to releasegate. Who may write and read
+each one: deploy/kafka/acls.yaml."""
 
 CANDIDATES = "release.candidates"
 STATUS = "release.status"
@@ -6,18 +7,22 @@ ALERTS = "release.alerts"
 DEADLETTER = "release.deadletter"
 
 CONTROL = "release.control"
-RESULTS = "release.results"
+RESULTS_PREFIX = "release.results."
 GATE_COMMANDS = "release.commands.gatekeeper"
 DR_COMMANDS = "release.commands.dr-checker"
 DEPLOY_COMMANDS = "release.commands.deployer"
 VERIFY_COMMANDS = "release.commands.verifier"
 ROLLBACK_COMMANDS = "release.commands.rollback"
 
-VERIFIERS = "release.verifiers"
-
 SHOP_EVENTS = "shop.events"
 
 ALL = [
-    CANDIDATES, STATUS, ALERTS, DEADLETTER, CONTROL, RESULTS, GATE_COMMANDS, DR_COMMANDS,
-    DEPLOY_COMMANDS, VERIFY_COMMANDS, ROLLBACK_COMMANDS, VERIFIERS, SHOP_EVENTS,
+    CANDIDATES, STATUS, ALERTS, DEADLETTER, CONTROL, GATE_COMMANDS, DR_COMMANDS,
+    DEPLOY_COMMANDS, VERIFY_COMMANDS, ROLLBACK_COMMANDS, SHOP_EVENTS,
 ]
+
+
+def results_for(principal: str) -> str:
+    """The topic only `principal` may write: its step results (and a verifier's heartbeats and verdicts), so the
+    coordinator knows who sent each one from where it arrived."""
+    return RESULTS_PREFIX + principal

@@ -39,8 +39,8 @@ def release(version: str, approvers: tuple[str, ...] = ()) -> tuple[str, int]:
 
 
 async def main() -> int:
-    settings = ServiceSettings()
-    leftovers = await client.abort_in_flight(settings, "demo", "clean start for the demo")
+    settings = ServiceSettings(principal="ops")  # the demo acts as an operator on the bus
+    leftovers = await client.abort_in_flight(settings, "carol", "clean start for the demo", key=KEYS / "carol.key")
     deadline = time.monotonic() + 240
     while not await client.all_ended(settings, leftovers):
         if time.monotonic() > deadline:
@@ -60,7 +60,7 @@ async def main() -> int:
     checks += [("v2 release ended promoted (watch exit 0)", rc == 0),
                (f"all production traffic on v2 through HAProxy {dict(served)}", set(served) == {"v2"})]
 
-    alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+    alerts = await TopicTail(settings, topics.ALERTS).start()
     try:
         v3, rc = await asyncio.to_thread(release, "v3", ("alice", "bob"))
         served = await versions_served(PRODUCTION)

@@ -19,6 +19,9 @@ case "${1:-}" in
     # The local stack has no freeze windows (the demo must behave the same on any day); production installs
     # point RG_CALENDAR_FILE at their calendar, e.g. policies/calendar.yaml.
     export RG_CALENDAR_FILE="${RG_CALENDAR_FILE:-$ROOT/deploy/local/calendar.yaml}"
+    # the local stack: the only place demo keys are trusted; each service authenticates to Kafka as its own
+    # principal (its name) with its password from .run/secrets/kafka/
+    export RG_ENV="${RG_ENV:-local}"
     i=0
     for m in "${MODULES[@]}"; do
       i=$((i + 1))

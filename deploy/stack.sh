@@ -27,6 +27,7 @@ KAFKA_PROPS="$KAFKA_RUN/server.properties"
 KAFKA_LOG4J="$KAFKA_RUN/log4j2.yaml"
 KAFKA_BOOTSTRAP="127.0.0.1:19092"
 KAFKA_TIMEOUT="${KAFKA_TIMEOUT:-90}"
+SECRETS_DIR="$RUN_DIR/secrets"   # per-machine secrets (services/common/secrets.py), never in the repository
 
 PG_RUN="$RUN_DIR/pg"
 PG_DATA="$PG_RUN/data"
@@ -172,7 +173,9 @@ cmd_install() {
 
   if [[ $force_pip -eq 1 ]] || ! releasegate_installed; then
     log "pip install -e '.[dev]'"
-    "$PYTHON" -m pip install -q -e "$ROOT[dev]"
+    # one retry: a transient index or metadata error must not fail a fresh machine's first run
+    "$PYTHON" -m pip install -q -e "$ROOT[dev]" || { log "pip failed; retrying once"; sleep 5;
+      "$PYTHON" -m pip install -q -e "$ROOT[dev]"; }
   else
     log "releasegate already installed (use --force-pip to reinstall)"
   fi
@@ -182,13 +185,17 @@ cmd_install() {
 kafka_alive() { "$PROC" alive kafka; }
 
 kafka_healthy() {
-  "$PYTHON" - "$KAFKA_BOOTSTRAP" <<'PY' >/dev/null 2>&1
+  [[ -s "$SECRETS_DIR/kafka/admin.password" ]] || return 1
+  "$PYTHON" - "$KAFKA_BOOTSTRAP" "$SECRETS_DIR/kafka/admin.password" <<'PY' >/dev/null 2>&1
 import asyncio, sys
 from aiokafka.client import AIOKafkaClient
 
-async def main(bootstrap):
+async def main(bootstrap, password_file):
+    password = open(password_file).read().strip()
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                            connections_max_idle_ms=10000, metadata_max_age_ms=3000)
+                            connections_max_idle_ms=10000, metadata_max_age_ms=3000,
+                            security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                            sasl_plain_username="admin", sasl_plain_password=password)
     try:
         await asyncio.wait_for(client.bootstrap(), 5)
         md = await asyncio.wait_for(client.fetch_all_metadata(), 5)
@@ -200,7 +207,7 @@ async def main(bootstrap):
         await client.close()
 
 try:
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2])))
 except Exception:
     sys.exit(1)
 PY
@@ -224,7 +231,16 @@ kafka_up() {
   fi
   kafka_jars_ok || die "Kafka jars missing in .cache/kafka/libs: run deploy/stack.sh install"
   mkdir -p "$KAFKA_RUN" "$KAFKA_DATA" "$LOG_DIR" "$PID_DIR"
-  render "$ROOT/deploy/kafka/server.properties" "$KAFKA_PROPS" "KAFKA_DATA_DIR=$KAFKA_DATA"
+  chmod 700 "$KAFKA_RUN"
+  local admin_password
+  admin_password="$(cat "$SECRETS_DIR/kafka/admin.password")"
+  (umask 077; render "$ROOT/deploy/kafka/server.properties" "$KAFKA_PROPS" "KAFKA_DATA_DIR=$KAFKA_DATA" \
+    "ADMIN_PASSWORD=$admin_password")
+  # storage formatted before the broker authenticated clients has no admin credential: format it again
+  if [[ -f "$KAFKA_DATA/meta.properties" && ! -f "$KAFKA_RUN/scram-admin" ]] && ! kafka_alive; then
+    log "kafka: storage predates SASL/SCRAM; formatting it again (topics are recreated by init_stack)"
+    rm -rf "$KAFKA_DATA"; mkdir -p "$KAFKA_DATA"
+  fi
   render "$ROOT/deploy/kafka/log4j2.yaml" "$KAFKA_LOG4J" "KAFKA_LOG_FILE=$LOG_DIR/kafka.log"
   local cp="$KAFKA_LIBS/*"
   if ! kafka_alive; then
@@ -240,10 +256,12 @@ kafka_up() {
       fi
       log "kafka: formatting storage (cluster id $uuid)"
       if ! java -cp "$cp" -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.console.level=OFF \
-          kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" >>"$LOG_DIR/kafka-storage.log" 2>&1; then
+          kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" \
+          --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_password]" >>"$LOG_DIR/kafka-storage.log" 2>&1; then
         tail_log "$LOG_DIR/kafka-storage.log"
         die "kafka: storage format failed"
       fi
+      touch "$KAFKA_RUN/scram-admin"
     fi
     log "kafka: starting"
     "$PROC" start kafka -- java -Xmx512m -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
@@ -575,6 +593,7 @@ erp_sandbox_up() {
 # ----------------------------------------------------------------------------------------------- commands
 cmd_up() {
   mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
+  "$PYTHON" -m services.common.secrets --dir "$SECRETS_DIR" >&2
   pg_up
   pg_standby_up
   kafka_up || die "kafka: not healthy"

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import TERMINAL_STATES, AbortRequested, CandidateSubmitted, Contract
-from services.common import db, telemetry
+from services.common import db, identity, telemetry
 from services.common.kafka import Producer
 from services.common.settings import ServiceSettings
 
@@ -24,10 +24,16 @@ def load_candidate(path: Path, release_id: str | None = None, submitted_by: str 
     return CandidateSubmitted.model_validate({**raw, "release_id": rid, "submitted_by": submitted_by})
 
 
+# Who the CLI is on the bus when RG_PRINCIPAL does not say: a CI job submits as `ci`, an operator acts as `ops`
+# (deploy/kafka/acls.yaml); each only with its own password file.
+DEFAULT_PRINCIPALS = {topics.CANDIDATES: "ci", topics.CONTROL: "ops"}
+
+
 async def publish(settings: ServiceSettings, topic: str, event: Contract, subject: str) -> None:
     telemetry.configure("cli", settings.otlp_endpoint)
+    settings = settings.model_copy(update={"principal": settings.principal or DEFAULT_PRINCIPALS.get(topic)})
     with trace.get_tracer("releasegate.cli").start_as_current_span(f"cli publish {event.event_type}"):
-        producer = Producer(settings.kafka_bootstrap, "releasegate-cli")
+        producer = Producer(settings, "releasegate-cli")
         await producer.start()
         try:
             await producer.send_envelope(topic, Envelope.new(event, SOURCE, subject, trace=telemetry.inject()))
@@ -88,8 +94,23 @@ async def gate_decisions(settings: ServiceSettings, release_id: str) -> list[dic
         await pool.close()
 
 
-async def abort_in_flight(settings: ServiceSettings, actor: str, reason: str) -> list[str]:
-    """Abort every release that has not ended (used to give demos and tests a clean start)."""
+def actor_for(settings: ServiceSettings, key: Path, actor: str | None = None) -> str:
+    """`actor` if given, else the person in the identities file (RG_POLICY_DIR/identities.yaml) whose key `key`
+    is; IdentityError if nobody's."""
+    if actor:
+        return actor
+    keyid = identity.key_id(key)
+    owner = identity.Identities.load(settings.identities_file).owner(keyid)
+    if owner is None:
+        raise identity.IdentityError(f"nobody in {settings.identities_file} has the key of {key} ({keyid}); "
+                                     "say who you are with --actor")
+    return owner
+
+
+async def abort_in_flight(settings: ServiceSettings, actor: str | None, reason: str, *, key: Path) -> list[str]:
+    """Abort every release that has not ended (used to give demos and tests a clean start), each abort signed
+    with `key` (by `actor`, default: the identity that key belongs to)."""
+    name = actor_for(settings, key, actor)
     pool = await db.create_pool(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
@@ -98,7 +119,8 @@ async def abort_in_flight(settings: ServiceSettings, actor: str, reason: str) ->
     finally:
         await pool.close()
     for row in rows:
-        await control(settings, AbortRequested(release_id=row["release_id"], actor=actor, reason=reason))
+        await control(settings, identity.sign_command(
+            key, AbortRequested(release_id=row["release_id"], actor=name, reason=reason)))
     return [r["release_id"] for r in rows]
 
 

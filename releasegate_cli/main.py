@@ -3,10 +3,9 @@ aborted, 2 on error, so a CI job can gate on it."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,14 +13,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from contracts.events import Contract, AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested
+from contracts.events import (
+    AbortRequested, ApprovalGiven, OperatorCommand, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested,
+)
 from releasegate_cli import client
 from releasegate_cli.explain import explain_release
 from releasegate_cli.render import print_entry
 from releasegate_cli.dr import register as register_dr
 from releasegate_cli.supply_chain import register as register_supply_chain
 from releasegate_cli.verifiers import register as register_verifiers
-from services.common.identity import sign_approval
+from services.common import identity
 from services.common.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
@@ -30,6 +31,12 @@ register_verifiers(app)
 register_dr(app)
 console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+# Every operator command is signed: the coordinator refuses unsigned ones.
+OperatorKey = Annotated[Path, typer.Option(envvar="RG_OPERATOR_KEY",
+                                           help="Your private key (from `releasegate keygen`); the command is "
+                                           "signed with it.")]
+Actor = Annotated[str | None, typer.Option(help="Your identity (default: the person whose key --key is, in the "
+                                           "identities file).")]
 
 
 def _settings() -> ServiceSettings:
@@ -106,25 +113,17 @@ def watch(release_id: str, timeout: Annotated[float, typer.Option(help="Give up 
 def approve(release_id: str, reason: Annotated[str, typer.Option(help="Why you approve.")],
             key: Annotated[Path, typer.Option(envvar="RG_APPROVER_KEY",
                                               help="Your private key (from `releasegate keygen`).")],
-            as_: Annotated[str | None, typer.Option("--as", help="Your identity (default: the key file's name).")]
-            = None,
+            as_: Annotated[str | None, typer.Option("--as", "--actor", help="Your identity (default: the person "
+                                                    "whose key --key is, in the identities file).")] = None,
             kind: Annotated[str, typer.Option(help="approval | exception (to a freeze) | go | no-go (hold point)")]
             = "approval") -> None:
     """Approve a release (signed with your key, so the gate knows it was you), or resume a paused one."""
     if kind not in ("approval", "exception", "go", "no-go"):
         console.print(f"[red]unknown kind {kind!r}: approval, exception, go or no-go[/red]")
         raise typer.Exit(EXIT_ERROR)
-    actor = as_ or key.name.removesuffix(".key")
     _wait_for_release(release_id)
-    signed_at = datetime.now(UTC)
-    try:
-        keyid, signature = sign_approval(key, release_id=release_id, actor=actor, kind=kind, reason=reason,
-                                         signed_at=signed_at)
-    except (OSError, ValueError) as exc:
-        console.print(f"[red]cannot sign with {key}: {exc}[/red]")
-        raise typer.Exit(EXIT_ERROR) from None
-    _control(ApprovalGiven(release_id=release_id, actor=actor, reason=reason, kind=kind, signed_at=signed_at,
-                           keyid=keyid, signature=signature))
+    _send_signed(lambda actor: ApprovalGiven(release_id=release_id, actor=actor, reason=reason, kind=kind), key,
+                 as_)
 
 
 @app.command()
@@ -140,35 +139,45 @@ def explain(release_id: str) -> None:
 
 
 @app.command()
-def abort(release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")],
-          actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+def abort(release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")], key: OperatorKey,
+          actor: Actor = None) -> None:
     """Abort a release; completed steps are compensated."""
-    _control(AbortRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+    _send_signed(lambda who: AbortRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def pause(release_id: str, reason: Annotated[str, typer.Option(help="Why you pause.")],
-          actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+def pause(release_id: str, reason: Annotated[str, typer.Option(help="Why you pause.")], key: OperatorKey,
+          actor: Actor = None) -> None:
     """Hold a running release where it is (the step in flight is repeated on resume)."""
-    _control(PauseRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+    _send_signed(lambda who: PauseRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def resume(release_id: str, reason: Annotated[str, typer.Option(help="Why you resume.")],
-           actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+def resume(release_id: str, reason: Annotated[str, typer.Option(help="Why you resume.")], key: OperatorKey,
+           actor: Actor = None) -> None:
     """Continue a paused release."""
-    _control(ResumeRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+    _send_signed(lambda who: ResumeRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you promote now.")],
+def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you promote now.")], key: OperatorKey,
             full: Annotated[bool, typer.Option("--full", help="Skip every remaining canary step.")] = False,
-            actor: Annotated[str | None, typer.Option(help="Your identity (default: OS user).")] = None) -> None:
+            actor: Actor = None) -> None:
     """With --full: send all production traffic to the candidate now, skipping the remaining canary steps."""
     if not full:
         console.print("[red]only `promote --full` is supported: say --full to skip the remaining canary[/red]")
         raise typer.Exit(EXIT_ERROR)
-    _control(PromoteRequested(release_id=release_id, actor=actor or getpass.getuser(), reason=reason))
+    _send_signed(lambda who: PromoteRequested(release_id=release_id, actor=who, reason=reason), key, actor)
+
+
+def _send_signed(command: Callable[[str], OperatorCommand], key: Path, actor: str | None) -> None:
+    """Build the command for the acting identity, sign it with `key` (with a new nonce) and send it."""
+    try:
+        event = identity.sign_command(key, command(client.actor_for(_settings(), key, actor)))
+    except (OSError, ValueError, identity.IdentityError) as exc:
+        console.print(f"[red]cannot sign with {key}: {exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    _control(event)
 
 
 def _wait_for_release(release_id: str, timeout: float = 30.0) -> None:
@@ -182,7 +191,7 @@ def _wait_for_release(release_id: str, timeout: float = 30.0) -> None:
         time.sleep(0.3)
 
 
-def _control(event: Contract) -> None:
+def _control(event: OperatorCommand) -> None:
     asyncio.run(client.control(_settings(), event))
     console.print(f"{type(event).__name__} for {event.release_id} sent")
 

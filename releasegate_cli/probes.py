@@ -10,6 +10,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.cloudevents import Envelope, decode
+from services.common.kafka import client_options
+from services.common.settings import ServiceSettings
 
 
 async def versions_served(base_url: str, requests: int = 50) -> Counter[str]:
@@ -28,8 +30,8 @@ async def versions_served(base_url: str, requests: int = 50) -> Counter[str]:
 class TopicTail:
     """Reads topics from the moment `start` returns (no group, no commits), decoding CloudEvents."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    def __init__(self, settings: ServiceSettings, *topics: str) -> None:
+        self._consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
         self._topics = topics
         self.seen: list[Envelope] = []
 

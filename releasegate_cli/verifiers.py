@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from releasegate_sdk.verifier import NAME_PATTERN
-from services.common import db
+from services.common import bus_admin, db
+from services.common.bus import BusPolicy, BusPolicyError
 from services.common.settings import ServiceSettings
 from services.coordinator import registry
 
@@ -26,6 +27,7 @@ def register(app: typer.Typer) -> None:
     """Add the verifier commands to the `releasegate` app."""
     app.command("verifiers")(verifiers)
     app.command("new-verifier")(new_verifier)
+    app.command("register-verifier")(register_verifier)
 
 
 async def _statuses(settings: ServiceSettings, everything: bool) -> tuple[datetime, list[registry.VerifierStatus]]:
@@ -191,3 +193,19 @@ def new_verifier(name: str,
     console.print(f"created {target}/ (check.py, __main__.py, README.md, tests/test_check.py)\n"
                   f"test it: python -m pytest {target / 'tests'} -q\n"
                   f"run it:  python -m {module_path}", highlight=False)
+
+
+def register_verifier(name: str) -> None:
+    """Give verifier NAME its Kafka principal `verifier-NAME`: a SCRAM credential (password file in the secrets
+    folder), its own result topic that only it may write, read on verification requests. Needs the broker's admin
+    credential (the platform team's job); list the principal in deploy/kafka/acls.yaml to keep it."""
+    settings = ServiceSettings()
+    try:
+        principal = BusPolicy.load(settings.bus_policy_file).with_verifier(name)
+        admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+        password_file = bus_admin.register(principal, admin, settings.secrets_dir)
+    except (BusPolicyError, bus_admin.BusAdminError, OSError) as exc:
+        console.print(f"[red]cannot register {name}: {exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"principal {principal.name}: writes {', '.join(principal.produce)}; reads "
+                  f"{', '.join(principal.consume)}; password in {password_file}", highlight=False)

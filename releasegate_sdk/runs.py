@@ -188,6 +188,6 @@ class Runs:
                 log.info("run was replaced by a re-issued request or already closed; no verdict")
                 return False
             trace = run.trace or telemetry.inject()
-            await outbox.add(conn, self._consumer, topics.RESULTS,
+            await outbox.add(conn, self._consumer, topics.results_for(self._consumer),
                              Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace))
             return True

@@ -105,7 +105,7 @@ class Verifier:
 
         async def heartbeats() -> None:
             while True:
-                await rt.producer.send_envelope(topics.VERIFIERS, Envelope.new(
+                await rt.producer.send_envelope(topics.results_for(rt.name), Envelope.new(
                     self.heartbeat(), f"releasegate/{rt.name}/{self.instance}", subject=self.name))
                 await asyncio.sleep(self.heartbeat_seconds)
 

@@ -12,16 +12,35 @@ from pathlib import Path
 
 import pytest
 
-from services.common import db
+from services.common import bus_admin, db
+from services.common.bus import BusPolicy
 from services.common.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".run" / "logs"
+# The tests run on the local stack, with authentication and ACLs on: the demo keys are trusted only here, and the
+# services the tests start authenticate as their own principals.
+os.environ.setdefault("RG_ENV", "local")
 
 
 @pytest.fixture(scope="session")
 def settings() -> ServiceSettings:
     return ServiceSettings()
+
+
+def as_principal(settings: ServiceSettings, name: str) -> ServiceSettings:
+    """The same settings, authenticating to Kafka as `name` (deploy/kafka/acls.yaml; `admin` is the broker's super
+    user, used by tests only to provision what an operator would)."""
+    return settings.model_copy(update={"principal": name})
+
+
+async def register_verifier(settings: ServiceSettings, name: str) -> str:
+    """Provision a team verifier's principal (credential, result topic, ACLs), as the platform team does with
+    `releasegate verifiers register NAME`; returns the principal's name."""
+    principal = BusPolicy.load(settings.bus_policy_file).with_verifier(name)
+    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+    await asyncio.to_thread(bus_admin.register, principal, admin, settings.secrets_dir)
+    return principal.name
 
 
 @pytest.fixture(scope="session")

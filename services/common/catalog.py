@@ -78,9 +78,38 @@ class Verification(_Model):
                                                                    advisory=self.advisory_verifiers)
 
 
+OperatorAction = Literal["abort", "pause", "resume", "promote", "go"]
+
+
+class OperatorGroups(_Model):
+    """Per operator command, the identities groups whose members may give it (one of them is enough). Left out:
+    the default of `Approvers`."""
+
+    abort: list[str] | None = Field(default=None, description="Default: the approver and the exception group")
+    pause: list[str] | None = Field(default=None, description="Default: the approver and the exception group")
+    resume: list[str] | None = Field(default=None, description="Default: the approver group")
+    promote: list[str] | None = Field(default=None, description="`promote --full`. Default: the exception group")
+    go: list[str] | None = Field(default=None, description="go and no-go at a hold point. Default: the approver "
+                                 "group")
+
+    def groups(self, action: OperatorAction) -> frozenset[str]:
+        return frozenset(getattr(self, action) or ())
+
+
 class Approvers(_Model):
     group: str = Field(default="approvers", description="Identities group whose members approve risky changes")
     exception_group: str = Field(default="release-managers", description="Elevated group for freeze exceptions")
+    actions: OperatorGroups = Field(default_factory=OperatorGroups, description="Who may abort, pause, resume, "
+                                    "promote and decide go/no-go; the change's author never resumes, promotes or "
+                                    "decides go/no-go, whatever the groups")
+
+    @model_validator(mode="after")
+    def _default_action_groups(self) -> Approvers:
+        defaults = {"abort": [self.group, self.exception_group], "pause": [self.group, self.exception_group],
+                    "resume": [self.group], "promote": [self.exception_group], "go": [self.group]}
+        self.actions = self.actions.model_copy(
+            update={a: groups for a, groups in defaults.items() if getattr(self.actions, a) is None})
+        return self
 
 
 class ServiceEntry(_Model):

@@ -1,39 +1,29 @@
-"""Prepares a running stack for releasegate: Kafka topics (partitioned by release id) and the PostgreSQL
-schema. Idempotent: `python -m services.common.init_stack`."""
+"""Prepares a running stack for releasegate: the bus policy on the broker (topics partitioned by release id,
+a SCRAM credential per principal, exactly the declared ACLs) and the PostgreSQL schema. Idempotent:
+`python -m services.common.init_stack`."""
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from contracts import topics
-from services.common import db
+from services.common import bus_admin, db
+from services.common.bus import BusPolicy
 from services.common.settings import ServiceSettings
 
-PARTITIONS = 3
 
-
-async def create_topics(bootstrap: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics.ALL if t not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in missing])
-        return missing
-    finally:
-        await admin.close()
+def apply_bus_policy(settings: ServiceSettings) -> bus_admin.Applied:
+    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+    return bus_admin.apply(BusPolicy.load(settings.bus_policy_file), admin, settings.secrets_dir)
 
 
 async def init(settings: ServiceSettings) -> None:
-    created = await create_topics(settings.kafka_bootstrap)
+    applied = await asyncio.to_thread(apply_bus_policy, settings)
     pool = await db.create_pool(settings.database_url)
     try:
         await db.apply_schema(pool)
     finally:
         await pool.close()
-    print(f"topics created: {', '.join(created) or 'none (all present)'}; schema applied")
+    print(f"topics created: {', '.join(applied.topics_created) or 'none (all present)'}; "
+          f"{len(applied.users)} principals; ACLs +{applied.acls_created} -{applied.acls_deleted}; schema applied")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,10 +13,12 @@ from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import SASLScram512
 
 from contracts import topics
 from contracts.cloudevents import ContractError, Envelope, decode, encode, header_dict
 from contracts.events import DeadLetter
+from services.common.settings import ServiceSettings
 
 log = structlog.get_logger()
 Handler = Callable[[Envelope], Awaitable[None]]
@@ -27,11 +30,30 @@ class PermanentError(Exception):
     """A message that can never be handled (bad reference, unknown service...): dead-lettered, not retried."""
 
 
+MECHANISM = "SCRAM-SHA-512"
+
+
+def client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for an authenticated client of `settings.principal`: SASL/SCRAM-SHA-512, over
+    TLS when a CA file is configured (any listener that is not loopback-only)."""
+    user, password = settings.kafka_credentials()
+    tls = _tls(settings)
+    return {"bootstrap_servers": settings.kafka_bootstrap,
+            "security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT", "sasl_mechanism": MECHANISM,
+            "sasl_plain_username": user, "sasl_plain_password": password, "ssl_context": tls}
+
+
+def _tls(settings: ServiceSettings) -> ssl.SSLContext | None:
+    if settings.kafka_ca_file is None:
+        return None
+    return ssl.create_default_context(cafile=str(settings.kafka_ca_file))
+
+
 class Producer:
     """Idempotent producer with acks=all; `send` returns once the broker has the record."""
 
-    def __init__(self, bootstrap: str, client_id: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+    def __init__(self, settings: ServiceSettings, client_id: str) -> None:
+        self._producer = AIOKafkaProducer(**client_options(settings), client_id=client_id, acks="all",
                                           enable_idempotence=True, linger_ms=0)
 
     async def start(self) -> None:
@@ -52,8 +74,11 @@ class Producer:
         await self.send(topic, key, value, headers)
 
 
-def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
-    return KafkaBroker(bootstrap, client_id=client_id, logger=None)
+def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
+    user, password = settings.kafka_credentials()
+    tls = _tls(settings)
+    security = SASLScram512(user, password, use_ssl=tls is not None, ssl_context=tls)
+    return KafkaBroker(settings.kafka_bootstrap, client_id=client_id, logger=None, security=security)
 
 
 def _text(value: bytes | None) -> str:

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from services.common import db, logs, telemetry
+from services.common.identity import refuse_demo_keys
 from services.common.kafka import Consumer, Producer, make_broker
 from services.common.outbox import Relay
 from services.common.settings import ServiceSettings
@@ -50,6 +51,10 @@ async def _supervised(task: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asyncio.Event | None = None) -> None:
+    """`name` is also the service's Kafka principal (unless RG_PRINCIPAL says otherwise), its consumer group
+    `releasegate-<name>` and the owner of its result topic."""
+    refuse_demo_keys(settings)
+    settings = settings.model_copy(update={"principal": settings.principal or name})
     log = logs.configure(name, settings.log_level)
     telemetry.configure(name, settings.otlp_endpoint)
     stop = stop or asyncio.Event()
@@ -60,9 +65,9 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
         except (NotImplementedError, RuntimeError):
             pass
     pool = await db.create_pool(settings.database_url, max_size=6)
-    producer = Producer(settings.kafka_bootstrap, f"releasegate-{name}")
+    producer = Producer(settings, f"releasegate-{name}")
     await producer.start()
-    broker = make_broker(settings.kafka_bootstrap, f"releasegate-{name}")
+    broker = make_broker(settings, f"releasegate-{name}")
     runtime = Runtime(name, settings, pool, producer, Consumer(broker, f"releasegate-{name}", producer, name))
     await setup(runtime)
     runtime.consumer.register()

@@ -62,6 +62,16 @@ DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
 
+-- coordinator: nonces of signed operator commands it has seen, written in the transaction that acts on the
+-- command; a nonce seen before is a replay (refused, and only recorded in the audit log)
+CREATE TABLE IF NOT EXISTS operator_nonces (
+    nonce      text PRIMARY KEY,
+    release_id text        NOT NULL,
+    actor      text        NOT NULL,
+    event_type text        NOT NULL,
+    used_at    timestamptz NOT NULL DEFAULT now()
+);
+
 -- coordinator's published read model: digests that passed staging verification (the gatekeeper reads it)
 CREATE TABLE IF NOT EXISTS staging_verified_artifacts (
     service     text        NOT NULL,
@@ -229,3 +239,37 @@ CREATE TABLE IF NOT EXISTS verifier_registry (
     last_heartbeat   timestamptz      NOT NULL,
     PRIMARY KEY (name, instance)
 );
+
+-- deployer and rollback: step grants spent (a grant authorizes one command, from one CloudEvent) and commands
+-- refused (no valid grant, grant already spent, a restore naming a backup that is not its release's backup point)
+CREATE OR REPLACE FUNCTION refuse_update_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+END $$;
+
+CREATE TABLE IF NOT EXISTS used_grants (
+    grant_id   text PRIMARY KEY,
+    consumer   text        NOT NULL,
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    event_id   text        NOT NULL,
+    used_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+DROP TRIGGER IF EXISTS used_grants_append_only ON used_grants;
+CREATE TRIGGER used_grants_append_only BEFORE UPDATE OR DELETE ON used_grants
+    FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();
+
+CREATE TABLE IF NOT EXISTS refused_commands (
+    id         bigserial PRIMARY KEY,
+    consumer   text        NOT NULL,
+    release_id text        NOT NULL,
+    step_id    text        NOT NULL,
+    event_id   text        NOT NULL,
+    reason     text        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (consumer, event_id)
+);
+CREATE INDEX IF NOT EXISTS refused_commands_release ON refused_commands (release_id, at);
+DROP TRIGGER IF EXISTS refused_commands_append_only ON refused_commands;
+CREATE TRIGGER refused_commands_append_only BEFORE UPDATE OR DELETE ON refused_commands
+    FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();

@@ -19,8 +19,9 @@ async def already_done(pool: asyncpg.Pool, consumer: str, event_id: str) -> bool
 
 
 async def reply_once(pool: asyncpg.Pool, consumer: str, envelope: Envelope,
-                     compute: Callable[[], Awaitable[Contract]], *, topic: str = topics.RESULTS) -> None:
-    """`compute` runs outside the transaction (it may be slow) and must itself be idempotent."""
+                     compute: Callable[[], Awaitable[Contract]]) -> None:
+    """`compute` runs outside the transaction (it may be slow) and must itself be idempotent. The result goes to
+    the consumer's own result topic, which only its principal (the same name) may write."""
     if await already_done(pool, consumer, envelope.id):
         return
     result = await compute()
@@ -28,5 +29,5 @@ async def reply_once(pool: asyncpg.Pool, consumer: str, envelope: Envelope,
         if not await db.first_time(conn, consumer, envelope.id):
             return
         trace = telemetry.inject() or envelope.trace
-        await outbox.add(conn, consumer, topic, Envelope.new(result, f"releasegate/{consumer}", envelope.subject,
+        await outbox.add(conn, consumer, topics.results_for(consumer), Envelope.new(result, f"releasegate/{consumer}", envelope.subject,
                                                              tenant=envelope.tenant, trace=trace))

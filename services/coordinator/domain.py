@@ -12,10 +12,12 @@ from contracts import topics
 from contracts.events import (
     AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
     DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
-    PauseRequested, PromoteRequested, PromQuery, ReleaseState, SignedApproval, ResumeRequested, RollbackFinished, RollbackRequested, Severity,
-    SyntheticJourneys, Verdict, VerificationFinished, VerificationRequested,
+    OperatorCommand, PauseRequested, PromoteRequested, PromQuery, ReleaseState, SignedApproval, ResumeRequested,
+    RollbackFinished, RollbackRequested, Severity, SyntheticJourneys, Verdict, VerificationFinished,
+    VerificationRequested,
 )
-from services.common.catalog import ServiceEntry
+from services.common.catalog import OperatorGroups, ServiceEntry
+from services.coordinator import control
 
 StepKind = Literal["gate", "dr", "deploy", "verify", "wait", "hold"]
 COORDINATOR = "coordinator"
@@ -73,6 +75,8 @@ class Saga(BaseModel):
     migrations: list[dict[str, Any]] = Field(default_factory=list, description="New migrations (gate's analysis).")
     migrated: list[str] = Field(default_factory=list, description="Environments whose database got them.")
     backup_point: dict[str, Any] | None = Field(default=None, description="Pre-release backup of production.")
+    operators: OperatorGroups | None = Field(default=None, description="Groups that may give each operator "
+                                             "command, from the catalog entry the release started with.")
 
     @property
     def current(self) -> Step | None:
@@ -176,7 +180,7 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
 def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, trace: dict[str, str]) -> Decision:
     saga = Saga(release_id=candidate.release_id, service=candidate.service, version=candidate.version,
                 digest=candidate.artifact.digest, candidate=candidate.model_dump(mode="json"),
-                plan=build_plan(entry), trace=trace,
+                plan=build_plan(entry), trace=trace, operators=entry.approvers.actions,
                 verification={"min_samples": entry.verification.min_samples,
                               "grace_seconds": entry.verification.grace_seconds,
                               "on_inconclusive": entry.verification.on_inconclusive,
@@ -210,14 +214,21 @@ def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
     return decision
 
 
-def handle(saga: Saga, event: Contract, now: datetime, *, refusal: str | None = None,
-           groups: frozenset[str] = frozenset(), registry: dict[str, set[str]] | None = None) -> Decision:
-    """For approvals: `refusal` says why the signature did not verify (None when it did), `groups` are the
-    signer's groups. `registry`: alive verifiers → services they cover (None: not known)."""
+def handle(saga: Saga, event: Contract, now: datetime, *, signer: control.Signer | None = None,
+           replayed: bool = False, registry: dict[str, set[str]] | None = None) -> Decision:
+    """For operator commands: `signer` is what their signature proved (the caller checked it against the
+    identities file), `replayed` whether their nonce was used before. A refused command changes nothing but the
+    audit log. `registry`: alive verifiers → services they cover (None: not known)."""
     decision = Decision(saga.model_copy(deep=True), registry=registry)
+    signer = signer or control.UNCHECKED
+    if isinstance(event, OperatorCommand):
+        refusal = control.refusal(event, decision.saga, now, signer=signer, replayed=replayed)
+        if refusal is not None:
+            decision.note(f"{control.describe(event)} by {event.actor} refused: {refusal}", actor=event.actor)
+            return decision
     match event:
         case ApprovalGiven():
-            _on_approval(decision, event, now, refusal, groups)
+            _on_approval(decision, event, now, signer.groups)
         case AbortRequested():
             _on_abort(decision, event, now)
         case PauseRequested():
@@ -481,18 +492,11 @@ def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished,
 # --- operator control ----------------------------------------------------------------------------------------
 
 
-def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str | None,
-                 groups: frozenset[str]) -> None:
-    """Signatures are checked by the caller (`refusal`, and the signer's `groups`); which approvals count at a
-    gate is the gate policy's call, a go/no-go at a hold point is decided here."""
+def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, groups: frozenset[str]) -> None:
+    """The approval passed `control.refusal` (signer's `groups`); which approvals count at a gate is the gate
+    policy's call, a go/no-go at a hold point is decided here. An approval resumes a paused release only when a
+    resume by its signer would, and while such a resume would still be valid."""
     s = d.saga
-    if refusal is None and event.actor == s.candidate.get("author"):
-        refusal = "the author of a change cannot approve it"
-    if refusal is None and event.kind in ("go", "no-go") and s.verification.get("approver_group") not in groups:
-        refusal = f"not in the {s.verification.get('approver_group')} group that decides go/no-go"
-    if refusal is not None:
-        d.note(f"{event.kind} by {event.actor} refused: {refusal}", actor=event.actor)
-        return
     if s.state.terminal:
         d.note(f"{event.kind} by {event.actor} ignored: release is {s.state.value}", actor=event.actor)
         return
@@ -502,6 +506,13 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, refusal: str 
         return
     s.approvals.append(event.signed())
     if s.state is ReleaseState.PAUSED:
+        assert event.signed_at is not None  # control.refusal let no unsigned command through
+        cannot = (control.permission(s, "resume", event.actor, groups)
+                  or control.expired("resume", event.signed_at, now))
+        if cannot is not None:
+            d.note(f"{event.kind} by {event.actor} recorded; it does not resume the release: {cannot}",
+                   actor=event.actor)
+            return
         s.state = ReleaseState.RUNNING
         d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
         _issue_current(d, now)
@@ -618,7 +629,8 @@ def _issue_current(d: Decision, now: datetime) -> None:
                 action=step.dr_action)))
         case "hold":
             s.state = ReleaseState.AWAITING_APPROVAL
-            d.note(f"{step.id}: hold point, waiting for a go or no-go from {s.verification['approver_group']}",
+            d.note(f"{step.id}: hold point, waiting for a go or no-go from "
+                   f"{' or '.join(sorted(control.allowed_groups(s, 'go')))}",
                    evidence={"dr_report": s.verification.get("dr_report"),
                              "staging_verdict": s.verification.get("staging_verdict"),
                              "migrations": s.migrations, "backup_point": s.backup_point})

@@ -9,14 +9,15 @@ from pathlib import Path
 import asyncpg
 import structlog
 from opentelemetry import trace
+from securesystemslib.signer import CryptoSigner
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import ApprovalGiven, CandidateSubmitted, ReleaseStatusChanged
+from contracts.events import CandidateSubmitted, OperatorCommand, ReleaseStatusChanged
 from services.common import db, identity, outbox, telemetry
 from services.common.catalog import Catalog, CatalogError
 from services.common.kafka import PermanentError
-from services.coordinator import domain
+from services.coordinator import control, domain, step_grants
 from services.coordinator.registry import alive_verifiers
 
 CONSUMER = "coordinator"
@@ -25,7 +26,8 @@ log = structlog.get_logger()
 tracer = trace.get_tracer("releasegate.coordinator")
 
 
-Decide = Callable[[domain.Saga, dict[str, set[str]]], domain.Decision]
+# (saga, alive verifiers → services they cover, whether the operator command's nonce was used before)
+Decide = Callable[[domain.Saga, dict[str, set[str]], bool], domain.Decision]
 
 
 class ConcurrentUpdate(Exception):
@@ -36,37 +38,51 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+async def _first_use_of_nonce(conn: asyncpg.Connection, command: OperatorCommand, at: datetime) -> bool:
+    """Record the command's nonce in the ledger; False if it was there already (a replay). Commands without a
+    nonce are refused by `control.refusal`, so they have nothing to record."""
+    if not command.nonce:
+        return True
+    row = await conn.fetchrow(
+        "INSERT INTO operator_nonces (nonce, release_id, actor, event_type, used_at) VALUES ($1,$2,$3,$4,$5)"
+        " ON CONFLICT (nonce) DO NOTHING RETURNING 1",
+        command.nonce, command.release_id, command.actor, command.event_type, at)
+    return row is not None
+
+
 class Coordinator:
-    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, identities_file: Path,
+    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, identities_file: Path, grant_signer: CryptoSigner,
                  clock: Callable[[], datetime] = utcnow) -> None:
+        """`grant_signer`: the coordinator's ed25519 key; it signs the step grant of every deploy and
+        compensation command."""
         self._pool, self._catalog, self._clock = pool, catalog, clock
         self._identities_file = identities_file
+        self._grant_signer = grant_signer
 
     async def on_event(self, envelope: Envelope) -> None:
         with tracer.start_as_current_span(f"coordinator {envelope.type}", context=telemetry.extract(envelope.trace)):
-            if isinstance(envelope.data, CandidateSubmitted):
+            event = envelope.data
+            if isinstance(event, CandidateSubmitted):
                 await self._start(envelope)
+            elif isinstance(event, OperatorCommand):
+                signer = self._signer(event)
+                await self._apply(event.release_id, envelope.id, lambda saga, registry, replayed: domain.handle(
+                    saga, event, self._clock(), signer=signer, replayed=replayed, registry=registry),
+                    command=event if signer.verified else None)
             else:
-                release_id = envelope.data.release_id
-                refusal, groups = (self._signer(envelope.data) if isinstance(envelope.data, ApprovalGiven)
-                                   else (None, frozenset()))
-                await self._apply(release_id, envelope.id, lambda saga, registry: domain.handle(
-                    saga, envelope.data, self._clock(), refusal=refusal, groups=groups, registry=registry))
+                await self._apply(event.release_id, envelope.id, lambda saga, registry, _: domain.handle(
+                    saga, event, self._clock(), registry=registry))
 
-    def _signer(self, event: ApprovalGiven) -> tuple[str | None, frozenset[str]]:
-        """Why an approval's signature does not prove its approver (None if it does), and the approver's groups;
-        the identities file is re-read per approval: people change."""
-        if event.signed_at is None:
-            return "no signature: approvals must be signed with the approver's key", frozenset()
+    def _signer(self, event: OperatorCommand) -> control.Signer:
+        """What the command's signature proves about who gave it; the identities file is re-read per command:
+        people change."""
+        if event.signed_at is None or not event.signature:
+            return control.Signer(identity.NO_SIGNATURE)
         try:
             identities = identity.Identities.load(self._identities_file)
         except identity.IdentityError as exc:
-            return f"cannot check the signature: {exc}", frozenset()
-        refusal = identity.verify_approval(
-            identities, release_id=event.release_id, actor=event.actor,
-            kind=event.kind, reason=event.reason, signed_at=event.signed_at, keyid=event.keyid,
-            signature=event.signature)
-        return refusal, identities.groups_of(event.actor) if refusal is None else frozenset()
+            return control.Signer(f"cannot check the signature: {exc}")
+        return control.signer(identities, event)
 
     async def fire_due_deadlines(self, limit: int = 20) -> int:
         async with self._pool.acquire() as conn:
@@ -75,8 +91,8 @@ class Coordinator:
         for row in due:
             step_id = row["step_id"]
             await self._apply(row["release_id"], f"deadline:{row['release_id']}:{step_id}:{row['due_at'].isoformat()}",
-                              lambda saga, registry, step_id=step_id: domain.on_deadline(saga, step_id, self._clock(),
-                                                                                         registry))
+                              lambda saga, registry, _, step_id=step_id: domain.on_deadline(saga, step_id,
+                                                                                            self._clock(), registry))
         return len(due)
 
     async def _start(self, envelope: Envelope) -> None:
@@ -98,23 +114,29 @@ class Coordinator:
             await self._persist(conn, decision)
         log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
 
-    async def _apply(self, release_id: str, event_id: str, decide: Decide) -> None:
+    async def _apply(self, release_id: str, event_id: str, decide: Decide,
+                     command: OperatorCommand | None = None) -> None:
+        """`command`: an operator command whose signature verified; its nonce goes into the ledger in the same
+        transaction as the decision, and a nonce already there makes it a replay."""
         for _ in range(5):
             try:
-                await self._apply_once(release_id, event_id, decide)
+                await self._apply_once(release_id, event_id, decide, command)
                 return
             except ConcurrentUpdate:
                 log.info("saga changed concurrently; retrying", release_id=release_id)
         raise ConcurrentUpdate(f"saga {release_id} kept changing under us")
 
-    async def _apply_once(self, release_id: str, event_id: str, decide: Decide) -> None:
+    async def _apply_once(self, release_id: str, event_id: str, decide: Decide,
+                          command: OperatorCommand | None = None) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, CONSUMER, event_id):
                 return
             row = await conn.fetchrow("SELECT body, revision FROM sagas WHERE release_id = $1", release_id)
             if row is None:
                 raise PermanentError(f"unknown release {release_id!r}")
-            decision = decide(domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()))
+            replayed = command is not None and not await _first_use_of_nonce(conn, command, self._clock())
+            decision = decide(domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()),
+                              replayed)
             if decision.ignored:
                 log.info("event ignored", release_id=release_id, why=decision.ignored)
                 return
@@ -149,5 +171,5 @@ class Coordinator:
                                           evidence=t.evidence)
             await outbox.add(conn, CONSUMER, topics.STATUS, Envelope.new(status, SOURCE, s.release_id,
                                                                          trace=trace_ctx))
-        for topic, command in decision.commands:
+        for topic, command in step_grants.signed(decision.commands, self._grant_signer, self._clock()):
             await outbox.add(conn, CONSUMER, topic, Envelope.new(command, SOURCE, s.release_id, trace=trace_ctx))

@@ -149,7 +149,8 @@ class Gatekeeper:
         out = []
         for a in req.approvals:
             refused = verify_approval(identities, release_id=req.release_id, actor=a.actor, kind=a.kind,
-                                      reason=a.reason, signed_at=a.signed_at, keyid=a.keyid, signature=a.signature)
+                                      reason=a.reason, signed_at=a.signed_at, nonce=a.nonce, keyid=a.keyid,
+                                      signature=a.signature)
             out.append({"actor": a.actor, "kind": a.kind, "reason": a.reason, "signature_valid": refused is None,
                         "refused_reason": refused, "groups": sorted(identities.groups_of(a.actor)),
                         "age_seconds": int((now - a.signed_at).total_seconds())})

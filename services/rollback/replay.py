@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from contracts import topics
 from contracts.cloudevents import ContractError, decode
 from contracts.events import OrderPlaced
+from services.common.kafka import client_options
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
 
@@ -39,9 +40,9 @@ class ReplayReport:
                 "replayed_order_ids": self.replayed, "not_replayable": self.not_replayable}
 
 
-async def placed_orders(bootstrap: str, environment: str, since: datetime) -> list[OrderPlaced]:
+async def placed_orders(settings: ServiceSettings, environment: str, since: datetime) -> list[OrderPlaced]:
     """Every order.placed of `environment` from `since` up to the end of the topic as it is now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         # load the cluster metadata first: without it the topic's partitions are not known yet
@@ -133,7 +134,7 @@ async def _insert(conn: asyncpg.Connection, order: OrderPlaced, columns: set[str
 
 
 async def run(settings: ServiceSettings, database: str, environment: str, since: datetime) -> ReplayReport:
-    orders = await placed_orders(settings.kafka_bootstrap, environment, since)
+    orders = await placed_orders(settings, environment, since)
     conn = await asyncpg.connect(postgres.dsn_for(settings.database_url, database))
     try:
         return await replay(conn, orders)

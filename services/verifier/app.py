@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from releasegate_sdk import Runtime, Verifier
+from services.common.kafka import client_options
 from services.verifier.adapters import haproxy_log
 from services.verifier.adapters.ingest import BusinessEventIngest
 from services.verifier.adapters.prometheus import PrometheusProvider
@@ -24,7 +25,7 @@ def build(settings: VerifierSettings) -> Verifier:
     @verifier.on_startup
     async def wire(rt: Runtime) -> None:
         store = KpiStore(rt.pool)
-        ingest = BusinessEventIngest(settings.kafka_bootstrap, store, rt.consumer.dead_letter)
+        ingest = BusinessEventIngest(client_options(rt.settings), store, rt.consumer.dead_letter)
         prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
         verifier.check(BusinessKpis(store, lambda: ingest.caught_up_at, prometheus).check)
 

@@ -25,6 +25,7 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 KEYS = REPO / "examples" / "keys"
+RELEASE_MANAGER_KEY = KEYS / "carol.key"  # demo key: carol may abort, pause, resume and promote shop releases
 LOCAL_CALENDAR = REPO / "deploy" / "local" / "calendar.yaml"
 
 
@@ -43,6 +44,11 @@ def approve(rid: str, who: str, *, kind: str = "approval", reason: str = "review
     out = cli("approve", rid, "--reason", reason, "--key", str(KEYS / f"{who}.key"), "--kind", kind)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
+
+
+def operate(command: str, rid: str, reason: str, *args: str, who: str = "carol") -> subprocess.CompletedProcess:
+    """`releasegate abort|pause|resume|promote`, signed with `who`'s demo key."""
+    return cli(command, rid, "--reason", reason, "--key", str(KEYS / f"{who}.key"), *args)
 
 
 def status(rid: str) -> dict:
@@ -83,7 +89,8 @@ async def release_stack(settings, env: dict[str, str] | None = None):
     running |= {name: Service(name, env, package="verifiers").start() for name in VERIFIERS}
     shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
     try:
-        leftovers = await client.abort_in_flight(settings, "e2e-setup", "clean start for the end-to-end tests")
+        leftovers = await client.abort_in_flight(settings, "carol", "clean start for the end-to-end tests",
+                                                 key=RELEASE_MANAGER_KEY)
         await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
         prove_recovery(env)
         yield running

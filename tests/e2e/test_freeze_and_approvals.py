@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import wait_until
-from tests.e2e.conftest import approve, cli, release, status, submit
+from tests.e2e.conftest import approve, cli, operate, release, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 HUMANS = {"alice", "bob", "carol", "dave", "dev"}
@@ -66,7 +66,7 @@ class TestFreezeWindow:
         await wait_until(past_the_gate, 120, "v3 through the production gate on the exception")
         gate = next(t for t in status(rid)["timeline"] if t["step"] == "gate-production" and "passed" in t["reason"])
         assert any("exception approved by dave" in w for w in gate["evidence"]["warnings"])
-        cli("abort", rid, "--reason", "end of the freeze test")
+        operate("abort", rid, "end of the freeze test")
         await wait_until(lambda: _ended(rid), 240, "v3 aborted")
 
 

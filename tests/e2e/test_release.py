@@ -10,14 +10,14 @@ import pytest
 from contracts import topics
 from releasegate_cli.probes import TopicTail, versions_served
 from tests.conftest import Service, wait_until
-from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, status, submit
+from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, operate, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 class TestWalkingSkeleton:
     async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, services,
                                                                                  stable_v1):
-        alerts = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+        alerts = await TopicTail(as_principal(settings, "ops"), topics.ALERTS).start()
         try:
             rid = submit("v3", approvers=("alice", "bob"))
             watched = cli("watch", rid, "--timeout", "300", timeout=320)
@@ -79,18 +79,18 @@ class TestWalkingSkeleton:
         async with httpx.AsyncClient(timeout=5, cookies={"rg_canary": "1"}) as client:
             cookie = [(await client.get(f"{PRODUCTION}/products")).headers.get("X-Shop-Version") for _ in range(20)]
         assert set(cookie) == {"v2"}, "internal users with the rg_canary cookie get the candidate"
-        assert cli("pause", rid, "--reason", "flash sale starts", "--actor", "ops@shop").returncode == 0
+        assert operate("pause", rid, "flash sale starts", who="dave").returncode == 0
         await wait_until(lambda: _state_is(pool, rid, "paused"), 60, "the pause")
-        assert cli("resume", rid, "--reason", "sale traffic is stable", "--actor", "ops@shop").returncode == 0
+        assert operate("resume", rid, "sale traffic is stable", who="alice").returncode == 0
         await wait_until(lambda: waiting_for("verify-canary"), 60, "the resumed verification")
-        assert cli("promote", rid, "--full", "--reason", "urgent fix", "--actor", "lead@shop").returncode == 0
+        assert operate("promote", rid, "urgent fix", "--full", who="carol").returncode == 0
         watched = cli("watch", rid, "--timeout", "300", timeout=320)
         assert watched.returncode == 0, watched.stdout[-2000:]
         timeline = status(rid)["timeline"]
         said = {(t["actor"], t["reason"]) for t in timeline}
-        assert ("ops@shop", "paused by ops@shop: flash sale starts") in said
-        assert ("ops@shop", "resumed by ops@shop: sale traffic is stable") in said
-        assert any(a == "lead@shop" and r.startswith("promote --full by lead@shop: urgent fix") for a, r in said)
+        assert ("dave", "paused by dave: flash sale starts") in said
+        assert ("alice", "resumed by alice: sale traffic is stable") in said
+        assert any(a == "carol" and r.startswith("promote --full by carol: urgent fix") for a, r in said)
         assert set(await versions_served(PRODUCTION, 40)) == {"v2"}
 
     async def test_candidate_for_an_unknown_service_is_rejected(self, services, tmp_path):

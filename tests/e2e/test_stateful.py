@@ -15,7 +15,7 @@ from releasegate_cli.probes import TopicTail
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
 from tests.conftest import REPO, wait_until
-from tests.e2e.conftest import approve, cli, release, status, submit
+from tests.e2e.conftest import approve, cli, operate, release, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -118,14 +118,14 @@ class TestHoldPoint:
         await wait_until(at_hold, 180, "second v2 at its hold point")
         approve(rid, "bob", kind="go", reason="evidence reviewed")
         await wait_until(lambda: _past_hold(rid), 60, "the release moving past the hold point on go")
-        cli("abort", rid, "--reason", "end of the hold point test")
+        operate("abort", rid, "end of the hold point test")
         await wait_until(lambda: _state(rid, "aborted"), 180, "second v2 aborted")
 
 
 class TestDataAwareRollback:
     async def test_failed_data_rewrite_is_undone_by_restore_and_replay_with_no_order_lost(self, settings, services,
                                                                                           stable_v1):
-        placed = await TopicTail(settings.kafka_bootstrap, topics.SHOP_EVENTS).start()
+        placed = await TopicTail(as_principal(settings, "ops"), topics.SHOP_EVENTS).start()
         before = await _orders()
         try:
             rid, timeline = release("v10", promoted=False, approvers=("alice", "bob"), timeout=500)

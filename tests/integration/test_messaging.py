@@ -15,7 +15,8 @@ from releasegate_cli.probes import TopicTail
 from services.common import outbox
 from services.common.kafka import Producer
 from services.common.outbox import Relay
-from tests.conftest import Service, wait_until
+from services.common.kafka import client_options
+from tests.conftest import Service, as_principal, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,8 @@ def coordinator(catalog_dir):
 
 @pytest.fixture
 async def producer(settings):
-    p = Producer(settings.kafka_bootstrap, "test")
+    """Upstream CI: it may write candidates and nothing else."""
+    p = Producer(as_principal(settings, "ci"), "test")
     await p.start()
     yield p
     await p.stop()
@@ -69,7 +71,9 @@ async def saga_state(pool, rid):
 
 
 class TestTransactionalOutbox:
-    async def test_relay_publishes_committed_events_and_never_rolled_back_ones(self, settings, pool, producer):
+    async def test_relay_publishes_committed_events_and_never_rolled_back_ones(self, settings, pool):
+        producer = Producer(as_principal(settings, "coordinator"), "test-relay")  # the relay of an alert writer
+        await producer.start()
         name = f"it-relay-{uuid.uuid4().hex[:8]}"
         kept = Envelope.new(AlertRaised(release_id="r-kept", service="s", severity=Severity.INFO, title="kept",
                                         detail=name), name, "r-kept")
@@ -82,7 +86,7 @@ class TestTransactionalOutbox:
                 async with conn.transaction():
                     await outbox.add(conn, name, topics.ALERTS, lost)
                     raise RuntimeError("handler failed after staging its event")
-        tail = await TopicTail(settings.kafka_bootstrap, topics.ALERTS).start()
+        tail = await TopicTail(as_principal(settings, "ops"), topics.ALERTS).start()
         try:
             assert await Relay(pool, name, producer.send).publish_pending() == 1
             got = await tail.wait_for(lambda e: e.id == kept.id, timeout=20)
@@ -90,6 +94,7 @@ class TestTransactionalOutbox:
             assert await tail.wait_for(lambda e: e.id == lost.id, timeout=2) is None
         finally:
             await tail.stop()
+            await producer.stop()
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT published_at IS NOT NULL FROM outbox WHERE event_id = $1", kept.id)
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", lost.id) == 0
@@ -146,7 +151,7 @@ class TestDeadLetters:
     async def test_bad_record_is_dead_lettered_and_the_next_one_processed(
             self, settings, pool, producer, coordinator, headers, value, reason):
         key = f"bad-{uuid.uuid4().hex[:8]}"
-        tail = await TopicTail(settings.kafka_bootstrap, topics.DEADLETTER).start()
+        tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         try:
             await producer.send(topics.CANDIDATES, key.encode(), value, headers)
             good = candidate()
@@ -161,7 +166,7 @@ class TestDeadLetters:
 
 
 async def _committed_past(settings, metadata) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(as_principal(settings, "admin")))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets("releasegate-coordinator")

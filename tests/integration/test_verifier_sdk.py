@@ -20,12 +20,15 @@ from contracts.cloudevents import Envelope, encode
 from contracts.events import DeadLetter, Verdict, VerificationRequested, VerifierHeartbeat
 from releasegate_cli.probes import TopicTail
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
-from services.common.init_stack import create_topics
 from services.common.kafka import Producer
+from services.common.bus import BusPolicy
 from services.coordinator import registry
+from services.coordinator.handlers import utcnow
+from services.coordinator.results import Results
 from services.verifier.adapters.store import KpiStore
 from services.verifier.handlers import BusinessKpis
-from tests.conftest import wait_until
+from services.common.kafka import client_options
+from tests.conftest import as_principal, register_verifier, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +38,9 @@ TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
-async def kafka_topics(settings):
-    await create_topics(settings.kafka_bootstrap)
-
-
-@pytest.fixture(scope="module")
-async def producer(settings, kafka_topics):
-    p = Producer(settings.kafka_bootstrap, "it-verifier-sdk")
+async def producer(settings):
+    """The tests play the coordinator: the only principal that may write verification requests."""
+    p = Producer(as_principal(settings, "coordinator"), "it-verifier-sdk")
     await p.start()
     yield p
     await p.stop()
@@ -50,10 +49,49 @@ async def producer(settings, kafka_topics):
 registered: set[str] = set()  # the test verifiers' names, taken out of the registry at the end
 
 
+class RegistryWriter:
+    """Records heartbeats with the coordinator's own handlers (sender check, then registry), as the coordinator
+    does, but without joining the coordinator's consumer group: a test must not take partitions from a
+    coordinator another run uses."""
+
+    def __init__(self, settings, pool) -> None:
+        self._settings, self._pool, self._tasks = settings, pool, []
+        self._policy = BusPolicy.load(settings.bus_policy_file)
+
+    async def follow(self, name: str) -> None:
+        sender = self._policy.with_verifier(name)
+        tail = await TopicTail(as_principal(self._settings, "coordinator"), topics.results_for(sender.name)).start()
+
+        async def ignore(_: Envelope) -> None:
+            return None
+
+        handler = Results(self._pool, ignore, registry.Registry(self._pool).on_heartbeat, utcnow).handler(sender)
+
+        async def pump() -> None:
+            try:
+                while True:
+                    await tail.wait_for(lambda _: False, timeout=0.3)
+                    beats, tail.seen[:] = [e for e in tail.seen if isinstance(e.data, VerifierHeartbeat)], []
+                    for envelope in beats:
+                        await handler(envelope)
+            finally:
+                await tail.stop()
+
+        self._tasks.append(asyncio.create_task(pump()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 @contextlib.asynccontextmanager
-async def running(verifier: Verifier, settings):
-    """The verifier as a service in this process, until the block ends."""
+async def running(verifier: Verifier, settings, writer: RegistryWriter | None = None):
+    """The verifier as a service in this process, until the block ends; its principal provisioned first."""
     registered.add(verifier.name)
+    await register_verifier(settings, verifier.name)
+    if writer is not None:
+        await writer.follow(verifier.name)
     stop = asyncio.Event()
     task = asyncio.create_task(verifier.serve(settings, stop=stop))
     try:
@@ -67,24 +105,10 @@ async def running(verifier: Verifier, settings):
 
 
 @pytest.fixture(scope="module")
-async def registry_writer(settings, pool, kafka_topics):
-    """Records heartbeats with the coordinator's registry handler, as the coordinator does, but without joining
-    the coordinator's consumer group: a test must not take partitions from a coordinator another run uses."""
-    tail = await TopicTail(settings.kafka_bootstrap, topics.VERIFIERS).start()
-    handler = registry.Registry(pool).on_heartbeat
-
-    async def pump() -> None:
-        while True:
-            await tail.wait_for(lambda _: False, timeout=0.3)
-            beats, tail.seen[:] = [e for e in tail.seen if isinstance(e.data, VerifierHeartbeat)], []
-            for envelope in beats:
-                await handler(envelope)
-
-    task = asyncio.create_task(pump())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await tail.stop()
+async def registry_writer(settings, pool):
+    writer = RegistryWriter(settings, pool)
+    yield writer
+    await writer.close()
     async with pool.acquire() as conn:
         await conn.execute("DELETE FROM verifier_registry WHERE name = ANY($1::text[])", sorted(registered))
 
@@ -114,7 +138,7 @@ async def verifier(settings, pool, registry_writer):
                  environments=["staging", "production"], kpis=["erp_export_lag_s"], looks_every=0.5,
                  grace_seconds=2, heartbeat_seconds=1)
     v.check(behaviour)
-    async with running(v, settings):
+    async with running(v, settings, registry_writer):
         yield v
 
 
@@ -135,7 +159,7 @@ async def verdicts(pool, verifier: Verifier, release_id: str) -> list[dict]:
     """The verdicts the verifier staged for a release (each is published once by its outbox relay)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE producer = $1 AND key = $2 AND topic = $3",
-                                verifier.service_name, release_id, topics.RESULTS)
+                                verifier.service_name, release_id, topics.results_for(verifier.service_name))
     return [json.loads(r["payload"]) for r in rows]
 
 
@@ -145,7 +169,7 @@ async def one_verdict(pool, verifier: Verifier, release_id: str) -> dict:
 
 
 async def committed_past(settings, group: str, metadata) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(as_principal(settings, "admin")))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -170,7 +194,7 @@ class TestOneVerdictPerRequest:
         assert first["kpis"][0]["name"] == "erp_export_lag_s" and first["kpis"][0]["rule"] == "threshold 60 s"
 
     async def test_verdict_is_published_on_the_results_topic(self, settings, pool, producer, verifier):
-        tail = await TopicTail(settings.kafka_bootstrap, topics.RESULTS).start()
+        tail = await TopicTail(as_principal(settings, "coordinator"), topics.results_for(verifier.service_name)).start()
         try:
             req = request("pass")
             await send(producer, req)
@@ -244,7 +268,7 @@ class TestBadRequests:
         key = f"bad-{uuid.uuid4().hex[:8]}"
         headers = [("ce_specversion", b"1.0"), ("ce_id", key.encode()), ("ce_source", b"it"),
                    ("ce_type", ce_type.encode())]
-        tail = await TopicTail(settings.kafka_bootstrap, topics.DEADLETTER).start()
+        tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         consumer = f"releasegate-{verifier.service_name}"
         try:
             await producer.send(topics.VERIFY_COMMANDS, key.encode(), value, headers)

@@ -20,8 +20,8 @@ import pytest
 from contracts import topics
 from contracts.events import VerificationFinished
 from releasegate_cli.probes import TopicTail
-from tests.conftest import LOGS, REPO, wait_until
-from tests.integration.test_verifier_sdk import kafka_topics, registry_writer  # noqa: F401 (fixtures)
+from tests.conftest import LOGS, REPO, as_principal, register_verifier, wait_until
+from tests.integration.test_verifier_sdk import registry_writer  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,9 @@ def test_the_tutorial_marks_every_step_it_shows():
 
 
 async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer):  # noqa: F811
-    results = await TopicTail(settings.kafka_bootstrap, topics.RESULTS).start()
+    principal = await register_verifier(settings, NAME)  # the tutorial registers it again: a no-op
+    await registry_writer.follow(NAME)
+    results = await TopicTail(as_principal(settings, "coordinator"), topics.results_for(principal)).start()
     background: list[subprocess.Popen] = []
     LOGS.mkdir(parents=True, exist_ok=True)
     try:

@@ -22,6 +22,7 @@ from contracts.cloudevents import ContractError, decode, header_dict
 from contracts.events import InventoryConfirmed
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
 from releasegate_sdk.types import describe
+from services.common.kafka import client_options
 from services.verifier.domain import percentile
 from verifiers.shop_data import ShopSettings
 
@@ -36,11 +37,11 @@ verifier = Verifier(name="inventory-latency", version="1.0.0", services=["shop"]
                     kpis=[CANDIDATE_P95, SHARE])
 
 
-async def read_window(bootstrap: str, topic: str, start: datetime, end: datetime) -> list[ConsumerRecord]:
+async def read_window(settings: ShopSettings, topic: str, start: datetime, end: datetime) -> list[ConsumerRecord]:
     """The topic's records stamped within [start, end), found by time on every partition and read up to the end
     offsets at the time of asking."""
     # Subscribed without a group: the consumer is given every partition, and nothing is committed.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(topic, **client_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
         for _ in range(ASSIGNMENT_POLLS):
@@ -71,8 +72,9 @@ async def confirmation_latencies(req: VerificationRequest) -> dict[str, list[flo
     candidate's (from the step's tenants only, when it names them) and, as the core verifier's baseline, all of
     the stable version's."""
     settings = ShopSettings()
+    settings = settings.model_copy(update={"principal": settings.principal or verifier.service_name})
     found: dict[str, list[float]] = {v: [] for v in (req.candidate_version, req.stable_version) if v}
-    for record in await read_window(settings.kafka_bootstrap, settings.shop_events_topic, req.window_start,
+    for record in await read_window(settings, settings.shop_events_topic, req.window_start,
                                     req.window_end):
         if header_dict(record.headers).get("ce_type") != InventoryConfirmed.event_type:
             continue

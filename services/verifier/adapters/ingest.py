@@ -19,12 +19,12 @@ GROUP = "releasegate-verifier-ingest"
 
 
 class BusinessEventIngest:
-    def __init__(self, bootstrap: str, store: KpiStore, dead_letter: DeadLetter) -> None:
-        self._bootstrap, self._store, self._dead_letter = bootstrap, store, dead_letter
+    def __init__(self, kafka: dict[str, Any], store: KpiStore, dead_letter: DeadLetter) -> None:
+        self._kafka, self._store, self._dead_letter = bootstrap, store, dead_letter
         self.caught_up_at: datetime | None = None
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(topics.SHOP_EVENTS, bootstrap_servers=self._bootstrap, group_id=GROUP,
+        consumer = AIOKafkaConsumer(topics.SHOP_EVENTS, **self._kafka, group_id=GROUP,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:

@@ -1,0 +1,96 @@
+"""The bus policy (deploy/kafka/acls.yaml) and the coordinator's check of who sent a result: least privilege
+as data, and a forged result refused for the one reason that matters, its sender."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts import topics
+from contracts.events import DeployFinished, GateCheckFinished, Verdict, VerificationFinished, VerifierHeartbeat
+from services.common.bus import BusPolicy, BusPolicyError
+from services.coordinator import senders
+
+POLICY = BusPolicy.load()
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def writers(topic: str) -> set[str]:
+    return {g.principal for g in POLICY.grants() if g.resource == "topic" and g.operation == "WRITE"
+            and (topic.startswith(g.name) if g.prefixed else topic == g.name)}
+
+
+class TestLeastPrivilege:
+    def test_only_the_coordinator_writes_commands_and_release_status(self):
+        for topic in (topics.GATE_COMMANDS, topics.DR_COMMANDS, topics.DEPLOY_COMMANDS, topics.VERIFY_COMMANDS,
+                      topics.ROLLBACK_COMMANDS, topics.STATUS):
+            assert writers(topic) == {"coordinator"}, topic
+
+    def test_ci_writes_candidates_and_nothing_else(self):
+        ci = POLICY.principals["ci"]
+        assert ci.produce == (topics.CANDIDATES,) and not ci.consume and not ci.groups
+        assert writers(topics.CANDIDATES) == {"ci"}
+
+    def test_only_ops_sends_control_and_the_shop_only_its_events(self):
+        assert writers(topics.CONTROL) == {"ops"}
+        assert POLICY.principals["shop"].produce == (topics.SHOP_EVENTS,)
+        assert writers(topics.SHOP_EVENTS) == {"shop"}
+
+    def test_every_result_topic_has_exactly_one_writer(self):
+        producers = POLICY.results_producers()
+        assert set(producers) >= {topics.results_for(n) for n in ("gatekeeper", "dr-checker", "deployer", "rollback",
+                                                                    "verifier-business-kpis")}
+        for topic, principal in producers.items():
+            assert writers(topic) == {principal.name}, topic
+
+    def test_a_team_verifier_gets_its_own_result_topic_and_reads_requests(self):
+        tax = POLICY.principals["verifier-tax"]
+        assert tax.verifier_name == "tax" and tax.results_topic == "release.results.verifier-tax"
+        assert tax.consume == (topics.VERIFY_COMMANDS,) and tax.groups == ("releasegate-verifier-tax",)
+        registered = POLICY.with_verifier("order-ledger")
+        assert registered.produce[0] == "release.results.verifier-order-ledger"
+
+    @pytest.mark.parametrize("name", ["Bad", "a;b", "x" * 65, "verifier-", "-x", "a..b"])
+    def test_principal_names_are_validated(self, name):
+        with pytest.raises(BusPolicyError):
+            POLICY.build(name, {})
+
+    def test_the_table_lists_every_principal(self):
+        table = POLICY.table()
+        assert all(f"| `{name}` |" in table for name in POLICY.principals)
+
+
+def verdict(verifier: str) -> VerificationFinished:
+    return VerificationFinished(release_id="r1", step_id="verify-staging", environment="staging",
+                                verdict=Verdict.PASS, reason="ok", kpis=[], window_start=NOW, window_end=NOW,
+                                verifier=verifier)
+
+
+def heartbeat(name: str, sent_at: datetime = NOW) -> VerifierHeartbeat:
+    return VerifierHeartbeat(name=name, version="1", instance="i1", services=["*"], environments=["*"],
+                             interval_seconds=5, sent_at=sent_at)
+
+
+class TestWhoMaySendAResult:
+    def test_a_verdict_counts_only_from_its_own_verifier_principal(self):
+        assert senders.refusal(POLICY.principals["verifier-business-kpis"], verdict("business-kpis"), NOW) is None
+        why = senders.refusal(POLICY.principals["verifier-tax"], verdict("business-kpis"), NOW)
+        assert why is not None and "only verifier-business-kpis" in why
+
+    def test_a_gate_result_counts_only_from_the_gatekeeper(self):
+        gate = GateCheckFinished(release_id="r1", step_id="gate-production", environment="production", passed=True,
+                                 checks=[])
+        assert senders.refusal(POLICY.principals["gatekeeper"], gate, NOW) is None
+        assert "only gatekeeper" in senders.refusal(POLICY.principals["deployer"], gate, NOW)
+
+    def test_a_deploy_result_counts_only_from_the_deployer(self):
+        done = DeployFinished(release_id="r1", step_id="canary-10", environment="production", succeeded=True,
+                              reason="ok")
+        assert "only deployer" in senders.refusal(POLICY.principals["verifier-tax"], done, NOW)
+
+    def test_a_heartbeat_for_another_verifier_or_from_the_future_is_refused(self):
+        kpis = POLICY.principals["verifier-business-kpis"]
+        assert senders.refusal(kpis, heartbeat("business-kpis"), NOW) is None
+        assert senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(seconds=30)), NOW) is None
+        assert "in the future" in senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(days=3)), NOW)
+        assert "only verifier-erp-export" in senders.refusal(kpis, heartbeat("erp-export"), NOW)
