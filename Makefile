@@ -5,7 +5,7 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install stack up down reset status demo test test-quick bench bench-quality backup drill bundles schemas shoppers
+.PHONY: install stack up down reset status demo test test-quick bench bench-quality bench-auth backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -61,6 +61,12 @@ test-quick: stack   ## everything but the slow end-to-end scenarios
 
 bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Kafka round trip
 	$(PY) bench/rollback_latency.py
+
+bench-auth: stack    ## benchmark: a hop with and without message authentication (step grants), same run
+	$(PY) bench/auth_overhead.py
+
+acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
+	$(PY) -m services.common.init_stack
 
 bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
 	$(PY) bench/decision_quality.py

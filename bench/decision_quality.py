@@ -147,7 +147,8 @@ async def main(runs: int, weight: int, window: int) -> None:
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
     target = LocalTarget(pool, haproxy, settings.run_dir)
-    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env)
+    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env,
+                        user=settings.candidate_user, path=settings.candidate_path)
     recordings = []
     try:
         for version in SCENARIOS:

@@ -159,7 +159,7 @@ async def coordinator_hops(bootstrap: str, since_ms: int) -> list[float]:
 async def main(releases: int, round_trips: int) -> None:
     settings = ServiceSettings()
     leftovers = await client.abort_in_flight(settings, "carol", "clean start for the benchmark",
-                                             key=REPO / "examples" / "keys" / "carol.key")
+                                             key=ROOT / "examples" / "keys" / "carol.key")
     while not await client.all_ended(settings, leftovers):
         await asyncio.sleep(0.5)
     pool = await db.create_pool(settings.database_url)

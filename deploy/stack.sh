@@ -131,6 +131,27 @@ releasegate_installed() {
   [[ "$(realpath "$where")" == "$(realpath "$ROOT")" ]]
 }
 
+# The interpreter candidate code runs with: the deployer starts candidates as the unprivileged user
+# rg-candidate, which cannot read the developer's own Python (e.g. pyenv under /root). A root-owned,
+# world-readable virtualenv from Debian's python3 with the shop runtime's libraries; the deployer puts it first
+# on the candidates' PATH (RG_CANDIDATE_PATH, deploy/services.sh).
+CANDIDATE_RUNTIME="${RG_CANDIDATE_RUNTIME:-/opt/releasegate/candidate-runtime}"
+CANDIDATE_PACKAGES=("aiohttp==3.*" "aiokafka>=0.12,<0.15" "asyncpg>=0.29" "prometheus-client>=0.20")
+candidate_runtime_install() {
+  is_root || { log "not root: candidates run as this user, with this user's python"; return 0; }
+  if [[ -x "$CANDIDATE_RUNTIME/bin/python" ]] && "$CANDIDATE_RUNTIME/bin/python" -c 'import aiohttp, aiokafka, asyncpg, prometheus_client' 2>/dev/null; then
+    log "candidate runtime present in $CANDIDATE_RUNTIME"
+    return 0
+  fi
+  [[ -x /usr/bin/python3 ]] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-venv; }
+  log "candidate runtime: virtualenv in $CANDIDATE_RUNTIME"
+  rm -rf "$CANDIDATE_RUNTIME"
+  mkdir -p "$(dirname "$CANDIDATE_RUNTIME")"
+  /usr/bin/python3 -m venv "$CANDIDATE_RUNTIME"
+  "$CANDIDATE_RUNTIME/bin/pip" install -q "${CANDIDATE_PACKAGES[@]}" || { sleep 5; "$CANDIDATE_RUNTIME/bin/pip" install -q "${CANDIDATE_PACKAGES[@]}"; }
+  chmod -R go+rX "$CANDIDATE_RUNTIME" "$(dirname "$CANDIDATE_RUNTIME")"
+}
+
 # ----------------------------------------------------------------------------------------------- install
 cmd_install() {
   local force_pip=0
@@ -170,6 +191,8 @@ cmd_install() {
     mv "$tmp" "$KAFKA_LIBS"
     kafka_jars_ok || die "Kafka jars incomplete after mvn copy-dependencies"
   fi
+
+  candidate_runtime_install
 
   if [[ $force_pip -eq 1 ]] || ! releasegate_installed; then
     log "pip install -e '.[dev]'"
@@ -298,28 +321,76 @@ pg_psql() {  # psql as the cluster superuser over the unix socket
   as_pg "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres "$@"
 }
 
+# Roles (one per service, passwords per machine from .run/secrets/postgres/) and databases; what each role may do
+# in the control database is deploy/postgres/grants.sql, applied by init_stack as the owner.
+PG_LOGIN_ROLES=(releasegate rg_coordinator rg_gatekeeper rg_dr_checker rg_deployer rg_verifier rg_rollback rg_ops rg_shop)
 pg_bootstrap_sql() {
-  pg_psql <<'SQL'
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'releasegate') THEN
-    CREATE ROLE releasegate LOGIN CREATEDB PASSWORD 'releasegate';
-  ELSE
-    ALTER ROLE releasegate LOGIN CREATEDB PASSWORD 'releasegate';
-  END IF;
-END
-$$;
+  local -a vars=()
+  local r
+  for r in "${PG_LOGIN_ROLES[@]}"; do
+    vars+=(-v "pw_$r=$(cat "$SECRETS_DIR/postgres/$r.password")")
+  done
+  pg_psql "${vars[@]}" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', r) FROM unnest(ARRAY['releasegate', 'rg_coordinator', 'rg_gatekeeper',
+  'rg_dr_checker', 'rg_deployer', 'rg_verifier', 'rg_rollback', 'rg_ops', 'rg_shop']) AS r
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
+SELECT 'CREATE ROLE rg_shop_owner NOLOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rg_shop_owner') \gexec
+ALTER ROLE releasegate LOGIN CREATEDB PASSWORD :'pw_releasegate';
+ALTER ROLE rg_coordinator LOGIN PASSWORD :'pw_rg_coordinator';
+ALTER ROLE rg_gatekeeper LOGIN PASSWORD :'pw_rg_gatekeeper';
+-- restore drills create and drop a scratch database of their own
+ALTER ROLE rg_dr_checker LOGIN CREATEDB PASSWORD :'pw_rg_dr_checker';
+ALTER ROLE rg_deployer LOGIN PASSWORD :'pw_rg_deployer';
+ALTER ROLE rg_verifier LOGIN PASSWORD :'pw_rg_verifier';
+ALTER ROLE rg_rollback LOGIN PASSWORD :'pw_rg_rollback';
+ALTER ROLE rg_ops LOGIN PASSWORD :'pw_rg_ops';
+ALTER ROLE rg_shop LOGIN PASSWORD :'pw_rg_shop';
+-- the shop's schema belongs to rg_shop_owner: the shop's instances (which create their schema at start),
+-- migrations (deployer), dumps and drills (dr-checker) and restores (rollback) act as it inside the shop
+-- databases only; rg_shop_owner itself cannot connect to the control database
+GRANT rg_shop_owner TO releasegate, rg_deployer, rg_rollback, rg_dr_checker, rg_shop;
+-- the rollback waits until the shop's sessions are idle before a restore: it must see their state
+GRANT pg_read_all_stats TO rg_rollback;
 SELECT 'CREATE DATABASE releasegate OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
-SELECT 'CREATE DATABASE shop OWNER releasegate'
+SELECT 'CREATE DATABASE shop OWNER rg_shop_owner'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
-SELECT 'CREATE DATABASE shop_staging OWNER releasegate'
+SELECT 'CREATE DATABASE shop_staging OWNER rg_shop_owner'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop_staging') \gexec
+ALTER DATABASE shop OWNER TO rg_shop_owner;
+ALTER DATABASE shop_staging OWNER TO rg_shop_owner;
+-- who may connect where: candidates (rg_shop) never reach the control database
+REVOKE CONNECT, TEMPORARY ON DATABASE releasegate FROM PUBLIC;
+GRANT CONNECT ON DATABASE releasegate TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
+  rg_rollback, rg_ops;
+REVOKE CONNECT, TEMPORARY ON DATABASE shop, shop_staging FROM PUBLIC;
+GRANT CONNECT ON DATABASE shop, shop_staging TO rg_shop, rg_verifier, rg_deployer, rg_rollback, rg_dr_checker;
+ALTER ROLE releasegate IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE releasegate IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_deployer IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_deployer IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_rollback IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_rollback IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_dr_checker IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_dr_checker IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_shop IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_shop IN DATABASE shop_staging SET role = 'rg_shop_owner';
 -- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
 \connect shop
-GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate;
-GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker;
 SQL
+  local db
+  for db in shop shop_staging; do
+    pg_psql -d "$db" <<'SQL'
+-- whatever rg_shop_owner creates (the shop, migrations, restores) verifiers may read, and nothing else
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
+ALTER SCHEMA public OWNER TO rg_shop_owner;
+GRANT USAGE ON SCHEMA public TO rg_verifier;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_verifier;
+SQL
+  done
 }
 
 pg_up() {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,9 @@ Actor = Annotated[str | None, typer.Option(help="Your identity (default: the per
 
 
 def _settings() -> ServiceSettings:
-    return ServiceSettings()
+    """The CLI reads the control database as ops (read-only role `rg_ops`) unless RG_DB_ROLE or RG_DATABASE_URL
+    says otherwise; on the bus it is `ci` when it submits and `ops` when it acts (`client.DEFAULT_PRINCIPALS`)."""
+    return ServiceSettings(db_role=os.environ.get("RG_DB_ROLE") or "rg_ops")
 
 
 @app.command()

@@ -51,7 +51,7 @@ def verifiers(as_json: Annotated[bool, typer.Option("--json", help="Machine-read
               = False) -> None:
     """List the verifiers: version, instances, what they verify, last heartbeat, alive or not."""
     try:
-        now, rows = asyncio.run(_statuses(ServiceSettings(), everything))
+        now, rows = asyncio.run(_statuses(ServiceSettings(db_role="rg_ops"), everything))
     except OSError as exc:
         console.print(f"[red]cannot reach the registry: {exc}[/red]")
         raise typer.Exit(EXIT_ERROR) from None

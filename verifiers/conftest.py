@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from releasegate_sdk import VerificationRequest
 from releasegate_sdk.testing import fake_request
@@ -60,14 +59,20 @@ class ShopOnStack:
 
 
 async def _topic(name: str, create: bool) -> None:
-    from tests.integration.test_shop_storefront import KAFKA
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await (admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)]) if create
-               else admin.delete_topics([name]))
-    finally:
-        await admin.close()
+    """A business-event topic of the tests' own: the shop's instances may write it and the verifiers that read
+    business events may read it, as for `shop.events` (deploy/kafka/acls.yaml)."""
+    from services.common import bus_admin
+    from services.common.bus import Grant
+    from services.common.settings import ServiceSettings
+    settings = ServiceSettings()
+    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+    if create:
+        grants = [Grant("shop", "topic", name, False, "WRITE")] + [
+            Grant(reader, "topic", name, False, "READ") for reader in ("verifier-inventory-latency", "ops")]
+        bus_admin.ensure_topics(admin, [name])
+        bus_admin.reconcile_acls(admin, grants, prune=False)
+    else:
+        admin.delete_topics([name])[name].result(30)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import asyncpg
 from contracts import topics
 from releasegate_sdk import TransientError, VerificationRequest
 from releasegate_sdk.types import describe
-from services.common.settings import ServiceSettings
+from services.common.settings import VERIFIER_DB_ROLE, ServiceSettings
 
 ORDERS_SQL = """
 SELECT id::text AS id, tenant, region, tax_cents, lines, created_at FROM orders
@@ -19,13 +19,15 @@ class ShopSettings(ServiceSettings):
     """`RG_SHOP_DATABASE_URL`, `RG_SHOP_STAGING_DATABASE_URL`, `RG_SHOP_ERP_URL`, `RG_SHOP_EVENTS_TOPIC`, next to
     the RG_* settings of every service. Built per check, so a test can point a check elsewhere."""
 
-    shop_database_url: str = "postgresql://releasegate:releasegate@127.0.0.1:15432/shop"
-    shop_staging_database_url: str = "postgresql://releasegate:releasegate@127.0.0.1:15432/shop_staging"
+    shop_database_url: str = ""  # default: the verifiers' read-only role on `shop`
+    shop_staging_database_url: str = ""
     shop_erp_url: str = "http://127.0.0.1:18091"
     shop_events_topic: str = topics.SHOP_EVENTS
 
     def shop_database(self, environment: str) -> str:
-        return self.shop_staging_database_url if environment == "staging" else self.shop_database_url
+        if environment == "staging":
+            return self.shop_staging_database_url or self.role_dsn(VERIFIER_DB_ROLE, "shop_staging")
+        return self.shop_database_url or self.role_dsn(VERIFIER_DB_ROLE, "shop")
 
 
 async def candidate_orders(req: VerificationRequest, settings: ShopSettings) -> list[asyncpg.Record]:

@@ -37,27 +37,27 @@ def spent_refusal(grant_id: str, used_by: str | None, event_id: str) -> str | No
 
 
 class Admission:
-    def __init__(self, pool: asyncpg.Pool, consumer: str, public_key: SSlibKey, *, check: Check | None = None,
+    def __init__(self, pool: asyncpg.Pool, consumer: str, public_key: SSlibKey, *,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self._pool, self._consumer, self._key, self._check, self._clock = pool, consumer, public_key, check, clock
+        self._pool, self._consumer, self._key, self._clock = pool, consumer, public_key, clock
 
-    async def admit(self, envelope: Envelope) -> None:
+    async def admit(self, envelope: Envelope, check: Check | None = None) -> None:
         """Returns when the command may act (or is a redelivery of one already handled); raises CommandRefused
-        after recording the refusal otherwise."""
+        after recording the refusal otherwise. `check`: the consumer's own condition, asked once the grant holds."""
         if await worker.already_done(self._pool, self._consumer, envelope.id):
             return
         command: grants.Command = envelope.data  # type: ignore[assignment]
         refusal = grants.verify_grant(self._key, command, self._clock())
         async with self._pool.acquire() as conn, conn.transaction():
-            if refusal is None and self._check is not None:
-                refusal = await self._check(conn, command)
+            if refusal is None and check is not None:
+                refusal = await check(conn, command)
             if refusal is None:
                 assert command.grant is not None
                 # spent before acting, so two records carrying one grant can never both act, even concurrently
                 grant_id = command.grant.grant_id
                 used_by = await conn.fetchval(
-                    "INSERT INTO used_grants (grant_id, consumer, release_id, step_id, event_id) VALUES ($1,$2,$3,$4,$5)"
-                    " ON CONFLICT (grant_id) DO NOTHING RETURNING event_id",
+                    "INSERT INTO used_grants (grant_id, consumer, release_id, step_id, event_id)"
+                    " VALUES ($1,$2,$3,$4,$5) ON CONFLICT (grant_id) DO NOTHING RETURNING event_id",
                     grant_id, self._consumer, command.release_id, command.step_id, envelope.id) \
                     or await conn.fetchval("SELECT event_id FROM used_grants WHERE grant_id = $1", grant_id)
                 refusal = spent_refusal(grant_id, used_by, envelope.id)

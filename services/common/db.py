@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncpg
 
 SCHEMA = Path(__file__).with_name("schema.sql")
+GRANTS = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "grants.sql"
 SCHEMA_LOCK = 0x72656C67  # "relg": serialises concurrent schema application
 
 
@@ -22,6 +23,7 @@ async def apply_schema(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
         await conn.execute(SCHEMA.read_text())
+        await conn.execute(GRANTS.read_text())
 
 
 async def first_time(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:

@@ -17,7 +17,9 @@ from securesystemslib.signer import Signature, SSlibKey
 
 from contracts.events import ApprovalGiven, OperatorCommand
 from services.common.settings import REPO_ROOT, ServiceSettings
-from services.common.supply_chain import TrustRoot, TrustRootError, canonical_json, load_public_key, load_signer, rfc3339
+from services.common.supply_chain import (
+    TrustRoot, TrustRootError, canonical_json, load_public_key, load_signer, rfc3339,
+)
 
 # Part of what is signed, so an operator's signature can never be replayed as a signature over anything else;
 # the event type is signed too, so an abort's signature is never a resume's.

@@ -54,7 +54,7 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
     """`name` is also the service's Kafka principal (unless RG_PRINCIPAL says otherwise), its consumer group
     `releasegate-<name>` and the owner of its result topic."""
     refuse_demo_keys(settings)
-    settings = settings.model_copy(update={"principal": settings.principal or name})
+    settings = settings.for_principal(name)
     log = logs.configure(name, settings.log_level)
     telemetry.configure(name, settings.otlp_endpoint)
     stop = stop or asyncio.Event()

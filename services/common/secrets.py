@@ -18,7 +18,7 @@ from services.common.supply_chain import keygen
 
 ADMIN = "admin"  # the broker's super user: inter-broker traffic and the stack's provisioning, nothing else
 # One PostgreSQL role per service and per reader (deploy/postgres/roles.sql says what each may do).
-PG_ROLES = ["rg_owner", "rg_coordinator", "rg_gatekeeper", "rg_dr_checker", "rg_deployer", "rg_verifier",
+PG_ROLES = ["releasegate", "rg_coordinator", "rg_gatekeeper", "rg_dr_checker", "rg_deployer", "rg_verifier",
             "rg_rollback", "rg_ops", "rg_shop"]
 
 

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_PASSWORDS = {"releasegate", "postgres", "password", "changeme", ""}
+OWNER_ROLE = "releasegate"  # owns the control database's schema: init_stack, bootstrap scripts, tests
+# Each principal's PostgreSQL role (deploy/postgres/grants.sql says what each may do).
+DB_ROLES = {"coordinator": "rg_coordinator", "gatekeeper": "rg_gatekeeper", "dr-checker": "rg_dr_checker",
+            "deployer": "rg_deployer", "rollback": "rg_rollback", "ops": "rg_ops"}
+VERIFIER_DB_ROLE = "rg_verifier"
 
 
 class ServiceSettings(BaseSettings):
@@ -30,7 +35,10 @@ class ServiceSettings(BaseSettings):
                                           "coordinator signs step grants with it).")
     coordinator_public_key_file: Path | None = Field(default=None, description="The coordinator's ed25519 public "
                                                      "key (deployer and rollback verify step grants with it).")
-    database_url: str = "postgresql://releasegate:releasegate@127.0.0.1:15432/releasegate"
+    database_url: str = Field(default="", description="Control database; default: the principal's own role "
+                              "(DB_ROLES) with its password from <secrets_dir>/postgres/<role>.password.")
+    database_host: str = "127.0.0.1:15432"
+    db_role: str | None = Field(default=None, description="PostgreSQL role to use instead of the principal's.")
     catalog_dir: Path = REPO_ROOT / "catalog"
     artifact_store: Path = REPO_ROOT / ".cache" / "store"
     run_dir: Path = REPO_ROOT / ".run"
@@ -62,6 +70,40 @@ class ServiceSettings(BaseSettings):
     @property
     def identities_file(self) -> Path:
         return self.policy_dir / "identities.yaml"
+
+    _explicit_database_url: bool = PrivateAttr(default=False)
+
+    def role_dsn(self, role: str, database: str = "releasegate") -> str:
+        """The DSN of `role`, its password from the secrets folder (the placeholder if there is none, which the
+        validator refuses outside development)."""
+        try:
+            password = (self.secrets_dir / "postgres" / f"{role}.password").read_text().strip()
+        except OSError:
+            password = "releasegate"
+        return f"postgresql://{quote(role)}:{quote(password, safe='')}@{self.database_host}/{database}"
+
+    def database_role(self) -> str:
+        if self.db_role:
+            return self.db_role
+        if self.principal and self.principal.startswith("verifier-"):
+            return VERIFIER_DB_ROLE
+        return DB_ROLES.get(self.principal or "", OWNER_ROLE)
+
+    def for_principal(self, name: str) -> ServiceSettings:
+        """These settings for the service `name`: its Kafka principal (unless RG_PRINCIPAL says otherwise) and,
+        unless RG_DATABASE_URL is given, its own PostgreSQL role."""
+        copy = self.model_copy(update={"principal": self.principal or name})
+        if not self._explicit_database_url:
+            copy.database_url = copy.role_dsn(copy.database_role())
+        copy._explicit_database_url = self._explicit_database_url
+        return copy
+
+    @model_validator(mode="after")
+    def _database_of_the_role(self) -> ServiceSettings:
+        self._explicit_database_url = bool(self.database_url)
+        if not self.database_url:
+            self.database_url = self.role_dsn(self.database_role())
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_outside_development(self) -> ServiceSettings:

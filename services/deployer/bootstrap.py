@@ -28,7 +28,8 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
     target = LocalTarget(pool, haproxy, settings.run_dir)
-    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env)
+    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env,
+                        user=settings.candidate_user, path=settings.candidate_path)
     result = {}
     try:
         for environment in entry.environments:

@@ -1,5 +1,5 @@
 """Deployer handlers: start / shift / finalize per (release, step), each done once and its outcome read back
-from HAProxy."""
+from HAProxy; only with the coordinator's step grant (`services.common.admission`)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ import structlog
 from contracts.cloudevents import Envelope
 from contracts.events import DeployAction, DeployFinished, DeployRequested
 from services.common import supply_chain, worker
+from services.common.admission import Admission
 from services.common.artifacts import ArtifactError
 from services.common.haproxy import HAProxyError
 from services.common.local_target import LocalTarget, pid_alive
@@ -25,12 +26,13 @@ log = structlog.get_logger()
 
 class Deployer:
     def __init__(self, pool: asyncpg.Pool, target: LocalTarget, launcher: Launcher, trust_root: Path,
-                 database_for: Callable[[str], str]) -> None:
+                 database_for: Callable[[str], str], admission: Admission) -> None:
         self._pool, self._target, self._launcher = pool, target, launcher
-        self._trust_root, self._database_for = trust_root, database_for
+        self._trust_root, self._database_for, self._admission = trust_root, database_for, admission
 
     async def on_request(self, envelope: Envelope) -> None:
         req: DeployRequested = envelope.data  # type: ignore[assignment]
+        await self._admission.admit(envelope)  # before anything else: a refused command does nothing at all
         await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.deploy(req))
 
     async def deploy(self, req: DeployRequested) -> DeployFinished:

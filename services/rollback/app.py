@@ -3,18 +3,21 @@ from __future__ import annotations
 
 from contracts import topics
 from contracts.events import RollbackRequested
-from services.common import runner
+from services.common import grants, runner
+from services.common.admission import Admission
 from services.common.haproxy import HAProxy
 from services.common.local_target import LocalTarget
-from services.rollback.handlers import Rollback
+from services.rollback.handlers import CONSUMER, Rollback
 
 NAME = "rollback"
 
 
 async def setup(rt: runner.Runtime) -> None:
     target = LocalTarget(rt.pool, HAProxy(rt.settings.haproxy_admin), rt.settings.run_dir)
-    rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, Rollback(rt.pool, target, rt.settings).on_request,
-                          accept=(RollbackRequested,))
+    coordinator_key = grants.load_grant_key(rt.settings.coordinator_public_key_file
+                                            or rt.settings.secrets_dir / "keys" / "coordinator.pub.json")
+    rollback = Rollback(rt.pool, target, rt.settings, Admission(rt.pool, CONSUMER, coordinator_key))
+    rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, rollback.on_request, accept=(RollbackRequested,))
 
 
 def main() -> None:

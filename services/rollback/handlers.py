@@ -1,6 +1,7 @@
 """Rollback handler: restore_traffic puts 100% on the recorded stable version, stops the candidate's instances
 and reads the result back from HAProxy (idempotent: a repeat finds nothing left to stop). restore_data also puts
-the database back: writes stopped, backup point restored, orders since replayed, integrity checked."""
+the database back: writes stopped, backup point restored, orders since replayed, integrity checked. Only with
+the coordinator's step grant, and a restore only of its own release's backup point (`services.common.admission`)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,15 +15,16 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import RollbackFinished, RollbackRequested
 from services.common import worker
+from services.common.admission import Admission
 from services.common.haproxy import HAProxyError
 from services.common.local_target import LocalTarget, pid_alive
 from services.common.artifacts import sha256_file
-from services.common.catalog import Catalog
+from services.common.catalog import Catalog, CatalogError
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
 from services.dr_checker.backup import BackupError, restore
 from services.dr_checker.drill import integrity
-from services.rollback.domain import RollbackError
+from services.rollback.domain import RollbackError, backup_point_refusal
 from services.rollback.replay import ReplayError
 from services.rollback.replay import run as replay_orders
 
@@ -34,12 +36,30 @@ log = structlog.get_logger()
 
 
 class Rollback:
-    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, settings: ServiceSettings) -> None:
-        self._pool, self._target, self._settings = pool, target, settings
+    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, settings: ServiceSettings,
+                 admission: Admission) -> None:
+        self._pool, self._target, self._settings, self._admission = pool, target, settings, admission
 
     async def on_request(self, envelope: Envelope) -> None:
         req: RollbackRequested = envelope.data  # type: ignore[assignment]
+        # before anything else: a refused command does nothing at all
+        await self._admission.admit(envelope, check=self._own_backup_point)
         await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.restore(req))
+
+    async def _own_backup_point(self, conn: asyncpg.Connection, req: RollbackRequested) -> str | None:
+        """Admission check: a data restore names the backup point the dr-checker took for this release."""
+        if req.compensation != "restore_data":
+            return None
+        try:
+            database = self._database(req.service)
+        except CatalogError as exc:
+            return f"cannot tell which database to restore: {exc}"
+        point = None if req.backup_id is None else await conn.fetchrow(
+            "SELECT database, kind, release_id FROM backups WHERE id = $1", req.backup_id)
+        return backup_point_refusal(req, database, point)
+
+    def _database(self, service: str) -> str:
+        return Catalog(self._settings.catalog_dir).get(service).dr.database or service
 
     async def restore(self, req: RollbackRequested) -> RollbackFinished:
         evidence: dict = {}
@@ -64,7 +84,8 @@ class Rollback:
         database = entry.dr.database or req.service
         async with self._pool.acquire() as conn:
             point = await conn.fetchrow("SELECT id, path, sha256, started_at FROM backups WHERE id = $1"
-                                        " AND database = $2", req.backup_id, database)
+                                        " AND database = $2 AND kind = 'backup-point' AND release_id = $3",
+                                        req.backup_id, database, req.release_id)
         if point is None or sha256_file(Path(point["path"])) != point["sha256"]:
             raise RollbackError(f"backup point {req.backup_id} of {database} is missing or damaged; traffic and "
                                 "data left as they are for a human (see docs/runbooks)")

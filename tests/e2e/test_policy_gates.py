@@ -1,5 +1,6 @@
-"""End to end, policy gates and supply chain: an unsigned artifact is rejected at the gate, a forged deploy command
-with an unsigned or tampered artifact is refused by the deployer itself, and a destructive migration is blocked
+"""End to end, policy gates and supply chain: an unsigned artifact is rejected at the gate, a deploy command without
+the coordinator's step grant (or with a spent one) is refused and dead-lettered with an alert, even a granted command
+for an unsigned or tampered artifact is refused by the deployer itself, and a destructive migration is blocked
 while production still uses what it drops."""
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import uuid
 
 import pytest
 
+from datetime import UTC, datetime, timedelta
+
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import DeployAction, DeployFinished, DeployRequested
+from contracts.events import AlertRaised, DeadLetter, DeployAction, DeployFinished, DeployRequested
 from releasegate_cli.probes import TopicTail
-from services.common import supply_chain
+from services.common import grants, supply_chain
 from services.common.kafka import Producer
 from shop import build_bundles
+from tests.conftest import as_principal
 from tests.e2e.conftest import CANDIDATES, cli, status
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -36,23 +40,57 @@ def _watch(rid: str) -> dict:
     return status(rid)
 
 
-async def _forge_deploy(settings, digest: str, attestation: dict | None) -> DeployFinished:
-    """Publish a deploy command straight to the deployer's topic, as if someone bypassed the gatekeeper."""
+def _command(digest: str, attestation: dict | None, settings=None) -> DeployRequested:
+    """A deploy command that bypassed the gatekeeper; with `settings`, also granted with the coordinator's own key
+    (an insider who has it)."""
     rid = f"forged-{uuid.uuid4().hex[:8]}"
     command = DeployRequested(release_id=rid, step_id="canary-10", service="shop", version="vX", digest=digest,
                               environment="production", action=DeployAction.START, weight=10,
                               attestation=attestation)
-    results = await TopicTail(settings.kafka_bootstrap, topics.RESULTS).start()
-    producer = Producer(settings.kafka_bootstrap, "e2e-forger")
+    if settings is None:
+        return command
+    signer = grants.load_grant_signer(settings.signing_key_file or settings.secrets_dir / "keys" / "coordinator.key")
+    return grants.with_grant(signer, command, issued_at=datetime.now(UTC), lifetime=timedelta(minutes=5))
+
+
+async def _send(settings, command: DeployRequested, *topics_read: str, times: int = 1) -> TopicTail:
+    """Publish `command` (each time as a new CloudEvent) with the coordinator's Kafka credentials, straight to the
+    deployer's topic; returns a tail of `topics_read` started before."""
+    tail = await TopicTail(as_principal(settings, "ops"), *topics_read).start()
+    producer = Producer(as_principal(settings, "coordinator"), "e2e-forger")
     await producer.start()
     try:
-        await producer.send_envelope(topics.DEPLOY_COMMANDS, Envelope.new(command, "e2e/forger", rid))
-        reply = await results.wait_for(lambda e: e.subject == rid, timeout=60)
+        for _ in range(times):
+            await producer.send_envelope(topics.DEPLOY_COMMANDS, Envelope.new(command, "e2e/forger",
+                                                                              command.release_id))
     finally:
         await producer.stop()
+    return tail
+
+
+async def _forge_deploy(settings, digest: str, attestation: dict | None) -> DeployFinished:
+    """A granted deploy command for `digest`, and the deployer's answer to it."""
+    command = _command(digest, attestation, settings)
+    results = await TopicTail(as_principal(settings, "coordinator"), topics.results_for("deployer")).start()
+    tail = await _send(settings, command)
+    try:
+        reply = await results.wait_for(lambda e: e.subject == command.release_id, timeout=60)
+    finally:
         await results.stop()
+        await tail.stop()
     assert reply is not None and isinstance(reply.data, DeployFinished)
     return reply.data
+
+
+async def _refusals(tail: TopicTail, rid: str, count: int) -> tuple[list[DeadLetter], list[AlertRaised]]:
+    """The dead letters and alerts of release `rid` once `count` of each arrived (or after 60 s)."""
+    def of(kind):
+        return [e.data for e in tail.seen if e.subject == rid and isinstance(e.data, kind)]
+    try:
+        await tail.wait_for(lambda _: len(of(DeadLetter)) >= count and len(of(AlertRaised)) >= count, timeout=60)
+    finally:
+        await tail.stop()
+    return of(DeadLetter), of(AlertRaised)
 
 
 async def _instances_of(pool, digest: str) -> int:
@@ -79,6 +117,29 @@ class TestSupplyChain:
         release = _watch(_submit_file(tmp_path, candidate))
         explained = cli("explain", release["release_id"]).stdout
         assert release["state"] == "rejected" and "Blocked by signed_provenance" in explained
+
+    async def test_deployer_refuses_a_command_without_the_coordinators_step_grant(self, settings, pool, services,
+                                                                                   stable_v1):
+        candidate = json.loads((CANDIDATES / "shop-v2.json").read_text())
+        digest = candidate["artifact"]["digest"]
+        before = await _instances_of(pool, digest)
+        command = _command(digest, candidate["attestation"])
+        tail = await _send(settings, command, topics.DEADLETTER, topics.ALERTS)
+        (letter,), (alert,) = await _refusals(tail, command.release_id, 1)
+        assert letter.error_type == "CommandRefused" and "no step grant" in letter.reason
+        assert alert.severity.value == "critical" and "no step grant" in alert.detail
+        assert await _instances_of(pool, digest) == before
+        async with pool.acquire() as conn:
+            refused = await conn.fetch("SELECT consumer, step_id, reason FROM refused_commands WHERE release_id = $1",
+                                       command.release_id)
+        assert [(r["consumer"], r["step_id"]) for r in refused] == [("deployer", "canary-10")]
+
+    async def test_a_step_grant_is_spent_by_the_first_record_that_uses_it(self, settings, pool, services,
+                                                                           stable_v1):
+        command = _command("sha256:" + "0" * 64, None, settings)
+        tail = await _send(settings, command, topics.DEADLETTER, topics.ALERTS, times=2)
+        (letter,), (alert,) = await _refusals(tail, command.release_id, 1)
+        assert "already used by event" in letter.reason and "already used by event" in alert.detail
 
     async def test_deployer_refuses_a_forged_command_for_an_unsigned_artifact(self, settings, pool, services,
                                                                                stable_v1):

@@ -9,7 +9,7 @@ import pytest
 
 from contracts import topics
 from releasegate_cli.probes import TopicTail, versions_served
-from tests.conftest import Service, wait_until
+from tests.conftest import Service, as_principal, wait_until
 from tests.e2e.conftest import CANDIDATES, PRODUCTION, STAGING, cli, operate, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -14,7 +14,7 @@ from contracts.events import OrderPlaced
 from releasegate_cli.probes import TopicTail
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, as_principal, wait_until
 from tests.e2e.conftest import approve, cli, operate, release, status, submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -27,8 +27,9 @@ from contracts.events import OrderPlaced
 from shop import tax_reference
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.test_shop_storefront import (KAFKA, REPO, SHOP_DB, SUCCESS_TYPES, VISA, Events, Process,
-                                                    events, extract, free_port, spawn, tenant, topic, wait_for)
+from tests.integration.test_shop_storefront import (REPO, SHOP_DB, SUCCESS_TYPES, VISA, Events, Process, events,
+                                                    extract, free_port, shop_kafka_env, spawn, tenant, topic,
+                                                    wait_for)
 
 pytestmark = pytest.mark.integration
 __all__ = ["events", "topic"]  # fixtures shared with the storefront tests: the shop topic and a reader of it
@@ -61,7 +62,7 @@ def db_url(name: str) -> str:
 async def fresh_database() -> AsyncIterator[str]:
     """A database of its own, as an earlier release left it (with one order), dropped afterwards."""
     name = f"shop_it_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(SHOP_DB)
+    admin = await asyncpg.connect(db_url("releasegate"))  # not from `shop`, where the owner acts as rg_shop_owner
     try:
         await admin.execute(f"CREATE DATABASE {name}")
     finally:
@@ -76,7 +77,7 @@ async def fresh_database() -> AsyncIterator[str]:
             await conn.close()
         yield db_url(name)
     finally:
-        admin = await asyncpg.connect(SHOP_DB)
+        admin = await asyncpg.connect(db_url("releasegate"))
         try:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         finally:
@@ -131,7 +132,7 @@ class Shop:
         if not bundle.exists():
             extract(self.work / "store", self.digests[version], bundle)
         env = BASE_ENV | {"SHOP_PORT": str(port), "SHOP_ENVIRONMENT": "production", "SHOP_INSTANCE_ID": name,
-                          "RG_KAFKA_BOOTSTRAP": KAFKA, "SHOP_DATABASE_URL": database or self.database,
+                          **shop_kafka_env(), "SHOP_DATABASE_URL": database or self.database,
                           "SHOP_PAYMENT_URL": self.payment.url, "SHOP_EVENTS_TOPIC": self.topic,
                           "ERP_SANDBOX_URL": self.erp.url, "SHOP_ERP_ADOPT_AFTER_SECONDS": str(adopt_after_s)}
         return spawn(f"storefront-{name}", [sys.executable, "-m", "storefront"], bundle, env, port, self.work)

@@ -29,6 +29,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from contracts.cloudevents import decode, header_dict
+from services.common.kafka import client_options
+from services.common.settings import ServiceSettings
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
 
@@ -36,7 +38,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("RG_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-SHOP_DB = os.environ.get("SHOP_DATABASE_URL", "postgresql://releasegate:releasegate@127.0.0.1:15432/shop")
+# the test harness is the shop database's owner (acting as rg_shop_owner there, as the shop's instances do)
+SHOP_DB = os.environ.get("SHOP_DATABASE_URL") or ServiceSettings().role_dsn("releasegate", "shop")
 TOPIC = "shop.events"
 VISA, AMEX = "4111111111111111", "378282246310005"
 SUCCESS_TYPES = ["shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.authorized.v1",
@@ -48,6 +51,16 @@ EVENT_FIELDS = {"version", "environment", "tenant", "instance", "checkout_id", "
 # Fields only some event types carry, on top of EVENT_FIELDS.
 OWN_FIELDS = {"shop.inventory.reserved.v1": {"items"}, "shop.inventory.confirmed.v1": {"items"},
               "shop.order.placed.v1": {"items", "customer", "payment_ref", "placed_at", "tax_cents", "region"}}
+
+
+def shop_kafka_env() -> dict[str, str]:
+    """The Kafka settings a storefront gets from the deployer: the bootstrap and, once the stack has generated it,
+    the shop principal's SCRAM credential."""
+    env = {"SHOP_KAFKA_BOOTSTRAP": KAFKA}
+    password = ServiceSettings().secrets_dir / "kafka" / "shop.password"
+    if password.is_file():
+        env |= {"SHOP_KAFKA_USERNAME": "shop", "SHOP_KAFKA_PASSWORD": password.read_text().strip()}
+    return env
 
 
 def reachable(address: str) -> bool:
@@ -124,7 +137,7 @@ def extract(store: Path, digest: str, target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 async def topic() -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    admin = AIOKafkaAdminClient(**client_options(ServiceSettings(principal="admin")))
     await admin.start()
     try:
         if TOPIC not in await admin.list_topics():
@@ -152,7 +165,7 @@ async def shops(tmp_path_factory, topic) -> AsyncIterator[dict[str, Process]]:
     for version, environment in (("v2", "staging"), ("v3", "production")):
         port = free_port()
         env = base_env | {"SHOP_PORT": str(port), "SHOP_ENVIRONMENT": environment,
-                          "SHOP_INSTANCE_ID": f"it-{version}-{port}", "RG_KAFKA_BOOTSTRAP": KAFKA,
+                          "SHOP_INSTANCE_ID": f"it-{version}-{port}", **shop_kafka_env(),
                           "SHOP_DATABASE_URL": SHOP_DB, "SHOP_PAYMENT_URL": sandbox.url, "SHOP_EVENTS_TOPIC": topic}
         bundle = extract(work / "store", digests[version], work / version)
         shops[version] = spawn(f"storefront-{version}", [sys.executable, "-m", "storefront"], bundle, env, port, work)
@@ -169,7 +182,8 @@ class Events:
 
     def __init__(self, topic: str) -> None:
         # Subscribed without a group: the consumer gets every partition, with no group rebalance to await.
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=KAFKA, enable_auto_commit=False,
+        self.consumer = AIOKafkaConsumer(topic, **client_options(ServiceSettings(principal="ops")),
+                                         enable_auto_commit=False,
                                          auto_offset_reset="latest")
 
     async def start(self) -> None:

@@ -1,4 +1,5 @@
-"""Signed approvals: an approval counts only with a valid signature by the approver's own key."""
+"""Signed operator commands: an approval, abort, pause, resume or promotion counts only with a valid signature by
+its actor's own key over all of it; demo keys are trusted on the local stack only."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contracts.events import AbortRequested, ApprovalGiven, PromoteRequested, ResumeRequested
 from services.common import identity, supply_chain
-from services.common.identity import Identities, IdentityError
+from services.common.identity import DemoKeyError, Identities, IdentityError
+from services.common.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SIGNED_AT = datetime(2025, 5, 8, 10, 41, tzinfo=timezone.utc)
-APPROVAL = {"release_id": "shop-v3-1a2b3c4d", "actor": "alice", "kind": "approval",
-            "reason": "payments change reviewed", "signed_at": SIGNED_AT}
+APPROVAL = ApprovalGiven(release_id="shop-v3-1a2b3c4d", actor="alice", kind="approval",
+                         reason="payments change reviewed")
 
 
 @pytest.fixture
@@ -35,9 +38,9 @@ def people(tmp_path, keys) -> Identities:
 
 
 def signed(key: Path, **changes) -> dict:
-    approval = {**APPROVAL, **changes}
-    keyid, signature = identity.sign_approval(key, **approval)
-    return {**approval, "keyid": keyid, "signature": signature}
+    """An approval signed with `key`, as the keyword arguments the gatekeeper re-verifies it with."""
+    approval = identity.sign_command(key, APPROVAL.model_copy(update=changes), now=SIGNED_AT).signed()
+    return {"release_id": APPROVAL.release_id, **approval.model_dump()}
 
 
 class TestSignedApprovals:
@@ -48,6 +51,10 @@ class TestSignedApprovals:
         approval = {**signed(keys["alice"]), "reason": "ship it anyway"}
         assert identity.verify_approval(people, **approval) == "signature does not verify with alice's key"
 
+    def test_refuses_an_approval_whose_nonce_was_swapped(self, keys, people):
+        approval = {**signed(keys["alice"]), "nonce": identity.new_nonce()}
+        assert identity.verify_approval(people, **approval) == "signature does not verify with alice's key"
+
     def test_refuses_an_approval_signed_with_another_persons_key(self, keys, people):
         approval = signed(keys["bob"])
         assert identity.verify_approval(people, **approval) == "signature does not verify with alice's key"
@@ -56,9 +63,9 @@ class TestSignedApprovals:
         approval = signed(keys["alice"], actor="mallory")
         assert identity.verify_approval(people, **approval) == "mallory is not a known identity"
 
-    def test_refuses_an_unsigned_approval(self, people):
-        assert identity.verify_approval(people, **APPROVAL, keyid=None, signature=None) == (
-            "no signature: approvals must be signed with the approver's key")
+    def test_refuses_an_unsigned_approval(self, keys, people):
+        approval = {**signed(keys["alice"]), "keyid": None, "signature": None}
+        assert identity.verify_approval(people, **approval) == identity.NO_SIGNATURE
 
     def test_refuses_a_garbled_signature(self, keys, people):
         approval = {**signed(keys["alice"]), "signature": "not hex"}
@@ -68,10 +75,78 @@ class TestSignedApprovals:
         approval = {**signed(keys["alice"]), "signed_at": SIGNED_AT.astimezone(timezone(timedelta(hours=-5)))}
         assert identity.verify_approval(people, **approval) is None
 
-    def test_payload_is_canonical_json_with_the_time_in_utc(self):
-        payload = json.loads(identity.approval_payload(**APPROVAL))
-        assert payload["signed_at"] == "2025-05-08T10:41:00Z" and payload["actor"] == "alice"
-        assert identity.approval_payload(**APPROVAL) == identity.approval_payload(**dict(reversed(APPROVAL.items())))
+    def test_an_approval_as_the_coordinator_got_it_verifies_as_the_gatekeeper_re_verifies_it(self, keys, people):
+        given = identity.sign_command(keys["alice"], APPROVAL)
+        assert identity.verify_command(people, given) is None
+        assert identity.verify_approval(people, release_id=given.release_id, **given.signed().model_dump()) is None
+
+
+class TestSignedOperatorCommands:
+    def test_payload_is_canonical_json_bound_to_the_event_type_with_the_time_in_utc(self):
+        fields = {"release_id": "r", "actor": "alice", "reason": "why", "nonce": "ab" * 16, "signed_at": SIGNED_AT}
+        payload = json.loads(identity.command_payload(event_type=AbortRequested.event_type, **fields))
+        assert payload == {"_type": identity.OPERATOR_COMMAND_TYPE, "event_type": AbortRequested.event_type,
+                           "release_id": "r", "actor": "alice", "reason": "why", "nonce": "ab" * 16,
+                           "signed_at": "2025-05-08T10:41:00Z"}
+        assert identity.command_payload(event_type="t", **fields) == identity.command_payload(
+            event_type="t", **dict(reversed(fields.items())))
+
+    def test_each_signature_gets_a_new_nonce(self, keys):
+        abort = AbortRequested(release_id="r", actor="alice", reason="stop")
+        first, second = (identity.sign_command(keys["alice"], abort) for _ in range(2))
+        assert first.nonce != second.nonce and len(first.nonce) == 32
+
+    def test_an_abort_signature_is_no_resume_signature(self, keys, people):
+        abort = identity.sign_command(keys["alice"], AbortRequested(release_id="r", actor="alice", reason="stop"))
+        resume = ResumeRequested.model_validate(abort.model_dump())
+        assert identity.verify_command(people, abort) is None
+        assert identity.verify_command(people, resume) == "signature does not verify with alice's key"
+
+    def test_a_commands_own_fields_are_signed_too(self, keys, people):
+        promote = identity.sign_command(keys["bob"], PromoteRequested(release_id="r", actor="bob", reason="now"))
+        assert identity.verify_command(people, promote) is None
+        assert identity.verify_command(people, promote.model_copy(update={"full": False})) is not None
+
+    def test_an_unsigned_command_is_refused_as_unsigned(self, people):
+        assert identity.verify_command(people, AbortRequested(release_id="r", actor="alice", reason="stop")) == (
+            identity.NO_SIGNATURE)
+
+    def test_finds_whose_key_a_key_file_is(self, keys, people):
+        assert people.owner(identity.key_id(keys["bob"])) == "bob"
+        assert people.owner("0" * 64) is None
+
+
+def settings_trusting(tmp_path: Path, env: str, *, identities: Path | None = None) -> ServiceSettings:
+    policy = tmp_path / "policy"
+    policy.mkdir(exist_ok=True)
+    (policy / "identities.yaml").write_text((identities or REPO / "policies/identities.yaml").read_text())
+    (policy / "trust-root.yaml").write_text((REPO / "policies/trust-root.yaml").read_text())
+    return ServiceSettings(env=env, policy_dir=policy)
+
+
+class TestDemoKeys:
+    def test_demo_keys_are_refused_outside_the_local_stack(self, tmp_path):
+        with pytest.raises(DemoKeyError, match="identities.yaml trusts alice, bob, carol, dave, dev.*"
+                                               "trust-root.yaml trusts ci-builder"):
+            identity.refuse_demo_keys(settings_trusting(tmp_path, "production"))
+
+    def test_demo_keys_are_accepted_on_the_local_stack(self, tmp_path):
+        identity.refuse_demo_keys(settings_trusting(tmp_path, "local"))
+
+    def test_own_keys_are_accepted_anywhere(self, tmp_path, people, keys):
+        settings = settings_trusting(tmp_path, "production", identities=tmp_path / "identities.yaml")
+        (settings.trust_root_file).write_text("version: 1\nbuilders: {}\n")
+        identity.refuse_demo_keys(settings)
+
+    def test_a_demo_key_is_recognised_by_its_key_not_by_a_name(self, tmp_path):
+        carol = json.loads((REPO / "examples/keys/carol.pub.json").read_text())
+        del carol["keyid"]
+        own = tmp_path / "own.yaml"
+        own.write_text(yaml.safe_dump({"people": {"erin": {"groups": ["release-managers"], "keys": [carol]}}}))
+        settings = settings_trusting(tmp_path, "staging", identities=own)
+        settings.trust_root_file.write_text("version: 1\nbuilders: {}\n")
+        with pytest.raises(DemoKeyError, match="trusts carol"):
+            identity.refuse_demo_keys(settings)
 
 
 class TestIdentities:
@@ -95,3 +170,4 @@ class TestIdentities:
         for name in people.people:
             key = REPO / f"examples/keys/{name}.key"
             assert identity.verify_approval(people, **signed(key, actor=name)) is None, name
+            assert people.owner(identity.key_id(key)) == name

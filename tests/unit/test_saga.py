@@ -10,11 +10,17 @@ from contracts.events import (
     DRCheckFinished, GateCheckFinished, KpiResult, ObservedState, ReleaseState, RollbackFinished, RollbackRequested,
     Verdict, VerificationFinished, VerificationRequested,
 )
+from services.common import identity
 from services.common.catalog import Catalog, VerifierSet
-from services.coordinator import domain
+from services.coordinator import control, domain
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-SHOP = Catalog(Path(__file__).resolve().parents[2] / "catalog").get("shop")
+REPO = Path(__file__).resolve().parents[2]
+SHOP = Catalog(REPO / "catalog").get("shop")
+# The demo people (alice, bob: shop-approvers; carol: also release-managers; dave: release-managers; dev: the
+# author of the demo changes) sign with their demo keys, checked as the coordinator checks them.
+PEOPLE = identity.Identities.load(REPO / "policies" / "identities.yaml")
+KEYS = REPO / "examples" / "keys"
 # The saga's walk, answered by the core verifier alone; TestRequiredAndAdvisoryVerifiers adds the team verifiers.
 ENTRY = SHOP.model_copy(update={"verification": SHOP.verification.model_copy(update={"by_environment": {}})})
 DIGEST = "sha256:" + "a" * 64
@@ -48,6 +54,17 @@ def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
                                 kpis=[KpiResult(name="checkout_success_rate", candidate=0.5, baseline=0.98,
                                                 candidate_samples=30, baseline_samples=200, verdict=verdict,
                                                 rule="candidate >= 0.85")])
+
+
+def signed(command, *, at: datetime = NOW, key: str | None = None):
+    """`command` signed at `at` with its actor's demo key (or `key`'s)."""
+    return identity.sign_command(KEYS / f"{key or command.actor}.key", command, now=at)
+
+
+def operate(saga: domain.Saga, command, now: datetime = NOW, *, replayed: bool = False) -> domain.Decision:
+    """What the saga decides on an operator command (sign it first with `signed`), its signature checked
+    against the identities file as the coordinator checks it."""
+    return domain.handle(saga, command, now, signer=control.signer(PEOPLE, command), replayed=replayed)
 
 
 def run_until(saga: domain.Saga, step_id: str) -> domain.Saga:
@@ -141,19 +158,19 @@ class TestReleaseSaga:
     def test_approval_resumes_a_paused_release_by_verifying_again(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
         saga = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga
-        d = domain.handle(saga, ApprovalGiven(release_id="rel-1", actor="ops@shop", reason="looked fine"), NOW)
+        d = operate(saga, signed(ApprovalGiven(release_id="rel-1", actor="alice", reason="looked fine")))
         assert d.saga.state is ReleaseState.RUNNING
         assert [type(c) for _, c in d.commands] == [VerificationRequested]
 
     def test_the_author_cannot_approve_their_own_change(self):
-        saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
+        saga = run_until(domain.start(candidate(author="dev"), ENTRY, NOW, {}).saga, "verify-staging")
         saga = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga
-        d = domain.handle(saga, ApprovalGiven(release_id="rel-1", actor="dev@shop", reason="trust me"), NOW)
+        d = operate(saga, signed(ApprovalGiven(release_id="rel-1", actor="dev", reason="trust me")))
         assert d.saga.state is ReleaseState.PAUSED and "refused" in d.transitions[0].reason
 
     def test_abort_compensates_and_ends_aborted(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
-        d = domain.handle(saga, AbortRequested(release_id="rel-1", actor="ops", reason="freeze"), NOW)
+        d = operate(saga, signed(AbortRequested(release_id="rel-1", actor="carol", reason="freeze")))
         assert d.saga.state is ReleaseState.ROLLING_BACK
         d = domain.handle(d.saga, RollbackFinished(release_id="rel-1", step_id="compensate:staging",
                                                    environment="staging", succeeded=True, reason="ok"), NOW)
@@ -196,22 +213,22 @@ class TestReleaseSaga:
 class TestOperatorControls:
     def test_pause_holds_the_release_and_records_actor_and_reason(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
-        d = domain.handle(saga, PauseRequested(release_id="rel-1", actor="ops@shop", reason="flash sale"), NOW)
+        d = operate(saga, signed(PauseRequested(release_id="rel-1", actor="dave", reason="flash sale")))
         assert d.saga.state is ReleaseState.PAUSED and d.clear_deadline
-        assert (d.transitions[0].actor, d.transitions[0].reason) == ("ops@shop", "paused by ops@shop: flash sale")
+        assert (d.transitions[0].actor, d.transitions[0].reason) == ("dave", "paused by dave: flash sale")
         assert domain.handle(d.saga, answer(d.saga), NOW).ignored
 
     def test_resume_repeats_the_step_that_was_in_flight(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
-        saga = domain.handle(saga, PauseRequested(release_id="rel-1", actor="ops", reason="r"), NOW).saga
-        d = domain.handle(saga, ResumeRequested(release_id="rel-1", actor="ops", reason="sale over"), NOW)
+        saga = operate(saga, signed(PauseRequested(release_id="rel-1", actor="dave", reason="r"))).saga
+        d = operate(saga, signed(ResumeRequested(release_id="rel-1", actor="alice", reason="sale over")))
         assert d.saga.state is ReleaseState.RUNNING
         (_, cmd), = d.commands
         assert isinstance(cmd, VerificationRequested) and cmd.step_id == "verify-canary-10"
 
     def test_promote_full_jumps_to_all_traffic_and_skips_remaining_verification(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
-        d = domain.handle(saga, PromoteRequested(release_id="rel-1", actor="ops", reason="hotfix"), NOW)
+        d = operate(saga, signed(PromoteRequested(release_id="rel-1", actor="dave", reason="hotfix")))
         (_, cmd), = d.commands
         assert isinstance(cmd, DeployRequested) and (cmd.step_id, cmd.weight) == ("canary-100", 100)
         d = domain.handle(d.saga, answer(d.saga), NOW)
@@ -220,7 +237,7 @@ class TestOperatorControls:
 
     def test_promote_full_is_refused_before_the_production_gate(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
-        d = domain.handle(saga, PromoteRequested(release_id="rel-1", actor="ops", reason="hurry"), NOW)
+        d = operate(saga, signed(PromoteRequested(release_id="rel-1", actor="dave", reason="hurry")))
         assert not d.commands and "refused" in d.transitions[0].reason
 
 
@@ -346,9 +363,8 @@ def gate_wait(saga: domain.Saga, *, rule: str = "approvals", retry_at=None) -> G
                                                  evidence={"outcome": "wait"})], retry_at=retry_at)
 
 
-def signed_approval(actor: str, kind: str = "approval") -> ApprovalGiven:
-    return ApprovalGiven(release_id="rel-1", actor=actor, reason="reviewed", kind=kind, signed_at=NOW,
-                         keyid="k", signature="00")
+def signed_approval(actor: str, kind: str = "approval", *, key: str | None = None) -> ApprovalGiven:
+    return signed(ApprovalGiven(release_id="rel-1", actor=actor, reason="reviewed", kind=kind), key=key)
 
 
 class TestGateWaits:
@@ -361,9 +377,9 @@ class TestGateWaits:
 
     def test_an_approval_while_waiting_re_evaluates_the_gate_with_every_approval_so_far(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
-        saga = domain.handle(saga, signed_approval("alice"), NOW).saga
+        saga = operate(saga, signed_approval("alice")).saga
         saga = domain.handle(saga, gate_wait(saga), NOW).saga
-        d = domain.handle(saga, signed_approval("bob"), NOW)
+        d = operate(saga, signed_approval("bob"))
         assert d.saga.state is ReleaseState.RUNNING
         (topic, request), = d.commands
         assert topic == topics.GATE_COMMANDS and [a.actor for a in request.approvals] == ["alice", "bob"]
@@ -372,7 +388,7 @@ class TestGateWaits:
     def test_an_approval_with_a_bad_signature_is_refused_and_not_kept(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "gate-production")
         saga = domain.handle(saga, gate_wait(saga), NOW).saga
-        d = domain.handle(saga, signed_approval("alice"), NOW, refusal="signature does not verify with alice's key")
+        d = operate(saga, signed_approval("alice", key="bob"))
         assert d.saga.approvals == [] and d.saga.state is ReleaseState.AWAITING_APPROVAL
         assert "refused: signature does not verify" in d.transitions[-1].reason and not d.commands
 
@@ -441,16 +457,16 @@ class TestHoldPoint:
         return saga
 
     def test_go_from_the_approver_group_continues(self):
-        d = domain.handle(self.at_hold(), signed_approval("alice", "go"), NOW, groups=frozenset({"shop-approvers"}))
+        d = operate(self.at_hold(), signed_approval("alice", "go"))
         assert d.saga.state is ReleaseState.RUNNING and d.saga.waiting_for != "hold-production"
 
     def test_go_from_outside_the_group_is_refused(self):
-        d = domain.handle(self.at_hold(), signed_approval("dave", "go"), NOW, groups=frozenset({"release-managers"}))
+        d = operate(self.at_hold(), signed_approval("dave", "go"))
         assert d.saga.state is ReleaseState.AWAITING_APPROVAL
         assert "not in the shop-approvers group" in d.transitions[-1].reason
 
     def test_no_go_aborts_and_compensates(self):
-        d = domain.handle(self.at_hold(), signed_approval("alice", "no-go"), NOW, groups=frozenset({"shop-approvers"}))
+        d = operate(self.at_hold(), signed_approval("alice", "no-go"))
         assert d.saga.state is ReleaseState.ROLLING_BACK and d.saga.end_state is ReleaseState.ABORTED
 
 

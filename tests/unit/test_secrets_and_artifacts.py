@@ -12,9 +12,29 @@ class TestRedaction:
         out = redact({"dsn": "postgresql://releasegate:hunter2@db:5432/x", "api_token": "abc", "n": 1})
         assert "hunter2" not in str(out) and out["api_token"] == "***" and out["n"] == 1
 
-    def test_placeholder_database_password_refused_outside_development(self):
+    def test_placeholder_database_password_refused_outside_development(self, tmp_path):
         with pytest.raises(ValueError, match="placeholder"):
-            ServiceSettings(deployment="production")
+            ServiceSettings(deployment="production", secrets_dir=tmp_path)  # no generated secrets
+
+    def test_each_service_connects_as_its_own_role_with_its_own_password(self, tmp_path):
+        (tmp_path / "postgres").mkdir()
+        for role in ("releasegate", "rg_coordinator", "rg_verifier"):
+            (tmp_path / "postgres" / f"{role}.password").write_text(f"pw-of-{role}\n")
+        base = ServiceSettings(secrets_dir=tmp_path)
+        assert base.database_url.startswith("postgresql://releasegate:pw-of-releasegate@")
+        coordinator = base.for_principal("coordinator")
+        assert coordinator.principal == "coordinator"
+        assert coordinator.database_url.startswith("postgresql://rg_coordinator:pw-of-rg_coordinator@")
+        assert base.for_principal("verifier-tax").database_url.startswith("postgresql://rg_verifier:")
+        explicit = ServiceSettings(secrets_dir=tmp_path, database_url="postgresql://x:y@h/db")
+        assert explicit.for_principal("coordinator").database_url == "postgresql://x:y@h/db"
+
+    def test_kafka_password_comes_from_the_principals_file(self, tmp_path):
+        (tmp_path / "kafka").mkdir()
+        (tmp_path / "kafka" / "ci.password").write_text("s3cret\n")
+        assert ServiceSettings(secrets_dir=tmp_path, principal="ci").kafka_credentials() == ("ci", "s3cret")
+        with pytest.raises(ValueError, match="RG_PRINCIPAL"):
+            ServiceSettings(secrets_dir=tmp_path).kafka_credentials()
 
 
 class TestArtifactStore:

@@ -1,15 +1,16 @@
-"""Starts a bundle as a detached process on a free HAProxy slot and waits until it is healthy."""
+"""Starts a bundle as a detached process on a free HAProxy slot and waits until it is healthy. Candidate code runs
+with least privilege: as its own unprivileged OS user, from a read-only bundle re-hashed before each start, with
+an allow-listed environment and a private HOME."""
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import asyncio
 import json
 import os
-import shutil
+import shlex
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +21,10 @@ from services.common.haproxy import HAProxy
 from services.common.local_target import (
     Instance, LocalTarget, backend_for, pid_alive, stop_process, wave_backend_for,
 )
+from services.deployer.adapters.bundle_tree import remove_tree, seal, tree_of, tree_problem
+from services.deployer.adapters.confinement import (
+    as_user, candidate_env, candidate_user, private_home, unreachable,
+)
 from services.deployer.domain import DeployError
 
 SLOTS = [f"s{i}" for i in range(1, 7)]
@@ -29,21 +34,31 @@ HEALTH_TIMEOUT_SECONDS = 45.0
 
 class Launcher:
     def __init__(self, pool: asyncpg.Pool, haproxy: HAProxy, store: ArtifactStore, run_dir: Path,
-                 env: Callable[[str], dict[str, str]]) -> None:
+                 env: Callable[[str], dict[str, str]], *, user: str = "rg-candidate",
+                 path: str | None = None) -> None:
+        """`env`: the SHOP_* settings per environment; `user`: who candidates run as (when we are root);
+        `path`: the candidates' PATH (default: ours)."""
         self._pool, self._haproxy, self._store, self._run, self._env = pool, haproxy, store, run_dir, env
+        self._user, self._path = user, path
 
     def unpack(self, digest: str) -> tuple[Path, dict]:
-        """Re-verify the digest, then extract once per digest (read-only afterwards)."""
+        """Re-verify the archive's digest, extract it once per digest into a read-only folder, and re-hash the
+        folder against the archive on every use: a bundle modified on disk is refused, naming the file."""
         archive = self._store.verify(digest)
         target = self._run / "bundles" / digest.split(":")[1]
-        if not (target / "bundle.json").is_file():
+        if target.is_dir() and target.stat().st_mode & 0o222:
+            remove_tree(target)  # extracted before bundles were sealed, or never finished: extract again
+        if not target.is_dir():
             tmp = target.with_suffix(f".tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             tmp.mkdir(parents=True)
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
-            shutil.rmtree(target, ignore_errors=True)
+            seal(tmp)
             tmp.rename(target)
+        problem = tree_problem(target, *tree_of(archive))
+        if problem is not None:
+            raise DeployError(f"bundle {digest} was modified on disk: {problem}; refusing to start it")
         return target, json.loads((target / "bundle.json").read_text())
 
     async def start(self, service: str, environment: str, version: str, digest: str,
@@ -53,25 +68,37 @@ class Launcher:
             raise DeployError(f"bundle {digest} is for service {manifest.get('service')!r}, not {service!r}")
         if manifest.get("version") != version:
             raise DeployError(f"bundle {digest} carries version {manifest.get('version')!r}, not {version!r}")
+        shop, user = self._env(environment), candidate_user(self._user)
         inst = await self._claim_slot(service, environment, version, digest, release_id)
         backend = backend_for(service, environment)
         pidfile = self._run / "pids" / f"{backend}-{inst.slot}.pid"
-        log = self._run / "logs" / f"{backend}-{inst.slot}-{version}.log"
-        pidfile.parent.mkdir(parents=True, exist_ok=True)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        pidfile.unlink(missing_ok=True)
-        env = {**os.environ, **self._env(environment), "SHOP_PORT": str(inst.port), "SHOP_ENVIRONMENT": environment,
-               "SHOP_INSTANCE_ID": f"{environment}-{inst.slot}-{version}"}
-        entry = " ".join(manifest["entrypoint"])
-        # setsid --fork detaches the instance from the deployer (init reaps it); it writes its own pid.
-        with log.open("ab") as out:
-            subprocess.run(["setsid", "--fork", "sh", "-c", f'echo $$ > "{pidfile}"; exec {entry}'],
-                           cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
-        pid = await self._read_pid(pidfile)
-        async with self._pool.acquire() as conn:
-            await conn.execute("UPDATE instances SET pid = $2 WHERE id = $1", inst.id, pid)
+        logfile = self._run / "logs" / f"{backend}-{inst.slot}-{version}.log"
+        pid = None
         try:
-            await self._wait_healthy(inst.port, pid, log)
+            pidfile.parent.mkdir(parents=True, exist_ok=True)
+            logfile.parent.mkdir(parents=True, exist_ok=True)
+            pidfile.unlink(missing_ok=True)
+            home = await asyncio.to_thread(private_home, self._run / "homes" / f"{backend}-{inst.slot}", user)
+            env = candidate_env(os.environ, shop, {"SHOP_PORT": str(inst.port), "SHOP_ENVIRONMENT": environment,
+                                                   "SHOP_INSTANCE_ID": f"{environment}-{inst.slot}-{version}"},
+                                home, self._path)
+            entry = manifest["entrypoint"]
+            if user is not None:
+                problem = await asyncio.to_thread(unreachable, entry[0], env, user)
+                if problem is not None:
+                    raise DeployError(f"cannot start {version} as {user.name}: {problem}")
+                # a user of its own: candidate code cannot read the deployer's secrets or files
+                entry = as_user(user, entry)
+            # setsid --fork detaches the instance from the deployer (init reaps it); it writes its own pid (before
+            # the user switch, which keeps the pid).
+            with logfile.open("ab") as out:
+                subprocess.run(["setsid", "--fork", "sh", "-c",
+                                f"echo $$ > {shlex.quote(str(pidfile))}; exec {shlex.join(entry)}"],
+                               cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+            pid = await self._read_pid(pidfile)
+            async with self._pool.acquire() as conn:
+                await conn.execute("UPDATE instances SET pid = $2 WHERE id = $1", inst.id, pid)
+            await self._wait_healthy(inst.port, pid, logfile)
             await self._haproxy.point(backend, inst.slot, inst.port)
             await self._haproxy.set_weight(backend, inst.slot, 0)
             await self._haproxy.set_state(backend, inst.slot, "ready")

@@ -20,7 +20,7 @@ GROUP = "releasegate-verifier-ingest"
 
 class BusinessEventIngest:
     def __init__(self, kafka: dict[str, Any], store: KpiStore, dead_letter: DeadLetter) -> None:
-        self._kafka, self._store, self._dead_letter = bootstrap, store, dead_letter
+        self._kafka, self._store, self._dead_letter = kafka, store, dead_letter
         self.caught_up_at: datetime | None = None
 
     async def run(self) -> None:

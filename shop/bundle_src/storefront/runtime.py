@@ -60,7 +60,8 @@ class Runtime:
 
     async def _open_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks=1,
-                                    client_id=f"storefront-{self.settings.instance}")
+                                    client_id=f"storefront-{self.settings.instance}",
+                                    **self.settings.kafka_security())
         try:
             await producer.start()
         except BaseException:

@@ -10,7 +10,7 @@ from contracts.cloudevents import Envelope, encode
 from contracts.events import InventoryConfirmed, InventoryReserved
 from releasegate_sdk import Verdict
 from services.common.kafka import Producer
-from tests.integration.test_shop_storefront import KAFKA
+from services.common.settings import ServiceSettings
 
 from .. import check as module
 
@@ -20,7 +20,7 @@ ITEMS = [{"sku": "TEE-001", "qty": 1}]
 
 async def publish(topic: str, version: str, latencies_ms: list[float]) -> None:
     """Each checkout's reservation and its confirmation, as a storefront of `version` in production sends them."""
-    producer = Producer(KAFKA, "verifiers-inventory-it")
+    producer = Producer(ServiceSettings(principal="shop"), "verifiers-inventory-it")  # as a storefront
     await producer.start()
     try:
         for n, latency in enumerate(latencies_ms):

@@ -1,0 +1,50 @@
+-- What each service's role may do in the control database (least privilege). Applied by
+-- `python -m services.common.init_stack` as the schema owner after schema.sql; the roles themselves are created
+-- per machine by deploy/stack.sh (docker-compose: deploy/postgres/init/). Nobody but the owner may change the
+-- audit log's history, and its trigger refuses even the owner.
+GRANT USAGE ON SCHEMA public TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier, rg_rollback,
+    rg_ops;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
+    rg_verifier, rg_rollback;
+
+-- shared mechanisms of every service: transactional outbox and processed-event ledger
+GRANT SELECT, INSERT, UPDATE ON outbox TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
+    rg_rollback;
+GRANT SELECT, INSERT ON processed_events TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
+    rg_rollback;
+
+-- coordinator: the sagas are its own; it appends to the audit log and publishes the staging-verified read model
+GRANT SELECT, INSERT, UPDATE ON sagas TO rg_coordinator;
+GRANT SELECT, INSERT, DELETE ON saga_deadlines TO rg_coordinator;
+GRANT SELECT, INSERT ON audit_log TO rg_coordinator;
+GRANT SELECT, INSERT ON operator_nonces TO rg_coordinator;
+GRANT SELECT, INSERT ON staging_verified_artifacts TO rg_coordinator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON verifier_registry TO rg_coordinator;
+
+-- gatekeeper: its decisions; reads what staging verified and what production runs
+GRANT SELECT, INSERT, UPDATE ON gate_decisions TO rg_gatekeeper;
+GRANT SELECT ON staging_verified_artifacts, environments TO rg_gatekeeper;
+
+-- dr-checker: backups, drills and reports
+GRANT SELECT, INSERT, UPDATE ON backups, dr_drills, dr_reports TO rg_dr_checker;
+
+-- deployer: instances, environments, its step ledger; grants it used and commands it refused
+GRANT SELECT, INSERT, UPDATE ON instances, environments, deploy_steps TO rg_deployer;
+GRANT SELECT, INSERT ON used_grants, refused_commands TO rg_deployer;
+
+-- rollback: traffic back to stable (instances, environments), restores of the release's backup point
+GRANT SELECT, UPDATE ON instances TO rg_rollback;
+GRANT SELECT ON environments, backups TO rg_rollback;
+GRANT SELECT, INSERT ON used_grants, refused_commands TO rg_rollback;
+
+-- verifiers (core and team): runs and verdicts; the core verifier's event and request samples
+GRANT SELECT, INSERT, UPDATE ON verifier_runs TO rg_verifier;
+GRANT SELECT, INSERT ON business_events, http_samples TO rg_verifier;
+GRANT SELECT ON instances TO rg_verifier;
+
+-- ops (the CLI, dashboards): read everything, change nothing
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
+
+-- the audit log is append-only for every role
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC, rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
+    rg_verifier, rg_rollback, rg_ops;
