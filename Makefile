@@ -5,10 +5,13 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install stack up down reset status demo test test-quick bench bench-quality bench-auth backup drill bundles schemas shoppers acls
+.PHONY: install secrets stack up down reset status demo test test-quick bench bench-quality bench-auth backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
+
+secrets:            ## per-machine passwords and keys in .run/secrets (idempotent; `make stack` does it too)
+	$(PY) -m services.common.secrets
 
 stack: install      ## Kafka, PostgreSQL, HAProxy, payment sandbox + topics, schema, bundles, first backup
 	bash deploy/stack.sh up

@@ -44,8 +44,7 @@ PG_STANDBY_LOG="$LOG_DIR/postgres-standby.log"
 HAPROXY_RUN="$RUN_DIR/haproxy"
 HAPROXY_CFG="$HAPROXY_RUN/haproxy.cfg"
 HAPROXY_PID="$HAPROXY_RUN/haproxy.pid"
-HAPROXY_ADMIN_HOST=127.0.0.1
-HAPROXY_ADMIN_PORT=18999
+HAPROXY_ADMIN_SOCK="$HAPROXY_RUN/admin.sock"   # the runtime API: owner-only unix socket, no TCP
 
 SANDBOX_PORT=18090
 SANDBOX_MODULE_FILE="$ROOT/shop/payment_sandbox.py"
@@ -529,10 +528,11 @@ haproxy_pid() {
 haproxy_alive() { haproxy_pid >/dev/null; }
 
 haproxy_healthy() {
-  "$PYTHON" - "$HAPROXY_ADMIN_HOST" "$HAPROXY_ADMIN_PORT" <<'PY' >/dev/null 2>&1
+  "$PYTHON" - "$HAPROXY_ADMIN_SOCK" <<'PY' >/dev/null 2>&1
 import socket, sys, urllib.request
-host, port = sys.argv[1], int(sys.argv[2])
-with socket.create_connection((host, port), timeout=2) as s:
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s.settimeout(2)
+    s.connect(sys.argv[1])
     s.sendall(b"show info\n")
     data = b""
     while True:

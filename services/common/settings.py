@@ -44,7 +44,8 @@ class ServiceSettings(BaseSettings):
     run_dir: Path = REPO_ROOT / ".run"
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
-    haproxy_admin: str = "127.0.0.1:18999"
+    haproxy_admin: str = Field(default="", description="HAProxy runtime API: a unix socket path (default "
+                               "<run_dir>/haproxy/admin.sock, owner-only) or host:port.")
     health_port: int | None = None
     policy_dir: Path = REPO_ROOT / "policies"
     calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"
@@ -97,6 +98,12 @@ class ServiceSettings(BaseSettings):
             copy.database_url = copy.role_dsn(copy.database_role())
         copy._explicit_database_url = self._explicit_database_url
         return copy
+
+    @model_validator(mode="after")
+    def _haproxy_socket(self) -> ServiceSettings:
+        if not self.haproxy_admin:
+            self.haproxy_admin = str(self.run_dir / "haproxy" / "admin.sock")
+        return self
 
     @model_validator(mode="after")
     def _database_of_the_role(self) -> ServiceSettings:

@@ -1,4 +1,43 @@
--- docker-compose only: the postgres image creates role `releasegate` and database `releasegate` from
--- POSTGRES_USER / POSTGRES_DB; this adds the shop's database (deploy/stack.sh does the same natively).
-CREATE DATABASE shop OWNER releasegate;
-CREATE DATABASE shop_staging OWNER releasegate;
+-- docker-compose only: the rest of deploy/stack.sh's pg_bootstrap_sql after the roles (00-roles.sh): the shop's
+-- databases owned by rg_shop_owner, who may connect where, and the shop databases' default privileges. The image
+-- creates database `releasegate` (POSTGRES_DB, owned by POSTGRES_USER) before the init scripts run.
+SELECT 'CREATE DATABASE releasegate OWNER releasegate'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
+SELECT 'CREATE DATABASE shop OWNER rg_shop_owner'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
+SELECT 'CREATE DATABASE shop_staging OWNER rg_shop_owner'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop_staging') \gexec
+ALTER DATABASE shop OWNER TO rg_shop_owner;
+ALTER DATABASE shop_staging OWNER TO rg_shop_owner;
+-- who may connect where: candidates (rg_shop) never reach the control database
+REVOKE CONNECT, TEMPORARY ON DATABASE releasegate FROM PUBLIC;
+GRANT CONNECT ON DATABASE releasegate TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
+  rg_rollback, rg_ops;
+REVOKE CONNECT, TEMPORARY ON DATABASE shop, shop_staging FROM PUBLIC;
+GRANT CONNECT ON DATABASE shop, shop_staging TO rg_shop, rg_verifier, rg_deployer, rg_rollback, rg_dr_checker;
+ALTER ROLE releasegate IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE releasegate IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_deployer IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_deployer IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_rollback IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_rollback IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_dr_checker IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_dr_checker IN DATABASE shop_staging SET role = 'rg_shop_owner';
+ALTER ROLE rg_shop IN DATABASE shop SET role = 'rg_shop_owner';
+ALTER ROLE rg_shop IN DATABASE shop_staging SET role = 'rg_shop_owner';
+-- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
+\connect shop
+GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker;
+-- whatever rg_shop_owner creates (the shop, migrations, restores) verifiers may read, and nothing else
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
+ALTER SCHEMA public OWNER TO rg_shop_owner;
+GRANT USAGE ON SCHEMA public TO rg_verifier;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_verifier;
+\connect shop_staging
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
+ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
+ALTER SCHEMA public OWNER TO rg_shop_owner;
+GRANT USAGE ON SCHEMA public TO rg_verifier;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_verifier;
