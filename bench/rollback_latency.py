@@ -16,12 +16,13 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts import topics
 from contracts.cloudevents import decode
 from releasegate_cli import client
-from services.common import db
+from services.common import bus_admin, db
+from services.common.bus import BusPolicy, Principal
+from services.common.kafka import client_options
 from services.common.haproxy import HAProxy
 from services.common.settings import ServiceSettings
 
@@ -36,13 +37,16 @@ def q(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-async def bare_round_trips(bootstrap: str, n: int) -> list[float]:
-    topic = f"bench-rtt-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500)
+async def bare_round_trips(settings: ServiceSettings, n: int) -> list[float]:
+    """Produce → consume on a topic of the benchmark's own, over the same authenticated (SASL/SCRAM) connections
+    the services use, as a principal provisioned for it."""
+    topic, name = f"bench-rtt-{uuid.uuid4().hex[:8]}", "bench-rtt"
+    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+    await asyncio.to_thread(bus_admin.register, Principal(name, "benchmark", (topic,), (topic,), (), None), admin,
+                            settings.secrets_dir)
+    options = client_options(settings.model_copy(update={"principal": name}))
+    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, fetch_max_wait_ms=500)
     await producer.start()
     await consumer.start()
     tp = TopicPartition(topic, 0)
@@ -59,8 +63,7 @@ async def bare_round_trips(bootstrap: str, n: int) -> list[float]:
     finally:
         await producer.stop()
         await consumer.stop()
-        await admin.delete_topics([topic])
-        await admin.close()
+        await asyncio.to_thread(lambda: admin.delete_topics([topic])[topic].result(30))
     return samples
 
 
@@ -119,11 +122,14 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
             "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None}
 
 
-async def coordinator_hops(bootstrap: str, since_ms: int) -> list[float]:
-    """Result record → next command record of the same release, from Kafka record timestamps."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[float]:
+    """Result record → next command record of the same release, from Kafka record timestamps (read with the
+    coordinator's credential: it alone reads every result topic)."""
+    consumer = AIOKafkaConsumer(**client_options(settings.model_copy(update={"principal": "coordinator"})),
+                                enable_auto_commit=False)
     await consumer.start()
-    tps = [TopicPartition(t, p) for t in [topics.RESULTS, *COMMANDS] for p in range(3)]
+    results = list(BusPolicy.load(settings.bus_policy_file).results_producers())
+    tps = [TopicPartition(t, p) for t in [*results, *COMMANDS] for p in range(3)]
     consumer.assign(tps)
     offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
     ends = await consumer.end_offsets(tps)
@@ -148,7 +154,7 @@ async def coordinator_hops(bootstrap: str, since_ms: int) -> list[float]:
     records.sort()
     hops = []
     for i, (ts, topic, rid) in enumerate(records):
-        if topic != topics.RESULTS:
+        if not topic.startswith(topics.RESULTS_PREFIX):
             continue
         nxt = next(((t2, tp2) for t2, tp2, r2 in records[i + 1:] if r2 == rid), None)
         if nxt and nxt[1] in COMMANDS:
@@ -164,11 +170,18 @@ async def main(releases: int, round_trips: int) -> None:
         await asyncio.sleep(0.5)
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
+    # v3 is tier 1 and high risk: the DR check needs a fresh backup and a passing restore drill, the gate two
+    # signed approvals (given in one_bad_release)
+    for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
+        subprocess.run([sys.executable, "-m", job, "shop"], cwd=ROOT, check=True, capture_output=True)
     since = int(time.time() * 1000)
     runs = [await one_bad_release(settings, pool, haproxy) for _ in range(releases)]
     await pool.close()
-    hops = await coordinator_hops(settings.kafka_bootstrap, since)
-    bare = await bare_round_trips(settings.kafka_bootstrap, round_trips)
+    wrong = [r for r in runs if r["state"] != "rolled_back" or r["seconds"] is None]
+    if wrong:
+        raise SystemExit(f"benchmark broken: every v3 release must be rolled back from the canary, got {wrong}")
+    hops = await coordinator_hops(settings, since)
+    bare = await bare_round_trips(settings, round_trips)
     subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
                    cwd=ROOT, capture_output=True)
 

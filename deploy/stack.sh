@@ -376,8 +376,8 @@ ALTER ROLE rg_shop IN DATABASE shop SET role = 'rg_shop_owner';
 ALTER ROLE rg_shop IN DATABASE shop_staging SET role = 'rg_shop_owner';
 -- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
 \connect shop
-GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker;
-GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker, rg_shop_owner;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker, rg_shop_owner;
 SQL
   local db
   for db in shop shop_staging; do

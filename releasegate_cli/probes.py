@@ -40,6 +40,8 @@ class TopicTail:
         await self._consumer._client.force_metadata_update()
         partitions = [TopicPartition(t, p) for t in self._topics
                       for p in self._consumer.partitions_for_topic(t) or {0}]
+        if not partitions:  # nothing to read: a tail of no topic
+            return self
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, so nothing published after start() is missed

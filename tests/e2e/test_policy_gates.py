@@ -84,8 +84,9 @@ async def _forge_deploy(settings, digest: str, attestation: dict | None) -> Depl
 
 async def _refusals(tail: TopicTail, rid: str, count: int) -> tuple[list[DeadLetter], list[AlertRaised]]:
     """The dead letters and alerts of release `rid` once `count` of each arrived (or after 60 s)."""
-    def of(kind):
-        return [e.data for e in tail.seen if e.subject == rid and isinstance(e.data, kind)]
+    def of(kind):  # the deployer's refusals (the coordinator also dead-letters results of a release it never ran)
+        return [e.data for e in tail.seen if e.subject == rid and isinstance(e.data, kind)
+                and getattr(e.data, "consumer", "releasegate-deployer") == "releasegate-deployer"]
     try:
         await tail.wait_for(lambda _: len(of(DeadLetter)) >= count and len(of(AlertRaised)) >= count, timeout=60)
     finally:

@@ -3,6 +3,7 @@ as data, and a forged result refused for the one reason that matters, its sender
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,11 @@ class TestLeastPrivilege:
     def test_the_table_lists_every_principal(self):
         table = POLICY.table()
         assert all(f"| `{name}` |" in table for name in POLICY.principals)
+
+    def test_the_security_docs_show_the_policy_as_it_is(self):
+        text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+        shown = text.split("<!-- principals-table -->\n", 1)[1].split("\n<!-- /principals-table -->", 1)[0]
+        assert shown == POLICY.table(), "docs/security.md is stale: paste `python -m services.common.bus table`"
 
 
 def verdict(verifier: str) -> VerificationFinished:

@@ -27,8 +27,10 @@ ALTER ROLE rg_shop IN DATABASE shop SET role = 'rg_shop_owner';
 ALTER ROLE rg_shop IN DATABASE shop_staging SET role = 'rg_shop_owner';
 -- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
 \connect shop
-GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker;
-GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker;
+-- the image runs this file as `releasegate`, whose role in the shop databases is now rg_shop_owner: act as itself
+SET ROLE NONE;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker, rg_shop_owner;
+GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker, rg_shop_owner;
 -- whatever rg_shop_owner creates (the shop, migrations, restores) verifiers may read, and nothing else
 ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
 ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
@@ -36,6 +38,7 @@ ALTER SCHEMA public OWNER TO rg_shop_owner;
 GRANT USAGE ON SCHEMA public TO rg_verifier;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_verifier;
 \connect shop_staging
+SET ROLE NONE;
 ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
 ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
 ALTER SCHEMA public OWNER TO rg_shop_owner;
