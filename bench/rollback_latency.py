@@ -56,7 +56,7 @@ async def bare_round_trips(settings: ServiceSettings, n: int) -> list[float]:
     try:
         for _ in range(n):
             t0 = time.perf_counter()
-            await producer.send_and_wait(topic, b"ping")
+            await producer.send_and_wait(topic, b"ping", partition=0)
             while not (await consumer.getmany(tp, timeout_ms=1000)).get(tp):
                 pass
             samples.append((time.perf_counter() - t0) * 1000)
@@ -124,8 +124,8 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
 
 async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[float]:
     """Result record → next command record of the same release, from Kafka record timestamps (read with the
-    coordinator's credential: it alone reads every result topic)."""
-    consumer = AIOKafkaConsumer(**client_options(settings.model_copy(update={"principal": "coordinator"})),
+    broker's admin credential: no service principal may read both the results and the commands)."""
+    consumer = AIOKafkaConsumer(**client_options(settings.model_copy(update={"principal": "admin"})),
                                 enable_auto_commit=False)
     await consumer.start()
     results = list(BusPolicy.load(settings.bus_policy_file).results_producers())
@@ -139,10 +139,10 @@ async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[flo
         else:
             consumer.seek(tp, ends[tp])
     records = []
-    while True:
-        batch = await consumer.getmany(timeout_ms=1000)
-        if not batch:
-            break
+    todo = {tp for tp in tps if ends[tp] > (offsets[tp].offset if offsets.get(tp) else ends[tp])}
+    while todo:  # read every partition up to its end offset as it was when we asked
+        batch = await consumer.getmany(*todo, timeout_ms=1000)
+        todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
         for recs in batch.values():
             for r in recs:
                 try:

@@ -141,10 +141,12 @@ README = '''# {name}
 A releasegate verifier for {services_text} in {environments_text}. Its check (`check.py`) is one async
 function; the releasegate SDK runs it as a service: it takes verification requests for those services and
 environments, runs the check at the end of each request's window, retries `TransientError`s until the
-verdict's deadline, publishes the verdict on `release.results` and a heartbeat on `release.verifiers`.
+verdict's deadline, publishes the verdict and a heartbeat on its own topic `release.results.verifier-{name}`,
+which only its Kafka principal `verifier-{name}` may write.
 
 ```console
 $ python -m pytest {test_dir} -q          # the check's unit tests
+$ releasegate register-verifier {name}    # its principal, topic and ACLs (needs the broker's admin credential)
 $ python -m {module_path}                 # run it (RG_KAFKA_BOOTSTRAP, RG_DATABASE_URL, RG_HEALTH_PORT...)
 $ releasegate verifiers                   # it appears within a heartbeat
 ```

@@ -1,7 +1,7 @@
 """`Verifier`: a releasegate verifier service around one async check function. It runs as a releasegate service
 (`services.common.runner`: pool, producer, consumer with explicit acks and dead-lettering, outbox relay,
 /health, structlog, OpenTelemetry, clean stop), in its own consumer group on the verify topic, and announces
-itself on `release.verifiers` with a heartbeat."""
+itself with a heartbeat on its own result topic `release.results.verifier-<name>`."""
 from __future__ import annotations
 
 import asyncio

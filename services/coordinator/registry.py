@@ -1,5 +1,5 @@
-"""Verifier registry: the coordinator records every verifier instance's last heartbeat (`release.verifiers`)
-and answers who is alive to verify what. A verifier is alive while one of its instances was heard from within
+"""Verifier registry: the coordinator records every verifier instance's last heartbeat (sent on the verifier's own
+result topic) and answers who is alive to verify what. A verifier is alive while one of its instances was heard from within
 3 of its heartbeat intervals."""
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ async def record(conn: asyncpg.Connection, hb: VerifierHeartbeat) -> None:
 
 
 class Registry:
-    """Handler of `release.verifiers` for the coordinator."""
+    """Handler of verifier heartbeats for the coordinator (their sender is checked first: `results`)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
