@@ -329,67 +329,8 @@ pg_bootstrap_sql() {
   for r in "${PG_LOGIN_ROLES[@]}"; do
     vars+=(-v "pw_$r=$(cat "$SECRETS_DIR/postgres/$r.password")")
   done
-  pg_psql "${vars[@]}" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN', r) FROM unnest(ARRAY['releasegate', 'rg_coordinator', 'rg_gatekeeper',
-  'rg_dr_checker', 'rg_deployer', 'rg_verifier', 'rg_rollback', 'rg_ops', 'rg_shop']) AS r
-  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
-SELECT 'CREATE ROLE rg_shop_owner NOLOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rg_shop_owner') \gexec
-ALTER ROLE releasegate LOGIN CREATEDB PASSWORD :'pw_releasegate';
-ALTER ROLE rg_coordinator LOGIN PASSWORD :'pw_rg_coordinator';
-ALTER ROLE rg_gatekeeper LOGIN PASSWORD :'pw_rg_gatekeeper';
--- restore drills create and drop a scratch database of their own
-ALTER ROLE rg_dr_checker LOGIN CREATEDB PASSWORD :'pw_rg_dr_checker';
-ALTER ROLE rg_deployer LOGIN PASSWORD :'pw_rg_deployer';
-ALTER ROLE rg_verifier LOGIN PASSWORD :'pw_rg_verifier';
-ALTER ROLE rg_rollback LOGIN PASSWORD :'pw_rg_rollback';
-ALTER ROLE rg_ops LOGIN PASSWORD :'pw_rg_ops';
-ALTER ROLE rg_shop LOGIN PASSWORD :'pw_rg_shop';
--- the shop's schema belongs to rg_shop_owner: the shop's instances (which create their schema at start),
--- migrations (deployer), dumps and drills (dr-checker) and restores (rollback) act as it inside the shop
--- databases only; rg_shop_owner itself cannot connect to the control database
-GRANT rg_shop_owner TO releasegate, rg_deployer, rg_rollback, rg_dr_checker, rg_shop;
--- the rollback waits until the shop's sessions are idle before a restore: it must see their state
-GRANT pg_read_all_stats TO rg_rollback;
-SELECT 'CREATE DATABASE releasegate OWNER releasegate'
-  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
-SELECT 'CREATE DATABASE shop OWNER rg_shop_owner'
-  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop') \gexec
-SELECT 'CREATE DATABASE shop_staging OWNER rg_shop_owner'
-  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop_staging') \gexec
-ALTER DATABASE shop OWNER TO rg_shop_owner;
-ALTER DATABASE shop_staging OWNER TO rg_shop_owner;
--- who may connect where: candidates (rg_shop) never reach the control database
-REVOKE CONNECT, TEMPORARY ON DATABASE releasegate FROM PUBLIC;
-GRANT CONNECT ON DATABASE releasegate TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
-  rg_rollback, rg_ops;
-REVOKE CONNECT, TEMPORARY ON DATABASE shop, shop_staging FROM PUBLIC;
-GRANT CONNECT ON DATABASE shop, shop_staging TO rg_shop, rg_verifier, rg_deployer, rg_rollback, rg_dr_checker;
-ALTER ROLE releasegate IN DATABASE shop SET role = 'rg_shop_owner';
-ALTER ROLE releasegate IN DATABASE shop_staging SET role = 'rg_shop_owner';
-ALTER ROLE rg_deployer IN DATABASE shop SET role = 'rg_shop_owner';
-ALTER ROLE rg_deployer IN DATABASE shop_staging SET role = 'rg_shop_owner';
-ALTER ROLE rg_rollback IN DATABASE shop SET role = 'rg_shop_owner';
-ALTER ROLE rg_rollback IN DATABASE shop_staging SET role = 'rg_shop_owner';
-ALTER ROLE rg_dr_checker IN DATABASE shop SET role = 'rg_shop_owner';
-ALTER ROLE rg_dr_checker IN DATABASE shop_staging SET role = 'rg_shop_owner';
-ALTER ROLE rg_shop IN DATABASE shop SET role = 'rg_shop_owner';
-ALTER ROLE rg_shop IN DATABASE shop_staging SET role = 'rg_shop_owner';
--- DR tests pause and resume the standby's replay (function rights live per database; replicated to the standby)
-\connect shop
-GRANT EXECUTE ON FUNCTION pg_wal_replay_pause() TO releasegate, rg_dr_checker, rg_shop_owner;
-GRANT EXECUTE ON FUNCTION pg_wal_replay_resume() TO releasegate, rg_dr_checker, rg_shop_owner;
-SQL
-  local db
-  for db in shop shop_staging; do
-    pg_psql -d "$db" <<'SQL'
--- whatever rg_shop_owner creates (the shop, migrations, restores) verifiers may read, and nothing else
-ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT USAGE ON SCHEMAS TO rg_verifier;
-ALTER DEFAULT PRIVILEGES FOR ROLE rg_shop_owner GRANT SELECT ON TABLES TO rg_verifier;
-ALTER SCHEMA public OWNER TO rg_shop_owner;
-GRANT USAGE ON SCHEMA public TO rg_verifier;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_verifier;
-SQL
-  done
+  pg_psql "${vars[@]}" -f "$ROOT/deploy/postgres/roles.sql"
+  pg_psql -f "$ROOT/deploy/postgres/databases.sql"
 }
 
 pg_up() {

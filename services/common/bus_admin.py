@@ -38,7 +38,8 @@ def admin_client(bootstrap: str, secrets_dir: Path, ca_file: Path | None = None)
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL" if ca_file else "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": secrets.ADMIN,
-        "sasl.password": secrets.read(secrets_dir, "kafka", secrets.ADMIN), "socket.timeout.ms": 10000}
+        "sasl.password": secrets.read(secrets_dir, "kafka", secrets.ADMIN), "socket.timeout.ms": 10000,
+        "log_level": 4}  # warnings and worse: not librdkafka's informational shutdown notices
     if ca_file:
         config["ssl.ca.location"] = str(ca_file)
     return AdminClient(config)

@@ -54,13 +54,14 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_release ON audit_log (release_id, id);
 
-CREATE OR REPLACE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+-- append-only tables (the audit log, used grants, refused commands) refuse UPDATE and DELETE, even by the owner
+CREATE OR REPLACE FUNCTION refuse_update_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'audit_log is append-only';
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END $$;
 DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
+    FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();
 
 -- coordinator: nonces of signed operator commands it has seen, written in the transaction that acts on the
 -- command; a nonce seen before is a replay (refused, and only recorded in the audit log)
@@ -242,11 +243,6 @@ CREATE TABLE IF NOT EXISTS verifier_registry (
 
 -- deployer and rollback: step grants spent (a grant authorizes one command, from one CloudEvent) and commands
 -- refused (no valid grant, grant already spent, a restore naming a backup that is not its release's backup point)
-CREATE OR REPLACE FUNCTION refuse_update_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
-END $$;
-
 CREATE TABLE IF NOT EXISTS used_grants (
     grant_id   text PRIMARY KEY,
     consumer   text        NOT NULL,

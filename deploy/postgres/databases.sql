@@ -1,6 +1,6 @@
--- docker-compose only: the rest of deploy/stack.sh's pg_bootstrap_sql after the roles (00-roles.sh): the shop's
--- databases owned by rg_shop_owner, who may connect where, and the shop databases' default privileges. The image
--- creates database `releasegate` (POSTGRES_DB, owned by POSTGRES_USER) before the init scripts run.
+-- The databases after roles.sql: the shop's owned by rg_shop_owner, who may connect where, and what verifiers may
+-- read in the shop databases. Run as a superuser (deploy/stack.sh) or as the image's bootstrap user `releasegate`
+-- (docker-compose, deploy/postgres/init/01-databases.sh); idempotent.
 SELECT 'CREATE DATABASE releasegate OWNER releasegate'
   WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'releasegate') \gexec
 SELECT 'CREATE DATABASE shop OWNER rg_shop_owner'
