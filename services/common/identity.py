@@ -198,9 +198,9 @@ def _trusted_key_ids(settings: ServiceSettings) -> Iterator[tuple[Path, set[str]
         people = Identities.load(settings.identities_file).people.values()
         yield settings.identities_file, {k.keyid for p in people for k in p.keys}
     except IdentityError:
-        pass
+        yield settings.identities_file, set()
     try:
         builders = TrustRoot.load(settings.trust_root_file).builders.values()
         yield settings.trust_root_file, {k.keyid for b in builders for k in b.keys}
     except TrustRootError:
-        pass
+        yield settings.trust_root_file, set()
