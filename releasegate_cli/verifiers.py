@@ -207,7 +207,7 @@ def register_verifier(name: str) -> None:
         admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
         password_file = bus_admin.register(principal, admin, settings.secrets_dir)
     except (BusPolicyError, bus_admin.BusAdminError, OSError) as exc:
-        console.print(f"[red]cannot register {name}: {exc}[/red]")
+        console.print(f"cannot register {name[:80]!r}: {exc}", style="red", markup=False, highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
     console.print(f"principal {principal.name}: writes {', '.join(principal.produce)}; reads "
                   f"{', '.join(principal.consume)}; password in {password_file}", highlight=False)

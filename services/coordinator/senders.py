@@ -20,16 +20,17 @@ CLOCK_SKEW = timedelta(seconds=60)
 
 
 def refusal(sender: Principal, event: Contract, now: datetime) -> str | None:
-    """None if `sender` may send `event`, else why not (recorded and dead-lettered by the caller)."""
+    """None if `sender` may send `event`, else why not (recorded and dead-lettered by the caller; a name from the
+    record is shortened, so a hostile one cannot blow up the audit log)."""
     match event:
         case VerificationFinished():
             if sender.verifier_name != event.verifier:
-                return (f"verdict naming verifier {event.verifier!r} sent by principal {sender.name!r}: only "
-                        f"verifier-{event.verifier} may publish its verdicts")
+                return (f"verdict naming verifier {_short(event.verifier)} sent by principal {sender.name!r}: only "
+                        f"verifier-{_short(event.verifier, quoted=False)} may publish its verdicts")
         case VerifierHeartbeat():
             if sender.verifier_name != event.name:
-                return (f"heartbeat of verifier {event.name!r} sent by principal {sender.name!r}: only "
-                        f"verifier-{event.name} may announce it")
+                return (f"heartbeat of verifier {_short(event.name)} sent by principal {sender.name!r}: only "
+                        f"verifier-{_short(event.name, quoted=False)} may announce it")
             if event.sent_at > now + CLOCK_SKEW:
                 return f"heartbeat dated {event.sent_at.isoformat()}, in the future (now {now.isoformat()})"
         case _:
@@ -39,3 +40,8 @@ def refusal(sender: Principal, event: Contract, now: datetime) -> str | None:
             if sender.name != expected:
                 return f"{type(event).__name__} sent by principal {sender.name!r}: only {expected} reports it"
     return None
+
+
+def _short(name: str, *, quoted: bool = True, limit: int = 64) -> str:
+    shown = name[:limit] + ("…" if len(name) > limit else "")
+    return repr(shown) if quoted else shown.encode("unicode_escape").decode()

@@ -100,3 +100,8 @@ class TestWhoMaySendAResult:
         assert senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(seconds=30)), NOW) is None
         assert "in the future" in senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(days=3)), NOW)
         assert "only verifier-erp-export" in senders.refusal(kpis, heartbeat("erp-export"), NOW)
+
+
+    def test_a_hostile_verifier_name_is_refused_in_a_short_readable_reason(self):
+        why = senders.refusal(POLICY.principals["verifier-tax"], verdict("x;\n" * 5000), NOW)
+        assert why is not None and len(why) < 400 and "\n" not in why
