@@ -30,8 +30,11 @@ class TestWalkingSkeleton:
         timeline = release["timeline"]
         failed = next(t for t in timeline if t["step"] and t["step"].startswith("verify-canary")
                       and "failed" in t["reason"])
-        kpi = next(k for k in failed["evidence"]["kpis"] if k["name"] == "payment_authorization_rate")
-        assert kpi["verdict"] == "fail" and kpi["candidate"] < kpi["baseline"]
+        # v3 breaks payments for non-Visa cards: payment authorization and checkout success both drop, and the step
+        # fails on whichever of them is clearly out of bounds first
+        kpis = [k for k in failed["evidence"]["kpis"] if k["verdict"] == "fail"]
+        assert kpis and {k["name"] for k in kpis} <= {"payment_authorization_rate", "checkout_success_rate"}
+        assert all(k["candidate"] < k["baseline"] for k in kpis)
         compensations = [t["reason"] for t in timeline if t["actor"] == "rollback"]
         assert [c.split(" done")[0] for c in compensations] == [
             "compensation compensate:production", "compensation compensate:staging"]
