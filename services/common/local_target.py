@@ -1,6 +1,10 @@
 """The `local` deployment target shared by deployer and rollback: instances recorded in PostgreSQL, served by
 HAProxy slots, processes on this machine. Starting new versions is the deployer's alone (see its adapters);
-this module only shifts weights, stops instances and reads back what is really serving."""
+this module only shifts weights, stops instances and reads back what is really serving.
+
+Every HAProxy command and file path here is built from names checked against `contracts.names.NAME` (service,
+environment, tenant, version, slot): a name that could split a runtime API command or leave the run folder is
+refused with `UnsafeArgument` (an HAProxyError, so the step fails with the reason) before anything changes."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +18,8 @@ from pathlib import Path
 import asyncpg
 
 from contracts.events import ObservedState
-from services.common.haproxy import HAProxy, HAProxyError
+from contracts.names import check_name
+from services.common.haproxy import HAProxy, HAProxyError, UnsafeArgument
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,21 @@ class Instance:
     state: str
 
 
+def checked_name(kind: str, value: object) -> str:
+    """`value` if it is a plain name (contracts.names.NAME); UnsafeArgument naming `kind` otherwise."""
+    try:
+        return check_name(kind, value)
+    except ValueError as exc:
+        raise UnsafeArgument(f"refusing {exc}") from None
+
+
 def backend_for(service: str, environment: str) -> str:
-    return f"{service}_{environment}"
+    return f"{checked_name('service', service)}_{checked_name('environment', environment)}"
 
 
 def wave_backend_for(service: str, environment: str) -> str:
     """Backend holding the candidate's instances for the tenants moved so far (tenant-phased releases)."""
-    return f"{service}_{environment}_wave"
+    return f"{backend_for(service, environment)}_wave"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -86,6 +99,8 @@ class LocalTarget:
     async def split(self, service: str, environment: str, percent: dict[str, int]) -> None:
         """Give each version its percent of traffic, spread over its serving instances."""
         backend = backend_for(service, environment)
+        for version in percent:
+            checked_name("version", version)
         instances = [i for i in await self.live(service, environment) if i.state == "serving"]
         for version, share in percent.items():
             mine = [i for i in instances if i.version == version]
@@ -95,16 +110,19 @@ class LocalTarget:
                 await self.haproxy.set_state(backend, inst.slot, "ready" if weight > 0 else "drain")
 
     def tenant_map(self, environment: str) -> Path | None:
-        path = self.run_dir / "haproxy" / f"tenants-{environment}.map"
+        path = self.run_dir / "haproxy" / f"tenants-{checked_name('environment', environment)}.map"
         return path if path.is_file() else None
 
     async def route_tenants(self, service: str, environment: str, tenants: list[str]) -> None:
-        """Send these tenants to the candidate (the wave backend); everyone else stays where they are."""
+        """Send these tenants to the candidate (the wave backend); everyone else stays where they are. Every
+        tenant is checked before the first is routed, so a bad one moves nobody."""
+        wave = wave_backend_for(service, environment)
+        checked = [checked_name("tenant", tenant) for tenant in tenants]
         tenant_map = self.tenant_map(environment)
         if tenant_map is None:
             raise HAProxyError(f"{environment} has no tenant routing map; tenant-phased releases are not possible")
-        for tenant in tenants:
-            await self.haproxy.map_set(str(tenant_map), tenant.lower(), wave_backend_for(service, environment))
+        for tenant in checked:
+            await self.haproxy.map_set(str(tenant_map), tenant, wave)
 
     async def routed_tenants(self, environment: str) -> list[str]:
         tenant_map = self.tenant_map(environment)
@@ -112,25 +130,25 @@ class LocalTarget:
 
     async def clear_tenant_routes(self, service: str, environment: str) -> None:
         """No tenant (nor cookie) routing to a candidate any more: the map is emptied, wave slots retired."""
-        tenant_map = self.tenant_map(environment)
+        wave, tenant_map = wave_backend_for(service, environment), self.tenant_map(environment)
         if tenant_map is None:
             return
         await self.haproxy.map_clear(str(tenant_map))
         for inst in await self.live(service, environment):
-            await self.haproxy.set_state(wave_backend_for(service, environment), inst.slot, "maint")
+            await self.haproxy.set_state(wave, inst.slot, "maint")
 
     def maintenance_map(self, environment: str) -> Path:
-        return self.run_dir / "haproxy" / f"maintenance-{environment}.map"
+        return self.run_dir / "haproxy" / f"maintenance-{checked_name('environment', environment)}.map"
 
     async def maintenance(self, service: str, environment: str, on: bool) -> None:
         """Maintenance mode: HAProxy answers every request of the environment 503 itself (no write gets through)."""
-        path = self.maintenance_map(environment)
+        service, path = checked_name("service", service), self.maintenance_map(environment)
         if not path.is_file():
             raise HAProxyError(f"{environment} has no maintenance map; writes cannot be stopped there")
         if on:
             await self.haproxy.map_set(str(path), service, "1")
         elif service in await self.haproxy.map_entries(str(path)):
-            await self.haproxy.command(f"del map {path} {service}")
+            await self.haproxy.map_del(str(path), service)
 
     async def stop(self, inst: Instance) -> None:
         backend = backend_for(inst.service, inst.environment)
