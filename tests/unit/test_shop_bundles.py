@@ -3,6 +3,7 @@ import gzip
 import io
 import json
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 
@@ -100,3 +101,27 @@ def test_example_candidates_point_at_the_current_bundles(digests):
             "examples/candidates are stale: run `python -m shop.build_bundles --write-candidates`")
         assert candidate["artifact"]["uri"] == f"store://sha256/{digest.removeprefix('sha256:')}"
         assert len(candidate["source"]["commit"]) == 40
+
+
+def test_every_version_publishes_its_business_events_through_the_same_outbox(store, digests):
+    """No overlay replaces the outbox path, so every version's confirmed orders have their order.placed."""
+    outbox_path = ["storefront/outbox.py", "storefront/events.py", "storefront/db.py", "storefront/runtime.py"]
+    base = {name: (REPO / "shop/bundle_src" / name).read_bytes() for name in outbox_path}
+    for version, digest in digests.items():
+        files = members(store, digest)
+        assert {name: files[name] for name in outbox_path} == base, version
+        uses = json.loads(files["bundle.json"])["schema_uses"]
+        assert {"event_outbox.id", "event_outbox.value", "event_outbox.sent_at"} <= set(uses), version
+
+
+def test_the_declared_schema_uses_are_the_tables_and_columns_the_base_schema_creates():
+    import pglast
+    from pglast import ast
+    sys.path.insert(0, str(REPO / "shop" / "bundle_src"))
+    from storefront import db
+    created = {f"{s.stmt.relation.relname}.{e.colname}" for s in pglast.parse_sql(db.SCHEMA)
+               if isinstance(s.stmt, ast.CreateStmt) for e in s.stmt.tableElts if isinstance(e, ast.ColumnDef)}
+    created |= {f"{table}.{column}" for table, columns in db.ADDED_COLUMNS.items() for column in columns}
+    uses = set(json.loads((REPO / "shop/bundle_src/bundle.json").read_text())["schema_uses"])
+    assert uses <= created, f"declared but never created: {sorted(uses - created)}"
+    assert {u.split(".")[0] for u in uses} == {c.split(".")[0] for c in created}, "a created table is not declared"

@@ -1,6 +1,7 @@
 """HTTP API of the storefront: health, metrics, catalog, cart, checkout and order confirmation."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -15,6 +16,7 @@ from storefront import catalog, db, gateway, tax
 from storefront.events import (CHECKOUT_ATTEMPTED, CHECKOUT_FAILED, CHECKOUT_SUCCEEDED, INVENTORY_CONFIRMED,
                                INVENTORY_RESERVED, ORDER_PLACED, PAYMENT_AUTHORIZED, PAYMENT_DECLINED, Checkout)
 from storefront.metrics import Metrics
+from storefront.outbox import OutgoingEvent
 from storefront.runtime import Runtime, lifecycle
 from storefront.settings import Settings
 
@@ -179,23 +181,28 @@ async def checkout(request: web.Request) -> web.Response:
     await publisher.publish(PAYMENT_AUTHORIZED, attempt, latency_ms=elapsed_ms())
 
     email = body.get("email") if isinstance(body.get("email"), str) else f"guest@{tenant}{HOST_SUFFIX}"
+
+    def order_events(placed: db.PlacedOrder) -> list[OutgoingEvent]:
+        """The order's events, staged in the order's own transaction: a confirmed order always has them."""
+        ordered = dataclasses.replace(attempt, order_id=placed.id)
+        return [
+            publisher.build(INVENTORY_CONFIRMED, ordered, latency_ms=(time.perf_counter() - reserved_at) * 1000,
+                            items=items),
+            publisher.build(CHECKOUT_SUCCEEDED, ordered, latency_ms=elapsed_ms()),
+            publisher.build(ORDER_PLACED, ordered, latency_ms=elapsed_ms(), items=cart.lines, customer=email,
+                            payment_ref=auth.auth_code, tax_cents=order_tax.tax_cents, region=order_tax.region,
+                            placed_at=placed.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"))]
+
     try:
         placed = await db.place_order(runtime.pool, tenant=tenant, email=email, cart=cart,
                                       reservation_id=reservation_id, region=order_tax.region,
                                       tax_cents=order_tax.tax_cents, amount_cents=order_tax.total_cents,
                                       currency=currency, auth_code=auth.auth_code, version=s.version,
-                                      environment=s.environment)
+                                      environment=s.environment, events=order_events)
     except db.OutOfStock:
         return await fail(409, "out_of_stock")
     except (asyncpg.PostgresError, OSError):
         return await release_and_fail(reservation_id, 500, "order_failed")
-    attempt.order_id = placed.id
-    await publisher.publish(INVENTORY_CONFIRMED, attempt, latency_ms=(time.perf_counter() - reserved_at) * 1000,
-                            items=items)
-    await publisher.publish(CHECKOUT_SUCCEEDED, attempt, latency_ms=elapsed_ms())
-    await publisher.publish(ORDER_PLACED, attempt, latency_ms=elapsed_ms(), items=cart.lines, customer=email,
-                            payment_ref=auth.auth_code, tax_cents=order_tax.tax_cents, region=order_tax.region,
-                            placed_at=placed.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"))
     metrics.checkout("succeeded")
     return web.json_response({"order_id": placed.id, "status": "confirmed", "checkout_id": attempt.checkout_id,
                               "amount_cents": order_tax.total_cents, "tax_cents": order_tax.tax_cents,

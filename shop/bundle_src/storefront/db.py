@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from storefront import outbox
 
 # Arbitrary but fixed: every storefront instance serialises schema creation on this key.
 SCHEMA_LOCK_KEY = 472_911_305
@@ -84,6 +87,21 @@ CREATE TABLE IF NOT EXISTS erp_exports (
     exported_by text
 );
 CREATE INDEX IF NOT EXISTS erp_exports_due ON erp_exports (next_attempt_at) WHERE exported_at IS NULL;
+-- The storefront's business events, each written in the transaction of the change it describes (order.placed in
+-- the order's own) and published by the outbox relay (storefront/outbox.py), which sets sent_at only once the
+-- broker acknowledged the record; `refused` says why the broker will never take one. Records are kept as sent.
+CREATE TABLE IF NOT EXISTS event_outbox (
+    id bigserial PRIMARY KEY,
+    topic text NOT NULL,
+    key bytea,
+    value bytea NOT NULL,
+    header_names text[] NOT NULL,
+    header_values bytea[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz,
+    refused text
+);
+CREATE INDEX IF NOT EXISTS event_outbox_pending ON event_outbox (id) WHERE sent_at IS NULL AND refused IS NULL;
 """
 # Columns added after their table was first created; existing databases get them when an instance starts.
 ADDED_COLUMNS = {"orders": {"tax_cents": "integer", "region": "text", "lines": "jsonb"},
@@ -220,9 +238,10 @@ async def release_expired(pool: asyncpg.Pool, older_than_s: float, limit: int = 
 
 async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart, reservation_id: str,
                       region: str, tax_cents: int, amount_cents: int, currency: str, auth_code: str, version: str,
-                      environment: str) -> PlacedOrder:
-    """Write customer, order, payment, the reservation's confirmation and the order's pending ERP export in one
-    transaction."""
+                      environment: str,
+                      events: Callable[[PlacedOrder], Sequence[outbox.OutgoingEvent]]) -> PlacedOrder:
+    """Write customer, order, payment, the reservation's confirmation, the order's pending ERP export and the
+    order's business events (`events` of the placed order) in one transaction: no order without its events."""
     order_id = str(uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
         customer_id = await conn.fetchval(
@@ -246,7 +265,9 @@ async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart
         await conn.execute("UPDATE carts SET status = 'checked_out' WHERE id = $1", cart.id)
         await conn.execute("INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)",
                            order_id, tenant, version)
-    return PlacedOrder(id=order_id, placed_at=placed_at)
+        placed = PlacedOrder(id=order_id, placed_at=placed_at)
+        await outbox.add(conn, events(placed))
+    return placed
 
 
 async def order(pool: asyncpg.Pool, tenant: str, order_id: str) -> asyncpg.Record | None:

@@ -1,4 +1,7 @@
-"""Business events of the storefront on Kafka, as CloudEvents 1.0 in binary mode."""
+"""Business events of the storefront, as CloudEvents 1.0 in binary mode, staged in the shop database's outbox.
+
+An event is built completely (id, time, headers, value) when it happens; the outbox relay later sends those exact
+bytes, so what reaches `shop.events` does not depend on when, or by which instance, it was relayed."""
 from __future__ import annotations
 
 import json
@@ -7,7 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import asyncpg
+
+from storefront import outbox
+from storefront.outbox import OutgoingEvent
 
 CHECKOUT_ATTEMPTED = "shop.checkout.attempted.v1"
 CHECKOUT_SUCCEEDED = "shop.checkout.succeeded.v1"
@@ -19,7 +25,7 @@ INVENTORY_RESERVED = "shop.inventory.reserved.v1"
 INVENTORY_CONFIRMED = "shop.inventory.confirmed.v1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Checkout:
     """What every event of one checkout carries; `order_id` is filled in once the order is placed."""
 
@@ -31,18 +37,19 @@ class Checkout:
 
 
 class EventPublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, version: str, environment: str,
-                 instance: str) -> None:
-        self._producer = producer
+    """Builds the storefront's events and stages them in the outbox (never waits for Kafka)."""
+
+    def __init__(self, pool: asyncpg.Pool, topic: str, *, version: str, environment: str, instance: str) -> None:
+        self._pool = pool
         self._topic = topic
         self._version = version
         self._environment = environment
         self._instance = instance
         self._source = f"shop/{environment}/{instance}"
 
-    async def publish(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
-                      **fields: Any) -> None:
-        """Send one event and wait for the broker's acknowledgement; `fields` are the event type's own fields."""
+    def build(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
+              **fields: Any) -> OutgoingEvent:
+        """One event as it will be on the topic; `fields` are the event type's own fields."""
         data: dict[str, Any] = {
             "version": self._version,
             "environment": self._environment,
@@ -56,7 +63,7 @@ class EventPublisher:
             "latency_ms": round(latency_ms, 3),
             **fields,
         }
-        headers = [
+        headers = (
             ("ce_specversion", b"1.0"),
             ("ce_id", str(uuid.uuid4()).encode()),
             ("ce_source", self._source.encode()),
@@ -64,6 +71,12 @@ class EventPublisher:
             ("ce_time", datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()),
             ("ce_tenant", checkout.tenant.encode()),
             ("content-type", b"application/json"),
-        ]
-        await self._producer.send_and_wait(self._topic, json.dumps(data).encode(), key=checkout.tenant.encode(),
-                                           headers=headers)
+        )
+        return OutgoingEvent(topic=self._topic, key=checkout.tenant.encode(), value=json.dumps(data).encode(),
+                             headers=headers)
+
+    async def publish(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
+                      **fields: Any) -> None:
+        """Stage an event that describes no change of the shop's own data, in a transaction of its own."""
+        await outbox.enqueue(self._pool, [self.build(event_type, checkout, latency_ms=latency_ms, reason=reason,
+                                                     **fields)])

@@ -1,4 +1,7 @@
-"""Connections of a storefront instance: opened in the background with retries, closed on shutdown."""
+"""Connections of a storefront instance: opened in the background with retries, closed on shutdown.
+
+Only the database is needed to serve: business events go through the outbox, whose relay owns the Kafka producer
+and retries on its own, so a broker outage never blocks a request nor the instance's start."""
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +13,8 @@ from typing import TypeVar
 import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from storefront import db
+from storefront import db, outbox
 from storefront.events import EventPublisher
 from storefront.exporter import Exporter
 from storefront.settings import Settings
@@ -29,25 +31,26 @@ class Runtime:
     settings: Settings
     session: aiohttp.ClientSession | None = None
     pool: asyncpg.Pool | None = None
-    producer: AIOKafkaProducer | None = None
     publisher: EventPublisher | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[asyncio.Task] = field(default_factory=list)
 
     async def connect(self) -> None:
-        """Open the database pool (creating the schema) and the Kafka producer, retrying until both work."""
+        """Open the database pool (creating the schema), retrying until it works; then start the background
+        tasks, the outbox relay among them."""
         s = self.settings
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self.pool = await _retry("database", self._open_pool)
-        self.producer = await _retry("kafka", self._open_producer)
-        self.publisher = EventPublisher(self.producer, s.events_topic, version=s.version,
+        self.publisher = EventPublisher(self.pool, s.events_topic, version=s.version,
                                         environment=s.environment, instance=s.instance)
         self.ready.set()
         log.info("storefront %s ready (%s/%s)", s.version, s.environment, s.instance)
         exporter = Exporter(self.pool, self.session, erp_url=s.erp_url, version=s.version, instance=s.instance,
                             adopt_after_s=s.erp_adopt_after_s)
+        relay = outbox.Relay(outbox.postgres_leadership(s.database_url), self._open_producer)
         self.background = [asyncio.create_task(exporter.run(), name="erp-exporter"),
-                           asyncio.create_task(_reap_reservations(self.pool), name="reservation-reaper")]
+                           asyncio.create_task(_reap_reservations(self.pool), name="reservation-reaper"),
+                           asyncio.create_task(relay.run(), name="outbox-relay")]
 
     async def _open_pool(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=10)
@@ -59,11 +62,13 @@ class Runtime:
         return pool
 
     async def _open_producer(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks=1,
-                                    client_id=f"storefront-{self.settings.instance}",
+        """The relay's producer: acks from every in-sync replica, idempotent so a retried batch is not doubled."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                    enable_idempotence=True, client_id=f"storefront-{self.settings.instance}",
                                     **self.settings.kafka_security())
         try:
-            await producer.start()
+            # bounded: a broker that accepts connections but never answers must not stall the relay's retries
+            await asyncio.wait_for(producer.start(), outbox.SEND_TIMEOUT_S)
         except BaseException:
             await producer.stop()
             raise
@@ -73,8 +78,6 @@ class Runtime:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
-        if self.producer is not None:
-            await self.producer.stop()
         if self.pool is not None:
             await self.pool.close()
         if self.session is not None:
@@ -86,7 +89,7 @@ async def _retry(what: str, open_: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await open_()
-        except (OSError, asyncpg.PostgresError, KafkaError) as exc:
+        except (OSError, asyncpg.PostgresError) as exc:
             log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 3.0)
