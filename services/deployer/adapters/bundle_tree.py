@@ -1,28 +1,44 @@
-"""An unpacked bundle on disk: sealed read-only, and re-hashed against its (digest-verified) archive before it is
-used, so a file changed, added or made writable after unpacking is caught and named."""
+"""An unpacked bundle on disk: written from the shared bundle reader (the gatekeeper's view of the same archive),
+sealed read-only, and re-hashed against its (digest-verified) archive before it is used, so a file changed,
+added or made writable after unpacking is caught and named."""
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
 import stat
-import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.common import bundle_reader
+from services.deployer.domain import DeployError
+
+
+def read(archive: Path) -> bundle_reader.Bundle:
+    """The bundle as the gatekeeper judged it; DeployError naming what the reader refused."""
+    try:
+        return bundle_reader.read(archive)
+    except bundle_reader.BundleError as exc:
+        raise DeployError(f"refusing bundle {archive.name}: {exc}") from None
+
 
 def tree_of(archive: Path) -> tuple[dict[str, str], set[str]]:
-    """(sha256 per regular file, directories) of a bundle archive, by relative path."""
-    files, dirs = {}, set()
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            name = member.name.removeprefix("./").rstrip("/")
-            if member.isdir():
-                dirs.add(name)
-            elif member.isfile():
-                files[name] = hashlib.sha256(tar.extractfile(member).read()).hexdigest()  # type: ignore[union-attr]
-            dirs.update(p.as_posix() for p in Path(name).parents if p != Path("."))
-    return files, dirs
+    """(sha256 per regular file, directories) of a bundle archive, by normalized relative path."""
+    bundle = read(archive)
+    return {name: hashlib.sha256(content).hexdigest() for name, content in bundle.files.items()}, set(bundle.dirs)
+
+
+def extract(archive: Path, folder: Path) -> None:
+    """Write the bundle's directories and files into the empty `folder` (links, devices and names outside the
+    folder cannot occur: the reader refused them)."""
+    bundle = read(archive)
+    for name in sorted(bundle.dirs):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    for name, content in bundle.files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("xb") as out:
+            out.write(content)
 
 
 def tree_problem(folder: Path, files: Mapping[str, str], dirs: set[str]) -> str | None:

@@ -1,31 +1,27 @@
 """Reads release bundles (tar.gz) from the artifact store: their files, manifest, migrations, and what changed
-between two bundles."""
+between two bundles. Reading goes through `services.common.bundle_reader`, the reader the deployer unpacks with,
+so the gatekeeper judges exactly the files (and migrations) that will run."""
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MIGRATIONS_DIR = "migrations/"
-MAX_FILE_BYTES = 4 << 20
+from services.common import bundle_reader
+from services.common.bundle_reader import BundleError
 
-
-class BundleError(Exception):
-    """The bundle cannot be read."""
+__all__ = ["BundleError", "Change", "change", "manifest", "migrations", "read"]
 
 
 def read(path: Path) -> dict[str, bytes]:
-    """Relative path → content of every regular file in a bundle."""
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            return {m.name: tar.extractfile(m).read(MAX_FILE_BYTES)  # type: ignore[union-attr]
-                    for m in tar.getmembers() if m.isfile()}
-    except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"cannot read bundle {path.name}: {exc}") from None
+    """Normalized relative path → whole content of every file in a bundle; BundleError for a bundle the
+    deployer would refuse too (bad names, links, duplicates, over a size limit, migrations that are not UTF-8)."""
+    files = dict(bundle_reader.read(path).files)
+    bundle_reader.migrations(files)
+    return files
 
 
 def manifest(files: dict[str, bytes]) -> dict[str, Any]:
@@ -37,8 +33,7 @@ def manifest(files: dict[str, bytes]) -> dict[str, Any]:
 
 def migrations(files: dict[str, bytes]) -> dict[str, str]:
     """Migration file name → SQL, in the order they apply (file name order)."""
-    return {name.removeprefix(MIGRATIONS_DIR): files[name].decode("utf-8", "replace")
-            for name in sorted(files) if name.startswith(MIGRATIONS_DIR) and name.endswith(".sql")}
+    return bundle_reader.migrations(files)
 
 
 @dataclass(frozen=True)
