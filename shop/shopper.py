@@ -1,7 +1,13 @@
 """Synthetic shopper: runs browse → cart → checkout → confirmation journeys against the storefront.
 
+Each journey names its tenant the only way the shop accepts, by the host it asks for (`Host: <tenant>.shop.test`).
+With `--ledger PATH` the shopper appends one JSON line per order it saw confirmed (a 2xx checkout with an order id),
+flushed at once: an account of confirmed orders kept by the customer's side, so tests can check the shop's database
+against it instead of against the shop's own events. Answers of maintenance mode (HAProxy's 503 while a data restore
+runs) are counted, and logged to the ledger, apart from errors.
+
 `python -m shop.shopper --target http://127.0.0.1:18080 --rate 20 --tenants acme,globex,initech
- --cards mixed|visa --duration 0 [--stats-file PATH]`
+ --cards mixed|visa --duration 0 [--stats-file PATH] [--ledger PATH]`
 """
 from __future__ import annotations
 
@@ -9,12 +15,14 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import signal
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -27,6 +35,49 @@ CARD_MIXES: dict[str, dict[str, float]] = {
     "mixed": {"visa": 0.5, "mastercard": 0.3, "amex": 0.2},
     "visa": {"visa": 1.0},
 }
+# The storefront's tenant rule (shop/bundle_src/storefront/tenancy.py): `<tenant>.shop.test` names the tenant.
+HOST_SUFFIX = ".shop.test"
+TENANT = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+MAINTENANCE = "maintenance"  # the reason HAProxy answers with while the shop is in maintenance mode
+
+
+def tenant_host(tenant: str) -> str:
+    """The Host header that names `tenant`; ValueError for a name the shop could not resolve."""
+    if not TENANT.fullmatch(tenant):
+        raise ValueError(f"tenant {tenant!r} is not a tenant name (lower-case letters, digits and '-', at most 32)")
+    return tenant + HOST_SUFFIX
+
+
+class Ledger:
+    """Append-only JSON lines, one per order seen confirmed (`kind: order`) or per maintenance answer
+    (`kind: maintenance`); each line is flushed as it is written, so a killed shopper loses none it wrote."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = path.open("a", encoding="utf-8")
+
+    def order(self, *, order_id: str, tenant: str, amount_cents: int | None, version: str | None) -> None:
+        self._write({"kind": "order", "order_id": order_id, "tenant": tenant, "amount_cents": amount_cents,
+                     "version": version})
+
+    def maintenance(self, *, tenant: str, step: str) -> None:
+        self._write({"kind": MAINTENANCE, "tenant": tenant, "step": step})
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        entry["at"] = datetime.now(UTC).isoformat()
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a ledger (a line still being written when read is left for the next read)."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [json.loads(line) for line in lines[:-1] if line]
 
 
 def pick_card(mix: str, rng: random.Random) -> tuple[str, str]:
@@ -53,16 +104,18 @@ class JourneyResult:
     instance: str | None = None
     order_id: str | None = None
     reason: str | None = None
+    maintenance: bool = False  # ended by a maintenance answer, not by an error
     steps: list[Step] = field(default_factory=list)
 
 
 async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, card: str,
-                      rng: random.Random | None = None) -> JourneyResult:
-    """One shopper's journey; never raises on HTTP or transport errors, they end up in the result."""
+                      rng: random.Random | None = None, *, ledger: Ledger | None = None) -> JourneyResult:
+    """One shopper's journey; never raises on HTTP or transport errors, they end up in the result. A confirmed
+    order, and a maintenance answer, go to `ledger` the moment they are seen."""
     rng = rng or random.Random()
     base_url = base_url.rstrip("/")
     result = JourneyResult(tenant=tenant)
-    headers = {"X-Tenant": tenant}
+    headers = {"Host": tenant_host(tenant)}
 
     async def step(name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         started = time.perf_counter()
@@ -86,6 +139,10 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
         if not response.is_success:
             reason = payload.get("reason") if isinstance(payload, dict) else None
             result.reason = f"{name}: {reason or response.status_code}"
+            if response.status_code == 503 and reason == MAINTENANCE:
+                result.maintenance = True
+                if ledger is not None:
+                    ledger.maintenance(tenant=tenant, step=name)
             return None
         return payload
 
@@ -100,9 +157,14 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
         return result
     order = await step("checkout", "POST", "/checkout",
                        {"cart_id": cart["cart_id"], "card_number": card, "currency": "USD"})
-    if not order:
+    if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
+        result.reason = result.reason or "checkout: no order id in the answer"
         return result
     result.order_id = order["order_id"]
+    if ledger is not None:
+        amount = order.get("amount_cents")
+        ledger.order(order_id=result.order_id, tenant=tenant, version=result.version,
+                     amount_cents=amount if type(amount) is int else None)
     confirmation = await step("confirmation", "GET", f"/orders/{result.order_id}")
     result.success = bool(confirmation) and confirmation.get("status") == "confirmed"
     return result
@@ -113,6 +175,7 @@ class Stats:
     journeys: int = 0
     successes: int = 0
     failures: int = 0
+    maintenance: int = 0  # journeys the shop's maintenance mode answered: expected during a restore, not a failure
     errors: int = 0
     skipped: int = 0
     by_version: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
@@ -120,7 +183,7 @@ class Stats:
     reasons: Counter = field(default_factory=Counter)
 
     def record(self, brand: str, result: JourneyResult) -> None:
-        outcome = "successes" if result.success else "failures"
+        outcome = "successes" if result.success else "maintenance" if result.maintenance else "failures"
         self.journeys += 1
         setattr(self, outcome, getattr(self, outcome) + 1)
         self.by_version[result.version or "unknown"].update(["journeys", outcome])
@@ -129,7 +192,8 @@ class Stats:
             self.reasons[result.reason] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in ("journeys", "successes", "failures", "errors", "skipped")}
+        data = {name: getattr(self, name)
+                for name in ("journeys", "successes", "failures", "maintenance", "errors", "skipped")}
         data["by_version"] = {v: dict(c) for v, c in self.by_version.items()}
         data["by_card"] = {b: dict(c) for b, c in self.by_card.items()}
         data["reasons"] = dict(self.reasons)
@@ -137,7 +201,7 @@ class Stats:
 
 
 async def run(target: str, rate: float, tenants: list[str], cards: str, duration: float, concurrency: int,
-              stop: asyncio.Event) -> Stats:
+              stop: asyncio.Event, ledger: Ledger | None = None) -> Stats:
     """Start journeys at `rate` per second until `duration` passes (0: forever) or `stop` is set."""
     stats, rng = Stats(), random.Random()
     slots = asyncio.Semaphore(concurrency)
@@ -146,7 +210,7 @@ async def run(target: str, rate: float, tenants: list[str], cards: str, duration
     async def journey(client: httpx.AsyncClient) -> None:
         brand, card = pick_card(cards, rng)
         try:
-            stats.record(brand, await run_journey(client, target, rng.choice(tenants), card, rng))
+            stats.record(brand, await run_journey(client, target, rng.choice(tenants), card, rng, ledger=ledger))
         except Exception as exc:  # a shopper must outlive any surprise from the target
             stats.errors += 1
             stats.reasons[f"error: {type(exc).__name__}"] += 1
@@ -189,17 +253,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=0, help="seconds to run; 0 = until SIGTERM/SIGINT")
     parser.add_argument("--concurrency", type=int, default=50, help="most journeys in flight at once")
     parser.add_argument("--stats-file", type=Path, help="write JSON stats here on exit")
+    parser.add_argument("--ledger", type=Path,
+                        help="append a JSON line per order seen confirmed, and per maintenance answer, here")
     args = parser.parse_args(argv)
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
     if args.rate <= 0 or not tenants or args.concurrency < 1:
         parser.error("--rate and --concurrency must be positive and --tenants non-empty")
+    for tenant in tenants:
+        try:
+            tenant_host(tenant)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     async def amain() -> Stats:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await run(args.target, args.rate, tenants, args.cards, args.duration, args.concurrency, stop)
+        ledger = Ledger(args.ledger) if args.ledger else None
+        try:
+            return await run(args.target, args.rate, tenants, args.cards, args.duration, args.concurrency, stop,
+                             ledger)
+        finally:
+            if ledger is not None:
+                ledger.close()
 
     stats = json.dumps(asyncio.run(amain()).as_dict(), indent=2)
     if args.stats_file:
