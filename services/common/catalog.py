@@ -1,13 +1,33 @@
 """The service catalog: one versioned YAML file per deployable service in `catalog/`."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 from contracts.events import KpiThreshold, PromQuery, SyntheticJourneys
+from contracts.names import MAX_NAME, MAX_NAMES, NAME, check_name
+
+# Packages whose modules the verifier may import journeys from, unless the Catalog is given others.
+JOURNEY_PACKAGES = ("shop",)
+JOURNEY_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62}){0,7}:[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+Name = Annotated[str, Field(pattern=NAME, max_length=MAX_NAME)]
+Names = Annotated[list[Name], Field(max_length=MAX_NAMES)]
+
+
+def _journey_target(target: str) -> str:
+    if JOURNEY_TARGET.fullmatch(target) is None:
+        raise ValueError(f"journey target {target[:120]!r} must be `package.module:function`")
+    return target
+
+
+JourneyTarget = Annotated[str, AfterValidator(_journey_target)]
 
 
 class CatalogError(Exception):
@@ -25,7 +45,7 @@ class Standby(_Model):
 
 class DRRequirement(_Model):
     required: bool = False
-    database: str | None = None
+    database: Name | None = None
     rpo_seconds: float = Field(default=3600, gt=0, description="Most data the business accepts to lose")
     rto_seconds: float = Field(default=900, gt=0, description="Longest the business accepts to be down")
     drill_max_age_seconds: float = Field(default=7 * 86400, gt=0,
@@ -40,15 +60,15 @@ class DRRequirement(_Model):
 
 
 class Wave(_Model):
-    name: str
-    tenants: list[str] = Field(min_length=1)
+    name: Name
+    tenants: Names = Field(min_length=1)
 
 
 class Rollout(_Model):
     strategy: Literal["canary", "blue-green", "tenant-phased", "rolling"] = "canary"
     max_unavailable: int = Field(default=1, ge=1, description="rolling: instances replaced per batch")
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
-    internal_tenants: list[str] = Field(default=[], description="canary: tenants (X-Tenant header or host) that "
+    internal_tenants: Names = Field(default=[], description="canary: tenants (X-Tenant header or host) that "
                                         "get the candidate first, before any weight step; users with the "
                                         "cookie rg_canary=1 are routed there too")
     instances: int = Field(default=1, ge=1, le=3)
@@ -116,16 +136,21 @@ class ServiceEntry(_Model):
     apiVersion: Literal["releasegate.dev/v1"]
     kind: Literal["Service"]
     revision: int
-    name: str
+    name: Name
     description: str = ""
     tier: int = Field(ge=1, le=3)
     owner: str
-    environments: list[str]
+    environments: Names
     dr: DRRequirement = DRRequirement()
     rollout: Rollout = Rollout()
     verification: Verification = Verification()
     kpis: dict[str, KpiThreshold]
-    synthetic: SyntheticJourneys | None = None
+    journeys: dict[Name, JourneyTarget] = Field(
+        default_factory=dict, max_length=MAX_NAMES, description="Allow-list of the synthetic journeys the verifier "
+        "may run for this service: name → `module:function` (client, base_url, tenant, profile), in a package the "
+        "catalog allows (JOURNEY_PACKAGES); commands name a journey, never a module")
+    synthetic: SyntheticJourneys | None = Field(default=None, description="Journeys run on a preview (and beside "
+                                                "production canaries); `journey` is a name from `journeys`")
     prometheus: dict[str, PromQuery] = Field(default_factory=dict, description="PromQL KPIs with guardrails")
     approval_required: bool = False
     approvers: Approvers = Approvers()
@@ -134,6 +159,24 @@ class ServiceEntry(_Model):
         default_factory=dict, description="Business domain → bundle path globs; a change touching a path takes "
         "its domain (e.g. payment), paths matching none are unclassified")
     security_controls: list[str] = Field(default=[], description="Controls every environment must declare")
+
+    @field_validator("journeys")
+    @classmethod
+    def _journeys_in_allowed_packages(cls, journeys: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        packages = (info.context or {}).get("journey_packages", JOURNEY_PACKAGES)
+        for name, target in journeys.items():
+            module = target.partition(":")[0]
+            if not any(module == p or module.startswith(f"{p}.") for p in packages):
+                raise ValueError(f"journey {name!r} points at {target!r}, outside the packages journeys may come "
+                                 f"from ({', '.join(packages) or 'none'})")
+        return journeys
+
+    @model_validator(mode="after")
+    def _synthetic_journey_is_allowed(self) -> ServiceEntry:
+        if self.synthetic is not None and self.synthetic.journey not in self.journeys:
+            raise ValueError(f"synthetic.journey {self.synthetic.journey!r} is not in the entry's `journeys` "
+                             f"allow-list ({', '.join(sorted(self.journeys)) or 'empty'})")
+        return self
 
     @model_validator(mode="after")
     def _blue_green_needs_a_preview(self) -> ServiceEntry:
@@ -145,17 +188,21 @@ class ServiceEntry(_Model):
 
 
 class Catalog:
-    def __init__(self, directory: Path) -> None:
-        self._dir = directory
+    def __init__(self, directory: Path, journey_packages: tuple[str, ...] = JOURNEY_PACKAGES) -> None:
+        """`journey_packages`: the packages (and their sub-packages) journeys may be imported from."""
+        self._dir, self._journey_packages = directory, journey_packages
 
     def get(self, service: str) -> ServiceEntry:
-        if not service.replace("-", "").replace("_", "").isalnum():
-            raise CatalogError(f"invalid service name {service!r}")
+        try:
+            check_name("service", service)
+        except ValueError as exc:
+            raise CatalogError(f"invalid service name: {exc}") from None
         path = self._dir / f"{service}.yaml"
         if not path.is_file():
             raise CatalogError(f"unknown service {service!r}: no catalog entry {path.name} in {self._dir}")
         try:
-            entry = ServiceEntry.model_validate(yaml.safe_load(path.read_text()))
+            entry = ServiceEntry.model_validate(yaml.safe_load(path.read_text()),
+                                                context={"journey_packages": self._journey_packages})
         except (ValidationError, yaml.YAMLError) as exc:
             raise CatalogError(f"catalog entry {path.name} is invalid: {exc}") from None
         if entry.name != service:

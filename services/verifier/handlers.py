@@ -31,8 +31,12 @@ class BusinessKpis:
     few; at the deadline the SDK turns a pending answer into an inconclusive verdict with its reason."""
 
     def __init__(self, store: KpiStore, ingested_until: Callable[[], datetime | None],
-                 prometheus: PrometheusProvider | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+                 prometheus: PrometheusProvider | None = None, clock: Callable[[], datetime] = utcnow,
+                 journeys: synthetic.JourneyResolver = synthetic.no_journeys) -> None:
+        """`journeys` resolves a journey name for a service (`synthetic.CatalogJourneys`); a name it does not
+        know ends the check at once as inconclusive with the reason (VerifierError is not retried)."""
         self._store, self._ingested_until, self._prometheus, self._clock = store, ingested_until, prometheus, clock
+        self._resolve_journey = journeys
         # Journeys run once per window, as it opens; a restarted verifier runs them again.
         self._journeys: OrderedDict[tuple[str, str, datetime], list[KpiResult]] = OrderedDict()
 
@@ -47,8 +51,9 @@ class BusinessKpis:
 
     async def _synthetic(self, req: VerificationRequest) -> Result:
         assert req.raw.synthetic is not None
+        journey = self._resolve_journey(req.service, req.raw.synthetic.journey)
         targets = await self._store.targets(req.service, req.environment, req.candidate_version)
-        verdict, reason, kpis = await synthetic.run(req.raw.synthetic, targets)
+        verdict, reason, kpis = await synthetic.run(req.raw.synthetic, targets, journey)
         log.info("synthetic verdict", step=req.step_id, verdict=verdict.value, reason=reason)
         return Result(verdict, reason, tuple(kpis))
 
@@ -57,8 +62,9 @@ class BusinessKpis:
             return []
         key = (req.release_id, req.step_id, req.window_start)
         if key not in self._journeys:
+            journey = self._resolve_journey(req.service, req.raw.journeys.journey)
             targets = await self._store.targets(req.service, req.environment, req.candidate_version)
-            _, _, self._journeys[key] = await synthetic.run(req.raw.journeys, targets)
+            _, _, self._journeys[key] = await synthetic.run(req.raw.journeys, targets, journey)
             while len(self._journeys) > JOURNEY_RUNS_KEPT:
                 self._journeys.popitem(last=False)
         return self._journeys[key]

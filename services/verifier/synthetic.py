@@ -1,6 +1,10 @@
 """Synthetic journeys verifier: scripted browse → cart → checkout → confirmation journeys run directly against
 the candidate's instances, per tenant, before it gets customer traffic. Reports per-tenant journey success and
-per-step success and latency."""
+per-step success and latency.
+
+A command names a journey; the script comes from the allow-list in the catalog entry of the request's service
+(`journeys: {name: module:function}`, in the packages the catalog allows). A module path in a command is never
+imported: a name the entry does not list is refused with the reason."""
 from __future__ import annotations
 
 import asyncio
@@ -12,24 +16,52 @@ from typing import Any
 import httpx
 
 from contracts.events import KpiResult, SyntheticJourneys, Verdict
+from services.common.catalog import Catalog, CatalogError
 from services.verifier.domain import VerifierError, percentile
 
 Journey = Callable[[httpx.AsyncClient, str, str, str], Awaitable[Any]]
+JourneyResolver = Callable[[str, str], Journey]
 
 
 def load_journey(reference: str) -> Journey:
+    """Import a `module:function` the catalog allow-listed (never one taken from a command)."""
     module, _, name = reference.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
+        journey = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise VerifierError(f"journey script {reference!r} cannot be loaded: {exc}") from None
+    if not callable(journey):
+        raise VerifierError(f"journey script {reference!r} is not a function")
+    return journey
 
 
-async def run(spec: SyntheticJourneys, targets: list[str], journey: Journey | None = None
-              ) -> tuple[Verdict, str, list[KpiResult]]:
+class CatalogJourneys:
+    """Resolves a journey name through the catalog entry of the request's service (re-read on every request, so an
+    edited allow-list applies at once)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __call__(self, service: str, name: str) -> Journey:
+        try:
+            allowed = self._catalog.get(service).journeys
+        except CatalogError as exc:
+            raise VerifierError(f"journey {name!r} cannot be resolved: {exc}") from None
+        if name not in allowed:
+            raise VerifierError(f"journey {name!r} is not in the journeys allow-list of {service}'s catalog entry "
+                                f"({', '.join(sorted(allowed)) or 'empty'}); refusing to run it")
+        return load_journey(allowed[name])
+
+
+def no_journeys(service: str, name: str) -> Journey:
+    """The resolver of a verifier wired without a catalog: every journey is refused."""
+    raise VerifierError(f"journey {name!r} cannot be resolved: this verifier has no journey allow-list")
+
+
+async def run(spec: SyntheticJourneys, targets: list[str], journey: Journey) -> tuple[Verdict, str, list[KpiResult]]:
+    """Run `spec`'s journeys with the `journey` resolved from the catalog."""
     if not targets:
         return Verdict.INCONCLUSIVE, "no serving candidate instance to run journeys against", []
-    journey = journey or load_journey(spec.journey)
     plan = [(tenant, spec.profiles[i % len(spec.profiles)], targets[i % len(targets)])
             for tenant in spec.tenants for i in range(spec.journeys_per_tenant)]
     async with httpx.AsyncClient(timeout=10) as client:
