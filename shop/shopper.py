@@ -56,15 +56,17 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = path.open("a", encoding="utf-8")
 
-    def order(self, *, order_id: str, tenant: str, amount_cents: int | None, version: str | None) -> None:
+    def order(self, *, order_id: str, tenant: str, amount_cents: int | None, version: str | None,
+              requested_at: datetime) -> None:
         self._write({"kind": "order", "order_id": order_id, "tenant": tenant, "amount_cents": amount_cents,
-                     "version": version})
+                     "version": version}, requested_at)
 
-    def maintenance(self, *, tenant: str, step: str) -> None:
-        self._write({"kind": MAINTENANCE, "tenant": tenant, "step": step})
+    def maintenance(self, *, tenant: str, step: str, requested_at: datetime) -> None:
+        self._write({"kind": MAINTENANCE, "tenant": tenant, "step": step}, requested_at)
 
-    def _write(self, entry: dict[str, Any]) -> None:
-        entry["at"] = datetime.now(UTC).isoformat()
+    def _write(self, entry: dict[str, Any], requested_at: datetime) -> None:
+        # when the request went out and when its answer came back: together they bound when the shop decided
+        entry["requested_at"], entry["at"] = requested_at.isoformat(), datetime.now(UTC).isoformat()
         self._file.write(json.dumps(entry) + "\n")
         self._file.flush()
 
@@ -94,6 +96,7 @@ class Step:
     latency_ms: float
     version: str | None
     error: str | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass
@@ -118,17 +121,17 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
     headers = {"Host": tenant_host(tenant)}
 
     async def step(name: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        started = time.perf_counter()
+        started, sent_at = time.perf_counter(), datetime.now(UTC)
         try:
             response = await client.request(method, base_url + path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             result.steps.append(Step(name, None, (time.perf_counter() - started) * 1000, None,
-                                     str(exc) or type(exc).__name__))
+                                     str(exc) or type(exc).__name__, sent_at))
             result.reason = f"{name}: {type(exc).__name__}"
             return None
         latency = (time.perf_counter() - started) * 1000
         version = response.headers.get("X-Shop-Version")
-        result.steps.append(Step(name, response.status_code, latency, version))
+        result.steps.append(Step(name, response.status_code, latency, version, sent_at=sent_at))
         # The checkout step decides which version a journey is attributed to; earlier steps fill in meanwhile.
         if version and (name == "checkout" or result.version is None):
             result.version, result.instance = version, response.headers.get("X-Shop-Instance")
@@ -142,7 +145,7 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
             if response.status_code == 503 and reason == MAINTENANCE:
                 result.maintenance = True
                 if ledger is not None:
-                    ledger.maintenance(tenant=tenant, step=name)
+                    ledger.maintenance(tenant=tenant, step=name, requested_at=sent_at)
             return None
         return payload
 
@@ -164,7 +167,7 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
     if ledger is not None:
         amount = order.get("amount_cents")
         ledger.order(order_id=result.order_id, tenant=tenant, version=result.version,
-                     amount_cents=amount if type(amount) is int else None)
+                     amount_cents=amount if type(amount) is int else None, requested_at=result.steps[-1].sent_at)
     confirmation = await step("confirmation", "GET", f"/orders/{result.order_id}")
     result.success = bool(confirmation) and confirmation.get("status") == "confirmed"
     return result

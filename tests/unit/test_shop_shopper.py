@@ -95,7 +95,7 @@ class TestLedger:
         assert not result.success
         assert [{k: e[k] for k in ("kind", "order_id", "tenant", "amount_cents", "version")} for e in entries] == [
             {"kind": "order", "order_id": "o-1", "tenant": "acme", "amount_cents": 2052, "version": "v2"}]
-        assert entries[0]["at"].endswith("+00:00")
+        assert entries[0]["requested_at"] <= entries[0]["at"] and entries[0]["at"].endswith("+00:00")
         ledger.close()
 
     async def test_declined_checkouts_and_errors_write_no_order(self, tmp_path):
