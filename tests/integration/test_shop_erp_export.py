@@ -28,7 +28,7 @@ from shop import tax_reference
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
 from tests.integration.test_shop_storefront import (REPO, SHOP_DB, SUCCESS_TYPES, VISA, Events, Process, events,
-                                                    extract, free_port, shop_kafka_env, spawn, tenant, topic,
+                                                    extract, free_port, host, shop_kafka_env, spawn, tenant, topic,
                                                     wait_for)
 
 pytestmark = pytest.mark.integration
@@ -176,7 +176,7 @@ async def shop(tmp_path_factory, topic) -> AsyncIterator[Shop]:
 
 
 async def checkout(shop: Process, who: str, items: list[dict] = BASKET, card: str = VISA) -> httpx.Response:
-    headers = {"X-Tenant": who}
+    headers = host(who)
     async with httpx.AsyncClient(timeout=10) as client:
         cart = await client.post(f"{shop.url}/cart", json={"items": items}, headers=headers)
         assert cart.status_code == 201, cart.text
@@ -321,7 +321,7 @@ class TestTaxAndInventory:
             tax, total = tax_reference.tax_cents(lines, region), tax_reference.total_cents(lines, region)
             assert (answer["region"], answer["tax_cents"], answer["amount_cents"]) == (region, tax, total)
             async with httpx.AsyncClient(timeout=10) as client:
-                order = (await client.get(f"{shop_a.url}/orders/{order_id}", headers={"X-Tenant": who})).json()
+                order = (await client.get(f"{shop_a.url}/orders/{order_id}", headers=host(who))).json()
             assert (order["region"], order["tax_cents"], order["amount_cents"]) == (region, tax, total)
             [row] = await shop.fetch("SELECT tax_cents, region, lines, created_at FROM orders WHERE id = $1", order_id)
             assert (row["tax_cents"], row["region"], json.loads(row["lines"])) == (tax, region, lines)

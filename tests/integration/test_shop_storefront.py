@@ -6,6 +6,8 @@ entrypoint), runs shopper journeys and checks the orders in the database and the
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib.util
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,8 +32,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from contracts.cloudevents import decode, header_dict
+from services.common import secrets
+from services.common.haproxy import HAProxy, HAProxyError
 from services.common.kafka import client_options
 from services.common.settings import ServiceSettings
+from services.verifier.adapters import haproxy_log
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
 
@@ -84,6 +90,11 @@ def free_port() -> int:
 
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def host(who: str) -> dict[str, str]:
+    """Headers naming tenant `who`: a client names its tenant by the Host `<tenant>.shop.test` only."""
+    return {"Host": f"{who}.shop.test"}
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -242,7 +253,7 @@ async def test_v2_visa_journey_places_the_order_and_emits_its_events(shops, even
     shop, who = shops["v2"], tenant()
     async with httpx.AsyncClient(timeout=10) as client:
         result = await run_journey(client, shop.url, who, VISA)
-        products = (await client.get(f"{shop.url}/products", headers={"X-Tenant": who})).json()["products"]
+        products = (await client.get(f"{shop.url}/products", headers=host(who))).json()["products"]
         metrics = (await client.get(f"{shop.url}/metrics")).text
     assert result.success, result
     assert result.version == "v2" and result.instance.startswith("it-v2-")
@@ -268,17 +279,21 @@ async def test_v2_visa_journey_places_the_order_and_emits_its_events(shops, even
     assert all(d["amount_cents"] == order["amount_cents"] and d["reason"] is None for d in data)
 
 
-async def test_tenant_is_taken_from_the_host_subdomain(shops):
+async def test_the_tenant_is_named_by_the_host_and_never_by_a_header(shops):
     shop, who = shops["v2"], tenant()
+    pay = {"card_number": VISA}
     async with httpx.AsyncClient(timeout=10) as client:
         cart = (await client.post(f"{shop.url}/cart", json={"items": [{"sku": "MUG-004", "qty": 1}]},
-                                  headers={"Host": f"{who}.shop.local"})).json()
-        other = await client.post(f"{shop.url}/checkout", json={"cart_id": cart["cart_id"], "card_number": VISA},
-                                  headers={"X-Tenant": tenant()})
-        own = await client.post(f"{shop.url}/checkout", json={"cart_id": cart["cart_id"], "card_number": VISA},
-                                headers={"X-Tenant": who})
-    assert other.status_code == 404
-    assert own.status_code == 201 and own.json()["status"] == "confirmed"
+                                  headers=host(who))).json()
+        pay["cart_id"] = cart["cart_id"]
+        other = await client.post(f"{shop.url}/checkout", json=pay, headers=host(tenant()))
+        by_header = await client.post(f"{shop.url}/checkout", json=pay, headers={"X-Tenant": who})
+        old_suffix = await client.post(f"{shop.url}/checkout", json=pay, headers={"Host": f"{who}.shop.local"})
+        own = await client.post(f"{shop.url}/checkout", json=pay, headers=host(who) | {"X-Tenant": tenant()})
+    assert other.status_code == 404, "another tenant's Host does not see the cart"
+    assert (by_header.status_code, by_header.json()) == (400, {"reason": "invalid_tenant"}), "X-Tenant is ignored"
+    assert old_suffix.status_code == 400
+    assert own.status_code == 201 and own.json()["status"] == "confirmed", "a forged X-Tenant changes nothing"
     assert own.headers["X-Shop-Version"] == "v2"
 
 
@@ -305,3 +320,170 @@ async def test_v3_declines_amex_as_invalid_card_but_still_takes_visa(shops, even
                                    amex_tenant) == ["released"]
     finally:
         await conn.close()
+
+
+# ------------------------------------------------------------------ tenant and canary cookie through a real HAProxy
+HAPROXY_TEMPLATE = REPO / "deploy" / "haproxy" / "haproxy.cfg"
+# Addresses fixed in the template that a private HAProxy moves to free ports (the stack's own may be running).
+HAPROXY_FIXED = ("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18404", "127.0.0.1:15514")
+_spec = importlib.util.spec_from_file_location("shop_tenancy", REPO / "shop/bundle_src/storefront/tenancy.py")
+tenancy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tenancy)
+
+
+class _Lines(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue[str]) -> None:
+        self.queue = queue
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            self.queue.put_nowait(line)
+
+
+@dataclass
+class PrivateHAProxy:
+    url: str                        # fe_production
+    admin: HAProxy
+    tenant_map: str
+    key: bytes                      # its canary cookie key
+    log: asyncio.Queue[str]         # its request log lines, as the verifier receives them
+
+    async def next_request(self, timeout: float = 5) -> haproxy_log.Sample:
+        """The next request line HAProxy logged, parsed as the verifier parses it."""
+        while (sample := haproxy_log.parse(await asyncio.wait_for(self.log.get(), timeout))) is None:
+            pass
+        return sample
+
+    def forget_logged(self) -> None:
+        """Drop the lines logged so far (a failed test's leftovers must not shift the next test's lines)."""
+        while not self.log.empty():
+            self.log.get_nowait()
+
+
+@pytest.fixture(scope="module")
+async def haproxy(tmp_path_factory, shops) -> AsyncIterator[PrivateHAProxy]:
+    """The stack's HAProxy configuration run privately: deploy/haproxy/haproxy.cfg rendered as deploy/stack.sh does,
+    moved to free ports, with a canary key of its own; slot s1 of shop_production is the v3 shop (stable here),
+    slot s1 of shop_production_wave the v2 shop (the candidate), and its request log comes to this test."""
+    if shutil.which("haproxy") is None:
+        pytest.fail("haproxy is not installed: run `bash deploy/stack.sh install`", pytrace=False)
+    run = tmp_path_factory.mktemp("haproxy")
+    text = HAPROXY_TEMPLATE.read_text().replace("@HAPROXY_RUN_DIR@", str(run)).replace("@CANARY_KEY_ID@", "test")
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    moved = {fixed: f"127.0.0.1:{free_port()}" for fixed in HAPROXY_FIXED[:-1]}
+    moved[HAPROXY_FIXED[-1]] = f"127.0.0.1:{udp.getsockname()[1]}"
+    for fixed, address in moved.items():
+        assert text.count(fixed) == 1, f"{fixed} is no longer once in {HAPROXY_TEMPLATE}: update this fixture"
+        text = text.replace(fixed, address)
+    for name in ("tenants-production.map", "maintenance-production.map"):
+        (run / name).write_text("")
+    config = run / "haproxy.cfg"
+    config.write_text(text)
+    key = os.urandom(secrets.CANARY_KEY_BYTES)
+    env = {**os.environ, "RG_CANARY_KEY": base64.b64encode(key).decode()}
+    check = subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Lines(lines), sock=udp)
+    log = run / "haproxy.log"
+    process = Process("haproxy", subprocess.Popen(["haproxy", "-db", "-f", str(config)], env=env,
+                                                  stdout=log.open("wb"), stderr=subprocess.STDOUT),
+                      log, f"http://{moved['127.0.0.1:18080']}")
+    admin = HAProxy(str(run / "admin.sock"))
+    slots = {"shop_production": shops["v3"], "shop_production_wave": shops["v2"]}
+
+    pointed = False
+
+    async def slots_up() -> bool:
+        nonlocal pointed
+        if process.popen.poll() is not None:
+            raise AssertionError(f"haproxy exited {process.popen.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if not pointed:
+                for backend, shop in slots.items():
+                    await admin.point(backend, "s1", int(shop.url.rsplit(":", 1)[1]))
+                    await admin.set_state(backend, "s1", "ready")
+                pointed = True
+            states = [s for backend in slots for s in await admin.servers(backend) if s.name == "s1"]
+        except HAProxyError:  # the runtime API is not listening yet
+            return False
+        return len(states) == 2 and all(s.operational and not s.maintenance for s in states)
+
+    try:
+        await wait_for(slots_up, 30, "the HAProxy runtime API, then both slots up (health checks of v3 and v2)")
+        yield PrivateHAProxy(process.url, admin, str(run / "tenants-production.map"), key, lines)
+    finally:
+        transport.close()
+        process.terminate()
+
+
+async def test_haproxy_and_the_shop_name_the_same_tenant_whatever_the_client_claims(haproxy):
+    haproxy.forget_logged()
+    who, claimed = tenant(), tenant()
+    async with httpx.AsyncClient(timeout=10) as client:
+        cart = await client.post(f"{haproxy.url}/cart", json={"items": [{"sku": "MUG-004", "qty": 1}]},
+                                 headers={"Host": f"{who}.shop.test:8080", "X-Tenant": claimed})
+    logged = await haproxy.next_request()
+    assert cart.status_code == 201, cart.text
+    conn = await asyncpg.connect(SHOP_DB)
+    try:
+        served_as = await conn.fetchval("SELECT tenant FROM carts WHERE id = $1", uuid.UUID(cart.json()["cart_id"]))
+    finally:
+        await conn.close()
+    assert served_as == who, "the shop serves the tenant of the Host, not the X-Tenant header"
+    assert (logged[5], logged[3], logged[2]) == (who, 201, "v3"), "the log says the same tenant"
+
+
+async def test_a_tenant_reaches_the_candidate_by_its_host_only(haproxy):
+    haproxy.forget_logged()
+    moved, other = tenant(), tenant()
+    await haproxy.admin.map_set(haproxy.tenant_map, moved, "shop_production_wave")
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            async def version(headers: dict[str, str]) -> str | None:
+                return (await client.get(f"{haproxy.url}/products", headers=headers)).headers.get("X-Shop-Version")
+            by_host = [await version(host(moved)) for _ in range(3)]
+            claimed = [await version(host(other) | {"X-Tenant": moved}) for _ in range(3)]
+            no_tenant = [await version({"X-Tenant": moved}) for _ in range(3)]
+    finally:
+        await haproxy.admin.map_del(haproxy.tenant_map, moved)
+    assert by_host == ["v2"] * 3, "the moved tenant (positive control) gets the candidate"
+    assert claimed == ["v3"] * 3 and no_tenant == ["v3"] * 3, "claiming the moved tenant by header does not"
+    logged = [await haproxy.next_request() for _ in range(9)]
+    assert [s[5] for s in logged] == [moved] * 3 + [other] * 3 + [None] * 3
+
+
+@pytest.mark.parametrize("host_header", [
+    "acme.shop.test", "ACME.shop.test:18080", "t-1.shop.test:1", "a" * 32 + ".shop.test",
+    "127.0.0.1", "localhost:18080", "shop.test", "a" * 33 + ".shop.test", "-acme.shop.test", "a.b.shop.test",
+    "acme.shop.test.", "acme.shop.local", "acme.shop.test:abc", "acme.shop.test:123456", "ac_me.shop.test",
+    "acme.shop.test, globex.shop.test", "\u212acme.shop.test",
+])
+async def test_haproxy_applies_the_storefronts_tenant_rule(haproxy, host_header):
+    haproxy.forget_logged()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await client.get(f"{haproxy.url}/products", headers={"Host": host_header.encode()})
+    assert (await haproxy.next_request())[5] == tenancy.tenant_from_host(host_header)
+
+
+async def test_only_a_cookie_signed_with_the_key_reaches_the_candidate(haproxy):
+    signed = secrets.canary_cookie(haproxy.key, "alice")
+    user, mac = signed.split(".")
+    forged = {
+        "the old unsigned cookie": "1",
+        "another user's mac": f"bob.{mac}",
+        "one digit off": f"{user}.{mac[:-1]}{'0' if mac[-1] != '0' else '1'}",
+        "upper-case mac": f"{user}.{mac.upper()}",
+        "the full untruncated mac": f"{user}.{mac}{'0' * 32}",
+        "signed with another key": secrets.canary_cookie(os.urandom(32), "alice"),
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        async def versions(cookie: str) -> set[str | None]:
+            return {(await client.get(f"{haproxy.url}/products", cookies={"rg_canary": cookie})
+                     ).headers.get("X-Shop-Version") for _ in range(3)}
+        with_signed = await versions(signed)
+        with_forged = {name: await versions(cookie) for name, cookie in forged.items()}
+    assert with_signed == {"v2"}, "the signed cookie (positive control) reaches the candidate"
+    assert with_forged == {name: {"v3"} for name in forged}, "no other cookie does"

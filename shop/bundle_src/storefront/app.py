@@ -19,12 +19,11 @@ from storefront.metrics import Metrics
 from storefront.outbox import OutgoingEvent
 from storefront.runtime import Runtime, lifecycle
 from storefront.settings import Settings
+from storefront.tenancy import HOST_SUFFIX, tenant_from_host
 
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
-TENANT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-HOST_SUFFIX = ".shop.local"
 ALWAYS_SERVED = {"/health", "/metrics"}
 MAX_ITEMS, MAX_QTY = 50, 100
 
@@ -64,14 +63,11 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 def tenant_of(request: web.Request) -> str | None:
-    """Tenant from `X-Tenant`, else from a `<tenant>.shop.local` host, else `default`; None if malformed."""
-    tenant = request.headers.get("X-Tenant")
-    if tenant is None:
-        host = (request.host or "").rsplit(":", 1)[0].lower()
-        prefix = host[: -len(HOST_SUFFIX)] if host.endswith(HOST_SUFFIX) else ""
-        tenant = prefix if prefix and "." not in prefix else "default"
-    tenant = tenant.strip().lower()
-    return tenant if TENANT.match(tenant) else None
+    """The tenant the request's one Host header names (`<tenant>.shop.test`, storefront/tenancy.py, the rule
+    HAProxy routes and logs by); None without exactly one such header. `X-Tenant` is never read: a client can send
+    any. (Not `request.host`: without a Host header it falls back to this machine's name.)"""
+    hosts = request.headers.getall("Host", [])
+    return tenant_from_host(hosts[0]) if len(hosts) == 1 else None
 
 
 async def _body(request: web.Request) -> dict[str, Any] | None:
