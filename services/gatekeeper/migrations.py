@@ -1,5 +1,12 @@
 """Lint SQL schema migrations for the release gate: is each one an expand (old code keeps working) or a
-contract (old code breaks), and what in it is unsafe for a zero-downtime deploy."""
+contract (old code breaks), and what in it is unsafe for a zero-downtime deploy.
+
+Statements are split and parsed by PostgreSQL's own parser (pglast), so dollar quoting, comments and string
+literals cannot hide a statement. What the lint cannot judge is high risk, never silently safe: `DO` blocks,
+procedure and function calls that run during the migration (`CALL`, `SELECT f(...)`, a user function in an
+UPDATE or a DEFAULT; PERFORM only exists inside DO blocks and functions), `DROP SCHEMA`, `DROP ... CASCADE`,
+and any statement type it does not know. Those are errors (the gate blocks them with the reason), make the
+migration a contract that may rewrite data, and set the report's `risk` to high."""
 from __future__ import annotations
 
 import functools
@@ -13,18 +20,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ConstrType, ObjectType, TransactionStmtKind, VariableSetKind
+from pglast import ast, parse_sql, visitors
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType, TransactionStmtKind, VariableSetKind
 from pglast.parser import ParseError, split
 from pglast.stream import RawStream
 
 Severity = Literal["error", "warning"]
 Kind = Literal["expand", "contract"]
+Risk = Literal["high", "normal"]
 
-# Rules whose presence means old code breaks once the migration runs.
+# Rules for what the lint cannot judge: the migration may do anything, so it is high risk.
+HIGH_RISK_RULES = frozenset(
+    {"parse_error", "do_block", "function_call", "drop_schema", "drop_cascade", "unrecognised_statement"})
+# Rules whose presence means old code breaks (or may break) once the migration runs.
 CONTRACT_RULES = frozenset(
-    {"drop_column", "drop_table", "rename", "not_null_without_default", "type_change", "set_not_null",
-     "parse_error"})
+    {"drop_column", "drop_table", "rename", "not_null_without_default", "type_change", "set_not_null"}
+) | HIGH_RISK_RULES
+
+# Built-in functions that only compute a value: calling them in a migration is no hidden effect. Any other
+# function (a user's, or a built-in with side effects such as pg_sleep, set_config, dblink or lo_import) is.
+SAFE_FUNCTIONS = frozenset({
+    "abs", "array_agg", "array_length", "avg", "bool_and", "bool_or", "btrim", "ceil", "ceiling", "char_length",
+    "clock_timestamp", "concat", "concat_ws", "count", "date_part", "date_trunc", "floor", "format",
+    "gen_random_uuid", "greatest", "json_build_array", "json_build_object", "jsonb_array_elements",
+    "jsonb_array_length", "jsonb_build_array", "jsonb_build_object", "jsonb_set", "jsonb_strip_nulls", "least",
+    "left", "length", "lower", "ltrim", "make_interval", "max", "md5", "min", "nextval", "now", "octet_length",
+    "position", "regexp_replace", "replace", "right", "round", "rtrim", "split_part", "statement_timestamp",
+    "string_agg", "substr", "substring", "sum", "timezone", "to_char", "to_date", "to_json", "to_jsonb",
+    "to_number", "to_timestamp", "transaction_timestamp", "trim", "trunc", "upper", "uuid_generate_v4",
+})
+# Statements whose function calls run during the migration, over existing rows (view and function bodies,
+# and defaults of a new, empty table, run later, under the new code).
+_RUNS_CALLS = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt,
+               ast.CreateTableAsStmt, ast.AlterTableStmt, ast.IndexStmt)
+# Statements that change no data and break no old code: recognised, nothing to report.
+_HARMLESS = (ast.CommentStmt, ast.CreateSeqStmt, ast.CreateEnumStmt, ast.CompositeTypeStmt,
+             ast.CreateDomainStmt, ast.AlterEnumStmt, ast.VariableShowStmt)
 
 # squawk rules that restate a concern this module already decides with more context (it knows which tables
 # are new in the migration, and pglast is PostgreSQL's own parser), so squawk's opinion on them is a duplicate.
@@ -64,11 +95,16 @@ class MigrationReport:
     adds: tuple[str, ...]
     rewrites_data: bool
 
+    @property
+    def risk(self) -> Risk:
+        return "high" if any(f.rule in HIGH_RISK_RULES for f in self.findings) else "normal"
+
     def as_input(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind,
                 "findings": [{"rule": f.rule, "severity": f.severity, "statement": f.statement,
                               "message": f.message} for f in self.findings],
-                "drops": list(self.drops), "adds": list(self.adds), "rewrites_data": self.rewrites_data}
+                "drops": list(self.drops), "adds": list(self.adds), "rewrites_data": self.rewrites_data,
+                "risk": self.risk}
 
 
 @dataclass
@@ -105,9 +141,7 @@ def analyse(name: str, sql: str, *, use_squawk: bool = True) -> MigrationReport:
         return _unparseable(name, sql, exc)
     scan = _Scan()
     for node, _, text in statements:
-        handler = _HANDLERS.get(type(node))
-        if handler is not None:
-            handler(scan, node, text)
+        _judge(scan, node, text)
     if scan.unguarded:
         scan.find("missing_lock_timeout", "warning", scan.unguarded[0][0], _lock_timeout_message(scan.unguarded))
     findings = tuple(scan.findings)
@@ -159,6 +193,72 @@ def _unparseable(name: str, sql: str, exc: ParseError) -> MigrationReport:
     finding = Finding("parse_error", "error", statement,
                       f"PostgreSQL's parser rejects migration {name} ({message}), so none of it can be judged safe")
     return MigrationReport(name, "contract", (finding,), (), (), True)
+
+
+def _judge(scan: _Scan, node: ast.Node, text: str) -> None:
+    """One statement: its own rules, then what runs inside it (function calls, data-modifying sub-statements)."""
+    handler = _HANDLERS.get(type(node))
+    if handler is not None:
+        handler(scan, node, text)
+    elif not isinstance(node, _HARMLESS):
+        scan.rewrites_data = True
+        scan.find("unrecognised_statement", "error", text,
+                  f"the migration lint does not know what {_lead(text)}… ({type(node).__name__}) does to a running "
+                  f"system, so it is treated as high risk: it may lock, rewrite or remove anything; review it by "
+                  f"hand")
+        return
+    if isinstance(node, _RUNS_CALLS):
+        _calls(scan, node, text)
+    for nested in _nested_writes(node):
+        verb = {ast.InsertStmt: "INSERT", ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE"}.get(type(nested),
+                                                                                                  "MERGE")
+        _rewrites(scan, verb, [_relation(nested.relation)], text)
+
+
+def _lead(text: str) -> str:
+    return " ".join(text.split()[:2])[:60]
+
+
+class _Walk(visitors.Visitor):
+    """Every FuncCall and data-modifying statement below a statement."""
+
+    def __init__(self) -> None:
+        self.calls: list[ast.FuncCall] = []
+        self.writes: list[ast.Node] = []
+
+    def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
+        self.calls.append(node)
+
+    def visit_InsertStmt(self, ancestors: Any, node: ast.Node) -> None:
+        self.writes.append(node)
+
+    visit_UpdateStmt = visit_DeleteStmt = visit_MergeStmt = visit_InsertStmt
+
+
+def _walk(node: ast.Node) -> _Walk:
+    walk = _Walk()
+    walk(node)
+    return walk
+
+
+def _nested_writes(node: ast.Node) -> list[ast.Node]:
+    # `WITH d AS (DELETE FROM orders RETURNING *) SELECT ...` changes data under a SELECT.
+    return [w for w in _walk(node).writes if w is not node]
+
+
+def _calls(scan: _Scan, node: ast.Node, text: str) -> None:
+    unknown = sorted({name for name in (_function(c) for c in _walk(node).calls) if name not in SAFE_FUNCTIONS})
+    if unknown:
+        scan.rewrites_data = True
+        scan.find("function_call", "error", text,
+                  f"the migration calls {', '.join(f'{n}()' for n in unknown)}: what a function does (write, lock, "
+                  f"drop, call out) is not in the migration, so it is treated as high risk; review it by hand")
+
+
+def _function(call: ast.FuncCall) -> str:
+    names = [n.sval for n in call.funcname]
+    # Only the built-in schema's functions are known; public.lower() may be anything.
+    return names[-1] if len(names) == 1 or names[0] == "pg_catalog" else ".".join(names)
 
 
 def _name(names: Sequence[str | None]) -> str:
@@ -225,6 +325,11 @@ def _on_alter_table(scan: _Scan, node: ast.AlterTableStmt, text: str) -> None:
                           f"old code that inserts into {table} without {cmd.def_.colname} fails")
         elif cmd.subtype == AlterTableType.AT_DropColumn:
             scan.drops.append(column)
+            if cmd.behavior == DropBehavior.DROP_CASCADE:
+                scan.rewrites_data = True
+                scan.find("drop_cascade", "error", text,
+                          f"ALTER TABLE {table} DROP COLUMN {cmd.name} CASCADE also drops every view and "
+                          f"constraint that uses {column}; which ones is not in the migration, so it is high risk")
             if existing:
                 scan.find("drop_column", "error", text,
                           f"ALTER TABLE {table} DROP COLUMN {cmd.name} is destructive: old code that still "
@@ -275,6 +380,18 @@ def _on_drop(scan: _Scan, node: ast.DropStmt, text: str) -> None:
     names = [_dropped(o) for o in node.objects]
     if not node.concurrent:
         scan.takes_lock(text, names)
+    if node.behavior == DropBehavior.DROP_CASCADE:
+        scan.rewrites_data = True
+        scan.find("drop_cascade", "error", text,
+                  f"DROP ... CASCADE also drops every object that depends on {', '.join(names)} (views, foreign "
+                  f"keys, columns of other tables); which ones is not in the migration, so it is high risk")
+    if node.removeType == ObjectType.OBJECT_SCHEMA:
+        scan.drops.extend(names)
+        scan.rewrites_data = True
+        scan.find("drop_schema", "error", text,
+                  f"DROP SCHEMA {', '.join(names)} removes whatever the schema holds (tables and their data, "
+                  f"functions, types); what that is is not in the migration, so it is high risk")
+        return
     if node.removeType not in _RELATIONS:
         return
     scan.drops.extend(names)
@@ -292,6 +409,43 @@ def _dropped(obj: tuple[ast.String, ...] | ast.Node) -> str:
     if isinstance(obj, ast.TypeName):
         return _strings(obj.names)
     return obj.sval  # schemas, extensions, languages: a bare name
+
+
+def _on_insert(scan: _Scan, node: ast.InsertStmt, text: str) -> None:
+    _rewrites(scan, "INSERT", [_relation(node.relation)], text)
+
+
+def _on_merge(scan: _Scan, node: ast.MergeStmt, text: str) -> None:
+    _rewrites(scan, "MERGE", [_relation(node.relation)], text)
+
+
+def _on_select(scan: _Scan, node: ast.SelectStmt, text: str) -> None:
+    # SELECT ... INTO creates a table like CREATE TABLE AS; a plain SELECT only reads (its calls are judged apart).
+    if node.intoClause is not None:
+        table = _relation(node.intoClause.rel)
+        scan.new_tables.add(table)
+        scan.adds.append(table)
+
+
+def _on_create_schema(scan: _Scan, node: ast.CreateSchemaStmt, text: str) -> None:
+    if node.schemaname:
+        scan.adds.append(node.schemaname)
+    for element in node.schemaElts or ():
+        _judge(scan, element, text)
+
+
+def _on_call(scan: _Scan, node: ast.CallStmt, text: str) -> None:
+    scan.rewrites_data = True
+    scan.find("function_call", "error", text,
+              f"CALL {_function(node.funccall)}() runs a procedure: what it does (write, lock, drop, commit) is not "
+              f"in the migration, so it is treated as high risk; review it by hand")
+
+
+def _on_do(scan: _Scan, node: ast.DoStmt, text: str) -> None:
+    scan.rewrites_data = True
+    scan.find("do_block", "error", text,
+              "a DO block runs procedural code (PERFORM, EXECUTE of built SQL, loops) that the lint cannot read: it "
+              "may lock, rewrite or drop anything, so it is high risk; write the statements out instead")
 
 
 def _on_update(scan: _Scan, node: ast.UpdateStmt, text: str) -> None:
@@ -312,9 +466,10 @@ def _rewrites(scan: _Scan, verb: str, tables: list[str], text: str) -> None:
     existing = scan.existing(tables)
     if existing:
         scan.rewrites_data = True
+        what = "adds rows to" if verb == "INSERT" else "changes existing rows of"
         scan.find("data_rewrite", "warning", text,
-                  f"{verb} changes existing rows of {', '.join(existing)}: rolling this release back needs a "
-                  f"restore of that data, redeploying the old code is not enough")
+                  f"{verb} {what} {', '.join(existing)}: rolling this release back needs a restore of that data, "
+                  f"redeploying the old code is not enough")
 
 
 def _on_set(scan: _Scan, node: ast.VariableSetStmt, text: str) -> None:
@@ -357,6 +512,8 @@ _HANDLERS: dict[type, Callable[[_Scan, Any, str], None]] = {
     ast.CreateFunctionStmt: _on_create_function, ast.IndexStmt: _on_create_index,
     ast.AlterTableStmt: _on_alter_table, ast.RenameStmt: _on_rename, ast.DropStmt: _on_drop,
     ast.UpdateStmt: _on_update, ast.DeleteStmt: _on_delete, ast.TruncateStmt: _on_truncate,
+    ast.InsertStmt: _on_insert, ast.MergeStmt: _on_merge, ast.SelectStmt: _on_select,
+    ast.CreateSchemaStmt: _on_create_schema, ast.CallStmt: _on_call, ast.DoStmt: _on_do,
     ast.VariableSetStmt: _on_set, ast.TransactionStmt: _on_transaction,
 }
 

@@ -197,3 +197,111 @@ class TestSquawk:
         monkeypatch.setattr(migrations, "_squawk", lambda: "/bin/false")
         report = analyse("042_change", GUARD + "ALTER TABLE orders DROP COLUMN note;")
         assert rules(report) == {"drop_column"} and report.kind == "contract"
+
+
+def high(report: migrations.MigrationReport, rule: str) -> migrations.Finding:
+    """The one finding of `rule`, after checking it makes the migration high risk: blocked, contract, may
+    rewrite data."""
+    finding = only(report, rule)
+    assert finding.severity == "error" and report.kind == "contract" and report.rewrites_data
+    assert report.risk == "high" and report.as_input()["risk"] == "high"
+    return finding
+
+
+class TestWhatTheLintCannotJudgeIsHighRisk:
+    def test_a_do_block_is_high_risk_whatever_it_says(self):
+        finding = high(lint(GUARD + "DO $$ BEGIN PERFORM refresh_totals(); END $$;"), "do_block")
+        assert finding.statement == "DO $$ BEGIN PERFORM refresh_totals(); END $$"
+        assert "cannot read" in finding.message
+
+    def test_dollar_quoting_with_a_tag_and_semicolons_inside_is_one_statement(self):
+        report = lint(GUARD + "DO $body$ BEGIN EXECUTE 'DROP TABLE orders'; EXECUTE $q$DELETE FROM carts;$q$; "
+                              "END $body$ LANGUAGE plpgsql;\nALTER TABLE orders ADD COLUMN a text;")
+        assert high(report, "do_block").statement.endswith("END $body$ LANGUAGE plpgsql")
+        assert report.adds == ("orders.a",) and "drop_table" not in rules(report)
+
+    def test_perform_outside_a_block_is_unparseable_and_high_risk(self):
+        high(lint("PERFORM refresh_totals();"), "parse_error")
+
+    @pytest.mark.parametrize("sql, called", [
+        ("SELECT refresh_totals();", "refresh_totals()"), ("SELECT pg_sleep(600);", "pg_sleep()"),
+        ("SELECT set_config('search_path', 'evil', false);", "set_config()"),
+        ("SELECT public.lower('x');", "public.lower()"),
+        ("SELECT id FROM orders WHERE dblink_exec('host=x', 'DROP TABLE t') = 'OK';", "dblink_exec()"),
+    ])
+    def test_a_select_that_calls_a_function_is_high_risk_and_names_it(self, sql, called):
+        assert called in high(lint(GUARD + sql), "function_call").message
+
+    def test_call_runs_a_procedure_and_is_high_risk(self):
+        assert "CALL archive_orders()" in high(lint(GUARD + "CALL archive_orders(2024);"), "function_call").message
+
+    def test_a_user_function_inside_an_update_or_a_default_is_high_risk(self):
+        update = lint(GUARD + "UPDATE orders SET total = recompute(id);")
+        assert "recompute()" in high(update, "function_call").message and "data_rewrite" in rules(update)
+        default = lint(GUARD + "ALTER TABLE orders ADD COLUMN ref text DEFAULT next_ref();")
+        assert "next_ref()" in high(default, "function_call").message
+
+    def test_built_in_value_functions_are_not_a_finding(self):
+        report = lint(GUARD + "SELECT lower('A'), pg_catalog.upper('b'), count(*) FROM orders;\n"
+                              "ALTER TABLE orders ADD COLUMN created timestamptz DEFAULT now();")
+        assert report.findings == () and report.risk == "normal" and report.kind == "expand"
+
+    def test_a_view_or_function_body_is_not_run_by_the_migration(self):
+        report = lint(GUARD + "CREATE VIEW totals AS SELECT recompute(id) FROM orders;")
+        assert report.findings == () and report.risk == "normal"
+
+    def test_drop_schema_is_high_risk_and_listed_as_dropped(self):
+        report = lint(GUARD + "DROP SCHEMA billing;")
+        assert "removes whatever the schema holds" in high(report, "drop_schema").message
+        assert report.drops == ("billing",)
+
+    def test_cascade_is_high_risk_on_any_drop(self):
+        assert "views, foreign keys" in high(lint(GUARD + "DROP TYPE money_cents CASCADE;"),
+                                             "drop_cascade").message
+        report = lint(GUARD + "ALTER TABLE orders DROP COLUMN note CASCADE;")
+        assert {"drop_column", "drop_cascade"} <= rules(report) and report.risk == "high"
+        both = lint(GUARD + "DROP SCHEMA billing CASCADE;")
+        assert {"drop_schema", "drop_cascade"} <= rules(both)
+
+    @pytest.mark.parametrize("sql", ["GRANT ALL ON orders TO public;", "CREATE EXTENSION dblink;",
+                                     "COPY orders FROM PROGRAM 'curl evil';", "LOCK TABLE orders;",
+                                     "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f();",
+                                     "EXPLAIN ANALYZE DELETE FROM orders;", "VACUUM FULL orders;"])
+    def test_a_statement_the_lint_does_not_know_is_high_risk_never_silently_safe(self, sql):
+        finding = high(lint(GUARD + sql), "unrecognised_statement")
+        assert finding.statement == sql.rstrip(";") and "review it by hand" in finding.message
+
+    def test_harmless_statements_are_recognised(self):
+        report = lint(GUARD + "COMMENT ON TABLE orders IS 'one; DROP TABLE orders';\n"
+                              "CREATE SEQUENCE invoice_no;\nCREATE TYPE channel AS ENUM ('web', 'store');")
+        assert report.findings == () and report.risk == "normal"
+
+
+class TestStatementsCannotHide:
+    def test_semicolons_in_strings_and_comments_do_not_split_a_statement(self):
+        report = lint(GUARD + "UPDATE orders SET note = 'x; DROP TABLE orders;' -- ; DROP TABLE carts;\n"
+                              "WHERE id = 1; /* DROP TABLE coupons; */")
+        assert rules(report) == {"data_rewrite"} and report.drops == ()
+
+    def test_a_write_inside_a_select_is_a_data_rewrite(self):
+        report = lint("WITH gone AS (DELETE FROM orders WHERE abandoned RETURNING id) SELECT count(*) FROM gone;")
+        assert report.rewrites_data and "DELETE changes existing rows of orders" in only(report, "data_rewrite").message
+
+    def test_insert_into_an_existing_table_adds_data_a_rollback_must_remove(self):
+        report = lint("INSERT INTO coupons (code) VALUES ('WELCOME');")
+        assert "INSERT adds rows to coupons" in only(report, "data_rewrite").message and report.rewrites_data
+        fresh = lint("CREATE TABLE regions (code text);\nINSERT INTO regions VALUES ('eu');")
+        assert fresh.findings == () and not fresh.rewrites_data
+
+    def test_select_into_creates_a_table(self):
+        report = lint("SELECT id, note INTO order_notes FROM orders;")
+        assert report.adds == ("order_notes",) and report.findings == ()
+
+    def test_statements_inside_create_schema_are_judged(self):
+        report = lint(GUARD + "CREATE SCHEMA audit CREATE TABLE log (id bigint) CREATE TRIGGER t AFTER INSERT "
+                              "ON log FOR EACH ROW EXECUTE FUNCTION f();")
+        assert report.adds[:2] == ("audit", "log") and "unrecognised_statement" in rules(report)
+
+    def test_an_ordinary_expand_migration_stays_normal_risk(self):
+        report = lint(GUARD + "ALTER TABLE orders ADD COLUMN gift_note text;")
+        assert report.risk == "normal" and report.as_input()["risk"] == "normal"
