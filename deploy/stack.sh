@@ -45,6 +45,7 @@ HAPROXY_RUN="$RUN_DIR/haproxy"
 HAPROXY_CFG="$HAPROXY_RUN/haproxy.cfg"
 HAPROXY_PID="$HAPROXY_RUN/haproxy.pid"
 HAPROXY_ADMIN_SOCK="$HAPROXY_RUN/admin.sock"   # the runtime API: owner-only unix socket, no TCP
+HAPROXY_CANARY_KEY="$SECRETS_DIR/haproxy/canary.key"   # signs canary cookies (services/common/secrets.py)
 
 SANDBOX_PORT=18090
 SANDBOX_MODULE_FILE="$ROOT/shop/payment_sandbox.py"
@@ -487,9 +488,24 @@ with urllib.request.urlopen("http://127.0.0.1:18404/metrics", timeout=2) as r:
 PY
 }
 
+# The canary cookie key reaches HAProxy in its environment only (never in a file but the owner-only secret); the
+# rendered configuration carries the key's id (a digest prefix, which says nothing about the key), so a new key is a
+# changed configuration and restarts HAProxy with it.
+haproxy_canary_key() {
+  tr -d '[:space:]' < "$HAPROXY_CANARY_KEY"
+}
+
+haproxy_render() {  # haproxy_render DST
+  local key_id
+  [[ -s "$HAPROXY_CANARY_KEY" ]] \
+    || die "haproxy: no canary cookie key $HAPROXY_CANARY_KEY (made by: $PYTHON -m services.common.secrets --dir $SECRETS_DIR)"
+  key_id="$(haproxy_canary_key | sha256sum | cut -c1-16)"
+  render "$ROOT/deploy/haproxy/haproxy.cfg" "$1" "HAPROXY_RUN_DIR=$HAPROXY_RUN" "CANARY_KEY_ID=$key_id"
+}
+
 haproxy_up() {
   mkdir -p "$HAPROXY_RUN"
-  render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG.next" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
+  haproxy_render "$HAPROXY_CFG.next"
   if haproxy_alive && haproxy_healthy; then
     if cmp -s "$HAPROXY_CFG.next" "$HAPROXY_CFG"; then
       rm -f "$HAPROXY_CFG.next"
@@ -510,14 +526,14 @@ haproxy_up() {
   # tenant routes start empty at every HAProxy start (the runtime API edits them; the deployer reconciles)
   : > "$HAPROXY_RUN/tenants-production.map"
   : > "$HAPROXY_RUN/maintenance-production.map"
-  render "$ROOT/deploy/haproxy/haproxy.cfg" "$HAPROXY_CFG" "HAPROXY_RUN_DIR=$HAPROXY_RUN"
-  if ! haproxy -c -q -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
+  haproxy_render "$HAPROXY_CFG"
+  if ! RG_CANARY_KEY="$(haproxy_canary_key)" haproxy -c -q -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
     tail_log "$LOG_DIR/haproxy.log"
     die "haproxy: config check failed for $HAPROXY_CFG"
   fi
   rm -f "$HAPROXY_RUN/admin.sock"
   log "haproxy: starting"
-  if ! haproxy -D -p "$HAPROXY_PID" -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
+  if ! RG_CANARY_KEY="$(haproxy_canary_key)" haproxy -D -p "$HAPROXY_PID" -f "$HAPROXY_CFG" >>"$LOG_DIR/haproxy.log" 2>&1; then
     tail_log "$LOG_DIR/haproxy.log"
     die "haproxy: failed to start"
   fi

@@ -23,7 +23,7 @@ from releasegate_cli.render import print_entry
 from releasegate_cli.dr import register as register_dr
 from releasegate_cli.supply_chain import register as register_supply_chain
 from releasegate_cli.verifiers import register as register_verifiers
-from services.common import identity
+from services.common import identity, secrets
 from services.common.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
@@ -171,6 +171,24 @@ def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you p
         console.print("[red]only `promote --full` is supported: say --full to skip the remaining canary[/red]")
         raise typer.Exit(EXIT_ERROR)
     _send_signed(lambda who: PromoteRequested(release_id=release_id, actor=who, reason=reason), key, actor)
+
+
+@app.command("canary-cookie")
+def canary_cookie(user: Annotated[str, typer.Argument(help="A person of the identities file.")]) -> None:
+    """Print the signed canary cookie of an internal user (`rg_canary=<user>.<mac>`): HAProxy sends whoever carries
+    it to the candidate while one is being released. Only people of the identities file get one, and it needs the
+    stack's canary key (.run/secrets/haproxy/canary.key), so run it as the stack's operator."""
+    settings = _settings()
+    try:
+        people = identity.Identities.load(settings.identities_file).people
+        if user not in people:
+            raise secrets.CanaryError(f"{user[:40]!r} is not a person of {settings.identities_file}: canary cookies "
+                                      "are for internal users only")
+        cookie = secrets.canary_cookie(secrets.canary_key(settings.secrets_dir), user)
+    except (identity.IdentityError, secrets.CanaryError) as exc:
+        console.print(f"no canary cookie: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    print(f"{secrets.CANARY_COOKIE}={cookie}")
 
 
 def _send_signed(command: Callable[[str], OperatorCommand], key: Path, actor: str | None) -> None:

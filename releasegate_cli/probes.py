@@ -14,13 +14,27 @@ from services.common.kafka import client_options
 from services.common.settings import ServiceSettings
 
 
-async def versions_served(base_url: str, requests: int = 50) -> Counter[str]:
-    """Count the X-Shop-Version of `requests` real requests through the given frontend."""
+TENANT_HOST_SUFFIX = ".shop.test"  # a client names its tenant by the Host only (shop/bundle_src/storefront/tenancy.py)
+
+
+def tenant_host(tenant: str, base_url: str) -> str:
+    """The Host header naming `tenant`, keeping the port of `base_url` (HAProxy and the shop accept either)."""
+    port = httpx.URL(base_url).port
+    return f"{tenant}{TENANT_HOST_SUFFIX}" + (f":{port}" if port else "")
+
+
+async def versions_served(base_url: str, requests: int = 50, *, tenant: str | None = None,
+                          canary_cookie: str | None = None) -> Counter[str]:
+    """Count the X-Shop-Version of `requests` real requests through the given frontend: as `tenant` (by its Host) if
+    given, else as no tenant; carrying the canary cookie value `canary_cookie` (`<user>.<mac>`, `releasegate
+    canary-cookie`) if given."""
     seen: Counter[str] = Counter()
-    async with httpx.AsyncClient(timeout=5) as client:
+    headers = {"Host": tenant_host(tenant, base_url)} if tenant else {}
+    cookies = {"rg_canary": canary_cookie} if canary_cookie else None
+    async with httpx.AsyncClient(timeout=5, cookies=cookies) as client:
         for _ in range(requests):
             try:
-                r = await client.get(f"{base_url}/products", headers={"X-Tenant": "probe"})
+                r = await client.get(f"{base_url}/products", headers=headers)
                 seen[r.headers.get("X-Shop-Version", f"http-{r.status_code}")] += 1
             except httpx.HTTPError as exc:
                 seen[type(exc).__name__] += 1

@@ -1,14 +1,20 @@
 """Per-machine secrets of the local stack, generated on the first `make stack` and never committed: a random
 SCRAM password per Kafka principal (deploy/kafka/acls.yaml, plus the broker's `admin`), a random password per
-PostgreSQL role, and the coordinator's ed25519 key pair for step grants. Files are owner-only (0600) in
-.run/secrets (0700); an existing secret is never replaced (rotation: docs/security.md).
+PostgreSQL role, the coordinator's ed25519 key pair for step grants, and the key HAProxy checks canary cookies
+with. Files are owner-only (0600) in .run/secrets (0700); an existing secret is never replaced (rotation:
+docs/security.md).
 
     python -m services.common.secrets [--dir DIR]      # idempotent; prints what it created
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
+import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -20,6 +26,19 @@ ADMIN = "admin"  # the broker's super user: inter-broker traffic and the stack's
 # One PostgreSQL role per service and per reader (deploy/postgres/roles.sql says what each may do).
 PG_ROLES = ["releasegate", "rg_coordinator", "rg_gatekeeper", "rg_dr_checker", "rg_deployer", "rg_verifier",
             "rg_rollback", "rg_ops", "rg_shop"]
+# The canary cookie `rg_canary=<user>.<mac>`: HAProxy (deploy/haproxy/haproxy.cfg) sends its holder to the candidate
+# only if <mac> is HMAC-SHA256(key, <user>) in lower-case hex, cut to 128 bits (unforgeable without the key, short
+# enough for a cookie). The key is base64 in the file, as HAProxy's `hmac` converter takes it.
+CANARY_COOKIE = "rg_canary"
+CANARY_KEY = Path("haproxy") / "canary.key"
+CANARY_KEY_BYTES = 32
+CANARY_MAC_HEX = 32
+# A user as the identities file names people; no `.`, which separates the MAC (HAProxy checks the same pattern).
+CANARY_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+class CanaryError(ValueError):
+    """A canary cookie cannot be made: the key is missing or unreadable, or the user name is not one."""
 
 
 def _write_new(path: Path, value: str) -> bool:
@@ -60,7 +79,44 @@ def ensure(directory: Path, policy: BusPolicy) -> list[str]:
     if not (keys / "coordinator.key").exists():
         keygen(keys, "coordinator")
         created.append("keys/coordinator")
+    if ensure_canary_key(directory):
+        created.append(str(CANARY_KEY))
     return created
+
+
+def ensure_canary_key(directory: Path) -> bool:
+    """Create the canary cookie key (random, base64) unless there is one; True if it was created."""
+    path = directory / CANARY_KEY
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _write_new(path, base64.b64encode(secrets.token_bytes(CANARY_KEY_BYTES)).decode())
+
+
+def canary_key(directory: Path) -> bytes:
+    """The canary cookie key; only the stack's owner can read it, as only HAProxy and the operator need it."""
+    path = directory / CANARY_KEY
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise CanaryError(f"cannot read the canary key {path}: {exc.strerror or exc} (it is created by "
+                          "`make stack` and readable by the stack's owner only: run this as that operator)") from None
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CanaryError(f"the canary key {path} is not base64; delete it and run `make stack` to make a new one "
+                          "(every canary cookie given so far stops working)") from None
+    if len(key) < CANARY_KEY_BYTES:
+        raise CanaryError(f"the canary key {path} has {len(key)} bytes, fewer than {CANARY_KEY_BYTES}; delete it "
+                          "and run `make stack` to make a new one")
+    return key
+
+
+def canary_cookie(key: bytes, user: str) -> str:
+    """The value of the canary cookie of `user`: `<user>.<mac>`."""
+    if not CANARY_USER.fullmatch(user):
+        raise CanaryError(f"{user[:40]!r} is not a user name: 1-32 of a-z, 0-9, '_' and '-', starting with a letter "
+                          "or digit")
+    mac = hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:CANARY_MAC_HEX]
+    return f"{user}.{mac}"
 
 
 def read(directory: Path, kind: str, name: str) -> str:

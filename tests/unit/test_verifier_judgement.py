@@ -1,6 +1,5 @@
 """KPI judgement: the verdict, its numbers and its rule."""
 from contracts.events import KpiThreshold, Verdict
-from services.verifier.adapters.haproxy_log import parse
 from services.verifier.domain import Counts, judge, measure, percentile
 
 THRESHOLDS = {"checkout_success_rate": KpiThreshold(min=0.85, max_drop=0.08),
@@ -58,17 +57,6 @@ class TestKpiJudgement:
         m = measure(c)
         assert m["latency_p95_ms"] == (95.0, 100) and m["http_error_rate"] == (0.07, 100)
         assert percentile([], 0.95) is None
-
-
-class TestHAProxyLogLine:
-    def test_parses_environment_server_status_latency_tenant_version(self):
-        assert parse("shop_production s2 201 14 acme v3\n") == ("production", "s2", "v3", 201, 14, "acme")
-
-    def test_missing_captures_become_none(self):
-        assert parse("shop_staging s1 503 0 - -") == ("staging", "s1", None, 503, 0, None)
-
-    def test_non_request_lines_are_ignored(self):
-        assert parse("Proxy fe_production started.") is None
 
 
 SEQUENTIAL = {"checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.03),
