@@ -15,7 +15,9 @@ from contracts.names import MAX_NAME, MAX_NAMES, NAME, check_name
 
 # Packages whose modules the verifier may import journeys from, unless the Catalog is given others.
 JOURNEY_PACKAGES = ("shop",)
-JOURNEY_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62}){0,7}:[A-Za-z_][A-Za-z0-9_]{0,62}")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+# `package.module:function`: Python identifiers only, so nothing but a module path and an attribute.
+JOURNEY_TARGET = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER}){{0,7}}:{_IDENTIFIER}")
 
 Name = Annotated[str, Field(pattern=NAME, max_length=MAX_NAME)]
 Names = Annotated[list[Name], Field(max_length=MAX_NAMES)]

@@ -163,7 +163,8 @@ class LocalTarget:
         self.scrape_file(inst).unlink(missing_ok=True)
 
     def scrape_file(self, inst: Instance) -> Path:
-        return self.run_dir / "prometheus" / "targets" / f"{backend_for(inst.service, inst.environment)}-{inst.slot}.json"
+        backend = backend_for(inst.service, inst.environment)
+        return self.run_dir / "prometheus" / "targets" / f"{backend}-{checked_name('slot', inst.slot)}.json"
 
     def register_scrape(self, inst: Instance) -> None:
         """Tell Prometheus (file_sd) to scrape this instance, labelled with its environment and slot."""
