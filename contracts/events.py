@@ -3,14 +3,29 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SHA256_DIGEST = r"^sha256:[0-9a-f]{64}$"
-# securesystemslib key ids are sha256 hex; a nonce is 128 to 256 random bits in hex.
-KEY_ID = r"^[0-9a-f]{64}$"
-NONCE = r"^[0-9a-f]{32,64}$"
+from contracts.names import (COMMIT, CURRENCY, KEY_ID, LABEL, MAX_DEADLETTER_HEADERS, MAX_DEADLETTER_VALUE,
+                             MAX_HEADER_NAME, MAX_ITEMS, MAX_LABEL, MAX_NAME, MAX_NAMES, MAX_OPAQUE_ID,
+                             MAX_RELEASE_ID, MAX_REASON, MAX_STEP_ID, MAX_TEXT, MAX_URI, NAME, NAME_OR_ALL, NONCE,
+                             OPAQUE_ID, RELEASE_ID, SHA256_DIGEST, SIGNATURE, STEP_ID)
+
+# Every identifier has a shape and a length (contracts/names.py says why); free text and lists have a length.
+# Dicts of any content (attestations, evidence) are bounded by the record size limit of `decode`.
+Name = Annotated[str, Field(pattern=NAME, max_length=MAX_NAME)]
+NameOrAll = Annotated[str, Field(pattern=NAME_OR_ALL, max_length=MAX_NAME)]
+ReleaseId = Annotated[str, Field(pattern=RELEASE_ID, max_length=MAX_RELEASE_ID)]
+StepId = Annotated[str, Field(pattern=STEP_ID, max_length=MAX_STEP_ID)]
+Digest = Annotated[str, Field(pattern=SHA256_DIGEST, max_length=71)]
+OpaqueId = Annotated[str, Field(pattern=OPAQUE_ID, max_length=MAX_OPAQUE_ID)]
+Signature = Annotated[str, Field(pattern=SIGNATURE, max_length=128)]
+Label = Annotated[str, Field(pattern=LABEL, max_length=MAX_LABEL)]
+Reason = Annotated[str, Field(max_length=MAX_REASON)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Names = Annotated[list[Name], Field(max_length=MAX_NAMES)]
+Record = dict[Annotated[str, Field(max_length=MAX_LABEL)], Any]
 
 
 class Contract(BaseModel):
@@ -21,55 +36,57 @@ class Contract(BaseModel):
 
 
 class ReleaseEvent(Contract):
-    release_id: str = Field(description="Release id; also the CloudEvents subject and the Kafka key.")
+    release_id: ReleaseId = Field(description="Release id; also the CloudEvents subject and the Kafka key.")
 
 
 # --- candidate (input from upstream CI) -------------------------------------------------------------------
 
 
 class Artifact(Contract):
-    digest: str = Field(description="Immutable artifact reference, `sha256:<64 hex>`. Tags are refused.")
-    uri: str = Field(description="Where the artifact lives, e.g. `store://sha256/<hex>`.")
+    digest: Digest = Field(description="Immutable artifact reference, `sha256:<64 hex>`. Tags are refused.")
+    uri: str = Field(pattern=r"^[^\s\x00-\x1f\x7f]+$", max_length=MAX_URI,
+                     description="Where the artifact lives, e.g. `store://sha256/<hex>`.")
 
 
 class SourceRef(Contract):
-    repository: str = Field(description="Source repository the artifact was built from.")
-    ref: str = Field(description="Git ref, e.g. `refs/heads/main`.")
-    commit: str = Field(description="Commit sha the artifact was built from.")
+    repository: Label = Field(description="Source repository the artifact was built from.")
+    ref: Label = Field(description="Git ref, e.g. `refs/heads/main`.")
+    commit: str = Field(pattern=COMMIT, max_length=64, description="Commit sha the artifact was built from.")
 
 
 class TestReport(Contract):
     passed: int = Field(ge=0, description="Number of tests that passed in upstream CI.")
     failed: int = Field(ge=0, description="Number of tests that failed in upstream CI.")
-    suite: str = Field(default="ci", description="Name of the test suite.")
+    suite: Label = Field(default="ci", description="Name of the test suite.")
 
 
 class VulnerabilitySummary(Contract):
     """Composition and vulnerability scan results that travel with the candidate (CycloneDX-style summary)."""
 
-    format: str = Field(default="cyclonedx-1.5", description="Format of the scan the summary was made from.")
-    tool: str = Field(description="Scanner that produced it.")
+    format: Label = Field(default="cyclonedx-1.5", description="Format of the scan the summary was made from.")
+    tool: Label = Field(description="Scanner that produced it.")
     components: int = Field(ge=0, description="Number of components in the artifact.")
     critical: int = Field(default=0, ge=0)
     high: int = Field(default=0, ge=0)
     medium: int = Field(default=0, ge=0)
     low: int = Field(default=0, ge=0)
-    findings: list[dict[str, str]] = Field(default_factory=list,
-                                           description="Individual findings: `id`, `severity`, `component`.")
+    findings: list[dict[Label, Reason]] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                                description="Individual findings: `id`, `severity`, `component`.")
 
 
 class CandidateSubmitted(ReleaseEvent):
     """A release candidate published by upstream CI; starts one release saga."""
 
     event_type: ClassVar[str] = "dev.releasegate.candidate.submitted.v1"
-    service: str = Field(description="Catalog name of the deployable service.")
-    version: str = Field(description="Human version label of the candidate, e.g. `v2`.")
+    service: Name = Field(description="Catalog name of the deployable service.")
+    version: Name = Field(description="Version label of the candidate, e.g. `v2`; a name, as it becomes part of "
+                          "HAProxy server names and file paths.")
     artifact: Artifact
     source: SourceRef
     tests: TestReport
-    author: str = Field(description="Author of the change (never allowed to approve it).")
-    changes: str = Field(default="", description="Free-text summary of the change.")
-    submitted_by: str = Field(default="ci", description="Identity that submitted the candidate.")
+    author: Label = Field(description="Author of the change, e.g. `dev@shop` (never allowed to approve it).")
+    changes: Text = Field(default="", description="Free-text summary of the change.")
+    submitted_by: Name = Field(default="ci", description="Identity that submitted the candidate.")
     attestation: dict[str, Any] | None = Field(
         default=None, description="DSSE envelope of an in-toto Statement v1 with a SLSA provenance v1 predicate, "
         "signed by the builder; its subject digest must be the artifact's.")
@@ -81,9 +98,9 @@ class CandidateSubmitted(ReleaseEvent):
 
 
 class CheckResult(Contract):
-    name: str = Field(description="Name of the check.")
+    name: Label = Field(description="Name of the check.")
     passed: bool
-    reason: str = Field(description="Why the check passed or failed, in words an operator understands.")
+    reason: Reason = Field(description="Why the check passed or failed, in words an operator understands.")
     evidence: dict[str, Any] = Field(default_factory=dict, description="Figures the check used.")
 
 
@@ -97,70 +114,73 @@ class StepGrant(Contract):
                                 "than 60 s in the consumer's future is refused.")
     expires_at: datetime = Field(description="After this the grant is refused even if its step was never done: "
                                  "issue time + the step's timeout (×3 for slow compensations) + a margin.")
-    keyid: str = Field(pattern=r"^[0-9a-f]{64}$", description="Id of the coordinator's ed25519 public key.")
-    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="ed25519 signature (hex) over the canonical "
+    keyid: str = Field(pattern=KEY_ID, description="Id of the coordinator's ed25519 public key.")
+    signature: str = Field(pattern=SIGNATURE, description="ed25519 signature (hex) over the canonical "
                            "payload: the command's bound fields plus grant_id, issued_at, expires_at and keyid.")
 
 
 class StepCommand(ReleaseEvent):
-    step_id: str = Field(description="Saga step this command belongs to; results echo it.")
-    service: str
-    version: str
-    digest: str = Field(pattern=SHA256_DIGEST)
+    step_id: StepId = Field(description="Saga step this command belongs to; results echo it.")
+    service: Name
+    version: Name
+    digest: Digest
 
 
 class SignedApproval(Contract):
     """An approval as given by a person, with the signature that proves who gave it."""
 
-    actor: str = Field(description="Identity name of the approver (a key in the identities file).")
+    actor: Name = Field(description="Identity name of the approver (a key in the identities file).")
     kind: Literal["approval", "exception", "go", "no-go"] = Field(
         default="approval", description="`approval` of a risky change, `exception` to a freeze window, "
         "`go`/`no-go` at a hold point.")
-    reason: str
+    reason: Reason
     signed_at: datetime = Field(description="When the approver signed; approvals expire after the policy's time.")
     nonce: str | None = Field(default=None, pattern=NONCE, description="The approval's nonce, part of what is signed.")
     keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the approver's public key.")
-    signature: str | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
+    signature: Signature | None = Field(default=None,
+                                        description="ed25519 signature (hex) over the canonical payload.")
 
 
 class GateCheckRequested(StepCommand):
     """Command to the gatekeeper: evaluate the promotion gates for one environment."""
 
     event_type: ClassVar[str] = "dev.releasegate.gate.requested.v1"
-    environment: str
+    environment: Name
     tests: TestReport
     candidate: CandidateSubmitted | None = Field(
         default=None, description="The candidate as submitted: attestation, vulnerabilities, author, source.")
-    approvals: list[SignedApproval] = Field(default_factory=list,
+    approvals: list[SignedApproval] = Field(default_factory=list, max_length=MAX_NAMES,
                                             description="Approvals given to this release so far.")
 
 
 class GateCheckFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.gate.finished.v1"
-    step_id: str
-    environment: str
+    step_id: StepId
+    environment: Name
     passed: bool = Field(description="True only if every check passed.")
-    checks: list[CheckResult]
+    checks: list[CheckResult] = Field(max_length=MAX_ITEMS)
     decision: Literal["pass", "wait", "block"] | None = Field(
         default=None, description="`wait`: nothing is wrong but approvals or a release window are missing.")
-    risk: str | None = Field(default=None, description="Risk class of the change: low, medium or high.")
-    policy_version: str | None = Field(default=None, description="Version and digest of the policy applied.")
-    input_digest: str | None = Field(default=None, description="sha256 of the policy input, stored for audit.")
-    warnings: list[str] = Field(default_factory=list, description="`warn` results of the policy (recorded).")
-    waiting_for: list[str] = Field(default_factory=list, description="What a `wait` decision waits for.")
+    risk: Name | None = Field(default=None, description="Risk class of the change: low, medium or high.")
+    policy_version: Label | None = Field(default=None, description="Version and digest of the policy applied.")
+    input_digest: Digest | None = Field(default=None, description="sha256 of the policy input, stored for audit.")
+    warnings: list[Reason] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                   description="`warn` results of the policy (recorded).")
+    waiting_for: list[Reason] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                      description="What a `wait` decision waits for.")
     retry_at: datetime | None = Field(default=None, description="When a `wait` decision is worth re-evaluating.")
-    requires: list[str] = Field(default_factory=list, description="Saga steps the policy requires for this change, "
-                                "e.g. `dr-check` when migrations are present.")
-    migrations: list[dict[str, Any]] = Field(
-        default_factory=list, description="New schema migrations of the candidate, in order: `name`, `kind` "
-        "(expand | contract), `rewrites_data`.")
+    requires: list[StepId] = Field(default_factory=list, max_length=MAX_NAMES, description="Saga steps the policy "
+                                   "requires for this change, e.g. `dr-check` when migrations are present.")
+    migrations: list[Record] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="New schema migrations of the candidate, in order: "
+        "`name`, `kind` (expand | contract), `rewrites_data`.")
 
 
 class DRCheckRequested(StepCommand):
     """Command to the dr-checker: prove recovery is possible within the tier's RPO."""
 
     event_type: ClassVar[str] = "dev.releasegate.dr.requested.v1"
-    database: str = Field(description="Database the service owns.")
+    database: Name = Field(description="Database the service owns (a name, never a connection string).")
     rpo_seconds: float = Field(gt=0, description="Recovery point objective of the service's tier.")
     action: Literal["readiness", "backup-point"] = Field(
         default="readiness", description="`readiness`: prove recovery would work now (backup, drill, RTO, "
@@ -169,9 +189,9 @@ class DRCheckRequested(StepCommand):
 
 class DRCheckFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.dr.finished.v1"
-    step_id: str
+    step_id: StepId
     ready: bool
-    checks: list[CheckResult]
+    checks: list[CheckResult] = Field(max_length=MAX_ITEMS)
 
 
 class DeployAction(StrEnum):
@@ -188,11 +208,11 @@ class DeployRequested(StepCommand):
     """Command to the deployer: start the candidate beside stable, shift weight, or make it the new stable."""
 
     event_type: ClassVar[str] = "dev.releasegate.deploy.requested.v1"
-    environment: str
+    environment: Name
     action: DeployAction
     weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic for the candidate.")
     instances: int = Field(default=1, ge=1, le=3, description="Instances of the candidate to run.")
-    tenants: list[str] | None = Field(default=None, description="`route`: tenants sent to the candidate.")
+    tenants: Names | None = Field(default=None, description="`route`: tenants sent to the candidate.")
     batch: int | None = Field(default=None, ge=1, description="`roll`: instances of the candidate after this "
                               "batch are min(batch × batch_size, instances); `roll`/`restore`: batch size.")
     batch_size: int = Field(default=1, ge=1, description="`roll`/`restore`: instances replaced per batch.")
@@ -204,18 +224,19 @@ class DeployRequested(StepCommand):
 
 
 class ObservedState(Contract):
-    weights: dict[str, int] = Field(description="Percent of traffic per version as read back from HAProxy.")
-    instances: list[dict[str, Any]] = Field(default_factory=list, description="Instances seen serving.")
-    stable_version: str | None = Field(default=None, description="Version the environment falls back to.")
-    tenants_on_candidate: list[str] = Field(default_factory=list, description="Tenants routed to the candidate.")
+    weights: dict[Name, int] = Field(max_length=MAX_NAMES,
+                                     description="Percent of traffic per version as read back from HAProxy.")
+    instances: list[Record] = Field(default_factory=list, max_length=MAX_NAMES, description="Instances seen serving.")
+    stable_version: Name | None = Field(default=None, description="Version the environment falls back to.")
+    tenants_on_candidate: Names = Field(default_factory=list, description="Tenants routed to the candidate.")
 
 
 class DeployFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.deploy.finished.v1"
-    step_id: str
-    environment: str
+    step_id: StepId
+    environment: Name
     succeeded: bool
-    reason: str
+    reason: Reason
     observed: ObservedState | None = None
 
 
@@ -234,15 +255,16 @@ class KpiThreshold(Contract):
 
 
 class SyntheticJourneys(Contract):
-    journey: str = Field(description="`module:function` of the journey script: (client, base_url, tenant, profile).")
-    tenants: list[str] = Field(min_length=1, description="Tenants to run journeys for.")
-    profiles: list[str] = Field(min_length=1, description="Customer profiles cycled through, e.g. card brands.")
-    journeys_per_tenant: int = Field(default=6, ge=1)
+    journey: Name = Field(description="Name of an entry of the catalog's journey allow-list; the verifier runs "
+                          "only journeys listed there, never a module path taken from a command.")
+    tenants: Names = Field(min_length=1, description="Tenants to run journeys for.")
+    profiles: Names = Field(min_length=1, description="Customer profiles cycled through, e.g. card brands.")
+    journeys_per_tenant: int = Field(default=6, ge=1, le=50)
     min_success_rate: float = Field(default=0.8, ge=0, le=1, description="Per tenant.")
 
 
 class PromQuery(Contract):
-    query: str = Field(description="PromQL template; $version, $environment and $window (seconds) are filled in.")
+    query: Text = Field(description="PromQL template; $version, $environment and $window (seconds) are filled in.")
     min: float | None = None
     max: float | None = None
 
@@ -251,21 +273,23 @@ class VerificationRequested(ReleaseEvent):
     """Command to the verifier: judge the candidate's KPIs over a window against stable and thresholds."""
 
     event_type: ClassVar[str] = "dev.releasegate.verification.requested.v1"
-    step_id: str
-    service: str
-    environment: str
-    candidate_version: str
-    stable_version: str | None
+    step_id: StepId
+    service: Name
+    environment: Name
+    candidate_version: Name
+    stable_version: Name | None
     window_seconds: float = Field(gt=0)
     min_samples: int = Field(ge=1, description="Fewer candidate samples than this at window end: inconclusive.")
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1, description="Bound on the probability of "
                                         "failing a healthy candidate across all looks (sequential test α).")
-    thresholds: dict[str, KpiThreshold] = Field(description="KPI name to its thresholds (from the catalog).")
+    thresholds: dict[Name, KpiThreshold] = Field(max_length=MAX_NAMES,
+                                                 description="KPI name to its thresholds (from the catalog).")
     synthetic: SyntheticJourneys | None = Field(
         default=None, description="Run scripted journeys directly against the candidate's instances instead of "
         "judging customer traffic (before it receives any).")
-    tenants: list[str] | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
-    prometheus: dict[str, PromQuery] | None = Field(default=None, description="KPIs read from Prometheus.")
+    tenants: Names | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
+    prometheus: dict[Name, PromQuery] | None = Field(default=None, max_length=MAX_NAMES,
+                                                     description="KPIs read from Prometheus.")
     journeys: SyntheticJourneys | None = Field(
         default=None, description="Scripted journeys run against the candidate as this step's window opens, "
         "judged together with the customer-traffic KPIs.")
@@ -278,40 +302,40 @@ class Verdict(StrEnum):
 
 
 class KpiResult(Contract):
-    name: str
+    name: Label = Field(description="KPI name, or what a provider measured, e.g. `journey_success[acme]`.")
     candidate: float | None = Field(description="Candidate value over the window (None: no data).")
     baseline: float | None = Field(description="Stable value over the same window (None: no data).")
     candidate_samples: int
     baseline_samples: int
     verdict: Verdict
-    rule: str = Field(description="The decision rule that was applied, e.g. `candidate >= 0.9`.")
-    test: str | None = Field(default=None, description="Statistical test used against the baseline, if any.")
+    rule: Reason = Field(description="The decision rule that was applied, e.g. `candidate >= 0.9`.")
+    test: Label | None = Field(default=None, description="Statistical test used against the baseline, if any.")
     statistic: float | None = Field(default=None, description="The test's statistic (mixture likelihood ratio).")
 
 
 class VerificationFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.verification.finished.v1"
-    step_id: str
-    environment: str
+    step_id: StepId
+    environment: Name
     verdict: Verdict
-    reason: str
-    kpis: list[KpiResult]
+    reason: Reason
+    kpis: list[KpiResult] = Field(max_length=MAX_ITEMS)
     window_start: datetime
     window_end: datetime
-    verifier: str = Field(default="business-kpis")
+    verifier: Name = Field(default="business-kpis")
 
 
 class RollbackRequested(ReleaseEvent):
     """Command to the rollback service: run one named compensation."""
 
     event_type: ClassVar[str] = "dev.releasegate.rollback.requested.v1"
-    step_id: str = Field(description="Id of the compensation, e.g. `compensate:deploy-production`.")
+    step_id: StepId = Field(description="Id of the compensation, e.g. `compensate:production`.")
     compensation: Literal["restore_traffic", "restore_data"] = Field(
         description="`restore_traffic`: traffic back to stable; `restore_data`: stop writes, restore the "
         "pre-release backup point, replay orders since, check integrity, then traffic back to stable.")
-    service: str
-    environment: str
-    candidate_version: str
+    service: Name
+    environment: Name
+    candidate_version: Name
     backup_id: int | None = Field(default=None, description="`restore_data`: the backup point to restore.")
     since: datetime | None = Field(default=None, description="`restore_data`: replay orders placed from then on.")
     grant: StepGrant | None = Field(
@@ -321,10 +345,10 @@ class RollbackRequested(ReleaseEvent):
 
 class RollbackFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.rollback.finished.v1"
-    step_id: str
-    environment: str
+    step_id: StepId
+    environment: Name
     succeeded: bool
-    reason: str
+    reason: Reason
     observed: ObservedState | None = None
     evidence: dict[str, Any] = Field(default_factory=dict, description="`restore_data`: the incident report "
                                      "(orders replayed, orders that could not be, integrity checks).")
@@ -337,8 +361,8 @@ class OperatorCommand(ReleaseEvent):
     """A person's command on a release, signed with their key; the coordinator refuses it unsigned, replayed,
     expired or from someone the catalog does not allow to give it."""
 
-    actor: str = Field(description="Identity of the operator (a name in the identities file).")
-    reason: str = Field(description="Why, in the operator's words; recorded in the audit log.")
+    actor: Name = Field(description="Identity of the operator (a name in the identities file).")
+    reason: Reason = Field(description="Why, in the operator's words; recorded in the audit log.")
     signed_at: datetime | None = Field(
         default=None, description="When the operator signed. Refused if more than 60 s in the future; abort, "
         "pause, resume, promote and go/no-go are refused 10 minutes after it (approvals expire by policy).")
@@ -346,7 +370,7 @@ class OperatorCommand(ReleaseEvent):
         default=None, pattern=NONCE, description="Random hex, new for every signed command and part of what is "
         "signed; a nonce the coordinator has seen before is refused as a replay.")
     keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the operator's public key.")
-    signature: str | None = Field(
+    signature: Signature | None = Field(
         default=None, description="ed25519 signature (hex) over the canonical operator-command payload: the event "
         "type, release id, actor, reason, nonce, signed_at and the command's own fields.")
 
@@ -418,12 +442,12 @@ class ReleaseStatusChanged(ReleaseEvent):
     """Every state or step change of a release, for ops dashboards and `releasegate watch`."""
 
     event_type: ClassVar[str] = "dev.releasegate.release.status-changed.v1"
-    service: str
-    version: str
+    service: Name
+    version: Name
     state: ReleaseState
-    step: str | None = Field(description="Saga step the release is at.")
-    actor: str
-    reason: str
+    step: StepId | None = Field(description="Saga step the release is at.")
+    actor: Name
+    reason: Text = Field(description="What happened, quoting the results and commands that made it happen.")
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -435,22 +459,22 @@ class Severity(StrEnum):
 
 class AlertRaised(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.alert.raised.v1"
-    service: str
+    service: Name
     severity: Severity
-    title: str
-    detail: str
+    title: Label
+    detail: Text
 
 
 class VerifierHeartbeat(Contract):
     """A verifier announces itself and that it is alive; the registry keeps the last heartbeat per instance."""
 
     event_type: ClassVar[str] = "dev.releasegate.verifier.heartbeat.v1"
-    name: str = Field(description="Verifier name; verdicts carry it in `VerificationFinished.verifier`.")
-    version: str = Field(description="Version of the verifier's code.")
-    instance: str = Field(description="Process instance id (several instances may serve one verifier).")
-    services: list[str] = Field(description="Catalog services it verifies; `*` for all.")
-    environments: list[str] = Field(description="Environments it verifies.")
-    kpis: list[str] = Field(default_factory=list, description="Measurements it reports.")
+    name: Name = Field(description="Verifier name; verdicts carry it in `VerificationFinished.verifier`.")
+    version: Name = Field(description="Version of the verifier's code.")
+    instance: Name = Field(description="Process instance id (several instances may serve one verifier).")
+    services: list[NameOrAll] = Field(max_length=MAX_NAMES, description="Catalog services it verifies; `*` for all.")
+    environments: list[NameOrAll] = Field(max_length=MAX_NAMES, description="Environments it verifies.")
+    kpis: Names = Field(default_factory=list, description="Measurements it reports.")
     interval_seconds: float = Field(gt=0, description="Heartbeat period; silent for 3 periods = not alive.")
     sent_at: datetime
 
@@ -459,15 +483,23 @@ class DeadLetter(Contract):
     """A record no consumer could process, with the reason; nothing is silently dropped."""
 
     event_type: ClassVar[str] = "dev.releasegate.deadletter.v1"
-    consumer: str = Field(description="Consumer group that refused the record.")
-    source_topic: str
+    consumer: Name = Field(description="Consumer group that refused the record.")
+    source_topic: Name
     partition: int
     offset: int
-    key: str | None
-    reason: str
-    error_type: str
-    headers: dict[str, str]
-    value: str = Field(description="Original value as text (base64 if not UTF-8), truncated to 64 KiB.")
+    key: str | None = Field(max_length=MAX_LABEL, description="The record's key as text, shortened to fit.")
+    reason: Reason
+    error_type: Label
+    headers: dict[Annotated[str, Field(max_length=MAX_HEADER_NAME)], Reason] = Field(
+        max_length=MAX_DEADLETTER_HEADERS, description="The record's headers as text, shortened to fit.")
+    value: str = Field(max_length=MAX_DEADLETTER_VALUE,
+                       description="Original value as text (base64 if not UTF-8), truncated to 64 KiB.")
+    original_value_bytes: int | None = Field(default=None, ge=0, description="Size of the original value.")
+    original_value_digest: Digest | None = Field(default=None, description="sha256 of the whole original value: "
+                                                 "identifies the record when its value was cut.")
+    original_header_count: int | None = Field(default=None, ge=0, description="Headers the original record had.")
+    original_headers_bytes: int | None = Field(default=None, ge=0, description="Bytes of the original headers.")
+    truncated: bool = Field(default=False, description="True if the key, headers, value or reason were cut to fit.")
 
 
 # --- business events of the sample shop ---------------------------------------------------------------------
@@ -475,21 +507,22 @@ class DeadLetter(Contract):
 
 class ShopEvent(Contract):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    version: str
-    environment: str
-    tenant: str
-    instance: str
-    checkout_id: str
-    order_id: str | None = None
+    version: Name
+    environment: Name
+    tenant: Name
+    instance: Name
+    checkout_id: OpaqueId
+    order_id: OpaqueId | None = None
     amount_cents: int
-    currency: str
-    reason: str | None = None
+    currency: str = Field(pattern=CURRENCY, max_length=3)
+    reason: Reason | None = None
     latency_ms: float | None = None
     tax_cents: int | None = Field(default=None, description="Tax included in the order (order.placed).")
-    region: str | None = Field(default=None, description="Tax region of the tenant (order.placed).")
-    items: list[dict[str, Any]] | None = Field(default=None, description="Basket lines `sku`, `qty` (order.placed).")
-    customer: str | None = Field(default=None, description="Customer key within the tenant, for replay.")
-    payment_ref: str | None = Field(default=None, description="Authorization reference (never card data).")
+    region: OpaqueId | None = Field(default=None, description="Tax region of the tenant (order.placed).")
+    items: list[Record] | None = Field(default=None, max_length=MAX_ITEMS,
+                                       description="Basket lines `sku`, `qty` (order.placed).")
+    customer: Label | None = Field(default=None, description="Customer key within the tenant, for replay.")
+    payment_ref: OpaqueId | None = Field(default=None, description="Authorization reference (never card data).")
     placed_at: datetime | None = Field(default=None, description="When the order row was committed.")
 
 

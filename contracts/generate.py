@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from contracts import events as ev
-from contracts import topics
+from contracts import names, topics
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = HERE / "schema"
@@ -40,16 +40,32 @@ CHANNELS: dict[str, tuple[str, list[type[ev.Contract]]]] = {
 }
 CE_HEADERS = {
     "type": "object",
-    "description": "CloudEvents 1.0 binary mode: attributes as ce_* headers; Kafka key = subject (release id).",
+    "description": "CloudEvents 1.0 binary mode: attributes as ce_* headers; Kafka key = subject (release id). "
+                   f"At most {names.MAX_HEADERS} headers, each a UTF-8 value of at most {names.MAX_HEADER_VALUE} "
+                   f"bytes without control characters, {names.MAX_HEADER_BYTES} bytes in all, none repeated.",
     "required": ["ce_specversion", "ce_id", "ce_source", "ce_type"],
+    "maxProperties": names.MAX_HEADERS,
+    "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": names.MAX_HEADER_NAME},
+    "additionalProperties": {"type": "string", "maxLength": names.MAX_HEADER_VALUE, "pattern": names.LABEL},
     "properties": {
-        "ce_specversion": {"const": "1.0"}, "ce_id": {"type": "string"}, "ce_source": {"type": "string"},
+        "ce_specversion": {"const": "1.0"},
+        "ce_id": {"type": "string", "pattern": names.OPAQUE_ID, "maxLength": names.MAX_OPAQUE_ID},
+        "ce_source": {"type": "string", "pattern": names.EVENT_SOURCE, "maxLength": names.MAX_EVENT_SOURCE},
         "ce_type": {"type": "string", "description": "Event type with its version, e.g. ...submitted.v1"},
-        "ce_time": {"type": "string", "format": "date-time"}, "ce_subject": {"type": "string"},
-        "ce_tenant": {"type": "string"}, "traceparent": {"type": "string"},
+        "ce_time": {"type": "string", "format": "date-time"},
+        "ce_subject": {"type": "string", "pattern": names.RELEASE_ID, "maxLength": names.MAX_RELEASE_ID,
+                       "description": "The release id."},
+        "ce_tenant": {"type": "string", "pattern": names.NAME, "maxLength": names.MAX_NAME},
+        "traceparent": {"type": "string", "maxLength": names.MAX_HEADER_VALUE},
         "content-type": {"const": "application/json"},
     },
 }
+LIMITS = (f"Every record is refused (dead-lettered with the reason) unread when its value exceeds "
+          f"{names.MAX_VALUE_BYTES} bytes; its value must be UTF-8 JSON nested at most {names.MAX_DEPTH} deep, with "
+          f"integers within 64 bits, no NaN or Infinity, and no NUL character or lone surrogate in any string. "
+          f"Names (services, environments, tenants, databases, versions, principals, KPIs, journeys) match "
+          f"`{names.NAME}`; release ids `{names.RELEASE_ID}`; step ids `{names.STEP_ID}`; digests "
+          f"`{names.SHA256_DIGEST}`. See docs/contracts.md.")
 
 
 def schemas() -> dict[str, dict[str, Any]]:
@@ -74,7 +90,8 @@ def asyncapi() -> dict[str, Any]:
         operations[f"publish_{cid}"] = {"action": "send", "channel": {"$ref": f"#/channels/{cid}"}}
     return {"asyncapi": "3.0.0",
             "info": {"title": "releasegate release events", "version": "1",
-                     "description": "Versioned events of the release saga, CloudEvents 1.0 on Apache Kafka."},
+                     "description": "Versioned events of the release saga, CloudEvents 1.0 on Apache Kafka. "
+                                    + LIMITS},
             "defaultContentType": "application/json", "channels": channels, "operations": operations,
             "components": {"messages": messages, "schemas": {"ce_headers": CE_HEADERS}}}
 

@@ -11,6 +11,7 @@ from opentelemetry import trace
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import TERMINAL_STATES, AbortRequested, CandidateSubmitted, Contract
+from contracts.names import MAX_RELEASE_ID
 from services.common import db, identity, telemetry
 from services.common.kafka import Producer
 from services.common.settings import ServiceSettings
@@ -20,8 +21,15 @@ SOURCE = "releasegate/cli"
 
 def load_candidate(path: Path, release_id: str | None = None, submitted_by: str = "cli") -> CandidateSubmitted:
     raw: dict[str, Any] = json.loads(path.read_text())
-    rid = release_id or f"{raw.get('service', 'unknown')}-{raw.get('version', 'x')}-{uuid.uuid4().hex[:8]}"
+    rid = release_id or new_release_id(str(raw.get("service", "unknown")), str(raw.get("version", "x")))
     return CandidateSubmitted.model_validate({**raw, "release_id": rid, "submitted_by": submitted_by})
+
+
+def new_release_id(service: str, version: str) -> str:
+    """`<service>-<version>-<8 random hex>`, e.g. `shop-v2-1a2b3c4d`; a long service and version are shortened to
+    fit the release id's length limit (the random tail keeps it unique)."""
+    tail = uuid.uuid4().hex[:8]
+    return f"{f'{service}-{version}'[:MAX_RELEASE_ID - len(tail) - 1]}-{tail}"
 
 
 # Who the CLI is on the bus when RG_PRINCIPAL does not say: a CI job submits as `ci`, an operator acts as `ops`
