@@ -1,23 +1,37 @@
 """End-to-end harness: the six services and the shop team's verifiers as OS processes, synthetic shoppers as
-traffic, a clean start."""
+traffic (each keeping a ledger of the orders it saw confirmed), a clean start, and the probes that say which
+version really answers a given tenant or an internal user through HAProxy."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 
 from releasegate_cli import client
+from shop.shopper import tenant_host
 from tests.conftest import LOGS, REPO, Service, wait_until
 
 SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
 VERIFIERS = ["erp_export", "tax", "inventory_latency"]  # the catalog's required and advisory team verifiers
 PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
+PRODUCTION_TENANTS = ("acme", "globex", "initech")  # the production shopper's tenants
 CANDIDATES = REPO / "examples" / "candidates"
+# Each shopper's ledger (shop/shopper.py --ledger): the orders it saw confirmed and the maintenance answers it got,
+# the customer's own account, independent of the shop's events and database. Emptied when a module's stack starts.
+LEDGERS = {"production": LOGS / "shopper-production.ledger.jsonl", "staging": LOGS / "shopper-staging.ledger.jsonl"}
+INTERNAL_USER = "dave"  # a person of policies/identities.yaml: may hold a canary cookie
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -75,11 +89,12 @@ def prove_recovery(env: dict[str, str]) -> None:
         assert out.returncode == 0, f"{module}: {out.stdout}{out.stderr}"
 
 
-def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
+def _shopper(target: str, cards: str, rate: int, tenants: str, ledger: Path) -> subprocess.Popen:
     log = (LOGS / f"test-shopper-{cards}.log").open("ab")
+    ledger.unlink(missing_ok=True)
     return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
-                             "--tenants", tenants, "--cards", cards, "--duration", "0"], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             "--tenants", tenants, "--cards", cards, "--duration", "0", "--ledger", str(ledger)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +102,8 @@ async def release_stack(settings, env: dict[str, str] | None = None):
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
     running = {name: Service(name, env).start() for name in SERVICES}
     running |= {name: Service(name, env, package="verifiers").start() for name in VERIFIERS}
-    shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
+    shoppers = [_shopper(PRODUCTION, "mixed", 16, ",".join(PRODUCTION_TENANTS), LEDGERS["production"]),
+                _shopper(STAGING, "visa", 6, "qa", LEDGERS["staging"])]
     try:
         leftovers = await client.abort_in_flight(settings, "carol", "clean start for the end-to-end tests",
                                                  key=RELEASE_MANAGER_KEY)
@@ -110,6 +126,116 @@ async def served(pool, version: str, rid: str, tenant: str | None = None) -> int
             "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1"
             " AND ($3::text IS NULL OR tenant = $3)"
             " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid, tenant)
+
+
+def canary_cookie(user: str = INTERNAL_USER) -> str:
+    """The signed canary cookie value of an internal user, obtained as an operator does (`releasegate
+    canary-cookie USER`, which signs with the stack's canary key)."""
+    out = cli("canary-cookie", user)
+    assert out.returncode == 0, out.stdout + out.stderr
+    name, _, value = out.stdout.strip().partition("=")
+    assert name == "rg_canary" and value.startswith(f"{user}."), out.stdout
+    return value
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client of a frontend: its tenant, named the only way HAProxy and the shop accept (the Host
+    `<tenant>.shop.test`), and/or the canary cookie of an internal user."""
+
+    name: str
+    tenant: str | None = None
+    cookie: str | None = None
+
+    async def ask(self, http: httpx.AsyncClient, base_url: str) -> str:
+        """The version that answers one request, else `http-<status>` or the transport error's name."""
+        headers = {"Host": tenant_host(self.tenant)} if self.tenant else {}
+        try:
+            r = await http.get(f"{base_url}/products", headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return r.headers.get("X-Shop-Version") or f"http-{r.status_code}"
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=5, cookies={"rg_canary": self.cookie} if self.cookie else None)
+
+
+def tenants_and_insider(tenants: Iterable[str], cookie: str) -> list[Client]:
+    """A client per tenant and one internal user with the canary cookie (and no tenant)."""
+    return [*(Client(t, tenant=t) for t in sorted(set(tenants))), Client("canary-cookie", cookie=cookie)]
+
+
+async def answers(base_url: str, who: Client, requests: int = 30) -> Counter[str]:
+    """What answered `requests` real requests of `who` through the frontend."""
+    async with who.http() as http:
+        return Counter([await who.ask(http, base_url) for _ in range(requests)])
+
+
+async def assert_only(version: str, clients: list[Client], base_url: str = PRODUCTION, requests: int = 30) -> None:
+    """Every one of `clients` is answered by `version` alone. (A client of no tenant would prove little: HAProxy
+    sends it to the stable backend whatever the tenant map or the cookie say.)"""
+    seen = {who.name: await answers(base_url, who, requests) for who in clients}
+    wrong = {name: dict(counts) for name, counts in seen.items() if set(counts) != {version}}
+    assert not wrong, f"expected every answer from {version}; got {wrong}"
+
+
+def moved_tenants(timeline: list[dict]) -> set[str]:
+    """The tenants a rollback routed back from the candidate, as its timeline says (`tenants a, b routed back`)."""
+    moved: set[str] = set()
+    for entry in timeline:
+        if entry["actor"] == "rollback" and (m := re.search(r"tenants (.+?) routed back", entry["reason"])):
+            moved |= {t.strip() for t in m.group(1).split(",")}
+    return moved
+
+
+async def assert_back_on_stable(stable: str, timeline: list[dict], cookie: str) -> set[str]:
+    """After a rollback: each tenant the rollback moved back, every shopper tenant, and an internal user with the
+    canary cookie are answered by `stable` alone; returns the moved tenants."""
+    moved = moved_tenants(timeline)
+    await assert_only(stable, tenants_and_insider(moved | set(PRODUCTION_TENANTS), cookie))
+    return moved
+
+
+class TrafficSampler:
+    """Asks the frontend, as each client, which version answers, every `every_s` seconds while a release runs (run
+    the release in a thread meanwhile). The samples are the positive controls of the tests' "never served" and
+    "back on stable" checks: the same probe, in the same window, did reach the candidate."""
+
+    def __init__(self, clients: list[Client], base_url: str = PRODUCTION, every_s: float = 0.25) -> None:
+        self._clients, self._base_url, self._every_s = clients, base_url, every_s
+        self.seen: dict[str, Counter[str]] = {who.name: Counter() for who in clients}
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> TrafficSampler:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _sample(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            https = {who.name: await stack.enter_async_context(who.http()) for who in self._clients}
+            while True:
+                for who in self._clients:
+                    self.seen[who.name][await who.ask(https[who.name], self._base_url)] += 1
+                await asyncio.sleep(self._every_s)  # pacing of the samples, not a wait for anything
+
+
+async def release_sampled(version: str, clients: list[Client], **kwargs) -> tuple[str, list[dict], TrafficSampler]:
+    """`release(version, ...)` with `clients` sampled all along; the release id, its timeline and the samples."""
+    async with TrafficSampler(clients) as sampled:
+        rid, timeline = await asyncio.to_thread(release, version, **kwargs)
+    return rid, timeline, sampled
+
+
+@pytest.fixture(scope="module")
+def canary() -> str:
+    """The internal user's signed canary cookie for this module's tests."""
+    return canary_cookie()
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """End to end, stateful releases: recovery proven before a risky change (backup age, restore drill recency and
 speed), a hold point that waits for go or no-go, and a failed release whose migration rewrote data, rolled back by
-restoring the backup point and replaying orders — none lost."""
+restoring the backup point and replaying orders — none lost by the customer's own account (the shopper's ledger),
+and no order taken while maintenance mode was on."""
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -14,8 +16,10 @@ from contracts.events import OrderPlaced
 from releasegate_cli.probes import TopicTail
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
+from shop.shopper import read_ledger
 from tests.conftest import REPO, as_principal, wait_until
-from tests.e2e.conftest import approve, cli, operate, release, status, submit
+from tests.e2e.conftest import (LEDGERS, Client, approve, assert_back_on_stable, cli, operate, release_sampled,
+                                release, status, submit)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -136,11 +140,16 @@ class TestHoldPoint:
 
 class TestDataAwareRollback:
     async def test_failed_data_rewrite_is_undone_by_restore_and_replay_with_no_order_lost(self, settings, services,
-                                                                                          stable_v1):
+                                                                                          stable_v1, canary):
+        ledger = LEDGERS["production"]
+        ledger_start = len(read_ledger(ledger))
         placed = await TopicTail(as_principal(settings, "ops"), topics.SHOP_EVENTS).start()
         before = await _orders()
+        # initech is the catalog's internal tenant: it and the insiders' cookie reach the candidate first
+        insiders = [Client("initech", tenant="initech"), Client("canary-cookie", cookie=canary)]
         try:
-            rid, timeline = release("v10", promoted=False, approvers=("alice", "bob"), timeout=500)
+            rid, timeline, sampled = await release_sampled("v10", insiders, promoted=False,
+                                                           approvers=("alice", "bob"), timeout=500)
             during = await _orders()
             events = await placed.collect()
         finally:
@@ -162,6 +171,41 @@ class TestDataAwareRollback:
         assert len(before) <= len(during) and before <= after
         assert not await _has_column("orders", "amount_minor_units")
 
+        # The customer's account, which shares nothing with the shop's events: the shopper goes on after the
+        # restore, so wait until it has an order confirmed after its last maintenance answer (which also shows
+        # the shop takes orders again), then judge every line it wrote since the release began.
+        async def seen_through_maintenance() -> list[dict] | None:
+            lines = read_ledger(ledger)[ledger_start:]
+            answers = [e for e in lines if e["kind"] == "maintenance"]
+            last = max((_at(e, "at") for e in answers), default=None)
+            return lines if last and any(e["kind"] == "order" and _at(e, "requested_at") > last
+                                         for e in lines) else None
+        lines = await wait_until(seen_through_maintenance, 120,
+                                 "the shopper to meet maintenance mode and then have an order confirmed again")
+        confirmed = {e["order_id"]: e for e in lines if e["kind"] == "order"}
+        stored = await _amounts(list(confirmed))
+        lost = [f"{e['order_id']} ({e['tenant']}, {e['version']}, confirmed {e['at']})"
+                for e in confirmed.values() if e["order_id"] not in stored]
+        assert not lost, (f"{len(lost)} of {len(confirmed)} orders the shopper saw confirmed are not in the restored "
+                          f"database: {lost[:20]}")
+        wrong = {i: (e["amount_cents"], stored[i]) for i, e in confirmed.items()
+                 if e["amount_cents"] is not None and e["amount_cents"] != stored[i]}
+        assert not wrong, f"orders whose amount is not the one confirmed to the shopper (ledger, database): {wrong}"
+        assert any(e["version"] == "v10" for e in confirmed.values()), "the candidate confirmed no order to judge"
+
+        # Maintenance: from the shopper's first maintenance answer to the sending of its last one, HAProxy answered
+        # every request of the shop itself, so no order can have been both asked for and confirmed in between.
+        answers = [e for e in lines if e["kind"] == "maintenance"]
+        first_seen, last_sent = min(_at(e, "at") for e in answers), max(_at(e, "requested_at") for e in answers)
+        taken = [e["order_id"] for e in confirmed.values()
+                 if first_seen < _at(e, "requested_at") and _at(e, "at") < last_sent]
+        assert not taken, f"orders taken while maintenance mode answered 503: {taken}"
+
+        # Traffic: the insiders' probes reached v10 during the canary, and after the rollback they, the moved
+        # tenants and every other tenant are on v1
+        assert all(sampled.seen[who.name]["v10"] > 0 for who in insiders), sampled.seen
+        await assert_back_on_stable("v1", timeline, canary)
+
 
 def _state(rid: str, state: str):
     async def check():
@@ -182,6 +226,20 @@ async def _orders() -> set[str]:
     conn = await _shop_db()
     try:
         return {str(r["id"]) for r in await conn.fetch("SELECT id FROM orders WHERE environment = 'production'")}
+    finally:
+        await conn.close()
+
+
+def _at(entry: dict, field: str) -> datetime:
+    return datetime.fromisoformat(entry[field])
+
+
+async def _amounts(order_ids: list[str]) -> dict[str, int]:
+    """Order id → amount_cents of those of `order_ids` the shop database holds."""
+    conn = await _shop_db()
+    try:
+        return {str(r["id"]): r["amount_cents"] for r in await conn.fetch(
+            "SELECT id, amount_cents FROM orders WHERE id = ANY($1::uuid[])", order_ids)}
     finally:
         await conn.close()
 

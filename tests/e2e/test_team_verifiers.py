@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from releasegate_cli.probes import versions_served
-from tests.e2e.conftest import PRODUCTION, release
+from tests.e2e.conftest import (PRODUCTION_TENANTS, Client, assert_back_on_stable, assert_only, release,
+                                release_sampled, tenants_and_insider)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 APPROVERS = ("alice", "bob")
@@ -21,8 +21,10 @@ def production_verdicts(timeline: list[dict]) -> list[dict]:
 
 class TestTeamVerifiers:
     async def test_an_erp_contract_break_is_rolled_back_on_the_required_erp_export_verdict(self, services,
-                                                                                          stable_v1):
-        rid, timeline = release("v9", promoted=False, approvers=APPROVERS)
+                                                                                          stable_v1, canary):
+        # initech is the catalog's internal tenant: it and the insiders' cookie reach the candidate first
+        insiders = [Client("initech", tenant="initech"), Client("canary-cookie", cookie=canary)]
+        rid, timeline, sampled = await release_sampled("v9", insiders, promoted=False, approvers=APPROVERS)
         failed = next(t for t in timeline if (t["step"] or "").startswith("verify-canary")
                       and " failed: " in t["reason"])
         assert failed["reason"].endswith("(verdict of erp-export)"), failed["reason"]
@@ -33,9 +35,11 @@ class TestTeamVerifiers:
         # the core verifier found nothing wrong with v9: only the ERP could tell
         assert not any("verdict of business-kpis" in t["reason"] and " failed: " in t["reason"] for t in timeline)
         assert any(t["actor"] == "rollback" and "compensate:production" in t["reason"] for t in timeline)
-        assert set(await versions_served(PRODUCTION, 40)) == {"v1"}
+        assert all(sampled.seen[who.name]["v9"] > 0 for who in insiders), sampled.seen  # the positive control
+        await assert_back_on_stable("v1", timeline, canary)
 
-    async def test_a_tax_regression_is_promoted_with_the_advisory_tax_failure_recorded(self, services, stable_v1):
+    async def test_a_tax_regression_is_promoted_with_the_advisory_tax_failure_recorded(self, services, stable_v1,
+                                                                                      canary):
         rid, timeline = release("v8", promoted=True, approvers=APPROVERS)
         advisory = [t["reason"] for t in timeline if t["reason"].startswith("advisory verdict of tax on ")]
         assert any(": fail: " in r and "differ from the tax reference; worst: order " in r for r in advisory), \
@@ -43,4 +47,4 @@ class TestTeamVerifiers:
         verdicts = production_verdicts(timeline)
         assert verdicts and all(v["erp-export"]["verdict"] == v["business-kpis"]["verdict"] == "pass"
                                 for v in verdicts)
-        assert set(await versions_served(PRODUCTION, 40)) == {"v8"}
+        await assert_only("v8", tenants_and_insider(PRODUCTION_TENANTS, canary))
