@@ -6,7 +6,9 @@ from __future__ import annotations
 from importlib import metadata
 
 from releasegate_sdk import Runtime, Verifier
+from services.common.catalog import Catalog
 from services.common.kafka import client_options
+from services.verifier import synthetic
 from services.verifier.adapters import haproxy_log
 from services.verifier.adapters.ingest import BusinessEventIngest
 from services.verifier.adapters.prometheus import PrometheusProvider
@@ -27,7 +29,8 @@ def build(settings: VerifierSettings) -> Verifier:
         store = KpiStore(rt.pool)
         ingest = BusinessEventIngest(client_options(rt.settings), store, rt.consumer.dead_letter)
         prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
-        verifier.check(BusinessKpis(store, lambda: ingest.caught_up_at, prometheus).check)
+        journeys = synthetic.CatalogJourneys(Catalog(settings.catalog_dir))
+        verifier.check(BusinessKpis(store, lambda: ingest.caught_up_at, prometheus, journeys=journeys).check)
 
         async def request_log() -> None:
             await haproxy_log.receive(settings.haproxy_log_udp, store.add_http_samples)

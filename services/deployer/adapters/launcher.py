@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from services.common.haproxy import HAProxy
 from services.common.local_target import (
     Instance, LocalTarget, backend_for, pid_alive, stop_process, wave_backend_for,
 )
-from services.deployer.adapters.bundle_tree import remove_tree, seal, tree_of, tree_problem
+from services.deployer.adapters.bundle_tree import extract, remove_tree, seal, tree_of, tree_problem
 from services.deployer.adapters.confinement import (
     as_user, candidate_env, candidate_user, private_home, unreachable,
 )
@@ -52,8 +51,7 @@ class Launcher:
             tmp = target.with_suffix(f".tmp{os.getpid()}")
             remove_tree(tmp)
             tmp.mkdir(parents=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+            extract(archive, tmp)
             seal(tmp)
             tmp.rename(target)
         problem = tree_problem(target, *tree_of(archive))
