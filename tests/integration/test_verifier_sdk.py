@@ -234,7 +234,7 @@ class TestDeadlines:
 class TestRequestsThatAreNotForIt:
     async def test_other_services_environments_and_synthetic_journeys_are_skipped(self, settings, pool, producer,
                                                                                  verifier):
-        synthetic = {"journey": "shop.synthetic:journey", "tenants": ["acme"], "profiles": ["visa"]}
+        synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
         skipped = [request(service=f"it-other-{uuid.uuid4().hex[:6]}"), request(environment="qa"),
                    request(synthetic=synthetic)]
         sent = []

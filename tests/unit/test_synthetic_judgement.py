@@ -7,7 +7,7 @@ from contracts.events import SyntheticJourneys, Verdict
 from services.verifier import synthetic
 from services.verifier.domain import VerifierError
 
-SPEC = SyntheticJourneys(journey="x:y", tenants=["acme", "globex"], profiles=["visa", "amex"],
+SPEC = SyntheticJourneys(journey="checkout", tenants=["acme", "globex"], profiles=["visa", "amex"],
                          journeys_per_tenant=4, min_success_rate=0.75)
 
 

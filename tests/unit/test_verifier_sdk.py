@@ -38,7 +38,7 @@ class TestWhichRequestsAVerifierTakes:
         assert v.skip_reason(request(service="anything", environment="qa")) is None
 
     def test_leaves_synthetic_journeys_to_the_core_verifier(self):
-        synthetic = {"journey": "shop.synthetic:journey", "tenants": ["acme"], "profiles": ["visa"]}
+        synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
         assert Verifier(name="erp-export", version="1", services=["*"]).skip_reason(
             request(synthetic=synthetic)) is not None
         assert Verifier(name="core", version="1", services=["*"], handles_synthetic=True).skip_reason(
