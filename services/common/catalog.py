@@ -70,9 +70,10 @@ class Rollout(_Model):
     strategy: Literal["canary", "blue-green", "tenant-phased", "rolling"] = "canary"
     max_unavailable: int = Field(default=1, ge=1, description="rolling: instances replaced per batch")
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
-    internal_tenants: Names = Field(default=[], description="canary: tenants (X-Tenant header or host) that "
-                                        "get the candidate first, before any weight step; users with the "
-                                        "cookie rg_canary=1 are routed there too")
+    internal_tenants: Names = Field(default=[], description="canary: tenants (named by the Host "
+                                        "`<tenant>.shop.test`) that get the candidate first, before any weight "
+                                        "step; internal users with a signed canary cookie "
+                                        "(`releasegate canary-cookie USER`) are routed there too")
     instances: int = Field(default=1, ge=1, le=3)
     canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
     keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")
