@@ -157,6 +157,19 @@ class TestOutboxRelay:
         delays = await relay_until_drained(store, broker)
         assert len(delays) == 2 and store.sent == [2, 1]
 
+    async def test_a_lost_database_connection_is_opened_again_and_nothing_is_lost(self):
+        store = FakeOutbox([event(1), event(2)])
+        real_pending, calls = store.pending, []
+
+        async def pending_once_broken(limit):
+            calls.append(limit)
+            if len(calls) == 1:
+                raise ConnectionResetError("server closed the connection")
+            return await real_pending(limit)
+        store.pending = pending_once_broken
+        delays = await relay_until_drained(store, FakeBroker())
+        assert store.sent == [1, 2] and len(delays) == 1 and store.leaderships == 2
+
     async def test_success_resets_the_delay(self):
         store = FakeOutbox([event(n) for n in range(1, 4)])
         broker = FakeBroker(failing={1: [KafkaConnectionError("down")] * 3, 3: [KafkaConnectionError("down")]})
