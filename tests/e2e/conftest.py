@@ -201,7 +201,7 @@ class TrafficSampler:
     the release in a thread meanwhile). The samples are the positive controls of the tests' "never served" and
     "back on stable" checks: the same probe, in the same window, did reach the candidate."""
 
-    def __init__(self, clients: list[Client], base_url: str = PRODUCTION, every_s: float = 0.25) -> None:
+    def __init__(self, clients: list[Client], base_url: str = PRODUCTION, every_s: float = 0.5) -> None:
         self._clients, self._base_url, self._every_s = clients, base_url, every_s
         self.seen: dict[str, Counter[str]] = {who.name: Counter() for who in clients}
         self._task: asyncio.Task | None = None
