@@ -48,3 +48,6 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
 -- the audit log is append-only for every role
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC, rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
     rg_verifier, rg_rollback, rg_ops;
+
+-- rollback: its step ledger (compensations done once, outcomes kept)
+GRANT SELECT, INSERT, UPDATE ON rollback_steps TO rg_rollback;

@@ -269,3 +269,16 @@ CREATE INDEX IF NOT EXISTS refused_commands_release ON refused_commands (release
 DROP TRIGGER IF EXISTS refused_commands_append_only ON refused_commands;
 CREATE TRIGGER refused_commands_append_only BEFORE UPDATE OR DELETE ON refused_commands
     FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();
+
+-- rollback: its step ledger; each compensation (release, step) is carried out once and its outcome kept, so a
+-- redelivered command gets the recorded outcome instead of a second restore (attempts counts starts that never
+-- finished: the process died mid-restore)
+CREATE TABLE IF NOT EXISTS rollback_steps (
+    release_id  text        NOT NULL,
+    step_id     text        NOT NULL,
+    attempts    integer     NOT NULL DEFAULT 1,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    result      jsonb,
+    finished_at timestamptz,
+    PRIMARY KEY (release_id, step_id)
+);

@@ -1,17 +1,20 @@
 """DR-checker process."""
 from __future__ import annotations
 
+from functools import partial
+
 from contracts import topics
 from contracts.events import DRCheckRequested
 from services.common import runner
 from services.dr_checker.handlers import DRChecker
+from services.dr_checker.retention import topic_retention
 
 NAME = "dr-checker"
 
 
 async def setup(rt: runner.Runtime) -> None:
-    rt.consumer.subscribe(topics.DR_COMMANDS, DRChecker(rt.pool, rt.settings).on_request,
-                         accept=(DRCheckRequested,))
+    checker = DRChecker(rt.pool, rt.settings, partial(topic_retention, rt.settings))
+    rt.consumer.subscribe(topics.DR_COMMANDS, checker.on_request, accept=(DRCheckRequested,))
 
 
 def main() -> None:

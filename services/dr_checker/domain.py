@@ -99,3 +99,64 @@ def runbooks(tier: int, declared: dict[str, str], present: dict[str, bool]) -> C
         return CheckResult(name="runbooks", passed=False, evidence=evidence, reason="; ".join(parts))
     return CheckResult(name="runbooks", passed=True, evidence=evidence,
                        reason=f"runbooks present: {', '.join(declared) or 'none required'}")
+
+
+def database_refusal(service: str, catalog_database: str, requested: str) -> str | None:
+    """Why a command naming `requested` may not act on the database the catalog gives `service` (None if it
+    may): the command's field is a cross-check, never the source of the name."""
+    if requested == catalog_database:
+        return None
+    return (f"the command names database {requested[:80]!r} but the catalog says service {service!r} owns "
+            f"{catalog_database!r}; refused")
+
+
+@dataclass(frozen=True)
+class TopicRetention:
+    """What the broker says about a topic's retention; `error` when it could not be read."""
+
+    topic: str
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    cleanup_policy: str | None = None
+    error: str | None = None
+
+
+# The longest a release may hold its backup point: from the backup point (before production migrations) until its
+# last possible data restore. A paused or held release can wait longer than its steps' timeouts; a day leaves time
+# for an operator, and the restore itself checks the topic again before it touches anything.
+BACKUP_POINT_HOLD_SECONDS = 86400.0
+
+
+def events_replayable(retention: TopicRetention, hold_seconds: float) -> CheckResult:
+    """Before a backup point is taken: will every business event from now until the release ends still be in the
+    topic when a restore needs to replay it? Time retention must outlast the hold, size retention must be off
+    (it deletes by volume, at any age), and the topic must not be compacted (it keeps one event per key). Failing
+    says `outcome: wait`: nothing is wrong with the release, the topic must be fixed first."""
+    evidence = {"topic": retention.topic, "hold_seconds": hold_seconds, "retention_ms": retention.retention_ms,
+                "retention_bytes": retention.retention_bytes, "cleanup_policy": retention.cleanup_policy}
+    problems = []
+    if retention.error is not None:
+        problems.append(f"cannot read the retention of {retention.topic}: {retention.error}")
+    else:
+        if retention.cleanup_policy is None or "compact" in retention.cleanup_policy:
+            problems.append(f"{retention.topic} has cleanup.policy={retention.cleanup_policy}: only `delete` keeps "
+                            "every event")
+        if retention.retention_ms is None or -1 < retention.retention_ms < hold_seconds * 1000:
+            problems.append(f"{retention.topic} keeps events {_ms(retention.retention_ms)}, less than the "
+                            f"{hold_seconds:g}s a release may hold its backup point")
+        if retention.retention_bytes is None or retention.retention_bytes != -1:
+            problems.append(f"{retention.topic} has retention.bytes={retention.retention_bytes}: events may be "
+                            "deleted by size at any age; set it to -1")
+    if problems:
+        return CheckResult(name="events_replayable", passed=False, evidence=evidence | {"outcome": "wait"},
+                           reason="events since the backup point might not all be replayable: "
+                                  + "; ".join(problems))
+    return CheckResult(name="events_replayable", passed=True, evidence=evidence,
+                       reason=f"{retention.topic} keeps every event {_ms(retention.retention_ms)}, longer than the "
+                              f"{hold_seconds:g}s a release may hold its backup point")
+
+
+def _ms(retention_ms: int | None) -> str:
+    if retention_ms is None:
+        return "for an unknown time"
+    return "for ever" if retention_ms < 0 else f"for {retention_ms / 1000:g}s"

@@ -17,7 +17,7 @@ from services.common.artifacts import sha256_file
 from services.common.catalog import Catalog, ServiceEntry
 from services.common.settings import ServiceSettings
 from services.dr_checker import postgres
-from services.dr_checker.backup import BackupError, restore
+from services.dr_checker.backup import BackupError, recorded_file, restore
 from services.dr_checker.domain import Drill
 
 
@@ -30,30 +30,31 @@ async def integrity(conn: asyncpg.Connection, checks: dict[str, str]) -> list[di
             results.append({"name": name, "violations": violations, "passed": violations == 0})
         except asyncpg.PostgresError as exc:
             results.append({"name": name, "violations": None, "passed": False, "error": str(exc)})
+        except TimeoutError:
+            results.append({"name": name, "violations": None, "passed": False,
+                            "error": f"no answer within {postgres.STATEMENT_TIMEOUT:g}s"})
     return results
 
 
 async def run_drill(settings: ServiceSettings, entry: ServiceEntry) -> Drill:
-    database = entry.dr.database or entry.name
+    database = postgres.database_of(entry)
     pool = await db.create_pool(settings.database_url, max_size=1)
     started = datetime.now(UTC)
-    scratch = f"{database}_drill_{uuid.uuid4().hex[:8]}"
+    # a name of our own, not derived from the catalog's: never longer than PostgreSQL's 63 bytes
+    scratch = f"drill_{uuid.uuid4().hex[:16]}"
     try:
         async with pool.acquire() as conn:
             backup = await conn.fetchrow("SELECT id, path, sha256 FROM backups WHERE database = $1"
                                          " ORDER BY finished_at DESC LIMIT 1", database)
-            seconds, checks, reason, passed = 0.0, [], "", False
-            if backup is None:
-                reason = f"no backup of {database} to restore"
-            elif not Path(backup["path"]).is_file() or sha256_file(Path(backup["path"])) != backup["sha256"]:
-                reason = f"backup {backup['path']} is missing or does not match its recorded sha256"
-            else:
+            path, reason = _restorable(settings, database, backup)
+            seconds, checks, passed = 0.0, [], False
+            if path is not None:
                 await conn.execute(f'CREATE DATABASE "{scratch}"')
                 try:
                     t0 = time.perf_counter()
-                    await restore(settings, scratch, Path(backup["path"]), clean=False)
+                    await restore(settings, scratch, path, clean=False)
                     seconds = time.perf_counter() - t0
-                    scratch_conn = await asyncpg.connect(postgres.dsn_for(settings.database_url, scratch))
+                    scratch_conn = await postgres.connect(settings.database_url, scratch)
                     try:
                         checks = await integrity(scratch_conn, entry.dr.integrity_checks)
                     finally:
@@ -73,6 +74,19 @@ async def run_drill(settings: ServiceSettings, entry: ServiceEntry) -> Drill:
     finally:
         await pool.close()
     return Drill(started, seconds, passed, reason, checks)
+
+
+def _restorable(settings: ServiceSettings, database: str, backup: asyncpg.Record | None) -> tuple[Path | None, str]:
+    """The backup's file if it can be restored, else None and why not."""
+    if backup is None:
+        return None, f"no backup of {database} to restore"
+    try:
+        path = recorded_file(settings, backup["path"])
+    except BackupError as exc:
+        return None, str(exc)
+    if not path.is_file() or sha256_file(path) != backup["sha256"]:
+        return None, f"backup {backup['path']} is missing or does not match its recorded sha256"
+    return path, ""
 
 
 async def _drop(conn: asyncpg.Connection, database: str) -> None:

@@ -8,6 +8,7 @@ from services.common.admission import Admission
 from services.common.haproxy import HAProxy
 from services.common.local_target import LocalTarget
 from services.rollback.handlers import CONSUMER, Rollback
+from services.rollback.ledger import PgStepLedger
 
 NAME = "rollback"
 
@@ -16,7 +17,8 @@ async def setup(rt: runner.Runtime) -> None:
     target = LocalTarget(rt.pool, HAProxy(rt.settings.haproxy_admin), rt.settings.run_dir)
     coordinator_key = grants.load_grant_key(rt.settings.coordinator_public_key_file
                                             or rt.settings.secrets_dir / "keys" / "coordinator.pub.json")
-    rollback = Rollback(rt.pool, target, rt.settings, Admission(rt.pool, CONSUMER, coordinator_key))
+    rollback = Rollback(rt.pool, target, rt.settings, Admission(rt.pool, CONSUMER, coordinator_key),
+                        PgStepLedger(rt.pool, CONSUMER))
     rt.consumer.subscribe(topics.ROLLBACK_COMMANDS, rollback.on_request, accept=(RollbackRequested,))
 
 
