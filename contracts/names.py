@@ -15,6 +15,10 @@ MAX_NAME = 63
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 # A name, or `*` for all (what a verifier covers).
 NAME_OR_ALL = r"^(\*|[a-z0-9][a-z0-9._-]{0,62})$"
+# A tenant is named by the Host `<tenant>.shop.test` (HAProxy, the shop and the verifier share that rule):
+# a DNS label, so no `.` or `_`, at most 32 characters.
+TENANT = r"^[a-z0-9][a-z0-9-]{0,31}$"
+MAX_TENANT = 32
 MAX_RELEASE_ID = 100
 # `<service>-<version>-<8 hex>` as the CLI makes them, e.g. `shop-v2-1a2b3c4d`; also the Kafka key.
 RELEASE_ID = r"^[a-z0-9][a-z0-9._-]{0,99}$"

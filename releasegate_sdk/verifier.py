@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import VerificationRequested, VerifierHeartbeat
+from contracts.names import check_name
 from releasegate_sdk.runs import Check, Runs
 from services.common import runner
 from services.common.runner import Runtime
@@ -43,6 +44,7 @@ class Verifier:
                  handles_synthetic: bool = False) -> None:
         if not NAME_PATTERN.match(name):
             raise ValueError(f"verifier name {name!r}: lowercase letters, digits and single dashes, e.g. erp-export")
+        check_name("verifier version", version)  # heartbeats carry it; the contract takes names only
         if not services or not environments:
             raise ValueError("a verifier covers at least one service and one environment ('*' for all)")
         if (looks_every is not None and looks_every <= 0) or grace_seconds < 0 or heartbeat_seconds <= 0:

@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from contracts.events import KpiThreshold, PromQuery, SyntheticJourneys
-from contracts.names import MAX_NAME, MAX_NAMES, NAME, check_name
+from contracts.names import MAX_NAME, MAX_NAMES, MAX_TENANT, NAME, TENANT, check_name
 
 # Packages whose modules the verifier may import journeys from, unless the Catalog is given others.
 JOURNEY_PACKAGES = ("shop",)
@@ -21,6 +21,8 @@ JOURNEY_TARGET = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER}){{0,7}}:{_IDENTIFIE
 
 Name = Annotated[str, Field(pattern=NAME, max_length=MAX_NAME)]
 Names = Annotated[list[Name], Field(max_length=MAX_NAMES)]
+# tenants must be nameable by a Host (`<tenant>.shop.test`): a tenant that cannot would silently get no traffic
+Tenants = Annotated[list[Annotated[str, Field(pattern=TENANT, max_length=MAX_TENANT)]], Field(max_length=MAX_NAMES)]
 
 
 def _journey_target(target: str) -> str:
@@ -63,14 +65,14 @@ class DRRequirement(_Model):
 
 class Wave(_Model):
     name: Name
-    tenants: Names = Field(min_length=1)
+    tenants: Tenants = Field(min_length=1)
 
 
 class Rollout(_Model):
     strategy: Literal["canary", "blue-green", "tenant-phased", "rolling"] = "canary"
     max_unavailable: int = Field(default=1, ge=1, description="rolling: instances replaced per batch")
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
-    internal_tenants: Names = Field(default=[], description="canary: tenants (named by the Host "
+    internal_tenants: Tenants = Field(default=[], description="canary: tenants (named by the Host "
                                         "`<tenant>.shop.test`) that get the candidate first, before any weight "
                                         "step; internal users with a signed canary cookie "
                                         "(`releasegate canary-cookie USER`) are routed there too")

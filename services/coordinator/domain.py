@@ -16,6 +16,7 @@ from contracts.events import (
     RollbackFinished, RollbackRequested, Severity, SyntheticJourneys, Verdict, VerificationFinished,
     VerificationRequested,
 )
+from contracts.names import MAX_LABEL, MAX_TEXT, clip
 from services.common.catalog import OperatorGroups, ServiceEntry
 from services.coordinator import control
 
@@ -104,7 +105,8 @@ class Decision:
     registry: dict[str, set[str]] | None = field(default=None, repr=False)
 
     def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
-        self.transitions.append(Transition(self.saga.state, self.saga.waiting_for, actor, reason, evidence or {}))
+        self.transitions.append(Transition(self.saga.state, self.saga.waiting_for, actor, clip(reason, MAX_TEXT),
+                                           evidence or {}))
 
 
 def build_plan(entry: ServiceEntry) -> list[Step]:
@@ -504,7 +506,8 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, groups: froze
     if event.kind in ("go", "no-go"):
         _on_go_no_go(d, event, now)
         return
-    s.approvals.append(event.signed())
+    # one approval per signer and kind counts (the newest): a flood of signed approvals cannot grow the saga
+    s.approvals = [a for a in s.approvals if (a.actor, a.kind) != (event.actor, event.kind)] + [event.signed()]
     if s.state is ReleaseState.PAUSED:
         assert event.signed_at is not None  # control.refusal let no unsigned command through
         cannot = (control.permission(s, "resume", event.actor, groups)
@@ -765,4 +768,4 @@ def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDIN
 
 def _alert(s: Saga, severity: Severity, title: str, detail: str) -> AlertRaised:
     return AlertRaised(release_id=s.release_id, service=s.service, severity=severity,
-                       title=f"{s.service} {s.version}: {title}", detail=detail)
+                       title=clip(f"{s.service} {s.version}: {title}", MAX_LABEL), detail=clip(detail, MAX_TEXT))

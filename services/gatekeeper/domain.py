@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from contracts.events import CheckResult
+from contracts.names import clip
 
 if TYPE_CHECKING:
     from services.gatekeeper.policy import PolicyResult
@@ -23,10 +24,10 @@ def checks_from(result: PolicyResult) -> list[CheckResult]:
     for rule, sentence in sorted(result.rules.items()):
         denied, waiting = result.messages(rule)
         if denied:
-            checks.append(CheckResult(name=rule, passed=False, reason="; ".join(denied),
+            checks.append(CheckResult(name=rule, passed=False, reason=clip("; ".join(denied)),
                                       evidence={"outcome": "deny"}))
         elif waiting:
-            checks.append(CheckResult(name=rule, passed=False, reason="; ".join(waiting),
+            checks.append(CheckResult(name=rule, passed=False, reason=clip("; ".join(waiting)),
                                       evidence={"outcome": "wait"}))
         else:
             checks.append(CheckResult(name=rule, passed=True, reason=sentence, evidence={"outcome": "pass"}))

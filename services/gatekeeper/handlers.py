@@ -12,6 +12,7 @@ import structlog
 
 from contracts.cloudevents import Envelope
 from contracts.events import CheckResult, GateCheckFinished, GateCheckRequested
+from contracts.names import clip
 from services.common import supply_chain, worker
 from services.common.artifacts import ArtifactError, ArtifactStore
 from services.common.catalog import Catalog, CatalogError, ServiceEntry
@@ -55,7 +56,7 @@ class Gatekeeper:
             return GateCheckFinished(
                 release_id=req.release_id, step_id=req.step_id, environment=req.environment, passed=False,
                 decision="block", policy_version=self.policy.version,
-                checks=[CheckResult(name="policy_configuration", passed=False, reason=str(exc))])
+                checks=[CheckResult(name="policy_configuration", passed=False, reason=clip(str(exc)))])
         checks = checks_from(result)
         digest = input_digest(policy_input)
         retry_at = timing.retry_at if timing is not None and result.decision == "wait" else None

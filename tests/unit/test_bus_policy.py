@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from contracts import topics
 from contracts.events import DeployFinished, GateCheckFinished, Verdict, VerificationFinished, VerifierHeartbeat
@@ -103,5 +104,10 @@ class TestWhoMaySendAResult:
 
 
     def test_a_hostile_verifier_name_is_refused_in_a_short_readable_reason(self):
-        why = senders.refusal(POLICY.principals["verifier-tax"], verdict("x;\n" * 5000), NOW)
+        # the contract refuses such a name when the record is decoded; the sender check must still quote it
+        # shortly if a record ever reaches it built some other way
+        with pytest.raises(ValidationError):
+            verdict("x;\n" * 5000)
+        hostile = verdict("tax").model_copy(update={"verifier": "x;\n" * 5000})
+        why = senders.refusal(POLICY.principals["verifier-tax"], hostile, NOW)
         assert why is not None and len(why) < 400 and "\n" not in why
