@@ -29,8 +29,8 @@ def _admin(settings: ServiceSettings) -> AdminClient:
 def _describe(settings: ServiceSettings, topic: str) -> TopicRetention:
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
-        future = _admin(settings).describe_configs([resource], request_timeout=TIMEOUT)[resource]
-        entries = future.result(timeout=TIMEOUT + 1)
+        admin = _admin(settings)  # kept referenced until the answer: a collected client fails its futures
+        entries = admin.describe_configs([resource], request_timeout=TIMEOUT)[resource].result(timeout=TIMEOUT + 1)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         name = getattr(error, "name", lambda: "")()

@@ -9,7 +9,7 @@ import pytest
 from contracts.events import DRCheckRequested
 from services.common.kafka import PermanentError
 from services.common.settings import REPO_ROOT, ServiceSettings
-from services.dr_checker import backup
+from services.dr_checker import backup, retention
 from services.dr_checker.domain import (
     Backup, Drill, TopicRetention, backup_freshness, database_refusal, events_replayable, replica_lag, restore_drill,
     runbooks,
@@ -168,3 +168,10 @@ class TestEventsReplayableBeforeABackupPoint:
         monkeypatch.setattr(backup, "dump", dump)
         [check] = await dr.backup_point(dr_request(), "shop")
         assert check.name == "events_replayable" and not check.passed
+
+    async def test_a_broker_that_cannot_be_reached_is_a_reason_not_an_exception(self, monkeypatch):
+        monkeypatch.setattr(retention, "TIMEOUT", 0.5)
+        settings = ServiceSettings(kafka_bootstrap="127.0.0.1:1", principal="dr-checker", kafka_password="x")
+        read = await retention.topic_retention(settings, "shop.events")
+        assert read.error and "destroyed" not in read.error and read.retention_ms is None
+        assert not events_replayable(read, DAY).passed
