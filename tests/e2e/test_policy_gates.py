@@ -44,7 +44,7 @@ def _command(digest: str, attestation: dict | None, settings=None) -> DeployRequ
     """A deploy command that bypassed the gatekeeper; with `settings`, also granted with the coordinator's own key
     (an insider who has it)."""
     rid = f"forged-{uuid.uuid4().hex[:8]}"
-    command = DeployRequested(release_id=rid, step_id="canary-10", service="shop", version="vX", digest=digest,
+    command = DeployRequested(release_id=rid, step_id="canary-10", service="shop", version="vx", digest=digest,
                               environment="production", action=DeployAction.START, weight=10,
                               attestation=attestation)
     if settings is None:
