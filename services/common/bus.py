@@ -31,7 +31,7 @@ class Grant:
     resource: str  # "topic" | "group"
     name: str
     prefixed: bool
-    operation: str  # "WRITE" | "READ"
+    operation: str  # "WRITE" | "READ" | "DESCRIBE_CONFIGS"
 
     @property
     def shown(self) -> str:
@@ -46,6 +46,7 @@ class Principal:
     consume: tuple[str, ...]
     groups: tuple[str, ...]
     template: str | None
+    describe_configs: tuple[str, ...] = ()  # topics whose configuration it reads (retention, for replay)
 
     @property
     def results_topic(self) -> str | None:
@@ -61,7 +62,8 @@ class Principal:
     def grants(self) -> list[Grant]:
         out = []
         for names, resource, operation in ((self.produce, "topic", "WRITE"), (self.consume, "topic", "READ"),
-                                           (self.groups, "group", "READ")):
+                                           (self.groups, "group", "READ"),
+                                           (self.describe_configs, "topic", "DESCRIBE_CONFIGS")):
             for name in names:
                 out.append(Grant(self.name, resource, name.rstrip("*"), name.endswith("*"), operation))
         return out
@@ -103,7 +105,7 @@ class BusPolicy:
             return tuple(dict.fromkeys(v.replace("{principal}", name) for v in values))
 
         return Principal(name, str(spec.get("description", "")), merged("produce"), merged("consume"),
-                         merged("groups"), template_name)
+                         merged("groups"), template_name, merged("describe_configs"))
 
     def with_verifier(self, verifier: str) -> Principal:
         """The principal a team verifier gets when it is registered (the `verifier` template)."""
@@ -123,9 +125,10 @@ class BusPolicy:
 
     def table(self) -> str:
         """Markdown: principal × topic/group × operation."""
-        rows = ["| principal | writes | reads | consumer groups |", "|---|---|---|---|"]
+        rows = ["| principal | writes | reads | consumer groups | reads configuration of |", "|---|---|---|---|---|"]
         for p in self.principals.values():
-            rows.append(f"| `{p.name}` | {_cell(p.produce)} | {_cell(p.consume)} | {_cell(p.groups)} |")
+            rows.append(f"| `{p.name}` | {_cell(p.produce)} | {_cell(p.consume)} | {_cell(p.groups)} "
+                        f"| {_cell(p.describe_configs)} |")
         return "\n".join(rows)
 
 

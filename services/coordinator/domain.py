@@ -314,6 +314,15 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                 _advance(d, now)
             else:
                 failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
+                if isinstance(event, DRCheckFinished) and step.dr_action == "backup-point" and all(
+                        c.evidence.get("outcome") == "wait" for c in event.checks if not c.passed):
+                    # nothing is wrong with the candidate, but a restore could not replay every order (the
+                    # business events' retention): hold before production changes, resume re-takes the point
+                    s.state = ReleaseState.PAUSED
+                    d.note(f"{step.id} waiting: {failed}; paused until this is fixed (resume takes the backup "
+                           "point again, abort ends the release)", evidence=evidence)
+                    d.commands.append((topics.ALERTS, _alert(s, Severity.WARNING, "release waiting", failed)))
+                    return
                 _fail(d, f"{step.id} failed: {failed}", now, evidence=evidence, rejected=True)
         case DeployFinished():
             evidence = {"observed": event.observed.model_dump(mode="json") if event.observed else None}

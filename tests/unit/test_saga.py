@@ -437,6 +437,24 @@ class TestMigrationsInTheSaga:
         assert command.compensation == "restore_data" and command.environment == "production"
         assert command.backup_id == 7 and command.since == NOW
 
+    def test_a_backup_point_that_could_not_be_replayed_waits_and_a_resume_takes_it_again(self):
+        saga = run_until(with_migrations(), "backup-point")
+        retention = CheckResult(name="events_replayable", passed=False, evidence={"outcome": "wait"},
+                                reason="shop.events keeps 1 h of events; a release may hold its backup point 24 h")
+        d = domain.handle(saga, DRCheckFinished(release_id="rel-1", step_id="backup-point", ready=False,
+                                                checks=[retention]), NOW)
+        assert d.saga.state is ReleaseState.PAUSED and d.saga.waiting_for == "backup-point"
+        assert "migrate-production" not in [s.id for s in d.saga.plan[:d.saga.cursor]]
+        assert any(t == topics.ALERTS for t, _ in d.commands) and "keeps 1 h" in d.transitions[-1].reason
+        resumed = operate(d.saga, signed(ResumeRequested(release_id="rel-1", actor="alice", reason="retention fixed")))
+        assert resumed.saga.state is ReleaseState.RUNNING
+        assert [t for t, _ in resumed.commands] == [topics.DR_COMMANDS]
+
+    def test_a_backup_point_that_failed_for_another_reason_fails_the_release(self):
+        saga = run_until(with_migrations(), "backup-point")
+        d = domain.handle(saga, answer(saga, ok=False), NOW)
+        assert d.saga.state is ReleaseState.ROLLING_BACK  # staging already runs v2: it is compensated
+
     def test_an_expand_only_migration_compensates_by_traffic_and_says_the_schema_stays(self):
         saga = run_until(with_migrations([{"name": "0001_add.sql", "kind": "expand", "rewrites_data": False}]),
                          "verify-canary-internal")
