@@ -49,5 +49,9 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC, rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
     rg_verifier, rg_rollback, rg_ops;
 
+-- every service (and team verifier) parks the records whose dead letter it could not produce
+GRANT SELECT, INSERT ON parked_records TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
+    rg_rollback;
+
 -- rollback: its step ledger (compensations done once, outcomes kept)
 GRANT SELECT, INSERT, UPDATE ON rollback_steps TO rg_rollback;

@@ -1,29 +1,33 @@
 """Kafka wiring shared by all services: a FastStream broker whose subscribers validate contracts, commit only
-after handling, retry transient errors and dead-letter what can never succeed; an aiokafka producer."""
+after handling, retry transient errors and dead-letter (or park) what can never succeed; an aiokafka producer."""
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import ssl
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import SASLScram512
 
 from contracts import topics
-from contracts.cloudevents import ContractError, Envelope, decode, encode, header_dict
-from contracts.events import DeadLetter
+from contracts.cloudevents import ContractError, Envelope, decode, encode
+from services.common import dead_letters
 from services.common.settings import ServiceSettings
 
 log = structlog.get_logger()
 Handler = Callable[[Envelope], Awaitable[None]]
 MAX_ATTEMPTS = 5
-VALUE_LIMIT = 64 * 1024
+ATTEMPTS_TRACKED = 1024
+# how long a dead letter may wait for the broker before the record is parked in PostgreSQL instead
+DEAD_LETTER_TIMEOUT_SECONDS = 30.0
 
 
 class PermanentError(Exception):
@@ -50,11 +54,16 @@ def _tls(settings: ServiceSettings) -> ssl.SSLContext | None:
 
 
 class Producer:
-    """Idempotent producer with acks=all; `send` returns once the broker has the record."""
+    """Producer with acks=all; `send` returns once the broker has the record.
 
-    def __init__(self, settings: ServiceSettings, client_id: str) -> None:
+    Idempotent unless told otherwise. An idempotent aiokafka producer retries for ever and cannot recover a
+    partition after the broker refused one of its batches (aiokafka does not reset the producer id, so every
+    later batch is out of sequence): dead letters, which may be refused, go through a producer of their own that
+    is not idempotent (a duplicate dead letter is harmless)."""
+
+    def __init__(self, settings: ServiceSettings, client_id: str, *, idempotent: bool = True) -> None:
         self._producer = AIOKafkaProducer(**client_options(settings), client_id=client_id, acks="all",
-                                          enable_idempotence=True, linger_ms=0)
+                                          enable_idempotence=idempotent, linger_ms=0)
 
     async def start(self) -> None:
         await self._producer.start()
@@ -81,23 +90,81 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
     return KafkaBroker(settings.kafka_bootstrap, client_id=client_id, logger=None, security=security)
 
 
-def _text(value: bytes | None) -> str:
-    if value is None:
-        return ""
-    raw = value[:VALUE_LIMIT]
+class _Attempts:
+    """How often each record (topic, partition, offset) failed, and the dead-letter verdict of a record whose fate
+    is decided but not yet recorded. Bounded: the least recently touched entries go first (a record whose
+    partition moved to another group member is never redelivered here)."""
+
+    def __init__(self, limit: int = ATTEMPTS_TRACKED) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[tuple[str, int, int], tuple[int, tuple[str, str] | None]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verdict(self, where: tuple[str, int, int]) -> tuple[str, str] | None:
+        return self._entries.get(where, (0, None))[1]
+
+    def failed(self, where: tuple[str, int, int], verdict: tuple[str, str] | None = None) -> int:
+        """Count one more failure of the record (keeping `verdict`, if given); returns the count."""
+        count, kept = self._entries.pop(where, (0, None))
+        self._entries[where] = (count + 1, verdict or kept)
+        while len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+        return count + 1
+
+    def forget(self, where: tuple[str, int, int]) -> None:
+        self._entries.pop(where, None)
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(0.2 * 2**attempt, 3.0)
+
+
+async def _parse_leniently(record: ConsumerRecord, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream decodes every header value as UTF-8 before any handler runs: a record with one that is not
+    (or with a null header value) would fail there, outside the attempt counting, on every redelivery. Such
+    values are replaced (U+FFFD) in what the handler sees; `decode` would read them so anyway."""
+    if all(isinstance(v, bytes) and _is_utf8(v) for _, v in record.headers):
+        return await original(record)
+    headers = tuple((k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers)
+    return await original(dataclasses.replace(record, headers=headers))
+
+
+def _is_utf8(value: bytes) -> bool:
     try:
-        return raw.decode("utf-8")
+        value.decode("utf-8")
     except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(raw).decode()
+        return False
+    return True
+
+
+async def _undecoded(message: Any) -> Any:
+    """The record's value as bytes: FastStream's own decoder would parse JSON before any handler runs, where a
+    deeply nested document or a huge number fails outside the attempt counting; `decode` parses it instead."""
+    return message.body
 
 
 class Consumer:
-    """Registers contract-validating subscribers for one consumer group (one service)."""
+    """Registers contract-validating subscribers for one consumer group (one service). No record can stall a
+    partition: a record that cannot be decoded or handled is dead-lettered, and one whose dead letter cannot be
+    produced is parked in PostgreSQL; only when PostgreSQL refuses too is it redelivered."""
 
-    def __init__(self, broker: KafkaBroker, group: str, producer: Producer, source: str) -> None:
-        self._broker, self._group, self._producer, self._source = broker, group, producer, source
-        self._attempts: dict[tuple[str, int, int], int] = {}
+    def __init__(self, broker: KafkaBroker, group: str, dead_letter_producer: Producer, source: str,
+                 pool: asyncpg.Pool) -> None:
+        """`dead_letter_producer`: not idempotent (see `Producer`); `pool`: where records are parked."""
+        self._broker, self._group, self._producer, self._source = broker, group, dead_letter_producer, source
+        self._pool = pool
+        self._attempts = _Attempts()
         self._routes: dict[str, tuple[Handler, tuple[type, ...] | None]] = {}
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._routes)
 
     def subscribe(self, topic: str, handler: Handler, *, accept: tuple[type, ...] | None = None) -> None:
         """Deliver each valid record of `topic` to `handler`; `accept` limits the event types it takes."""
@@ -107,42 +174,67 @@ class Consumer:
         """One subscriber (one group member) for all routed topics, so a service joins its group once."""
 
         @self._broker.subscriber(*self._routes, group_id=self._group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                                 auto_offset_reset="earliest", max_poll_interval_ms=300_000, title=self._group)
+                                 auto_offset_reset="earliest", max_poll_interval_ms=300_000, title=self._group,
+                                 parser=_parse_leniently, decoder=_undecoded)
         async def _consume(msg: KafkaMessage) -> None:
             handler, accept = self._routes[msg.raw_message.topic]
             await self._handle(msg.raw_message, handler, accept)
 
     async def _handle(self, record: Any, handler: Handler, accept: tuple[type, ...] | None) -> None:
+        """Returns once the record is handled, dead-lettered or parked (its offset may be committed); raises to
+        have it redelivered, after a delay that grows with its failures."""
         where = (record.topic, record.partition, record.offset)
+        verdict = self._attempts.verdict(where) or await self._process(record, handler, accept, where)
+        if verdict is not None:
+            try:
+                await self.dead_letter(record, *verdict)
+            except Exception as exc:
+                attempt = self._attempts.failed(where, verdict)
+                log.error("record neither dead-lettered nor parked; it will be redelivered", topic=record.topic,
+                          partition=record.partition, offset=record.offset, attempt=attempt, error=repr(exc))
+                await asyncio.sleep(_retry_delay(attempt))
+                raise
+        self._attempts.forget(where)
+
+    async def _process(self, record: Any, handler: Handler, accept: tuple[type, ...] | None,
+                       where: tuple[str, int, int]) -> tuple[str, str] | None:
+        """None once `handler` succeeded; (reason, error type) for a record that must be dead-lettered."""
         try:
             envelope = decode(record.headers, record.value)
             if accept is not None and not isinstance(envelope.data, accept):
                 raise ContractError(f"{envelope.type} is not accepted on {record.topic} by {self._group}")
         except ContractError as exc:
-            await self.dead_letter(record, str(exc), "ContractError")
-            return
+            return str(exc), "ContractError"
+        except Exception as exc:  # a hostile record may break any parser: as permanent as a contract violation
+            return f"record cannot be decoded ({type(exc).__name__}): {exc}", type(exc).__name__
         bind = {"release_id": envelope.subject, "tenant": envelope.tenant, "event_type": envelope.type}
         with structlog.contextvars.bound_contextvars(**{k: v for k, v in bind.items() if v}):
             try:
                 await handler(envelope)
-                self._attempts.pop(where, None)
             except PermanentError as exc:
-                await self.dead_letter(record, str(exc), type(exc).__name__)
+                return str(exc), type(exc).__name__
             except Exception as exc:
-                attempts = self._attempts.get(where, 0) + 1
-                self._attempts[where] = attempts
+                attempts = self._attempts.failed(where)
                 if attempts >= MAX_ATTEMPTS:
-                    self._attempts.pop(where, None)
-                    await self.dead_letter(record, f"gave up after {attempts} attempts: {exc!r}", type(exc).__name__)
-                    return
+                    return f"gave up after {attempts} attempts: {exc!r}", type(exc).__name__
                 log.warning("handler failed; message will be redelivered", attempt=attempts, error=repr(exc))
-                await asyncio.sleep(min(0.2 * 2**attempts, 3.0))
+                await asyncio.sleep(_retry_delay(attempts))
                 raise
+        return None
 
     async def dead_letter(self, record: Any, reason: str, error_type: str) -> None:
-        key = record.key.decode("utf-8", "replace") if record.key else None
-        letter = DeadLetter(consumer=self._group, source_topic=record.topic, partition=record.partition,
-                            offset=record.offset, key=key, reason=reason, error_type=error_type,
-                            headers=header_dict(record.headers), value=_text(record.value))
-        log.error("dead-lettered record", topic=record.topic, offset=record.offset, reason=reason)
-        await self._producer.send_envelope(topics.DEADLETTER, Envelope.new(letter, self._source, subject=key))
+        """Produce a bounded dead letter for `record`; if that fails in any way (too large for the broker, refused,
+        the broker unreachable for `DEAD_LETTER_TIMEOUT_SECONDS`), park the record in PostgreSQL instead. Raises
+        only if PostgreSQL does not take it either: the caller must then have the record redelivered."""
+        letter = dead_letters.bound(record, self._group, reason, error_type)
+        log.error("dead-lettering record", topic=letter.topic, partition=letter.partition, offset=letter.offset,
+                  reason=letter.reason)
+        try:
+            envelope = Envelope.new(letter.dead_letter(), self._source, subject=letter.key)
+            await asyncio.wait_for(self._producer.send_envelope(topics.DEADLETTER, envelope),
+                                   DEAD_LETTER_TIMEOUT_SECONDS)
+        except Exception as exc:
+            parked = await dead_letters.park(self._pool, letter, exc)
+            log.error("dead letter could not be produced; record parked in PostgreSQL (parked_records)",
+                      topic=letter.topic, partition=letter.partition, offset=letter.offset,
+                      error=dead_letters.describe(exc), already_parked=not parked)

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from services.common import db, logs, telemetry
+from services.common.backoff import Backoff
 from services.common.identity import refuse_demo_keys
 from services.common.kafka import Consumer, Producer, make_broker
 from services.common.outbox import Relay
@@ -33,21 +34,31 @@ class Runtime:
 
 
 Setup = Callable[[Runtime], Awaitable[None]]
+# a loop that crashes waits 1 s, 2 s, 4 s… up to 30 s before it runs again; one that ran this long starts over at 1 s
 RESTART_DELAY_SECONDS = 1.0
+RESTART_DELAY_CAP_SECONDS = 30.0
+HEALTHY_RUN_SECONDS = 60.0
 
 
 async def _supervised(task: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Restarts a background loop that crashed (a database or broker outage), after a short delay."""
+    """Runs a background loop for as long as the service runs, restarting it when it crashes (a database or
+    broker outage, a bug hit by one input) with a growing delay; a loop that returns is not restarted."""
+    log = structlog.get_logger()
+    backoff = Backoff(RESTART_DELAY_SECONDS, RESTART_DELAY_CAP_SECONDS, jitter=0.5)
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         try:
             await task()
+            log.warning("background task finished", task=task.__name__)
             return
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            structlog.get_logger().error("background task crashed; restarting", task=task.__name__,
-                                         error=repr(exc))
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            if loop.time() - started >= HEALTHY_RUN_SECONDS:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.error("background task crashed; restarting", task=task.__name__, error=repr(exc),
+                      restart_in=round(delay, 1))
+            await asyncio.sleep(delay)
 
 
 async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asyncio.Event | None = None) -> None:
@@ -67,22 +78,25 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
     pool = await db.create_pool(settings.database_url, max_size=6)
     producer = Producer(settings, f"releasegate-{name}")
     await producer.start()
+    dead_letter_producer = Producer(settings, f"releasegate-{name}-deadletters", idempotent=False)
+    await dead_letter_producer.start()
     broker = make_broker(settings, f"releasegate-{name}")
-    runtime = Runtime(name, settings, pool, producer, Consumer(broker, f"releasegate-{name}", producer, name))
+    consumer = Consumer(broker, f"releasegate-{name}", dead_letter_producer, name, pool)
+    runtime = Runtime(name, settings, pool, producer, consumer)
     await setup(runtime)
     runtime.consumer.register()
     relay = Relay(pool, name, producer.send)
-    background = [asyncio.create_task(relay.run(), name="outbox-relay")]
-    background += [asyncio.create_task(_supervised(t), name=t.__name__) for t in runtime.tasks]
+
+    async def outbox_relay() -> None:
+        """Retries broker and database outages itself; supervision is for what it did not foresee."""
+        await relay.run()
+
+    background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in [outbox_relay, *runtime.tasks]]
     await broker.start()
     health = await _serve_health(name, settings.health_port, pool, producer) if settings.health_port else None
     log.info("service ready", kafka=settings.kafka_bootstrap, health_port=settings.health_port)
     try:
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([waiter, *background], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not waiter and task.exception():
-                log.error("background task died", task=task.get_name(), error=repr(task.exception()))
+        await stop.wait()
     finally:
         log.info("service stopping")
         if health is not None:
@@ -93,6 +107,7 @@ async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asy
         await asyncio.gather(*background, return_exceptions=True)
         for hook in runtime.on_stop:
             await hook()
+        await dead_letter_producer.stop()
         await producer.stop()
         await pool.close()
         structlog.contextvars.clear_contextvars()

@@ -270,6 +270,30 @@ DROP TRIGGER IF EXISTS refused_commands_append_only ON refused_commands;
 CREATE TRIGGER refused_commands_append_only BEFORE UPDATE OR DELETE ON refused_commands
     FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();
 
+-- every service: records whose dead letter could not be produced (too large for the broker, refused, the broker
+-- unreachable), kept bounded with their reason so the consumer can move on; one row per record, so a
+-- redelivery parks nothing twice (services/common/dead_letters.py)
+CREATE TABLE IF NOT EXISTS parked_records (
+    consumer_group    text        NOT NULL,
+    topic             text        NOT NULL,
+    partition         integer     NOT NULL,
+    record_offset     bigint      NOT NULL,
+    key               text,
+    reason            text        NOT NULL,
+    error_type        text        NOT NULL,
+    dead_letter_error text        NOT NULL,
+    headers           jsonb       NOT NULL,
+    value             text        NOT NULL,
+    value_bytes       integer     NOT NULL,
+    value_digest      text        NOT NULL,
+    header_count      integer     NOT NULL,
+    headers_bytes     integer     NOT NULL,
+    truncated         boolean     NOT NULL,
+    parked_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (consumer_group, topic, partition, record_offset)
+);
+CREATE INDEX IF NOT EXISTS parked_records_at ON parked_records (parked_at);
+
 -- rollback: its step ledger; each compensation (release, step) is carried out once and its outcome kept, so a
 -- redelivered command gets the recorded outcome instead of a second restore (attempts counts starts that never
 -- finished: the process died mid-restore)
