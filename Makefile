@@ -36,7 +36,7 @@ down:               ## stop everything started by `make up`
 reset:              ## stop everything and delete all local state (.run/)
 	bash deploy/stack.sh reset
 
-status:
+status:             ## infrastructure, then each service: pid, uptime and crash count (its supervisor restarts it)
 	bash deploy/stack.sh status; bash deploy/services.sh status
 
 backup:             ## a real pg_dump of the shop database, recorded in the backup catalog

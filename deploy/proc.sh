@@ -4,7 +4,9 @@
 #   proc.sh start NAME -- CMD ARGS...   start CMD in its own session (setsid), stdout+stderr appended to
 #                                       .run/logs/NAME.log, pid in .run/pids/NAME.pid; no-op if alive
 #   proc.sh stop [-t SECS] NAME...      TERM (whole process group when NAME leads one), wait up to SECS
-#                                       (default 10, env PROC_STOP_TIMEOUT), then KILL; removes the pidfile
+#                                       (default 10, env PROC_STOP_TIMEOUT), then KILL; removes the pidfile.
+#                                       A leader that died alone (a supervisor killed with -9) leaves its group:
+#                                       what is left of it (the supervised child) is stopped the same way
 #   proc.sh alive NAME                  exit 0 if the pidfile names a live process, 1 otherwise
 #   proc.sh pid NAME                    print the pid of a live process (exit 1 if not alive)
 #   proc.sh list                        names of all pidfiles in .run/pids
@@ -36,6 +38,15 @@ pid_alive() {
   fi
   return 0
 }
+
+# group_left PID: the process group PID led still has members although PID itself is gone. Linux does not reuse
+# a pid while it still names a process group, so this is never someone else's group.
+group_left() {
+  [[ "$1" =~ ^[0-9]+$ ]] && ! pid_alive "$1" && pgrep -g "$1" >/dev/null 2>&1
+}
+
+# running PID: the process, or what is left of the group it led
+running() { pid_alive "$1" || group_left "$1"; }
 
 read_pid() {
   local f="$PID_DIR/$1.pid" pid
@@ -95,6 +106,9 @@ cmd_stop() {
     if pid="$(read_pid "$name")" && pid_alive "$pid"; then
       signal_tree "$pid" TERM
       pids+=("$pid"); names+=("$name")
+    elif [[ -n "${pid:-}" ]] && group_left "$pid"; then
+      kill -TERM -- "-$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name")
     else
       rm -f "$PID_DIR/$name.pid"
     fi
@@ -104,7 +118,7 @@ cmd_stop() {
   while :; do
     any=0
     for i in "${!pids[@]}"; do
-      if pid_alive "${pids[$i]}"; then any=1; fi
+      if running "${pids[$i]}"; then any=1; fi
     done
     [[ $any -eq 1 ]] || break
     if (( $(now_ms) >= deadline )); then
@@ -112,13 +126,16 @@ cmd_stop() {
         if pid_alive "${pids[$i]}"; then
           echo "${names[$i]}: still alive after ${timeout}s, sending KILL" >&2
           signal_tree "${pids[$i]}" KILL
+        elif group_left "${pids[$i]}"; then
+          echo "${names[$i]}: process group still alive after ${timeout}s, sending KILL" >&2
+          kill -KILL -- "-${pids[$i]}" 2>/dev/null || true
         fi
       done
       # give the kernel a moment to reap; KILL cannot be ignored
       local kdeadline=$(( $(now_ms) + 5000 ))
       while (( $(now_ms) < kdeadline )); do
         any=0
-        for i in "${!pids[@]}"; do if pid_alive "${pids[$i]}"; then any=1; fi; done
+        for i in "${!pids[@]}"; do if running "${pids[$i]}"; then any=1; fi; done
         [[ $any -eq 1 ]] || break
         sleep 0.1
       done

@@ -8,8 +8,11 @@ import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope, encode
+from services.common.backoff import Backoff
 
 NOTIFY_CHANNEL = "releasegate_outbox"
+RETRY_INITIAL_SECONDS = 0.5
+RETRY_CAP_SECONDS = 30.0
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 log = structlog.get_logger()
 
@@ -27,32 +30,45 @@ async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Env
 
 
 class Relay:
-    """Publishes a producer's staged events in order; woken by NOTIFY, with a poll as a safety net."""
+    """Publishes a producer's staged events in order; woken by NOTIFY, with a poll as a safety net. Outages of
+    the broker or of PostgreSQL, however long, only delay publication: every failure is logged and retried with
+    a capped, jittered backoff, and `run` returns only when cancelled."""
 
     def __init__(self, pool: asyncpg.Pool, producer: str, publish: Publish, poll_seconds: float = 1.0,
-                 batch: int = 100) -> None:
+                 batch: int = 100, backoff: Backoff | None = None) -> None:
         self._pool, self._producer, self._publish = pool, producer, publish
         self._poll, self._batch = poll_seconds, batch
+        self._backoff = backoff or Backoff(RETRY_INITIAL_SECONDS, RETRY_CAP_SECONDS, jitter=0.5)
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
+        while True:
+            try:
+                await self._listen_and_publish()
+            except Exception as exc:  # anything the broker or database may raise: aiokafka's errors are many
+                delay = self._backoff.next_delay()
+                log.warning("outbox relay cannot publish; will retry", producer=self._producer,
+                            error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _listen_and_publish(self) -> None:
+        """Publish until an error; the NOTIFY listener's connection is taken anew after each error (a restarted
+        PostgreSQL closed the old one)."""
         listener = await self._pool.acquire()
-        await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
         try:
+            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             while True:
-                try:
-                    while await self.publish_pending():
-                        pass
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                    log.warning("outbox relay error; will retry", error=str(exc))
                 self._wake.clear()
+                while await self.publish_pending():
+                    pass
+                self._backoff.reset()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 except asyncio.TimeoutError:
                     pass
         finally:
-            await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self._pool.release(listener)
+            await _quietly(listener.remove_listener(NOTIFY_CHANNEL, self._on_notify))
+            await _quietly(self._pool.release(listener))
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == self._producer:
@@ -75,3 +91,11 @@ class Relay:
                 await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                                    [r["id"] for r in rows])
             return len(rows)
+
+
+async def _quietly(cleanup: Awaitable[object]) -> None:
+    """Cleanup of a connection that may already be broken must not hide the error that broke it."""
+    try:
+        await cleanup
+    except Exception as exc:
+        log.debug("outbox relay cleanup failed", error=repr(exc))

@@ -1,4 +1,5 @@
-"""Coordinator process: consumes candidates, results and operator control; fires persisted deadlines."""
+"""Coordinator process: consumes candidates, results and operator control; fires persisted deadlines once it has
+caught up with what arrived while it was down."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,8 @@ from contracts.events import (
 from services.common import grants, runner
 from services.common.bus import BusPolicy
 from services.common.catalog import Catalog
+from services.common.catch_up import CatchUpBarrier, KafkaOffsets
+from services.common.kafka import client_options
 from services.coordinator.handlers import Coordinator, utcnow
 from services.coordinator.registry import Registry
 from services.coordinator.results import Results
@@ -17,6 +20,8 @@ from services.coordinator.senders import RESULT_TYPES
 
 NAME = "coordinator"
 DEADLINE_TICK_SECONDS = 0.5
+# bounded: a consumer that cannot catch up (a record retried while PostgreSQL is down) must not freeze deadlines
+CATCH_UP_TIMEOUT_SECONDS = 120.0
 
 
 async def setup(rt: runner.Runtime) -> None:
@@ -33,7 +38,12 @@ async def setup(rt: runner.Runtime) -> None:
     for topic, sender in BusPolicy.load(rt.settings.bus_policy_file).results_producers().items():
         rt.consumer.subscribe(topic, results.handler(sender), accept=RESULT_TYPES)
 
+    # a restarted coordinator first reads the results that arrived while it was down, then fires deadlines
+    caught_up = CatchUpBarrier(KafkaOffsets(client_options(rt.settings)), rt.consumer.group, rt.consumer.topics,
+                               timeout=CATCH_UP_TIMEOUT_SECONDS)
+
     async def deadlines() -> None:
+        await caught_up.wait()
         while True:
             if not await coordinator.fire_due_deadlines():
                 await asyncio.sleep(DEADLINE_TICK_SECONDS)
