@@ -31,6 +31,7 @@ from services.rollback.ledger import MAX_ATTEMPTS, StepLedger
 from services.rollback.replay import ReplayError, check_replayable, placed_orders, replay
 
 REPLAY_MARGIN = timedelta(seconds=5)
+OUTBOX_DRAIN_SECONDS = 60.0
 WRITES_DRAIN_SECONDS = 30.0
 RUNBOOK = "docs/runbooks/shop-restore.md"
 
@@ -131,6 +132,7 @@ class Rollback:
         evidence["maintenance_on_at"] = datetime.now(UTC).isoformat()
         traffic = await self._restore_traffic(req)
         await _wait_for_no_writes(self._settings.database_url, database)
+        evidence["events_not_published"] = await _wait_for_outbox_drained(self._settings.database_url, database, since)
         await restore(self._settings, database, file, clean=True)
         evidence["restored_backup"] = {"id": point["id"], "taken_at": point["started_at"].isoformat()}
         # The dump is a snapshot from its start; orders committed during the dump are replayed, idempotently.
@@ -195,6 +197,33 @@ def _what_is_left(req: RollbackRequested, evidence: dict) -> str:
 
 def _bounded(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 60] + f"… ({len(reason)} characters)"
+
+
+async def _wait_for_outbox_drained(database_url: str, database: str, since: datetime) -> list[dict]:
+    """The shop stages its business events in its own database (an outbox) and relays them to shop.events; an
+    event not relayed yet exists only in the database about to be replaced, and its order would be neither restored
+    nor replayed. Wait until the relay has published every staged event (writes are already stopped); return the
+    events the broker refused for good since `since` (listed in the incident report, never replayable)."""
+    try:
+        conn = await postgres.connect(database_url, database)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise RollbackError(f"cannot connect to {database} to wait for its outbox: {exc}") from None
+    try:
+        if not await conn.fetchval("SELECT to_regclass('event_outbox') IS NOT NULL"):
+            return []  # a service without an outbox publishes directly
+        deadline = asyncio.get_running_loop().time() + OUTBOX_DRAIN_SECONDS
+        while pending := await conn.fetchval(
+                "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND refused IS NULL"):
+            if asyncio.get_running_loop().time() > deadline:
+                raise RollbackError(f"{pending} business events of {database} are not on shop.events after "
+                                    f"{OUTBOX_DRAIN_SECONDS:g}s; restoring now would lose their orders")
+            await asyncio.sleep(0.2)
+        refused = await conn.fetch("SELECT id::text AS id, left(refused, 200) AS reason FROM event_outbox "
+                                   "WHERE refused IS NOT NULL AND created_at >= $1 ORDER BY created_at LIMIT 100",
+                                   since)
+        return [dict(r) for r in refused]
+    finally:
+        await conn.close()
 
 
 async def _wait_for_no_writes(database_url: str, database: str) -> None:

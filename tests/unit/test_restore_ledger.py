@@ -184,6 +184,10 @@ class TestDataRestoreSafety:
             raise RestoreInterrupted("restore of shop-20261127T100000.dump into shop: killed after 180s")
         monkeypatch.setattr(handlers, "check_replayable", complete)
         monkeypatch.setattr(handlers, "_wait_for_no_writes", drained)
+
+        async def relayed(database_url, database, since):
+            return []
+        monkeypatch.setattr(handlers, "_wait_for_outbox_drained", relayed)
         monkeypatch.setattr(handlers, "restore", interrupted)
         result = await rollback.restore(request())
         assert not result.succeeded and "killed after 180s" in result.reason
