@@ -17,14 +17,14 @@ console = Console(width=160)
 
 
 @dr.command()
-def backup(database: Annotated[str, typer.Argument()] = "shop") -> None:
-    """Take a pg_dump of DATABASE now and record it in the backup catalog."""
+def backup(service: Annotated[str, typer.Argument()] = "shop") -> None:
+    """Take a pg_dump of SERVICE's database (from the catalog) now and record it in the backup catalog."""
     try:
-        path = asyncio.run(take_backup(ServiceSettings(), database))
+        path = asyncio.run(take_backup(ServiceSettings(), service))
     except BackupError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"backup of {database}: {path}")
+    console.print(f"backup of {service}: {path}")
 
 
 @dr.command()
