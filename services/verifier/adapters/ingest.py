@@ -40,6 +40,10 @@ class BusinessEventIngest:
                         except ContractError as exc:
                             await self._dead_letter(record, str(exc), "ContractError")
                             continue
+                        except Exception as exc:  # decode promises ContractError; never let one record stall
+                            await self._dead_letter(record, f"cannot decode: {type(exc).__name__}",
+                                                    type(exc).__name__)
+                            continue
                         e = env.data
                         rows.append((env.id, env.type, e.environment, e.version, e.tenant, env.time, e.reason,
                                      e.latency_ms))
