@@ -5,7 +5,7 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install secrets stack up down reset status demo test test-quick bench bench-quality bench-auth backup drill bundles schemas shoppers acls
+.PHONY: install secrets stack up down reset status demo test test-quick bench bench-quality bench-auth bench-fuzz backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -67,6 +67,11 @@ bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Ka
 
 bench-auth: stack    ## benchmark: a hop with and without message authentication (step grants), same run
 	$(PY) bench/auth_overhead.py
+
+bench-fuzz: stack    ## benchmark: 10,000 hostile records on every consumed topic; refused, parked, crashes, health, a release after
+	bash deploy/services.sh stop
+	$(PROC) stop shopper-production shopper-staging
+	$(PY) -m bench.fuzz --records 10000
 
 acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
 	$(PY) -m services.common.init_stack
