@@ -19,7 +19,8 @@ from services.common import db
 from services.common.bus import BusPolicy
 from services.common.settings import ServiceSettings
 from tests.fuzz.campaign import run
-from tests.fuzz.hostile import generate, targets
+from tests.fuzz.hostile import generate
+from tests.fuzz.targets import targets
 from tests.fuzz.stack import watched_stack
 
 os.environ.setdefault("RG_ENV", "local")  # the demo keys the stack's operators sign with are trusted only here

@@ -23,7 +23,8 @@ from services.common.kafka import client_options
 from services.common.settings import ServiceSettings
 from tests.conftest import REPO, as_principal
 from tests.e2e.conftest import CANDIDATES, status
-from tests.fuzz.hostile import HostileRecord, Reader, Target
+from tests.fuzz.hostile import HostileRecord
+from tests.fuzz.targets import Reader, Target
 from tests.fuzz.stack import WatchedStack
 
 Where = tuple[str, int, int]  # topic, partition, offset

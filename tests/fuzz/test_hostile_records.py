@@ -7,7 +7,8 @@ import pytest
 
 from services.common.bus import BusPolicy
 from tests.fuzz.campaign import run
-from tests.fuzz.hostile import generate, targets
+from tests.fuzz.hostile import generate
+from tests.fuzz.targets import targets
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RECORDS = 1_200

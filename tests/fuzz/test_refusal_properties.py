@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from contracts.cloudevents import ContractError, Envelope, decode, encode
 from services.common.bus import BusPolicy
 from services.common.kafka import Consumer
-from tests.fuzz.hostile import BASES, HostileRecord, Target, hostile_records, targets
+from tests.fuzz.hostile import HostileRecord, hostile_records
+from tests.fuzz.targets import BASES, Target, targets
 
 TARGETS = targets(BusPolicy.load())
 BY_TOPIC = {t.topic: t for t in TARGETS}
