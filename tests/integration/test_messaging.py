@@ -17,28 +17,9 @@ from services.common.kafka import Producer
 from services.common.outbox import Relay
 from services.common.kafka import client_options
 from tests.conftest import Service, as_principal, wait_until
+from tests.integration.conftest import candidate, saga_state
 
 pytestmark = pytest.mark.integration
-
-TEST_CATALOG = """
-apiVersion: releasegate.dev/v1
-kind: Service
-revision: 1
-name: it-shop
-tier: 3
-owner: team-test
-environments: [staging, production]
-kpis:
-  checkout_success_rate: {min: 0.5}
-"""
-
-
-@pytest.fixture(scope="module")
-def catalog_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("catalog")
-    (d / "it-shop.yaml").write_text(TEST_CATALOG)
-    return d
-
 
 @pytest.fixture(scope="module")
 def coordinator(catalog_dir):
@@ -54,20 +35,6 @@ async def producer(settings):
     await p.start()
     yield p
     await p.stop()
-
-
-def candidate(service: str = "it-shop") -> CandidateSubmitted:
-    rid = f"it-{uuid.uuid4().hex[:10]}"
-    return CandidateSubmitted.model_validate({
-        "release_id": rid, "service": service, "version": "v9",
-        "artifact": {"digest": "sha256:" + "d" * 64, "uri": "store://none"},
-        "source": {"repository": "r", "ref": "refs/heads/main", "commit": "e" * 40},
-        "tests": {"passed": 1, "failed": 0}, "author": "dev@test"})
-
-
-async def saga_state(pool, rid):
-    async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
 
 
 class TestTransactionalOutbox:

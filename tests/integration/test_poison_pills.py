@@ -18,28 +18,13 @@ from services.common import bus_admin
 from services.common.catch_up import CatchUpBarrier, KafkaOffsets
 from services.common.kafka import Producer, client_options
 from tests.conftest import Service, as_principal, wait_until
-from tests.integration.test_messaging import candidate, saga_state
+from tests.integration.conftest import candidate, saga_state
 
 pytestmark = pytest.mark.integration
 
-TEST_CATALOG = """
-apiVersion: releasegate.dev/v1
-kind: Service
-revision: 1
-name: it-shop
-tier: 3
-owner: team-test
-environments: [staging, production]
-kpis:
-  checkout_success_rate: {min: 0.5}
-"""
-
-
 @pytest.fixture(scope="module")
-def coordinator(tmp_path_factory):
-    catalog = tmp_path_factory.mktemp("catalog")
-    (catalog / "it-shop.yaml").write_text(TEST_CATALOG)
-    svc = Service("coordinator", {"RG_CATALOG_DIR": str(catalog)}).start()
+def coordinator(catalog_dir):
+    svc = Service("coordinator", {"RG_CATALOG_DIR": str(catalog_dir)}).start()
     yield svc
     svc.stop()
 
