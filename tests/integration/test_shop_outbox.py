@@ -14,7 +14,7 @@ import pytest
 from contracts.cloudevents import header_dict
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.test_shop_storefront import (  # noqa: F401 (topic, events: fixtures)
+from tests.integration.conftest import (  # noqa: F401 (topic, events: fixtures)
     REPO, SHOP_DB, SUCCESS_TYPES, VISA, Process, events, extract, free_port, shop_kafka_env, spawn, tenant, topic,
     wait_for,
 )
