@@ -11,11 +11,11 @@ install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
 
 secrets:            ## per-machine passwords and keys in .run/secrets (idempotent; `make stack` does it too)
-	$(PY) -m services.common.secrets
+	$(PY) -m releasegate_runtime.secrets
 
 stack: install      ## Kafka, PostgreSQL, HAProxy, payment sandbox + topics, schema, bundles, first backup
 	bash deploy/stack.sh up
-	$(PY) -m services.common.init_stack
+	$(PY) -m releasegate_runtime.init_stack
 	$(PY) -m shop.build_bundles >/dev/null
 	$(PY) -m services.dr_checker.backup shop
 
@@ -74,7 +74,7 @@ bench-fuzz: stack    ## benchmark: 10,000 hostile records on every consumed topi
 	$(PY) -m bench.fuzz --records 10000
 
 acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
-	$(PY) -m services.common.init_stack
+	$(PY) -m releasegate_runtime.init_stack
 
 bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
 	$(PY) bench/decision_quality.py

@@ -8,6 +8,7 @@ consumed, decoded and validated. Measured in the same run, interleaved, over the
      step grant (ed25519 over the command's bound fields) and the receiver verifies it;
   3. the same hop as the broker's super user, which skips the ACL check (to show what the authorizer costs).
 Also the signing and verification alone, in process. Prints figures and ratios; asserts nothing."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,10 @@ from securesystemslib.signer import CryptoSigner
 
 from contracts.cloudevents import Envelope, decode, encode
 from contracts.events import DeployAction, DeployRequested
-from services.common import bus_admin, grants
-from services.common.bus import Principal
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
+from releasegate_runtime import bus_admin, grants
+from releasegate_runtime.bus import Principal
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 
 LIFETIME = timedelta(minutes=10)
 
@@ -36,9 +37,16 @@ def q(values: list[float], p: float) -> float:
 
 
 def command() -> DeployRequested:
-    return DeployRequested(release_id=f"bench-{uuid.uuid4().hex[:8]}", step_id="canary-10", service="shop",
-                           version="v2", digest="sha256:" + "a" * 64, environment="production",
-                           action=DeployAction.SHIFT, weight=10)
+    return DeployRequested(
+        release_id=f"bench-{uuid.uuid4().hex[:8]}",
+        step_id="canary-10",
+        service="shop",
+        version="v2",
+        digest="sha256:" + "a" * 64,
+        environment="production",
+        action=DeployAction.SHIFT,
+        weight=10,
+    )
 
 
 class Hop:
@@ -118,12 +126,16 @@ async def main(round_trips: int) -> None:
     sign_us, verify_us = in_process(signer, 2000)
 
     plain, signed, sup = (statistics.median(samples[k]) for k in ("plain", "signed", "super"))
-    print(f"\nAuthenticated hop: CloudEvent deploy command produced → consumed → decoded (n={round_trips} each, "
-          "interleaved)")
+    print(
+        f"\nAuthenticated hop: CloudEvent deploy command produced → consumed → decoded (n={round_trips} each, "
+        "interleaved)"
+    )
     print(f"   {'':<58}{'median ms':>10}{'p95 ms':>9}")
-    rows = [("SASL/SCRAM + ACLs, no message authentication", "plain"),
-            ("SASL/SCRAM + ACLs + step grant signed and verified", "signed"),
-            ("super user (no ACL check), no message authentication", "super")]
+    rows = [
+        ("SASL/SCRAM + ACLs, no message authentication", "plain"),
+        ("SASL/SCRAM + ACLs + step grant signed and verified", "signed"),
+        ("super user (no ACL check), no message authentication", "super"),
+    ]
     for label, key in rows:
         print(f"   {label:<58}{statistics.median(samples[key]):>10.2f}{q(samples[key], 0.95):>9.2f}")
     print(f"   message authentication adds {signed - plain:+.3f} ms per hop (median; ratio {signed / plain:.2f}x)")

@@ -8,6 +8,7 @@ request. Then two judges are replayed, look by look, on exactly the same recorde
                  success rates >= 95% and p95 <= a fixed latency; rollback after 2 failed checks in a row.
 Prints detection rate per regression size, false-rollback rate on healthy releases and the time from the
 regression's start (canary start) to the rollback decision. Prints figures; asserts nothing."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,18 +24,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from contracts.events import KpiThreshold, Verdict
-from services.common import db
-from services.common.artifacts import ArtifactStore
-from services.common.haproxy import HAProxy
-from services.common.local_target import LocalTarget
+from releasegate_platform.artifacts import ArtifactStore
+from releasegate_platform.haproxy import HAProxy
+from releasegate_platform.local_target import LocalTarget
+from releasegate_runtime import db
 from services.deployer.adapters.launcher import Launcher
 from services.deployer.config import DeployerSettings
 from services.verifier.domain import Counts, judge, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ROOT / "examples" / "candidates"
-SCENARIOS = {"v2": "healthy", "v4": "small: ~2 points of checkout success", "v5": "small: +30% p95 latency",
-             "v3": "large: non-Visa payments broken"}
+SCENARIOS = {
+    "v2": "healthy",
+    "v4": "small: ~2 points of checkout success",
+    "v5": "small: +30% p95 latency",
+    "v3": "large: non-Visa payments broken",
+}
 RELEASEGATE_THRESHOLDS = {
     "checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.01),
     "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.01),
@@ -80,8 +85,14 @@ def releasegate_decision(rec: Recording, window: int) -> float | None:
     """Seconds from canary start to a rollback decision, or None if it would not roll back."""
     for t in range(LOOK_S, window + 1, LOOK_S):
         end = rec.start + timedelta(seconds=t)
-        verdict, _, _ = judge(RELEASEGATE_THRESHOLDS, counts(rec, rec.version, rec.start, end),
-                              counts(rec, "v1", rec.start, end), MIN_SAMPLES, final=t >= window, alpha=ALPHA)
+        verdict, _, _ = judge(
+            RELEASEGATE_THRESHOLDS,
+            counts(rec, rec.version, rec.start, end),
+            counts(rec, "v1", rec.start, end),
+            MIN_SAMPLES,
+            final=t >= window,
+            alpha=ALPHA,
+        )
         if verdict is Verdict.FAIL:
             return float(t)
         if verdict is not None:
@@ -92,13 +103,16 @@ def releasegate_decision(rec: Recording, window: int) -> float | None:
 def fixed_decision(rec: Recording, window: int) -> float | None:
     failed_in_a_row = 0
     for t in range(FIXED["interval_s"], window + 1, FIXED["interval_s"]):
-        c = counts(rec, rec.version, rec.start + timedelta(seconds=t - FIXED["interval_s"]),
-                   rec.start + timedelta(seconds=t))
+        c = counts(
+            rec, rec.version, rec.start + timedelta(seconds=t - FIXED["interval_s"]), rec.start + timedelta(seconds=t)
+        )
         checkouts = c.checkout_succeeded + c.checkout_failed
         payments = c.payment_authorized + c.payment_declined
-        bad = ((checkouts and c.checkout_succeeded / checkouts < FIXED["min_rate"])
-               or (payments and c.payment_authorized / payments < FIXED["min_rate"])
-               or (c.latencies_ms and percentile(c.latencies_ms, 0.95) > FIXED["max_p95_ms"]))
+        bad = (
+            (checkouts and c.checkout_succeeded / checkouts < FIXED["min_rate"])
+            or (payments and c.payment_authorized / payments < FIXED["min_rate"])
+            or (c.latencies_ms and percentile(c.latencies_ms, 0.95) > FIXED["max_p95_ms"])
+        )
         failed_in_a_row = failed_in_a_row + 1 if bad else 0
         if failed_in_a_row >= FIXED["failed_checks"]:
             return float(t)
@@ -107,10 +121,15 @@ def fixed_decision(rec: Recording, window: int) -> float | None:
 
 async def record(version: str, weight: int, window: int, pool, launcher: Launcher, target: LocalTarget) -> Recording:
     candidate = json.loads((CANDIDATES / f"shop-{version}.json").read_text())
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=ROOT, check=True, capture_output=True)
-    inst = await launcher.start("shop", "production", version, candidate["artifact"]["digest"],
-                                f"bench-{uuid.uuid4().hex[:8]}")
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    inst = await launcher.start(
+        "shop", "production", version, candidate["artifact"]["digest"], f"bench-{uuid.uuid4().hex[:8]}"
+    )
     await target.split("shop", "production", {version: weight, "v1": 100 - weight})
     start = datetime.now(UTC)
     await asyncio.sleep(window)  # the canary runs; this is the measurement period, not synchronisation
@@ -119,13 +138,24 @@ async def record(version: str, weight: int, window: int, pool, launcher: Launche
     await target.stop(inst)
     deadline = time.monotonic() + 15
     async with pool.acquire() as conn:
-        while time.monotonic() < deadline and (await conn.fetchval(
-                "SELECT max(at) FROM business_events WHERE environment = 'production'") or start) < end:
+        while (
+            time.monotonic() < deadline
+            and (await conn.fetchval("SELECT max(at) FROM business_events WHERE environment = 'production'") or start)
+            < end
+        ):
             await asyncio.sleep(0.2)
-        events = await conn.fetch("SELECT at, version, type, latency_ms FROM business_events WHERE environment = 'production'"
-                                  " AND at >= $1 AND at < $2", start, end)
-        http = await conn.fetch("SELECT at, version, status, ta_ms FROM http_samples WHERE environment ="
-                                " 'production' AND at >= $1 AND at < $2", start, end)
+        events = await conn.fetch(
+            "SELECT at, version, type, latency_ms FROM business_events WHERE environment = 'production'"
+            " AND at >= $1 AND at < $2",
+            start,
+            end,
+        )
+        http = await conn.fetch(
+            "SELECT at, version, status, ta_ms FROM http_samples WHERE environment ="
+            " 'production' AND at >= $1 AND at < $2",
+            start,
+            end,
+        )
     return Recording(version, start, end, [tuple(r) for r in events], [tuple(r) for r in http])
 
 
@@ -137,8 +167,11 @@ def summarise(name: str, decisions: dict[str, list[float | None]]) -> None:
         hits = [d for d in ds if d is not None]
         rate = len(hits) / len(ds)
         what = "false-rollback rate" if version == "v2" else "detection rate"
-        timing = (f"median {statistics.median(hits):5.1f} s  p95 {sorted(hits)[int(0.95 * (len(hits) - 1))]:5.1f} s"
-                  if hits else "-")
+        timing = (
+            f"median {statistics.median(hits):5.1f} s  p95 {sorted(hits)[int(0.95 * (len(hits) - 1))]:5.1f} s"
+            if hits
+            else "-"
+        )
         print(f"   {name:<12} {version} {label:<38} {what:<20} {rate:6.0%} ({len(hits)}/{len(ds)})   {timing}")
 
 
@@ -147,26 +180,39 @@ async def main(runs: int, weight: int, window: int) -> None:
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
     target = LocalTarget(pool, haproxy, settings.run_dir)
-    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env,
-                        user=settings.candidate_user, path=settings.candidate_path)
+    launcher = Launcher(
+        pool,
+        haproxy,
+        ArtifactStore(settings.artifact_store),
+        settings.run_dir,
+        settings.shop_env,
+        user=settings.candidate_user,
+        path=settings.candidate_path,
+    )
     recordings = []
     try:
         for version in SCENARIOS:
             for i in range(runs if version != "v3" else max(1, runs // 2)):
                 rec = await record(version, weight, window, pool, launcher, target)
-                print(f"recorded {version} run {i + 1}: {len(rec.events)} business events, {len(rec.http)} requests",
-                      flush=True)
+                print(
+                    f"recorded {version} run {i + 1}: {len(rec.events)} business events, {len(rec.http)} requests",
+                    flush=True,
+                )
                 recordings.append(rec)
     finally:
         await pool.close()
     ours = {v: [releasegate_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     fixed = {v: [fixed_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     print(f"\nDecision quality: canary at {weight}% for {window} s, both judges replayed on the same samples")
-    print(f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (request and "
-          "checkout latency), "
-          f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s")
-    print(f"   fixed:       every {FIXED['interval_s']} s rates >= {FIXED['min_rate']:.0%} and p95 <= "
-          f"{FIXED['max_p95_ms']:.0f} ms, rollback after {FIXED['failed_checks']} failed checks in a row")
+    print(
+        f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (request and "
+        "checkout latency), "
+        f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s"
+    )
+    print(
+        f"   fixed:       every {FIXED['interval_s']} s rates >= {FIXED['min_rate']:.0%} and p95 <= "
+        f"{FIXED['max_p95_ms']:.0f} ms, rollback after {FIXED['failed_checks']} failed checks in a row"
+    )
     summarise("releasegate", ours)
     summarise("fixed", fixed)
 

@@ -6,6 +6,7 @@ nothing crashed, every service is healthy and the release was promoted.
 
     python -m bench.fuzz [--records 10000] [--seed 20261128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,13 @@ import sys
 import time
 from collections import Counter
 
-from services.common import db
-from services.common.bus import BusPolicy
-from services.common.settings import ServiceSettings
+from releasegate_runtime import db
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.settings import ServiceSettings
 from tests.fuzz.campaign import run
 from tests.fuzz.hostile import generate
-from tests.fuzz.targets import targets
 from tests.fuzz.stack import watched_stack
+from tests.fuzz.targets import targets
 
 os.environ.setdefault("RG_ENV", "local")  # the demo keys the stack's operators sign with are trusted only here
 
@@ -31,20 +32,28 @@ async def main(records: int, seed: int) -> int:
     among = targets(BusPolicy.load(settings.bus_policy_file))
     began = time.monotonic()
     hostile = generate(records, among, seed)
-    print(f"generated {len(hostile)} hostile records for {len(among)} topics in {time.monotonic() - began:.0f}s "
-          f"(seed {seed}, {sum(r.size for r in hostile) / 1e6:.0f} MB)")
+    print(
+        f"generated {len(hostile)} hostile records for {len(among)} topics in {time.monotonic() - began:.0f}s "
+        f"(seed {seed}, {sum(r.size for r in hostile) / 1e6:.0f} MB)"
+    )
     for primary, n in sorted(Counter(r.primary for r in hostile).items()):
         print(f"  {primary:<18} {n}")
     pool = await db.create_pool(settings.database_url, max_size=2)
     try:
         async with watched_stack(settings) as stack:
-            figures = await run(settings, pool, stack, among, hostile, stall_seconds=180, limit_seconds=1800,
-                                release_timeout=600)
+            figures = await run(
+                settings, pool, stack, among, hostile, stall_seconds=180, limit_seconds=1800, release_timeout=600
+            )
     finally:
         await pool.close()
     print("\n".join(figures.lines()))
-    ok = (not figures.unaccounted and not figures.refused_by_broker and not figures.crashes
-          and not figures.unhealthy and figures.valid_ok)
+    ok = (
+        not figures.unaccounted
+        and not figures.refused_by_broker
+        and not figures.crashes
+        and not figures.unhealthy
+        and figures.valid_ok
+    )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -4,6 +4,7 @@
 2. the coordinator's per hop latency (a step result's record → the next command's record, both on Kafka),
    next to a bare aiokafka produce→consume round trip measured in the same run.
 Prints figures and ratios; asserts nothing."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from contracts import topics
 from contracts.cloudevents import decode
 from releasegate_cli import client
-from services.common import bus_admin, db
-from services.common.bus import BusPolicy, Principal
-from services.common.kafka import client_options
-from services.common.haproxy import HAProxy
-from services.common.settings import ServiceSettings
+from releasegate_platform.haproxy import HAProxy
+from releasegate_runtime import bus_admin, db
+from releasegate_runtime.bus import BusPolicy, Principal
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ROOT / "examples" / "candidates"
-COMMANDS = [topics.GATE_COMMANDS, topics.DR_COMMANDS, topics.DEPLOY_COMMANDS, topics.VERIFY_COMMANDS,
-            topics.ROLLBACK_COMMANDS]
+COMMANDS = [
+    topics.GATE_COMMANDS,
+    topics.DR_COMMANDS,
+    topics.DEPLOY_COMMANDS,
+    topics.VERIFY_COMMANDS,
+    topics.ROLLBACK_COMMANDS,
+]
 
 
 def q(values: list[float], p: float) -> float:
@@ -42,8 +48,9 @@ async def bare_round_trips(settings: ServiceSettings, n: int) -> list[float]:
     the services use, as a principal provisioned for it."""
     topic, name = f"bench-rtt-{uuid.uuid4().hex[:8]}", "bench-rtt"
     admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
-    await asyncio.to_thread(bus_admin.register, Principal(name, "benchmark", (topic,), (topic,), (), None), admin,
-                            settings.secrets_dir)
+    await asyncio.to_thread(
+        bus_admin.register, Principal(name, "benchmark", (topic,), (topic,), (), None), admin, settings.secrets_dir
+    )
     options = client_options(settings.model_copy(update={"principal": name}))
     producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
     consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, fetch_max_wait_ms=500)
@@ -76,8 +83,10 @@ async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyn
         if slot:
             main = {s.name: s for s in await haproxy.servers("shop_production")}.get(slot)
             wave = {s.name: s for s in await haproxy.servers("shop_production_wave")}.get(slot)
-            serving = bool((main and main.weight > 0 and not main.maintenance)
-                           or (wave and wave.operational and not wave.maintenance))
+            serving = bool(
+                (main and main.weight > 0 and not main.maintenance)
+                or (wave and wave.operational and not wave.maintenance)
+            )
             if serving:
                 seen = True
             elif seen:
@@ -87,14 +96,36 @@ async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyn
 
 
 async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> dict:
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=ROOT, check=True, capture_output=True)
-    rid = (await asyncio.to_thread(subprocess.run, ["releasegate", "submit", str(CANDIDATES / "shop-v3.json")],
-                                   cwd=ROOT, capture_output=True, text=True)).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    rid = (
+        await asyncio.to_thread(
+            subprocess.run,
+            ["releasegate", "submit", str(CANDIDATES / "shop-v3.json")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    ).stdout.strip()
     for who in ("alice", "bob"):  # v3 changes payments: high risk, two approvals from shop-approvers
-        await asyncio.to_thread(subprocess.run, ["releasegate", "approve", rid, "--reason", "benchmark", "--key",
-                                                 str(ROOT / "examples" / "keys" / f"{who}.key")],
-                                cwd=ROOT, capture_output=True)
+        await asyncio.to_thread(
+            subprocess.run,
+            [
+                "releasegate",
+                "approve",
+                rid,
+                "--reason",
+                "benchmark",
+                "--key",
+                str(ROOT / "examples" / "keys" / f"{who}.key"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+        )
     version_slot: dict = {}
     stop = asyncio.Event()
     watcher = asyncio.create_task(canary_weight_zero_at(haproxy, version_slot, stop))
@@ -102,8 +133,11 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
     while time.monotonic() < deadline:
         async with pool.acquire() as conn:
             if not version_slot:
-                slot = await conn.fetchval("SELECT slot FROM instances WHERE release_id = $1 AND environment ="
-                                           " 'production' ORDER BY id LIMIT 1", rid)
+                slot = await conn.fetchval(
+                    "SELECT slot FROM instances WHERE release_id = $1 AND environment ="
+                    " 'production' ORDER BY id LIMIT 1",
+                    rid,
+                )
                 if slot:
                     version_slot["slot"] = slot
             state = await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
@@ -116,17 +150,23 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
         first_bad = await conn.fetchval(
             "SELECT min(at) FROM business_events WHERE environment = 'production' AND version = 'v3'"
             " AND type = 'shop.payment.declined.v1' AND reason = 'invalid_card' AND at >= (SELECT created_at"
-            " FROM sagas WHERE release_id = $1)", rid)
+            " FROM sagas WHERE release_id = $1)",
+            rid,
+        )
         state = await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", rid)
-    return {"release": rid, "state": state,
-            "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None}
+    return {
+        "release": rid,
+        "state": state,
+        "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None,
+    }
 
 
 async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[float]:
     """Result record → next command record of the same release, from Kafka record timestamps (read with the
     broker's admin credential: no service principal may read both the results and the commands)."""
-    consumer = AIOKafkaConsumer(**client_options(settings.model_copy(update={"principal": "admin"})),
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.model_copy(update={"principal": "admin"})), enable_auto_commit=False
+    )
     await consumer.start()
     results = list(BusPolicy.load(settings.bus_policy_file).results_producers())
     tps = [TopicPartition(t, p) for t in [*results, *COMMANDS] for p in range(3)]
@@ -156,7 +196,7 @@ async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[flo
     for i, (ts, topic, rid) in enumerate(records):
         if not topic.startswith(topics.RESULTS_PREFIX):
             continue
-        nxt = next(((t2, tp2) for t2, tp2, r2 in records[i + 1:] if r2 == rid), None)
+        nxt = next(((t2, tp2) for t2, tp2, r2 in records[i + 1 :] if r2 == rid), None)
         if nxt and nxt[1] in COMMANDS:
             hops.append(float(nxt[0] - ts))
     return hops
@@ -164,8 +204,9 @@ async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[flo
 
 async def main(releases: int, round_trips: int) -> None:
     settings = ServiceSettings()
-    leftovers = await client.abort_in_flight(settings, "carol", "clean start for the benchmark",
-                                             key=ROOT / "examples" / "keys" / "carol.key")
+    leftovers = await client.abort_in_flight(
+        settings, "carol", "clean start for the benchmark", key=ROOT / "examples" / "keys" / "carol.key"
+    )
     while not await client.all_ended(settings, leftovers):
         await asyncio.sleep(0.5)
     pool = await db.create_pool(settings.database_url)
@@ -182,11 +223,16 @@ async def main(releases: int, round_trips: int) -> None:
         raise SystemExit(f"benchmark broken: every v3 release must be rolled back from the canary, got {wrong}")
     hops = await coordinator_hops(settings, since)
     bare = await bare_round_trips(settings, round_trips)
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
-                   cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
+        cwd=ROOT,
+        capture_output=True,
+    )
 
-    print("\n1. First degraded KPI sample -> canary takes no traffic in HAProxy (v3 payment regression; internal"
-          " tenant first, then 10%)")
+    print(
+        "\n1. First degraded KPI sample -> canary takes no traffic in HAProxy (v3 payment regression; internal"
+        " tenant first, then 10%)"
+    )
     for r in runs:
         secs = f"{r['seconds']:.2f} s" if r["seconds"] is not None else "n/a"
         print(f"   {r['release']:<24} {r['state']:<13} {secs}")
@@ -199,7 +245,9 @@ async def main(releases: int, round_trips: int) -> None:
         print(f"   {'coordinator hop':<34}{len(hops):>6}{statistics.median(hops):>12.1f}{q(hops, 0.95):>10.1f}")
     print(f"   {'bare aiokafka round trip':<34}{len(bare):>6}{statistics.median(bare):>12.1f}{q(bare, 0.95):>10.1f}")
     if hops:
-        print(f"   ratio (median hop / median bare round trip): {statistics.median(hops) / statistics.median(bare):.1f}x")
+        print(
+            f"   ratio (median hop / median bare round trip): {statistics.median(hops) / statistics.median(bare):.1f}x"
+        )
 
 
 if __name__ == "__main__":

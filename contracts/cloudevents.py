@@ -1,4 +1,5 @@
 """CloudEvents 1.0 binary mode on Kafka: attributes in `ce_*` headers, the event data as the JSON value."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,29 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from itertools import accumulate
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from contracts.events import EVENT_TYPES, Contract
-from contracts.names import (EVENT_SOURCE, MAX_DEPTH, MAX_HEADER_BYTES, MAX_HEADER_NAME, MAX_HEADER_VALUE,
-                             MAX_HEADERS, MAX_INT_CHARS, MAX_VALUE_BYTES, NAME, OPAQUE_ID, RELEASE_ID, clip, matches,
-                             shown)
+from contracts.names import (
+    EVENT_SOURCE,
+    MAX_DEPTH,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_NAME,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_INT_CHARS,
+    MAX_VALUE_BYTES,
+    NAME,
+    OPAQUE_ID,
+    RELEASE_ID,
+    clip,
+    matches,
+    shown,
+)
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -56,10 +70,24 @@ class Envelope:
     trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, data: Contract, source: str, subject: str | None = None, tenant: str | None = None,
-            trace: dict[str, str] | None = None) -> Envelope:
-        return cls(data=data, id=str(uuid.uuid4()), source=source, type=data.event_type,
-                   time=datetime.now(UTC), subject=subject, tenant=tenant, trace=dict(trace or {}))
+    def new(
+        cls,
+        data: Contract,
+        source: str,
+        subject: str | None = None,
+        tenant: str | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> Envelope:
+        return cls(
+            data=data,
+            id=str(uuid.uuid4()),
+            source=source,
+            type=data.event_type,
+            time=datetime.now(UTC),
+            subject=subject,
+            tenant=tenant,
+            trace=dict(trace or {}),
+        )
 
     def headers(self) -> dict[str, str]:
         h = {
@@ -115,8 +143,12 @@ def _decode(headers: Any, value: bytes | None) -> Envelope:
     model = EVENT_TYPES.get(h["ce_type"])
     if model is None:
         raise ContractError(f"unknown event type or schema version {shown(h['ce_type'])}")
-    for attr, pattern in (("ce_id", OPAQUE_ID), ("ce_source", EVENT_SOURCE), ("ce_subject", RELEASE_ID),
-                          ("ce_tenant", NAME)):
+    for attr, pattern in (
+        ("ce_id", OPAQUE_ID),
+        ("ce_source", EVENT_SOURCE),
+        ("ce_subject", RELEASE_ID),
+        ("ce_tenant", NAME),
+    ):
         if attr in h and not matches(h[attr], pattern):
             raise ContractError(f"{attr} {shown(h[attr])} does not match {pattern}")
     try:
@@ -128,9 +160,16 @@ def _decode(headers: Any, value: bytes | None) -> Envelope:
         data = model.model_validate(payload)
     except ValidationError as exc:
         raise ContractError(f"{h['ce_type']} does not match its schema: {_summarise(exc)}") from None
-    return Envelope(data=data, id=h["ce_id"], source=h["ce_source"], type=h["ce_type"], time=time,
-                    subject=h.get("ce_subject"), tenant=h.get("ce_tenant"),
-                    trace={k: h[k] for k in TRACE_HEADERS if k in h})
+    return Envelope(
+        data=data,
+        id=h["ce_id"],
+        source=h["ce_source"],
+        type=h["ce_type"],
+        time=time,
+        subject=h.get("ce_subject"),
+        tenant=h.get("ce_tenant"),
+        trace={k: h[k] for k in TRACE_HEADERS if k in h},
+    )
 
 
 def _checked_headers(headers: Any) -> dict[str, str]:
@@ -188,8 +227,7 @@ def _parse(value: Any) -> Any:
     _check_depth(text)
     numbers = _Numbers()
     try:
-        payload = json.loads(text, parse_int=numbers.integer, parse_float=numbers.real,
-                             parse_constant=numbers.constant)
+        payload = json.loads(text, parse_int=numbers.integer, parse_float=numbers.real, parse_constant=numbers.constant)
     except json.JSONDecodeError as exc:
         raise ContractError(f"value is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     if numbers.refused or _UNSTORABLE_ESCAPE.search(text):

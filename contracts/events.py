@@ -1,4 +1,5 @@
 """Event and command models of the release saga; each carries its CloudEvents type with its version."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,10 +8,33 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.names import (COMMIT, CURRENCY, KEY_ID, LABEL, MAX_DEADLETTER_HEADERS, MAX_DEADLETTER_VALUE,
-                             MAX_HEADER_NAME, MAX_ITEMS, MAX_LABEL, MAX_NAME, MAX_NAMES, MAX_OPAQUE_ID,
-                             MAX_RELEASE_ID, MAX_REASON, MAX_STEP_ID, MAX_TEXT, MAX_URI, NAME, NAME_OR_ALL, NONCE,
-                             OPAQUE_ID, RELEASE_ID, SHA256_DIGEST, SIGNATURE, STEP_ID)
+from contracts.names import (
+    COMMIT,
+    CURRENCY,
+    KEY_ID,
+    LABEL,
+    MAX_DEADLETTER_HEADERS,
+    MAX_DEADLETTER_VALUE,
+    MAX_HEADER_NAME,
+    MAX_ITEMS,
+    MAX_LABEL,
+    MAX_NAME,
+    MAX_NAMES,
+    MAX_OPAQUE_ID,
+    MAX_REASON,
+    MAX_RELEASE_ID,
+    MAX_STEP_ID,
+    MAX_TEXT,
+    MAX_URI,
+    NAME,
+    NAME_OR_ALL,
+    NONCE,
+    OPAQUE_ID,
+    RELEASE_ID,
+    SHA256_DIGEST,
+    SIGNATURE,
+    STEP_ID,
+)
 
 # Every identifier has a shape and a length (contracts/names.py says why); free text and lists have a length.
 # Dicts of any content (attestations, evidence) are bounded by the record size limit of `decode`.
@@ -44,8 +68,11 @@ class ReleaseEvent(Contract):
 
 class Artifact(Contract):
     digest: Digest = Field(description="Immutable artifact reference, `sha256:<64 hex>`. Tags are refused.")
-    uri: str = Field(pattern=r"^[^\s\x00-\x1f\x7f]+$", max_length=MAX_URI,
-                     description="Where the artifact lives, e.g. `store://sha256/<hex>`.")
+    uri: str = Field(
+        pattern=r"^[^\s\x00-\x1f\x7f]+$",
+        max_length=MAX_URI,
+        description="Where the artifact lives, e.g. `store://sha256/<hex>`.",
+    )
 
 
 class SourceRef(Contract):
@@ -70,8 +97,9 @@ class VulnerabilitySummary(Contract):
     high: int = Field(default=0, ge=0)
     medium: int = Field(default=0, ge=0)
     low: int = Field(default=0, ge=0)
-    findings: list[dict[Label, Reason]] = Field(default_factory=list, max_length=MAX_ITEMS,
-                                                description="Individual findings: `id`, `severity`, `component`.")
+    findings: list[dict[Label, Reason]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Individual findings: `id`, `severity`, `component`."
+    )
 
 
 class CandidateSubmitted(ReleaseEvent):
@@ -79,8 +107,10 @@ class CandidateSubmitted(ReleaseEvent):
 
     event_type: ClassVar[str] = "dev.releasegate.candidate.submitted.v1"
     service: Name = Field(description="Catalog name of the deployable service.")
-    version: Name = Field(description="Version label of the candidate, e.g. `v2`; a name, as it becomes part of "
-                          "HAProxy server names and file paths.")
+    version: Name = Field(
+        description="Version label of the candidate, e.g. `v2`; a name, as it becomes part of "
+        "HAProxy server names and file paths."
+    )
     artifact: Artifact
     source: SourceRef
     tests: TestReport
@@ -88,10 +118,13 @@ class CandidateSubmitted(ReleaseEvent):
     changes: Text = Field(default="", description="Free-text summary of the change.")
     submitted_by: Name = Field(default="ci", description="Identity that submitted the candidate.")
     attestation: dict[str, Any] | None = Field(
-        default=None, description="DSSE envelope of an in-toto Statement v1 with a SLSA provenance v1 predicate, "
-        "signed by the builder; its subject digest must be the artifact's.")
+        default=None,
+        description="DSSE envelope of an in-toto Statement v1 with a SLSA provenance v1 predicate, "
+        "signed by the builder; its subject digest must be the artifact's.",
+    )
     vulnerabilities: VulnerabilitySummary | None = Field(
-        default=None, description="Composition and vulnerability summary; policy sets the allowed severity per tier.")
+        default=None, description="Composition and vulnerability summary; policy sets the allowed severity per tier."
+    )
 
 
 # --- commands and results between coordinator and workers -------------------------------------------------
@@ -108,15 +141,25 @@ class StepGrant(Contract):
     """The coordinator's signature over one deploy or compensation command: the deployer and the rollback service
     act only on a command whose grant verifies against the coordinator's public key, once, before it expires."""
 
-    grant_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="Unique id of this grant (a nonce, 32 hex): a "
-                          "grant authorizes one command, and a consumer accepts it from one CloudEvent only.")
-    issued_at: datetime = Field(description="When the coordinator signed the grant (UTC); a grant issued more "
-                                "than 60 s in the consumer's future is refused.")
-    expires_at: datetime = Field(description="After this the grant is refused even if its step was never done: "
-                                 "issue time + the step's timeout (×3 for slow compensations) + a margin.")
+    grant_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="Unique id of this grant (a nonce, 32 hex): a "
+        "grant authorizes one command, and a consumer accepts it from one CloudEvent only.",
+    )
+    issued_at: datetime = Field(
+        description="When the coordinator signed the grant (UTC); a grant issued more "
+        "than 60 s in the consumer's future is refused."
+    )
+    expires_at: datetime = Field(
+        description="After this the grant is refused even if its step was never done: "
+        "issue time + the step's timeout (×3 for slow compensations) + a margin."
+    )
     keyid: str = Field(pattern=KEY_ID, description="Id of the coordinator's ed25519 public key.")
-    signature: str = Field(pattern=SIGNATURE, description="ed25519 signature (hex) over the canonical "
-                           "payload: the command's bound fields plus grant_id, issued_at, expires_at and keyid.")
+    signature: str = Field(
+        pattern=SIGNATURE,
+        description="ed25519 signature (hex) over the canonical "
+        "payload: the command's bound fields plus grant_id, issued_at, expires_at and keyid.",
+    )
 
 
 class StepCommand(ReleaseEvent):
@@ -131,14 +174,14 @@ class SignedApproval(Contract):
 
     actor: Name = Field(description="Identity name of the approver (a key in the identities file).")
     kind: Literal["approval", "exception", "go", "no-go"] = Field(
-        default="approval", description="`approval` of a risky change, `exception` to a freeze window, "
-        "`go`/`no-go` at a hold point.")
+        default="approval",
+        description="`approval` of a risky change, `exception` to a freeze window, `go`/`no-go` at a hold point.",
+    )
     reason: Reason
     signed_at: datetime = Field(description="When the approver signed; approvals expire after the policy's time.")
     nonce: str | None = Field(default=None, pattern=NONCE, description="The approval's nonce, part of what is signed.")
     keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the approver's public key.")
-    signature: Signature | None = Field(default=None,
-                                        description="ed25519 signature (hex) over the canonical payload.")
+    signature: Signature | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
 
 
 class GateCheckRequested(StepCommand):
@@ -148,9 +191,11 @@ class GateCheckRequested(StepCommand):
     environment: Name
     tests: TestReport
     candidate: CandidateSubmitted | None = Field(
-        default=None, description="The candidate as submitted: attestation, vulnerabilities, author, source.")
-    approvals: list[SignedApproval] = Field(default_factory=list, max_length=MAX_NAMES,
-                                            description="Approvals given to this release so far.")
+        default=None, description="The candidate as submitted: attestation, vulnerabilities, author, source."
+    )
+    approvals: list[SignedApproval] = Field(
+        default_factory=list, max_length=MAX_NAMES, description="Approvals given to this release so far."
+    )
 
 
 class GateCheckFinished(ReleaseEvent):
@@ -160,20 +205,29 @@ class GateCheckFinished(ReleaseEvent):
     passed: bool = Field(description="True only if every check passed.")
     checks: list[CheckResult] = Field(max_length=MAX_ITEMS)
     decision: Literal["pass", "wait", "block"] | None = Field(
-        default=None, description="`wait`: nothing is wrong but approvals or a release window are missing.")
+        default=None, description="`wait`: nothing is wrong but approvals or a release window are missing."
+    )
     risk: Name | None = Field(default=None, description="Risk class of the change: low, medium or high.")
     policy_version: Label | None = Field(default=None, description="Version and digest of the policy applied.")
     input_digest: Digest | None = Field(default=None, description="sha256 of the policy input, stored for audit.")
-    warnings: list[Reason] = Field(default_factory=list, max_length=MAX_ITEMS,
-                                   description="`warn` results of the policy (recorded).")
-    waiting_for: list[Reason] = Field(default_factory=list, max_length=MAX_ITEMS,
-                                      description="What a `wait` decision waits for.")
+    warnings: list[Reason] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="`warn` results of the policy (recorded)."
+    )
+    waiting_for: list[Reason] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="What a `wait` decision waits for."
+    )
     retry_at: datetime | None = Field(default=None, description="When a `wait` decision is worth re-evaluating.")
-    requires: list[StepId] = Field(default_factory=list, max_length=MAX_NAMES, description="Saga steps the policy "
-                                   "requires for this change, e.g. `dr-check` when migrations are present.")
+    requires: list[StepId] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="Saga steps the policy requires for this change, e.g. `dr-check` when migrations are present.",
+    )
     migrations: list[Record] = Field(
-        default_factory=list, max_length=MAX_ITEMS, description="New schema migrations of the candidate, in order: "
-        "`name`, `kind` (expand | contract), `rewrites_data`.")
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="New schema migrations of the candidate, in order: "
+        "`name`, `kind` (expand | contract), `rewrites_data`.",
+    )
 
 
 class DRCheckRequested(StepCommand):
@@ -183,8 +237,10 @@ class DRCheckRequested(StepCommand):
     database: Name = Field(description="Database the service owns (a name, never a connection string).")
     rpo_seconds: float = Field(gt=0, description="Recovery point objective of the service's tier.")
     action: Literal["readiness", "backup-point"] = Field(
-        default="readiness", description="`readiness`: prove recovery would work now (backup, drill, RTO, "
-        "replica, runbooks); `backup-point`: take the pre-release backup right before production migrations.")
+        default="readiness",
+        description="`readiness`: prove recovery would work now (backup, drill, RTO, "
+        "replica, runbooks); `backup-point`: take the pre-release backup right before production migrations.",
+    )
 
 
 class DRCheckFinished(ReleaseEvent):
@@ -213,19 +269,27 @@ class DeployRequested(StepCommand):
     weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic for the candidate.")
     instances: int = Field(default=1, ge=1, le=3, description="Instances of the candidate to run.")
     tenants: Names | None = Field(default=None, description="`route`: tenants sent to the candidate.")
-    batch: int | None = Field(default=None, ge=1, description="`roll`: instances of the candidate after this "
-                              "batch are min(batch × batch_size, instances); `roll`/`restore`: batch size.")
+    batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="`roll`: instances of the candidate after this "
+        "batch are min(batch × batch_size, instances); `roll`/`restore`: batch size.",
+    )
     batch_size: int = Field(default=1, ge=1, description="`roll`/`restore`: instances replaced per batch.")
     attestation: dict[str, Any] | None = Field(
-        default=None, description="The candidate's signed provenance; the deployer re-verifies it and the digest "
-        "before it starts anything.")
+        default=None,
+        description="The candidate's signed provenance; the deployer re-verifies it and the digest "
+        "before it starts anything.",
+    )
     grant: StepGrant | None = Field(
-        default=None, description="The coordinator's step grant; the deployer refuses a command without a valid one.")
+        default=None, description="The coordinator's step grant; the deployer refuses a command without a valid one."
+    )
 
 
 class ObservedState(Contract):
-    weights: dict[Name, int] = Field(max_length=MAX_NAMES,
-                                     description="Percent of traffic per version as read back from HAProxy.")
+    weights: dict[Name, int] = Field(
+        max_length=MAX_NAMES, description="Percent of traffic per version as read back from HAProxy."
+    )
     instances: list[Record] = Field(default_factory=list, max_length=MAX_NAMES, description="Instances seen serving.")
     stable_version: Name | None = Field(default=None, description="Version the environment falls back to.")
     tenants_on_candidate: Names = Field(default_factory=list, description="Tenants routed to the candidate.")
@@ -250,13 +314,17 @@ class KpiThreshold(Contract):
         default=None, description="Largest acceptable canary/baseline ratio, for latencies."
     )
     tolerance: float | None = Field(
-        default=None, description="Effect size tolerated by the sequential canary-vs-baseline test: absolute drop "
-        "for rates, excess of P(canary slower) over 0.5 for latencies.")
+        default=None,
+        description="Effect size tolerated by the sequential canary-vs-baseline test: absolute drop "
+        "for rates, excess of P(canary slower) over 0.5 for latencies.",
+    )
 
 
 class SyntheticJourneys(Contract):
-    journey: Name = Field(description="Name of an entry of the catalog's journey allow-list; the verifier runs "
-                          "only journeys listed there, never a module path taken from a command.")
+    journey: Name = Field(
+        description="Name of an entry of the catalog's journey allow-list; the verifier runs "
+        "only journeys listed there, never a module path taken from a command."
+    )
     tenants: Names = Field(min_length=1, description="Tenants to run journeys for.")
     profiles: Names = Field(min_length=1, description="Customer profiles cycled through, e.g. card brands.")
     journeys_per_tenant: int = Field(default=6, ge=1, le=50)
@@ -280,19 +348,29 @@ class VerificationRequested(ReleaseEvent):
     stable_version: Name | None
     window_seconds: float = Field(gt=0)
     min_samples: int = Field(ge=1, description="Fewer candidate samples than this at window end: inconclusive.")
-    false_rollback_bound: float = Field(default=0.05, gt=0, lt=1, description="Bound on the probability of "
-                                        "failing a healthy candidate across all looks (sequential test α).")
-    thresholds: dict[Name, KpiThreshold] = Field(max_length=MAX_NAMES,
-                                                 description="KPI name to its thresholds (from the catalog).")
+    false_rollback_bound: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Bound on the probability of failing a healthy candidate across all looks (sequential test α).",
+    )
+    thresholds: dict[Name, KpiThreshold] = Field(
+        max_length=MAX_NAMES, description="KPI name to its thresholds (from the catalog)."
+    )
     synthetic: SyntheticJourneys | None = Field(
-        default=None, description="Run scripted journeys directly against the candidate's instances instead of "
-        "judging customer traffic (before it receives any).")
+        default=None,
+        description="Run scripted journeys directly against the candidate's instances instead of "
+        "judging customer traffic (before it receives any).",
+    )
     tenants: Names | None = Field(default=None, description="Judge only these tenants' candidate traffic.")
-    prometheus: dict[Name, PromQuery] | None = Field(default=None, max_length=MAX_NAMES,
-                                                     description="KPIs read from Prometheus.")
+    prometheus: dict[Name, PromQuery] | None = Field(
+        default=None, max_length=MAX_NAMES, description="KPIs read from Prometheus."
+    )
     journeys: SyntheticJourneys | None = Field(
-        default=None, description="Scripted journeys run against the candidate as this step's window opens, "
-        "judged together with the customer-traffic KPIs.")
+        default=None,
+        description="Scripted journeys run against the candidate as this step's window opens, "
+        "judged together with the customer-traffic KPIs.",
+    )
 
 
 class Verdict(StrEnum):
@@ -332,15 +410,17 @@ class RollbackRequested(ReleaseEvent):
     step_id: StepId = Field(description="Id of the compensation, e.g. `compensate:production`.")
     compensation: Literal["restore_traffic", "restore_data"] = Field(
         description="`restore_traffic`: traffic back to stable; `restore_data`: stop writes, restore the "
-        "pre-release backup point, replay orders since, check integrity, then traffic back to stable.")
+        "pre-release backup point, replay orders since, check integrity, then traffic back to stable."
+    )
     service: Name
     environment: Name
     candidate_version: Name
     backup_id: int | None = Field(default=None, description="`restore_data`: the backup point to restore.")
     since: datetime | None = Field(default=None, description="`restore_data`: replay orders placed from then on.")
     grant: StepGrant | None = Field(
-        default=None, description="The coordinator's step grant; the rollback service refuses a command without a "
-        "valid one.")
+        default=None,
+        description="The coordinator's step grant; the rollback service refuses a command without a valid one.",
+    )
 
 
 class RollbackFinished(ReleaseEvent):
@@ -350,8 +430,11 @@ class RollbackFinished(ReleaseEvent):
     succeeded: bool
     reason: Reason
     observed: ObservedState | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict, description="`restore_data`: the incident report "
-                                     "(orders replayed, orders that could not be, integrity checks).")
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`restore_data`: the incident report "
+        "(orders replayed, orders that could not be, integrity checks).",
+    )
 
 
 # --- operator control ---------------------------------------------------------------------------------------
@@ -364,15 +447,22 @@ class OperatorCommand(ReleaseEvent):
     actor: Name = Field(description="Identity of the operator (a name in the identities file).")
     reason: Reason = Field(description="Why, in the operator's words; recorded in the audit log.")
     signed_at: datetime | None = Field(
-        default=None, description="When the operator signed. Refused if more than 60 s in the future; abort, "
-        "pause, resume, promote and go/no-go are refused 10 minutes after it (approvals expire by policy).")
+        default=None,
+        description="When the operator signed. Refused if more than 60 s in the future; abort, "
+        "pause, resume, promote and go/no-go are refused 10 minutes after it (approvals expire by policy).",
+    )
     nonce: str | None = Field(
-        default=None, pattern=NONCE, description="Random hex, new for every signed command and part of what is "
-        "signed; a nonce the coordinator has seen before is refused as a replay.")
+        default=None,
+        pattern=NONCE,
+        description="Random hex, new for every signed command and part of what is "
+        "signed; a nonce the coordinator has seen before is refused as a replay.",
+    )
     keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the operator's public key.")
     signature: Signature | None = Field(
-        default=None, description="ed25519 signature (hex) over the canonical operator-command payload: the event "
-        "type, release id, actor, reason, nonce, signed_at and the command's own fields.")
+        default=None,
+        description="ed25519 signature (hex) over the canonical operator-command payload: the event "
+        "type, release id, actor, reason, nonce, signed_at and the command's own fields.",
+    )
 
 
 class ApprovalGiven(OperatorCommand):
@@ -381,10 +471,16 @@ class ApprovalGiven(OperatorCommand):
     event_type: ClassVar[str] = "dev.releasegate.approval.given.v1"
     kind: Literal["approval", "exception", "go", "no-go"] = Field(default="approval")
 
-    def signed(self) -> "SignedApproval":
-        return SignedApproval(actor=self.actor, kind=self.kind, reason=self.reason,
-                              signed_at=self.signed_at or datetime.fromtimestamp(0).astimezone(),
-                              nonce=self.nonce, keyid=self.keyid, signature=self.signature)
+    def signed(self) -> SignedApproval:
+        return SignedApproval(
+            actor=self.actor,
+            kind=self.kind,
+            reason=self.reason,
+            signed_at=self.signed_at or datetime.fromtimestamp(0).astimezone(),
+            nonce=self.nonce,
+            keyid=self.keyid,
+            signature=self.signature,
+        )
 
 
 class AbortRequested(OperatorCommand):
@@ -433,8 +529,13 @@ class ReleaseState(StrEnum):
 
 
 TERMINAL_STATES = frozenset(
-    {ReleaseState.PROMOTED, ReleaseState.REJECTED, ReleaseState.ROLLED_BACK, ReleaseState.ROLLBACK_FAILED,
-     ReleaseState.ABORTED}
+    {
+        ReleaseState.PROMOTED,
+        ReleaseState.REJECTED,
+        ReleaseState.ROLLED_BACK,
+        ReleaseState.ROLLBACK_FAILED,
+        ReleaseState.ABORTED,
+    }
 )
 
 
@@ -491,12 +592,16 @@ class DeadLetter(Contract):
     reason: Reason
     error_type: Label
     headers: dict[Annotated[str, Field(max_length=MAX_HEADER_NAME)], Reason] = Field(
-        max_length=MAX_DEADLETTER_HEADERS, description="The record's headers as text, shortened to fit.")
-    value: str = Field(max_length=MAX_DEADLETTER_VALUE,
-                       description="Original value as text (base64 if not UTF-8), truncated to 64 KiB.")
+        max_length=MAX_DEADLETTER_HEADERS, description="The record's headers as text, shortened to fit."
+    )
+    value: str = Field(
+        max_length=MAX_DEADLETTER_VALUE,
+        description="Original value as text (base64 if not UTF-8), truncated to 64 KiB.",
+    )
     original_value_bytes: int | None = Field(default=None, ge=0, description="Size of the original value.")
-    original_value_digest: Digest | None = Field(default=None, description="sha256 of the whole original value: "
-                                                 "identifies the record when its value was cut.")
+    original_value_digest: Digest | None = Field(
+        default=None, description="sha256 of the whole original value: identifies the record when its value was cut."
+    )
     original_header_count: int | None = Field(default=None, ge=0, description="Headers the original record had.")
     original_headers_bytes: int | None = Field(default=None, ge=0, description="Bytes of the original headers.")
     truncated: bool = Field(default=False, description="True if the key, headers, value or reason were cut to fit.")
@@ -519,8 +624,9 @@ class ShopEvent(Contract):
     latency_ms: float | None = None
     tax_cents: int | None = Field(default=None, description="Tax included in the order (order.placed).")
     region: OpaqueId | None = Field(default=None, description="Tax region of the tenant (order.placed).")
-    items: list[Record] | None = Field(default=None, max_length=MAX_ITEMS,
-                                       description="Basket lines `sku`, `qty` (order.placed).")
+    items: list[Record] | None = Field(
+        default=None, max_length=MAX_ITEMS, description="Basket lines `sku`, `qty` (order.placed)."
+    )
     customer: Label | None = Field(default=None, description="Customer key within the tenant, for replay.")
     payment_ref: OpaqueId | None = Field(default=None, description="Authorization reference (never card data).")
     placed_at: datetime | None = Field(default=None, description="When the order row was committed.")
@@ -543,15 +649,45 @@ InventoryConfirmed = _shop("InventoryConfirmed", "shop.inventory.confirmed.v1")
 EVENT_TYPES: dict[str, type[Contract]] = {
     m.event_type: m
     for m in (
-        CandidateSubmitted, GateCheckRequested, GateCheckFinished, DRCheckRequested, DRCheckFinished,
-        DeployRequested, DeployFinished, VerificationRequested, VerificationFinished, RollbackRequested,
-        RollbackFinished, ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested,
-        ReleaseStatusChanged, AlertRaised, DeadLetter, VerifierHeartbeat,
-        CheckoutAttempted, CheckoutSucceeded, CheckoutFailed, PaymentAuthorized, PaymentDeclined, OrderPlaced,
-        InventoryReserved, InventoryConfirmed,
+        CandidateSubmitted,
+        GateCheckRequested,
+        GateCheckFinished,
+        DRCheckRequested,
+        DRCheckFinished,
+        DeployRequested,
+        DeployFinished,
+        VerificationRequested,
+        VerificationFinished,
+        RollbackRequested,
+        RollbackFinished,
+        ApprovalGiven,
+        AbortRequested,
+        PauseRequested,
+        ResumeRequested,
+        PromoteRequested,
+        ReleaseStatusChanged,
+        AlertRaised,
+        DeadLetter,
+        VerifierHeartbeat,
+        CheckoutAttempted,
+        CheckoutSucceeded,
+        CheckoutFailed,
+        PaymentAuthorized,
+        PaymentDeclined,
+        OrderPlaced,
+        InventoryReserved,
+        InventoryConfirmed,
     )
 }
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, BaseModel)]
-__all__ += ["ReleaseState", "Verdict", "Severity", "DeployAction", "TERMINAL_STATES", "SHA256_DIGEST", "KEY_ID",
-            "NONCE"]
+__all__ += [
+    "ReleaseState",
+    "Verdict",
+    "Severity",
+    "DeployAction",
+    "TERMINAL_STATES",
+    "SHA256_DIGEST",
+    "KEY_ID",
+    "NONCE",
+]

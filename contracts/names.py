@@ -5,6 +5,7 @@ plain lower-case word could split a command, point a URL elsewhere or escape a f
 unless they match, never cleaned up. Patterns are anchored with `^...$` for JSON Schema and pydantic; Python
 callers use `check_name`, which matches the whole string (a trailing newline does not slip through `$`).
 """
+
 from __future__ import annotations
 
 import re
@@ -106,6 +107,9 @@ def check_name(kind: str, value: object, pattern: str = NAME) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{kind} must be a string matching {pattern}, not {type(value).__name__}")
     if not matches(value, pattern):
-        raise ValueError(f"{kind} {shown(value)} must match {pattern} (lower-case letters, digits, '.', '_', '-')"
-                         if pattern in (NAME, RELEASE_ID) else f"{kind} {shown(value)} must match {pattern}")
+        raise ValueError(
+            f"{kind} {shown(value)} must match {pattern} (lower-case letters, digits, '.', '_', '-')"
+            if pattern in (NAME, RELEASE_ID)
+            else f"{kind} {shown(value)} must match {pattern}"
+        )
     return value

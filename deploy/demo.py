@@ -1,6 +1,7 @@
 """`make demo`: release v2 of the sample shop (expect promoted), then v3 with its payment regression (expect
 rolled back by itself), driven only through the `releasegate` CLI. Checks what really happened — versions
 answering through HAProxy, the alert on release.alerts — prints both timelines, exits 0 only if all held."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,7 @@ from pathlib import Path
 from contracts import topics
 from releasegate_cli import client
 from releasegate_cli.probes import TopicTail, versions_served
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = "http://127.0.0.1:18080"
@@ -47,8 +48,12 @@ async def main() -> int:
             print(f"left-over releases {leftovers} did not end")
             return 1
         await asyncio.sleep(0.5)
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force",
-                    str(CANDIDATES / "shop-v1.json")], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     # Recovery proven before risky releases: a fresh backup and a restore drill (tier 1 needs both).
     for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
         subprocess.run([sys.executable, "-m", job, "shop"], cwd=ROOT, check=True)
@@ -57,8 +62,10 @@ async def main() -> int:
 
     v2, rc = await asyncio.to_thread(release, "v2")
     served = await versions_served(PRODUCTION)
-    checks += [("v2 release ended promoted (watch exit 0)", rc == 0),
-               (f"all production traffic on v2 through HAProxy {dict(served)}", set(served) == {"v2"})]
+    checks += [
+        ("v2 release ended promoted (watch exit 0)", rc == 0),
+        (f"all production traffic on v2 through HAProxy {dict(served)}", set(served) == {"v2"}),
+    ]
 
     alerts = await TopicTail(settings, topics.ALERTS).start()
     try:
@@ -67,10 +74,14 @@ async def main() -> int:
         alert = await alerts.wait_for(lambda e: e.subject == v3, timeout=30)
     finally:
         await alerts.stop()
-    checks += [("v3 release ended rolled_back (watch exit 1)", rc == 1 and '"rolled_back"' in
-                cli("status", v3, "--json").stdout),
-               (f"all production traffic back on stable v2 through HAProxy {dict(served)}", set(served) == {"v2"}),
-               (f"alert on {topics.ALERTS}: {alert.data.title if alert else 'none'}", alert is not None)]
+    checks += [
+        (
+            "v3 release ended rolled_back (watch exit 1)",
+            rc == 1 and '"rolled_back"' in cli("status", v3, "--json").stdout,
+        ),
+        (f"all production traffic back on stable v2 through HAProxy {dict(served)}", set(served) == {"v2"}),
+        (f"alert on {topics.ALERTS}: {alert.data.title if alert else 'none'}", alert is not None),
+    ]
 
     for rid in (v2, v3):
         banner(f"timeline of {rid}")

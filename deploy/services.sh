@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts / stops releasegate's six services and the shop team's three verifiers, each its own OS process under a
-# supervisor that restarts it when it dies (1 s doubling to 30 s; python -m services.common.supervise). Logs of
+# supervisor that restarts it when it dies (1 s doubling to 30 s; python -m releasegate_runtime.supervise). Logs of
 # both in .run/logs/rg-<name>.log; pid, uptime and crash count in .run/supervise/rg-<name>.json.
 #   services.sh start | stop | status
 set -euo pipefail
@@ -27,7 +27,7 @@ case "${1:-}" in
     for m in "${MODULES[@]}"; do
       i=$((i + 1))
       n="$(name_of "$m")"
-      RG_HEALTH_PORT=$((HEALTH_BASE + i)) "$PROC" start "$n" -- "$PY" -m services.common.supervise run "$n" -- \
+      RG_HEALTH_PORT=$((HEALTH_BASE + i)) "$PROC" start "$n" -- "$PY" -m releasegate_runtime.supervise run "$n" -- \
           "$PY" -m "$m"
     done
     i=0
@@ -37,7 +37,7 @@ case "${1:-}" in
         if (( SECONDS > deadline )) || ! "$PROC" alive "$n"; then
           echo "$n not healthy; last log lines:" >&2
           tail -n 20 "$ROOT/.run/logs/$n.log" >&2
-          "$PY" -m services.common.supervise status "$n" >&2 || true
+          "$PY" -m releasegate_runtime.supervise status "$n" >&2 || true
           exit 1
         fi
         sleep 0.2
@@ -50,6 +50,6 @@ case "${1:-}" in
   status)
     # from each supervisor's state: running (child pid, uptime), restarting, stopped or down; crash count
     cd "$ROOT"; names=(); for m in "${MODULES[@]}"; do names+=("$(name_of "$m")"); done
-    "$PY" -m services.common.supervise status "${names[@]}" ;;
+    "$PY" -m releasegate_runtime.supervise status "${names[@]}" ;;
   *) echo "usage: services.sh start|stop|status" >&2; exit 2 ;;
 esac

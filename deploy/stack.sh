@@ -27,7 +27,7 @@ KAFKA_PROPS="$KAFKA_RUN/server.properties"
 KAFKA_LOG4J="$KAFKA_RUN/log4j2.yaml"
 KAFKA_BOOTSTRAP="127.0.0.1:19092"
 KAFKA_TIMEOUT="${KAFKA_TIMEOUT:-90}"
-SECRETS_DIR="$RUN_DIR/secrets"   # per-machine secrets (services/common/secrets.py), never in the repository
+SECRETS_DIR="$RUN_DIR/secrets"   # per-machine secrets (releasegate_runtime/secrets.py), never in the repository
 
 PG_RUN="$RUN_DIR/pg"
 PG_DATA="$PG_RUN/data"
@@ -45,7 +45,7 @@ HAPROXY_RUN="$RUN_DIR/haproxy"
 HAPROXY_CFG="$HAPROXY_RUN/haproxy.cfg"
 HAPROXY_PID="$HAPROXY_RUN/haproxy.pid"
 HAPROXY_ADMIN_SOCK="$HAPROXY_RUN/admin.sock"   # the runtime API: owner-only unix socket, no TCP
-HAPROXY_CANARY_KEY="$SECRETS_DIR/haproxy/canary.key"   # signs canary cookies (services/common/secrets.py)
+HAPROXY_CANARY_KEY="$SECRETS_DIR/haproxy/canary.key"   # signs canary cookies (releasegate_runtime/secrets.py)
 
 SANDBOX_PORT=18090
 SANDBOX_MODULE_FILE="$ROOT/shop/payment_sandbox.py"
@@ -498,7 +498,7 @@ haproxy_canary_key() {
 haproxy_render() {  # haproxy_render DST
   local key_id
   [[ -s "$HAPROXY_CANARY_KEY" ]] \
-    || die "haproxy: no canary cookie key $HAPROXY_CANARY_KEY (made by: $PYTHON -m services.common.secrets --dir $SECRETS_DIR)"
+    || die "haproxy: no canary cookie key $HAPROXY_CANARY_KEY (made by: $PYTHON -m releasegate_runtime.secrets --dir $SECRETS_DIR)"
   key_id="$(haproxy_canary_key | sha256sum | cut -c1-16)"
   render "$ROOT/deploy/haproxy/haproxy.cfg" "$1" "HAPROXY_RUN_DIR=$HAPROXY_RUN" "CANARY_KEY_ID=$key_id"
 }
@@ -621,7 +621,7 @@ erp_sandbox_up() {
 # ----------------------------------------------------------------------------------------------- commands
 cmd_up() {
   mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
-  "$PYTHON" -m services.common.secrets --dir "$SECRETS_DIR" >&2
+  "$PYTHON" -m releasegate_runtime.secrets --dir "$SECRETS_DIR" >&2
   pg_up
   pg_standby_up
   kafka_up || die "kafka: not healthy"

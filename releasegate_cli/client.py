@@ -1,4 +1,5 @@
 """What the CLI talks to: Kafka for commands (candidates, approvals, aborts), PostgreSQL for read models."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,10 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import TERMINAL_STATES, AbortRequested, CandidateSubmitted, Contract
 from contracts.names import MAX_RELEASE_ID
-from services.common import db, identity, telemetry
-from services.common.kafka import Producer
-from services.common.settings import ServiceSettings
+from releasegate_platform import identity
+from releasegate_runtime import db, telemetry
+from releasegate_runtime.kafka import Producer
+from releasegate_runtime.settings import ServiceSettings
 
 SOURCE = "releasegate/cli"
 
@@ -29,7 +31,7 @@ def new_release_id(service: str, version: str) -> str:
     """`<service>-<version>-<8 random hex>`, e.g. `shop-v2-1a2b3c4d`; a long service and version are shortened to
     fit the release id's length limit (the random tail keeps it unique)."""
     tail = uuid.uuid4().hex[:8]
-    return f"{f'{service}-{version}'[:MAX_RELEASE_ID - len(tail) - 1]}-{tail}"
+    return f"{f'{service}-{version}'[: MAX_RELEASE_ID - len(tail) - 1]}-{tail}"
 
 
 # Who the CLI is on the bus when RG_PRINCIPAL does not say: a CI job submits as `ci`, an operator acts as `ops`
@@ -63,11 +65,17 @@ async def releases(settings: ServiceSettings, release_id: str | None, limit: int
     try:
         async with pool.acquire() as conn:
             if release_id:
-                rows = await conn.fetch("SELECT release_id, service, version, digest, state, body, created_at,"
-                                        " updated_at FROM sagas WHERE release_id = $1", release_id)
+                rows = await conn.fetch(
+                    "SELECT release_id, service, version, digest, state, body, created_at,"
+                    " updated_at FROM sagas WHERE release_id = $1",
+                    release_id,
+                )
             else:
-                rows = await conn.fetch("SELECT release_id, service, version, digest, state, body, created_at,"
-                                        " updated_at FROM sagas ORDER BY created_at DESC LIMIT $1", limit)
+                rows = await conn.fetch(
+                    "SELECT release_id, service, version, digest, state, body, created_at,"
+                    " updated_at FROM sagas ORDER BY created_at DESC LIMIT $1",
+                    limit,
+                )
         return [_release(dict(r)) for r in rows]
     finally:
         await pool.close()
@@ -75,16 +83,24 @@ async def releases(settings: ServiceSettings, release_id: str | None, limit: int
 
 def _release(r: dict[str, Any]) -> dict[str, Any]:
     body = r.pop("body")
-    return {**r, "step": body.get("waiting_for"), "created_at": r["created_at"].isoformat(),
-            "updated_at": r["updated_at"].isoformat()}
+    return {
+        **r,
+        "step": body.get("waiting_for"),
+        "created_at": r["created_at"].isoformat(),
+        "updated_at": r["updated_at"].isoformat(),
+    }
 
 
 async def timeline(settings: ServiceSettings, release_id: str, after_id: int = 0) -> list[dict[str, Any]]:
     pool = await db.create_pool(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
-            rows = await conn.fetch("SELECT id, at, actor, state, step, reason, evidence FROM audit_log"
-                                    " WHERE release_id = $1 AND id > $2 ORDER BY id", release_id, after_id)
+            rows = await conn.fetch(
+                "SELECT id, at, actor, state, step, reason, evidence FROM audit_log"
+                " WHERE release_id = $1 AND id > $2 ORDER BY id",
+                release_id,
+                after_id,
+            )
         return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
     finally:
         await pool.close()
@@ -94,9 +110,12 @@ async def gate_decisions(settings: ServiceSettings, release_id: str) -> list[dic
     pool = await db.create_pool(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
-            rows = await conn.fetch("SELECT step_id, environment, decision, risk, policy_version, input_digest, rules,"
-                                    " warnings, refused, decided_at, input->'change' AS change FROM gate_decisions"
-                                    " WHERE release_id = $1 ORDER BY decided_at", release_id)
+            rows = await conn.fetch(
+                "SELECT step_id, environment, decision, risk, policy_version, input_digest, rules,"
+                " warnings, refused, decided_at, input->'change' AS change FROM gate_decisions"
+                " WHERE release_id = $1 ORDER BY decided_at",
+                release_id,
+            )
         return [{**dict(r), "decided_at": r["decided_at"].isoformat()} for r in rows]
     finally:
         await pool.close()
@@ -110,8 +129,9 @@ def actor_for(settings: ServiceSettings, key: Path, actor: str | None = None) ->
     keyid = identity.key_id(key)
     owner = identity.Identities.load(settings.identities_file).owner(keyid)
     if owner is None:
-        raise identity.IdentityError(f"nobody in {settings.identities_file} has the key of {key} ({keyid}); "
-                                     "say who you are with --actor")
+        raise identity.IdentityError(
+            f"nobody in {settings.identities_file} has the key of {key} ({keyid}); say who you are with --actor"
+        )
     return owner
 
 
@@ -122,13 +142,16 @@ async def abort_in_flight(settings: ServiceSettings, actor: str | None, reason: 
     pool = await db.create_pool(settings.database_url, max_size=1)
     try:
         async with pool.acquire() as conn:
-            rows = await conn.fetch("SELECT release_id FROM sagas WHERE state <> ALL($1::text[])",
-                                    [s.value for s in TERMINAL_STATES])
+            rows = await conn.fetch(
+                "SELECT release_id FROM sagas WHERE state <> ALL($1::text[])", [s.value for s in TERMINAL_STATES]
+            )
     finally:
         await pool.close()
     for row in rows:
-        await control(settings, identity.sign_command(
-            key, AbortRequested(release_id=row["release_id"], actor=name, reason=reason)))
+        await control(
+            settings,
+            identity.sign_command(key, AbortRequested(release_id=row["release_id"], actor=name, reason=reason)),
+        )
     return [r["release_id"] for r in rows]
 
 

@@ -1,4 +1,5 @@
 """`releasegate dr`: disaster-recovery evidence on demand (backups and restore drills)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.common.catalog import Catalog, CatalogError
-from services.common.settings import ServiceSettings
+from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker.backup import BackupError, take_backup
 from services.dr_checker.drill import run_drill
 
@@ -40,8 +41,10 @@ def drill(service: str) -> None:
     for check in result.checks:
         mark = "[green]ok[/green]" if check["passed"] else "[red]VIOLATED[/red]"
         console.print(f"  {mark} {check['name']}: {check.get('violations')} violations {check.get('error', '')}")
-    console.print(f"restore drill of {service}: {'[green]passed[/green]' if result.passed else '[red]FAILED[/red]'} "
-                  f"— {result.reason} (RTO {entry.dr.rto_seconds:g}s)")
+    console.print(
+        f"restore drill of {service}: {'[green]passed[/green]' if result.passed else '[red]FAILED[/red]'} "
+        f"— {result.reason} (RTO {entry.dr.rto_seconds:g}s)"
+    )
     raise typer.Exit(0 if result.passed else 1)
 
 

@@ -1,5 +1,6 @@
 """`releasegate` CLI. `watch` exits 0 when promoted, 1 when rejected / rolled back / rollback_failed /
 aborted, 2 on error, so a CI job can gate on it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,16 +16,23 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from contracts.events import (
-    AbortRequested, ApprovalGiven, OperatorCommand, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested,
+    AbortRequested,
+    ApprovalGiven,
+    OperatorCommand,
+    PauseRequested,
+    PromoteRequested,
+    ReleaseState,
+    ResumeRequested,
 )
 from releasegate_cli import client
+from releasegate_cli.dr import register as register_dr
 from releasegate_cli.explain import explain_release
 from releasegate_cli.render import print_entry
-from releasegate_cli.dr import register as register_dr
 from releasegate_cli.supply_chain import register as register_supply_chain
 from releasegate_cli.verifiers import register as register_verifiers
-from services.common import identity, secrets
-from services.common.settings import ServiceSettings
+from releasegate_platform import identity
+from releasegate_runtime import secrets
+from releasegate_runtime.settings import ServiceSettings
 
 app = typer.Typer(help="Release automation for retail platforms.", no_args_is_help=True)
 register_supply_chain(app)
@@ -33,11 +41,15 @@ register_dr(app)
 console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 # Every operator command is signed: the coordinator refuses unsigned ones.
-OperatorKey = Annotated[Path, typer.Option(envvar="RG_OPERATOR_KEY",
-                                           help="Your private key (from `releasegate keygen`); the command is "
-                                           "signed with it.")]
-Actor = Annotated[str | None, typer.Option(help="Your identity (default: the person whose key --key is, in the "
-                                           "identities file).")]
+OperatorKey = Annotated[
+    Path,
+    typer.Option(
+        envvar="RG_OPERATOR_KEY", help="Your private key (from `releasegate keygen`); the command is signed with it."
+    ),
+]
+Actor = Annotated[
+    str | None, typer.Option(help="Your identity (default: the person whose key --key is, in the identities file).")
+]
 
 
 def _settings() -> ServiceSettings:
@@ -47,8 +59,11 @@ def _settings() -> ServiceSettings:
 
 
 @app.command()
-def submit(file: Path, release_id: Annotated[str | None, typer.Option(help="Use this release id.")] = None,
-           submitted_by: Annotated[str, typer.Option(help="Identity submitting the candidate.")] = "ci") -> None:
+def submit(
+    file: Path,
+    release_id: Annotated[str | None, typer.Option(help="Use this release id.")] = None,
+    submitted_by: Annotated[str, typer.Option(help="Identity submitting the candidate.")] = "ci",
+) -> None:
     """Publish a release candidate from FILE; prints its release id."""
     try:
         candidate = client.load_candidate(file, release_id, submitted_by)
@@ -59,8 +74,10 @@ def submit(file: Path, release_id: Annotated[str | None, typer.Option(help="Use 
 
 
 @app.command()
-def status(release_id: Annotated[str | None, typer.Argument()] = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def status(
+    release_id: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """Show one release (with its timeline) or the most recent ones."""
     settings = _settings()
     rows = asyncio.run(client.releases(settings, release_id))
@@ -73,8 +90,11 @@ def status(release_id: Annotated[str | None, typer.Argument()] = None,
         print(json.dumps(rows[0] if release_id else rows, indent=2, default=str))
         return
     for r in rows:
-        console.print(f"{r['release_id']:<28} {r['service']:<10} {r['version']:<6} [bold]{r['state']:<16}[/bold] "
-                      f"{r['step'] or '':<22} {r['updated_at'][:19]}", highlight=False)
+        console.print(
+            f"{r['release_id']:<28} {r['service']:<10} {r['version']:<6} [bold]{r['state']:<16}[/bold] "
+            f"{r['step'] or '':<22} {r['updated_at'][:19]}",
+            highlight=False,
+        )
     if release_id:
         timeline(release_id)
 
@@ -113,20 +133,26 @@ def watch(release_id: str, timeout: Annotated[float, typer.Option(help="Give up 
 
 
 @app.command()
-def approve(release_id: str, reason: Annotated[str, typer.Option(help="Why you approve.")],
-            key: Annotated[Path, typer.Option(envvar="RG_APPROVER_KEY",
-                                              help="Your private key (from `releasegate keygen`).")],
-            as_: Annotated[str | None, typer.Option("--as", "--actor", help="Your identity (default: the person "
-                                                    "whose key --key is, in the identities file).")] = None,
-            kind: Annotated[str, typer.Option(help="approval | exception (to a freeze) | go | no-go (hold point)")]
-            = "approval") -> None:
+def approve(
+    release_id: str,
+    reason: Annotated[str, typer.Option(help="Why you approve.")],
+    key: Annotated[Path, typer.Option(envvar="RG_APPROVER_KEY", help="Your private key (from `releasegate keygen`).")],
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as", "--actor", help="Your identity (default: the person whose key --key is, in the identities file)."
+        ),
+    ] = None,
+    kind: Annotated[
+        str, typer.Option(help="approval | exception (to a freeze) | go | no-go (hold point)")
+    ] = "approval",
+) -> None:
     """Approve a release (signed with your key, so the gate knows it was you), or resume a paused one."""
     if kind not in ("approval", "exception", "go", "no-go"):
         console.print(f"[red]unknown kind {kind!r}: approval, exception, go or no-go[/red]")
         raise typer.Exit(EXIT_ERROR)
     _wait_for_release(release_id)
-    _send_signed(lambda actor: ApprovalGiven(release_id=release_id, actor=actor, reason=reason, kind=kind), key,
-                 as_)
+    _send_signed(lambda actor: ApprovalGiven(release_id=release_id, actor=actor, reason=reason, kind=kind), key, as_)
 
 
 @app.command()
@@ -142,30 +168,37 @@ def explain(release_id: str) -> None:
 
 
 @app.command()
-def abort(release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")], key: OperatorKey,
-          actor: Actor = None) -> None:
+def abort(
+    release_id: str, reason: Annotated[str, typer.Option(help="Why you abort.")], key: OperatorKey, actor: Actor = None
+) -> None:
     """Abort a release; completed steps are compensated."""
     _send_signed(lambda who: AbortRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def pause(release_id: str, reason: Annotated[str, typer.Option(help="Why you pause.")], key: OperatorKey,
-          actor: Actor = None) -> None:
+def pause(
+    release_id: str, reason: Annotated[str, typer.Option(help="Why you pause.")], key: OperatorKey, actor: Actor = None
+) -> None:
     """Hold a running release where it is (the step in flight is repeated on resume)."""
     _send_signed(lambda who: PauseRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def resume(release_id: str, reason: Annotated[str, typer.Option(help="Why you resume.")], key: OperatorKey,
-           actor: Actor = None) -> None:
+def resume(
+    release_id: str, reason: Annotated[str, typer.Option(help="Why you resume.")], key: OperatorKey, actor: Actor = None
+) -> None:
     """Continue a paused release."""
     _send_signed(lambda who: ResumeRequested(release_id=release_id, actor=who, reason=reason), key, actor)
 
 
 @app.command()
-def promote(release_id: str, reason: Annotated[str, typer.Option(help="Why you promote now.")], key: OperatorKey,
-            full: Annotated[bool, typer.Option("--full", help="Skip every remaining canary step.")] = False,
-            actor: Actor = None) -> None:
+def promote(
+    release_id: str,
+    reason: Annotated[str, typer.Option(help="Why you promote now.")],
+    key: OperatorKey,
+    full: Annotated[bool, typer.Option("--full", help="Skip every remaining canary step.")] = False,
+    actor: Actor = None,
+) -> None:
     """With --full: send all production traffic to the candidate now, skipping the remaining canary steps."""
     if not full:
         console.print("[red]only `promote --full` is supported: say --full to skip the remaining canary[/red]")
@@ -182,8 +215,10 @@ def canary_cookie(user: Annotated[str, typer.Argument(help="A person of the iden
     try:
         people = identity.Identities.load(settings.identities_file).people
         if user not in people:
-            raise secrets.CanaryError(f"{user[:40]!r} is not a person of {settings.identities_file}: canary cookies "
-                                      "are for internal users only")
+            raise secrets.CanaryError(
+                f"{user[:40]!r} is not a person of {settings.identities_file}: canary cookies "
+                "are for internal users only"
+            )
         cookie = secrets.canary_cookie(secrets.canary_key(settings.secrets_dir), user)
     except (identity.IdentityError, secrets.CanaryError) as exc:
         console.print(f"no canary cookie: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)

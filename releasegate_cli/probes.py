@@ -1,5 +1,6 @@
 """Outside-in checks used by the demo, tests and benchmarks: which version really answers through HAProxy,
 and what arrives on a topic."""
+
 from __future__ import annotations
 
 import time
@@ -10,9 +11,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.cloudevents import Envelope, decode
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
-
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 
 TENANT_HOST_SUFFIX = ".shop.test"  # a client names its tenant by the Host only (shop/bundle_src/storefront/tenancy.py)
 
@@ -23,8 +23,9 @@ def tenant_host(tenant: str, base_url: str) -> str:
     return f"{tenant}{TENANT_HOST_SUFFIX}" + (f":{port}" if port else "")
 
 
-async def versions_served(base_url: str, requests: int = 50, *, tenant: str | None = None,
-                          canary_cookie: str | None = None) -> Counter[str]:
+async def versions_served(
+    base_url: str, requests: int = 50, *, tenant: str | None = None, canary_cookie: str | None = None
+) -> Counter[str]:
     """Count the X-Shop-Version of `requests` real requests through the given frontend: as `tenant` (by its Host) if
     given, else as no tenant; carrying the canary cookie value `canary_cookie` (`<user>.<mac>`, `releasegate
     canary-cookie`) if given."""
@@ -52,8 +53,7 @@ class TopicTail:
     async def start(self) -> TopicTail:
         await self._consumer.start()
         await self._consumer._client.force_metadata_update()
-        partitions = [TopicPartition(t, p) for t in self._topics
-                      for p in self._consumer.partitions_for_topic(t) or {0}]
+        partitions = [TopicPartition(t, p) for t in self._topics for p in self._consumer.partitions_for_topic(t) or {0}]
         if not partitions:  # nothing to read: a tail of no topic
             return self
         self._consumer.assign(partitions)

@@ -1,5 +1,6 @@
 """`releasegate verifiers | new-verifier`: who verifies what (the registry the coordinator keeps from the
 verifiers' heartbeats), and a runnable verifier service for a product team to start from."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from releasegate_platform import verifier_registry as registry
+from releasegate_runtime import bus_admin, db
+from releasegate_runtime.bus import BusPolicy, BusPolicyError
+from releasegate_runtime.settings import ServiceSettings
 from releasegate_sdk.verifier import NAME_PATTERN
-from services.common import bus_admin, db
-from services.common.bus import BusPolicy, BusPolicyError
-from services.common.settings import ServiceSettings
-from services.coordinator import registry
 
 EXIT_ERROR = 2
 RECENT = timedelta(hours=1)
@@ -46,9 +47,10 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f}m ago" if seconds < 7200 else f"{seconds / 3600:.0f}h ago"
 
 
-def verifiers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-              everything: Annotated[bool, typer.Option("--all", help="Also verifiers silent for over an hour.")]
-              = False) -> None:
+def verifiers(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Also verifiers silent for over an hour.")] = False,
+) -> None:
     """List the verifiers: version, instances, what they verify, last heartbeat, alive or not."""
     try:
         now, rows = asyncio.run(_statuses(ServiceSettings(db_role="rg_ops"), everything))
@@ -59,14 +61,19 @@ def verifiers(as_json: Annotated[bool, typer.Option("--json", help="Machine-read
         print(json.dumps([r.as_json(now) for r in rows], indent=2))
         return
     table = Table(header_style="bold", box=None, padding=(0, 2), pad_edge=False)
-    for column in ("verifier", "version", "instances", "services", "environments", "KPIs", "last heartbeat",
-                   "status"):
+    for column in ("verifier", "version", "instances", "services", "environments", "KPIs", "last heartbeat", "status"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.name, ", ".join(r.versions), f"{r.alive_instances}/{r.instances}", ", ".join(r.services),
-                      ", ".join(r.environments), ", ".join(r.kpis) or "-",
-                      _age((now - r.last_heartbeat).total_seconds()),
-                      "[green]alive[/green]" if r.alive else "[red]not alive[/red]")
+        table.add_row(
+            r.name,
+            ", ".join(r.versions),
+            f"{r.alive_instances}/{r.instances}",
+            ", ".join(r.services),
+            ", ".join(r.environments),
+            ", ".join(r.kpis) or "-",
+            _age((now - r.last_heartbeat).total_seconds()),
+            "[green]alive[/green]" if r.alive else "[red]not alive[/red]",
+        )
     console.print(table if rows else "no verifier has sent a heartbeat" + ("" if everything else " in the last hour"))
 
 
@@ -136,7 +143,7 @@ def test_fails_when_the_candidate_is_below_the_threshold(monkeypatch):
     result = asyncio.run(module.check(fake_request(service="{first_service}", environment="production")))
     assert result.verdict is Verdict.FAIL and "50.0%" in result.reason
 '''
-README = '''# {name}
+README = """# {name}
 
 A releasegate verifier for {services_text} in {environments_text}. Its check (`check.py`) is one async
 function; the releasegate SDK runs it as a service: it takes verification requests for those services and
@@ -152,7 +159,7 @@ $ releasegate verifiers                   # it appears within a heartbeat
 ```
 
 See docs/verifier-tutorial.md in releasegate.
-'''
+"""
 
 
 def _module_path(directory: Path, module: str) -> str:
@@ -160,17 +167,19 @@ def _module_path(directory: Path, module: str) -> str:
     return ".".join([*(p for p in parts if p not in (".", "")), module])
 
 
-def new_verifier(name: str,
-                 directory: Annotated[Path, typer.Option("--dir", help="Package folder the verifier goes in.")]
-                 = Path("verifiers"),
-                 service: Annotated[list[str] | None, typer.Option(help="Catalog service it verifies (repeat; "
-                                                                        "'*' for all).")] = None,
-                 environment: Annotated[list[str] | None, typer.Option(help="Environment it verifies (repeat).")]
-                 = None) -> None:
+def new_verifier(
+    name: str,
+    directory: Annotated[Path, typer.Option("--dir", help="Package folder the verifier goes in.")] = Path("verifiers"),
+    service: Annotated[
+        list[str] | None, typer.Option(help="Catalog service it verifies (repeat; '*' for all).")
+    ] = None,
+    environment: Annotated[list[str] | None, typer.Option(help="Environment it verifies (repeat).")] = None,
+) -> None:
     """Scaffold a runnable verifier service NAME in DIR/<name_with_underscores>/, with a unit test."""
     if not NAME_PATTERN.match(name):
-        console.print(f"[red]verifier name {name!r}: lowercase letters, digits and single dashes, e.g. "
-                      "erp-export[/red]")
+        console.print(
+            f"[red]verifier name {name!r}: lowercase letters, digits and single dashes, e.g. erp-export[/red]"
+        )
         raise typer.Exit(EXIT_ERROR)
     module = name.replace("-", "_")
     target = directory / module
@@ -179,22 +188,36 @@ def new_verifier(name: str,
         raise typer.Exit(EXIT_ERROR)
     services, environments = service or ["shop"], environment or ["staging", "production"]
     module_path = _module_path(directory, module)
-    values = {"name": name, "module_path": module_path, "services": json.dumps(services),
-              "environments": json.dumps(environments),
-              "kpi": f"{module}_success_rate", "first_service": services[0] if services[0] != "*" else "shop",
-              "test_dir": str(target / "tests"), "services_text": ", ".join(services),
-              "environments_text": ", ".join(environments)}
-    files = {target / "__init__.py": INIT, target / "__main__.py": MAIN, target / "check.py": CHECK,
-             target / "README.md": README, target / "tests" / "__init__.py": TESTS_INIT,
-             target / "tests" / "test_check.py": TEST_CHECK}
+    values = {
+        "name": name,
+        "module_path": module_path,
+        "services": json.dumps(services),
+        "environments": json.dumps(environments),
+        "kpi": f"{module}_success_rate",
+        "first_service": services[0] if services[0] != "*" else "shop",
+        "test_dir": str(target / "tests"),
+        "services_text": ", ".join(services),
+        "environments_text": ", ".join(environments),
+    }
+    files = {
+        target / "__init__.py": INIT,
+        target / "__main__.py": MAIN,
+        target / "check.py": CHECK,
+        target / "README.md": README,
+        target / "tests" / "__init__.py": TESTS_INIT,
+        target / "tests" / "test_check.py": TEST_CHECK,
+    }
     (target / "tests").mkdir(parents=True)
     if not (directory / "__init__.py").exists():  # `python -m <dir>.<name>` needs the folder to be a package
         files[directory / "__init__.py"] = '"""Verifiers, one package each."""\n'
     for path, template in files.items():
         path.write_text(template.format(**values))
-    console.print(f"created {target}/ (check.py, __main__.py, README.md, tests/test_check.py)\n"
-                  f"test it: python -m pytest {target / 'tests'} -q\n"
-                  f"run it:  python -m {module_path}", highlight=False)
+    console.print(
+        f"created {target}/ (check.py, __main__.py, README.md, tests/test_check.py)\n"
+        f"test it: python -m pytest {target / 'tests'} -q\n"
+        f"run it:  python -m {module_path}",
+        highlight=False,
+    )
 
 
 def register_verifier(name: str) -> None:
@@ -209,5 +232,8 @@ def register_verifier(name: str) -> None:
     except (BusPolicyError, bus_admin.BusAdminError, OSError) as exc:
         console.print(f"cannot register {name[:80]!r}: {exc}", style="red", markup=False, highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
-    console.print(f"principal {principal.name}: writes {', '.join(principal.produce)}; reads "
-                  f"{', '.join(principal.consume)}; password in {password_file}", highlight=False)
+    console.print(
+        f"principal {principal.name}: writes {', '.join(principal.produce)}; reads "
+        f"{', '.join(principal.consume)}; password in {password_file}",
+        highlight=False,
+    )

@@ -20,9 +20,19 @@ for its services and environments, runs the check at the window's end (and at ea
 as `VerificationFinished` through the outbox, and sends a heartbeat every `heartbeat_seconds`.
 See docs/verifier-tutorial.md.
 """
+
 from contracts.events import KpiResult, KpiThreshold, Verdict
 from releasegate_sdk.types import Measurement, Result, TransientError, VerificationRequest
 from releasegate_sdk.verifier import Runtime, Verifier
 
-__all__ = ["Verifier", "VerificationRequest", "Result", "Measurement", "TransientError", "Verdict", "KpiResult",
-           "KpiThreshold", "Runtime"]
+__all__ = [
+    "Verifier",
+    "VerificationRequest",
+    "Result",
+    "Measurement",
+    "TransientError",
+    "Verdict",
+    "KpiResult",
+    "KpiThreshold",
+    "Runtime",
+]

@@ -1,6 +1,7 @@
 """One verifier's verification runs: each accepted request is persisted, followed by a task that looks at its
 window as `schedule` says, and closed by the transaction that stages its verdict in the outbox. A restarted
 verifier resumes its open runs; a redelivered request finds its event id processed and changes nothing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,9 @@ from opentelemetry import trace
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import Verdict, VerificationFinished, VerificationRequested
+from releasegate_runtime import db, outbox, telemetry
 from releasegate_sdk import schedule
 from releasegate_sdk.types import RETRYABLE, Result, TransientError, VerificationRequest, describe
-from services.common import db, outbox, telemetry
 
 Check = Callable[[VerificationRequest], Awaitable[Result]]
 log = structlog.get_logger()
@@ -32,10 +33,14 @@ ON CONFLICT (verifier, release_id, step_id) DO UPDATE SET request_id = EXCLUDED.
     request = EXCLUDED.request, trace = EXCLUDED.trace, tenant = EXCLUDED.tenant, started_at = EXCLUDED.started_at,
     window_end = EXCLUDED.window_end, deadline = EXCLUDED.deadline, finished_at = NULL, verdict = NULL
 """
-OPEN = ("SELECT request_id, request, trace, tenant, started_at, window_end, deadline FROM verifier_runs"
-        " WHERE verifier = $1 AND finished_at IS NULL ORDER BY deadline")
-CLOSE = ("UPDATE verifier_runs SET finished_at = now(), verdict = $5 WHERE verifier = $1 AND release_id = $2"
-         " AND step_id = $3 AND request_id = $4 AND finished_at IS NULL")
+OPEN = (
+    "SELECT request_id, request, trace, tenant, started_at, window_end, deadline FROM verifier_runs"
+    " WHERE verifier = $1 AND finished_at IS NULL ORDER BY deadline"
+)
+CLOSE = (
+    "UPDATE verifier_runs SET finished_at = now(), verdict = $5 WHERE verifier = $1 AND release_id = $2"
+    " AND step_id = $3 AND request_id = $4 AND finished_at IS NULL"
+)
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
@@ -65,17 +70,30 @@ class Run:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:
-        return cls(row["request_id"], VerificationRequested.model_validate(row["request"]),
-                   schedule.Window(row["started_at"], row["window_end"], row["deadline"]), row["trace"],
-                   row["tenant"])
+        return cls(
+            row["request_id"],
+            VerificationRequested.model_validate(row["request"]),
+            schedule.Window(row["started_at"], row["window_end"], row["deadline"]),
+            row["trace"],
+            row["tenant"],
+        )
 
 
 class Runs:
     """The verifier's requests, from acceptance to verdict. `skip` says why a request is not ours (or None)."""
 
-    def __init__(self, *, name: str, consumer: str, pool: asyncpg.Pool, check: Check,
-                 skip: Callable[[VerificationRequested], str | None], looks_every: float | None,
-                 grace_seconds: float, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        consumer: str,
+        pool: asyncpg.Pool,
+        check: Check,
+        skip: Callable[[VerificationRequested], str | None],
+        looks_every: float | None,
+        grace_seconds: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._name, self._consumer, self._pool, self._check, self._skip = name, consumer, pool, check, skip
         self._looks_every, self._grace, self._clock = looks_every, grace_seconds, clock
         self._source = f"releasegate/{consumer}"
@@ -89,19 +107,33 @@ class Runs:
         if why is None and schedule.Window.of(envelope.time, req.window_seconds, self._grace).deadline < now:
             why = "its verdict was due before it arrived"
         if why is not None:
-            log.debug("request skipped", step=req.step_id, service=req.service, environment=req.environment,
-                      reason=why)
+            log.debug("request skipped", step=req.step_id, service=req.service, environment=req.environment, reason=why)
             return
-        run = Run(envelope.id, req, schedule.Window.of(now, req.window_seconds, self._grace), envelope.trace,
-                  envelope.tenant)
+        run = Run(
+            envelope.id, req, schedule.Window.of(now, req.window_seconds, self._grace), envelope.trace, envelope.tenant
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, self._consumer, envelope.id):
                 return
-            await conn.execute(UPSERT, self._name, req.release_id, req.step_id, run.request_id,
-                               req.model_dump(mode="json"), run.trace, run.tenant, run.window.start, run.window.end,
-                               run.window.deadline)
-        log.info("verification started", step=req.step_id, window=req.window_seconds,
-                 deadline=run.window.deadline.isoformat())
+            await conn.execute(
+                UPSERT,
+                self._name,
+                req.release_id,
+                req.step_id,
+                run.request_id,
+                req.model_dump(mode="json"),
+                run.trace,
+                run.tenant,
+                run.window.start,
+                run.window.end,
+                run.window.deadline,
+            )
+        log.info(
+            "verification started",
+            step=req.step_id,
+            window=req.window_seconds,
+            deadline=run.window.deadline.isoformat(),
+        )
         self._accepted.put_nowait(run)
 
     async def follow_all(self) -> None:
@@ -136,15 +168,22 @@ class Runs:
                     result = await self._ask(run, final)
                     if not isinstance(result, Result):
                         raise TypeError(f"the check returned {type(result).__name__}, not a Result")
-                    step = schedule.after_answer(run.window, result, final=final, now=self._clock(),
-                                                 looks_every=self._looks_every)
+                    step = schedule.after_answer(
+                        run.window, result, final=final, now=self._clock(), looks_every=self._looks_every
+                    )
                 except Exception as exc:
                     attempt += 1
                     retryable = isinstance(exc, RETRYABLE)
-                    log.warning("check raised", error=describe(exc), attempt=attempt, retryable=retryable,
-                                exc_info=not retryable)
-                    step = schedule.after_error(run.window, exc, attempt=attempt, retryable=retryable,
-                                                now=self._clock())
+                    log.warning(
+                        "check raised",
+                        error=describe(exc),
+                        attempt=attempt,
+                        retryable=retryable,
+                        exc_info=not retryable,
+                    )
+                    step = schedule.after_error(
+                        run.window, exc, attempt=attempt, retryable=retryable, now=self._clock()
+                    )
                 if isinstance(step, schedule.Finish):
                     await self._close(run, step.result)
                     return
@@ -153,9 +192,11 @@ class Runs:
     async def _ask(self, run: Run, final: bool) -> Result:
         """Run the check; one that hangs is cut off at the deadline (and given a few seconds after it)."""
         limit = max((run.window.deadline - self._clock()).total_seconds(), MIN_CHECK_SECONDS)
-        with tracer.start_as_current_span(f"verifier {self._name} check", context=telemetry.extract(run.trace),
-                                          attributes={"release_id": run.raw.release_id, "step": run.raw.step_id,
-                                                      "final_look": final}):
+        with tracer.start_as_current_span(
+            f"verifier {self._name} check",
+            context=telemetry.extract(run.trace),
+            attributes={"release_id": run.raw.release_id, "step": run.raw.step_id, "final_look": final},
+        ):
             try:
                 return await asyncio.wait_for(self._check(run.request(final)), limit)
             except TimeoutError:
@@ -168,9 +209,16 @@ class Runs:
         except ValueError as exc:  # a measurement that is no number: report that, never drop the verdict
             result, kpis = Result.inconclusive(f"the check's measurements are invalid: {describe(exc)}"), []
         verdict = VerificationFinished(
-            release_id=run.raw.release_id, step_id=run.raw.step_id, environment=run.raw.environment,
-            verdict=result.verdict or Verdict.INCONCLUSIVE, reason=result.reason, kpis=kpis,
-            window_start=run.window.start, window_end=min(self._clock(), run.window.deadline), verifier=self._name)
+            release_id=run.raw.release_id,
+            step_id=run.raw.step_id,
+            environment=run.raw.environment,
+            verdict=result.verdict or Verdict.INCONCLUSIVE,
+            reason=result.reason,
+            kpis=kpis,
+            window_start=run.window.start,
+            window_end=min(self._clock(), run.window.deadline),
+            verifier=self._name,
+        )
         while True:
             try:
                 if await self._publish(run, verdict):
@@ -188,6 +236,10 @@ class Runs:
                 log.info("run was replaced by a re-issued request or already closed; no verdict")
                 return False
             trace = run.trace or telemetry.inject()
-            await outbox.add(conn, self._consumer, topics.results_for(self._consumer),
-                             Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace))
+            await outbox.add(
+                conn,
+                self._consumer,
+                topics.results_for(self._consumer),
+                Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace),
+            )
             return True

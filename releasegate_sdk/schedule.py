@@ -5,6 +5,7 @@ deadline: the window's end plus the shorter of `grace_seconds` and the window's 
 twice its length, and the coordinator waits window + the catalog's grace). Without `looks_every` the check
 runs at the window's end; with it, also every `looks_every` seconds before, where a decisive answer ends the
 window early. A pending answer, or a retryable error, means: look again, until the deadline."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ def _next_look(window: Window, now: datetime, looks_every: float | None) -> date
     return min(now + timedelta(seconds=looks_every or PENDING_LOOK_SECONDS), window.deadline)
 
 
-def after_answer(window: Window, result: Result, *, final: bool, now: datetime,
-                 looks_every: float | None) -> Finish | LookAgain:
+def after_answer(
+    window: Window, result: Result, *, final: bool, now: datetime, looks_every: float | None
+) -> Finish | LookAgain:
     """`final`: the look was at or after the window's end; `now`: when the check returned."""
     if result.decisive or (final and result.verdict is not None):
         return Finish(result)
@@ -65,8 +67,9 @@ def backoff_seconds(attempt: int) -> float:
     return min(RETRY_FIRST_SECONDS * 2 ** (attempt - 1), RETRY_MAX_SECONDS)
 
 
-def after_error(window: Window, error: BaseException, *, attempt: int, retryable: bool,
-                now: datetime) -> Finish | LookAgain:
+def after_error(
+    window: Window, error: BaseException, *, attempt: int, retryable: bool, now: datetime
+) -> Finish | LookAgain:
     """A check that raised: retry a retryable error until the deadline; anything else is a bug or bad input that
     a retry will not fix, so the verdict is inconclusive at once (never a pass)."""
     if not retryable:

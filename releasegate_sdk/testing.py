@@ -1,4 +1,5 @@
 """Fakes for unit tests of a check: a `VerificationRequest` without Kafka or a database."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,15 @@ from releasegate_sdk.schedule import Window
 from releasegate_sdk.types import VerificationRequest
 
 DEFAULTS: dict[str, Any] = {
-    "release_id": "shop-v2-test", "step_id": "verify-staging", "service": "shop", "environment": "staging",
-    "candidate_version": "v2", "stable_version": "v1", "window_seconds": 10.0, "min_samples": 1, "thresholds": {},
+    "release_id": "shop-v2-test",
+    "step_id": "verify-staging",
+    "service": "shop",
+    "environment": "staging",
+    "candidate_version": "v2",
+    "stable_version": "v1",
+    "window_seconds": 10.0,
+    "min_samples": 1,
+    "thresholds": {},
 }
 
 

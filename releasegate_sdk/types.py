@@ -1,4 +1,5 @@
 """What a check is given and what it answers: the request, its measurements and its result."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -16,8 +17,13 @@ class TransientError(Exception):
 
 
 # Timeouts and refused or reset connections are retried like a TransientError: they usually pass.
-RETRYABLE: tuple[type[BaseException], ...] = (TransientError, httpx.TimeoutException, httpx.NetworkError,
-                                              TimeoutError, ConnectionError)
+RETRYABLE: tuple[type[BaseException], ...] = (
+    TransientError,
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    TimeoutError,
+    ConnectionError,
+)
 
 
 def describe(error: BaseException) -> str:
@@ -47,13 +53,29 @@ class VerificationRequest:
     raw: VerificationRequested
 
     @classmethod
-    def of(cls, raw: VerificationRequested, window_start: datetime, window_end: datetime, deadline: datetime,
-           is_final_look: bool) -> VerificationRequest:
-        return cls(release_id=raw.release_id, service=raw.service, environment=raw.environment, step_id=raw.step_id,
-                   candidate_version=raw.candidate_version, stable_version=raw.stable_version,
-                   window_start=window_start, window_end=window_end, deadline=deadline,
-                   tenants=tuple(raw.tenants) if raw.tenants is not None else None, thresholds=raw.thresholds,
-                   is_final_look=is_final_look, raw=raw)
+    def of(
+        cls,
+        raw: VerificationRequested,
+        window_start: datetime,
+        window_end: datetime,
+        deadline: datetime,
+        is_final_look: bool,
+    ) -> VerificationRequest:
+        return cls(
+            release_id=raw.release_id,
+            service=raw.service,
+            environment=raw.environment,
+            step_id=raw.step_id,
+            candidate_version=raw.candidate_version,
+            stable_version=raw.stable_version,
+            window_start=window_start,
+            window_end=window_end,
+            deadline=deadline,
+            tenants=tuple(raw.tenants) if raw.tenants is not None else None,
+            thresholds=raw.thresholds,
+            is_final_look=is_final_look,
+            raw=raw,
+        )
 
 
 @dataclass(frozen=True)
@@ -79,8 +101,15 @@ class Measurement:
         unit = f" {self.unit}" if self.unit else ""
         rule = f"threshold {self.threshold:g}{unit}" if self.threshold is not None else f"reported{unit}"
         samples = self.samples if self.samples is not None else int(self.value is not None)
-        return KpiResult(name=self.name, candidate=self.value, baseline=self.baseline, candidate_samples=samples,
-                         baseline_samples=0, verdict=verdict, rule=rule)
+        return KpiResult(
+            name=self.name,
+            candidate=self.value,
+            baseline=self.baseline,
+            candidate_samples=samples,
+            baseline_samples=0,
+            verdict=verdict,
+            rule=rule,
+        )
 
 
 @dataclass(frozen=True)

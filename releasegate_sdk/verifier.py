@@ -1,7 +1,8 @@
 """`Verifier`: a releasegate verifier service around one async check function. It runs as a releasegate service
-(`services.common.runner`: pool, producer, consumer with explicit acks and dead-lettering, outbox relay,
+(`releasegate_runtime.runner`: pool, producer, consumer with explicit acks and dead-lettering, outbox relay,
 /health, structlog, OpenTelemetry, clean stop), in its own consumer group on the verify topic, and announces
 itself with a heartbeat on its own result topic `release.results.verifier-<name>`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,10 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import VerificationRequested, VerifierHeartbeat
 from contracts.names import check_name
+from releasegate_runtime import runner
+from releasegate_runtime.runner import Runtime
+from releasegate_runtime.settings import ServiceSettings
 from releasegate_sdk.runs import Check, Runs
-from services.common import runner
-from services.common.runner import Runtime
-from services.common.settings import ServiceSettings
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ANY = "*"
@@ -38,10 +39,19 @@ class Verifier:
       core verifier does.
     """
 
-    def __init__(self, name: str, version: str, services: Sequence[str],
-                 environments: Sequence[str] = ("staging", "production"), kpis: Sequence[str] = (), *,
-                 looks_every: float | None = None, grace_seconds: float = 20.0, heartbeat_seconds: float = 5.0,
-                 handles_synthetic: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        services: Sequence[str],
+        environments: Sequence[str] = ("staging", "production"),
+        kpis: Sequence[str] = (),
+        *,
+        looks_every: float | None = None,
+        grace_seconds: float = 20.0,
+        heartbeat_seconds: float = 5.0,
+        handles_synthetic: bool = False,
+    ) -> None:
         if not NAME_PATTERN.match(name):
             raise ValueError(f"verifier name {name!r}: lowercase letters, digits and single dashes, e.g. erp-export")
         check_name("verifier version", version)  # heartbeats carry it; the contract takes names only
@@ -84,31 +94,55 @@ class Verifier:
         return None
 
     def heartbeat(self) -> VerifierHeartbeat:
-        return VerifierHeartbeat(name=self.name, version=self.version, instance=self.instance,
-                                 services=self.services, environments=self.environments, kpis=self.kpis,
-                                 interval_seconds=self.heartbeat_seconds, sent_at=datetime.now(UTC))
+        return VerifierHeartbeat(
+            name=self.name,
+            version=self.version,
+            instance=self.instance,
+            services=self.services,
+            environments=self.environments,
+            kpis=self.kpis,
+            interval_seconds=self.heartbeat_seconds,
+            sent_at=datetime.now(UTC),
+        )
 
-    def run(self, settings: ServiceSettings | None = None) -> None:
+    def run(self, settings: ServiceSettings | None = None, *, preflight: Sequence[runner.Preflight] = ()) -> None:
         """Serve until SIGTERM or SIGINT. Settings come from the RG_* environment, as for every service."""
-        asyncio.run(self.serve(settings))
+        asyncio.run(self.serve(settings, preflight=preflight))
 
-    async def serve(self, settings: ServiceSettings | None = None, *, stop: asyncio.Event | None = None) -> None:
-        """Serve until `stop` is set (or a signal arrives)."""
-        await runner.serve(self.service_name, settings or ServiceSettings(), self._setup, stop=stop)
+    async def serve(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+        preflight: Sequence[runner.Preflight] = (),
+    ) -> None:
+        """Serve until `stop` is set (or a signal arrives); each `preflight` check runs on the settings first."""
+        await runner.serve(
+            self.service_name, settings or ServiceSettings(), self._setup, stop=stop, preflight=preflight
+        )
 
     async def _setup(self, rt: Runtime) -> None:
         for hook in self._startup:
             await hook(rt)
         if self._check is None:
             raise RuntimeError(f"verifier {self.name} has no check: decorate one with @verifier.check")
-        runs = Runs(name=self.name, consumer=rt.name, pool=rt.pool, check=self._check, skip=self.skip_reason,
-                    looks_every=self.looks_every, grace_seconds=self.grace_seconds)
+        runs = Runs(
+            name=self.name,
+            consumer=rt.name,
+            pool=rt.pool,
+            check=self._check,
+            skip=self.skip_reason,
+            looks_every=self.looks_every,
+            grace_seconds=self.grace_seconds,
+        )
         rt.consumer.subscribe(topics.VERIFY_COMMANDS, runs.accept, accept=(VerificationRequested,))
 
         async def heartbeats() -> None:
             while True:
-                await rt.producer.send_envelope(topics.results_for(rt.name), Envelope.new(
-                    self.heartbeat(), f"releasegate/{rt.name}/{self.instance}", subject=self.name))
+                await rt.producer.send_envelope(
+                    topics.results_for(rt.name),
+                    Envelope.new(self.heartbeat(), f"releasegate/{rt.name}/{self.instance}", subject=self.name),
+                )
                 await asyncio.sleep(self.heartbeat_seconds)
 
         rt.tasks += [runs.follow_all, heartbeats]

@@ -5,6 +5,7 @@ version's bundle holds only what differs from its parent plus everything it inhe
 
 `python -m shop.build_bundles [--store DIR] [--write-candidates]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from services.common import supply_chain
+from releasegate_platform import supply_chain
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -33,44 +34,83 @@ BUILD_TYPE = "https://ci.shop.example/build-types/bundle@v1"
 SOURCE_REPOSITORY, SOURCE_REF = "github.com/releasegate/sample-shop", "refs/heads/main"
 
 # Each version and the overlays applied to bundle_src/ to make it, oldest first.
-LINEAGE: dict[str, list[str]] = {"v1": [], "v2": ["v2"], "v3": ["v2", "v3"], "v4": ["v2", "v4"], "v5": ["v2", "v5"],
-                                 "v6": ["v2", "v6"], "v7": ["v2", "v6", "v7"], "v8": ["v2", "v8"], "v9": ["v2", "v9"],
-                                 "v10": ["v2", "v3", "v10"]}
+LINEAGE: dict[str, list[str]] = {
+    "v1": [],
+    "v2": ["v2"],
+    "v3": ["v2", "v3"],
+    "v4": ["v2", "v4"],
+    "v5": ["v2", "v5"],
+    "v6": ["v2", "v6"],
+    "v7": ["v2", "v6", "v7"],
+    "v8": ["v2", "v8"],
+    "v9": ["v2", "v9"],
+    "v10": ["v2", "v3", "v10"],
+}
 
 # Per version: source commit, change summary, and the CI run that built it (fixed, so the signed provenance,
 # and with it every candidate file, is the same on each run).
 CANDIDATES: dict[str, dict[str, str]] = {
-    "v1": {"commit": "3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
-           "changes": "Baseline storefront: catalog, cart, checkout, order confirmation.",
-           "invocation_id": "https://ci.shop.example/runs/1041", "started_on": "2025-05-05T09:12:00Z"},
-    "v2": {"commit": "8b2e4d6f0a1c3e5b7d9f1a2c4e6b8d0f2a4c6e81",
-           "changes": "Catalog shows a free-shipping badge on products from $50.",
-           "invocation_id": "https://ci.shop.example/runs/1057", "started_on": "2025-05-07T14:03:00Z"},
-    "v3": {"commit": "c47a19e05d3b8f26a0e4c1d7b9f35e2a8c6d0b93",
-           "changes": "Normalise card numbers before authorization (payments.py).",
-           "invocation_id": "https://ci.shop.example/runs/1062", "started_on": "2025-05-08T10:41:00Z"},
-    "v4": {"commit": "5d0e2f4a6c8b1d3f5e7a9c0b2d4f6a8c1e3b5d70",
-           "changes": "Cache card tokenisation (payments.py): a small checkout regression, for the benchmark.",
-           "invocation_id": "https://ci.shop.example/runs/1070", "started_on": "2025-05-09T16:25:00Z"},
-    "v5": {"commit": "9a1c3e5b7d0f2a4c6e8b1d3f5a7c9e0b2d4f6a83",
-           "changes": "Inline fraud-scoring hook before authorization: +30% p95 latency, for the benchmark.",
-           "invocation_id": "https://ci.shop.example/runs/1078", "started_on": "2025-05-12T11:08:00Z"},
-    "v6": {"commit": "2e4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f81",
-           "changes": "Orders get a nullable gift_note column (expand migration 0001).",
-           "invocation_id": "https://ci.shop.example/runs/1083", "started_on": "2025-05-13T09:30:00Z"},
-    "v7": {"commit": "7c9e1a3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f1a24",
-           "changes": "Drop carts.status (contract migration 0002).",
-           "invocation_id": "https://ci.shop.example/runs/1090", "started_on": "2025-05-14T15:12:00Z"},
-    "v8": {"commit": "e1b3d5f7a9c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8",
-           "changes": "Itemised tax per basket line on receipts (tax.py).",
-           "invocation_id": "https://ci.shop.example/runs/1096", "started_on": "2025-05-15T10:47:00Z"},
-    "v9": {"commit": "4f6a8c0e2b4d6f8a0c2e4b6d8f1a3c5e7b9d0f2a",
-           "changes": "ERP order export uses the field names of the ERP's order API v2 (erp.py).",
-           "invocation_id": "https://ci.shop.example/runs/1104", "started_on": "2025-05-16T13:58:00Z"},
-    "v10": {"commit": "4b6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b02",
-            "changes": "Backfill orders.amount_minor_units (migration 0003 rewrites every order) with the card "
-                       "normalisation of v3: a data-rewriting release that fails its canary.",
-            "invocation_id": "https://ci.shop.example/runs/1102", "started_on": "2025-05-16T08:45:00Z"},
+    "v1": {
+        "commit": "3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
+        "changes": "Baseline storefront: catalog, cart, checkout, order confirmation.",
+        "invocation_id": "https://ci.shop.example/runs/1041",
+        "started_on": "2025-05-05T09:12:00Z",
+    },
+    "v2": {
+        "commit": "8b2e4d6f0a1c3e5b7d9f1a2c4e6b8d0f2a4c6e81",
+        "changes": "Catalog shows a free-shipping badge on products from $50.",
+        "invocation_id": "https://ci.shop.example/runs/1057",
+        "started_on": "2025-05-07T14:03:00Z",
+    },
+    "v3": {
+        "commit": "c47a19e05d3b8f26a0e4c1d7b9f35e2a8c6d0b93",
+        "changes": "Normalise card numbers before authorization (payments.py).",
+        "invocation_id": "https://ci.shop.example/runs/1062",
+        "started_on": "2025-05-08T10:41:00Z",
+    },
+    "v4": {
+        "commit": "5d0e2f4a6c8b1d3f5e7a9c0b2d4f6a8c1e3b5d70",
+        "changes": "Cache card tokenisation (payments.py): a small checkout regression, for the benchmark.",
+        "invocation_id": "https://ci.shop.example/runs/1070",
+        "started_on": "2025-05-09T16:25:00Z",
+    },
+    "v5": {
+        "commit": "9a1c3e5b7d0f2a4c6e8b1d3f5a7c9e0b2d4f6a83",
+        "changes": "Inline fraud-scoring hook before authorization: +30% p95 latency, for the benchmark.",
+        "invocation_id": "https://ci.shop.example/runs/1078",
+        "started_on": "2025-05-12T11:08:00Z",
+    },
+    "v6": {
+        "commit": "2e4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f81",
+        "changes": "Orders get a nullable gift_note column (expand migration 0001).",
+        "invocation_id": "https://ci.shop.example/runs/1083",
+        "started_on": "2025-05-13T09:30:00Z",
+    },
+    "v7": {
+        "commit": "7c9e1a3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f1a24",
+        "changes": "Drop carts.status (contract migration 0002).",
+        "invocation_id": "https://ci.shop.example/runs/1090",
+        "started_on": "2025-05-14T15:12:00Z",
+    },
+    "v8": {
+        "commit": "e1b3d5f7a9c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8",
+        "changes": "Itemised tax per basket line on receipts (tax.py).",
+        "invocation_id": "https://ci.shop.example/runs/1096",
+        "started_on": "2025-05-15T10:47:00Z",
+    },
+    "v9": {
+        "commit": "4f6a8c0e2b4d6f8a0c2e4b6d8f1a3c5e7b9d0f2a",
+        "changes": "ERP order export uses the field names of the ERP's order API v2 (erp.py).",
+        "invocation_id": "https://ci.shop.example/runs/1104",
+        "started_on": "2025-05-16T13:58:00Z",
+    },
+    "v10": {
+        "commit": "4b6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b02",
+        "changes": "Backfill orders.amount_minor_units (migration 0003 rewrites every order) with the card "
+        "normalisation of v3: a data-rewriting release that fails its canary.",
+        "invocation_id": "https://ci.shop.example/runs/1102",
+        "started_on": "2025-05-16T08:45:00Z",
+    },
 }
 AUTHOR = "dev"  # identity name in policies/identities.yaml: never allowed to approve their own change
 
@@ -150,19 +190,33 @@ def candidate(version: str, digest: str) -> dict[str, Any]:
         "author": AUTHOR,
         "changes": CANDIDATES[version]["changes"],
         "attestation": attestation(version, digest),
-        "vulnerabilities": {"format": "cyclonedx-1.5", "tool": "releasegate-demo-scan",
-                            "components": len(bundle_files(version)), "critical": 0, "high": 0, "medium": 0,
-                            "low": 0, "findings": []},
+        "vulnerabilities": {
+            "format": "cyclonedx-1.5",
+            "tool": "releasegate-demo-scan",
+            "components": len(bundle_files(version)),
+            "critical": 0,
+            "high": 0,
+            "medium": 0,
+            "low": 0,
+            "findings": [],
+        },
     }
 
 
 def attestation(version: str, digest: str) -> dict[str, Any]:
     """The DSSE envelope the demo CI builder signs for a version's bundle; the same bytes on every run."""
     statement = supply_chain.provenance_statement(
-        artifact_name=f"shop-{version}.tar.gz", digest=digest, builder_id=BUILDER_ID, build_type=BUILD_TYPE,
-        repository=SOURCE_REPOSITORY, ref=SOURCE_REF, commit=CANDIDATES[version]["commit"], dependencies=[],
+        artifact_name=f"shop-{version}.tar.gz",
+        digest=digest,
+        builder_id=BUILDER_ID,
+        build_type=BUILD_TYPE,
+        repository=SOURCE_REPOSITORY,
+        ref=SOURCE_REF,
+        commit=CANDIDATES[version]["commit"],
+        dependencies=[],
         invocation_id=CANDIDATES[version]["invocation_id"],
-        started_on=datetime.fromisoformat(CANDIDATES[version]["started_on"]))
+        started_on=datetime.fromisoformat(CANDIDATES[version]["started_on"]),
+    )
     return supply_chain.sign(statement, [BUILDER_KEY])
 
 
@@ -179,8 +233,11 @@ def write_candidates(digests: dict[str, str], directory: Path = CANDIDATES_DIR) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shop.build_bundles", description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"artifact store (default {DEFAULT_STORE})")
-    parser.add_argument("--write-candidates", action="store_true",
-                        help=f"also (re)write the signed shop-<version>.json candidate files in {CANDIDATES_DIR}")
+    parser.add_argument(
+        "--write-candidates",
+        action="store_true",
+        help=f"also (re)write the signed shop-<version>.json candidate files in {CANDIDATES_DIR}",
+    )
     args = parser.parse_args(argv)
     digests = build_all(args.store)
     if args.write_candidates:

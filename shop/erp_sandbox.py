@@ -6,6 +6,7 @@ does to it. `GET /orders` and `GET /rejections` let verifiers ask what arrived a
 
 `python -m shop.erp_sandbox --port 18091 [--fail-rate 0.05] [--latency-ms 1,5] [--rate-limit 50 --burst 100]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 DEFAULT_PORT = 18091  # the storefront's ERP_SANDBOX_URL defaults to http://127.0.0.1:18091
 DEFAULT_FAIL_RATE = 0.0
 DEFAULT_LATENCY_MS = (1.0, 5.0)
-DEFAULT_RATE_LIMIT = 50.0   # orders per second and tenant
+DEFAULT_RATE_LIMIT = 50.0  # orders per second and tenant
 DEFAULT_BURST = 100
 DEFAULT_MAX_ORDERS = 200_000
 MAX_REJECTIONS = 10_000
@@ -62,14 +63,18 @@ class OrderExport(BaseModel):
         if self.tax_cents > self.amount_cents:
             raise ValueError(f"tax_cents {self.tax_cents} exceeds amount_cents {self.amount_cents}")
         if self.amount_cents not in (subtotal, subtotal + self.tax_cents):
-            raise ValueError(f"amount_cents {self.amount_cents} is neither the lines' subtotal {subtotal} (tax "
-                             f"included) nor subtotal + tax_cents {subtotal + self.tax_cents} (tax added)")
+            raise ValueError(
+                f"amount_cents {self.amount_cents} is neither the lines' subtotal {subtotal} (tax "
+                f"included) nor subtotal + tax_cents {subtotal + self.tax_cents} (tax added)"
+            )
         return self
 
 
 def violations(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in err["loc"]) or "(order)", "message": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False)]
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(order)", "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False)
+    ]
 
 
 def check(body: bytes) -> tuple[OrderExport | None, list[dict[str, str]]]:
@@ -121,8 +126,14 @@ class Received:
     duplicates: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.order, "received_at": _rfc3339(self.received_at), "received_at_epoch": self.received_at,
-                "attempts": self.attempts, "duplicates": self.duplicates, "exporter": self.exporter}
+        return {
+            **self.order,
+            "received_at": _rfc3339(self.received_at),
+            "received_at_epoch": self.received_at,
+            "attempts": self.attempts,
+            "duplicates": self.duplicates,
+            "exporter": self.exporter,
+        }
 
 
 @dataclass
@@ -154,10 +165,16 @@ def _rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float, float] = DEFAULT_LATENCY_MS,
-               rate_limit: float = DEFAULT_RATE_LIMIT, burst: int = DEFAULT_BURST,
-               max_orders: int = DEFAULT_MAX_ORDERS, rng: random.Random | None = None,
-               clock: Any = time.time) -> web.Application:
+def create_app(
+    *,
+    fail_rate: float = DEFAULT_FAIL_RATE,
+    latency_ms: tuple[float, float] = DEFAULT_LATENCY_MS,
+    rate_limit: float = DEFAULT_RATE_LIMIT,
+    burst: int = DEFAULT_BURST,
+    max_orders: int = DEFAULT_MAX_ORDERS,
+    rng: random.Random | None = None,
+    clock: Any = time.time,
+) -> web.Application:
     rng = rng or random.Random()
     ledger, buckets = Ledger(max_orders=max_orders), TokenBuckets(rate_limit, burst)
     faults: dict[str, Faults] = {}
@@ -167,12 +184,20 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
         ledger.stats[body["status"]] += 1
         return web.json_response(body, status=status, headers=headers)
 
-    def reject(status: int, reason: str, tenant: Any, order_id: Any, exporter: str | None,
-               found: list[dict[str, str]]) -> web.Response:
-        ledger.rejections.append({"received_at": _rfc3339(clock()), "received_at_epoch": clock(), "reason": reason,
-                                  "tenant": tenant if isinstance(tenant, str) else None,
-                                  "order_id": order_id if isinstance(order_id, str) else None,
-                                  "exporter": exporter, "violations": found})
+    def reject(
+        status: int, reason: str, tenant: Any, order_id: Any, exporter: str | None, found: list[dict[str, str]]
+    ) -> web.Response:
+        ledger.rejections.append(
+            {
+                "received_at": _rfc3339(clock()),
+                "received_at_epoch": clock(),
+                "reason": reason,
+                "tenant": tenant if isinstance(tenant, str) else None,
+                "order_id": order_id if isinstance(order_id, str) else None,
+                "exporter": exporter,
+                "violations": found,
+            }
+        )
         return answer(status, {"status": "rejected", "reason": reason, "violations": found})
 
     def injected(tenant: str) -> tuple[str | None, int]:
@@ -196,8 +221,14 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return reject(422, "contract_violation", None, None, exporter,
-                          [{"field": "(body)", "message": "not a JSON object", "type": "json_invalid"}])
+            return reject(
+                422,
+                "contract_violation",
+                None,
+                None,
+                exporter,
+                [{"field": "(body)", "message": "not a JSON object", "type": "json_invalid"}],
+            )
         tenant, order_id = body.get("tenant"), body.get("order_id")
         if isinstance(order_id, str) and len(order_id) <= 64:
             ledger.attempt(order_id)
@@ -206,8 +237,11 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
         fault, retry_after = injected(key) if wait == 0 else ("throttle", math.ceil(wait))
         if fault == "throttle":
             retry_after = max(retry_after, 1)
-            return answer(429, {"status": "throttled", "reason": "rate_limited", "retry_after_s": retry_after},
-                          {"Retry-After": str(retry_after)})
+            return answer(
+                429,
+                {"status": "throttled", "reason": "rate_limited", "retry_after_s": retry_after},
+                {"Retry-After": str(retry_after)},
+            )
         if fault == "fail":
             return answer(503, {"status": "unavailable", "reason": "transient_failure"})
         order, found = check(raw)
@@ -217,14 +251,17 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
         seen = ledger.orders.get(oid)
         if seen is not None:
             if seen.order != content:
-                return reject(409, "conflict", tenant, oid, exporter,
-                              [{"field": "order_id", "message": "already received with different content",
-                                "type": "conflict"}])
+                return reject(
+                    409,
+                    "conflict",
+                    tenant,
+                    oid,
+                    exporter,
+                    [{"field": "order_id", "message": "already received with different content", "type": "conflict"}],
+                )
             seen.duplicates += 1
-            return answer(200, {"status": "duplicate", "order_id": oid,
-                                "received_at": _rfc3339(seen.received_at)})
-        received = Received(order=content, received_at=clock(), exporter=exporter,
-                            attempts=ledger.attempts.get(oid, 1))
+            return answer(200, {"status": "duplicate", "order_id": oid, "received_at": _rfc3339(seen.received_at)})
+        received = Received(order=content, received_at=clock(), exporter=exporter, attempts=ledger.attempts.get(oid, 1))
         ledger.add(oid, received)
         return answer(201, {"status": "accepted", "order_id": oid, "received_at": _rfc3339(received.received_at)})
 
@@ -232,27 +269,35 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
         try:
             return float(request.query.get("since", "0"))
         except ValueError:
-            raise web.HTTPBadRequest(text=json.dumps({"reason": "since must be epoch seconds"}),
-                                     content_type="application/json") from None
+            raise web.HTTPBadRequest(
+                text=json.dumps({"reason": "since must be epoch seconds"}), content_type="application/json"
+            ) from None
 
     async def list_orders(request: web.Request) -> web.Response:
         since, tenant = _since(request), request.query.get("tenant")
-        found = [r.as_dict() for r in ledger.orders.values()
-                 if r.received_at >= since and (tenant is None or r.order["tenant"] == tenant)]
+        found = [
+            r.as_dict()
+            for r in ledger.orders.values()
+            if r.received_at >= since and (tenant is None or r.order["tenant"] == tenant)
+        ]
         return web.json_response({"orders": found})
 
     async def get_order(request: web.Request) -> web.Response:
         received = ledger.orders.get(request.match_info["id"].lower())
         if received is None:
-            return web.json_response({"reason": "order_not_found",
-                                      "attempts": ledger.attempts.get(request.match_info["id"].lower(), 0)},
-                                     status=404)
+            return web.json_response(
+                {"reason": "order_not_found", "attempts": ledger.attempts.get(request.match_info["id"].lower(), 0)},
+                status=404,
+            )
         return web.json_response(received.as_dict())
 
     async def list_rejections(request: web.Request) -> web.Response:
         since, tenant = _since(request), request.query.get("tenant")
-        found = [r for r in ledger.rejections
-                 if r["received_at_epoch"] >= since and (tenant is None or r["tenant"] == tenant)]
+        found = [
+            r
+            for r in ledger.rejections
+            if r["received_at_epoch"] >= since and (tenant is None or r["tenant"] == tenant)
+        ]
         return web.json_response({"rejections": found})
 
     async def set_faults(request: web.Request) -> web.Response:
@@ -266,13 +311,20 @@ def create_app(*, fail_rate: float = DEFAULT_FAIL_RATE, latency_ms: tuple[float,
             if "fail_rate" in body:
                 settings["fail_rate"] = float(body["fail_rate"])
         except (ValueError, TypeError, AttributeError):
-            return web.json_response({"reason": "expected {tenant?, fail_next?, throttle_next?, retry_after_s?, "
-                                                "fail_rate?}"}, status=400)
+            return web.json_response(
+                {"reason": "expected {tenant?, fail_next?, throttle_next?, retry_after_s?, fail_rate?}"}, status=400
+            )
         return web.json_response({"tenant": tenant, **f.as_dict(), "fail_rate": settings["fail_rate"]})
 
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "orders": len(ledger.orders), "stats": dict(ledger.stats),
-                                  "fail_rate": settings["fail_rate"]})
+        return web.json_response(
+            {
+                "status": "ok",
+                "orders": len(ledger.orders),
+                "stats": dict(ledger.stats),
+                "fail_rate": settings["fail_rate"],
+            }
+        )
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -296,19 +348,46 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shop.erp_sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--fail-rate", type=float, default=DEFAULT_FAIL_RATE,
-                        help="share of order exports answered 503 before they are looked at (default 0)")
-    parser.add_argument("--latency-ms", type=_latency, default=DEFAULT_LATENCY_MS,
-                        help="MIN,MAX added to every export, uniformly drawn (default 1,5)")
-    parser.add_argument("--rate-limit", type=float, default=DEFAULT_RATE_LIMIT,
-                        help="order exports per second and tenant before 429 (default 50)")
+    parser.add_argument(
+        "--fail-rate",
+        type=float,
+        default=DEFAULT_FAIL_RATE,
+        help="share of order exports answered 503 before they are looked at (default 0)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_latency,
+        default=DEFAULT_LATENCY_MS,
+        help="MIN,MAX added to every export, uniformly drawn (default 1,5)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=DEFAULT_RATE_LIMIT,
+        help="order exports per second and tenant before 429 (default 50)",
+    )
     parser.add_argument("--burst", type=int, default=DEFAULT_BURST, help="exports a tenant may save up (default 100)")
-    parser.add_argument("--max-orders", type=int, default=DEFAULT_MAX_ORDERS,
-                        help="orders remembered; the oldest are forgotten first (default 200000)")
+    parser.add_argument(
+        "--max-orders",
+        type=int,
+        default=DEFAULT_MAX_ORDERS,
+        help="orders remembered; the oldest are forgotten first (default 200000)",
+    )
     args = parser.parse_args(argv)
-    web.run_app(create_app(fail_rate=args.fail_rate, latency_ms=args.latency_ms, rate_limit=args.rate_limit,
-                           burst=args.burst, max_orders=args.max_orders),
-                host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=5)
+    web.run_app(
+        create_app(
+            fail_rate=args.fail_rate,
+            latency_ms=args.latency_ms,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            max_orders=args.max_orders,
+        ),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
+    )
 
 
 if __name__ == "__main__":

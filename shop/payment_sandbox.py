@@ -2,6 +2,7 @@
 
 `python -m shop.payment_sandbox --port 18090 [--decline-rate 0.02]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,11 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shop.payment_sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--decline-rate", type=float, default=DEFAULT_DECLINE_RATE,
-                        help="share of valid cards declined with insufficient_funds (default 0.02)")
+    parser.add_argument(
+        "--decline-rate",
+        type=float,
+        default=DEFAULT_DECLINE_RATE,
+        help="share of valid cards declined with insufficient_funds (default 0.02)",
+    )
     args = parser.parse_args(argv)
-    web.run_app(create_app(args.decline_rate), host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=5)
+    web.run_app(
+        create_app(args.decline_rate), host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=5
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ runs) are counted, and logged to the ledger, apart from errors.
 `python -m shop.shopper --target http://127.0.0.1:18080 --rate 20 --tenants acme,globex,initech
  --cards mixed|visa --duration 0 [--stats-file PATH] [--ledger PATH]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,13 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = path.open("a", encoding="utf-8")
 
-    def order(self, *, order_id: str, tenant: str, amount_cents: int | None, version: str | None,
-              requested_at: datetime) -> None:
-        self._write({"kind": "order", "order_id": order_id, "tenant": tenant, "amount_cents": amount_cents,
-                     "version": version}, requested_at)
+    def order(
+        self, *, order_id: str, tenant: str, amount_cents: int | None, version: str | None, requested_at: datetime
+    ) -> None:
+        self._write(
+            {"kind": "order", "order_id": order_id, "tenant": tenant, "amount_cents": amount_cents, "version": version},
+            requested_at,
+        )
 
     def maintenance(self, *, tenant: str, step: str, requested_at: datetime) -> None:
         self._write({"kind": MAINTENANCE, "tenant": tenant, "step": step}, requested_at)
@@ -111,8 +115,15 @@ class JourneyResult:
     steps: list[Step] = field(default_factory=list)
 
 
-async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, card: str,
-                      rng: random.Random | None = None, *, ledger: Ledger | None = None) -> JourneyResult:
+async def run_journey(
+    client: httpx.AsyncClient,
+    base_url: str,
+    tenant: str,
+    card: str,
+    rng: random.Random | None = None,
+    *,
+    ledger: Ledger | None = None,
+) -> JourneyResult:
     """One shopper's journey; never raises on HTTP or transport errors, they end up in the result. A confirmed
     order, and a maintenance answer, go to `ledger` the moment they are seen."""
     rng = rng or random.Random()
@@ -125,8 +136,9 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
         try:
             response = await client.request(method, base_url + path, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            result.steps.append(Step(name, None, (time.perf_counter() - started) * 1000, None,
-                                     str(exc) or type(exc).__name__, sent_at))
+            result.steps.append(
+                Step(name, None, (time.perf_counter() - started) * 1000, None, str(exc) or type(exc).__name__, sent_at)
+            )
             result.reason = f"{name}: {type(exc).__name__}"
             return None
         latency = (time.perf_counter() - started) * 1000
@@ -158,16 +170,22 @@ async def run_journey(client: httpx.AsyncClient, base_url: str, tenant: str, car
     cart = await step("cart", "POST", "/cart", {"items": [{"sku": p["sku"], "qty": rng.randint(1, 2)} for p in picked]})
     if not cart:
         return result
-    order = await step("checkout", "POST", "/checkout",
-                       {"cart_id": cart["cart_id"], "card_number": card, "currency": "USD"})
+    order = await step(
+        "checkout", "POST", "/checkout", {"cart_id": cart["cart_id"], "card_number": card, "currency": "USD"}
+    )
     if not isinstance(order, dict) or not isinstance(order.get("order_id"), str):
         result.reason = result.reason or "checkout: no order id in the answer"
         return result
     result.order_id = order["order_id"]
     if ledger is not None:
         amount = order.get("amount_cents")
-        ledger.order(order_id=result.order_id, tenant=tenant, version=result.version,
-                     amount_cents=amount if type(amount) is int else None, requested_at=result.steps[-1].sent_at)
+        ledger.order(
+            order_id=result.order_id,
+            tenant=tenant,
+            version=result.version,
+            amount_cents=amount if type(amount) is int else None,
+            requested_at=result.steps[-1].sent_at,
+        )
     confirmation = await step("confirmation", "GET", f"/orders/{result.order_id}")
     result.success = bool(confirmation) and confirmation.get("status") == "confirmed"
     return result
@@ -195,16 +213,26 @@ class Stats:
             self.reasons[result.reason] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        data = {name: getattr(self, name)
-                for name in ("journeys", "successes", "failures", "maintenance", "errors", "skipped")}
+        data = {
+            name: getattr(self, name)
+            for name in ("journeys", "successes", "failures", "maintenance", "errors", "skipped")
+        }
         data["by_version"] = {v: dict(c) for v, c in self.by_version.items()}
         data["by_card"] = {b: dict(c) for b, c in self.by_card.items()}
         data["reasons"] = dict(self.reasons)
         return data
 
 
-async def run(target: str, rate: float, tenants: list[str], cards: str, duration: float, concurrency: int,
-              stop: asyncio.Event, ledger: Ledger | None = None) -> Stats:
+async def run(
+    target: str,
+    rate: float,
+    tenants: list[str],
+    cards: str,
+    duration: float,
+    concurrency: int,
+    stop: asyncio.Event,
+    ledger: Ledger | None = None,
+) -> Stats:
     """Start journeys at `rate` per second until `duration` passes (0: forever) or `stop` is set."""
     stats, rng = Stats(), random.Random()
     slots = asyncio.Semaphore(concurrency)
@@ -251,13 +279,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="http://127.0.0.1:18080", help="storefront base URL")
     parser.add_argument("--rate", type=float, default=20.0, help="journeys started per second")
     parser.add_argument("--tenants", default="acme,globex,initech", help="comma-separated tenants")
-    parser.add_argument("--cards", choices=sorted(CARD_MIXES), default="mixed",
-                        help="card mix: mixed = 50%% visa, 30%% mastercard, 20%% amex")
+    parser.add_argument(
+        "--cards",
+        choices=sorted(CARD_MIXES),
+        default="mixed",
+        help="card mix: mixed = 50%% visa, 30%% mastercard, 20%% amex",
+    )
     parser.add_argument("--duration", type=float, default=0, help="seconds to run; 0 = until SIGTERM/SIGINT")
     parser.add_argument("--concurrency", type=int, default=50, help="most journeys in flight at once")
     parser.add_argument("--stats-file", type=Path, help="write JSON stats here on exit")
-    parser.add_argument("--ledger", type=Path,
-                        help="append a JSON line per order seen confirmed, and per maintenance answer, here")
+    parser.add_argument(
+        "--ledger", type=Path, help="append a JSON line per order seen confirmed, and per maintenance answer, here"
+    )
     args = parser.parse_args(argv)
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
     if args.rate <= 0 or not tenants or args.concurrency < 1:
@@ -275,8 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         ledger = Ledger(args.ledger) if args.ledger else None
         try:
-            return await run(args.target, args.rate, tenants, args.cards, args.duration, args.concurrency, stop,
-                             ledger)
+            return await run(args.target, args.rate, tenants, args.cards, args.duration, args.concurrency, stop, ledger)
         finally:
             if ledger is not None:
                 ledger.close()

@@ -1,5 +1,6 @@
 """The shop's synthetic journey for releasegate's synthetic verifier (catalog: `journey: shop.synthetic:journey`):
 one browse → cart → checkout → confirmation journey for a tenant, paying with a card of the given brand."""
+
 from __future__ import annotations
 
 import random
@@ -7,7 +8,6 @@ import random
 import httpx
 
 from shop.shopper import TEST_CARDS, JourneyResult, run_journey
-
 
 # The issuer said no (the sandbox declines a share of valid cards at random, as banks do): the shop did its job, so
 # the journey is tried once more instead of counting against the release. A candidate's own failures

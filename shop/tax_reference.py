@@ -13,6 +13,7 @@ release that changes the storefront's tax code cannot change the reference with 
 Tax is computed once per order on the subtotal of its lines and rounded half up to the cent; the amount paid is
 subtotal + tax where tax is exclusive and the subtotal where it is inclusive.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -1,4 +1,5 @@
 """Shared fixtures: the real local stack (Kafka, PostgreSQL, HAProxy) must be up; services run as OS processes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common import bus_admin, db
-from services.common.bus import BusPolicy
-from services.common.settings import ServiceSettings
+from releasegate_runtime import bus_admin, db
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".run" / "logs"
@@ -77,9 +78,14 @@ class Service:
     def start(self) -> Service:
         LOGS.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO,
-                                     env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def kill(self) -> None:

@@ -2,6 +2,7 @@
 database of their own, exporting to the local stack's ERP sandbox (`bash deploy/stack.sh up`), paying at a
 payment sandbox of their own and publishing on a business-event topic of their own. Checks are pointed at them
 through their RG_SHOP_* settings. The stack is only needed, and its helpers only imported, when a test asks."""
+
 from __future__ import annotations
 
 import uuid
@@ -28,8 +29,11 @@ class ShopOnStack:
     @property
     def env(self) -> dict[str, str]:
         """The settings that point a check at this shop."""
-        return {"RG_SHOP_DATABASE_URL": self.shop.database, "RG_SHOP_ERP_URL": STACK_ERP,
-                "RG_SHOP_EVENTS_TOPIC": self.topic}
+        return {
+            "RG_SHOP_DATABASE_URL": self.shop.database,
+            "RG_SHOP_ERP_URL": STACK_ERP,
+            "RG_SHOP_EVENTS_TOPIC": self.topic,
+        }
 
     async def storefront(self, version: str) -> Any:
         """A running production storefront of `version` (started on first use, stopped with the module). It leaves
@@ -43,6 +47,7 @@ class ShopOnStack:
     async def orders(self, version: str, tenants: list[str], count: int, items: list[dict] | None = None) -> list[str]:
         """Place `count` orders through the `version` storefront, round-robin over `tenants`; their ids."""
         from tests.integration.test_shop_erp_export import BASKET, checkout
+
         shop, placed = await self.storefront(version), []
         for n in range(count):
             response = await checkout(shop, tenants[n % len(tenants)], items or BASKET)
@@ -54,21 +59,28 @@ class ShopOnStack:
     def request(version: str, since: datetime, stable: str | None = None) -> VerificationRequest:
         """A production request for `version` whose window ran from `since` until now."""
         seconds = (datetime.now(UTC) - since).total_seconds() + 0.2
-        return fake_request(service="shop", environment="production", candidate_version=version,
-                            stable_version=stable, window_seconds=seconds)
+        return fake_request(
+            service="shop",
+            environment="production",
+            candidate_version=version,
+            stable_version=stable,
+            window_seconds=seconds,
+        )
 
 
 async def _topic(name: str, create: bool) -> None:
     """A business-event topic of the tests' own: the shop's instances may write it and the verifiers that read
     business events may read it, as for `shop.events` (deploy/kafka/acls.yaml)."""
-    from services.common import bus_admin
-    from services.common.bus import Grant
-    from services.common.settings import ServiceSettings
+    from releasegate_runtime import bus_admin
+    from releasegate_runtime.bus import Grant
+    from releasegate_runtime.settings import ServiceSettings
+
     settings = ServiceSettings()
     admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
     if create:
         grants = [Grant("shop", "topic", name, False, "WRITE")] + [
-            Grant(reader, "topic", name, False, "READ") for reader in ("verifier-inventory-latency", "ops")]
+            Grant(reader, "topic", name, False, "READ") for reader in ("verifier-inventory-latency", "ops")
+        ]
         bus_admin.ensure_topics(admin, [name])
         bus_admin.reconcile_acls(admin, grants, prune=False)
     else:
@@ -79,6 +91,7 @@ async def _topic(name: str, create: bool) -> None:
 async def shop_on_stack(tmp_path_factory) -> AsyncIterator[ShopOnStack]:
     from shop.build_bundles import build_all
     from tests.integration.test_shop_erp_export import Erp, Shop, fresh_database, sandbox
+
     try:
         async with httpx.AsyncClient(timeout=2) as client:
             (await client.get(f"{STACK_ERP}/health")).raise_for_status()
@@ -107,4 +120,3 @@ def shop_settings(shop_on_stack, monkeypatch) -> ShopOnStack:
     for name, value in shop_on_stack.env.items():
         monkeypatch.setenv(name, value)
     return shop_on_stack
-

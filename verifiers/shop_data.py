@@ -1,13 +1,14 @@
 """The sample shop's data as the shop team's verifiers read it: where it lives, and the orders a release's
 candidate placed during a verification window (from the shop database of the request's environment)."""
+
 from __future__ import annotations
 
 import asyncpg
 
 from contracts import topics
+from releasegate_runtime.settings import VERIFIER_DB_ROLE, ServiceSettings
 from releasegate_sdk import TransientError, VerificationRequest
 from releasegate_sdk.types import describe
-from services.common.settings import VERIFIER_DB_ROLE, ServiceSettings
 
 ORDERS_SQL = """
 SELECT id::text AS id, tenant, region, tax_cents, lines, created_at FROM orders
@@ -36,8 +37,9 @@ async def candidate_orders(req: VerificationRequest, settings: ShopSettings) -> 
     try:
         conn = await asyncpg.connect(settings.shop_database(req.environment), timeout=5)
         try:
-            return await conn.fetch(ORDERS_SQL, req.environment, req.candidate_version, req.window_start,
-                                    req.window_end)
+            return await conn.fetch(
+                ORDERS_SQL, req.environment, req.candidate_version, req.window_start, req.window_end
+            )
         finally:
             await conn.close()
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -1,5 +1,5 @@
 -- What each service's role may do in the control database (least privilege). Applied by
--- `python -m services.common.init_stack` as the schema owner after schema.sql; the roles themselves are created
+-- `python -m releasegate_runtime.init_stack` as the schema owner after schema.sql; the roles themselves are created
 -- per machine by deploy/stack.sh (docker-compose: deploy/postgres/init/). Nobody but the owner may change the
 -- audit log's history, and its trigger refuses even the owner.
 GRANT USAGE ON SCHEMA public TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier, rg_rollback,

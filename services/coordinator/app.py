@@ -1,20 +1,27 @@
 """Coordinator process: consumes candidates, results and operator control; fires persisted deadlines once it has
 caught up with what arrived while it was down."""
+
 from __future__ import annotations
 
 import asyncio
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, ApprovalGiven, CandidateSubmitted, PauseRequested, PromoteRequested, ResumeRequested,
+    AbortRequested,
+    ApprovalGiven,
+    CandidateSubmitted,
+    PauseRequested,
+    PromoteRequested,
+    ResumeRequested,
 )
-from services.common import grants, runner
-from services.common.bus import BusPolicy
-from services.common.catalog import Catalog
-from services.common.catch_up import CatchUpBarrier, KafkaOffsets
-from services.common.kafka import client_options
+from releasegate_platform.catalog import Catalog
+from releasegate_platform.identity import refuse_demo_keys
+from releasegate_platform.verifier_registry import Registry
+from releasegate_runtime import grants, runner
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
+from releasegate_runtime.kafka import client_options
 from services.coordinator.handlers import Coordinator, utcnow
-from services.coordinator.registry import Registry
 from services.coordinator.results import Results
 from services.coordinator.senders import RESULT_TYPES
 
@@ -27,11 +34,15 @@ CATCH_UP_TIMEOUT_SECONDS = 120.0
 async def setup(rt: runner.Runtime) -> None:
     # no key, no start: without it no deploy or compensation could be authorized
     grant_key = rt.settings.signing_key_file or rt.settings.secrets_dir / "keys" / "coordinator.key"
-    coordinator = Coordinator(rt.pool, Catalog(rt.settings.catalog_dir), rt.settings.identities_file,
-                              grants.load_grant_signer(grant_key))
+    coordinator = Coordinator(
+        rt.pool, Catalog(rt.settings.catalog_dir), rt.settings.identities_file, grants.load_grant_signer(grant_key)
+    )
     rt.consumer.subscribe(topics.CANDIDATES, coordinator.on_event, accept=(CandidateSubmitted,))
-    rt.consumer.subscribe(topics.CONTROL, coordinator.on_event, accept=(
-        ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested))
+    rt.consumer.subscribe(
+        topics.CONTROL,
+        coordinator.on_event,
+        accept=(ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested),
+    )
     # each producer's own result topic; who may write it is the bus policy (a new verifier: add its principal,
     # `make acls`, restart the coordinator)
     results = Results(rt.pool, coordinator.on_event, Registry(rt.pool).on_heartbeat, utcnow)
@@ -39,8 +50,12 @@ async def setup(rt: runner.Runtime) -> None:
         rt.consumer.subscribe(topic, results.handler(sender), accept=RESULT_TYPES)
 
     # a restarted coordinator first reads the results that arrived while it was down, then fires deadlines
-    caught_up = CatchUpBarrier(KafkaOffsets(client_options(rt.settings)), rt.consumer.group, rt.consumer.topics,
-                               timeout=CATCH_UP_TIMEOUT_SECONDS)
+    caught_up = CatchUpBarrier(
+        KafkaOffsets(client_options(rt.settings)),
+        rt.consumer.group,
+        rt.consumer.topics,
+        timeout=CATCH_UP_TIMEOUT_SECONDS,
+    )
 
     async def deadlines() -> None:
         await caught_up.wait()
@@ -52,7 +67,7 @@ async def setup(rt: runner.Runtime) -> None:
 
 
 def main() -> None:
-    runner.main(NAME, setup)
+    runner.main(NAME, setup, preflight=[refuse_demo_keys])
 
 
 if __name__ == "__main__":

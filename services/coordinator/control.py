@@ -1,5 +1,6 @@
 """Operator commands before the saga acts on them: who signed one, when, whether it was seen before, and whether
 the signer may give it for this release. Pure: the handler reads the identities file and the nonce ledger."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +8,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from contracts.events import (
-    AbortRequested, ApprovalGiven, OperatorCommand, PauseRequested, PromoteRequested, ResumeRequested,
+    AbortRequested,
+    ApprovalGiven,
+    OperatorCommand,
+    PauseRequested,
+    PromoteRequested,
+    ResumeRequested,
 )
-from services.common import identity
-from services.common.catalog import Approvers, OperatorAction
+from releasegate_platform import identity
+from releasegate_platform.catalog import Approvers, OperatorAction
 
 if TYPE_CHECKING:
     from services.coordinator.domain import Saga
@@ -24,10 +30,14 @@ COMMAND_VALIDITY = timedelta(minutes=10)
 AUTHOR_MAY: frozenset[str] = frozenset({"abort", "pause"})
 
 Action = Literal["approval", "exception", "abort", "pause", "resume", "promote", "go"]
-_AUTHOR_CANNOT = {"approval": "approve", "exception": "approve", "go": "approve", "resume": "resume",
-                  "promote": "promote"}
-_MAY = {"abort": "abort", "pause": "pause", "resume": "resume", "promote": "promote",
-        "go": "decide go/no-go on"}
+_AUTHOR_CANNOT = {
+    "approval": "approve",
+    "exception": "approve",
+    "go": "approve",
+    "resume": "resume",
+    "promote": "promote",
+}
+_MAY = {"abort": "abort", "pause": "pause", "resume": "resume", "promote": "promote", "go": "decide go/no-go on"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,10 @@ def refusal(command: OperatorCommand, saga: Saga, now: datetime, *, signer: Sign
         return "no nonce: every signed command carries a new one, so that a copy of it is refused"
     ahead = command.signed_at - now
     if ahead > MAX_CLOCK_SKEW:
-        return (f"signed {ahead.total_seconds():.0f} s in the future; clocks may differ by "
-                f"{MAX_CLOCK_SKEW.total_seconds():.0f} s at most")
+        return (
+            f"signed {ahead.total_seconds():.0f} s in the future; clocks may differ by "
+            f"{MAX_CLOCK_SKEW.total_seconds():.0f} s at most"
+        )
     if replayed:
         return f"nonce {command.nonce} was used before: a replayed command"
     act = action(command)
@@ -100,8 +112,10 @@ def expired(act: Action, signed_at: datetime, now: datetime) -> str | None:
     age = now - signed_at
     if age <= COMMAND_VALIDITY:
         return None
-    return (f"signature expired: signed {age.total_seconds():.0f} s ago, a {act} is valid for "
-            f"{COMMAND_VALIDITY.total_seconds():.0f} s")
+    return (
+        f"signature expired: signed {age.total_seconds():.0f} s ago, a {act} is valid for "
+        f"{COMMAND_VALIDITY.total_seconds():.0f} s"
+    )
 
 
 def permission(saga: Saga, act: Action, actor: str, groups: frozenset[str]) -> str | None:

@@ -1,5 +1,6 @@
 """The release saga as pure logic: given the saga and one event, decide the new saga, the commands to send and
 the transitions to record. No I/O here, so every rule is unit-testable."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,14 +11,36 @@ from pydantic import BaseModel, Field
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, AlertRaised, ApprovalGiven, CandidateSubmitted, Contract, DeployAction, DeployFinished,
-    DeployRequested, DRCheckFinished, DRCheckRequested, GateCheckFinished, GateCheckRequested, KpiThreshold,
-    OperatorCommand, PauseRequested, PromoteRequested, PromQuery, ReleaseState, SignedApproval, ResumeRequested,
-    RollbackFinished, RollbackRequested, Severity, SyntheticJourneys, Verdict, VerificationFinished,
+    AbortRequested,
+    AlertRaised,
+    ApprovalGiven,
+    CandidateSubmitted,
+    Contract,
+    DeployAction,
+    DeployFinished,
+    DeployRequested,
+    DRCheckFinished,
+    DRCheckRequested,
+    GateCheckFinished,
+    GateCheckRequested,
+    KpiThreshold,
+    OperatorCommand,
+    PauseRequested,
+    PromoteRequested,
+    PromQuery,
+    ReleaseState,
+    ResumeRequested,
+    RollbackFinished,
+    RollbackRequested,
+    Severity,
+    SignedApproval,
+    SyntheticJourneys,
+    Verdict,
+    VerificationFinished,
     VerificationRequested,
 )
 from contracts.names import MAX_LABEL, MAX_TEXT, clip
-from services.common.catalog import OperatorGroups, ServiceEntry
+from releasegate_platform.catalog import OperatorGroups, ServiceEntry
 from services.coordinator import control
 
 StepKind = Literal["gate", "dr", "deploy", "verify", "wait", "hold"]
@@ -50,8 +73,11 @@ class Compensation(BaseModel):
     environment: str
     status: Literal["pending", "requested", "done", "failed"] = "pending"
     kind: Literal["restore_traffic", "restore_data"] = "restore_traffic"
-    redeploy: bool = Field(default=False, description="Stable instances must be started again (rolling): done "
-                           "by the deployer, which alone may start versions; else the rollback service")
+    redeploy: bool = Field(
+        default=False,
+        description="Stable instances must be started again (rolling): done "
+        "by the deployer, which alone may start versions; else the rollback service",
+    )
 
 
 class Saga(BaseModel):
@@ -71,13 +97,16 @@ class Saga(BaseModel):
     verification: dict[str, Any] = {}
     trace: dict[str, str] = {}
     promote_full: bool = Field(default=False, description="An operator asked to skip the remaining canary.")
-    approvals: list[SignedApproval] = Field(default_factory=list, description="Signed approvals given so far; "
-                                            "the gatekeeper decides which count.")
+    approvals: list[SignedApproval] = Field(
+        default_factory=list, description="Signed approvals given so far; the gatekeeper decides which count."
+    )
     migrations: list[dict[str, Any]] = Field(default_factory=list, description="New migrations (gate's analysis).")
     migrated: list[str] = Field(default_factory=list, description="Environments whose database got them.")
     backup_point: dict[str, Any] | None = Field(default=None, description="Pre-release backup of production.")
-    operators: OperatorGroups | None = Field(default=None, description="Groups that may give each operator "
-                                             "command, from the catalog entry the release started with.")
+    operators: OperatorGroups | None = Field(
+        default=None,
+        description="Groups that may give each operator command, from the catalog entry the release started with.",
+    )
 
     @property
     def current(self) -> Step | None:
@@ -105,8 +134,9 @@ class Decision:
     registry: dict[str, set[str]] | None = field(default=None, repr=False)
 
     def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
-        self.transitions.append(Transition(self.saga.state, self.saga.waiting_for, actor, clip(reason, MAX_TEXT),
-                                           evidence or {}))
+        self.transitions.append(
+            Transition(self.saga.state, self.saga.waiting_for, actor, clip(reason, MAX_TEXT), evidence or {})
+        )
 
 
 def build_plan(entry: ServiceEntry) -> list[Step]:
@@ -114,10 +144,20 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
     if entry.dr.required:
         plan.append(Step(id="dr-check", kind="dr"))
     plan += [
-        Step(id="deploy-staging", kind="deploy", environment="staging", action=DeployAction.START, weight=100,
-             compensable=True),
-        Step(id="verify-staging", kind="verify", environment="staging",
-             window_seconds=entry.verification.staging_window_seconds),
+        Step(
+            id="deploy-staging",
+            kind="deploy",
+            environment="staging",
+            action=DeployAction.START,
+            weight=100,
+            compensable=True,
+        ),
+        Step(
+            id="verify-staging",
+            kind="verify",
+            environment="staging",
+            window_seconds=entry.verification.staging_window_seconds,
+        ),
         Step(id="gate-production", kind="gate", environment="production"),
     ]
     if entry.dr.hold_point:
@@ -125,99 +165,209 @@ def build_plan(entry: ServiceEntry) -> list[Step]:
     window = entry.verification.canary_window_seconds
     preview = [Step(id="verify-preview", kind="verify", environment="production", synthetic=True)]
     if entry.rollout.strategy == "blue-green":
-        plan += [Step(id="green-start", kind="deploy", environment="production", action=DeployAction.START,
-                      weight=0, compensable=True), *preview,
-                 Step(id="switch", kind="deploy", environment="production", action=DeployAction.SHIFT, weight=100,
-                      compensable=True),
-                 Step(id="verify-switched", kind="verify", environment="production", window_seconds=window),
-                 Step(id="keep-blue-warm", kind="wait", window_seconds=entry.rollout.keep_blue_warm_seconds)]
+        plan += [
+            Step(
+                id="green-start",
+                kind="deploy",
+                environment="production",
+                action=DeployAction.START,
+                weight=0,
+                compensable=True,
+            ),
+            *preview,
+            Step(
+                id="switch",
+                kind="deploy",
+                environment="production",
+                action=DeployAction.SHIFT,
+                weight=100,
+                compensable=True,
+            ),
+            Step(id="verify-switched", kind="verify", environment="production", window_seconds=window),
+            Step(id="keep-blue-warm", kind="wait", window_seconds=entry.rollout.keep_blue_warm_seconds),
+        ]
     elif entry.rollout.strategy == "rolling":
         size, total = entry.rollout.max_unavailable, entry.rollout.instances
         for batch in range(1, -(-total // size) + 1):
-            plan += [Step(id=f"roll-{batch}", kind="deploy", environment="production", action=DeployAction.ROLL,
-                          weight=min(100, round(100 * batch * size / total)), compensable=True),
-                     Step(id=f"verify-roll-{batch}", kind="verify", environment="production", window_seconds=window)]
+            plan += [
+                Step(
+                    id=f"roll-{batch}",
+                    kind="deploy",
+                    environment="production",
+                    action=DeployAction.ROLL,
+                    weight=min(100, round(100 * batch * size / total)),
+                    compensable=True,
+                ),
+                Step(id=f"verify-roll-{batch}", kind="verify", environment="production", window_seconds=window),
+            ]
     elif entry.rollout.strategy == "tenant-phased":
-        plan += [Step(id="wave-start", kind="deploy", environment="production", action=DeployAction.START,
-                      weight=0, compensable=True)]
+        plan += [
+            Step(
+                id="wave-start",
+                kind="deploy",
+                environment="production",
+                action=DeployAction.START,
+                weight=0,
+                compensable=True,
+            )
+        ]
         if entry.synthetic is not None:
             plan += preview
         moved: list[str] = []
         for wave in entry.rollout.waves:
             moved += wave.tenants
-            plan += [Step(id=f"wave-{wave.name}", kind="deploy", environment="production", action=DeployAction.ROUTE,
-                          weight=0, tenants=list(moved), compensable=True),
-                     Step(id=f"verify-wave-{wave.name}", kind="verify", environment="production",
-                          window_seconds=window, tenants=list(wave.tenants))]
-        plan += [Step(id="wave-everyone", kind="deploy", environment="production", action=DeployAction.SHIFT,
-                      weight=100, compensable=True),
-                 Step(id="verify-wave-everyone", kind="verify", environment="production", window_seconds=window)]
+            plan += [
+                Step(
+                    id=f"wave-{wave.name}",
+                    kind="deploy",
+                    environment="production",
+                    action=DeployAction.ROUTE,
+                    weight=0,
+                    tenants=list(moved),
+                    compensable=True,
+                ),
+                Step(
+                    id=f"verify-wave-{wave.name}",
+                    kind="verify",
+                    environment="production",
+                    window_seconds=window,
+                    tenants=list(wave.tenants),
+                ),
+            ]
+        plan += [
+            Step(
+                id="wave-everyone",
+                kind="deploy",
+                environment="production",
+                action=DeployAction.SHIFT,
+                weight=100,
+                compensable=True,
+            ),
+            Step(id="verify-wave-everyone", kind="verify", environment="production", window_seconds=window),
+        ]
     else:
         if entry.synthetic is not None or entry.rollout.internal_tenants:
-            plan += [Step(id="canary-start", kind="deploy", environment="production", action=DeployAction.START,
-                          weight=0, compensable=True)]
+            plan += [
+                Step(
+                    id="canary-start",
+                    kind="deploy",
+                    environment="production",
+                    action=DeployAction.START,
+                    weight=0,
+                    compensable=True,
+                )
+            ]
         if entry.synthetic is not None:
             plan += preview
         if entry.rollout.internal_tenants:
             internal = list(entry.rollout.internal_tenants)
-            plan += [Step(id="canary-internal", kind="deploy", environment="production", action=DeployAction.ROUTE,
-                          weight=0, tenants=internal, compensable=True),
-                     Step(id="verify-canary-internal", kind="verify", environment="production",
-                          window_seconds=window, tenants=internal)]
+            plan += [
+                Step(
+                    id="canary-internal",
+                    kind="deploy",
+                    environment="production",
+                    action=DeployAction.ROUTE,
+                    weight=0,
+                    tenants=internal,
+                    compensable=True,
+                ),
+                Step(
+                    id="verify-canary-internal",
+                    kind="verify",
+                    environment="production",
+                    window_seconds=window,
+                    tenants=internal,
+                ),
+            ]
         for weight in entry.rollout.canary_steps:
             started = any(st.kind == "deploy" and st.environment == "production" for st in plan)
             plan += [
-                Step(id=f"canary-{weight}", kind="deploy", environment="production",
-                     action=DeployAction.SHIFT if started else DeployAction.START, weight=weight, compensable=True),
+                Step(
+                    id=f"canary-{weight}",
+                    kind="deploy",
+                    environment="production",
+                    action=DeployAction.SHIFT if started else DeployAction.START,
+                    weight=weight,
+                    compensable=True,
+                ),
                 Step(id=f"verify-canary-{weight}", kind="verify", environment="production", window_seconds=window),
             ]
     plan += [
-        Step(id="finalize-production", kind="deploy", environment="production", action=DeployAction.FINALIZE,
-             weight=100),
+        Step(
+            id="finalize-production", kind="deploy", environment="production", action=DeployAction.FINALIZE, weight=100
+        ),
         Step(id="finalize-staging", kind="deploy", environment="staging", action=DeployAction.FINALIZE, weight=100),
     ]
     return plan
 
 
 def start(candidate: CandidateSubmitted, entry: ServiceEntry, now: datetime, trace: dict[str, str]) -> Decision:
-    saga = Saga(release_id=candidate.release_id, service=candidate.service, version=candidate.version,
-                digest=candidate.artifact.digest, candidate=candidate.model_dump(mode="json"),
-                plan=build_plan(entry), trace=trace, operators=entry.approvers.actions,
-                verification={"min_samples": entry.verification.min_samples,
-                              "grace_seconds": entry.verification.grace_seconds,
-                              "on_inconclusive": entry.verification.on_inconclusive,
-                              "instances": entry.rollout.instances,
-                              "batch_size": entry.rollout.max_unavailable,
-                              "rolled": entry.rollout.strategy == "rolling",
-                              "synthetic": entry.synthetic.model_dump() if entry.synthetic else None,
-                              "prometheus": {k: q.model_dump() for k, q in entry.prometheus.items()},
-                              "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
-                              "false_rollback_bound": entry.verification.false_rollback_bound,
-                              "catalog_revision": entry.revision, "dr": entry.dr.model_dump(),
-                              "approver_group": entry.approvers.group,
-                              "verifiers": {env: entry.verification.verifiers(env).model_dump()
-                                            for env in entry.environments}})
+    saga = Saga(
+        release_id=candidate.release_id,
+        service=candidate.service,
+        version=candidate.version,
+        digest=candidate.artifact.digest,
+        candidate=candidate.model_dump(mode="json"),
+        plan=build_plan(entry),
+        trace=trace,
+        operators=entry.approvers.actions,
+        verification={
+            "min_samples": entry.verification.min_samples,
+            "grace_seconds": entry.verification.grace_seconds,
+            "on_inconclusive": entry.verification.on_inconclusive,
+            "instances": entry.rollout.instances,
+            "batch_size": entry.rollout.max_unavailable,
+            "rolled": entry.rollout.strategy == "rolling",
+            "synthetic": entry.synthetic.model_dump() if entry.synthetic else None,
+            "prometheus": {k: q.model_dump() for k, q in entry.prometheus.items()},
+            "thresholds": {k: v.model_dump() for k, v in entry.kpis.items()},
+            "false_rollback_bound": entry.verification.false_rollback_bound,
+            "catalog_revision": entry.revision,
+            "dr": entry.dr.model_dump(),
+            "approver_group": entry.approvers.group,
+            "verifiers": {env: entry.verification.verifiers(env).model_dump() for env in entry.environments},
+        },
+    )
     decision = Decision(saga)
-    decision.transitions.append(Transition(ReleaseState.RUNNING, None, candidate.submitted_by,
-                                           f"candidate {candidate.service} {candidate.version} submitted",
-                                           {"digest": saga.digest, "plan": [s.id for s in saga.plan]}))
+    decision.transitions.append(
+        Transition(
+            ReleaseState.RUNNING,
+            None,
+            candidate.submitted_by,
+            f"candidate {candidate.service} {candidate.version} submitted",
+            {"digest": saga.digest, "plan": [s.id for s in saga.plan]},
+        )
+    )
     _issue_current(decision, now)
     return decision
 
 
 def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
     """A candidate the catalog cannot place is rejected at once, with the reason."""
-    saga = Saga(release_id=candidate.release_id, service=candidate.service, version=candidate.version,
-                digest=candidate.artifact.digest, candidate=candidate.model_dump(mode="json"), plan=[],
-                state=ReleaseState.REJECTED)
+    saga = Saga(
+        release_id=candidate.release_id,
+        service=candidate.service,
+        version=candidate.version,
+        digest=candidate.artifact.digest,
+        candidate=candidate.model_dump(mode="json"),
+        plan=[],
+        state=ReleaseState.REJECTED,
+    )
     decision = Decision(saga)
     decision.note(reason)
     decision.commands.append((topics.ALERTS, _alert(saga, Severity.INFO, "release rejected", reason)))
     return decision
 
 
-def handle(saga: Saga, event: Contract, now: datetime, *, signer: control.Signer | None = None,
-           replayed: bool = False, registry: dict[str, set[str]] | None = None) -> Decision:
+def handle(
+    saga: Saga,
+    event: Contract,
+    now: datetime,
+    *,
+    signer: control.Signer | None = None,
+    replayed: bool = False,
+    registry: dict[str, set[str]] | None = None,
+) -> Decision:
     """For operator commands: `signer` is what their signature proved (the caller checked it against the
     identities file), `replayed` whether their nonce was used before. A refused command changes nothing but the
     audit log. `registry`: alive verifiers → services they cover (None: not known)."""
@@ -258,8 +408,12 @@ def on_deadline(saga: Saga, step_id: str, now: datetime, registry: dict[str, set
         return decision
     decision.clear_deadline = True
     if s.state is ReleaseState.ROLLING_BACK:
-        _finish(decision, ReleaseState.ROLLBACK_FAILED, f"compensation {step_id} got no answer before its deadline",
-                severity=Severity.CRITICAL)
+        _finish(
+            decision,
+            ReleaseState.ROLLBACK_FAILED,
+            f"compensation {step_id} got no answer before its deadline",
+            severity=Severity.CRITICAL,
+        )
         return decision
     step = s.current
     if step is not None and step.kind == "gate" and s.state in WAITING:
@@ -274,8 +428,12 @@ def on_deadline(saga: Saga, step_id: str, now: datetime, registry: dict[str, set
     if step is not None and step.kind == "verify":
         missing = _missing_verdicts(decision)
         who = "; ".join(f"{name} ({_liveness(decision, name)})" for name in missing) or "none"
-        _on_inconclusive(decision, f"no verdict for {step.id} within window + grace from required verifiers: {who}",
-                         {"verdicts": s.verification.get("verdicts", {}).get(step.id, {})}, now)
+        _on_inconclusive(
+            decision,
+            f"no verdict for {step.id} within window + grace from required verifiers: {who}",
+            {"verdicts": s.verification.get("verdicts", {}).get(step.id, {})},
+            now,
+        )
     else:
         _fail(decision, f"{step_id} got no answer before its deadline", now)
     return decision
@@ -314,13 +472,19 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
                 _advance(d, now)
             else:
                 failed = "; ".join(f"{c.name}: {c.reason}" for c in event.checks if not c.passed)
-                if isinstance(event, DRCheckFinished) and step.dr_action == "backup-point" and all(
-                        c.evidence.get("outcome") == "wait" for c in event.checks if not c.passed):
+                if (
+                    isinstance(event, DRCheckFinished)
+                    and step.dr_action == "backup-point"
+                    and all(c.evidence.get("outcome") == "wait" for c in event.checks if not c.passed)
+                ):
                     # nothing is wrong with the candidate, but a restore could not replay every order (the
                     # business events' retention): hold before production changes, resume re-takes the point
                     s.state = ReleaseState.PAUSED
-                    d.note(f"{step.id} waiting: {failed}; paused until this is fixed (resume takes the backup "
-                           "point again, abort ends the release)", evidence=evidence)
+                    d.note(
+                        f"{step.id} waiting: {failed}; paused until this is fixed (resume takes the backup "
+                        "point again, abort ends the release)",
+                        evidence=evidence,
+                    )
                     d.commands.append((topics.ALERTS, _alert(s, Severity.WARNING, "release waiting", failed)))
                     return
                 _fail(d, f"{step.id} failed: {failed}", now, evidence=evidence, rejected=True)
@@ -367,23 +531,37 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
     step = s.current
     assert step is not None
     required, advisory = _expected_verifiers(s, step)
-    evidence = {"verdict": event.verdict.value, "kpis": [k.model_dump(mode="json") for k in event.kpis],
-                "window": [event.window_start.isoformat(), event.window_end.isoformat()],
-                "verifier": event.verifier}
+    evidence = {
+        "verdict": event.verdict.value,
+        "kpis": [k.model_dump(mode="json") for k in event.kpis],
+        "window": [event.window_start.isoformat(), event.window_end.isoformat()],
+        "verifier": event.verifier,
+    }
     if event.verifier not in required | advisory:
-        d.note(f"verdict of {event.verifier} on {step.id} refused: not a required or advisory verifier of "
-               f"{s.service} in {step.environment}", actor=event.verifier, evidence=evidence)
+        d.note(
+            f"verdict of {event.verifier} on {step.id} refused: not a required or advisory verifier of "
+            f"{s.service} in {step.environment}",
+            actor=event.verifier,
+            evidence=evidence,
+        )
         return
     registry = d.registry
     if registry is not None and not registry.get(event.verifier, set()) & {s.service, "*"}:
-        d.note(f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered (alive) "
-               f"for {s.service}", actor=event.verifier, evidence=evidence)
+        d.note(
+            f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered (alive) "
+            f"for {s.service}",
+            actor=event.verifier,
+            evidence=evidence,
+        )
         return
     verdicts = s.verification.setdefault("verdicts", {}).setdefault(step.id, {})
     verdicts[event.verifier] = {"verdict": event.verdict.value, "reason": event.reason}
     if event.verifier in advisory and event.verifier not in required:
-        d.note(f"advisory verdict of {event.verifier} on {step.id}: {event.verdict.value}: {event.reason}",
-               actor=event.verifier, evidence=evidence)
+        d.note(
+            f"advisory verdict of {event.verifier} on {step.id}: {event.verdict.value}: {event.reason}",
+            actor=event.verifier,
+            evidence=evidence,
+        )
         return
     if event.verdict is Verdict.FAIL:
         d.clear_deadline = True
@@ -391,8 +569,12 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
         return
     missing = _missing_verdicts(d)
     if missing:
-        d.note(f"{step.id}: {event.verifier} says {event.verdict.value}; waiting for "
-               + ", ".join(f"{m} ({_liveness(d, m)})" for m in missing), actor=event.verifier, evidence=evidence)
+        d.note(
+            f"{step.id}: {event.verifier} says {event.verdict.value}; waiting for "
+            + ", ".join(f"{m} ({_liveness(d, m)})" for m in missing),
+            actor=event.verifier,
+            evidence=evidence,
+        )
         return
     d.clear_deadline = True
     evidence["verdicts"] = dict(verdicts)
@@ -412,16 +594,23 @@ def _by(event: VerificationFinished, required: set[str]) -> str:
 
 
 def _gate_evidence(event: GateCheckFinished) -> dict[str, Any]:
-    return {"decision": event.decision, "risk": event.risk, "policy_version": event.policy_version,
-            "input_digest": event.input_digest, "warnings": event.warnings, "waiting_for": event.waiting_for}
+    return {
+        "decision": event.decision,
+        "risk": event.risk,
+        "policy_version": event.policy_version,
+        "input_digest": event.input_digest,
+        "warnings": event.warnings,
+        "waiting_for": event.waiting_for,
+    }
 
 
 def _on_gate_wait(d: Decision, event: GateCheckFinished, now: datetime) -> None:
     """Nothing is wrong, but approvals or a release window are missing: hold at the gate, say what for, and
     re-evaluate when an approval arrives or at the time the policy gave."""
     s = d.saga
-    approvals_missing = any(c.name in ("approvals", "freeze_window") and c.evidence.get("outcome") == "wait"
-                            for c in event.checks)
+    approvals_missing = any(
+        c.name in ("approvals", "freeze_window") and c.evidence.get("outcome") == "wait" for c in event.checks
+    )
     s.state = ReleaseState.AWAITING_APPROVAL if approvals_missing else ReleaseState.WAITING_WINDOW
     evidence = {"checks": [c.model_dump(mode="json") for c in event.checks]} | _gate_evidence(event)
     retry = f"; re-evaluated at {event.retry_at.isoformat(timespec='minutes')}" if event.retry_at else ""
@@ -429,8 +618,9 @@ def _on_gate_wait(d: Decision, event: GateCheckFinished, now: datetime) -> None:
     if event.retry_at is not None:
         d.deadline = (event.step_id, max(event.retry_at, now))
     if s.state is ReleaseState.AWAITING_APPROVAL:
-        d.commands.append((topics.ALERTS, _alert(s, Severity.INFO, "waiting for approval",
-                                                 "; ".join(event.waiting_for))))
+        d.commands.append(
+            (topics.ALERTS, _alert(s, Severity.INFO, "waiting for approval", "; ".join(event.waiting_for)))
+        )
 
 
 def _insert_required_steps(d: Decision, event: GateCheckFinished) -> None:
@@ -444,19 +634,36 @@ def _insert_required_steps(d: Decision, event: GateCheckFinished) -> None:
         return
     s.migrations = list(event.migrations)
     for env in ("staging", "production"):
-        first = next((i for i, st in enumerate(s.plan) if st.kind == "deploy" and st.environment == env
-                      and st.action is not DeployAction.FINALIZE), None)
+        first = next(
+            (
+                i
+                for i, st in enumerate(s.plan)
+                if st.kind == "deploy" and st.environment == env and st.action is not DeployAction.FINALIZE
+            ),
+            None,
+        )
         if first is None or first <= s.cursor:
             continue
-        steps = [Step(id=f"migrate-{env}", kind="deploy", environment=env, action=DeployAction.MIGRATE, weight=0,
-                      compensable=True)]
+        steps = [
+            Step(
+                id=f"migrate-{env}",
+                kind="deploy",
+                environment=env,
+                action=DeployAction.MIGRATE,
+                weight=0,
+                compensable=True,
+            )
+        ]
         if env == "production":
             steps.insert(0, Step(id="backup-point", kind="dr", environment=env, dr_action="backup-point"))
         s.plan[first:first] = steps
-    names = ", ".join(f"{m['name']} ({m['kind']}{', rewrites data' if m.get('rewrites_data') else ''})"
-                      for m in s.migrations)
-    d.note(f"migrations added to the plan: {names}; each environment migrates before its new code starts, "
-           "production after a backup point")
+    names = ", ".join(
+        f"{m['name']} ({m['kind']}{', rewrites data' if m.get('rewrites_data') else ''})" for m in s.migrations
+    )
+    d.note(
+        f"migrations added to the plan: {names}; each environment migrates before its new code starts, "
+        "production after a backup point"
+    )
 
 
 def _on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
@@ -492,8 +699,12 @@ def _on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished,
     if not event.succeeded:
         comp.status = "failed"
         d.note(f"compensation {comp.id} failed: {event.reason}", actor=actor, evidence=evidence)
-        _finish(d, ReleaseState.ROLLBACK_FAILED, f"compensation {comp.id} failed: {event.reason}",
-                severity=Severity.CRITICAL)
+        _finish(
+            d,
+            ReleaseState.ROLLBACK_FAILED,
+            f"compensation {comp.id} failed: {event.reason}",
+            severity=Severity.CRITICAL,
+        )
         return
     comp.status = "done"
     d.note(f"compensation {comp.id} done: {event.reason}", actor=actor, evidence=evidence)
@@ -519,11 +730,11 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, groups: froze
     s.approvals = [a for a in s.approvals if (a.actor, a.kind) != (event.actor, event.kind)] + [event.signed()]
     if s.state is ReleaseState.PAUSED:
         assert event.signed_at is not None  # control.refusal let no unsigned command through
-        cannot = (control.permission(s, "resume", event.actor, groups)
-                  or control.expired("resume", event.signed_at, now))
+        cannot = control.permission(s, "resume", event.actor, groups) or control.expired("resume", event.signed_at, now)
         if cannot is not None:
-            d.note(f"{event.kind} by {event.actor} recorded; it does not resume the release: {cannot}",
-                   actor=event.actor)
+            d.note(
+                f"{event.kind} by {event.actor} recorded; it does not resume the release: {cannot}", actor=event.actor
+            )
             return
         s.state = ReleaseState.RUNNING
         d.note(f"resumed by {event.actor}: {event.reason}", actor=event.actor)
@@ -534,8 +745,10 @@ def _on_approval(d: Decision, event: ApprovalGiven, now: datetime, groups: froze
         d.note(f"{event.kind} by {event.actor} recorded: {event.reason}; {step.id} re-evaluated", actor=event.actor)
         _issue_current(d, now)
     else:
-        d.note(f"{event.kind} by {event.actor} recorded: {event.reason}; it counts at the production gate",
-               actor=event.actor)
+        d.note(
+            f"{event.kind} by {event.actor} recorded: {event.reason}; it counts at the production gate",
+            actor=event.actor,
+        )
 
 
 def _on_go_no_go(d: Decision, event: ApprovalGiven, now: datetime) -> None:
@@ -545,8 +758,9 @@ def _on_go_no_go(d: Decision, event: ApprovalGiven, now: datetime) -> None:
         d.note(f"{event.kind} by {event.actor} ignored: the release is not at a hold point", actor=event.actor)
         return
     if event.kind == "no-go":
-        _compensate(d, f"no-go at {step.id} by {event.actor}: {event.reason}", ReleaseState.ABORTED, now,
-                    actor=event.actor)
+        _compensate(
+            d, f"no-go at {step.id} by {event.actor}: {event.reason}", ReleaseState.ABORTED, now, actor=event.actor
+        )
         return
     s.state = ReleaseState.RUNNING
     d.note(f"go at {step.id} by {event.actor}: {event.reason}", actor=event.actor)
@@ -584,21 +798,39 @@ def _on_resume(d: Decision, event: ResumeRequested, now: datetime) -> None:
 
 def _on_promote(d: Decision, event: PromoteRequested, now: datetime) -> None:
     s = d.saga
-    full = next((i for i, st in enumerate(s.plan) if st.kind == "deploy" and st.environment == "production"
-                 and st.action is not DeployAction.FINALIZE and st.weight == 100), None)
+    full = next(
+        (
+            i
+            for i, st in enumerate(s.plan)
+            if st.kind == "deploy"
+            and st.environment == "production"
+            and st.action is not DeployAction.FINALIZE
+            and st.weight == 100
+        ),
+        None,
+    )
     gate = next((i for i, st in enumerate(s.plan) if st.id == "gate-production"), None)
-    if s.state not in (ReleaseState.RUNNING, ReleaseState.PAUSED) or full is None or gate is None \
-            or s.cursor <= gate or s.cursor > full:
-        d.note(f"promote --full by {event.actor} refused: only between the production gate and the last canary "
-               f"step of a running or paused release (release is {s.state.value} at {s.waiting_for})",
-               actor=event.actor)
+    if (
+        s.state not in (ReleaseState.RUNNING, ReleaseState.PAUSED)
+        or full is None
+        or gate is None
+        or s.cursor <= gate
+        or s.cursor > full
+    ):
+        d.note(
+            f"promote --full by {event.actor} refused: only between the production gate and the last canary "
+            f"step of a running or paused release (release is {s.state.value} at {s.waiting_for})",
+            actor=event.actor,
+        )
         return
     s.state = ReleaseState.RUNNING
     s.promote_full = True
     s.cursor = full
     d.clear_deadline = True
-    d.note(f"promote --full by {event.actor}: {event.reason}; remaining canary steps and their verification "
-           "skipped", actor=event.actor)
+    d.note(
+        f"promote --full by {event.actor}: {event.reason}; remaining canary steps and their verification skipped",
+        actor=event.actor,
+    )
     _issue_current(d, now)
 
 
@@ -631,48 +863,105 @@ def _issue_current(d: Decision, now: datetime) -> None:
     timeout = STEP_TIMEOUTS.get(step.kind, 60.0)
     match step.kind:
         case "gate":
-            d.commands.append((topics.GATE_COMMANDS, GateCheckRequested(
-                **base, **art, environment=step.environment, tests=s.candidate["tests"],
-                candidate=CandidateSubmitted.model_validate(s.candidate), approvals=s.approvals)))
+            d.commands.append(
+                (
+                    topics.GATE_COMMANDS,
+                    GateCheckRequested(
+                        **base,
+                        **art,
+                        environment=step.environment,
+                        tests=s.candidate["tests"],
+                        candidate=CandidateSubmitted.model_validate(s.candidate),
+                        approvals=s.approvals,
+                    ),
+                )
+            )
         case "dr":
             dr = s.verification["dr"]
-            d.commands.append((topics.DR_COMMANDS, DRCheckRequested(
-                **base, **art, database=dr["database"] or s.service, rpo_seconds=dr["rpo_seconds"],
-                action=step.dr_action)))
+            d.commands.append(
+                (
+                    topics.DR_COMMANDS,
+                    DRCheckRequested(
+                        **base,
+                        **art,
+                        database=dr["database"] or s.service,
+                        rpo_seconds=dr["rpo_seconds"],
+                        action=step.dr_action,
+                    ),
+                )
+            )
         case "hold":
             s.state = ReleaseState.AWAITING_APPROVAL
-            d.note(f"{step.id}: hold point, waiting for a go or no-go from "
-                   f"{' or '.join(sorted(control.allowed_groups(s, 'go')))}",
-                   evidence={"dr_report": s.verification.get("dr_report"),
-                             "staging_verdict": s.verification.get("staging_verdict"),
-                             "migrations": s.migrations, "backup_point": s.backup_point})
-            d.commands.append((topics.ALERTS, _alert(s, Severity.INFO, "go/no-go needed",
-                                                     f"{step.id}: evidence in the release timeline")))
+            d.note(
+                f"{step.id}: hold point, waiting for a go or no-go from "
+                f"{' or '.join(sorted(control.allowed_groups(s, 'go')))}",
+                evidence={
+                    "dr_report": s.verification.get("dr_report"),
+                    "staging_verdict": s.verification.get("staging_verdict"),
+                    "migrations": s.migrations,
+                    "backup_point": s.backup_point,
+                },
+            )
+            d.commands.append(
+                (
+                    topics.ALERTS,
+                    _alert(s, Severity.INFO, "go/no-go needed", f"{step.id}: evidence in the release timeline"),
+                )
+            )
             return
         case "deploy":
             batch = int(step.id.rsplit("-", 1)[1]) if step.action is DeployAction.ROLL else None
-            d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
-                **base, **art, environment=step.environment, action=step.action, weight=step.weight,
-                instances=s.verification["instances"], tenants=step.tenants, batch=batch,
-                batch_size=s.verification.get("batch_size", 1), attestation=s.candidate.get("attestation"))))
+            d.commands.append(
+                (
+                    topics.DEPLOY_COMMANDS,
+                    DeployRequested(
+                        **base,
+                        **art,
+                        environment=step.environment,
+                        action=step.action,
+                        weight=step.weight,
+                        instances=s.verification["instances"],
+                        tenants=step.tenants,
+                        batch=batch,
+                        batch_size=s.verification.get("batch_size", 1),
+                        attestation=s.candidate.get("attestation"),
+                    ),
+                )
+            )
         case "verify":
             v = s.verification
             v.get("verdicts", {}).pop(step.id, None)
-            d.commands.append((topics.VERIFY_COMMANDS, VerificationRequested(
-                **base, service=s.service, environment=step.environment, candidate_version=s.version,
-                stable_version=s.stable.get(step.environment), window_seconds=step.window_seconds or 1.0,
-                min_samples=v["min_samples"], false_rollback_bound=v.get("false_rollback_bound", 0.05),
-                thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
-                synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None, tenants=step.tenants,
-                prometheus={k: PromQuery(**q) for k, q in v.get("prometheus", {}).items()} or None,
-                journeys=SyntheticJourneys(**v["synthetic"])
-                if v.get("synthetic") and not step.synthetic and step.environment == "production" else None)))
+            d.commands.append(
+                (
+                    topics.VERIFY_COMMANDS,
+                    VerificationRequested(
+                        **base,
+                        service=s.service,
+                        environment=step.environment,
+                        candidate_version=s.version,
+                        stable_version=s.stable.get(step.environment),
+                        window_seconds=step.window_seconds or 1.0,
+                        min_samples=v["min_samples"],
+                        false_rollback_bound=v.get("false_rollback_bound", 0.05),
+                        thresholds={k: KpiThreshold(**t) for k, t in v["thresholds"].items()},
+                        synthetic=SyntheticJourneys(**v["synthetic"]) if step.synthetic else None,
+                        tenants=step.tenants,
+                        prometheus={k: PromQuery(**q) for k, q in v.get("prometheus", {}).items()} or None,
+                        journeys=SyntheticJourneys(**v["synthetic"])
+                        if v.get("synthetic") and not step.synthetic and step.environment == "production"
+                        else None,
+                    ),
+                )
+            )
             timeout = (step.window_seconds or STEP_TIMEOUTS["synthetic"]) + v["grace_seconds"]
-            dead = [n for n in sorted(_expected_verifiers(s, step)[0]) if d.registry is not None
-                    and n not in d.registry]
+            dead = [
+                n for n in sorted(_expected_verifiers(s, step)[0]) if d.registry is not None and n not in d.registry
+            ]
             if dead:
-                d.note(f"{step.id}: waiting for {', '.join(dead)}, not alive (no heartbeat within 3 intervals); "
-                       f"at the deadline the {v['on_inconclusive']} policy applies")
+                d.note(
+                    f"{step.id}: waiting for {', '.join(dead)}, not alive (no heartbeat within 3 intervals); "
+                    f"at the deadline the {v['on_inconclusive']} policy applies"
+                )
         case "wait":
             d.deadline = (step.id, now + timedelta(seconds=step.window_seconds or 0))
             d.note(f"{step.id}: waiting {step.window_seconds:.0f}s")
@@ -681,8 +970,9 @@ def _issue_current(d: Decision, now: datetime) -> None:
     d.note(f"{step.id} requested")
 
 
-def _fail(d: Decision, reason: str, now: datetime, *, evidence: dict[str, Any] | None = None,
-          rejected: bool = False) -> None:
+def _fail(
+    d: Decision, reason: str, now: datetime, *, evidence: dict[str, Any] | None = None, rejected: bool = False
+) -> None:
     end = ReleaseState.REJECTED if rejected else ReleaseState.ROLLED_BACK
     d.note(reason, evidence=evidence)
     _compensate(d, reason, end, now)
@@ -695,22 +985,36 @@ def _compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, a
     if step is not None and step.compensable and s.waiting_for == step.id and step.environment not in environments:
         environments.append(step.environment)
     rolled = s.verification.get("rolled", False)
-    s.compensations = [Compensation(id=f"compensate:{env}", environment=env, redeploy=rolled and env == "production",
-                                    kind=_data_compensation(s, env)) for env in reversed(environments)]
+    s.compensations = [
+        Compensation(
+            id=f"compensate:{env}",
+            environment=env,
+            redeploy=rolled and env == "production",
+            kind=_data_compensation(s, env),
+        )
+        for env in reversed(environments)
+    ]
     schema_kept = [env for env in s.migrated if _data_compensation(s, env) == "restore_traffic"]
     if schema_kept:
         names = ", ".join(m["name"] for m in s.migrations)
-        why = ("expand migrations only, the stable version works with them" if not _destructive(s)
-               else "no backup point is taken there; recreate it from production if needed")
-        d.note(f"schema of {', '.join(schema_kept)} left in place ({names}): {why}",
-               evidence={"migrations": s.migrations})
+        why = (
+            "expand migrations only, the stable version works with them"
+            if not _destructive(s)
+            else "no backup point is taken there; recreate it from production if needed"
+        )
+        d.note(
+            f"schema of {', '.join(schema_kept)} left in place ({names}): {why}", evidence={"migrations": s.migrations}
+        )
     s.end_state = end
     if not s.compensations:
         _finish(d, end, reason, actor=actor)
         return
     s.state = ReleaseState.ROLLING_BACK
-    d.transitions.append(Transition(s.state, s.waiting_for, actor, f"rolling back: {reason}",
-                                    {"compensations": [c.id for c in s.compensations]}))
+    d.transitions.append(
+        Transition(
+            s.state, s.waiting_for, actor, f"rolling back: {reason}", {"compensations": [c.id for c in s.compensations]}
+        )
+    )
     s.verification["failure_reason"] = reason
     _next_compensation(d, now)
 
@@ -734,38 +1038,81 @@ def _next_compensation(d: Decision, now: datetime) -> None:
         end = s.end_state or ReleaseState.ROLLED_BACK
         reason = s.verification.get("failure_reason", "compensated")
         traffic = ", ".join(f"{env} on {s.stable.get(env, 'stable')}" for env in s.deployed_environments) or "-"
-        _finish(d, end, f"{end.value}: {reason} (traffic: {traffic})",
-                severity=Severity.WARNING if end is ReleaseState.ROLLED_BACK else None)
+        _finish(
+            d,
+            end,
+            f"{end.value}: {reason} (traffic: {traffic})",
+            severity=Severity.WARNING if end is ReleaseState.ROLLED_BACK else None,
+        )
         return
     comp.status = "requested"
     s.waiting_for = comp.id
     if comp.redeploy:
-        d.commands.append((topics.DEPLOY_COMMANDS, DeployRequested(
-            release_id=s.release_id, step_id=comp.id, service=s.service, version=s.version, digest=s.digest,
-            environment=comp.environment, action=DeployAction.RESTORE, weight=0,
-            instances=s.verification["instances"], batch_size=s.verification.get("batch_size", 1))))
-        d.note(f"compensation {comp.id} requested: the deployer replaces {s.version} instances with stable ones, "
-               f"batch by batch, in {comp.environment}")
+        d.commands.append(
+            (
+                topics.DEPLOY_COMMANDS,
+                DeployRequested(
+                    release_id=s.release_id,
+                    step_id=comp.id,
+                    service=s.service,
+                    version=s.version,
+                    digest=s.digest,
+                    environment=comp.environment,
+                    action=DeployAction.RESTORE,
+                    weight=0,
+                    instances=s.verification["instances"],
+                    batch_size=s.verification.get("batch_size", 1),
+                ),
+            )
+        )
+        d.note(
+            f"compensation {comp.id} requested: the deployer replaces {s.version} instances with stable ones, "
+            f"batch by batch, in {comp.environment}"
+        )
     elif comp.kind == "restore_data":
         point = s.backup_point or {}
-        d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
-            release_id=s.release_id, step_id=comp.id, compensation="restore_data", service=s.service,
-            environment=comp.environment, candidate_version=s.version, backup_id=point.get("backup_id"),
-            since=point.get("taken_at"))))
-        d.note(f"compensation {comp.id} requested: writes stopped, {comp.environment} database restored to backup "
-               f"point {point.get('backup_id')}, orders since replayed, integrity checked, traffic back to stable",
-               evidence={"backup_point": point})
+        d.commands.append(
+            (
+                topics.ROLLBACK_COMMANDS,
+                RollbackRequested(
+                    release_id=s.release_id,
+                    step_id=comp.id,
+                    compensation="restore_data",
+                    service=s.service,
+                    environment=comp.environment,
+                    candidate_version=s.version,
+                    backup_id=point.get("backup_id"),
+                    since=point.get("taken_at"),
+                ),
+            )
+        )
+        d.note(
+            f"compensation {comp.id} requested: writes stopped, {comp.environment} database restored to backup "
+            f"point {point.get('backup_id')}, orders since replayed, integrity checked, traffic back to stable",
+            evidence={"backup_point": point},
+        )
     else:
-        d.commands.append((topics.ROLLBACK_COMMANDS, RollbackRequested(
-            release_id=s.release_id, step_id=comp.id, compensation="restore_traffic", service=s.service,
-            environment=comp.environment, candidate_version=s.version)))
+        d.commands.append(
+            (
+                topics.ROLLBACK_COMMANDS,
+                RollbackRequested(
+                    release_id=s.release_id,
+                    step_id=comp.id,
+                    compensation="restore_traffic",
+                    service=s.service,
+                    environment=comp.environment,
+                    candidate_version=s.version,
+                ),
+            )
+        )
         d.note(f"compensation {comp.id} requested: traffic back to stable in {comp.environment}")
     slow = comp.redeploy or comp.kind == "restore_data"
     d.deadline = (comp.id, now + timedelta(seconds=STEP_TIMEOUTS["rollback"] * (3 if slow else 1)))
 
 
-def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR,
-            severity: Severity | None = None) -> None:
+def _finish(
+    d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR, severity: Severity | None = None
+) -> None:
     s = d.saga
     s.state = end
     s.waiting_for = None
@@ -776,5 +1123,10 @@ def _finish(d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDIN
 
 
 def _alert(s: Saga, severity: Severity, title: str, detail: str) -> AlertRaised:
-    return AlertRaised(release_id=s.release_id, service=s.service, severity=severity,
-                       title=clip(f"{s.service} {s.version}: {title}", MAX_LABEL), detail=clip(detail, MAX_TEXT))
+    return AlertRaised(
+        release_id=s.release_id,
+        service=s.service,
+        severity=severity,
+        title=clip(f"{s.service} {s.version}: {title}", MAX_LABEL),
+        detail=clip(detail, MAX_TEXT),
+    )

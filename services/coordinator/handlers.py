@@ -1,5 +1,6 @@
 """What the coordinator does when an event arrives or a deadline passes: load the saga, decide, persist the
 decision (saga row, audit log, deadlines, outbox) in one transaction."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,11 +15,12 @@ from securesystemslib.signer import CryptoSigner
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import CandidateSubmitted, OperatorCommand, ReleaseStatusChanged
-from services.common import db, identity, outbox, telemetry
-from services.common.catalog import Catalog, CatalogError
-from services.common.kafka import PermanentError
+from releasegate_platform import identity
+from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.verifier_registry import alive_verifiers
+from releasegate_runtime import db, outbox, telemetry
+from releasegate_runtime.kafka import PermanentError
 from services.coordinator import control, domain, step_grants
-from services.coordinator.registry import alive_verifiers
 
 CONSUMER = "coordinator"
 SOURCE = "releasegate/coordinator"
@@ -46,13 +48,24 @@ async def _first_use_of_nonce(conn: asyncpg.Connection, command: OperatorCommand
     row = await conn.fetchrow(
         "INSERT INTO operator_nonces (nonce, release_id, actor, event_type, used_at) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT (nonce) DO NOTHING RETURNING 1",
-        command.nonce, command.release_id, command.actor, command.event_type, at)
+        command.nonce,
+        command.release_id,
+        command.actor,
+        command.event_type,
+        at,
+    )
     return row is not None
 
 
 class Coordinator:
-    def __init__(self, pool: asyncpg.Pool, catalog: Catalog, identities_file: Path, grant_signer: CryptoSigner,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        catalog: Catalog,
+        identities_file: Path,
+        grant_signer: CryptoSigner,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         """`grant_signer`: the coordinator's ed25519 key; it signs the step grant of every deploy and
         compensation command."""
         self._pool, self._catalog, self._clock = pool, catalog, clock
@@ -66,12 +79,20 @@ class Coordinator:
                 await self._start(envelope)
             elif isinstance(event, OperatorCommand):
                 signer = self._signer(event)
-                await self._apply(event.release_id, envelope.id, lambda saga, registry, replayed: domain.handle(
-                    saga, event, self._clock(), signer=signer, replayed=replayed, registry=registry),
-                    command=event if signer.verified else None)
+                await self._apply(
+                    event.release_id,
+                    envelope.id,
+                    lambda saga, registry, replayed: domain.handle(
+                        saga, event, self._clock(), signer=signer, replayed=replayed, registry=registry
+                    ),
+                    command=event if signer.verified else None,
+                )
             else:
-                await self._apply(event.release_id, envelope.id, lambda saga, registry, _: domain.handle(
-                    saga, event, self._clock(), registry=registry))
+                await self._apply(
+                    event.release_id,
+                    envelope.id,
+                    lambda saga, registry, _: domain.handle(saga, event, self._clock(), registry=registry),
+                )
 
     def _signer(self, event: OperatorCommand) -> control.Signer:
         """What the command's signature proves about who gave it; the identities file is re-read per command:
@@ -86,13 +107,18 @@ class Coordinator:
 
     async def fire_due_deadlines(self, limit: int = 20) -> int:
         async with self._pool.acquire() as conn:
-            due = await conn.fetch("SELECT release_id, step_id, due_at FROM saga_deadlines WHERE due_at <= $1"
-                                   " ORDER BY due_at LIMIT $2", self._clock(), limit)
+            due = await conn.fetch(
+                "SELECT release_id, step_id, due_at FROM saga_deadlines WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+                self._clock(),
+                limit,
+            )
         for row in due:
             step_id = row["step_id"]
-            await self._apply(row["release_id"], f"deadline:{row['release_id']}:{step_id}:{row['due_at'].isoformat()}",
-                              lambda saga, registry, _, step_id=step_id: domain.on_deadline(saga, step_id,
-                                                                                            self._clock(), registry))
+            await self._apply(
+                row["release_id"],
+                f"deadline:{row['release_id']}:{step_id}:{row['due_at'].isoformat()}",
+                lambda saga, registry, _, step_id=step_id: domain.on_deadline(saga, step_id, self._clock(), registry),
+            )
         return len(due)
 
     async def _start(self, envelope: Envelope) -> None:
@@ -110,12 +136,19 @@ class Coordinator:
             s = decision.saga
             await conn.execute(
                 "INSERT INTO sagas (release_id, service, version, digest, state, body) VALUES ($1,$2,$3,$4,$5,$6)",
-                s.release_id, s.service, s.version, s.digest, s.state.value, s.model_dump(mode="json"))
+                s.release_id,
+                s.service,
+                s.version,
+                s.digest,
+                s.state.value,
+                s.model_dump(mode="json"),
+            )
             await self._persist(conn, decision)
         log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
 
-    async def _apply(self, release_id: str, event_id: str, decide: Decide,
-                     command: OperatorCommand | None = None) -> None:
+    async def _apply(
+        self, release_id: str, event_id: str, decide: Decide, command: OperatorCommand | None = None
+    ) -> None:
         """`command`: an operator command whose signature verified; its nonce goes into the ledger in the same
         transaction as the decision, and a nonce already there makes it a replay."""
         for _ in range(5):
@@ -126,8 +159,9 @@ class Coordinator:
                 log.info("saga changed concurrently; retrying", release_id=release_id)
         raise ConcurrentUpdate(f"saga {release_id} kept changing under us")
 
-    async def _apply_once(self, release_id: str, event_id: str, decide: Decide,
-                          command: OperatorCommand | None = None) -> None:
+    async def _apply_once(
+        self, release_id: str, event_id: str, decide: Decide, command: OperatorCommand | None = None
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, CONSUMER, event_id):
                 return
@@ -135,8 +169,9 @@ class Coordinator:
             if row is None:
                 raise PermanentError(f"unknown release {release_id!r}")
             replayed = command is not None and not await _first_use_of_nonce(conn, command, self._clock())
-            decision = decide(domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()),
-                              replayed)
+            decision = decide(
+                domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()), replayed
+            )
             if decision.ignored:
                 log.info("event ignored", release_id=release_id, why=decision.ignored)
                 return
@@ -144,7 +179,11 @@ class Coordinator:
             updated = await conn.execute(
                 "UPDATE sagas SET state = $2, body = $3, revision = revision + 1, updated_at = now()"
                 " WHERE release_id = $1 AND revision = $4",
-                release_id, s.state.value, s.model_dump(mode="json"), row["revision"])
+                release_id,
+                s.state.value,
+                s.model_dump(mode="json"),
+                row["revision"],
+            )
             if updated != "UPDATE 1":
                 raise ConcurrentUpdate(release_id)
             await self._persist(conn, decision)
@@ -156,20 +195,40 @@ class Coordinator:
             await conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", s.release_id)
         if decision.deadline:
             step_id, due = decision.deadline
-            await conn.execute("INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)",
-                               s.release_id, step_id, due)
+            await conn.execute(
+                "INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)",
+                s.release_id,
+                step_id,
+                due,
+            )
         if decision.staging_verified:
             await conn.execute(
                 "INSERT INTO staging_verified_artifacts (service, digest, release_id) VALUES ($1,$2,$3)"
-                " ON CONFLICT DO NOTHING", s.service, s.digest, s.release_id)
+                " ON CONFLICT DO NOTHING",
+                s.service,
+                s.digest,
+                s.release_id,
+            )
         for t in decision.transitions:
             await conn.execute(
                 "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence) VALUES ($1,$2,$3,$4,$5,$6)",
-                s.release_id, t.actor, t.state.value, t.step, t.reason, t.evidence)
-            status = ReleaseStatusChanged(release_id=s.release_id, service=s.service, version=s.version,
-                                          state=t.state, step=t.step, actor=t.actor, reason=t.reason,
-                                          evidence=t.evidence)
-            await outbox.add(conn, CONSUMER, topics.STATUS, Envelope.new(status, SOURCE, s.release_id,
-                                                                         trace=trace_ctx))
+                s.release_id,
+                t.actor,
+                t.state.value,
+                t.step,
+                t.reason,
+                t.evidence,
+            )
+            status = ReleaseStatusChanged(
+                release_id=s.release_id,
+                service=s.service,
+                version=s.version,
+                state=t.state,
+                step=t.step,
+                actor=t.actor,
+                reason=t.reason,
+                evidence=t.evidence,
+            )
+            await outbox.add(conn, CONSUMER, topics.STATUS, Envelope.new(status, SOURCE, s.release_id, trace=trace_ctx))
         for topic, command in step_grants.signed(decision.commands, self._grant_signer, self._clock()):
             await outbox.add(conn, CONSUMER, topic, Envelope.new(command, SOURCE, s.release_id, trace=trace_ctx))

@@ -1,5 +1,6 @@
 """Results and heartbeats as they arrive on the producers' own topics: the sender is checked (`senders`) before
 the saga or the registry sees anything; a refusal is written to the release's audit log and dead-lettered."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -10,9 +11,9 @@ import structlog
 
 from contracts.cloudevents import Envelope
 from contracts.events import VerifierHeartbeat
-from services.common import db
-from services.common.bus import Principal
-from services.common.kafka import PermanentError
+from releasegate_runtime import db
+from releasegate_runtime.bus import Principal
+from releasegate_runtime.kafka import PermanentError
 from services.coordinator import senders
 
 log = structlog.get_logger()
@@ -22,8 +23,9 @@ Handler = Callable[[Envelope], Awaitable[None]]
 
 
 class Results:
-    def __init__(self, pool: asyncpg.Pool, on_result: Handler, on_heartbeat: Handler,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, on_result: Handler, on_heartbeat: Handler, clock: Callable[[], datetime]
+    ) -> None:
         self._pool, self._on_result, self._on_heartbeat, self._clock = pool, on_result, on_heartbeat, clock
 
     def handler(self, sender: Principal) -> Handler:
@@ -54,5 +56,8 @@ class Results:
             await conn.execute(
                 "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence)"
                 " SELECT release_id, $2, state, body->>'waiting_for', $3, $4 FROM sagas WHERE release_id = $1",
-                release_id, f"principal:{sender.name}", f"refused {envelope.type}: {why}",
-                {"event_id": envelope.id, "source": envelope.source, "sender": sender.name})
+                release_id,
+                f"principal:{sender.name}",
+                f"refused {envelope.type}: {why}",
+                {"event_id": envelope.id, "source": envelope.source, "sender": sender.name},
+            )

@@ -1,5 +1,6 @@
 """The coordinator's side of step grants: every deploy and compensation command leaves signed, valid for as long
 as the saga waits for its step (plus a margin). Pure; `handlers._persist` applies it to each decision."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -7,7 +8,7 @@ from datetime import datetime, timedelta
 from securesystemslib.signer import CryptoSigner
 
 from contracts.events import Contract, DeployAction, DeployRequested, RollbackRequested
-from services.common import grants
+from releasegate_runtime import grants
 from services.coordinator import domain
 
 # How long a grant outlives its step's deadline: a command still unhandled after the coordinator gave up on its
@@ -28,6 +29,12 @@ def lifetime(command: grants.Command) -> timedelta:
 
 def signed(commands: list[tuple[str, Contract]], signer: CryptoSigner, now: datetime) -> list[tuple[str, Contract]]:
     """A decision's commands as sent: each deploy and compensation command with a fresh step grant."""
-    return [(topic, grants.with_grant(signer, command, issued_at=now, lifetime=lifetime(command))
-             if isinstance(command, DeployRequested | RollbackRequested) else command)
-            for topic, command in commands]
+    return [
+        (
+            topic,
+            grants.with_grant(signer, command, issued_at=now, lifetime=lifetime(command))
+            if isinstance(command, DeployRequested | RollbackRequested)
+            else command,
+        )
+        for topic, command in commands
+    ]

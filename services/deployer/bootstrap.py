@@ -1,6 +1,7 @@
 """Reconciles each environment with its recorded stable version: `python -m services.deployer.bootstrap
 CANDIDATE_FILE` seeds the first stable version (once) and, after a restart of the stack, restarts stable
 instances whose processes are gone and re-points HAProxy at them. Deployer code, so deploy rights stay here."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,11 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-from services.common import db, logs
-from services.common.artifacts import ArtifactStore
-from services.common.catalog import Catalog
-from services.common.haproxy import HAProxy
-from services.common.local_target import LocalTarget, pid_alive
+from releasegate_platform.artifacts import ArtifactStore
+from releasegate_platform.catalog import Catalog
+from releasegate_platform.haproxy import HAProxy
+from releasegate_platform.local_target import LocalTarget, pid_alive
+from releasegate_runtime import db, logs
 from services.deployer.adapters.launcher import Launcher
 from services.deployer.config import DeployerSettings
 
@@ -28,8 +29,15 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
     target = LocalTarget(pool, haproxy, settings.run_dir)
-    launcher = Launcher(pool, haproxy, ArtifactStore(settings.artifact_store), settings.run_dir, settings.shop_env,
-                        user=settings.candidate_user, path=settings.candidate_path)
+    launcher = Launcher(
+        pool,
+        haproxy,
+        ArtifactStore(settings.artifact_store),
+        settings.run_dir,
+        settings.shop_env,
+        user=settings.candidate_user,
+        path=settings.candidate_path,
+    )
     result = {}
     try:
         for environment in entry.environments:
@@ -40,7 +48,12 @@ async def reconcile(candidate_file: Path, *, force: bool = False) -> dict[str, s
                         "INSERT INTO environments (service, environment, stable_version, stable_digest)"
                         " VALUES ($1,$2,$3,$4) ON CONFLICT (service, environment) DO UPDATE SET"
                         " stable_version = EXCLUDED.stable_version, stable_digest = EXCLUDED.stable_digest,"
-                        " updated_at = now()", service, environment, version, digest)
+                        " updated_at = now()",
+                        service,
+                        environment,
+                        version,
+                        digest,
+                    )
                 stable = await target.stable(service, environment)
             assert stable is not None
             for inst in await target.live(service, environment):

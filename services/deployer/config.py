@@ -1,12 +1,13 @@
 """Deployer settings: where HAProxy's runtime API is and what the shop instances need to know (and nothing else:
 candidates get only these SHOP_* variables, never the deployer's own environment)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import Field
 
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 from services.deployer.domain import DeployError
 
 SHOP_ROLE = "rg_shop"
@@ -20,20 +21,30 @@ def _candidate_runtime_path() -> str | None:
 
 
 class DeployerSettings(ServiceSettings):
-    shop_database_url: str = Field(default="", description="The shop's production database as candidates see it: "
-                                   "the shop's own role (rg_shop: its tables only, never the control database).")
+    shop_database_url: str = Field(
+        default="",
+        description="The shop's production database as candidates see it: "
+        "the shop's own role (rg_shop: its tables only, never the control database).",
+    )
     shop_staging_database_url: str = ""
     shop_payment_url: str = "http://127.0.0.1:18090"
     shop_erp_url: str = "http://127.0.0.1:18091"
-    shop_kafka_username: str = Field(default="shop", description="The shop's Kafka principal (candidate code may "
-                                     "only publish its business events).")
-    shop_kafka_password_file: Path | None = Field(default=None, description="The shop principal's SCRAM password; "
-                                                  "default <secrets_dir>/kafka/shop.password.")
-    candidate_user: str = Field(default="rg-candidate", description="Unprivileged OS user candidates run as when "
-                                "the deployer runs as root (created if missing).")
-    candidate_path: str | None = Field(default_factory=lambda: _candidate_runtime_path(), description="PATH of "
-                                       "candidate processes (default: the stack's candidate runtime if installed, "
-                                       "else the deployer's); its interpreter must be readable by the candidate user.")
+    shop_kafka_username: str = Field(
+        default="shop", description="The shop's Kafka principal (candidate code may only publish its business events)."
+    )
+    shop_kafka_password_file: Path | None = Field(
+        default=None, description="The shop principal's SCRAM password; default <secrets_dir>/kafka/shop.password."
+    )
+    candidate_user: str = Field(
+        default="rg-candidate",
+        description="Unprivileged OS user candidates run as when the deployer runs as root (created if missing).",
+    )
+    candidate_path: str | None = Field(
+        default_factory=lambda: _candidate_runtime_path(),
+        description="PATH of "
+        "candidate processes (default: the stack's candidate runtime if installed, "
+        "else the deployer's); its interpreter must be readable by the candidate user.",
+    )
 
     def shop_database(self, environment: str) -> str:
         """Each environment has its own database, so staging runs migrations before production sees them."""
@@ -54,10 +65,15 @@ class DeployerSettings(ServiceSettings):
 
     def shop_env(self, environment: str) -> dict[str, str]:
         """The SHOP_* settings of an instance in `environment` (the launcher adds the instance's own)."""
-        env = {"SHOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "SHOP_KAFKA_USERNAME": self.shop_kafka_username,
-               "SHOP_KAFKA_PASSWORD": self.shop_kafka_password(),
-               "SHOP_DATABASE_URL": self.shop_database(environment), "SHOP_PAYMENT_URL": self.shop_payment_url,
-               "SHOP_ERP_URL": self.shop_erp_url, "SHOP_EVENTS_TOPIC": "shop.events"}
+        env = {
+            "SHOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SHOP_KAFKA_USERNAME": self.shop_kafka_username,
+            "SHOP_KAFKA_PASSWORD": self.shop_kafka_password(),
+            "SHOP_DATABASE_URL": self.shop_database(environment),
+            "SHOP_PAYMENT_URL": self.shop_payment_url,
+            "SHOP_ERP_URL": self.shop_erp_url,
+            "SHOP_EVENTS_TOPIC": "shop.events",
+        }
         if self.kafka_ca_file is not None:
             env["SHOP_KAFKA_CA_FILE"] = str(self.kafka_ca_file)
         return env

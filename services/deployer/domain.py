@@ -1,4 +1,5 @@
 """Deployer rules: how a requested share of traffic splits between candidate and stable."""
+
 from __future__ import annotations
 
 

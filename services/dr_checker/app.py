@@ -1,11 +1,13 @@
 """DR-checker process."""
+
 from __future__ import annotations
 
 from functools import partial
 
 from contracts import topics
 from contracts.events import DRCheckRequested
-from services.common import runner
+from releasegate_platform.identity import refuse_demo_keys
+from releasegate_runtime import runner
 from services.dr_checker.handlers import DRChecker
 from services.dr_checker.retention import topic_retention
 
@@ -18,4 +20,4 @@ async def setup(rt: runner.Runtime) -> None:
 
 
 def main() -> None:
-    runner.main(NAME, setup)
+    runner.main(NAME, setup, preflight=[refuse_demo_keys])

@@ -1,6 +1,7 @@
 """Backup job: `python -m services.dr_checker.backup SERVICE` takes a real pg_dump of the service's database (as
 the catalog names it) and records it in the backup catalog (run by `make backup` or a scheduler); the dr-checker
 takes pre-release backup points the same way."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common import db
-from services.common.artifacts import sha256_file
-from services.common.catalog import Catalog, CatalogError
-from services.common.settings import ServiceSettings
+from releasegate_platform.artifacts import sha256_file
+from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_runtime import db
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import postgres
 from services.dr_checker.process import CommandFailed, CommandTimedOut
 
@@ -41,21 +42,41 @@ async def dump(settings: ServiceSettings, database: str, *, timeout: float = DUM
         raise BackupError(str(exc)) from None
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        await postgres.run_tool(postgres.Server.of(settings.database_url), database, "pg_dump",
-                                ["--format=custom", f"--file={target}"], timeout=timeout,
-                                what=f"pg_dump of {database}")
+        await postgres.run_tool(
+            postgres.Server.of(settings.database_url),
+            database,
+            "pg_dump",
+            ["--format=custom", f"--file={target}"],
+            timeout=timeout,
+            what=f"pg_dump of {database}",
+        )
     except CommandFailed as exc:
         target.unlink(missing_ok=True)
         raise BackupError(str(exc)) from None
     return target, started
 
 
-async def record(conn: asyncpg.Connection, database: str, path: Path, started: datetime, *,
-                 kind: str = "scheduled", release_id: str | None = None) -> int:
+async def record(
+    conn: asyncpg.Connection,
+    database: str,
+    path: Path,
+    started: datetime,
+    *,
+    kind: str = "scheduled",
+    release_id: str | None = None,
+) -> int:
     return await conn.fetchval(
         "INSERT INTO backups (database, path, bytes, sha256, started_at, finished_at, kind, release_id)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id", database, str(path), path.stat().st_size,
-        sha256_file(path), started, datetime.now(UTC), kind, release_id)
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id",
+        database,
+        str(path),
+        path.stat().st_size,
+        sha256_file(path),
+        started,
+        datetime.now(UTC),
+        kind,
+        release_id,
+    )
 
 
 def recorded_file(settings: ServiceSettings, path: str) -> Path:
@@ -66,8 +87,9 @@ def recorded_file(settings: ServiceSettings, path: str) -> Path:
         raise BackupError(str(exc)) from None
 
 
-async def restore(settings: ServiceSettings, database: str, path: Path, *, clean: bool,
-                  timeout: float = RESTORE_SECONDS) -> None:
+async def restore(
+    settings: ServiceSettings, database: str, path: Path, *, clean: bool, timeout: float = RESTORE_SECONDS
+) -> None:
     """pg_restore `path` into `database`, all or nothing. `clean` (a live database): everything in its public
     schema is replaced by the backup's content in one transaction, including objects created after the backup was
     taken. RestoreInterrupted if it did not finish within `timeout` seconds."""
@@ -76,19 +98,39 @@ async def restore(settings: ServiceSettings, database: str, path: Path, *, clean
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         if not clean:
-            await postgres.run_tool(server, database, "pg_restore",
-                                    ["--no-owner", "--no-privileges", "--single-transaction",
-                                     f"--dbname={postgres.database_name(database)}", str(path)],
-                                    timeout=timeout, what=f"restore of {path.name} into {database}")
+            await postgres.run_tool(
+                server,
+                database,
+                "pg_restore",
+                [
+                    "--no-owner",
+                    "--no-privileges",
+                    "--single-transaction",
+                    f"--dbname={postgres.database_name(database)}",
+                    str(path),
+                ],
+                timeout=timeout,
+                what=f"restore of {path.name} into {database}",
+            )
             return
-        script = await postgres.run_tool(server, database, "pg_restore",
-                                         ["--no-owner", "--no-privileges", "--file=-", str(path)],
-                                         timeout=timeout, what=f"pg_restore reading {path.name}")
+        script = await postgres.run_tool(
+            server,
+            database,
+            "pg_restore",
+            ["--no-owner", "--no-privileges", "--file=-", str(path)],
+            timeout=timeout,
+            what=f"pg_restore reading {path.name}",
+        )
         sql = b"DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n" + script
-        await postgres.run_tool(server, database, "psql", ["--single-transaction", "--quiet", "--no-psqlrc",
-                                                           "--set=ON_ERROR_STOP=1"],
-                                timeout=max(1.0, deadline - asyncio.get_running_loop().time()),
-                                what=f"restore of {path.name} into {database}", stdin=sql)
+        await postgres.run_tool(
+            server,
+            database,
+            "psql",
+            ["--single-transaction", "--quiet", "--no-psqlrc", "--set=ON_ERROR_STOP=1"],
+            timeout=max(1.0, deadline - asyncio.get_running_loop().time()),
+            what=f"restore of {path.name} into {database}",
+            stdin=sql,
+        )
     except CommandTimedOut as exc:
         raise RestoreInterrupted(str(exc)) from None
     except (CommandFailed, postgres.NameRefused) as exc:

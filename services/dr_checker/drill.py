@@ -1,6 +1,7 @@
 """Restore drill: `python -m services.dr_checker.drill SERVICE` (or `releasegate dr drill SERVICE`) restores the
 newest backup of the service's database into a scratch database, times it, runs the catalog's integrity checks
 there, records the result and drops the scratch database."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common import db
-from services.common.artifacts import sha256_file
-from services.common.catalog import Catalog, ServiceEntry
-from services.common.settings import ServiceSettings
+from releasegate_platform.artifacts import sha256_file
+from releasegate_platform.catalog import Catalog, ServiceEntry
+from releasegate_runtime import db
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import postgres
 from services.dr_checker.backup import BackupError, recorded_file, restore
 from services.dr_checker.domain import Drill
@@ -31,8 +32,14 @@ async def integrity(conn: asyncpg.Connection, checks: dict[str, str]) -> list[di
         except asyncpg.PostgresError as exc:
             results.append({"name": name, "violations": None, "passed": False, "error": str(exc)})
         except TimeoutError:
-            results.append({"name": name, "violations": None, "passed": False,
-                            "error": f"no answer within {postgres.STATEMENT_TIMEOUT:g}s"})
+            results.append(
+                {
+                    "name": name,
+                    "violations": None,
+                    "passed": False,
+                    "error": f"no answer within {postgres.STATEMENT_TIMEOUT:g}s",
+                }
+            )
     return results
 
 
@@ -44,8 +51,9 @@ async def run_drill(settings: ServiceSettings, entry: ServiceEntry) -> Drill:
     scratch = f"drill_{uuid.uuid4().hex[:16]}"
     try:
         async with pool.acquire() as conn:
-            backup = await conn.fetchrow("SELECT id, path, sha256 FROM backups WHERE database = $1"
-                                         " ORDER BY finished_at DESC LIMIT 1", database)
+            backup = await conn.fetchrow(
+                "SELECT id, path, sha256 FROM backups WHERE database = $1 ORDER BY finished_at DESC LIMIT 1", database
+            )
             path, reason = _restorable(settings, database, backup)
             seconds, checks, passed = 0.0, [], False
             if path is not None:
@@ -61,16 +69,26 @@ async def run_drill(settings: ServiceSettings, entry: ServiceEntry) -> Drill:
                         await scratch_conn.close()
                     failed = [c["name"] for c in checks if not c["passed"]]
                     passed = not failed
-                    reason = (f"restored backup {backup['id']} in {seconds:.2f}s; "
-                              + (f"integrity checks failed: {', '.join(failed)}" if failed
-                                 else f"{len(checks)} integrity checks hold"))
+                    reason = f"restored backup {backup['id']} in {seconds:.2f}s; " + (
+                        f"integrity checks failed: {', '.join(failed)}"
+                        if failed
+                        else f"{len(checks)} integrity checks hold"
+                    )
                 except BackupError as exc:
                     reason = str(exc)
                 finally:
                     await _drop(conn, scratch)
-            await conn.execute("INSERT INTO dr_drills (database, backup_id, started_at, seconds, passed, checks,"
-                               " reason) VALUES ($1,$2,$3,$4,$5,$6,$7)", database,
-                               backup["id"] if backup else None, started, seconds, passed, checks, reason)
+            await conn.execute(
+                "INSERT INTO dr_drills (database, backup_id, started_at, seconds, passed, checks,"
+                " reason) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                database,
+                backup["id"] if backup else None,
+                started,
+                seconds,
+                passed,
+                checks,
+                reason,
+            )
     finally:
         await pool.close()
     return Drill(started, seconds, passed, reason, checks)

@@ -5,6 +5,7 @@ password to another server. Tools get host, port, user and database as separate 
 never parses those as connection strings), the password through PGPASSWORD (never argv), and nothing of the
 caller's own PG* environment (PGSERVICE could point them elsewhere). Dump files live in one folder and only there.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,13 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import asyncpg
 
 from contracts.names import check_name
-from services.common.catalog import ServiceEntry
+from releasegate_platform.catalog import ServiceEntry
 from services.dr_checker import process
 
 CONNECT_TIMEOUT = 10.0
 STATEMENT_TIMEOUT = 60.0
 # connection settings of RG_DATABASE_URL that the client tools take from the environment
-_URL_PARAMETERS = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-                   "sslkey": "PGSSLKEY"}
+_URL_PARAMETERS = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"}
 
 
 class NameRefused(ValueError):
@@ -65,30 +65,58 @@ class Server:
         url = urlsplit(database_url)
         query = parse_qs(url.query)
         options = tuple((env, query[key][-1]) for key, env in _URL_PARAMETERS.items() if key in query)
-        return cls(host=host or url.hostname or "localhost", port=port or url.port or 5432,
-                   user=unquote(url.username or ""), password=unquote(url.password or ""), options=options)
+        return cls(
+            host=host or url.hostname or "localhost",
+            port=port or url.port or 5432,
+            user=unquote(url.username or ""),
+            password=unquote(url.password or ""),
+            options=options,
+        )
 
     def tool_env(self, database: str) -> dict[str, str]:
         """Environment of a client tool connecting to `database`: the caller's, minus any PG* variable."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        return env | dict(self.options) | {
-            "PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGPASSWORD": self.password,
-            "PGDATABASE": database_name(database), "PGCONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT))}
+        return (
+            env
+            | dict(self.options)
+            | {
+                "PGHOST": self.host,
+                "PGPORT": str(self.port),
+                "PGUSER": self.user,
+                "PGPASSWORD": self.password,
+                "PGDATABASE": database_name(database),
+                "PGCONNECT_TIMEOUT": str(int(CONNECT_TIMEOUT)),
+            }
+        )
 
 
-async def run_tool(server: Server, database: str, name: str, args: list[str], *, timeout: float, what: str,
-                   stdin: bytes | None = None) -> bytes:
+async def run_tool(
+    server: Server, database: str, name: str, args: list[str], *, timeout: float, what: str, stdin: bytes | None = None
+) -> bytes:
     """Run client tool `name` against `database` on `server`, killed after `timeout` seconds."""
-    return await process.run([tool(name), *args], env=server.tool_env(database), timeout=timeout, what=what,
-                             stdin=stdin)
+    return await process.run(
+        [tool(name), *args], env=server.tool_env(database), timeout=timeout, what=what, stdin=stdin
+    )
 
 
-async def connect(database_url: str, database: str, *, host: str | None = None, port: int | None = None,
-                  timeout: float = CONNECT_TIMEOUT) -> asyncpg.Connection:
+async def connect(
+    database_url: str,
+    database: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> asyncpg.Connection:
     """A connection to `database` with the credentials of RG_DATABASE_URL; the name is an argument, not part of
     the URL, and every statement on it has a deadline."""
-    return await asyncpg.connect(database_url, database=database_name(database), host=host, port=port,
-                                 timeout=timeout, command_timeout=STATEMENT_TIMEOUT)
+    return await asyncpg.connect(
+        database_url,
+        database=database_name(database),
+        host=host,
+        port=port,
+        timeout=timeout,
+        command_timeout=STATEMENT_TIMEOUT,
+    )
 
 
 def dsn_for(database_url: str, database: str, *, host: str | None = None, port: int | None = None) -> str:

@@ -1,6 +1,7 @@
 """External commands (pg_dump, pg_restore, psql) with a deadline: a command that hangs (a lock it waits for, a
 server that stopped answering) is killed with its whole process group, and the caller gets an error saying which
 command, after how long, instead of a step that never ends."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,19 @@ class CommandTimedOut(CommandFailed):
     """Killed at its deadline: what it did before is unknown (a server may still be finishing its statement)."""
 
 
-async def run(argv: Sequence[str], *, env: Mapping[str, str], timeout: float, what: str,
-              stdin: bytes | None = None) -> bytes:
+async def run(
+    argv: Sequence[str], *, env: Mapping[str, str], timeout: float, what: str, stdin: bytes | None = None
+) -> bytes:
     """Run `argv` (no shell) in its own process group; its stdout, or CommandFailed with the end of its stderr."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), start_new_session=True, stdin=asyncio.subprocess.PIPE if stdin is not None else
-            asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *argv,
+            env=dict(env),
+            start_new_session=True,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
     except OSError as exc:
         raise CommandFailed(f"{what}: cannot start {argv[0]}: {exc.strerror or exc}") from None
     try:

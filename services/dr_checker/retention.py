@@ -1,5 +1,6 @@
 """A topic's retention as the broker has it (DescribeConfigs, as the dr-checker's own principal): what decides
 whether events since a backup point will still be there when a restore replays them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from services.common.kafka import MECHANISM
-from services.common.settings import ServiceSettings
+from releasegate_runtime.kafka import MECHANISM
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker.domain import TopicRetention
 
 TIMEOUT = 10.0
@@ -18,9 +19,14 @@ TIMEOUT = 10.0
 def _admin(settings: ServiceSettings) -> AdminClient:
     user, password = settings.kafka_credentials()
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap, "sasl.mechanism": MECHANISM, "sasl.username": user,
-        "sasl.password": password, "security.protocol": "SASL_SSL" if settings.kafka_ca_file else "SASL_PLAINTEXT",
-        "socket.timeout.ms": int(TIMEOUT * 1000), "log_level": 4}
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "sasl.mechanism": MECHANISM,
+        "sasl.username": user,
+        "sasl.password": password,
+        "security.protocol": "SASL_SSL" if settings.kafka_ca_file else "SASL_PLAINTEXT",
+        "socket.timeout.ms": int(TIMEOUT * 1000),
+        "log_level": 4,
+    }
     if settings.kafka_ca_file:
         config["ssl.ca.location"] = str(settings.kafka_ca_file)
     return AdminClient(config)
@@ -34,8 +40,11 @@ def _describe(settings: ServiceSettings, topic: str) -> TopicRetention:
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         name = getattr(error, "name", lambda: "")()
-        hint = (f" (the principal {settings.principal} needs the DescribeConfigs ACL on topic {topic})"
-                if name in ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED") else "")
+        hint = (
+            f" (the principal {settings.principal} needs the DescribeConfigs ACL on topic {topic})"
+            if name in ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED")
+            else ""
+        )
         return TopicRetention(topic, error=f"{name or 'broker error'}: {getattr(error, 'str', lambda: error)()}{hint}")
     except TimeoutError:
         return TopicRetention(topic, error=f"no answer from the broker within {TIMEOUT:g}s")
@@ -48,9 +57,14 @@ def _describe(settings: ServiceSettings, topic: str) -> TopicRetention:
             return int(entry.value) if entry is not None and entry.value is not None else None
         except ValueError:
             return None
+
     policy = entries.get("cleanup.policy")
-    return TopicRetention(topic, retention_ms=number("retention.ms"), retention_bytes=number("retention.bytes"),
-                          cleanup_policy=None if policy is None else policy.value)
+    return TopicRetention(
+        topic,
+        retention_ms=number("retention.ms"),
+        retention_bytes=number("retention.bytes"),
+        cleanup_policy=None if policy is None else policy.value,
+    )
 
 
 async def topic_retention(settings: ServiceSettings, topic: str) -> TopicRetention:

@@ -1,9 +1,11 @@
 """Gatekeeper process."""
+
 from __future__ import annotations
 
 from contracts import topics
 from contracts.events import GateCheckRequested
-from services.common import runner
+from releasegate_platform.identity import refuse_demo_keys
+from releasegate_runtime import runner
 from services.gatekeeper.handlers import Gatekeeper
 
 NAME = "gatekeeper"
@@ -15,4 +17,4 @@ async def setup(rt: runner.Runtime) -> None:
 
 
 def main() -> None:
-    runner.main(NAME, setup)
+    runner.main(NAME, setup, preflight=[refuse_demo_keys])

@@ -2,6 +2,7 @@
 
 Pure code over a `now` the caller passes, so a decision can be replayed, and tested, on any date.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,8 +91,10 @@ class Freeze(_Zoned):
             # Otherwise the instant would silently depend on which side of a clock change zoneinfo picks.
             first, second = wall.replace(tzinfo=self.zone, fold=0), wall.replace(tzinfo=self.zone, fold=1)
             if first.utcoffset() != second.utcoffset():
-                raise ValueError(f"{what} {wall:%Y-%m-%dT%H:%M} is skipped or repeated in {self.timezone} "
-                                 "when the clocks change; pick another time")
+                raise ValueError(
+                    f"{what} {wall:%Y-%m-%dT%H:%M} is skipped or repeated in {self.timezone} "
+                    "when the clocks change; pick another time"
+                )
         if self.end_at <= self.start_at:
             raise ValueError(f"end {self.end:%Y-%m-%dT%H:%M} is not after start {self.start:%Y-%m-%dT%H:%M}")
         return self
@@ -145,24 +148,27 @@ class BusinessHours(_Zoned):
 
     tiers: list[int] = Field(min_length=1, description="Service tiers (catalog `tier`) the rule applies to")
     days: list[Day] = Field(min_length=1)
-    start: time = Field(description="Opening on the `timezone` wall clock, inclusive, quoted: \"09:00\"")
-    end: time = Field(description="Closing on the same day, exclusive, quoted: \"16:00\"")
+    start: time = Field(description='Opening on the `timezone` wall clock, inclusive, quoted: "09:00"')
+    end: time = Field(description='Closing on the same day, exclusive, quoted: "16:00"')
 
     @field_validator("start", "end", mode="before")
     @classmethod
     def _clock_time(cls, value: object) -> time:
         if isinstance(value, int):
-            raise ValueError(f"quote the time, e.g. \"16:00\": unquoted, YAML reads HH:MM as a base-60 number "
-                             f"(got {value})")
+            raise ValueError(
+                f'quote the time, e.g. "16:00": unquoted, YAML reads HH:MM as a base-60 number (got {value})'
+            )
         if not isinstance(value, str) or not re.fullmatch(r"\d\d:\d\d", value):
-            raise ValueError(f"{value!r} is not a time like \"09:00\"")
+            raise ValueError(f'{value!r} is not a time like "09:00"')
         return time.fromisoformat(value)
 
     @model_validator(mode="after")
     def _closes_after_opening(self) -> BusinessHours:
         if self.end <= self.start:
-            raise ValueError(f"end {self.end:%H:%M} is not after start {self.start:%H:%M} "
-                             "(hours cannot run past midnight; use one rule per day part)")
+            raise ValueError(
+                f"end {self.end:%H:%M} is not after start {self.start:%H:%M} "
+                "(hours cannot run past midnight; use one rule per day part)"
+            )
         return self
 
     def is_open(self, now: datetime) -> bool:
@@ -268,20 +274,26 @@ class Calendar(_Model):
         latest = windows[-1] if windows else None
         rules = [rule for rule in self.business_hours if tier in rule.tiers]
         next_open = _next_opening(rules, now)
-        reasons = [f"{_and([d for d in domains if d in w.blocks])} changes are frozen by {w.name} "
-                   f"until {_local(w.ends_at, w.zone)}" for w in windows]
+        reasons = [
+            f"{_and([d for d in domains if d in w.blocks])} changes are frozen by {w.name} "
+            f"until {_local(w.ends_at, w.zone)}"
+            for w in windows
+        ]
         hours_reason = None
         if next_open is not None:
             opening_zone = min(rules, key=lambda rule: rule.next_open(now)).zone
-            hours_reason = (f"tier {tier} releases to production run {' or '.join(r.describe() for r in rules)}; "
-                            f"next window opens {_local(next_open, opening_zone, weekday=True)}")
+            hours_reason = (
+                f"tier {tier} releases to production run {' or '.join(r.describe() for r in rules)}; "
+                f"next window opens {_local(next_open, opening_zone, weekday=True)}"
+            )
             reasons.append(hours_reason)
         retry_at = self._earliest_release(now, domains, rules)
         if retry_at is not None and retry_at not in (next_open, latest.ends_at if latest else None):
             # Only when windows chain does retry_at differ from both sentences above; say it then.
             zone = rules[0].zone if rules else windows[-1].zone
-            reasons.append(f"all windows taken together, the release can run from "
-                           f"{_local(retry_at, zone, weekday=True)}")
+            reasons.append(
+                f"all windows taken together, the release can run from {_local(retry_at, zone, weekday=True)}"
+            )
         return Timing(
             frozen=latest is not None,
             freeze_name=latest.name if latest else None,
@@ -356,6 +368,7 @@ def _day_ranges(days: list[Day]) -> str:
 
 def _problems(exc: ValidationError) -> str:
     """Pydantic's errors as `freezes[0].timezone: unknown IANA time zone ...`, one per problem."""
+
     def one(error: Any) -> str:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "top level"
         if error["type"] == "extra_forbidden":
@@ -363,4 +376,5 @@ def _problems(exc: ValidationError) -> str:
         if error["type"] == "value_error":
             return f"{where}: {error['ctx']['error']}"
         return f"{where}: {error['msg']}"
+
     return "; ".join(one(error) for error in exc.errors())

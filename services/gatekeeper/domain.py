@@ -1,4 +1,5 @@
 """The gatekeeper's own model: its errors, and how a policy result becomes the per-rule checks of a decision."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +25,13 @@ def checks_from(result: PolicyResult) -> list[CheckResult]:
     for rule, sentence in sorted(result.rules.items()):
         denied, waiting = result.messages(rule)
         if denied:
-            checks.append(CheckResult(name=rule, passed=False, reason=clip("; ".join(denied)),
-                                      evidence={"outcome": "deny"}))
+            checks.append(
+                CheckResult(name=rule, passed=False, reason=clip("; ".join(denied)), evidence={"outcome": "deny"})
+            )
         elif waiting:
-            checks.append(CheckResult(name=rule, passed=False, reason=clip("; ".join(waiting)),
-                                      evidence={"outcome": "wait"}))
+            checks.append(
+                CheckResult(name=rule, passed=False, reason=clip("; ".join(waiting)), evidence={"outcome": "wait"})
+            )
         else:
             checks.append(CheckResult(name=rule, passed=True, reason=sentence, evidence={"outcome": "pass"}))
     return checks

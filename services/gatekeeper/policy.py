@@ -1,4 +1,5 @@
 """The gate policy as code: Rego modules in `policies/gate/` evaluated in-process with regopy, plus their data."""
+
 from __future__ import annotations
 
 import hashlib
@@ -80,13 +81,18 @@ class Policy:
         if "risk" not in result:
             raise PolicyError("gate policy produced no risk class (is `input` complete?)")
         return PolicyResult(
-            deny=sorted(result.get("deny", []), key=_key), wait=sorted(result.get("wait", []), key=_key),
-            warn=sorted(result.get("warn", []), key=_key), risk=result["risk"],
+            deny=sorted(result.get("deny", []), key=_key),
+            wait=sorted(result.get("wait", []), key=_key),
+            warn=sorted(result.get("warn", []), key=_key),
+            risk=result["risk"],
             risk_reasons=sorted(result.get("risk_reasons", [])),
             required_approvals=int(result.get("required_approvals", 0)),
-            approvers=sorted(result.get("approvers", [])), exceptions=sorted(result.get("exceptions", [])),
-            refused=sorted(result.get("refused", [])), rules=result.get("rules", {}),
-            requires=sorted(result.get("requires", [])))
+            approvers=sorted(result.get("approvers", [])),
+            exceptions=sorted(result.get("exceptions", [])),
+            refused=sorted(result.get("refused", [])),
+            rules=result.get("rules", {}),
+            requires=sorted(result.get("requires", [])),
+        )
 
 
 def _key(entry: dict[str, str]) -> tuple[str, str]:

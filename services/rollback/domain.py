@@ -1,4 +1,5 @@
 """Rollback rules."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -24,7 +25,10 @@ def backup_point_refusal(req: RollbackRequested, database: str, point: Mapping[s
     if point["database"] != database:
         return f"backup {req.backup_id} is of database {point['database']}, not {database}"
     if point["kind"] != "backup-point" or point["release_id"] != req.release_id:
-        taken = (f"the backup point of release {point['release_id']}" if point["kind"] == "backup-point"
-                 else f"a {point['kind']} backup")
+        taken = (
+            f"the backup point of release {point['release_id']}"
+            if point["kind"] == "backup-point"
+            else f"a {point['kind']} backup"
+        )
         return f"backup {req.backup_id} is {taken}, not the backup point of release {req.release_id}"
     return None

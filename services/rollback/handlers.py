@@ -1,9 +1,10 @@
 """Rollback handler: restore_traffic puts 100% on the recorded stable version, stops the candidate's instances
 and reads the result back from HAProxy (idempotent: a repeat finds nothing left to stop). restore_data also puts
 the database back: writes stopped, backup point restored, orders since replayed, integrity checked. Only with
-the coordinator's step grant, and a restore only of its own release's backup point (`services.common.admission`);
+the coordinator's step grant, and a restore only of its own release's backup point (`releasegate_runtime.admission`);
 each step once (`ledger`): a redelivered command gets the recorded outcome, not a second restore. The database is
 the one the catalog gives the service, never a name from the command."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,13 +17,13 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import AlertRaised, RollbackFinished, RollbackRequested, Severity
 from contracts.names import MAX_REASON
-from services.common import worker
-from services.common.admission import Admission
-from services.common.artifacts import sha256_file
-from services.common.catalog import Catalog, CatalogError
-from services.common.haproxy import HAProxyError
-from services.common.local_target import LocalTarget, pid_alive
-from services.common.settings import ServiceSettings
+from releasegate_platform.artifacts import sha256_file
+from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.haproxy import HAProxyError
+from releasegate_platform.local_target import LocalTarget, pid_alive
+from releasegate_runtime import worker
+from releasegate_runtime.admission import Admission
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import postgres
 from services.dr_checker.backup import BackupError, recorded_file, restore
 from services.dr_checker.drill import integrity
@@ -40,8 +41,14 @@ log = structlog.get_logger()
 
 
 class Rollback:
-    def __init__(self, pool: asyncpg.Pool, target: LocalTarget, settings: ServiceSettings,
-                 admission: Admission, ledger: StepLedger) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        target: LocalTarget,
+        settings: ServiceSettings,
+        admission: Admission,
+        ledger: StepLedger,
+    ) -> None:
         self._pool, self._target, self._settings, self._admission = pool, target, settings, admission
         self._ledger = ledger
         self._catalog = Catalog(settings.catalog_dir)
@@ -60,8 +67,11 @@ class Rollback:
             database = self._database(req.service)
         except (CatalogError, postgres.NameRefused) as exc:
             return f"cannot tell which database to restore: {exc}"
-        point = None if req.backup_id is None else await conn.fetchrow(
-            "SELECT database, kind, release_id FROM backups WHERE id = $1", req.backup_id)
+        point = (
+            None
+            if req.backup_id is None
+            else await conn.fetchrow("SELECT database, kind, release_id FROM backups WHERE id = $1", req.backup_id)
+        )
         return backup_point_refusal(req, database, point)
 
     def _database(self, service: str) -> str:
@@ -75,17 +85,28 @@ class Rollback:
             log.info("compensation already done; its outcome is sent again", step=req.step_id)
             return begun.outcome
         if begun.attempt > MAX_ATTEMPTS:
-            result = self._failed(req, f"{req.step_id} was started {MAX_ATTEMPTS} times and never finished (the "
-                                       "rollback process stopped, or the database or broker failed, during it); not "
-                                       "tried again. Production may be in maintenance mode: check it and follow "
-                                       f"{RUNBOOK}", {"maintenance": "unknown", "attempt": begun.attempt})
+            result = self._failed(
+                req,
+                f"{req.step_id} was started {MAX_ATTEMPTS} times and never finished (the "
+                "rollback process stopped, or the database or broker failed, during it); not "
+                "tried again. Production may be in maintenance mode: check it and follow "
+                f"{RUNBOOK}",
+                {"maintenance": "unknown", "attempt": begun.attempt},
+            )
         else:
             result = await self._compensate(req, begun.attempt)
-        alert = None if result.succeeded else AlertRaised(
-            release_id=req.release_id, service=req.service, severity=Severity.CRITICAL,
-            title=f"{req.compensation} of {req.service} in {req.environment} failed"
-                  + (" — production is in maintenance mode" if result.evidence.get("maintenance") == "on" else ""),
-            detail=result.reason)
+        alert = (
+            None
+            if result.succeeded
+            else AlertRaised(
+                release_id=req.release_id,
+                service=req.service,
+                severity=Severity.CRITICAL,
+                title=f"{req.compensation} of {req.service} in {req.environment} failed"
+                + (" — production is in maintenance mode" if result.evidence.get("maintenance") == "on" else ""),
+                detail=result.reason,
+            )
+        )
         return await self._ledger.finish(result, alert)
 
     async def _compensate(self, req: RollbackRequested, attempt: int) -> RollbackFinished:
@@ -98,16 +119,29 @@ class Rollback:
             observed = await self._target.observe(req.service, req.environment)
             if set(observed.weights) - {observed.stable_version}:
                 raise RollbackError(f"traffic still reaches {observed.weights} after the rollback")
-            return RollbackFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
-                                    succeeded=True, reason=_bounded(reason), observed=observed, evidence=evidence)
+            return RollbackFinished(
+                release_id=req.release_id,
+                step_id=req.step_id,
+                environment=req.environment,
+                succeeded=True,
+                reason=_bounded(reason),
+                observed=observed,
+                evidence=evidence,
+            )
         except (RollbackError, HAProxyError, BackupError, ReplayError, postgres.NameRefused, CatalogError) as exc:
             log.error("compensation failed", step=req.step_id, error=str(exc))
             return self._failed(req, f"{exc}{_what_is_left(req, evidence)}", evidence)
 
     @staticmethod
     def _failed(req: RollbackRequested, reason: str, evidence: dict) -> RollbackFinished:
-        return RollbackFinished(release_id=req.release_id, step_id=req.step_id, environment=req.environment,
-                                succeeded=False, reason=_bounded(reason), evidence=evidence)
+        return RollbackFinished(
+            release_id=req.release_id,
+            step_id=req.step_id,
+            environment=req.environment,
+            succeeded=False,
+            reason=_bounded(reason),
+            evidence=evidence,
+        )
 
     async def _restore_data(self, req: RollbackRequested, evidence: dict) -> str:
         """Coordinated restore. Everything that can be checked without touching production is checked first (the
@@ -118,9 +152,13 @@ class Rollback:
         entry = self._catalog.get(req.service)
         database = postgres.database_of(entry)
         async with self._pool.acquire() as conn:
-            point = await conn.fetchrow("SELECT id, path, sha256, started_at FROM backups WHERE id = $1"
-                                        " AND database = $2 AND kind = 'backup-point' AND release_id = $3",
-                                        req.backup_id, database, req.release_id)
+            point = await conn.fetchrow(
+                "SELECT id, path, sha256, started_at FROM backups WHERE id = $1"
+                " AND database = $2 AND kind = 'backup-point' AND release_id = $3",
+                req.backup_id,
+                database,
+                req.release_id,
+            )
         file = None if point is None else recorded_file(self._settings, point["path"])
         if file is None or not file.is_file() or sha256_file(file) != point["sha256"]:
             raise RollbackError(f"backup point {req.backup_id} of {database} is missing or damaged")
@@ -155,11 +193,13 @@ class Rollback:
         evidence["maintenance"] = "off"
         evidence["maintenance_off_at"] = datetime.now(UTC).isoformat()
         lost, invalid = report.not_replayable.total, report.invalid_events.total
-        return (f"{database} restored to backup point {point['id']}; {len(report.replayed)} orders replayed from "
-                f"{topics.SHOP_EVENTS}, {report.already_present} already in the backup, {lost} not replayable"
-                + (f", {invalid} invalid events skipped" if invalid else "")
-                + (" (listed in the incident report)" if lost or invalid else "")
-                + f"; {len(checks)} integrity checks hold; {traffic}")
+        return (
+            f"{database} restored to backup point {point['id']}; {len(report.replayed)} orders replayed from "
+            f"{topics.SHOP_EVENTS}, {report.already_present} already in the backup, {lost} not replayable"
+            + (f", {invalid} invalid events skipped" if invalid else "")
+            + (" (listed in the incident report)" if lost or invalid else "")
+            + f"; {len(checks)} integrity checks hold; {traffic}"
+        )
 
     async def _serving_stable(self, req: RollbackRequested) -> str:
         stable = await self._target.stable(req.service, req.environment)
@@ -167,8 +207,10 @@ class Rollback:
             raise RollbackError(f"{req.environment} has no recorded stable version of {req.service}")
         live = await self._target.live(req.service, req.environment)
         if not any(i.version == stable[0] and i.state == "serving" and pid_alive(i.pid) for i in live):
-            raise RollbackError(f"no serving {stable[0]} instance in {req.environment}; the rollback service may "
-                                "not start one (only the deployer deploys)")
+            raise RollbackError(
+                f"no serving {stable[0]} instance in {req.environment}; the rollback service may "
+                "not start one (only the deployer deploys)"
+            )
         return stable[0]
 
     async def _restore_traffic(self, req: RollbackRequested) -> str:
@@ -181,8 +223,10 @@ class Rollback:
         for inst in stopped:
             await self._target.stop(inst)
         tenants = f"tenants {', '.join(moved)} routed back; " if moved else ""
-        return (f"{tenants}100% of {req.environment} traffic on {stable}; stopped "
-                f"{', '.join(f'{i.version}@{i.slot}' for i in stopped) or 'nothing (already clean)'}")
+        return (
+            f"{tenants}100% of {req.environment} traffic on {stable}; stopped "
+            f"{', '.join(f'{i.version}@{i.slot}' for i in stopped) or 'nothing (already clean)'}"
+        )
 
 
 def _what_is_left(req: RollbackRequested, evidence: dict) -> str:
@@ -190,13 +234,12 @@ def _what_is_left(req: RollbackRequested, evidence: dict) -> str:
     if req.compensation != "restore_data":
         return ""
     if evidence.get("maintenance") == "on":
-        return (f"; production STAYS IN MAINTENANCE MODE (HAProxy answers 503) until a person ends it: see "
-                f"{RUNBOOK}")
+        return f"; production STAYS IN MAINTENANCE MODE (HAProxy answers 503) until a person ends it: see {RUNBOOK}"
     return "; nothing was changed: production traffic and data are as they were, for a person to decide"
 
 
 def _bounded(reason: str) -> str:
-    return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 60] + f"… ({len(reason)} characters)"
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 60] + f"… ({len(reason)} characters)"
 
 
 async def _wait_for_outbox_drained(database_url: str, database: str, since: datetime) -> list[dict]:
@@ -213,14 +256,19 @@ async def _wait_for_outbox_drained(database_url: str, database: str, since: date
             return []  # a service without an outbox publishes directly
         deadline = asyncio.get_running_loop().time() + OUTBOX_DRAIN_SECONDS
         while pending := await conn.fetchval(
-                "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND refused IS NULL"):
+            "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND refused IS NULL"
+        ):
             if asyncio.get_running_loop().time() > deadline:
-                raise RollbackError(f"{pending} business events of {database} are not on shop.events after "
-                                    f"{OUTBOX_DRAIN_SECONDS:g}s; restoring now would lose their orders")
+                raise RollbackError(
+                    f"{pending} business events of {database} are not on shop.events after "
+                    f"{OUTBOX_DRAIN_SECONDS:g}s; restoring now would lose their orders"
+                )
             await asyncio.sleep(0.2)
-        refused = await conn.fetch("SELECT id::text AS id, left(refused, 200) AS reason FROM event_outbox "
-                                   "WHERE refused IS NOT NULL AND created_at >= $1 ORDER BY created_at LIMIT 100",
-                                   since)
+        refused = await conn.fetch(
+            "SELECT id::text AS id, left(refused, 200) AS reason FROM event_outbox "
+            "WHERE refused IS NOT NULL AND created_at >= $1 ORDER BY created_at LIMIT 100",
+            since,
+        )
         return [dict(r) for r in refused]
     finally:
         await conn.close()
@@ -236,8 +284,9 @@ async def _wait_for_no_writes(database_url: str, database: str) -> None:
     try:
         deadline = asyncio.get_running_loop().time() + WRITES_DRAIN_SECONDS
         while await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND state IN ('active', 'idle in transaction') AND backend_type = 'client backend'"):
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state IN ('active', 'idle in transaction') AND backend_type = 'client backend'"
+        ):
             if asyncio.get_running_loop().time() > deadline:
                 raise RollbackError(f"writes did not stop within {WRITES_DRAIN_SECONDS:g}s of maintenance mode")
             await asyncio.sleep(0.1)

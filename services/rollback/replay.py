@@ -7,6 +7,7 @@ anything is restored, `check_replayable` proves the topic still holds every even
 
 `python -m services.rollback.replay --since 2026-11-27T10:00:00+00:00 [--environment production] [--service shop]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ from contracts import topics
 from contracts.cloudevents import ContractError, decode
 from contracts.events import OrderPlaced
 from contracts.names import NAME, check_name, shown
-from services.common.catalog import Catalog
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
+from releasegate_platform.catalog import Catalog
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import postgres
 
 READ_SECONDS = 60.0
@@ -79,8 +80,14 @@ class Scan:
         try:
             order = classify(record.headers, record.value, environment)
         except InvalidEvent as exc:
-            self.invalid.add({"topic": topics.SHOP_EVENTS, "partition": record.partition, "offset": record.offset,
-                              "reason": str(exc)[:500]})
+            self.invalid.add(
+                {
+                    "topic": topics.SHOP_EVENTS,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": str(exc)[:500],
+                }
+            )
             return
         if order is not None:
             self.orders.append(order)
@@ -99,8 +106,7 @@ def classify(headers: Any, value: bytes | None, environment: str) -> OrderPlaced
     if not isinstance(order, OrderPlaced) or order.environment != environment:
         return None
     if not envelope.source.startswith(f"shop/{environment}/"):
-        raise InvalidEvent(f"order.placed from source {shown(envelope.source)}, not the shop's {environment} "
-                           "instances")
+        raise InvalidEvent(f"order.placed from source {shown(envelope.source)}, not the shop's {environment} instances")
     _check_replayable(order)
     return order
 
@@ -121,8 +127,12 @@ def _check_replayable(order: OrderPlaced) -> None:
     if type(order.amount_cents) is not int or order.amount_cents < 0:
         raise InvalidEvent(f"amount_cents {shown(order.amount_cents)} is not a non-negative integer")
     for line in order.items or []:
-        if not (isinstance(line.get("sku"), str) and 0 < len(line["sku"]) <= 64 and type(line.get("qty")) is int
-                and 0 < line["qty"] <= MAX_QTY):
+        if not (
+            isinstance(line.get("sku"), str)
+            and 0 < len(line["sku"]) <= 64
+            and type(line.get("qty")) is int
+            and 0 < line["qty"] <= MAX_QTY
+        ):
             raise InvalidEvent(f"basket line {shown(line)} is not a sku with a quantity of 1 to {MAX_QTY}")
 
 
@@ -150,18 +160,25 @@ def retention_gaps(begins: Mapping[int, int], ends: Mapping[int, int], found: Ma
             continue  # every retained event is older than the backup point, so every deleted one is too
         if first is not None and first > begin:
             continue
-        gaps.append(f"partition {p}: events up to offset {begin} were deleted by retention"
-                    + (" and none is retained" if first is None else
-                       f" and the earliest retained one (offset {begin}) is already after the backup point"))
+        gaps.append(
+            f"partition {p}: events up to offset {begin} were deleted by retention"
+            + (
+                " and none is retained"
+                if first is None
+                else f" and the earliest retained one (offset {begin}) is already after the backup point"
+            )
+        )
     return gaps
 
 
-def _require_complete(since: datetime, begins: Mapping[int, int], ends: Mapping[int, int],
-                      found: Mapping[int, int | None]) -> None:
+def _require_complete(
+    since: datetime, begins: Mapping[int, int], ends: Mapping[int, int], found: Mapping[int, int | None]
+) -> None:
     gaps = retention_gaps(begins, ends, found)
     if gaps:
-        raise ReplayError(f"{topics.SHOP_EVENTS} no longer holds every event since {since.isoformat()}: "
-                          + "; ".join(gaps))
+        raise ReplayError(
+            f"{topics.SHOP_EVENTS} no longer holds every event since {since.isoformat()}: " + "; ".join(gaps)
+        )
 
 
 class _Topic:
@@ -169,8 +186,12 @@ class _Topic:
 
     def __init__(self, settings: ServiceSettings) -> None:
         # auto_offset_reset none: events deleted while they are read are an error, never silently skipped
-        self._consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
-                                          auto_offset_reset="none", request_timeout_ms=int(READ_SECONDS * 1000) // 2)
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            request_timeout_ms=int(READ_SECONDS * 1000) // 2,
+        )
         self.partitions: list[TopicPartition] = []
 
     async def __aenter__(self) -> _Topic:
@@ -202,8 +223,11 @@ class _Topic:
         begins = await c.beginning_offsets(self.partitions)
         ends = await c.end_offsets(self.partitions)
         found = await c.offsets_for_times({tp: ms for tp in self.partitions})
-        return ({tp.partition: o for tp, o in begins.items()}, {tp.partition: o for tp, o in ends.items()},
-                {tp.partition: (None if f is None else f.offset) for tp, f in found.items()})
+        return (
+            {tp.partition: o for tp, o in begins.items()},
+            {tp.partition: o for tp, o in ends.items()},
+            {tp.partition: (None if f is None else f.offset) for tp, f in found.items()},
+        )
 
     async def scan(self, since: datetime, environment: str) -> Scan:
         begins, ends, found = await self.offsets(since)
@@ -238,20 +262,26 @@ async def _bounded(what: str, coro: Any) -> Any:
 
 async def check_replayable(settings: ServiceSettings, since: datetime) -> dict[str, Any]:
     """Before a restore: ReplayError unless the topic still holds every event since `since` (read-only)."""
+
     async def check() -> dict[str, Any]:
         async with _Topic(settings) as topic:
             begins, ends, found = await topic.offsets(since)
         _require_complete(since, begins, ends, found)
-        return {"partitions": len(ends), "events_since_backup_point":
-                sum(ends[p] - (ends[p] if found[p] is None else found[p]) for p in ends)}
+        return {
+            "partitions": len(ends),
+            "events_since_backup_point": sum(ends[p] - (ends[p] if found[p] is None else found[p]) for p in ends),
+        }
+
     return await _bounded("checking that every event since the backup point is still there", check())
 
 
 async def placed_orders(settings: ServiceSettings, environment: str, since: datetime) -> Scan:
     """Every order.placed of `environment` from `since` up to the end of the topic as it is now."""
+
     async def read() -> Scan:
         async with _Topic(settings) as topic:
             return await topic.scan(since, environment)
+
     return await _bounded("reading the orders since the backup point", read())
 
 
@@ -264,66 +294,112 @@ class ReplayReport:
     invalid_events: Bounded = field(default_factory=Bounded)
 
     def as_evidence(self) -> dict[str, Any]:
-        return {"orders_in_topic": self.seen, "replayed": len(self.replayed), "already_present": self.already_present,
-                "replayed_order_ids": self.replayed[:LISTED], "not_replayable": self.not_replayable.entries,
-                "not_replayable_total": self.not_replayable.total,
-                "invalid_events": self.invalid_events.entries, "invalid_events_total": self.invalid_events.total}
+        return {
+            "orders_in_topic": self.seen,
+            "replayed": len(self.replayed),
+            "already_present": self.already_present,
+            "replayed_order_ids": self.replayed[:LISTED],
+            "not_replayable": self.not_replayable.entries,
+            "not_replayable_total": self.not_replayable.total,
+            "invalid_events": self.invalid_events.entries,
+            "invalid_events_total": self.invalid_events.total,
+        }
 
 
 async def replay(conn: asyncpg.Connection, scan: Scan) -> ReplayReport:
     report = ReplayReport(seen=len(scan.orders), invalid_events=scan.invalid)
-    columns = {r["column_name"] for r in await conn.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'")}
+    columns = {
+        r["column_name"]
+        for r in await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'")
+    }
     for order in scan.orders:
         if await conn.fetchval("SELECT 1 FROM orders WHERE id = $1", uuid.UUID(order.order_id)):
             report.already_present += 1
             continue
         missing = [f for f in ("items", "customer", "payment_ref") if getattr(order, f) in (None, [])]
         if missing:
-            report.not_replayable.add({"order_id": order.order_id, "tenant": order.tenant,
-                                       "reason": f"event lacks {', '.join(missing)}"})
+            report.not_replayable.add(
+                {"order_id": order.order_id, "tenant": order.tenant, "reason": f"event lacks {', '.join(missing)}"}
+            )
             continue
         try:
             async with conn.transaction():
                 await _insert(conn, order, columns)
             report.replayed.append(order.order_id)
         except (asyncpg.PostgresError, KeyError, ValueError) as exc:
-            report.not_replayable.add({"order_id": order.order_id, "tenant": order.tenant,
-                                       "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            report.not_replayable.add(
+                {
+                    "order_id": order.order_id,
+                    "tenant": order.tenant,
+                    "reason": f"{type(exc).__name__}: {str(exc)[:300]}",
+                }
+            )
     return report
 
 
 async def _insert(conn: asyncpg.Connection, order: OrderPlaced, columns: set[str]) -> None:
     customer_id = await conn.fetchval(
         "INSERT INTO customers (id, tenant, email) VALUES ($1, $2, $3) ON CONFLICT (tenant, email)"
-        " DO UPDATE SET email = EXCLUDED.email RETURNING id", uuid.uuid4(), order.tenant, order.customer)
+        " DO UPDATE SET email = EXCLUDED.email RETURNING id",
+        uuid.uuid4(),
+        order.tenant,
+        order.customer,
+    )
     items = [{"sku": i["sku"], "qty": i["qty"]} for i in order.items or []]
     cart_id = uuid.uuid4()
-    await conn.execute("INSERT INTO carts (id, tenant, items, status) VALUES ($1, $2, $3, 'checked_out')",
-                       cart_id, order.tenant, json.dumps(items))
-    values: dict[str, Any] = {"id": uuid.UUID(order.order_id), "tenant": order.tenant, "version": order.version,
-                              "environment": order.environment, "customer_id": customer_id, "cart_id": cart_id,
-                              "amount_cents": order.amount_cents, "currency": order.currency, "status": "confirmed"}
+    await conn.execute(
+        "INSERT INTO carts (id, tenant, items, status) VALUES ($1, $2, $3, 'checked_out')",
+        cart_id,
+        order.tenant,
+        json.dumps(items),
+    )
+    values: dict[str, Any] = {
+        "id": uuid.UUID(order.order_id),
+        "tenant": order.tenant,
+        "version": order.version,
+        "environment": order.environment,
+        "customer_id": customer_id,
+        "cart_id": cart_id,
+        "amount_cents": order.amount_cents,
+        "currency": order.currency,
+        "status": "confirmed",
+    }
     if order.placed_at is not None:
         values["created_at"] = order.placed_at
-    optional = {"tax_cents": order.tax_cents, "region": order.region,
-                "lines": json.dumps(order.items) if order.items else None}
+    optional = {
+        "tax_cents": order.tax_cents,
+        "region": order.region,
+        "lines": json.dumps(order.items) if order.items else None,
+    }
     values |= {name: value for name, value in optional.items() if name in columns and value is not None}
     names = list(values)
-    await conn.execute(f"INSERT INTO orders ({', '.join(names)}) VALUES "
-                       f"({', '.join(f'${i + 1}' for i in range(len(names)))})", *values.values())
-    await conn.execute("INSERT INTO payments (order_id, auth_code, amount_cents) VALUES ($1, $2, $3)",
-                       values["id"], order.payment_ref, order.amount_cents)
+    await conn.execute(
+        f"INSERT INTO orders ({', '.join(names)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(names)))})",
+        *values.values(),
+    )
+    await conn.execute(
+        "INSERT INTO payments (order_id, auth_code, amount_cents) VALUES ($1, $2, $3)",
+        values["id"],
+        order.payment_ref,
+        order.amount_cents,
+    )
     for item in sorted(items, key=lambda i: i["sku"]):
         # what the shop itself would refuse (an unknown product, stock below zero) is refused here too: the
         # integrity checks after the replay must hold whatever the events say
-        if not await conn.fetchval("UPDATE inventory SET quantity = quantity - $2 WHERE sku = $1 AND quantity >= $2"
-                                   " RETURNING true", item["sku"], item["qty"]):
+        if not await conn.fetchval(
+            "UPDATE inventory SET quantity = quantity - $2 WHERE sku = $1 AND quantity >= $2 RETURNING true",
+            item["sku"],
+            item["qty"],
+        ):
             raise ValueError(f"sku {shown(item['sku'])} is unknown or has fewer than {item['qty']} in stock")
     # A replayed order still has to reach the ERP: queue its export (the ERP ignores a duplicate delivery).
     if await conn.fetchval("SELECT to_regclass('erp_exports') IS NOT NULL"):
-        await conn.execute("INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)"
-                           " ON CONFLICT DO NOTHING", values["id"], order.tenant, order.version)
+        await conn.execute(
+            "INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            values["id"],
+            order.tenant,
+            order.version,
+        )
 
 
 async def run(settings: ServiceSettings, database: str, environment: str, since: datetime) -> ReplayReport:

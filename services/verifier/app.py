@@ -1,13 +1,15 @@
 """Verifier process: the core `business-kpis` verifier on the releasegate SDK (every service, every
 environment, a look every tick, synthetic journeys too), with its business-event ingest and HAProxy request
 log receiver."""
+
 from __future__ import annotations
 
 from importlib import metadata
 
+from releasegate_platform.catalog import Catalog
+from releasegate_platform.identity import refuse_demo_keys
+from releasegate_runtime.kafka import client_options
 from releasegate_sdk import Runtime, Verifier
-from services.common.catalog import Catalog
-from services.common.kafka import client_options
 from services.verifier import synthetic
 from services.verifier.adapters import haproxy_log
 from services.verifier.adapters.ingest import BusinessEventIngest
@@ -21,8 +23,15 @@ NAME = "business-kpis"
 
 
 def build(settings: VerifierSettings) -> Verifier:
-    verifier = Verifier(name=NAME, version=metadata.version("releasegate"), services=["*"], environments=["*"],
-                        kpis=list(measure(Counts())), looks_every=settings.tick_seconds, handles_synthetic=True)
+    verifier = Verifier(
+        name=NAME,
+        version=metadata.version("releasegate"),
+        services=["*"],
+        environments=["*"],
+        kpis=list(measure(Counts())),
+        looks_every=settings.tick_seconds,
+        handles_synthetic=True,
+    )
 
     @verifier.on_startup
     async def wire(rt: Runtime) -> None:
@@ -42,4 +51,4 @@ def build(settings: VerifierSettings) -> Verifier:
 
 def main() -> None:
     settings = VerifierSettings()
-    build(settings).run(settings)
+    build(settings).run(settings, preflight=[refuse_demo_keys])

@@ -1,7 +1,8 @@
 """Verifier settings."""
+
 from __future__ import annotations
 
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 
 
 class VerifierSettings(ServiceSettings):

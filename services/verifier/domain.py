@@ -1,4 +1,5 @@
 """KPI computation and judgement, pure: counts in, verdict with its numbers out."""
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def measure(c: Counts) -> dict[str, tuple[float | None, int]]:
     }
 
 
-def merge_verdicts(verdict: Verdict | None, reason: str, extra: list[KpiResult], final: bool
-                   ) -> tuple[Verdict | None, str]:
+def merge_verdicts(
+    verdict: Verdict | None, reason: str, extra: list[KpiResult], final: bool
+) -> tuple[Verdict | None, str]:
     """Fold KPIs of another provider into a verdict: any failure fails; missing data at the end is
     inconclusive, never a pass."""
     failed = [k for k in extra if k.verdict is Verdict.FAIL]
@@ -79,15 +81,22 @@ def wilson(p: float, n: int, z: float = GUARDRAIL_Z) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
 LATENCY = {"latency_p95_ms", "checkout_latency_p95_ms"}
 
 
 def _rules(t: KpiThreshold) -> list[str]:
-    return [r for r in (f"candidate >= {t.min}" if t.min is not None else None,
-                        f"candidate <= {t.max}" if t.max is not None else None,
-                        f"baseline - candidate <= {t.max_drop}" if t.max_drop is not None else None,
-                        f"candidate / baseline <= {t.max_increase_ratio}" if t.max_increase_ratio is not None
-                        else None) if r]
+    return [
+        r
+        for r in (
+            f"candidate >= {t.min}" if t.min is not None else None,
+            f"candidate <= {t.max}" if t.max is not None else None,
+            f"baseline - candidate <= {t.max_drop}" if t.max_drop is not None else None,
+            f"candidate / baseline <= {t.max_increase_ratio}" if t.max_increase_ratio is not None else None,
+        )
+        if r
+    ]
 
 
 @dataclass(frozen=True)
@@ -103,22 +112,32 @@ def _sequential(name: str, t: KpiThreshold, cand: Sample, base: Sample, alpha: f
     if t.tolerance is None or name not in PROPORTIONS | LATENCY:
         return None
     if name in PROPORTIONS:
-        return proportions(round(cand.value * cand.n), cand.n, round(base.value * base.n), base.n, t.tolerance,
-                           alpha, alpha)
+        return proportions(
+            round(cand.value * cand.n), cand.n, round(base.value * base.n), base.n, t.tolerance, alpha, alpha
+        )
     return latency_rank(cand.latencies, base.latencies, t.tolerance, alpha, alpha)
 
 
-def judge_kpi(name: str, t: KpiThreshold, cand: Sample, base: Sample, min_samples: int,
-              alpha: float = 0.05) -> tuple[KpiResult, bool]:
+def judge_kpi(
+    name: str, t: KpiThreshold, cand: Sample, base: Sample, min_samples: int, alpha: float = 0.05
+) -> tuple[KpiResult, bool]:
     """The KPI's verdict and whether it is decisive (a sequential test reached a decision, so the window may
     close early). Absolute bounds are guardrails checked at every look; the comparison with stable is the
     sequential test when the catalog gives a tolerance, else the fixed `max_drop` / `max_increase_ratio`."""
     has_baseline = base.value is not None and base.n >= min_samples
 
     def result(verdict: Verdict, rule: str, test: TestResult | None = None) -> KpiResult:
-        return KpiResult(name=name, candidate=cand.value, baseline=base.value, candidate_samples=cand.n,
-                         baseline_samples=base.n, verdict=verdict, rule=rule,
-                         test=test.test if test else None, statistic=test.statistic if test else None)
+        return KpiResult(
+            name=name,
+            candidate=cand.value,
+            baseline=base.value,
+            candidate_samples=cand.n,
+            baseline_samples=base.n,
+            verdict=verdict,
+            rule=rule,
+            test=test.test if test else None,
+            statistic=test.statistic if test else None,
+        )
 
     if cand.value is None or cand.n < min_samples:
         return result(Verdict.INCONCLUSIVE, f"needs >= {min_samples} candidate samples, has {cand.n}"), False
@@ -127,20 +146,30 @@ def judge_kpi(name: str, t: KpiThreshold, cand: Sample, base: Sample, min_sample
     # A rate breaks its guardrail only when it is clearly out of bounds (99.9% Wilson interval), so looking
     # every interval at small samples does not turn noise into rollbacks.
     if t.min is not None and high < t.min:
-        violated.append(f"candidate {cand.value:.4g} < min {t.min}" + (f" (upper bound {high:.3g})" if name in RATES else ""))
+        violated.append(
+            f"candidate {cand.value:.4g} < min {t.min}" + (f" (upper bound {high:.3g})" if name in RATES else "")
+        )
     if t.max is not None and low > t.max:
-        violated.append(f"candidate {cand.value:.4g} > max {t.max}" + (f" (lower bound {low:.3g})" if name in RATES else ""))
+        violated.append(
+            f"candidate {cand.value:.4g} > max {t.max}" + (f" (lower bound {low:.3g})" if name in RATES else "")
+        )
     if has_baseline and t.max_drop is not None and base.value - cand.value > t.max_drop:
         violated.append(f"drop {base.value - cand.value:.4g} below baseline {base.value:.4g} > {t.max_drop}")
-    if has_baseline and t.max_increase_ratio is not None and base.value > 0 \
-            and cand.value / base.value > t.max_increase_ratio:
+    if (
+        has_baseline
+        and t.max_increase_ratio is not None
+        and base.value > 0
+        and cand.value / base.value > t.max_increase_ratio
+    ):
         violated.append(f"ratio {cand.value / base.value:.3g} > {t.max_increase_ratio}")
     if violated:
         return result(Verdict.FAIL, "; ".join(violated)), True
     test = _sequential(name, t, cand, base, alpha) if has_baseline else None
     if test is not None:
-        rule = f"{test.test}: estimate {test.estimate:.4g} vs boundary {test.boundary:.4g}, Λ={test.statistic:.3g}; " \
-               f"{test.rule}"
+        rule = (
+            f"{test.test}: estimate {test.estimate:.4g} vs boundary {test.boundary:.4g}, Λ={test.statistic:.3g}; "
+            f"{test.rule}"
+        )
         if test.decision is Decision.FAIL:
             return result(Verdict.FAIL, rule, test), True
         if test.decision is Decision.PASS:
@@ -159,19 +188,37 @@ def _samples(c: Counts) -> dict[str, Sample]:
     return {name: Sample(value, n, raw.get(name, [])) for name, (value, n) in measure(c).items()}
 
 
-def judge(thresholds: dict[str, KpiThreshold], candidate: Counts, baseline: Counts, min_samples: int,
-          *, final: bool, alpha: float = 0.05) -> tuple[Verdict | None, str, list[KpiResult]]:
+def judge(
+    thresholds: dict[str, KpiThreshold],
+    candidate: Counts,
+    baseline: Counts,
+    min_samples: int,
+    *,
+    final: bool,
+    alpha: float = 0.05,
+) -> tuple[Verdict | None, str, list[KpiResult]]:
     """Verdict (None = keep watching), its reason and every KPI's numbers. Fails as soon as a KPI is out of
     bounds or its sequential test fails; passes early only when every KPI's sequential test passed; otherwise
     decides at the end of the window. Too few samples is inconclusive, never a pass."""
     cand, base = _samples(candidate), _samples(baseline)
-    judged = [judge_kpi(name, t, cand.get(name, Sample(None, 0)), base.get(name, Sample(None, 0)), min_samples,
-                        alpha) for name, t in thresholds.items()]
+    judged = [
+        judge_kpi(name, t, cand.get(name, Sample(None, 0)), base.get(name, Sample(None, 0)), min_samples, alpha)
+        for name, t in thresholds.items()
+    ]
     results = [r for r, _ in judged]
-    informational = [KpiResult(name=name, candidate=cand[name].value, baseline=base[name].value,
-                               candidate_samples=cand[name].n, baseline_samples=base[name].n, verdict=Verdict.PASS,
-                               rule="reported, not judged (no threshold in the catalog)")
-                     for name in INFORMATIONAL if name not in thresholds]
+    informational = [
+        KpiResult(
+            name=name,
+            candidate=cand[name].value,
+            baseline=base[name].value,
+            candidate_samples=cand[name].n,
+            baseline_samples=base[name].n,
+            verdict=Verdict.PASS,
+            rule="reported, not judged (no threshold in the catalog)",
+        )
+        for name in INFORMATIONAL
+        if name not in thresholds
+    ]
     failed = [r for r in results if r.verdict is Verdict.FAIL]
     if failed:
         return Verdict.FAIL, "; ".join(f"{r.name}: {r.rule}" for r in failed), results + informational

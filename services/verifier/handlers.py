@@ -1,6 +1,7 @@
 """The core verifier's check: customer-traffic KPIs (shop business events, HAProxy request log) judged with
 sequential tests against stable, Prometheus KPIs, and synthetic journeys. The SDK does the rest: requests,
 looks, deadlines, the verdict."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -30,9 +31,14 @@ class BusinessKpis:
     until the window's end, and after it while business events are still being ingested or samples are too
     few; at the deadline the SDK turns a pending answer into an inconclusive verdict with its reason."""
 
-    def __init__(self, store: KpiStore, ingested_until: Callable[[], datetime | None],
-                 prometheus: PrometheusProvider | None = None, clock: Callable[[], datetime] = utcnow,
-                 journeys: synthetic.JourneyResolver = synthetic.no_journeys) -> None:
+    def __init__(
+        self,
+        store: KpiStore,
+        ingested_until: Callable[[], datetime | None],
+        prometheus: PrometheusProvider | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        journeys: synthetic.JourneyResolver = synthetic.no_journeys,
+    ) -> None:
         """`journeys` resolves a journey name for a service (`synthetic.CatalogJourneys`); a name it does not
         know ends the check at once as inconclusive with the reason (VerifierError is not retried)."""
         self._store, self._ingested_until, self._prometheus, self._clock = store, ingested_until, prometheus, clock
@@ -73,14 +79,14 @@ class BusinessKpis:
         raw = req.raw
         journeys = await self._journeys_for(req)
         end = min(self._clock(), req.deadline)
-        candidate = await self._store.counts(req.environment, req.candidate_version, req.window_start, end,
-                                             raw.tenants)
+        candidate = await self._store.counts(req.environment, req.candidate_version, req.window_start, end, raw.tenants)
         baseline = await self._store.counts(req.environment, req.stable_version, req.window_start, end)
         caught_up = self._ingested_until()
         # A verdict never closes a window whose business events are still in flight.
         final = req.is_final_look and caught_up is not None and caught_up >= req.window_end
-        verdict, reason, kpis = judge(raw.thresholds, candidate, baseline, raw.min_samples, final=final,
-                                      alpha=raw.false_rollback_bound)
+        verdict, reason, kpis = judge(
+            raw.thresholds, candidate, baseline, raw.min_samples, final=final, alpha=raw.false_rollback_bound
+        )
         if raw.prometheus and self._prometheus is not None:
             window = int((end - req.window_start).total_seconds())
             prom = await self._prometheus.kpis(raw.prometheus, req.candidate_version, req.environment, window)

@@ -12,6 +12,7 @@ p-value checked every interval does. The decision rule is two one-sided tests ag
 - Latency: a rank statistic, θ = P(canary latency > baseline latency) (Mann–Whitney AUC), boundary
   0.5 + tolerance, variance (n₁+n₂+1)/(12 n₁ n₂) under no difference.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,17 +40,28 @@ def log_msprt(estimate: float, variance: float, boundary: float, tau2: float) ->
     """log Λ of the normal mixture SPRT for an estimate with the given variance, centred on `boundary`."""
     if variance <= 0:
         return math.inf if estimate != boundary else 0.0
-    return 0.5 * math.log(variance / (variance + tau2)) + \
-        tau2 * (estimate - boundary) ** 2 / (2 * variance * (variance + tau2))
+    return 0.5 * math.log(variance / (variance + tau2)) + tau2 * (estimate - boundary) ** 2 / (
+        2 * variance * (variance + tau2)
+    )
 
 
-def _decide(test: str, estimate: float, variance: float, boundary: float, worse_is_higher: bool, alpha: float,
-            beta: float, tau2: float) -> TestResult:
+def _decide(
+    test: str,
+    estimate: float,
+    variance: float,
+    boundary: float,
+    worse_is_higher: bool,
+    alpha: float,
+    beta: float,
+    tau2: float,
+) -> TestResult:
     log_lambda = log_msprt(estimate, variance, boundary, tau2)
     worse = estimate > boundary if worse_is_higher else estimate < boundary
     direction = ">" if worse_is_higher else "<"
-    rule = (f"fail if Λ ≥ 1/α = {1 / alpha:.0f} and estimate {direction} {boundary:.4g}; "
-            f"pass if Λ ≥ 1/β = {1 / beta:.0f} on the other side")
+    rule = (
+        f"fail if Λ ≥ 1/α = {1 / alpha:.0f} and estimate {direction} {boundary:.4g}; "
+        f"pass if Λ ≥ 1/β = {1 / beta:.0f} on the other side"
+    )
     statistic = math.exp(min(log_lambda, 700.0))
     if worse and log_lambda >= math.log(1 / alpha):
         return TestResult(Decision.FAIL, test, estimate, boundary, statistic, rule)
@@ -58,15 +70,22 @@ def _decide(test: str, estimate: float, variance: float, boundary: float, worse_
     return TestResult(Decision.NONE, test, estimate, boundary, statistic, rule)
 
 
-def proportions(successes_c: int, trials_c: int, successes_b: int, trials_b: int, tolerance: float,
-                alpha: float, beta: float, tau: float = 0.05) -> TestResult:
+def proportions(
+    successes_c: int,
+    trials_c: int,
+    successes_b: int,
+    trials_b: int,
+    tolerance: float,
+    alpha: float,
+    beta: float,
+    tau: float = 0.05,
+) -> TestResult:
     """Canary proportion vs baseline proportion, failing on a drop larger than `tolerance` (absolute)."""
     pc, pb = successes_c / trials_c, successes_b / trials_b
     # Pooled-with-prior variance keeps the test sane at 0% or 100% observed rates.
     vc = (successes_c + 1) * (trials_c - successes_c + 1) / (trials_c + 2) ** 3
     vb = (successes_b + 1) * (trials_b - successes_b + 1) / (trials_b + 2) ** 3
-    return _decide("mSPRT on difference of proportions", pc - pb, vc + vb, -tolerance, False, alpha, beta,
-                   tau * tau)
+    return _decide("mSPRT on difference of proportions", pc - pb, vc + vb, -tolerance, False, alpha, beta, tau * tau)
 
 
 def mann_whitney_auc(canary: list[float], baseline: list[float]) -> float:
@@ -84,8 +103,9 @@ def mann_whitney_auc(canary: list[float], baseline: list[float]) -> float:
     return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n2)
 
 
-def latency_rank(canary: list[float], baseline: list[float], tolerance: float, alpha: float, beta: float,
-                 tau: float = 0.1) -> TestResult:
+def latency_rank(
+    canary: list[float], baseline: list[float], tolerance: float, alpha: float, beta: float, tau: float = 0.1
+) -> TestResult:
     """Canary latencies vs baseline by rank: fails when P(canary slower) exceeds 0.5 + tolerance."""
     n1, n2 = len(canary), len(baseline)
     auc = mann_whitney_auc(canary, baseline)

@@ -5,6 +5,7 @@ per-step success and latency.
 A command names a journey; the script comes from the allow-list in the catalog entry of the request's service
 (`journeys: {name: module:function}`, in the packages the catalog allows). A module path in a command is never
 imported: a name the entry does not list is refused with the reason."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 
 from contracts.events import KpiResult, SyntheticJourneys, Verdict
-from services.common.catalog import Catalog, CatalogError
+from releasegate_platform.catalog import Catalog, CatalogError
 from services.verifier.domain import VerifierError, percentile
 
 Journey = Callable[[httpx.AsyncClient, str, str, str], Awaitable[Any]]
@@ -48,8 +49,10 @@ class CatalogJourneys:
         except CatalogError as exc:
             raise VerifierError(f"journey {name!r} cannot be resolved: {exc}") from None
         if name not in allowed:
-            raise VerifierError(f"journey {name!r} is not in the journeys allow-list of {service}'s catalog entry "
-                                f"({', '.join(sorted(allowed)) or 'empty'}); refusing to run it")
+            raise VerifierError(
+                f"journey {name!r} is not in the journeys allow-list of {service}'s catalog entry "
+                f"({', '.join(sorted(allowed)) or 'empty'}); refusing to run it"
+            )
         return load_journey(allowed[name])
 
 
@@ -62,11 +65,13 @@ async def run(spec: SyntheticJourneys, targets: list[str], journey: Journey) -> 
     """Run `spec`'s journeys with the `journey` resolved from the catalog."""
     if not targets:
         return Verdict.INCONCLUSIVE, "no serving candidate instance to run journeys against", []
-    plan = [(tenant, spec.profiles[i % len(spec.profiles)], targets[i % len(targets)])
-            for tenant in spec.tenants for i in range(spec.journeys_per_tenant)]
+    plan = [
+        (tenant, spec.profiles[i % len(spec.profiles)], targets[i % len(targets)])
+        for tenant in spec.tenants
+        for i in range(spec.journeys_per_tenant)
+    ]
     async with httpx.AsyncClient(timeout=10) as client:
-        results = await asyncio.gather(*(journey(client, target, tenant, profile)
-                                         for tenant, profile, target in plan))
+        results = await asyncio.gather(*(journey(client, target, tenant, profile) for tenant, profile, target in plan))
     return judge(spec, results)
 
 
@@ -81,18 +86,33 @@ def judge(spec: SyntheticJourneys, results: list[Any]) -> tuple[Verdict, str, li
     for tenant, rs in by_tenant.items():
         rate = sum(r.success for r in rs) / len(rs)
         ok = rate >= spec.min_success_rate
-        kpis.append(KpiResult(name=f"journey_success[{tenant}]", candidate=rate, baseline=None,
-                              candidate_samples=len(rs), baseline_samples=0,
-                              verdict=Verdict.PASS if ok else Verdict.FAIL,
-                              rule=f"journeys succeeded >= {spec.min_success_rate}"))
+        kpis.append(
+            KpiResult(
+                name=f"journey_success[{tenant}]",
+                candidate=rate,
+                baseline=None,
+                candidate_samples=len(rs),
+                baseline_samples=0,
+                verdict=Verdict.PASS if ok else Verdict.FAIL,
+                rule=f"journeys succeeded >= {spec.min_success_rate}",
+            )
+        )
         if not ok:
             reasons = sorted({r.reason for r in rs if not r.success and r.reason})
             failures.append(f"{tenant}: {rate:.0%} of {len(rs)} journeys succeeded ({'; '.join(reasons[:3])})")
     for name, ss in steps.items():
         good = [s for s in ss if s.status is not None and s.status < 500 and s.error is None]
-        kpis.append(KpiResult(name=f"step[{name}]", candidate=len(good) / len(ss), baseline=None,
-                              candidate_samples=len(ss), baseline_samples=0, verdict=Verdict.PASS,
-                              rule=f"reported: p95 {percentile([s.latency_ms for s in ss], 0.95):.0f} ms"))
+        kpis.append(
+            KpiResult(
+                name=f"step[{name}]",
+                candidate=len(good) / len(ss),
+                baseline=None,
+                candidate_samples=len(ss),
+                baseline_samples=0,
+                verdict=Verdict.PASS,
+                rule=f"reported: p95 {percentile([s.latency_ms for s in ss], 0.95):.0f} ms",
+            )
+        )
     if failures:
         return Verdict.FAIL, "synthetic journeys failed for " + "; ".join(failures), kpis
     return Verdict.PASS, f"{len(results)} synthetic journeys over {len(by_tenant)} tenants succeeded", kpis

@@ -1,6 +1,7 @@
 """End-to-end harness: the six services and the shop team's verifiers as OS processes, synthetic shoppers as
 traffic (each keeping a ledger of the orders it saw confirmed), a clean start, and the probes that say which
 version really answers a given tenant or an internal user through HAProxy."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,9 @@ def status(rid: str) -> dict:
     return json.loads(cli("status", rid, "--json").stdout)
 
 
-def release(version: str, *, promoted: bool, timeout: float = 400,
-            approvers: tuple[str, ...] = ()) -> tuple[str, list[dict]]:
+def release(
+    version: str, *, promoted: bool, timeout: float = 400, approvers: tuple[str, ...] = ()
+) -> tuple[str, list[dict]]:
     """Submit a candidate through the CLI, watch it to the end, check how it ended; its id and timeline."""
     rid = submit(version, approvers=approvers)
     watched = cli("watch", rid, "--timeout", str(timeout), timeout=timeout + 20)
@@ -82,19 +84,41 @@ def prove_recovery(env: dict[str, str]) -> None:
     """v1 in place (so the shop schema exists), then a fresh backup and a passing restore drill, as an operator
     does before a day of releases: the DR check of tier-1 releases requires both."""
     run_env = {**os.environ, **env}
-    for module, arg in (("services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")),
-                        ("services.dr_checker.backup", "shop"), ("services.dr_checker.drill", "shop")):
-        out = subprocess.run([sys.executable, "-m", module, arg], cwd=REPO, env=run_env, capture_output=True,
-                             text=True)
+    for module, arg in (
+        ("services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")),
+        ("services.dr_checker.backup", "shop"),
+        ("services.dr_checker.drill", "shop"),
+    ):
+        out = subprocess.run([sys.executable, "-m", module, arg], cwd=REPO, env=run_env, capture_output=True, text=True)
         assert out.returncode == 0, f"{module}: {out.stdout}{out.stderr}"
 
 
 def _shopper(target: str, cards: str, rate: int, tenants: str, ledger: Path) -> subprocess.Popen:
     log = (LOGS / f"test-shopper-{cards}.log").open("ab")
     ledger.unlink(missing_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
-                             "--tenants", tenants, "--cards", cards, "--duration", "0", "--ledger", str(ledger)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shop.shopper",
+            "--target",
+            target,
+            "--rate",
+            str(rate),
+            "--tenants",
+            tenants,
+            "--cards",
+            cards,
+            "--duration",
+            "0",
+            "--ledger",
+            str(ledger),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -102,11 +126,14 @@ async def release_stack(settings, env: dict[str, str] | None = None):
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
     running = {name: Service(name, env).start() for name in SERVICES}
     running |= {name: Service(name, env, package="verifiers").start() for name in VERIFIERS}
-    shoppers = [_shopper(PRODUCTION, "mixed", 16, ",".join(PRODUCTION_TENANTS), LEDGERS["production"]),
-                _shopper(STAGING, "visa", 6, "qa", LEDGERS["staging"])]
+    shoppers = [
+        _shopper(PRODUCTION, "mixed", 16, ",".join(PRODUCTION_TENANTS), LEDGERS["production"]),
+        _shopper(STAGING, "visa", 6, "qa", LEDGERS["staging"]),
+    ]
     try:
-        leftovers = await client.abort_in_flight(settings, "carol", "clean start for the end-to-end tests",
-                                                 key=RELEASE_MANAGER_KEY)
+        leftovers = await client.abort_in_flight(
+            settings, "carol", "clean start for the end-to-end tests", key=RELEASE_MANAGER_KEY
+        )
         await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
         prove_recovery(env)
         yield running
@@ -125,7 +152,11 @@ async def served(pool, version: str, rid: str, tenant: str | None = None) -> int
         return await conn.fetchval(
             "SELECT count(*) FROM http_samples WHERE environment = 'production' AND version = $1"
             " AND ($3::text IS NULL OR tenant = $3)"
-            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)", version, rid, tenant)
+            " AND at >= (SELECT created_at FROM sagas WHERE release_id = $2)",
+            version,
+            rid,
+            tenant,
+        )
 
 
 def canary_cookie(user: str = INTERNAL_USER) -> str:
@@ -253,5 +284,10 @@ async def services(settings, catalog_env):
 @pytest.fixture
 def stable_v1(services, catalog_env):
     """Each scenario starts from v1 as the stable version of staging and production."""
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=REPO, check=True, capture_output=True, env={**os.environ, **catalog_env})
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, **catalog_env},
+    )

@@ -1,12 +1,21 @@
 """Blue-green end to end (catalog variant `examples/catalog-blue-green`): green is verified by synthetic
 journeys on a preview before customers see it, traffic switches at once, blue stays warm, then retires."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import (PRODUCTION_TENANTS, Client, assert_back_on_stable, assert_only, release,
-                                release_sampled, served, tenants_and_insider)
+from tests.e2e.conftest import (
+    PRODUCTION_TENANTS,
+    Client,
+    assert_back_on_stable,
+    assert_only,
+    release,
+    release_sampled,
+    served,
+    tenants_and_insider,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -17,8 +26,7 @@ def catalog_env():
 
 
 class TestBlueGreen:
-    async def test_bad_green_fails_its_preview_and_no_customer_request_ever_reaches_it(self, pool, stable_v1,
-                                                                                      canary):
+    async def test_bad_green_fails_its_preview_and_no_customer_request_ever_reaches_it(self, pool, stable_v1, canary):
         customers = [Client(t, tenant=t) for t in PRODUCTION_TENANTS]
         rid, timeline, sampled = await release_sampled("v3", customers, promoted=False, approvers=("alice", "bob"))
         failed = next(t for t in timeline if t["step"] == "verify-preview" and "failed" in t["reason"])
@@ -32,8 +40,9 @@ class TestBlueGreen:
         assert not any(sampled.seen[who.name]["v3"] for who in customers), sampled.seen
         await assert_back_on_stable("v1", timeline, canary)
 
-    async def test_good_green_takes_all_traffic_at_once_and_blue_retires_after_the_warm_period(self, pool,
-                                                                                              stable_v1, canary):
+    async def test_good_green_takes_all_traffic_at_once_and_blue_retires_after_the_warm_period(
+        self, pool, stable_v1, canary
+    ):
         rid, timeline = release("v2", promoted=True)
         switch = next(t for t in timeline if t["step"] == "switch" and t["reason"].startswith("switch done"))
         assert switch["evidence"]["observed"]["weights"] == {"v1": 0, "v2": 100}

@@ -2,23 +2,24 @@
 the coordinator's step grant (or with a spent one) is refused and dead-lettered with an alert, even a granted command
 for an unsigned or tampered artifact is refused by the deployer itself, and a destructive migration is blocked
 while production still uses what it drops."""
+
 from __future__ import annotations
 
 import base64
 import copy
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from datetime import UTC, datetime, timedelta
 
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import AlertRaised, DeadLetter, DeployAction, DeployFinished, DeployRequested
 from releasegate_cli.probes import TopicTail
-from services.common import grants, supply_chain
-from services.common.kafka import Producer
+from releasegate_platform import supply_chain
+from releasegate_runtime import grants
+from releasegate_runtime.kafka import Producer
 from shop import build_bundles
 from tests.conftest import as_principal
 from tests.e2e.conftest import CANDIDATES, cli, status
@@ -44,9 +45,17 @@ def _command(digest: str, attestation: dict | None, settings=None) -> DeployRequ
     """A deploy command that bypassed the gatekeeper; with `settings`, also granted with the coordinator's own key
     (an insider who has it)."""
     rid = f"forged-{uuid.uuid4().hex[:8]}"
-    command = DeployRequested(release_id=rid, step_id="canary-10", service="shop", version="vx", digest=digest,
-                              environment="production", action=DeployAction.START, weight=10,
-                              attestation=attestation)
+    command = DeployRequested(
+        release_id=rid,
+        step_id="canary-10",
+        service="shop",
+        version="vx",
+        digest=digest,
+        environment="production",
+        action=DeployAction.START,
+        weight=10,
+        attestation=attestation,
+    )
     if settings is None:
         return command
     signer = grants.load_grant_signer(settings.signing_key_file or settings.secrets_dir / "keys" / "coordinator.key")
@@ -61,8 +70,9 @@ async def _send(settings, command: DeployRequested, *topics_read: str, times: in
     await producer.start()
     try:
         for _ in range(times):
-            await producer.send_envelope(topics.DEPLOY_COMMANDS, Envelope.new(command, "e2e/forger",
-                                                                              command.release_id))
+            await producer.send_envelope(
+                topics.DEPLOY_COMMANDS, Envelope.new(command, "e2e/forger", command.release_id)
+            )
     finally:
         await producer.stop()
     return tail
@@ -84,9 +94,16 @@ async def _forge_deploy(settings, digest: str, attestation: dict | None) -> Depl
 
 async def _refusals(tail: TopicTail, rid: str, count: int) -> tuple[list[DeadLetter], list[AlertRaised]]:
     """The dead letters and alerts of release `rid` once `count` of each arrived (or after 60 s)."""
+
     def of(kind):  # the deployer's refusals (the coordinator also dead-letters results of a release it never ran)
-        return [e.data for e in tail.seen if e.subject == rid and isinstance(e.data, kind)
-                and getattr(e.data, "consumer", "releasegate-deployer") == "releasegate-deployer"]
+        return [
+            e.data
+            for e in tail.seen
+            if e.subject == rid
+            and isinstance(e.data, kind)
+            and getattr(e.data, "consumer", "releasegate-deployer") == "releasegate-deployer"
+        ]
+
     try:
         await tail.wait_for(lambda _: len(of(DeadLetter)) >= count and len(of(AlertRaised)) >= count, timeout=60)
     finally:
@@ -119,8 +136,9 @@ class TestSupplyChain:
         explained = cli("explain", release["release_id"]).stdout
         assert release["state"] == "rejected" and "Blocked by signed_provenance" in explained
 
-    async def test_deployer_refuses_a_command_without_the_coordinators_step_grant(self, settings, pool, services,
-                                                                                   stable_v1):
+    async def test_deployer_refuses_a_command_without_the_coordinators_step_grant(
+        self, settings, pool, services, stable_v1
+    ):
         candidate = json.loads((CANDIDATES / "shop-v2.json").read_text())
         digest = candidate["artifact"]["digest"]
         before = await _instances_of(pool, digest)
@@ -131,27 +149,29 @@ class TestSupplyChain:
         assert alert.severity.value == "critical" and "no step grant" in alert.detail
         assert await _instances_of(pool, digest) == before
         async with pool.acquire() as conn:
-            refused = await conn.fetch("SELECT consumer, step_id, reason FROM refused_commands WHERE release_id = $1",
-                                       command.release_id)
+            refused = await conn.fetch(
+                "SELECT consumer, step_id, reason FROM refused_commands WHERE release_id = $1", command.release_id
+            )
         assert [(r["consumer"], r["step_id"]) for r in refused] == [("deployer", "canary-10")]
 
-    async def test_a_step_grant_is_spent_by_the_first_record_that_uses_it(self, settings, pool, services,
-                                                                           stable_v1):
+    async def test_a_step_grant_is_spent_by_the_first_record_that_uses_it(self, settings, pool, services, stable_v1):
         command = _command("sha256:" + "0" * 64, None, settings)
         tail = await _send(settings, command, topics.DEADLETTER, topics.ALERTS, times=2)
         (letter,), (alert,) = await _refusals(tail, command.release_id, 1)
         assert "already used by event" in letter.reason and "already used by event" in alert.detail
 
-    async def test_deployer_refuses_a_forged_command_for_an_unsigned_artifact(self, settings, pool, services,
-                                                                               stable_v1):
+    async def test_deployer_refuses_a_forged_command_for_an_unsigned_artifact(
+        self, settings, pool, services, stable_v1
+    ):
         digest = json.loads((CANDIDATES / "shop-v2.json").read_text())["artifact"]["digest"]
         before = await _instances_of(pool, digest)
         result = await _forge_deploy(settings, digest, attestation=None)
         assert not result.succeeded and "unsigned" in result.reason
         assert await _instances_of(pool, digest) == before
 
-    async def test_deployer_refuses_a_tampered_bundle_even_with_valid_provenance(self, settings, pool, services,
-                                                                                   stable_v1):
+    async def test_deployer_refuses_a_tampered_bundle_even_with_valid_provenance(
+        self, settings, pool, services, stable_v1
+    ):
         files = build_bundles.bundle_files("v2")
         files["storefront/extra.py"] = f"# build {uuid.uuid4()}\n".encode()
         digest = build_bundles.store_blob(settings.artifact_store, build_bundles.tarball(files))
@@ -165,8 +185,7 @@ class TestSupplyChain:
 
 
 class TestExpandContract:
-    async def test_contract_migration_is_blocked_while_production_still_uses_the_column(self, services,
-                                                                                          stable_v1):
+    async def test_contract_migration_is_blocked_while_production_still_uses_the_column(self, services, stable_v1):
         rid = cli("submit", str(CANDIDATES / "shop-v7.json")).stdout.strip()
         release = _watch(rid)
         assert release["state"] == "rejected"

@@ -1,5 +1,6 @@
 """End to end: every service as its own OS process, the shop behind the real HAProxy, synthetic shoppers as
 traffic, driven only through the `releasegate` CLI and Kafka topics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,15 +11,31 @@ import pytest
 from contracts import topics
 from releasegate_cli.probes import TopicTail, versions_served
 from tests.conftest import Service, as_principal, wait_until
-from tests.e2e.conftest import (CANDIDATES, INTERNAL_USER, PRODUCTION, PRODUCTION_TENANTS, STAGING, Client,
-                                TrafficSampler, answers, assert_back_on_stable, assert_only, cli, operate, status,
-                                submit, tenants_and_insider)
+from tests.e2e.conftest import (
+    CANDIDATES,
+    INTERNAL_USER,
+    PRODUCTION,
+    PRODUCTION_TENANTS,
+    STAGING,
+    Client,
+    TrafficSampler,
+    answers,
+    assert_back_on_stable,
+    assert_only,
+    cli,
+    operate,
+    status,
+    submit,
+    tenants_and_insider,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+
 class TestWalkingSkeleton:
-    async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(self, settings, services,
-                                                                                 stable_v1, canary):
+    async def test_bad_version_is_rolled_back_by_itself_with_traffic_on_stable(
+        self, settings, services, stable_v1, canary
+    ):
         alerts = await TopicTail(as_principal(settings, "ops"), topics.ALERTS).start()
         # initech is the catalog's internal tenant: it and the insiders' cookie reach the candidate first
         sampled_clients = [Client("initech", tenant="initech"), Client("canary-cookie", cookie=canary)]
@@ -33,8 +50,9 @@ class TestWalkingSkeleton:
         release = status(rid)
         assert release["state"] == "rolled_back"
         timeline = release["timeline"]
-        failed = next(t for t in timeline if t["step"] and t["step"].startswith("verify-canary")
-                      and "failed" in t["reason"])
+        failed = next(
+            t for t in timeline if t["step"] and t["step"].startswith("verify-canary") and "failed" in t["reason"]
+        )
         # v3 breaks payments for non-Visa cards: payment authorization and checkout success both drop, and the step
         # fails on whichever of them is clearly out of bounds first
         kpis = [k for k in failed["evidence"]["kpis"] if k["verdict"] == "fail"]
@@ -42,7 +60,9 @@ class TestWalkingSkeleton:
         assert all(k["candidate"] < k["baseline"] for k in kpis)
         compensations = [t["reason"] for t in timeline if t["actor"] == "rollback"]
         assert [c.split(" done")[0] for c in compensations] == [
-            "compensation compensate:production", "compensation compensate:staging"]
+            "compensation compensate:production",
+            "compensation compensate:staging",
+        ]
         assert alert is not None and alert.data.severity.value == "warning"
         # positive controls: during the canary these very probes were answered by v3 ...
         assert all(sampled.seen[who.name]["v3"] > 0 for who in sampled_clients), sampled.seen
@@ -56,9 +76,16 @@ class TestWalkingSkeleton:
         release = status(rid)
         assert release["state"] == "promoted"
         steps = [t["step"] for t in release["timeline"] if t["reason"].endswith("passed") or " passed:" in t["reason"]]
-        assert {"gate-staging", "dr-check", "verify-staging", "gate-production", "verify-canary-internal",
-                "verify-canary-10",
-                "verify-canary-50", "verify-canary-100"} <= set(steps)
+        assert {
+            "gate-staging",
+            "dr-check",
+            "verify-staging",
+            "gate-production",
+            "verify-canary-internal",
+            "verify-canary-10",
+            "verify-canary-50",
+            "verify-canary-100",
+        } <= set(steps)
         await assert_only("v2", tenants_and_insider(PRODUCTION_TENANTS, canary))
         assert set(await versions_served(STAGING, 30)) == {"v2"}
 
@@ -77,8 +104,7 @@ class TestWalkingSkeleton:
         assert watched.returncode == 0, watched.stdout[-2000:]
         await assert_only("v2", tenants_and_insider(PRODUCTION_TENANTS, canary))
 
-    async def test_ops_pause_resume_and_promote_in_full_recorded_with_actor_and_reason(self, pool, stable_v1,
-                                                                                       canary):
+    async def test_ops_pause_resume_and_promote_in_full_recorded_with_actor_and_reason(self, pool, stable_v1, canary):
         rid = submit("v2")
 
         async def waiting_for(prefix: str):
@@ -88,8 +114,9 @@ class TestWalkingSkeleton:
 
         await wait_until(lambda: waiting_for("verify-canary-internal"), 200, "the internal canary verification")
         # while only insiders reach the candidate: the signed cookie does (the positive control) ...
-        assert set(await answers(PRODUCTION, Client("insider", cookie=canary), 20)) == {"v2"}, \
+        assert set(await answers(PRODUCTION, Client("insider", cookie=canary), 20)) == {"v2"}, (
             "an internal user with the signed canary cookie gets the candidate"
+        )
         # ... and in the same window a cookie nobody signed does not: the old `1`, a made-up mac, another user's name
         for forged in ("1", f"{INTERNAL_USER}.{'0' * 32}", "alice." + canary.split(".", 1)[1]):
             assert set(await answers(PRODUCTION, Client("forged", cookie=forged), 20)) == {"v1"}, forged

@@ -1,13 +1,21 @@
 """Rolling update end to end (catalog variant `examples/catalog-rolling`: 3 instances, 1 per batch): both
 versions serve while the roll goes on; a bad version's rollback replaces its instances with stable ones until
 only stable serves again."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import (PRODUCTION_TENANTS, Client, assert_back_on_stable, assert_only, release,
-                                release_sampled, tenants_and_insider)
+from tests.e2e.conftest import (
+    PRODUCTION_TENANTS,
+    Client,
+    assert_back_on_stable,
+    assert_only,
+    release,
+    release_sampled,
+    tenants_and_insider,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -19,8 +27,10 @@ def catalog_env():
 
 async def serving(pool, version: str) -> int:
     async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT count(*) FROM instances WHERE environment = 'production'"
-                                   " AND version = $1 AND state = 'serving'", version)
+        return await conn.fetchval(
+            "SELECT count(*) FROM instances WHERE environment = 'production' AND version = $1 AND state = 'serving'",
+            version,
+        )
 
 
 class TestRolling:
@@ -35,8 +45,9 @@ class TestRolling:
         assert sum(sampled.seen[who.name]["v3"] for who in customers) > 0, sampled.seen
         await assert_back_on_stable("v1", timeline, canary)
 
-    async def test_good_version_rolls_batch_by_batch_with_both_versions_serving_meanwhile(self, pool, stable_v1,
-                                                                                         canary):
+    async def test_good_version_rolls_batch_by_batch_with_both_versions_serving_meanwhile(
+        self, pool, stable_v1, canary
+    ):
         rid, timeline = release("v2", promoted=True)
         first = next(t for t in timeline if t["step"] == "roll-1" and t["reason"].startswith("roll-1 done"))
         assert first["evidence"]["observed"]["weights"] == {"v1": 67, "v2": 33}

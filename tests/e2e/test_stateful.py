@@ -2,6 +2,7 @@
 speed), a hold point that waits for go or no-go, and a failed release whose migration rewrote data, rolled back by
 restoring the backup point and replaying orders — none lost by the customer's own account (the shopper's ledger),
 and no order taken while maintenance mode was on."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,12 +15,22 @@ import yaml
 from contracts import topics
 from contracts.events import OrderPlaced
 from releasegate_cli.probes import TopicTail
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import postgres
 from shop.shopper import read_ledger
 from tests.conftest import REPO, as_principal, wait_until
-from tests.e2e.conftest import (LEDGERS, Client, approve, assert_back_on_stable, cli, operate, release_sampled,
-                                release, status, submit)
+from tests.e2e.conftest import (
+    LEDGERS,
+    Client,
+    approve,
+    assert_back_on_stable,
+    cli,
+    operate,
+    release,
+    release_sampled,
+    status,
+    submit,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -45,6 +56,7 @@ def catalog(catalog_dir):
         entry = yaml.safe_load(original)
         entry["dr"].update(dr)
         (catalog_dir / "shop.yaml").write_text(yaml.safe_dump(entry))
+
     yield edit
     (catalog_dir / "shop.yaml").write_text(original)
 
@@ -75,17 +87,17 @@ class TestRecoveryProvenBeforeRelease:
         check = dr_rejection()["restore_drill_recency"]
         assert not check["passed"] and "older than the 0.5s the tier allows" in check["reason"]
 
-
     async def test_blocked_when_the_standby_lags_more_than_the_rpo(self, settings, services, stable_v1, catalog):
         catalog(rpo_seconds=4)
-        standby = await asyncpg.connect(postgres.dsn_for(settings.database_url, "shop", host="127.0.0.1",
-                                                         port=15433))
+        standby = await asyncpg.connect(postgres.dsn_for(settings.database_url, "shop", host="127.0.0.1", port=15433))
         try:
             await standby.execute("SELECT pg_wal_replay_pause()")
 
             async def lagging() -> bool:
-                return (await standby.fetchval("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())")
-                        or 0) > 6
+                return (
+                    await standby.fetchval("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())") or 0
+                ) > 6
+
             await wait_until(lagging, 60, "the standby to fall more than 6s behind (shoppers keep writing)")
             backed_up = cli("dr", "backup", "shop")  # a fresh backup, so only the replica is out of its RPO
             assert backed_up.returncode == 0, backed_up.stdout
@@ -118,6 +130,7 @@ class TestHoldPoint:
         async def at_hold():
             r = status(rid)
             return r["state"] == "awaiting_approval" and r["step"] == "hold-production"
+
         await wait_until(at_hold, 180, "v2 at its hold point")
         hold = next(t for t in status(rid)["timeline"] if t["step"] == "hold-production")
         assert hold["evidence"]["dr_report"] and hold["evidence"]["staging_verdict"]
@@ -139,8 +152,9 @@ class TestHoldPoint:
 
 
 class TestDataAwareRollback:
-    async def test_failed_data_rewrite_is_undone_by_restore_and_replay_with_no_order_lost(self, settings, services,
-                                                                                          stable_v1, canary):
+    async def test_failed_data_rewrite_is_undone_by_restore_and_replay_with_no_order_lost(
+        self, settings, services, stable_v1, canary
+    ):
         ledger = LEDGERS["production"]
         ledger_start = len(read_ledger(ledger))
         placed = await TopicTail(as_principal(settings, "ops"), topics.SHOP_EVENTS).start()
@@ -148,8 +162,9 @@ class TestDataAwareRollback:
         # initech is the catalog's internal tenant: it and the insiders' cookie reach the candidate first
         insiders = [Client("initech", tenant="initech"), Client("canary-cookie", cookie=canary)]
         try:
-            rid, timeline, sampled = await release_sampled("v10", insiders, promoted=False,
-                                                           approvers=("alice", "bob"), timeout=500)
+            rid, timeline, sampled = await release_sampled(
+                "v10", insiders, promoted=False, approvers=("alice", "bob"), timeout=500
+            )
             during = await _orders()
             events = await placed.collect()
         finally:
@@ -162,9 +177,14 @@ class TestDataAwareRollback:
         assert report["not_replayable"] == [] and report["replayed"] > 0
         assert all(c["passed"] for c in report["integrity_checks"])
         # orders of the shop's production instances (the deployer names them production-<slot>-<version>)
-        production = {e.data.order_id for e in events if isinstance(e.data, OrderPlaced)
-                      and e.data.environment == "production" and e.data.instance.startswith("production-")
-                      and e.data.order_id}
+        production = {
+            e.data.order_id
+            for e in events
+            if isinstance(e.data, OrderPlaced)
+            and e.data.environment == "production"
+            and e.data.instance.startswith("production-")
+            and e.data.order_id
+        }
         after = await _orders()
         missing = production - after
         assert not missing, f"{len(missing)} of {len(production)} orders placed during the release are gone"
@@ -178,18 +198,29 @@ class TestDataAwareRollback:
             lines = read_ledger(ledger)[ledger_start:]
             answers = [e for e in lines if e["kind"] == "maintenance"]
             last = max((_at(e, "at") for e in answers), default=None)
-            return lines if last and any(e["kind"] == "order" and _at(e, "requested_at") > last
-                                         for e in lines) else None
-        lines = await wait_until(seen_through_maintenance, 120,
-                                 "the shopper to meet maintenance mode and then have an order confirmed again")
+            return (
+                lines if last and any(e["kind"] == "order" and _at(e, "requested_at") > last for e in lines) else None
+            )
+
+        lines = await wait_until(
+            seen_through_maintenance, 120, "the shopper to meet maintenance mode and then have an order confirmed again"
+        )
         confirmed = {e["order_id"]: e for e in lines if e["kind"] == "order"}
         stored = await _amounts(list(confirmed))
-        lost = [f"{e['order_id']} ({e['tenant']}, {e['version']}, confirmed {e['at']})"
-                for e in confirmed.values() if e["order_id"] not in stored]
-        assert not lost, (f"{len(lost)} of {len(confirmed)} orders the shopper saw confirmed are not in the restored "
-                          f"database: {lost[:20]}")
-        wrong = {i: (e["amount_cents"], stored[i]) for i, e in confirmed.items()
-                 if e["amount_cents"] is not None and e["amount_cents"] != stored[i]}
+        lost = [
+            f"{e['order_id']} ({e['tenant']}, {e['version']}, confirmed {e['at']})"
+            for e in confirmed.values()
+            if e["order_id"] not in stored
+        ]
+        assert not lost, (
+            f"{len(lost)} of {len(confirmed)} orders the shopper saw confirmed are not in the restored "
+            f"database: {lost[:20]}"
+        )
+        wrong = {
+            i: (e["amount_cents"], stored[i])
+            for i, e in confirmed.items()
+            if e["amount_cents"] is not None and e["amount_cents"] != stored[i]
+        }
         assert not wrong, f"orders whose amount is not the one confirmed to the shopper (ledger, database): {wrong}"
         assert any(e["version"] == "v10" for e in confirmed.values()), "the candidate confirmed no order to judge"
 
@@ -197,8 +228,11 @@ class TestDataAwareRollback:
         # every request of the shop itself, so no order can have been both asked for and confirmed in between.
         answers = [e for e in lines if e["kind"] == "maintenance"]
         first_seen, last_sent = min(_at(e, "at") for e in answers), max(_at(e, "requested_at") for e in answers)
-        taken = [e["order_id"] for e in confirmed.values()
-                 if first_seen < _at(e, "requested_at") and _at(e, "at") < last_sent]
+        taken = [
+            e["order_id"]
+            for e in confirmed.values()
+            if first_seen < _at(e, "requested_at") and _at(e, "at") < last_sent
+        ]
         assert not taken, f"orders taken while maintenance mode answered 503: {taken}"
 
         # Traffic: the insiders' probes reached v10 during the canary, and after the rollback they, the moved
@@ -210,6 +244,7 @@ class TestDataAwareRollback:
 def _state(rid: str, state: str):
     async def check():
         return status(rid)["state"] == state
+
     return check()
 
 
@@ -238,8 +273,10 @@ async def _amounts(order_ids: list[str]) -> dict[str, int]:
     """Order id → amount_cents of those of `order_ids` the shop database holds."""
     conn = await _shop_db()
     try:
-        return {str(r["id"]): r["amount_cents"] for r in await conn.fetch(
-            "SELECT id, amount_cents FROM orders WHERE id = ANY($1::uuid[])", order_ids)}
+        return {
+            str(r["id"]): r["amount_cents"]
+            for r in await conn.fetch("SELECT id, amount_cents FROM orders WHERE id = ANY($1::uuid[])", order_ids)
+        }
     finally:
         await conn.close()
 
@@ -247,7 +284,10 @@ async def _amounts(order_ids: list[str]) -> dict[str, int]:
 async def _has_column(table: str, column: str) -> bool:
     conn = await _shop_db()
     try:
-        return bool(await conn.fetchval("SELECT 1 FROM information_schema.columns WHERE table_name = $1"
-                                        " AND column_name = $2", table, column))
+        return bool(
+            await conn.fetchval(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = $1 AND column_name = $2", table, column
+            )
+        )
     finally:
         await conn.close()

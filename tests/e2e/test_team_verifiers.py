@@ -2,12 +2,20 @@
 to the core verifier, and records `tax` and `inventory-latency` as advisory. v9 (ERP contract break, otherwise
 healthy) and v8 (tax regression) both change storefront files the catalog does not classify, so the gate asks
 one approval for them (medium risk); alice and bob sign up front."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import (PRODUCTION_TENANTS, Client, assert_back_on_stable, assert_only, release,
-                                release_sampled, tenants_and_insider)
+from tests.e2e.conftest import (
+    PRODUCTION_TENANTS,
+    Client,
+    assert_back_on_stable,
+    assert_only,
+    release,
+    release_sampled,
+    tenants_and_insider,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 APPROVERS = ("alice", "bob")
@@ -15,18 +23,23 @@ APPROVERS = ("alice", "bob")
 
 def production_verdicts(timeline: list[dict]) -> list[dict]:
     """Each passed production verify step's verdicts, by verifier."""
-    return [t["evidence"]["verdicts"] for t in timeline
-            if (t["step"] or "").startswith("verify-canary") and " passed: " in t["reason"]]
+    return [
+        t["evidence"]["verdicts"]
+        for t in timeline
+        if (t["step"] or "").startswith("verify-canary") and " passed: " in t["reason"]
+    ]
 
 
 class TestTeamVerifiers:
-    async def test_an_erp_contract_break_is_rolled_back_on_the_required_erp_export_verdict(self, services,
-                                                                                          stable_v1, canary):
+    async def test_an_erp_contract_break_is_rolled_back_on_the_required_erp_export_verdict(
+        self, services, stable_v1, canary
+    ):
         # initech is the catalog's internal tenant: it and the insiders' cookie reach the candidate first
         insiders = [Client("initech", tenant="initech"), Client("canary-cookie", cookie=canary)]
         rid, timeline, sampled = await release_sampled("v9", insiders, promoted=False, approvers=APPROVERS)
-        failed = next(t for t in timeline if (t["step"] or "").startswith("verify-canary")
-                      and " failed: " in t["reason"])
+        failed = next(
+            t for t in timeline if (t["step"] or "").startswith("verify-canary") and " failed: " in t["reason"]
+        )
         assert failed["reason"].endswith("(verdict of erp-export)"), failed["reason"]
         assert "the ERP refused" in failed["reason"] and "amount_cents missing" in failed["reason"]
         assert failed["evidence"]["verifier"] == "erp-export"
@@ -38,13 +51,12 @@ class TestTeamVerifiers:
         assert all(sampled.seen[who.name]["v9"] > 0 for who in insiders), sampled.seen  # the positive control
         await assert_back_on_stable("v1", timeline, canary)
 
-    async def test_a_tax_regression_is_promoted_with_the_advisory_tax_failure_recorded(self, services, stable_v1,
-                                                                                      canary):
+    async def test_a_tax_regression_is_promoted_with_the_advisory_tax_failure_recorded(
+        self, services, stable_v1, canary
+    ):
         rid, timeline = release("v8", promoted=True, approvers=APPROVERS)
         advisory = [t["reason"] for t in timeline if t["reason"].startswith("advisory verdict of tax on ")]
-        assert any(": fail: " in r and "differ from the tax reference; worst: order " in r for r in advisory), \
-            advisory
+        assert any(": fail: " in r and "differ from the tax reference; worst: order " in r for r in advisory), advisory
         verdicts = production_verdicts(timeline)
-        assert verdicts and all(v["erp-export"]["verdict"] == v["business-kpis"]["verdict"] == "pass"
-                                for v in verdicts)
+        assert verdicts and all(v["erp-export"]["verdict"] == v["business-kpis"]["verdict"] == "pass" for v in verdicts)
         await assert_only("v8", tenants_and_insider(PRODUCTION_TENANTS, canary))

@@ -1,13 +1,21 @@
 """Tenant-phased end to end (catalog variant `examples/catalog-tenant-phased`): tenants move to the candidate
 wave by wave through HAProxy's tenant map; each wave is judged on its own tenants; a failure sends back only
 the tenants already moved — the others never see the candidate."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import (PRODUCTION_TENANTS, assert_back_on_stable, assert_only, release, release_sampled,
-                                served, tenants_and_insider)
+from tests.e2e.conftest import (
+    PRODUCTION_TENANTS,
+    assert_back_on_stable,
+    assert_only,
+    release,
+    release_sampled,
+    served,
+    tenants_and_insider,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -18,8 +26,9 @@ def catalog_env():
 
 
 class TestTenantPhased:
-    async def test_bad_version_is_rolled_back_for_moved_tenants_and_the_others_never_saw_it(self, pool, stable_v1,
-                                                                                           canary):
+    async def test_bad_version_is_rolled_back_for_moved_tenants_and_the_others_never_saw_it(
+        self, pool, stable_v1, canary
+    ):
         clients = tenants_and_insider(PRODUCTION_TENANTS, canary)
         rid, timeline, sampled = await release_sampled("v3", clients, promoted=False, approvers=("alice", "bob"))
         failed = next(t for t in timeline if t["step"] == "verify-wave-internal" and "failed" in t["reason"])

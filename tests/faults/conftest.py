@@ -1,6 +1,7 @@
 """Fault tests on the live stack: every service as its own OS process with its /health watched (the fuzz
 campaign's stack), shoppers as traffic; each test starts from v1 stable and never leaves the infrastructure
 down."""
+
 import pytest
 
 from tests.faults.infra import infrastructure_healthy, start_infrastructure

@@ -2,6 +2,7 @@
 does it: Kafka is a `deploy/proc.sh` process (stopped as `stack.sh down` stops it, a controlled shutdown), and
 PostgreSQL is stopped with pg_ctl in fast mode (sessions cut, as a crash or a failover would); `stack.sh up`
 starts whatever is not healthy and waits until it is."""
+
 from __future__ import annotations
 
 import glob
@@ -51,5 +52,4 @@ def start_infrastructure() -> None:
 
 
 def infrastructure_healthy() -> bool:
-    return subprocess.run(["bash", str(STACK), "status"], cwd=REPO, capture_output=True,
-                          timeout=60).returncode == 0
+    return subprocess.run(["bash", str(STACK), "status"], cwd=REPO, capture_output=True, timeout=60).returncode == 0

@@ -1,5 +1,6 @@
 """What a fault test checks once the release has ended: HAProxy serves what the saga says to every tenant, and
 no effect happened twice (each step requested and done once, as the release's audit log records it)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -35,11 +36,14 @@ def repeated_effects(timeline: list[dict]) -> dict[str, int]:
             continue
         if reason.startswith((f"{step} done", f"{step} passed", f"compensation {step} done")):
             done[step] += 1
-        if reason.startswith((f"{step} requested", f"compensation {step} requested")) and \
-                not step.startswith("verify"):
+        if reason.startswith((f"{step} requested", f"compensation {step} requested")) and not step.startswith("verify"):
             requested[step] += 1
-    return {f"{step} {what}": n for what, counts in (("done/passed", done), ("requested", requested))
-            for step, n in counts.items() if n > 1}
+    return {
+        f"{step} {what}": n
+        for what, counts in (("done/passed", done), ("requested", requested))
+        for step, n in counts.items()
+        if n > 1
+    }
 
 
 def timed_out(timeline: list[dict]) -> list[str]:

@@ -2,6 +2,7 @@
 coordinator down longer than every step timeout while results wait for it in Kafka. Each ends with the release
 in the state its verdicts call for, HAProxy serving that to every tenant, no step done twice, and every
 service process alive and healthy."""
+
 from __future__ import annotations
 
 import asyncio
@@ -113,8 +114,9 @@ class TestCoordinatorOutage:
             await commands.stop()
             await results.stop()
         async with pool.acquire() as conn:
-            due = await conn.fetchval("SELECT due_at FROM saga_deadlines WHERE release_id = $1 AND step_id = $2",
-                                      rid, "gate-staging")
+            due = await conn.fetchval(
+                "SELECT due_at FROM saga_deadlines WHERE release_id = $1 AND step_id = $2", rid, "gate-staging"
+            )
         assert due is not None, "the gate's deadline is not in the saga: the coordinator would have nothing to fire"
         # the outage itself: the coordinator stays down longer than any step may take
         await asyncio.sleep(max(0.0, down_since + COORDINATOR_OUTAGE_SECONDS - time.monotonic()))

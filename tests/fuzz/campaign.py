@@ -2,6 +2,7 @@
 credential of a principal allowed to write each topic, then account for every one of them: each reader of its
 topic dead-lettered it with a reason (`release.deadletter`, matched by source topic, partition and offset) or
 parked it (`parked_records`). Shared by the CI-sized test and `make bench-fuzz`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,13 @@ from aiokafka.errors import KafkaError
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
 from releasegate_cli.client import load_candidate
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 from tests.conftest import REPO, as_principal
 from tests.e2e.conftest import CANDIDATES, status
 from tests.fuzz.hostile import HostileRecord
-from tests.fuzz.targets import Reader, Target
 from tests.fuzz.stack import WatchedStack
+from tests.fuzz.targets import Reader, Target
 
 Where = tuple[str, int, int]  # topic, partition, offset
 CHUNK = 200
@@ -70,16 +71,17 @@ class Figures:
             f"parked (dead letter impossible): {self.parked}",
             f"neither (stalled or dropped):    {len(self.unaccounted)}",
             f"extra dead letters (redelivery): {self.duplicates}",
-            f"crashes:                         {len(self.crashes)}"
-            + (f" {self.crashes}" if self.crashes else ""),
+            f"crashes:                         {len(self.crashes)}" + (f" {self.crashes}" if self.crashes else ""),
             f"services healthy after:          {self.services - len(self.unhealthy)}/{self.services}"
             + (f" {self.unhealthy}" if self.unhealthy else ""),
             f"valid release after them:        {self.valid}",
             f"seconds until every record was refused: {self.seconds_to_settle:.0f}",
         ]
         if self.unaccounted:
-            out.append("not refused, by mutation: " + ", ".join(
-                f"{k} {v}/{self.by_primary[k]}" for k, v in self.unaccounted_by_primary.most_common()))
+            out.append(
+                "not refused, by mutation: "
+                + ", ".join(f"{k} {v}/{self.by_primary[k]}" for k, v in self.unaccounted_by_primary.most_common())
+            )
             out += ["  " + u for u in self.unaccounted[:15]]
         out += [f"  {r}" for r in self.refused_by_broker[:5]]
         return out
@@ -89,8 +91,11 @@ class DeadLetterTail:
     """Reads `release.deadletter` (as `ops`) from where it ended when the campaign started."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self._consumer = AIOKafkaConsumer(**client_options(as_principal(settings, "ops")),
-                                          enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+        self._consumer = AIOKafkaConsumer(
+            **client_options(as_principal(settings, "ops")),
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
         self.refusals: dict[Where, list[tuple[str, str]]] = defaultdict(list)  # → [(consumer group, reason)]
         self.unreadable = 0
         self._task: asyncio.Task | None = None
@@ -127,10 +132,16 @@ class DeadLetterTail:
         await self._consumer.stop()
 
 
-async def parked_since(pool: asyncpg.Pool, since: datetime, topic_names: list[str]) -> dict[Where, list[tuple[str, str]]]:
+async def parked_since(
+    pool: asyncpg.Pool, since: datetime, topic_names: list[str]
+) -> dict[Where, list[tuple[str, str]]]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT consumer_group, topic, partition, record_offset, reason FROM parked_records"
-                                " WHERE parked_at >= $1 AND topic = ANY($2::text[])", since, topic_names)
+        rows = await conn.fetch(
+            "SELECT consumer_group, topic, partition, record_offset, reason FROM parked_records"
+            " WHERE parked_at >= $1 AND topic = ANY($2::text[])",
+            since,
+            topic_names,
+        )
     out: dict[Where, list[tuple[str, str]]] = defaultdict(list)
     for r in rows:
         out[(r["topic"], r["partition"], r["record_offset"])].append((r["consumer_group"], r["reason"]))
@@ -138,8 +149,9 @@ async def parked_since(pool: asyncpg.Pool, since: datetime, topic_names: list[st
 
 
 class Campaign:
-    def __init__(self, settings: ServiceSettings, pool: asyncpg.Pool, among: list[Target],
-                 records: list[HostileRecord]) -> None:
+    def __init__(
+        self, settings: ServiceSettings, pool: asyncpg.Pool, among: list[Target], records: list[HostileRecord]
+    ) -> None:
         self.settings, self.pool, self.records = settings, pool, records
         self.targets = {t.topic: t for t in among}
         self.sent: list[Sent] = []
@@ -168,13 +180,19 @@ class Campaign:
     async def _send_all(self, producer: AIOKafkaProducer, records: list[HostileRecord]) -> None:
         cycles = {t: itertools.cycle(sorted(await producer.partitions_for(t))) for t in {r.topic for r in records}}
         for start in range(0, len(records), CHUNK):
-            chunk = records[start:start + CHUNK]
+            chunk = records[start : start + CHUNK]
             pending = []
             for r in chunk:
                 partition = next(cycles[r.topic])
                 try:
-                    pending.append((r, await producer.send(r.topic, value=r.value, key=r.key,
-                                                           headers=list(r.headers), partition=partition)))
+                    pending.append(
+                        (
+                            r,
+                            await producer.send(
+                                r.topic, value=r.value, key=r.key, headers=list(r.headers), partition=partition
+                            ),
+                        )
+                    )
                 except KafkaError as exc:
                     self.figures.refused_by_broker.append(f"{r.topic} {r.mutation[:120]}: {exc!r}")
             for r, future in pending:
@@ -216,8 +234,10 @@ class Campaign:
         for s in self.sent:
             ok, parked, missing = self._refused_by(s)
             if not ok:
-                self.figures.unaccounted.append(f"{s.record.topic}[{s.partition}]@{s.offset} not refused by "
-                                                f"{', '.join(missing)}: {s.record.mutation[:240]}")
+                self.figures.unaccounted.append(
+                    f"{s.record.topic}[{s.partition}]@{s.offset} not refused by "
+                    f"{', '.join(missing)}: {s.record.mutation[:240]}"
+                )
                 self.figures.unaccounted_by_primary[s.record.primary] += 1
             elif parked:
                 self.figures.parked += 1
@@ -228,8 +248,13 @@ class Campaign:
 
 
 def writer_producer(settings: ServiceSettings, principal: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**client_options(as_principal(settings, principal)), acks="all", enable_idempotence=True,
-                            linger_ms=5, max_request_size=1_048_576)
+    return AIOKafkaProducer(
+        **client_options(as_principal(settings, principal)),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=1_048_576,
+    )
 
 
 async def submit_valid_release(settings: ServiceSettings, version: str = "v2") -> tuple[str, int, int]:
@@ -252,9 +277,16 @@ def hostile_before(campaign: Campaign, topic: str, partition: int, offset: int) 
 
 async def watch(release_id: str, timeout: float) -> int:
     """`releasegate watch` until the release ends: 0 promoted, 1 ended otherwise; killed if the caller gives up."""
-    proc = await asyncio.create_subprocess_exec("releasegate", "watch", release_id, "--timeout", str(timeout),
-                                                cwd=REPO, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        "releasegate",
+        "watch",
+        release_id,
+        "--timeout",
+        str(timeout),
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         return await proc.wait()
     finally:
@@ -263,9 +295,17 @@ async def watch(release_id: str, timeout: float) -> int:
             await proc.wait()
 
 
-async def run(settings: ServiceSettings, pool: asyncpg.Pool, stack: WatchedStack, among: list[Target],
-              records: list[HostileRecord], *, stall_seconds: float, limit_seconds: float,
-              release_timeout: float = 420) -> Figures:
+async def run(
+    settings: ServiceSettings,
+    pool: asyncpg.Pool,
+    stack: WatchedStack,
+    among: list[Target],
+    records: list[HostileRecord],
+    *,
+    stall_seconds: float,
+    limit_seconds: float,
+    release_timeout: float = 420,
+) -> Figures:
     """The whole campaign: hostile records; once they are accounted for, a valid release (v2) behind them on
     the topics it travels (submitted after the refusals so that their load does not weigh on its KPIs), watched
     to its end; then which processes crashed and which are unhealthy."""

@@ -1,4 +1,5 @@
 """The live stack the hostile-record campaign runs against (every service with its /health watched)."""
+
 import pytest
 
 from tests.fuzz.stack import watched_stack

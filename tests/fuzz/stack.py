@@ -1,6 +1,7 @@
 """The end-to-end stack (every service and team verifier as its own OS process, synthetic shoppers, recovery
 proven, v1 stable) with each service's /health on its own port, so a campaign or a fault can ask afterwards
 whether every process is still alive and healthy. Built from the end-to-end harness's pieces."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,10 +16,17 @@ from dataclasses import dataclass, field
 import httpx
 
 from releasegate_cli import client
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 from tests.conftest import LOGS, REPO, Service, wait_until
 from tests.e2e.conftest import (
-    CANDIDATES, LOCAL_CALENDAR, PRODUCTION, RELEASE_MANAGER_KEY, SERVICES, STAGING, VERIFIERS, prove_recovery,
+    CANDIDATES,
+    LOCAL_CALENDAR,
+    PRODUCTION,
+    RELEASE_MANAGER_KEY,
+    SERVICES,
+    STAGING,
+    VERIFIERS,
+    prove_recovery,
 )
 
 # /health ports of the processes a test starts: apart from deploy/services.sh's 18501-18509, so a stack left
@@ -35,8 +43,11 @@ class WatchedStack:
 
     def crashed(self) -> dict[str, int]:
         """Processes that exited (name → exit code): nothing a test started should ever exit by itself."""
-        return {name: svc.proc.returncode for name, svc in self.services.items()
-                if svc.proc is not None and svc.proc.poll() is not None}
+        return {
+            name: svc.proc.returncode
+            for name, svc in self.services.items()
+            if svc.proc is not None and svc.proc.poll() is not None
+        }
 
     async def unhealthy(self) -> dict[str, str]:
         """Services whose GET /health is not 200 (name → what it answered)."""
@@ -63,9 +74,27 @@ def _start(name: str, package: str, env: dict[str, str], port: int) -> Service:
 
 def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
     log = (LOGS / f"test-shopper-{cards}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate),
-                             "--tenants", tenants, "--cards", cards, "--duration", "0"], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shop.shopper",
+            "--target",
+            target,
+            "--rate",
+            str(rate),
+            "--tenants",
+            tenants,
+            "--cards",
+            cards,
+            "--duration",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -81,8 +110,9 @@ async def watched_stack(settings: ServiceSettings, env: dict[str, str] | None = 
             return not stack.crashed() and not await stack.unhealthy()
 
         await wait_until(all_healthy, 90, "every service to answer /health with 200")
-        leftovers = await client.abort_in_flight(settings, "carol", "clean start for the hostile-input tests",
-                                                 key=RELEASE_MANAGER_KEY)
+        leftovers = await client.abort_in_flight(
+            settings, "carol", "clean start for the hostile-input tests", key=RELEASE_MANAGER_KEY
+        )
         await wait_until(lambda: client.all_ended(settings, leftovers), 240, f"left-over releases {leftovers} to end")
         await asyncio.to_thread(prove_recovery, env)
         await asyncio.to_thread(stable_v1, env)
@@ -97,5 +127,10 @@ async def watched_stack(settings: ServiceSettings, env: dict[str, str] | None = 
 
 def stable_v1(env: dict[str, str]) -> None:
     """v1 as the stable version of staging and production, as every end-to-end scenario starts."""
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=REPO, check=True, capture_output=True, env={**os.environ, **env})
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, **env},
+    )

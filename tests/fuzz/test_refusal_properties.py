@@ -2,6 +2,7 @@
 handler refuses each hostile record with a `ContractError` and nothing else (anything else is retried, then
 stalls the partition), and the dead letter of any hostile record fits in a Kafka record, so it can always be
 produced. The same strategies feed the live campaign (`test_hostile_records.py`, `make bench-fuzz`)."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,8 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, Phase, given, settings
 
 from contracts.cloudevents import ContractError, Envelope, decode, encode
-from services.common.bus import BusPolicy
-from services.common.kafka import Consumer
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.kafka import Consumer
 from tests.fuzz.hostile import HostileRecord, hostile_records
 from tests.fuzz.targets import BASES, Target, targets
 
@@ -20,8 +21,14 @@ BY_TOPIC = {t.topic: t for t in TARGETS}
 RECORD_LIMIT = 1_048_576
 # Deterministic (CI reproduces any failure), no example database, no `explain` phase (it needs libcst and adds
 # nothing to a shrunk hostile record).
-PROPERTY = settings(max_examples=300, derandomize=True, database=None, deadline=None,
-                    suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
+PROPERTY = settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.generate, Phase.shrink],
+)
 
 
 def contract_check(record: HostileRecord) -> Envelope:
@@ -47,10 +54,19 @@ class _CapturingProducer:
 
 
 def _consumer_record(record: HostileRecord) -> ConsumerRecord:
-    return ConsumerRecord(topic=record.topic, partition=0, offset=42, timestamp=0, timestamp_type=0,
-                          key=record.key, value=record.value, checksum=None,
-                          serialized_key_size=len(record.key or b""), serialized_value_size=len(record.value or b""),
-                          headers=list(record.headers))
+    return ConsumerRecord(
+        topic=record.topic,
+        partition=0,
+        offset=42,
+        timestamp=0,
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=len(record.key or b""),
+        serialized_value_size=len(record.value or b""),
+        headers=list(record.headers),
+    )
 
 
 class TestEveryBaseIsValid:

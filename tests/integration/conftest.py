@@ -1,43 +1,31 @@
 """Shared by the integration tests: the throwaway `it-shop` catalog entry and candidates for it, and the helpers
 that run shop bundles as real processes against the stack's Kafka and PostgreSQL (ports, processes, the
 business-event topic and a reader of it)."""
+
 from __future__ import annotations
 
 import asyncio
-import base64
-import importlib.util
 import io
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import time
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from contracts.cloudevents import decode, header_dict
 from contracts.events import CandidateSubmitted
-from services.common import secrets
-from services.common.haproxy import HAProxy, HAProxyError
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
-from services.verifier.adapters import haproxy_log
-from shop.build_bundles import build_all
-from shop.shopper import run_journey
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("RG_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -45,15 +33,38 @@ KAFKA = os.environ.get("RG_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 SHOP_DB = os.environ.get("SHOP_DATABASE_URL") or ServiceSettings().role_dsn("releasegate", "shop")
 TOPIC = "shop.events"
 VISA, AMEX = "4111111111111111", "378282246310005"
-SUCCESS_TYPES = ["shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.authorized.v1",
-                 "shop.inventory.confirmed.v1", "shop.checkout.succeeded.v1", "shop.order.placed.v1"]
-DECLINE_TYPES = ["shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.declined.v1",
-                 "shop.checkout.failed.v1"]
-EVENT_FIELDS = {"version", "environment", "tenant", "instance", "checkout_id", "order_id", "amount_cents", "currency",
-                "reason", "latency_ms"}
+SUCCESS_TYPES = [
+    "shop.checkout.attempted.v1",
+    "shop.inventory.reserved.v1",
+    "shop.payment.authorized.v1",
+    "shop.inventory.confirmed.v1",
+    "shop.checkout.succeeded.v1",
+    "shop.order.placed.v1",
+]
+DECLINE_TYPES = [
+    "shop.checkout.attempted.v1",
+    "shop.inventory.reserved.v1",
+    "shop.payment.declined.v1",
+    "shop.checkout.failed.v1",
+]
+EVENT_FIELDS = {
+    "version",
+    "environment",
+    "tenant",
+    "instance",
+    "checkout_id",
+    "order_id",
+    "amount_cents",
+    "currency",
+    "reason",
+    "latency_ms",
+}
 # Fields only some event types carry, on top of EVENT_FIELDS.
-OWN_FIELDS = {"shop.inventory.reserved.v1": {"items"}, "shop.inventory.confirmed.v1": {"items"},
-              "shop.order.placed.v1": {"items", "customer", "payment_ref", "placed_at", "tax_cents", "region"}}
+OWN_FIELDS = {
+    "shop.inventory.reserved.v1": {"items"},
+    "shop.inventory.confirmed.v1": {"items"},
+    "shop.order.placed.v1": {"items", "customer", "payment_ref", "placed_at", "tax_cents", "region"},
+}
 
 
 def shop_kafka_env() -> dict[str, str]:
@@ -118,6 +129,7 @@ class Process:
                     return (await client.get(f"{self.url}/health")).status_code == 200
             except httpx.HTTPError:
                 return False
+
         await wait_for(healthy, timeout, f"{self.name} healthy; log:\n{self.log}")
 
     def terminate(self) -> int:
@@ -158,21 +170,24 @@ async def topic() -> str:
     return TOPIC
 
 
-
 class Events:
     """Records on the shop topic written after `start()`, filtered by tenant (the record key)."""
 
     def __init__(self, topic: str) -> None:
         # Subscribed without a group: the consumer gets every partition, with no group rebalance to await.
-        self.consumer = AIOKafkaConsumer(topic, **client_options(ServiceSettings(principal="ops")),
-                                         enable_auto_commit=False,
-                                         auto_offset_reset="latest")
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            **client_options(ServiceSettings(principal="ops")),
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+        )
 
     async def start(self) -> None:
         await self.consumer.start()
 
         async def assigned() -> bool:
             return bool(self.consumer.assignment())
+
         await wait_for(assigned, 20, "partitions of the shop topic")
         partitions = list(self.consumer.assignment())
         await self.consumer.seek_to_end(*partitions)
@@ -186,6 +201,7 @@ class Events:
             batches = await self.consumer.getmany(timeout_ms=200)
             records.extend(r for batch in batches.values() for r in batch if r.key == tenant.encode())
             return len(records) >= count
+
         await wait_for(enough, timeout, f"{count} events of tenant {tenant}")
         return records
 
@@ -225,11 +241,17 @@ def catalog_dir(tmp_path_factory):
 
 def candidate(service: str = "it-shop") -> CandidateSubmitted:
     rid = f"it-{uuid.uuid4().hex[:10]}"
-    return CandidateSubmitted.model_validate({
-        "release_id": rid, "service": service, "version": "v9",
-        "artifact": {"digest": "sha256:" + "d" * 64, "uri": "store://none"},
-        "source": {"repository": "r", "ref": "refs/heads/main", "commit": "e" * 40},
-        "tests": {"passed": 1, "failed": 0}, "author": "dev@test"})
+    return CandidateSubmitted.model_validate(
+        {
+            "release_id": rid,
+            "service": service,
+            "version": "v9",
+            "artifact": {"digest": "sha256:" + "d" * 64, "uri": "store://none"},
+            "source": {"repository": "r", "ref": "refs/heads/main", "commit": "e" * 40},
+            "tests": {"passed": 1, "failed": 0},
+            "author": "dev@test",
+        }
+    )
 
 
 async def saga_state(pool, rid):

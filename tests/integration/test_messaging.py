@@ -1,5 +1,6 @@
 """Outbox relay, idempotent consumption and dead-lettering against the real Kafka and PostgreSQL, with the
 coordinator as its own OS process."""
+
 from __future__ import annotations
 
 import uuid
@@ -12,14 +13,14 @@ from contracts import topics
 from contracts.cloudevents import Envelope, encode
 from contracts.events import AlertRaised, CandidateSubmitted, DeadLetter, Severity
 from releasegate_cli.probes import TopicTail
-from services.common import outbox
-from services.common.kafka import Producer
-from services.common.outbox import Relay
-from services.common.kafka import client_options
+from releasegate_runtime import outbox
+from releasegate_runtime.kafka import Producer, client_options
+from releasegate_runtime.outbox import Relay
 from tests.conftest import Service, as_principal, wait_until
 from tests.integration.conftest import candidate, saga_state
 
 pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def coordinator(catalog_dir):
@@ -42,10 +43,16 @@ class TestTransactionalOutbox:
         producer = Producer(as_principal(settings, "coordinator"), "test-relay")  # the relay of an alert writer
         await producer.start()
         name = f"it-relay-{uuid.uuid4().hex[:8]}"
-        kept = Envelope.new(AlertRaised(release_id="r-kept", service="s", severity=Severity.INFO, title="kept",
-                                        detail=name), name, "r-kept")
-        lost = Envelope.new(AlertRaised(release_id="r-lost", service="s", severity=Severity.INFO, title="lost",
-                                        detail=name), name, "r-lost")
+        kept = Envelope.new(
+            AlertRaised(release_id="r-kept", service="s", severity=Severity.INFO, title="kept", detail=name),
+            name,
+            "r-kept",
+        )
+        lost = Envelope.new(
+            AlertRaised(release_id="r-lost", service="s", severity=Severity.INFO, title="lost", detail=name),
+            name,
+            "r-lost",
+        )
         async with pool.acquire() as conn:
             async with conn.transaction():
                 await outbox.add(conn, name, topics.ALERTS, kept)
@@ -76,22 +83,28 @@ class TestIdempotentCoordinator:
         dup = await producer.send(topics.CANDIDATES, *record)  # the same event id again: a redelivery
         await wait_until(lambda: _committed_past(settings, dup), 60, "the coordinator to handle the duplicate")
         async with pool.acquire() as conn:
-            gates = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2",
-                                        c.release_id, topics.GATE_COMMANDS)
-            submitted = await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1 AND reason LIKE"
-                                            " 'candidate % submitted'", c.release_id)
+            gates = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE key = $1 AND topic = $2", c.release_id, topics.GATE_COMMANDS
+            )
+            submitted = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE release_id = $1 AND reason LIKE 'candidate % submitted'",
+                c.release_id,
+            )
         assert (gates, submitted) == (1, 1)
 
     async def test_commands_continue_the_trace_of_the_submitted_candidate(self, pool, producer, coordinator):
         c = candidate()
         trace_id = uuid.uuid4().hex
-        await producer.send_envelope(topics.CANDIDATES, Envelope.new(
-            c, "test", c.release_id, trace={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}))
+        await producer.send_envelope(
+            topics.CANDIDATES,
+            Envelope.new(c, "test", c.release_id, trace={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}),
+        )
 
         async def gate_command_headers():
             async with pool.acquire() as conn:
-                return await conn.fetchval("SELECT headers FROM outbox WHERE key = $1 AND topic = $2",
-                                           c.release_id, topics.GATE_COMMANDS)
+                return await conn.fetchval(
+                    "SELECT headers FROM outbox WHERE key = $1 AND topic = $2", c.release_id, topics.GATE_COMMANDS
+                )
 
         headers = await wait_until(gate_command_headers, 60, "the gate command")
         assert headers["traceparent"].split("-")[1] == trace_id
@@ -102,21 +115,42 @@ class TestIdempotentCoordinator:
         await producer.send_envelope(topics.CANDIDATES, Envelope.new(c, "test", c.release_id))
         await wait_until(lambda: _is(pool, c.release_id, "rejected"), 60, "the rejection")
         async with pool.acquire() as conn:
-            reason = await conn.fetchval("SELECT reason FROM audit_log WHERE release_id = $1 ORDER BY id DESC"
-                                         " LIMIT 1", c.release_id)
+            reason = await conn.fetchval(
+                "SELECT reason FROM audit_log WHERE release_id = $1 ORDER BY id DESC LIMIT 1", c.release_id
+            )
         assert "unknown service 'no-such-service'" in reason
 
 
 class TestDeadLetters:
-    @pytest.mark.parametrize("headers,value,reason", [
-        ([("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"t"),
-          ("ce_type", CandidateSubmitted.event_type.encode())], b"{broken", "not valid JSON"),
-        ([("ce_specversion", b"1.0"), ("ce_id", b"y"), ("ce_source", b"t"),
-          ("ce_type", b"dev.releasegate.candidate.submitted.v99")], b"{}", "unknown event type or schema version"),
-        ([], b'{"service": "shop"}', "ce_specversion"),
-    ])
+    @pytest.mark.parametrize(
+        "headers,value,reason",
+        [
+            (
+                [
+                    ("ce_specversion", b"1.0"),
+                    ("ce_id", b"x"),
+                    ("ce_source", b"t"),
+                    ("ce_type", CandidateSubmitted.event_type.encode()),
+                ],
+                b"{broken",
+                "not valid JSON",
+            ),
+            (
+                [
+                    ("ce_specversion", b"1.0"),
+                    ("ce_id", b"y"),
+                    ("ce_source", b"t"),
+                    ("ce_type", b"dev.releasegate.candidate.submitted.v99"),
+                ],
+                b"{}",
+                "unknown event type or schema version",
+            ),
+            ([], b'{"service": "shop"}', "ce_specversion"),
+        ],
+    )
     async def test_bad_record_is_dead_lettered_and_the_next_one_processed(
-            self, settings, pool, producer, coordinator, headers, value, reason):
+        self, settings, pool, producer, coordinator, headers, value, reason
+    ):
         key = f"bad-{uuid.uuid4().hex[:8]}"
         tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         try:

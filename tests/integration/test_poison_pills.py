@@ -2,6 +2,7 @@
 a record FastStream could not even parse is dead-lettered once, a record whose dead letter the broker refuses is
 parked in PostgreSQL, and in both cases the next record on the same partition is handled. The coordinator's
 catch-up barrier can read what it needs with the coordinator's own credentials."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,13 +15,14 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import CandidateSubmitted, DeadLetter
 from releasegate_cli.probes import TopicTail
-from services.common import bus_admin
-from services.common.catch_up import CatchUpBarrier, KafkaOffsets
-from services.common.kafka import Producer, client_options
+from releasegate_runtime import bus_admin
+from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
+from releasegate_runtime.kafka import Producer, client_options
 from tests.conftest import Service, as_principal, wait_until
 from tests.integration.conftest import candidate, saga_state
 
 pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def coordinator(catalog_dir):
@@ -39,8 +41,13 @@ async def producer(settings):
 
 
 def candidate_headers(event_id: str) -> list[tuple[str, bytes]]:
-    return [("ce_specversion", b"1.0"), ("ce_id", event_id.encode()), ("ce_source", b"test"),
-            ("ce_type", CandidateSubmitted.event_type.encode()), ("content-type", b"application/json")]
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", b"test"),
+        ("ce_type", CandidateSubmitted.event_type.encode()),
+        ("content-type", b"application/json"),
+    ]
 
 
 @pytest.fixture
@@ -68,35 +75,46 @@ def tiny_dead_letter_topic(settings):
 
 class TestPoisonPills:
     async def test_a_deeply_nested_record_is_dead_lettered_once_and_the_next_on_its_partition_handled(
-            self, settings, pool, producer, coordinator):
+        self, settings, pool, producer, coordinator
+    ):
         good = candidate()
         tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         try:
             # same key, so same partition: the good record waits behind the bad one
-            await producer.send(topics.CANDIDATES, good.release_id.encode(), b"[" * 60_000 + b"]" * 60_000,
-                                candidate_headers(f"deep-{uuid.uuid4().hex}"))
+            await producer.send(
+                topics.CANDIDATES,
+                good.release_id.encode(),
+                b"[" * 60_000 + b"]" * 60_000,
+                candidate_headers(f"deep-{uuid.uuid4().hex}"),
+            )
             await producer.send_envelope(topics.CANDIDATES, Envelope.new(good, "test", good.release_id))
             assert await wait_until(lambda: saga_state(pool, good.release_id), 60, "the record after the bad one")
-            letters = [e.data for e in await tail.collect()
-                       if isinstance(e.data, DeadLetter) and e.data.key == good.release_id]
+            letters = [
+                e.data for e in await tail.collect() if isinstance(e.data, DeadLetter) and e.data.key == good.release_id
+            ]
         finally:
             await tail.stop()
         assert len(letters) == 1, letters
         assert letters[0].original_value_bytes == 120_000 and letters[0].truncated
 
     async def test_a_record_whose_dead_letter_the_broker_refuses_is_parked_and_the_next_one_handled(
-            self, settings, pool, producer, coordinator, tiny_dead_letter_topic):
+        self, settings, pool, producer, coordinator, tiny_dead_letter_topic
+    ):
         good = candidate()
         key = good.release_id
-        await producer.send(topics.CANDIDATES, key.encode(), b"{broken" + b" " * 4096,
-                            candidate_headers(f"broken-{uuid.uuid4().hex}"))
+        await producer.send(
+            topics.CANDIDATES, key.encode(), b"{broken" + b" " * 4096, candidate_headers(f"broken-{uuid.uuid4().hex}")
+        )
         await producer.send_envelope(topics.CANDIDATES, Envelope.new(good, "test", good.release_id))
         assert await wait_until(lambda: saga_state(pool, good.release_id), 90, "the record after the parked one")
 
         async def parked():
             async with pool.acquire() as conn:
-                return await conn.fetchrow("SELECT * FROM parked_records WHERE consumer_group = $1 AND key = $2",
-                                           "releasegate-coordinator", key)
+                return await conn.fetchrow(
+                    "SELECT * FROM parked_records WHERE consumer_group = $1 AND key = $2",
+                    "releasegate-coordinator",
+                    key,
+                )
 
         row = await wait_until(parked, 10, "the parked record")
         assert row["topic"] == topics.CANDIDATES and "not valid JSON" in row["reason"]
@@ -105,8 +123,9 @@ class TestPoisonPills:
 
 
 class TestCatchUpBarrier:
-    async def test_the_coordinator_may_read_the_offsets_its_deadlines_wait_for(self, settings, producer,
-                                                                             coordinator, pool):
+    async def test_the_coordinator_may_read_the_offsets_its_deadlines_wait_for(
+        self, settings, producer, coordinator, pool
+    ):
         c = candidate()
         await producer.send_envelope(topics.CANDIDATES, Envelope.new(c, "test", c.release_id))
         port = KafkaOffsets(client_options(as_principal(settings, "coordinator")))

@@ -1,4 +1,5 @@
 """The Prometheus metric provider against the real Prometheus scraping real shop instances."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 
 from contracts.events import PromQuery, Verdict
 from releasegate_cli.probes import versions_served
-from services.common.catalog import Catalog
+from releasegate_platform.catalog import Catalog
 from services.verifier.adapters.prometheus import PrometheusProvider
 from services.verifier.config import VerifierSettings
 from tests.conftest import REPO, wait_until
@@ -19,9 +20,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stable_version():
     """The deployer's reconcile makes sure stable instances serve and are registered with Prometheus."""
-    out = subprocess.run([sys.executable, "-m", "services.deployer.bootstrap",
-                          str(REPO / "examples" / "candidates" / "shop-v1.json")],
-                         cwd=REPO, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", str(REPO / "examples" / "candidates" / "shop-v1.json")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1].split('"production": "')[1].split('"')[0]
 
 
@@ -41,8 +46,11 @@ class TestPrometheusProvider:
 
     async def test_a_version_without_data_is_inconclusive_not_pass(self, stable_version):
         provider = PrometheusProvider(VerifierSettings().prometheus_url)
-        query = {"requests": PromQuery(query='sum(increase(shop_http_requests_total{version="$version"}[${window}s]))',
-                                       min=1)}
+        query = {
+            "requests": PromQuery(
+                query='sum(increase(shop_http_requests_total{version="$version"}[${window}s]))', min=1
+            )
+        }
         (kpi,) = await provider.kpis(query, "v-never-deployed", "production", 30)
         assert kpi.verdict is Verdict.INCONCLUSIVE and "no data" in kpi.rule
 

@@ -4,6 +4,7 @@ Each module run gets its own shop database, created the way an earlier release l
 upgrade it in place. Two v2 instances, a v8 (tax regression) and a v9 (ERP contract break) share it, with a
 payment sandbox and an ERP sandbox of their own that fails 10% of the exports and throttles on request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,9 +28,23 @@ from contracts.events import OrderPlaced
 from shop import tax_reference
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.test_shop_storefront import (REPO, SHOP_DB, SUCCESS_TYPES, VISA, Events, Process, events,
-                                                    extract, free_port, host, shop_kafka_env, spawn, tenant, topic,
-                                                    wait_for)
+from tests.integration.test_shop_storefront import (
+    REPO,
+    SHOP_DB,
+    SUCCESS_TYPES,
+    VISA,
+    Events,
+    Process,
+    events,
+    extract,
+    free_port,
+    host,
+    shop_kafka_env,
+    spawn,
+    tenant,
+    topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 __all__ = ["events", "topic"]  # fixtures shared with the storefront tests: the shop topic and a reader of it
@@ -71,8 +86,11 @@ async def fresh_database() -> AsyncIterator[str]:
         conn = await asyncpg.connect(db_url(name))
         try:
             await conn.execute(EARLIER_SCHEMA)
-            await conn.execute("INSERT INTO orders (id, tenant, version, environment, amount_cents, currency, status)"
-                               " VALUES ($1, 'acme', 'v1', 'production', 1900, 'USD', 'confirmed')", EARLIER_ORDER)
+            await conn.execute(
+                "INSERT INTO orders (id, tenant, version, environment, amount_cents, currency, status)"
+                " VALUES ($1, 'acme', 'v1', 'production', 1900, 'USD', 'confirmed')",
+                EARLIER_ORDER,
+            )
         finally:
             await conn.close()
         yield db_url(name)
@@ -110,6 +128,7 @@ class Erp:
         async def arrived() -> bool:
             received.update(await self.orders(tenant))
             return order_ids <= set(received)
+
         await wait_for(arrived, timeout, f"orders {sorted(order_ids - set(received))} in the ERP")
         return received
 
@@ -131,10 +150,17 @@ class Shop:
         port, bundle = free_port(), self.work / version
         if not bundle.exists():
             extract(self.work / "store", self.digests[version], bundle)
-        env = BASE_ENV | {"SHOP_PORT": str(port), "SHOP_ENVIRONMENT": "production", "SHOP_INSTANCE_ID": name,
-                          **shop_kafka_env(), "SHOP_DATABASE_URL": database or self.database,
-                          "SHOP_PAYMENT_URL": self.payment.url, "SHOP_EVENTS_TOPIC": self.topic,
-                          "ERP_SANDBOX_URL": self.erp.url, "SHOP_ERP_ADOPT_AFTER_SECONDS": str(adopt_after_s)}
+        env = BASE_ENV | {
+            "SHOP_PORT": str(port),
+            "SHOP_ENVIRONMENT": "production",
+            "SHOP_INSTANCE_ID": name,
+            **shop_kafka_env(),
+            "SHOP_DATABASE_URL": database or self.database,
+            "SHOP_PAYMENT_URL": self.payment.url,
+            "SHOP_EVENTS_TOPIC": self.topic,
+            "ERP_SANDBOX_URL": self.erp.url,
+            "SHOP_ERP_ADOPT_AFTER_SECONDS": str(adopt_after_s),
+        }
         return spawn(f"storefront-{name}", [sys.executable, "-m", "storefront"], bundle, env, port, self.work)
 
     async def fetch(self, query: str, *args: Any, database: str | None = None) -> list[asyncpg.Record]:
@@ -151,8 +177,9 @@ BASE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 def sandbox(module: str, args: list[str], work: Path) -> Process:
     port = free_port()
-    return spawn(module.rsplit(".", 1)[1], [sys.executable, "-m", module, "--port", str(port), *args], REPO,
-                 BASE_ENV, port, work)
+    return spawn(
+        module.rsplit(".", 1)[1], [sys.executable, "-m", module, "--port", str(port), *args], REPO, BASE_ENV, port, work
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +191,15 @@ async def shop(tmp_path_factory, topic) -> AsyncIterator[Shop]:
         erp = Erp(sandbox("shop.erp_sandbox", ["--fail-rate", "0.1", "--latency-ms", "1,5"], work))
         shop = Shop(work, digests, database, topic, payment, erp, {})
         # v2 takes over other versions' pending exports after 8 s; v9 retries what the ERP refused after 5 s.
-        shop.storefronts = {name: shop.start(name, version, adopt_after_s=adopt) for name, version, adopt in (
-            ("erp-v2-a", "v2", 8), ("erp-v2-b", "v2", 8), ("erp-v8", "v8", 60), ("erp-v9", "v9", 5))}
+        shop.storefronts = {
+            name: shop.start(name, version, adopt_after_s=adopt)
+            for name, version, adopt in (
+                ("erp-v2-a", "v2", 8),
+                ("erp-v2-b", "v2", 8),
+                ("erp-v8", "v8", 60),
+                ("erp-v9", "v9", 5),
+            )
+        }
         processes = [payment, erp.process, *shop.storefronts.values()]
         try:
             await asyncio.gather(*(p.wait_healthy() for p in processes))
@@ -180,8 +214,11 @@ async def checkout(shop: Process, who: str, items: list[dict] = BASKET, card: st
     async with httpx.AsyncClient(timeout=10) as client:
         cart = await client.post(f"{shop.url}/cart", json={"items": items}, headers=headers)
         assert cart.status_code == 201, cart.text
-        return await client.post(f"{shop.url}/checkout", headers=headers, json={
-            "cart_id": cart.json()["cart_id"], "card_number": card, "email": f"buyer@{who}.example"})
+        return await client.post(
+            f"{shop.url}/checkout",
+            headers=headers,
+            json={"cart_id": cart.json()["cart_id"], "card_number": card, "email": f"buyer@{who}.example"},
+        )
 
 
 async def events_of(events: Events, checkout_ids: set[str], count: int, timeout: float = 20) -> list:
@@ -190,16 +227,21 @@ async def events_of(events: Events, checkout_ids: set[str], count: int, timeout:
 
     async def enough() -> bool:
         batches = await events.consumer.getmany(timeout_ms=200)
-        found.extend(r for batch in batches.values() for r in batch
-                     if json.loads(r.value).get("checkout_id") in checkout_ids)
+        found.extend(
+            r for batch in batches.values() for r in batch if json.loads(r.value).get("checkout_id") in checkout_ids
+        )
         return len(found) >= count
+
     await wait_for(enough, timeout, f"{count} events of checkouts {sorted(checkout_ids)}")
     return found
 
 
 def of_type(records: list, ce_type: str, checkout_id: str) -> dict:
-    [data] = [json.loads(r.value) for r in records
-              if header_dict(r.headers)["ce_type"] == ce_type and json.loads(r.value)["checkout_id"] == checkout_id]
+    [data] = [
+        json.loads(r.value)
+        for r in records
+        if header_dict(r.headers)["ce_type"] == ce_type and json.loads(r.value)["checkout_id"] == checkout_id
+    ]
     return data
 
 
@@ -221,11 +263,16 @@ class TestErpExport:
         received = await shop.erp.wait_for_orders(who, placed)
         assert set(received) == placed
         assert [o["duplicates"] for o in received.values()] == [0] * len(placed)
-        rows = {str(r["order_id"]): r for r in await shop.fetch(
-            "SELECT order_id, attempts, exported_at, exported_by FROM erp_exports WHERE tenant = $1", who)}
+        rows = {
+            str(r["order_id"]): r
+            for r in await shop.fetch(
+                "SELECT order_id, attempts, exported_at, exported_by FROM erp_exports WHERE tenant = $1", who
+            )
+        }
         assert set(rows) == placed
-        assert all(rows[o]["exported_at"] is not None and rows[o]["exported_by"] == received[o]["exporter"]
-                   for o in placed)
+        assert all(
+            rows[o]["exported_at"] is not None and rows[o]["exported_by"] == received[o]["exporter"] for o in placed
+        )
         assert {received[o]["exporter"] for o in placed} <= {"v2/erp-v2-a", "v2/erp-v2-b"}
         # every attempt the exporter recorded reached the ERP, and the injected failures cost one attempt each
         assert sum(r["attempts"] for r in rows.values()) == sum(o["attempts"] for o in received.values())
@@ -253,6 +300,7 @@ class TestErpExport:
                 async def retried() -> bool:
                     answers = [await shop.erp.call("GET", f"/orders/{o}") for o in order_ids]
                     return all(a.status_code == 404 and a.json()["attempts"] >= 2 for a in answers)
+
                 await wait_for(retried, 30, "the ERP refusing each order twice")
             finally:
                 assert first.terminate() == 0
@@ -281,20 +329,29 @@ class TestErpExport:
         async def rejected() -> bool:
             refused[:] = [r for r in await shop.erp.rejections(who) if r["order_id"] == order_id]
             return bool(refused)
+
         await wait_for(rejected, 20, "the ERP refusing v9's export")
         assert refused[0]["exporter"] == "v9/erp-v9" and refused[0]["reason"] == "contract_violation"
         assert {"amount", "amount_cents", "tax", "tax_cents"} <= {v["field"] for v in refused[0]["violations"]}
         assert (await shop.erp.call("GET", f"/orders/{order_id}")).status_code == 404
-        [row] = await shop.fetch("SELECT exported_at, last_error, refused_by FROM erp_exports WHERE order_id = $1",
-                                 order_id)
+        [row] = await shop.fetch(
+            "SELECT exported_at, last_error, refused_by FROM erp_exports WHERE order_id = $1", order_id
+        )
         assert (row["exported_at"], row["last_error"][:3], row["refused_by"]) == (None, "422", "v9")
 
         received = await shop.erp.wait_for_orders(who, {order_id}, timeout=60)
         assert received[order_id]["exporter"].startswith("v2/") and received[order_id]["duplicates"] == 0
 
     async def test_the_erp_rejects_a_contract_violation_with_the_reason(self, shop):
-        document = {"order_id": str(uuid.uuid4()), "tenant": "acme", "region": "US-NY", "currency": "USD",
-                    "amount": 8492, "tax_cents": 692, "placed_at": "2025-05-16T14:02:03Z"}
+        document = {
+            "order_id": str(uuid.uuid4()),
+            "tenant": "acme",
+            "region": "US-NY",
+            "currency": "USD",
+            "amount": 8492,
+            "tax_cents": 692,
+            "placed_at": "2025-05-16T14:02:03Z",
+        }
         for _ in range(20):  # the sandbox fails 10% of the exports before looking at them
             response = await shop.erp.call("POST", "/orders", json=document)
             if response.status_code != 503:
@@ -302,7 +359,10 @@ class TestErpExport:
         body = response.json()
         assert response.status_code == 422 and body["reason"] == "contract_violation"
         assert {(v["field"], v["type"]) for v in body["violations"]} == {
-            ("amount", "extra_forbidden"), ("amount_cents", "missing"), ("lines", "missing")}
+            ("amount", "extra_forbidden"),
+            ("amount_cents", "missing"),
+            ("lines", "missing"),
+        }
 
 
 class TestTaxAndInventory:
@@ -313,8 +373,7 @@ class TestTaxAndInventory:
             response = await checkout(shop_a, who)
             assert response.status_code == 201, response.text
             placed[who] = response.json()
-        records = await events_of(events, {p["checkout_id"] for p in placed.values()},
-                                  len(placed) * len(SUCCESS_TYPES))
+        records = await events_of(events, {p["checkout_id"] for p in placed.values()}, len(placed) * len(SUCCESS_TYPES))
 
         for who, answer in placed.items():
             region, order_id = tax_reference.region_for(who), answer["order_id"]
@@ -326,19 +385,30 @@ class TestTaxAndInventory:
             [row] = await shop.fetch("SELECT tax_cents, region, lines, created_at FROM orders WHERE id = $1", order_id)
             assert (row["tax_cents"], row["region"], json.loads(row["lines"])) == (tax, region, lines)
 
-            [record] = [r for r in records if header_dict(r.headers)["ce_type"] == "shop.order.placed.v1"
-                        and json.loads(r.value)["checkout_id"] == answer["checkout_id"]]
+            [record] = [
+                r
+                for r in records
+                if header_dict(r.headers)["ce_type"] == "shop.order.placed.v1"
+                and json.loads(r.value)["checkout_id"] == answer["checkout_id"]
+            ]
             event = decode(record.headers, record.value).data
             assert isinstance(event, OrderPlaced)
             assert (event.order_id, event.amount_cents, event.tax_cents, event.region) == (order_id, total, tax, region)
-            assert (event.items, event.customer, event.payment_ref) == (lines, f"buyer@{who}.example",
-                                                                       order["auth_code"])
+            assert (event.items, event.customer, event.payment_ref) == (
+                lines,
+                f"buyer@{who}.example",
+                order["auth_code"],
+            )
             assert event.placed_at == row["created_at"]
             assert VISA not in record.value.decode()
 
             exported = (await shop.erp.wait_for_orders(who, {order_id}))[order_id]
             assert (exported["amount_cents"], exported["tax_cents"], exported["region"], exported["lines"]) == (
-                total, tax, region, lines)
+                total,
+                tax,
+                region,
+                lines,
+            )
             assert datetime.fromisoformat(exported["placed_at"]) == row["created_at"]
 
     async def test_v8_charges_less_tax_than_the_reference(self, shop, events):
@@ -364,12 +434,17 @@ class TestTaxAndInventory:
         records = await events.for_tenant(who, len(SUCCESS_TYPES) + 4)
 
         def types(checkout_id: str) -> list[str]:
-            return [header_dict(r.headers)["ce_type"] for r in records
-                    if json.loads(r.value)["checkout_id"] == checkout_id]
+            return [
+                header_dict(r.headers)["ce_type"] for r in records if json.loads(r.value)["checkout_id"] == checkout_id
+            ]
+
         assert types(paid["checkout_id"]) == SUCCESS_TYPES
         assert types(declined.json()["checkout_id"]) == [
-            "shop.checkout.attempted.v1", "shop.inventory.reserved.v1", "shop.payment.declined.v1",
-            "shop.checkout.failed.v1"]
+            "shop.checkout.attempted.v1",
+            "shop.inventory.reserved.v1",
+            "shop.payment.declined.v1",
+            "shop.checkout.failed.v1",
+        ]
         reserved = of_type(records, "shop.inventory.reserved.v1", paid["checkout_id"])
         confirmed = of_type(records, "shop.inventory.confirmed.v1", paid["checkout_id"])
         succeeded = of_type(records, "shop.checkout.succeeded.v1", paid["checkout_id"])
@@ -380,7 +455,9 @@ class TestTaxAndInventory:
 
         reservations = await shop.fetch("SELECT status, order_id FROM inventory_reservations WHERE tenant = $1", who)
         assert sorted((r["status"], r["order_id"] and str(r["order_id"])) for r in reservations) == [
-            ("confirmed", paid["order_id"]), ("released", None)]
+            ("confirmed", paid["order_id"]),
+            ("released", None),
+        ]
         after = dict(await shop.fetch(stock, skus))
         assert after == {sku: before[sku] - 1 for sku in skus}
 
@@ -394,6 +471,7 @@ async def test_an_earlier_database_is_upgraded_and_its_export_state_never_runs_a
         " AS exports_without_order,"
         " (SELECT count(*) FROM orders o LEFT JOIN erp_exports e ON e.order_id = o.id WHERE e.order_id IS NULL)"
         " AS orders_without_export,"
-        " (SELECT count(*) FROM orders) AS orders")
+        " (SELECT count(*) FROM orders) AS orders"
+    )
     assert (counts["exports_without_order"], counts["orders_without_export"]) == (0, 1)
     assert counts["orders"] > 1

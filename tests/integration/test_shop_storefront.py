@@ -3,49 +3,54 @@
 Starts the payment sandbox and the built v2 and v3 bundles (extracted, run standalone with their own
 entrypoint), runs shopper journeys and checks the orders in the database and the business events on Kafka.
 """
+
 from __future__ import annotations
 
 import asyncio
 import base64
 import importlib.util
-import io
 import json
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
-import tarfile
-import time
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from contracts.cloudevents import decode, header_dict
-from services.common import secrets
-from services.common.haproxy import HAProxy, HAProxyError
-from services.common.kafka import client_options
-from services.common.settings import ServiceSettings
+from releasegate_platform.haproxy import HAProxy, HAProxyError
+from releasegate_runtime import secrets
 from services.verifier.adapters import haproxy_log
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-
-from tests.integration.conftest import (  # noqa: F401 (topic, events: fixtures)
-    AMEX, DECLINE_TYPES, EVENT_FIELDS, KAFKA, OWN_FIELDS, REPO, SHOP_DB, SUCCESS_TYPES, TOPIC, VISA, Events, Process,
-    events, extract, free_port, host, reachable, shop_kafka_env, spawn, tenant, topic, wait_for,
+from tests.integration.conftest import (
+    AMEX,
+    DECLINE_TYPES,
+    EVENT_FIELDS,
+    OWN_FIELDS,
+    REPO,
+    SHOP_DB,
+    SUCCESS_TYPES,
+    VISA,
+    Process,
+    extract,
+    free_port,
+    host,
+    shop_kafka_env,
+    spawn,
+    tenant,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 async def shops(tmp_path_factory, topic) -> AsyncIterator[dict[str, Process]]:
@@ -55,15 +60,26 @@ async def shops(tmp_path_factory, topic) -> AsyncIterator[dict[str, Process]]:
     # The bundles must run standalone, so nothing of this repository is put on their path.
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     sandbox_port = free_port()
-    sandbox = spawn("payment-sandbox",
-                    [sys.executable, "-m", "shop.payment_sandbox", "--port", str(sandbox_port), "--decline-rate", "0"],
-                    REPO, base_env, sandbox_port, work)
+    sandbox = spawn(
+        "payment-sandbox",
+        [sys.executable, "-m", "shop.payment_sandbox", "--port", str(sandbox_port), "--decline-rate", "0"],
+        REPO,
+        base_env,
+        sandbox_port,
+        work,
+    )
     shops = {}
     for version, environment in (("v2", "staging"), ("v3", "production")):
         port = free_port()
-        env = base_env | {"SHOP_PORT": str(port), "SHOP_ENVIRONMENT": environment,
-                          "SHOP_INSTANCE_ID": f"it-{version}-{port}", **shop_kafka_env(),
-                          "SHOP_DATABASE_URL": SHOP_DB, "SHOP_PAYMENT_URL": sandbox.url, "SHOP_EVENTS_TOPIC": topic}
+        env = base_env | {
+            "SHOP_PORT": str(port),
+            "SHOP_ENVIRONMENT": environment,
+            "SHOP_INSTANCE_ID": f"it-{version}-{port}",
+            **shop_kafka_env(),
+            "SHOP_DATABASE_URL": SHOP_DB,
+            "SHOP_PAYMENT_URL": sandbox.url,
+            "SHOP_EVENTS_TOPIC": topic,
+        }
         bundle = extract(work / "store", digests[version], work / version)
         shops[version] = spawn(f"storefront-{version}", [sys.executable, "-m", "storefront"], bundle, env, port, work)
     try:
@@ -86,7 +102,11 @@ def check_contract(record, tenant: str, environment: str, instance: str, version
     data = json.loads(record.value)
     assert set(data) == EVENT_FIELDS | OWN_FIELDS.get(headers["ce_type"], set())
     assert (data["version"], data["environment"], data["tenant"], data["instance"]) == (
-        version, environment, tenant, instance)
+        version,
+        environment,
+        tenant,
+        instance,
+    )
     assert envelope.type == headers["ce_type"]
     return data
 
@@ -110,7 +130,11 @@ async def test_v2_visa_journey_places_the_order_and_emits_its_events(shops, even
     finally:
         await conn.close()
     assert (order["tenant"], order["version"], order["environment"], order["status"]) == (
-        who, "v2", "staging", "confirmed")
+        who,
+        "v2",
+        "staging",
+        "confirmed",
+    )
     assert payment["auth_code"] and payment["amount_cents"] == order["amount_cents"] > 0
 
     records = await events.for_tenant(who, len(SUCCESS_TYPES))
@@ -125,8 +149,9 @@ async def test_the_tenant_is_named_by_the_host_and_never_by_a_header(shops):
     shop, who = shops["v2"], tenant()
     pay = {"card_number": VISA}
     async with httpx.AsyncClient(timeout=10) as client:
-        cart = (await client.post(f"{shop.url}/cart", json={"items": [{"sku": "MUG-004", "qty": 1}]},
-                                  headers=host(who))).json()
+        cart = (
+            await client.post(f"{shop.url}/cart", json={"items": [{"sku": "MUG-004", "qty": 1}]}, headers=host(who))
+        ).json()
         pay["cart_id"] = cart["cart_id"]
         other = await client.post(f"{shop.url}/checkout", json=pay, headers=host(tenant()))
         by_header = await client.post(f"{shop.url}/checkout", json=pay, headers={"X-Tenant": who})
@@ -158,8 +183,9 @@ async def test_v3_declines_amex_as_invalid_card_but_still_takes_visa(shops, even
     try:
         assert await conn.fetchval("SELECT count(*) FROM orders WHERE tenant = $1", amex_tenant) == 0
         # the stock held for the declined checkout went back
-        assert await conn.fetchval("SELECT array_agg(status) FROM inventory_reservations WHERE tenant = $1",
-                                   amex_tenant) == ["released"]
+        assert await conn.fetchval(
+            "SELECT array_agg(status) FROM inventory_reservations WHERE tenant = $1", amex_tenant
+        ) == ["released"]
     finally:
         await conn.close()
 
@@ -184,11 +210,11 @@ class _Lines(asyncio.DatagramProtocol):
 
 @dataclass
 class PrivateHAProxy:
-    url: str                        # fe_production
+    url: str  # fe_production
     admin: HAProxy
     tenant_map: str
-    key: bytes                      # its canary cookie key
-    log: asyncio.Queue[str]         # its request log lines, as the verifier receives them
+    key: bytes  # its canary cookie key
+    log: asyncio.Queue[str]  # its request log lines, as the verifier receives them
 
     async def next_request(self, timeout: float = 5) -> haproxy_log.Sample:
         """The next request line HAProxy logged, parsed as the verifier parses it."""
@@ -230,9 +256,14 @@ async def haproxy(tmp_path_factory, shops) -> AsyncIterator[PrivateHAProxy]:
     lines: asyncio.Queue[str] = asyncio.Queue()
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Lines(lines), sock=udp)
     log = run / "haproxy.log"
-    process = Process("haproxy", subprocess.Popen(["haproxy", "-db", "-f", str(config)], env=env,
-                                                  stdout=log.open("wb"), stderr=subprocess.STDOUT),
-                      log, f"http://{moved['127.0.0.1:18080']}")
+    process = Process(
+        "haproxy",
+        subprocess.Popen(
+            ["haproxy", "-db", "-f", str(config)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        ),
+        log,
+        f"http://{moved['127.0.0.1:18080']}",
+    )
     admin = HAProxy(str(run / "admin.sock"))
     slots = {"shop_production": shops["v3"], "shop_production_wave": shops["v2"]}
 
@@ -265,8 +296,11 @@ async def test_haproxy_and_the_shop_name_the_same_tenant_whatever_the_client_cla
     haproxy.forget_logged()
     who, claimed = tenant(), tenant()
     async with httpx.AsyncClient(timeout=10) as client:
-        cart = await client.post(f"{haproxy.url}/cart", json={"items": [{"sku": "MUG-004", "qty": 1}]},
-                                 headers={"Host": f"{who}.shop.test:8080", "X-Tenant": claimed})
+        cart = await client.post(
+            f"{haproxy.url}/cart",
+            json={"items": [{"sku": "MUG-004", "qty": 1}]},
+            headers={"Host": f"{who}.shop.test:8080", "X-Tenant": claimed},
+        )
     logged = await haproxy.next_request()
     assert cart.status_code == 201, cart.text
     conn = await asyncpg.connect(SHOP_DB)
@@ -284,8 +318,10 @@ async def test_a_tenant_reaches_the_candidate_by_its_host_only(haproxy):
     await haproxy.admin.map_set(haproxy.tenant_map, moved, "shop_production_wave")
     try:
         async with httpx.AsyncClient(timeout=10) as client:
+
             async def version(headers: dict[str, str]) -> str | None:
                 return (await client.get(f"{haproxy.url}/products", headers=headers)).headers.get("X-Shop-Version")
+
             by_host = [await version(host(moved)) for _ in range(3)]
             claimed = [await version(host(other) | {"X-Tenant": moved}) for _ in range(3)]
             no_tenant = [await version({"X-Tenant": moved}) for _ in range(3)]
@@ -297,12 +333,28 @@ async def test_a_tenant_reaches_the_candidate_by_its_host_only(haproxy):
     assert [s[5] for s in logged] == [moved] * 3 + [other] * 3 + [None] * 3
 
 
-@pytest.mark.parametrize("host_header", [
-    "acme.shop.test", "ACME.shop.test:18080", "t-1.shop.test:1", "a" * 32 + ".shop.test",
-    "127.0.0.1", "localhost:18080", "shop.test", "a" * 33 + ".shop.test", "-acme.shop.test", "a.b.shop.test",
-    "acme.shop.test.", "acme.shop.local", "acme.shop.test:abc", "acme.shop.test:123456", "ac_me.shop.test",
-    "acme.shop.test, globex.shop.test", "\u212acme.shop.test",
-])
+@pytest.mark.parametrize(
+    "host_header",
+    [
+        "acme.shop.test",
+        "ACME.shop.test:18080",
+        "t-1.shop.test:1",
+        "a" * 32 + ".shop.test",
+        "127.0.0.1",
+        "localhost:18080",
+        "shop.test",
+        "a" * 33 + ".shop.test",
+        "-acme.shop.test",
+        "a.b.shop.test",
+        "acme.shop.test.",
+        "acme.shop.local",
+        "acme.shop.test:abc",
+        "acme.shop.test:123456",
+        "ac_me.shop.test",
+        "acme.shop.test, globex.shop.test",
+        "\u212acme.shop.test",
+    ],
+)
 async def test_haproxy_applies_the_storefronts_tenant_rule(haproxy, host_header):
     haproxy.forget_logged()
     async with httpx.AsyncClient(timeout=10) as client:
@@ -322,9 +374,15 @@ async def test_only_a_cookie_signed_with_the_key_reaches_the_candidate(haproxy):
         "signed with another key": secrets.canary_cookie(os.urandom(32), "alice"),
     }
     async with httpx.AsyncClient(timeout=10) as client:
+
         async def versions(cookie: str) -> set[str | None]:
-            return {(await client.get(f"{haproxy.url}/products", cookies={"rg_canary": cookie})
-                     ).headers.get("X-Shop-Version") for _ in range(3)}
+            return {
+                (await client.get(f"{haproxy.url}/products", cookies={"rg_canary": cookie})).headers.get(
+                    "X-Shop-Version"
+                )
+                for _ in range(3)
+            }
+
         with_signed = await versions(signed)
         with_forged = {name: await versions(cookie) for name, cookie in forged.items()}
     assert with_signed == {"v2"}, "the signed cookie (positive control) reaches the candidate"

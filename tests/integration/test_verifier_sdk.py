@@ -1,6 +1,7 @@
 """Verifiers built on the SDK against the real Kafka and PostgreSQL: one verdict per request however often it is
 delivered, retries of transient errors, the deadline, requests that are not theirs, bad requests, a restart in
 the middle of a window, and heartbeats in the registry."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,15 +20,14 @@ from contracts import topics
 from contracts.cloudevents import Envelope, encode
 from contracts.events import DeadLetter, Verdict, VerificationRequested, VerifierHeartbeat
 from releasegate_cli.probes import TopicTail
+from releasegate_platform import verifier_registry as registry
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.kafka import Producer, client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
-from services.common.kafka import Producer
-from services.common.bus import BusPolicy
-from services.coordinator import registry
 from services.coordinator.handlers import utcnow
 from services.coordinator.results import Results
 from services.verifier.adapters.store import KpiStore
 from services.verifier.handlers import BusinessKpis
-from services.common.kafka import client_options
 from tests.conftest import as_principal, register_verifier, wait_until
 
 pytestmark = pytest.mark.integration
@@ -134,19 +134,39 @@ async def behaviour(req: VerificationRequest) -> Result:
 
 @pytest.fixture(scope="module")
 async def verifier(settings, pool, registry_writer):
-    v = Verifier(name=f"it-sdk-{uuid.uuid4().hex[:8]}", version="1.0.0", services=[SERVICE],
-                 environments=["staging", "production"], kpis=["erp_export_lag_s"], looks_every=0.5,
-                 grace_seconds=2, heartbeat_seconds=1)
+    v = Verifier(
+        name=f"it-sdk-{uuid.uuid4().hex[:8]}",
+        version="1.0.0",
+        services=[SERVICE],
+        environments=["staging", "production"],
+        kpis=["erp_export_lag_s"],
+        looks_every=0.5,
+        grace_seconds=2,
+        heartbeat_seconds=1,
+    )
     v.check(behaviour)
     async with running(v, settings, registry_writer):
         yield v
 
 
-def request(step_id: str = "pass", *, service: str = SERVICE, environment: str = "staging",
-            window_seconds: float = 1.0, **fields) -> VerificationRequested:
-    return VerificationRequested(release_id=f"it-{uuid.uuid4().hex[:10]}", step_id=step_id, service=service,
-                                 environment=environment, candidate_version="v2", stable_version="v1",
-                                 window_seconds=window_seconds, **{"min_samples": 1, "thresholds": {}, **fields})
+def request(
+    step_id: str = "pass",
+    *,
+    service: str = SERVICE,
+    environment: str = "staging",
+    window_seconds: float = 1.0,
+    **fields,
+) -> VerificationRequested:
+    return VerificationRequested(
+        release_id=f"it-{uuid.uuid4().hex[:10]}",
+        step_id=step_id,
+        service=service,
+        environment=environment,
+        candidate_version="v2",
+        stable_version="v1",
+        window_seconds=window_seconds,
+        **{"min_samples": 1, "thresholds": {}, **fields},
+    )
 
 
 async def send(producer: Producer, req: VerificationRequested) -> Envelope:
@@ -158,8 +178,12 @@ async def send(producer: Producer, req: VerificationRequested) -> Envelope:
 async def verdicts(pool, verifier: Verifier, release_id: str) -> list[dict]:
     """The verdicts the verifier staged for a release (each is published once by its outbox relay)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT payload FROM outbox WHERE producer = $1 AND key = $2 AND topic = $3",
-                                verifier.service_name, release_id, topics.results_for(verifier.service_name))
+        rows = await conn.fetch(
+            "SELECT payload FROM outbox WHERE producer = $1 AND key = $2 AND topic = $3",
+            verifier.service_name,
+            release_id,
+            topics.results_for(verifier.service_name),
+        )
     return [json.loads(r["payload"]) for r in rows]
 
 
@@ -186,8 +210,11 @@ class TestOneVerdictPerRequest:
         await producer.send(topics.VERIFY_COMMANDS, *record)
         first = await one_verdict(pool, verifier, req.release_id)
         duplicate = await producer.send(topics.VERIFY_COMMANDS, *record)  # the same event id again
-        await wait_until(lambda: committed_past(settings, f"releasegate-{verifier.service_name}", duplicate),
-                         TIMEOUT, "the verifier to handle the redelivery")
+        await wait_until(
+            lambda: committed_past(settings, f"releasegate-{verifier.service_name}", duplicate),
+            TIMEOUT,
+            "the verifier to handle the redelivery",
+        )
         assert len(await verdicts(pool, verifier, req.release_id)) == 1
         assert calls[req.release_id] == 1
         assert (first["verdict"], first["verifier"], first["step_id"]) == ("pass", verifier.name, "pass")
@@ -198,8 +225,9 @@ class TestOneVerdictPerRequest:
         try:
             req = request("pass")
             await send(producer, req)
-            got = await tail.wait_for(lambda e: e.subject == req.release_id and e.data.verifier == verifier.name,
-                                      TIMEOUT)
+            got = await tail.wait_for(
+                lambda e: e.subject == req.release_id and e.data.verifier == verifier.name, TIMEOUT
+            )
         finally:
             await tail.stop()
         assert got is not None and got.data.verdict is Verdict.PASS
@@ -214,8 +242,9 @@ class TestDeadlines:
         assert verdict["verdict"] == "pass"
         assert calls[req.release_id] == 3
 
-    async def test_an_unanswerable_check_is_inconclusive_at_the_deadline_naming_the_error(self, pool, producer,
-                                                                                         verifier):
+    async def test_an_unanswerable_check_is_inconclusive_at_the_deadline_naming_the_error(
+        self, pool, producer, verifier
+    ):
         req = request("down", window_seconds=1)
         await send(producer, req)
         verdict = await one_verdict(pool, verifier, req.release_id)
@@ -232,11 +261,15 @@ class TestDeadlines:
 
 
 class TestRequestsThatAreNotForIt:
-    async def test_other_services_environments_and_synthetic_journeys_are_skipped(self, settings, pool, producer,
-                                                                                 verifier):
+    async def test_other_services_environments_and_synthetic_journeys_are_skipped(
+        self, settings, pool, producer, verifier
+    ):
         synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
-        skipped = [request(service=f"it-other-{uuid.uuid4().hex[:6]}"), request(environment="qa"),
-                   request(synthetic=synthetic)]
+        skipped = [
+            request(service=f"it-other-{uuid.uuid4().hex[:6]}"),
+            request(environment="qa"),
+            request(synthetic=synthetic),
+        ]
         sent = []
         for req in skipped:
             envelope = Envelope.new(req, "it-verifier-sdk", req.release_id)
@@ -246,11 +279,15 @@ class TestRequestsThatAreNotForIt:
         assert (await one_verdict(pool, verifier, ours.release_id))["verdict"] == "pass"
         group = f"releasegate-{verifier.service_name}"
         for metadata in sent:
-            await wait_until(lambda m=metadata: committed_past(settings, group, m), TIMEOUT,
-                             "the skipped request to be acknowledged")
+            await wait_until(
+                lambda m=metadata: committed_past(settings, group, m), TIMEOUT, "the skipped request to be acknowledged"
+            )
         async with pool.acquire() as conn:
-            runs = await conn.fetchval("SELECT count(*) FROM verifier_runs WHERE verifier = $1 AND release_id ="
-                                       " ANY($2::text[])", verifier.name, [r.release_id for r in skipped])
+            runs = await conn.fetchval(
+                "SELECT count(*) FROM verifier_runs WHERE verifier = $1 AND release_id = ANY($2::text[])",
+                verifier.name,
+                [r.release_id for r in skipped],
+            )
         assert runs == 0
         for req in skipped:
             assert await verdicts(pool, verifier, req.release_id) == []
@@ -258,22 +295,31 @@ class TestRequestsThatAreNotForIt:
 
 
 class TestBadRequests:
-    @pytest.mark.parametrize("ce_type,value,reason", [
-        (VerificationRequested.event_type, b'{"release_id": "x", "step_id"', "not valid JSON"),
-        ("dev.releasegate.verification.requested.v2", b"{}", "unknown event type or schema version"),
-        (VerificationRequested.event_type, b'{"release_id": "x"}', "does not match its schema"),
-    ])
-    async def test_malformed_request_is_dead_lettered_with_the_reason(self, settings, producer, verifier,
-                                                                      ce_type, value, reason):
+    @pytest.mark.parametrize(
+        "ce_type,value,reason",
+        [
+            (VerificationRequested.event_type, b'{"release_id": "x", "step_id"', "not valid JSON"),
+            ("dev.releasegate.verification.requested.v2", b"{}", "unknown event type or schema version"),
+            (VerificationRequested.event_type, b'{"release_id": "x"}', "does not match its schema"),
+        ],
+    )
+    async def test_malformed_request_is_dead_lettered_with_the_reason(
+        self, settings, producer, verifier, ce_type, value, reason
+    ):
         key = f"bad-{uuid.uuid4().hex[:8]}"
-        headers = [("ce_specversion", b"1.0"), ("ce_id", key.encode()), ("ce_source", b"it"),
-                   ("ce_type", ce_type.encode())]
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", key.encode()),
+            ("ce_source", b"it"),
+            ("ce_type", ce_type.encode()),
+        ]
         tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         consumer = f"releasegate-{verifier.service_name}"
         try:
             await producer.send(topics.VERIFY_COMMANDS, key.encode(), value, headers)
-            letter = await tail.wait_for(lambda e: isinstance(e.data, DeadLetter) and e.data.key == key
-                                         and e.data.consumer == consumer, TIMEOUT)
+            letter = await tail.wait_for(
+                lambda e: isinstance(e.data, DeadLetter) and e.data.key == key and e.data.consumer == consumer, TIMEOUT
+            )
         finally:
             await tail.stop()
         assert letter is not None, "no dead letter"
@@ -281,8 +327,9 @@ class TestBadRequests:
 
 
 class TestRestart:
-    async def test_a_restarted_verifier_resumes_the_window_and_answers_once(self, settings, pool, producer,
-                                                                            registry_writer):
+    async def test_a_restarted_verifier_resumes_the_window_and_answers_once(
+        self, settings, pool, producer, registry_writer
+    ):
         service = f"it-sdk-restart-{uuid.uuid4().hex[:6]}"  # not the module verifier's service
         v = Verifier(name=service, version="1.0.0", services=[service], grace_seconds=5)
         v.check(behaviour)
@@ -290,8 +337,11 @@ class TestRestart:
 
         async def open_run():
             async with pool.acquire() as conn:
-                return await conn.fetchrow("SELECT started_at, finished_at FROM verifier_runs WHERE verifier = $1"
-                                           " AND release_id = $2", v.name, req.release_id)
+                return await conn.fetchrow(
+                    "SELECT started_at, finished_at FROM verifier_runs WHERE verifier = $1 AND release_id = $2",
+                    v.name,
+                    req.release_id,
+                )
 
         async with running(v, settings):
             await send(producer, req)
@@ -314,14 +364,19 @@ class TestHeartbeats:
         async with pool.acquire() as conn:
             status = next(s for s in await registry.statuses(conn, datetime.now(UTC)) if s.name == verifier.name)
         assert (status.alive, status.alive_instances, status.versions, status.kpis) == (
-            True, 1, ["1.0.0"], ["erp_export_lag_s"])
+            True,
+            1,
+            ["1.0.0"],
+            ["erp_export_lag_s"],
+        )
 
 
 @pytest.fixture(scope="module")
 async def core(settings, pool):
     """The core verifier's check on the SDK, with business events always ingested (no shop traffic needed)."""
-    v = Verifier(name=CORE_SERVICE, version="1", services=[CORE_SERVICE], environments=["*"],
-                 looks_every=0.5, grace_seconds=3)
+    v = Verifier(
+        name=CORE_SERVICE, version="1", services=[CORE_SERVICE], environments=["*"], looks_every=0.5, grace_seconds=3
+    )
 
     @v.on_startup
     async def wire(rt) -> None:
@@ -334,19 +389,29 @@ async def core(settings, pool):
 async def judged(pool, producer, core: Verifier, candidate_type: str) -> dict:
     """The verdict on a candidate whose 30 checkouts are all of `candidate_type`, next to a healthy stable."""
     environment = f"it-env-{uuid.uuid4().hex[:8]}"
-    req = request("verify-production", service=CORE_SERVICE, environment=environment, window_seconds=3,
-                  min_samples=15, thresholds={"checkout_success_rate": {"min": 0.85}})
+    req = request(
+        "verify-production",
+        service=CORE_SERVICE,
+        environment=environment,
+        window_seconds=3,
+        min_samples=15,
+        thresholds={"checkout_success_rate": {"min": 0.85}},
+    )
     await send(producer, req)
 
     async def accepted():
         async with pool.acquire() as conn:
-            return await conn.fetchval("SELECT 1 FROM verifier_runs WHERE verifier = $1 AND release_id = $2",
-                                       core.name, req.release_id)
+            return await conn.fetchval(
+                "SELECT 1 FROM verifier_runs WHERE verifier = $1 AND release_id = $2", core.name, req.release_id
+            )
 
     await wait_until(accepted, TIMEOUT, "the request to be accepted")
     now = datetime.now(UTC)
-    rows = [(uuid.uuid4().hex, type_, environment, version, "acme", now, None, 20.0)
-            for version, type_ in (("v1", "shop.checkout.succeeded.v1"), ("v2", candidate_type)) for _ in range(30)]
+    rows = [
+        (uuid.uuid4().hex, type_, environment, version, "acme", now, None, 20.0)
+        for version, type_ in (("v1", "shop.checkout.succeeded.v1"), ("v2", candidate_type))
+        for _ in range(30)
+    ]
     await KpiStore(pool).add_business_events(rows)
     return await one_verdict(pool, core, req.release_id)
 

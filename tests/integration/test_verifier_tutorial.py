@@ -2,6 +2,7 @@
 fenced ```python file=PATH (written to PATH), ```console run (each `$ ` command must succeed; `until=TEXT`:
 repeated until its output shows TEXT) and ```console background (started as an OS process, stopped at the end).
 The scaffolded verifier must then be alive in `releasegate verifiers` and have answered the request by hand."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,16 @@ async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer)
                 for command in block.commands:
                     argv = [sys.executable if a == "python" else a for a in shlex.split(command)]
                     log = (LOGS / f"test-tutorial-{NAME}.log").open("ab")
-                    background.append(subprocess.Popen(argv, cwd=tmp_path, env=os.environ.copy(), stdout=log,
-                                                       stderr=subprocess.STDOUT, start_new_session=True))
+                    background.append(
+                        subprocess.Popen(
+                            argv,
+                            cwd=tmp_path,
+                            env=os.environ.copy(),
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
             else:
                 for command in block.commands:
                     until = block.options.get("until")
@@ -107,9 +116,18 @@ async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer)
         assert all(p.poll() is None for p in background), "the tutorial's verifier stopped"
         entry = await wait_until(lambda: listed(tmp_path), 60, f"{NAME} alive in `releasegate verifiers`")
         assert (entry["services"], entry["environments"], entry["kpis"]) == (
-            ["shop"], ["production", "staging"], ["orders_with_matching_payment"])
-        verdict = await results.wait_for(lambda e: isinstance(e.data, VerificationFinished)
-                                         and e.data.verifier == NAME and e.subject.startswith("tutorial-"), 30)
+            ["shop"],
+            ["production", "staging"],
+            ["orders_with_matching_payment"],
+        )
+        verdict = await results.wait_for(
+            lambda e: (
+                isinstance(e.data, VerificationFinished)
+                and e.data.verifier == NAME
+                and e.subject.startswith("tutorial-")
+            ),
+            30,
+        )
         assert verdict is not None, "no verdict from the tutorial's verifier on release.results"
         assert verdict.data.kpis[0].name == "orders_with_matching_payment"
     finally:

@@ -4,6 +4,7 @@ heartbeats, unsigned and replayed operator commands, a forged deploy command rep
 forged restore to an old backup, a principal writing where it may not, and candidate code reaching for the
 control database, Kafka and HAProxy. Each asserts that nothing changed (release state, HAProxy servers, weights
 and routes, production database and backups) and that the refusal is on record."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,23 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import (
-    AbortRequested, DeadLetter, DeployAction, DeployRequested, GateCheckFinished, ResumeRequested, RollbackRequested,
-    Verdict, VerificationFinished, VerificationRequested, VerifierHeartbeat,
+    AbortRequested,
+    DeadLetter,
+    DeployAction,
+    DeployRequested,
+    GateCheckFinished,
+    ResumeRequested,
+    RollbackRequested,
+    Verdict,
+    VerificationFinished,
+    VerificationRequested,
+    VerifierHeartbeat,
 )
 from releasegate_cli.probes import TopicTail
-from services.common import grants, identity
-from services.common.haproxy import HAProxy
-from services.common.kafka import Producer, client_options
+from releasegate_platform import identity
+from releasegate_platform.haproxy import HAProxy
+from releasegate_runtime import grants
+from releasegate_runtime.kafka import Producer, client_options
 from tests.conftest import REPO, as_principal, wait_until
 from tests.e2e.conftest import CANDIDATES, KEYS, cli, submit
 
@@ -41,8 +52,12 @@ MAPS = ["tenants-production.map", "maintenance-production.map"]
 async def target(settings, services):
     """v3 (high risk: two approvals needed) submitted without approvals, from v1 as the stable version: it passes
     staging and waits at the production gate. Aborted (signed) at the end."""
-    subprocess.run([sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     rid = submit("v3")
 
     async def waiting():
@@ -61,24 +76,44 @@ async def snapshot(settings, pool, rid: str) -> dict:
     run = settings.run_dir / "haproxy"
     async with pool.acquire() as conn:
         saga = dict(await conn.fetchrow("SELECT state, revision, body FROM sagas WHERE release_id = $1", rid))
-        instances = [dict(r) for r in await conn.fetch(
-            "SELECT id, environment, version, slot, state FROM instances WHERE state <> 'stopped' ORDER BY id")]
+        instances = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT id, environment, version, slot, state FROM instances WHERE state <> 'stopped' ORDER BY id"
+            )
+        ]
         backups = await conn.fetchval("SELECT count(*) FROM backups")
     shop = await asyncpg.connect(settings.role_dsn("releasegate", "shop"))
     try:
-        schema = [tuple(r) for r in await shop.fetch(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = 'public' ORDER BY 1, 2")]
-        migrations = await shop.fetchval("SELECT count(*) FROM releasegate_migrations") if await shop.fetchval(
-            "SELECT to_regclass('releasegate_migrations') IS NOT NULL") else 0
+        schema = [
+            tuple(r)
+            for r in await shop.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'public' ORDER BY 1, 2"
+            )
+        ]
+        migrations = (
+            await shop.fetchval("SELECT count(*) FROM releasegate_migrations")
+            if await shop.fetchval("SELECT to_regclass('releasegate_migrations') IS NOT NULL")
+            else 0
+        )
         orders = await shop.fetchval("SELECT count(*) FROM orders")
     finally:
         await shop.close()
-    servers = {b: sorted((s.name, s.addr, s.port, s.weight, s.maintenance) for s in await haproxy.servers(b))
-               for b in BACKENDS}
+    servers = {
+        b: sorted((s.name, s.addr, s.port, s.weight, s.maintenance) for s in await haproxy.servers(b)) for b in BACKENDS
+    }
     routes = {m: await haproxy.map_entries(str(run / m)) for m in MAPS}
-    return {"saga": saga, "instances": instances, "servers": servers, "routes": routes, "backups": backups,
-            "schema": schema, "migrations": migrations, "orders": orders}
+    return {
+        "saga": saga,
+        "instances": instances,
+        "servers": servers,
+        "routes": routes,
+        "backups": backups,
+        "schema": schema,
+        "migrations": migrations,
+        "orders": orders,
+    }
 
 
 def assert_unchanged(before: dict, after: dict) -> None:
@@ -89,9 +124,14 @@ def assert_unchanged(before: dict, after: dict) -> None:
 
 async def audit_after(pool, rid: str, after_id: int) -> list[dict]:
     async with pool.acquire() as conn:
-        return [dict(r) for r in await conn.fetch(
-            "SELECT id, actor, state, reason FROM audit_log WHERE release_id = $1 AND id > $2 ORDER BY id",
-            rid, after_id)]
+        return [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT id, actor, state, reason FROM audit_log WHERE release_id = $1 AND id > $2 ORDER BY id",
+                rid,
+                after_id,
+            )
+        ]
 
 
 async def last_audit_id(pool, rid: str) -> int:
@@ -113,12 +153,14 @@ async def publish(settings, principal: str, topic: str, event, subject: str | No
 async def refused_in_audit(pool, rid: str, since: int, words: str) -> list[dict]:
     async def found():
         return [r for r in await audit_after(pool, rid, since) if words in r["reason"]]
+
     return await wait_until(found, 60, f"the refusal ({words!r}) in {rid}'s audit log")
 
 
 async def dead_letter(tail: TopicTail, event_id: str, words: str) -> DeadLetter:
-    letter = await tail.wait_for(lambda e: isinstance(e.data, DeadLetter) and e.data.headers.get("ce_id") == event_id,
-                                 timeout=60)
+    letter = await tail.wait_for(
+        lambda e: isinstance(e.data, DeadLetter) and e.data.headers.get("ce_id") == event_id, timeout=60
+    )
     assert letter is not None, f"no dead letter for {event_id}"
     assert words in letter.data.reason, letter.data.reason
     return letter.data
@@ -132,9 +174,17 @@ class TestForgedResults:
     async def test_a_pass_verdict_forged_by_another_verifier_is_refused(self, settings, pool, target):
         before, since = await snapshot(settings, pool, target), await last_audit_id(pool, target)
         now = datetime.now(UTC)
-        forged = VerificationFinished(release_id=target, step_id=saga_step(before), environment="production",
-                                      verdict=Verdict.PASS, reason="all good", kpis=[], window_start=now,
-                                      window_end=now, verifier="business-kpis")
+        forged = VerificationFinished(
+            release_id=target,
+            step_id=saga_step(before),
+            environment="production",
+            verdict=Verdict.PASS,
+            reason="all good",
+            kpis=[],
+            window_start=now,
+            window_end=now,
+            verifier="business-kpis",
+        )
         # the tax team's credential can only write its own result topic: the coordinator knows who sent it
         await publish(settings, "verifier-tax", topics.results_for("verifier-tax"), forged, target)
         refusal = await refused_in_audit(pool, target, since, "only verifier-business-kpis")
@@ -144,9 +194,17 @@ class TestForgedResults:
     async def test_nobody_else_can_write_a_verifiers_result_topic(self, settings, pool, target):
         before = await snapshot(settings, pool, target)
         now = datetime.now(UTC)
-        forged = VerificationFinished(release_id=target, step_id=saga_step(before), environment="production",
-                                      verdict=Verdict.PASS, reason="all good", kpis=[], window_start=now,
-                                      window_end=now, verifier="business-kpis")
+        forged = VerificationFinished(
+            release_id=target,
+            step_id=saga_step(before),
+            environment="production",
+            verdict=Verdict.PASS,
+            reason="all good",
+            kpis=[],
+            window_start=now,
+            window_end=now,
+            verifier="business-kpis",
+        )
         for principal in ("ops", "ci", "shop", "verifier-tax"):
             with pytest.raises(TopicAuthorizationFailedError):
                 await publish(settings, principal, topics.results_for("verifier-business-kpis"), forged, target)
@@ -154,8 +212,14 @@ class TestForgedResults:
 
     async def test_a_gate_pass_forged_by_another_service_is_refused(self, settings, pool, target):
         before, since = await snapshot(settings, pool, target), await last_audit_id(pool, target)
-        forged = GateCheckFinished(release_id=target, step_id=saga_step(before), environment="production",
-                                   passed=True, checks=[], decision="pass")
+        forged = GateCheckFinished(
+            release_id=target,
+            step_id=saga_step(before),
+            environment="production",
+            passed=True,
+            checks=[],
+            decision="pass",
+        )
         await publish(settings, "deployer", topics.results_for("deployer"), forged, target)
         await refused_in_audit(pool, target, since, "only gatekeeper reports it")
         with pytest.raises(TopicAuthorizationFailedError):
@@ -164,9 +228,17 @@ class TestForgedResults:
 
     async def test_a_verdict_cannot_be_laundered_through_a_forged_verification_request(self, settings, pool, target):
         before = await snapshot(settings, pool, target)
-        request = VerificationRequested(release_id=target, step_id=saga_step(before), service="shop",
-                                        environment="production", candidate_version="v3", stable_version="v1",
-                                        window_seconds=1, min_samples=1, thresholds={})
+        request = VerificationRequested(
+            release_id=target,
+            step_id=saga_step(before),
+            service="shop",
+            environment="production",
+            candidate_version="v3",
+            stable_version="v1",
+            window_seconds=1,
+            min_samples=1,
+            thresholds={},
+        )
         for principal in ("ops", "ci", "shop", "verifier-business-kpis", "deployer"):
             with pytest.raises(TopicAuthorizationFailedError):
                 await publish(settings, principal, topics.VERIFY_COMMANDS, request, target)
@@ -180,21 +252,35 @@ class TestForgedHeartbeats:
             registry_before = [dict(r) for r in await conn.fetch("SELECT * FROM verifier_registry ORDER BY 1, 2")]
         letters = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
         try:
-            impostor = VerifierHeartbeat(name="business-kpis", version="6.6.6", instance="evil", services=["*"],
-                                         environments=["*"], interval_seconds=5, sent_at=datetime.now(UTC))
+            impostor = VerifierHeartbeat(
+                name="business-kpis",
+                version="6.6.6",
+                instance="evil",
+                services=["*"],
+                environments=["*"],
+                interval_seconds=5,
+                sent_at=datetime.now(UTC),
+            )
             sent = await publish(settings, "verifier-tax", topics.results_for("verifier-tax"), impostor, None)
             await dead_letter(letters, sent.id, "only verifier-business-kpis may announce it")
-            immortal = VerifierHeartbeat(name="tax", version="6.6.6", instance="evil", services=["*"],
-                                         environments=["*"], interval_seconds=5,
-                                         sent_at=datetime.now(UTC) + timedelta(days=30))
+            immortal = VerifierHeartbeat(
+                name="tax",
+                version="6.6.6",
+                instance="evil",
+                services=["*"],
+                environments=["*"],
+                interval_seconds=5,
+                sent_at=datetime.now(UTC) + timedelta(days=30),
+            )
             sent = await publish(settings, "verifier-tax", topics.results_for("verifier-tax"), immortal, None)
             await dead_letter(letters, sent.id, "in the future")
         finally:
             await letters.stop()
         async with pool.acquire() as conn:
             assert not await conn.fetchval("SELECT count(*) FROM verifier_registry WHERE instance = 'evil'")
-            assert not await conn.fetchval("SELECT count(*) FROM verifier_registry WHERE last_heartbeat >"
-                                           " now() + interval '1 minute'")
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM verifier_registry WHERE last_heartbeat > now() + interval '1 minute'"
+            )
             assert len(await conn.fetch("SELECT 1 FROM verifier_registry")) >= len(registry_before)
         assert_unchanged(before, await snapshot(settings, pool, target))
 
@@ -202,8 +288,9 @@ class TestForgedHeartbeats:
 class TestOperatorCommands:
     async def test_an_unsigned_abort_is_refused_and_recorded(self, settings, pool, target):
         before, since = await snapshot(settings, pool, target), await last_audit_id(pool, target)
-        await publish(settings, "ops", topics.CONTROL,
-                      AbortRequested(release_id=target, actor="carol", reason="trust me"), target)
+        await publish(
+            settings, "ops", topics.CONTROL, AbortRequested(release_id=target, actor="carol", reason="trust me"), target
+        )
         refusal = await refused_in_audit(pool, target, since, "refused")
         assert "sign" in refusal[0]["reason"] and refusal[0]["actor"] == "carol"
         after = await snapshot(settings, pool, target)
@@ -215,8 +302,9 @@ class TestOperatorCommands:
 
     async def test_a_replayed_signed_command_is_refused(self, settings, pool, target):
         since = await last_audit_id(pool, target)
-        signed = identity.sign_command(KEYS / "alice.key", ResumeRequested(
-            release_id=target, actor="alice", reason="resume if paused"))
+        signed = identity.sign_command(
+            KEYS / "alice.key", ResumeRequested(release_id=target, actor="alice", reason="resume if paused")
+        )
         await publish(settings, "ops", topics.CONTROL, signed, target)  # acted on (ignored: not paused)
         await wait_until(lambda: refused_or_noted(pool, target, since, "resume by alice"), 60, "the resume")
         before, since = await snapshot(settings, pool, target), await last_audit_id(pool, target)
@@ -229,7 +317,8 @@ class TestOperatorCommands:
         assert_unchanged(before, after)
 
     async def test_a_signature_by_someone_outside_the_identities_is_refused(self, settings, pool, target, tmp_path):
-        from services.common import supply_chain
+        from releasegate_platform import supply_chain
+
         key, _ = supply_chain.keygen(tmp_path, "mallory")
         before, since = await snapshot(settings, pool, target), await last_audit_id(pool, target)
         forged = identity.sign_command(key, AbortRequested(release_id=target, actor="carol", reason="signed by me"))
@@ -251,15 +340,27 @@ class TestForgedWorkerCommands:
         of production."""
         before = await snapshot(settings, pool, target)
         old = _candidate("v1")
-        command = DeployRequested(release_id=target, step_id="canary-100", service="shop", version="v1",
-                                  digest=old["artifact"]["digest"], environment="production",
-                                  action=DeployAction.START, weight=100, attestation=old["attestation"])
+        command = DeployRequested(
+            release_id=target,
+            step_id="canary-100",
+            service="shop",
+            version="v1",
+            digest=old["artifact"]["digest"],
+            environment="production",
+            action=DeployAction.START,
+            weight=100,
+            attestation=old["attestation"],
+        )
         letters = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER, topics.ALERTS).start()
         try:
             sent = await publish(settings, "coordinator", topics.DEPLOY_COMMANDS, command, target)
             await dead_letter(letters, sent.id, "no step grant")
-            alert = await letters.wait_for(lambda e: e.subject == target and "refused" in getattr(
-                e.data, "title", "") + getattr(e.data, "detail", ""), timeout=60)
+            alert = await letters.wait_for(
+                lambda e: (
+                    e.subject == target and "refused" in getattr(e.data, "title", "") + getattr(e.data, "detail", "")
+                ),
+                timeout=60,
+            )
             assert alert is not None, "no alert about the refused command"
         finally:
             await letters.stop()
@@ -272,7 +373,10 @@ class TestForgedWorkerCommands:
         async with pool.acquire() as conn:
             payload = await conn.fetchval(
                 "SELECT payload FROM outbox WHERE producer = 'coordinator' AND key = $1 AND topic = $2"
-                " ORDER BY id LIMIT 1", target, topics.DEPLOY_COMMANDS)
+                " ORDER BY id LIMIT 1",
+                target,
+                topics.DEPLOY_COMMANDS,
+            )
         issued = DeployRequested.model_validate_json(payload)
         assert issued.grant is not None
         before = await snapshot(settings, pool, target)
@@ -285,17 +389,23 @@ class TestForgedWorkerCommands:
             await letters.stop()
         assert_unchanged(before, await snapshot(settings, pool, target))
 
-    async def test_a_restore_to_an_old_backup_is_refused_even_with_the_coordinators_key(self, settings, pool,
-                                                                                      target):
+    async def test_a_restore_to_an_old_backup_is_refused_even_with_the_coordinators_key(self, settings, pool, target):
         """Production back to an old dump: refused without a grant, and refused with one signed by the stolen
         coordinator key, because the backup is not this release's backup point."""
         async with pool.acquire() as conn:
             old = await conn.fetchval("SELECT min(id) FROM backups WHERE database = 'shop'")
         assert old is not None
         before = await snapshot(settings, pool, target)
-        restore = RollbackRequested(release_id=target, step_id="compensate:production", compensation="restore_data",
-                                    service="shop", environment="production", candidate_version="v3",
-                                    backup_id=old, since=datetime.now(UTC) - timedelta(days=1))
+        restore = RollbackRequested(
+            release_id=target,
+            step_id="compensate:production",
+            compensation="restore_data",
+            service="shop",
+            environment="production",
+            candidate_version="v3",
+            backup_id=old,
+            since=datetime.now(UTC) - timedelta(days=1),
+        )
         signer = grants.load_grant_signer(settings.secrets_dir / "keys" / "coordinator.key")
         granted = grants.with_grant(signer, restore, issued_at=datetime.now(UTC), lifetime=timedelta(minutes=5))
         letters = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
@@ -310,11 +420,24 @@ class TestForgedWorkerCommands:
 
     async def test_ci_cannot_write_any_command_or_control_topic(self, settings, pool, target):
         before = await snapshot(settings, pool, target)
-        command = DeployRequested(release_id=target, step_id="canary-100", service="shop", version="v3",
-                                  digest="sha256:" + "0" * 64, environment="production", action=DeployAction.SHIFT,
-                                  weight=100)
-        for topic in (topics.DEPLOY_COMMANDS, topics.ROLLBACK_COMMANDS, topics.GATE_COMMANDS, topics.CONTROL,
-                      topics.STATUS, topics.results_for("deployer")):
+        command = DeployRequested(
+            release_id=target,
+            step_id="canary-100",
+            service="shop",
+            version="v3",
+            digest="sha256:" + "0" * 64,
+            environment="production",
+            action=DeployAction.SHIFT,
+            weight=100,
+        )
+        for topic in (
+            topics.DEPLOY_COMMANDS,
+            topics.ROLLBACK_COMMANDS,
+            topics.GATE_COMMANDS,
+            topics.CONTROL,
+            topics.STATUS,
+            topics.results_for("deployer"),
+        ):
             with pytest.raises(TopicAuthorizationFailedError):
                 await publish(settings, "ci", topic, command, target)
         assert_unchanged(before, await snapshot(settings, pool, target))
@@ -327,20 +450,28 @@ def _candidate(version: str) -> dict:
 class TestCandidateConfinement:
     async def test_candidate_code_reaches_neither_the_control_plane_nor_other_secrets(self, settings, pool, target):
         async with pool.acquire() as conn:
-            pid = await conn.fetchval("SELECT pid FROM instances WHERE environment = 'production' AND state ="
-                                      " 'serving' ORDER BY id DESC LIMIT 1")
+            pid = await conn.fetchval(
+                "SELECT pid FROM instances WHERE environment = 'production' AND state ="
+                " 'serving' ORDER BY id DESC LIMIT 1"
+            )
         assert pid, "no production instance serving"
         status = Path(f"/proc/{pid}/status").read_text()
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
         if os.geteuid() == 0:
             assert pwd.getpwuid(uid).pw_name == "rg-candidate"
-        environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode(
-            errors="replace").split("\0") if "=" in item)
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+            if "=" in item
+        )
         assert not [k for k in environ if k.startswith("RG_")], "the deployer's settings leaked to the candidate"
         assert all(not k.startswith("SHOP_") or k in ALLOWED_SHOP for k in environ), environ.keys()
         secrets = settings.secrets_dir
-        leaked = [p.name for p in (secrets / "kafka").glob("*.password")
-                  if p.name != "shop.password" and p.read_text().strip() in environ.values()]
+        leaked = [
+            p.name
+            for p in (secrets / "kafka").glob("*.password")
+            if p.name != "shop.password" and p.read_text().strip() in environ.values()
+        ]
         assert not leaked, f"secrets of {leaked} in the candidate's environment"
 
         # its own database role cannot even connect to the control database
@@ -349,9 +480,11 @@ class TestCandidateConfinement:
             await asyncpg.connect(control, timeout=5)
 
         # its own Kafka principal may write shop.events and nothing else, and read nothing
-        options = {**client_options(as_principal(settings, "shop")),
-                   "sasl_plain_username": environ["SHOP_KAFKA_USERNAME"],
-                   "sasl_plain_password": environ["SHOP_KAFKA_PASSWORD"]}
+        options = {
+            **client_options(as_principal(settings, "shop")),
+            "sasl_plain_username": environ["SHOP_KAFKA_USERNAME"],
+            "sasl_plain_password": environ["SHOP_KAFKA_PASSWORD"],
+        }
         producer = AIOKafkaProducer(**options)
         await producer.start()
         try:
@@ -371,6 +504,17 @@ class TestCandidateConfinement:
         assert sock.is_socket() and (sock.stat().st_mode & 0o077) == 0 and sock.stat().st_uid != uid
 
 
-ALLOWED_SHOP = {"SHOP_KAFKA_BOOTSTRAP", "SHOP_KAFKA_USERNAME", "SHOP_KAFKA_PASSWORD", "SHOP_KAFKA_CA_FILE",
-                "SHOP_DATABASE_URL", "SHOP_PAYMENT_URL", "SHOP_ERP_URL", "SHOP_EVENTS_TOPIC", "SHOP_PORT",
-                "SHOP_ENVIRONMENT", "SHOP_INSTANCE_ID", "SHOP_ERP_ADOPT_AFTER_SECONDS"}
+ALLOWED_SHOP = {
+    "SHOP_KAFKA_BOOTSTRAP",
+    "SHOP_KAFKA_USERNAME",
+    "SHOP_KAFKA_PASSWORD",
+    "SHOP_KAFKA_CA_FILE",
+    "SHOP_DATABASE_URL",
+    "SHOP_PAYMENT_URL",
+    "SHOP_ERP_URL",
+    "SHOP_EVENTS_TOPIC",
+    "SHOP_PORT",
+    "SHOP_ENVIRONMENT",
+    "SHOP_INSTANCE_ID",
+    "SHOP_ERP_ADOPT_AFTER_SECONDS",
+}

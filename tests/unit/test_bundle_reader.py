@@ -1,5 +1,6 @@
 """One bundle reader for the gatekeeper and the deployer: the same normalized names, whole files, and a refusal
 (never a truncation) for anything a bundle must not hold — so no migration can run that the lint did not see."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common import bundle_reader
-from services.common.bundle_reader import BundleError, Limits
+from releasegate_platform import bundle_reader
+from releasegate_platform.bundle_reader import BundleError, Limits
 from services.deployer.adapters import bundle_tree, migrator
 from services.deployer.domain import DeployError
 from services.gatekeeper import migrations as lint
@@ -30,8 +31,12 @@ def bundle(tmp_path: Path, *entries: tuple[str, bytes | str | None], name: str =
                 tar.addfile(info)
             elif isinstance(content, str):
                 kind, _, target = content.partition(":")
-                info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
-                             "chardev": tarfile.CHRTYPE}[kind]
+                info.type = {
+                    "symlink": tarfile.SYMTYPE,
+                    "hardlink": tarfile.LNKTYPE,
+                    "fifo": tarfile.FIFOTYPE,
+                    "chardev": tarfile.CHRTYPE,
+                }[kind]
                 info.linkname = target
                 tar.addfile(info)
             else:
@@ -50,20 +55,27 @@ def linted(path: Path) -> dict[str, str]:
 
 class TestNormalizedNames:
     def test_a_migration_behind_dot_slash_is_linted_under_the_name_the_deployer_runs(self, tmp_path):
-        path = bundle(tmp_path, ("./bundle.json", MANIFEST), ("./migrations/", None),
-                      ("./migrations/0009_drop.sql", DROP))
+        path = bundle(
+            tmp_path, ("./bundle.json", MANIFEST), ("./migrations/", None), ("./migrations/0009_drop.sql", DROP)
+        )
         assert linted(path) == {"0009_drop.sql": "contract"}
-        assert set(bundle_tree.tree_of(path)[0]) == set(bundles.read(path)) == {"bundle.json",
-                                                                               "migrations/0009_drop.sql"}
+        assert (
+            set(bundle_tree.tree_of(path)[0]) == set(bundles.read(path)) == {"bundle.json", "migrations/0009_drop.sql"}
+        )
         assert bundles.manifest(bundles.read(path))["version"] == "v9"
 
     @pytest.mark.parametrize("hidden", ["migrations//0009_drop.sql", "./././migrations/./0009_drop.sql"])
     def test_empty_and_dot_segments_are_dropped(self, tmp_path, hidden):
         assert linted(bundle(tmp_path, (hidden, DROP))) == {"0009_drop.sql": "contract"}
 
-    @pytest.mark.parametrize("twice", [("migrations/0009.sql", "./migrations/0009.sql"),
-                                       ("migrations/0009.sql", "migrations//0009.sql"),
-                                       ("storefront/", "./storefront")])
+    @pytest.mark.parametrize(
+        "twice",
+        [
+            ("migrations/0009.sql", "./migrations/0009.sql"),
+            ("migrations/0009.sql", "migrations//0009.sql"),
+            ("storefront/", "./storefront"),
+        ],
+    )
     def test_two_entries_with_one_name_after_normalizing_are_refused(self, tmp_path, twice):
         first, second = twice
         content = None if first.endswith("/") else b"SELECT 1;"
@@ -73,13 +85,20 @@ class TestNormalizedNames:
         with pytest.raises(DeployError, match="appears twice"):
             bundle_tree.tree_of(path)
 
-    @pytest.mark.parametrize("entry, reason", [
-        ("/etc/cron.d/job", "absolute path"), ("../outside.sql", "climbs out"),
-        ("migrations/../../x.sql", "climbs out"), ("migrations/0009\n.sql", "control character"),
-        ("migrations/0009\x00.sql", "control character"), ("migrations/0009\x85.sql", "control character"),
-        ("migrations\\0009.sql", "backslash"), ("a" * 300, "longer than 255 bytes"),
-        ("migrations/\udcff.sql", "not valid UTF-8"),
-    ])
+    @pytest.mark.parametrize(
+        "entry, reason",
+        [
+            ("/etc/cron.d/job", "absolute path"),
+            ("../outside.sql", "climbs out"),
+            ("migrations/../../x.sql", "climbs out"),
+            ("migrations/0009\n.sql", "control character"),
+            ("migrations/0009\x00.sql", "control character"),
+            ("migrations/0009\x85.sql", "control character"),
+            ("migrations\\0009.sql", "backslash"),
+            ("a" * 300, "longer than 255 bytes"),
+            ("migrations/\udcff.sql", "not valid UTF-8"),
+        ],
+    )
     def test_names_that_cannot_be_one_file_in_the_bundle_are_refused(self, entry, reason):
         with pytest.raises(BundleError, match=reason):
             bundle_reader.normalize(entry)
@@ -90,9 +109,15 @@ class TestNormalizedNames:
 
 
 class TestEntryTypes:
-    @pytest.mark.parametrize("content, kind", [("symlink:../../etc/passwd", "symbolic link"),
-                                               ("hardlink:bundle.json", "hard link"), ("fifo:", "fifo"),
-                                               ("chardev:", "device")])
+    @pytest.mark.parametrize(
+        "content, kind",
+        [
+            ("symlink:../../etc/passwd", "symbolic link"),
+            ("hardlink:bundle.json", "hard link"),
+            ("fifo:", "fifo"),
+            ("chardev:", "device"),
+        ],
+    )
     def test_only_regular_files_and_directories_are_read(self, tmp_path, content, kind):
         path = bundle(tmp_path, ("bundle.json", MANIFEST), ("migrations/0009.sql", content))
         with pytest.raises(BundleError, match=kind):
@@ -136,18 +161,27 @@ class TestWholeFilesAndLimits:
 
 class TestSameMigrationsOnBothSides:
     def test_the_deployer_runs_exactly_the_migrations_the_gatekeeper_lints(self, tmp_path):
-        path = bundle(tmp_path, ("bundle.json", MANIFEST), ("./migrations/0002_b.sql", b"SELECT 2;"),
-                      ("migrations/0001_a.sql", b"SELECT 1;"), ("migrations/nested/0003.sql", b"SELECT 3;"),
-                      ("migrations/readme.md", b"notes"), ("migrations/0004.sql.bak", b"SELECT 4;"),
-                      ("migrations/0005.sql/", None))
+        path = bundle(
+            tmp_path,
+            ("bundle.json", MANIFEST),
+            ("./migrations/0002_b.sql", b"SELECT 2;"),
+            ("migrations/0001_a.sql", b"SELECT 1;"),
+            ("migrations/nested/0003.sql", b"SELECT 3;"),
+            ("migrations/readme.md", b"notes"),
+            ("migrations/0004.sql.bak", b"SELECT 4;"),
+            ("migrations/0005.sql/", None),
+        )
         folder = tmp_path / "unpacked"
         folder.mkdir()
         bundle_tree.extract(path, folder)
         bundle_tree.seal(folder)
         try:
             assert bundle_tree.tree_problem(folder, *bundle_tree.tree_of(path)) is None
-            assert list(bundles.migrations(bundles.read(path))) == [p.name for p in migrator._files(folder)] == [
-                "0001_a.sql", "0002_b.sql"]
+            assert (
+                list(bundles.migrations(bundles.read(path)))
+                == [p.name for p in migrator._files(folder)]
+                == ["0001_a.sql", "0002_b.sql"]
+            )
         finally:
             bundle_tree.remove_tree(folder)
 
@@ -159,7 +193,11 @@ class TestSameMigrationsOnBothSides:
         bundle_tree.extract(path, folder)
         assert (folder / "migrations" / "0009.sql").read_bytes() == padded
         assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
-            "migrations", "migrations/0009.sql", "storefront", "storefront/app.py"]
+            "migrations",
+            "migrations/0009.sql",
+            "storefront",
+            "storefront/app.py",
+        ]
 
     def test_a_refused_bundle_is_not_extracted(self, tmp_path):
         path = bundle(tmp_path, ("bundle.json", MANIFEST), ("run.sh", "symlink:/bin/sh"))

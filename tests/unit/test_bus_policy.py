@@ -1,5 +1,6 @@
 """The bus policy (deploy/kafka/acls.yaml) and the coordinator's check of who sent a result: least privilege
 as data, and a forged result refused for the one reason that matters, its sender."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from contracts import topics
 from contracts.events import DeployFinished, GateCheckFinished, Verdict, VerificationFinished, VerifierHeartbeat
-from services.common.bus import BusPolicy, BusPolicyError
+from releasegate_runtime.bus import BusPolicy, BusPolicyError
 from services.coordinator import senders
 
 POLICY = BusPolicy.load()
@@ -18,14 +19,25 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def writers(topic: str) -> set[str]:
-    return {g.principal for g in POLICY.grants() if g.resource == "topic" and g.operation == "WRITE"
-            and (topic.startswith(g.name) if g.prefixed else topic == g.name)}
+    return {
+        g.principal
+        for g in POLICY.grants()
+        if g.resource == "topic"
+        and g.operation == "WRITE"
+        and (topic.startswith(g.name) if g.prefixed else topic == g.name)
+    }
 
 
 class TestLeastPrivilege:
     def test_only_the_coordinator_writes_commands_and_release_status(self):
-        for topic in (topics.GATE_COMMANDS, topics.DR_COMMANDS, topics.DEPLOY_COMMANDS, topics.VERIFY_COMMANDS,
-                      topics.ROLLBACK_COMMANDS, topics.STATUS):
+        for topic in (
+            topics.GATE_COMMANDS,
+            topics.DR_COMMANDS,
+            topics.DEPLOY_COMMANDS,
+            topics.VERIFY_COMMANDS,
+            topics.ROLLBACK_COMMANDS,
+            topics.STATUS,
+        ):
             assert writers(topic) == {"coordinator"}, topic
 
     def test_ci_writes_candidates_and_nothing_else(self):
@@ -40,8 +52,10 @@ class TestLeastPrivilege:
 
     def test_every_result_topic_has_exactly_one_writer(self):
         producers = POLICY.results_producers()
-        assert set(producers) >= {topics.results_for(n) for n in ("gatekeeper", "dr-checker", "deployer", "rollback",
-                                                                    "verifier-business-kpis")}
+        assert set(producers) >= {
+            topics.results_for(n)
+            for n in ("gatekeeper", "dr-checker", "deployer", "rollback", "verifier-business-kpis")
+        }
         for topic, principal in producers.items():
             assert writers(topic) == {principal.name}, topic
 
@@ -64,18 +78,27 @@ class TestLeastPrivilege:
     def test_the_security_docs_show_the_policy_as_it_is(self):
         text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
         shown = text.split("<!-- principals-table -->\n", 1)[1].split("\n<!-- /principals-table -->", 1)[0]
-        assert shown == POLICY.table(), "docs/security.md is stale: paste `python -m services.common.bus table`"
+        assert shown == POLICY.table(), "docs/security.md is stale: paste `python -m releasegate_runtime.bus table`"
 
 
 def verdict(verifier: str) -> VerificationFinished:
-    return VerificationFinished(release_id="r1", step_id="verify-staging", environment="staging",
-                                verdict=Verdict.PASS, reason="ok", kpis=[], window_start=NOW, window_end=NOW,
-                                verifier=verifier)
+    return VerificationFinished(
+        release_id="r1",
+        step_id="verify-staging",
+        environment="staging",
+        verdict=Verdict.PASS,
+        reason="ok",
+        kpis=[],
+        window_start=NOW,
+        window_end=NOW,
+        verifier=verifier,
+    )
 
 
 def heartbeat(name: str, sent_at: datetime = NOW) -> VerifierHeartbeat:
-    return VerifierHeartbeat(name=name, version="1", instance="i1", services=["*"], environments=["*"],
-                             interval_seconds=5, sent_at=sent_at)
+    return VerifierHeartbeat(
+        name=name, version="1", instance="i1", services=["*"], environments=["*"], interval_seconds=5, sent_at=sent_at
+    )
 
 
 class TestWhoMaySendAResult:
@@ -85,14 +108,16 @@ class TestWhoMaySendAResult:
         assert why is not None and "only verifier-business-kpis" in why
 
     def test_a_gate_result_counts_only_from_the_gatekeeper(self):
-        gate = GateCheckFinished(release_id="r1", step_id="gate-production", environment="production", passed=True,
-                                 checks=[])
+        gate = GateCheckFinished(
+            release_id="r1", step_id="gate-production", environment="production", passed=True, checks=[]
+        )
         assert senders.refusal(POLICY.principals["gatekeeper"], gate, NOW) is None
         assert "only gatekeeper" in senders.refusal(POLICY.principals["deployer"], gate, NOW)
 
     def test_a_deploy_result_counts_only_from_the_deployer(self):
-        done = DeployFinished(release_id="r1", step_id="canary-10", environment="production", succeeded=True,
-                              reason="ok")
+        done = DeployFinished(
+            release_id="r1", step_id="canary-10", environment="production", succeeded=True, reason="ok"
+        )
         assert "only deployer" in senders.refusal(POLICY.principals["verifier-tax"], done, NOW)
 
     def test_a_heartbeat_for_another_verifier_or_from_the_future_is_refused(self):
@@ -101,7 +126,6 @@ class TestWhoMaySendAResult:
         assert senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(seconds=30)), NOW) is None
         assert "in the future" in senders.refusal(kpis, heartbeat("business-kpis", NOW + timedelta(days=3)), NOW)
         assert "only verifier-erp-export" in senders.refusal(kpis, heartbeat("erp-export"), NOW)
-
 
     def test_a_hostile_verifier_name_is_refused_in_a_short_readable_reason(self):
         # the contract refuses such a name when the record is decoded; the sender check must still quote it

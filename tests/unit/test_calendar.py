@@ -1,4 +1,5 @@
 """Release calendar: freeze windows, recurring windows and business hours, judged at an instant the test picks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,9 @@ class TestFreezeWindows:
         assert timing.frozen and timing.freeze_name == "black-friday-cyber-monday-2026"
         assert timing.freeze_ends_at == utc(2026, 12, 1, 11, 0)
         assert timing.frozen_domains == ("checkout",)
-        assert timing.reasons == ("checkout changes are frozen by black-friday-cyber-monday-2026 "
-                                  "until 2026-12-01 06:00 America/New_York",)
+        assert timing.reasons == (
+            "checkout changes are frozen by black-friday-cyber-monday-2026 until 2026-12-01 06:00 America/New_York",
+        )
 
     def test_freeze_starts_at_midnight_new_york_time_not_midnight_utc(self):
         assert not judge(utc(2026, 11, 26, 4, 59, 59)).frozen
@@ -117,7 +119,8 @@ class TestRecurringWindows:
         timing = judge(utc(2026, 10, 31, 17, 0), "erp-sync")
         assert timing.freeze_name == "month-end-close"
         assert timing.reasons == (
-            "erp-sync changes are frozen by month-end-close until 2026-11-02 00:00 Europe/Berlin",)
+            "erp-sync changes are frozen by month-end-close until 2026-11-02 00:00 Europe/Berlin",
+        )
 
     def test_month_end_close_is_over_at_midnight_starting_the_second(self):
         assert judge(utc(2026, 12, 1, 22, 59), "erp-sync").frozen
@@ -139,10 +142,10 @@ class TestRecurringWindows:
 
     def test_daily_window_opens_at_the_same_berlin_hour_before_and_after_the_switch(self):
         evening = daily_window("0 18 * * *", 2)
-        assert not judge(utc(2026, 3, 27, 16, 30), "erp-sync", calendar=evening).frozen   # Fri 17:30 CET
-        assert judge(utc(2026, 3, 27, 18, 30), "erp-sync", calendar=evening).frozen       # Fri 19:30 CET
-        assert judge(utc(2026, 3, 30, 16, 30), "erp-sync", calendar=evening).frozen       # Mon 18:30 CEST
-        assert not judge(utc(2026, 3, 30, 18, 30), "erp-sync", calendar=evening).frozen   # Mon 20:30 CEST
+        assert not judge(utc(2026, 3, 27, 16, 30), "erp-sync", calendar=evening).frozen  # Fri 17:30 CET
+        assert judge(utc(2026, 3, 27, 18, 30), "erp-sync", calendar=evening).frozen  # Fri 19:30 CET
+        assert judge(utc(2026, 3, 30, 16, 30), "erp-sync", calendar=evening).frozen  # Mon 18:30 CEST
+        assert not judge(utc(2026, 3, 30, 18, 30), "erp-sync", calendar=evening).frozen  # Mon 20:30 CEST
 
     def test_duration_counts_elapsed_hours_across_the_switch(self):
         weekend = daily_window("0 18 * * sat", 30)
@@ -153,16 +156,16 @@ class TestRecurringWindows:
 
     def test_window_scheduled_in_the_skipped_hour_opens_when_the_clocks_jump(self):
         nightly = daily_window("30 2 * * *", 1)
-        assert not judge(utc(2026, 3, 29, 0, 59), "erp-sync", calendar=nightly).frozen   # 01:59 CET
-        timing = judge(utc(2026, 3, 29, 1, 0), "erp-sync", calendar=nightly)             # 03:00 CEST
+        assert not judge(utc(2026, 3, 29, 0, 59), "erp-sync", calendar=nightly).frozen  # 01:59 CET
+        timing = judge(utc(2026, 3, 29, 1, 0), "erp-sync", calendar=nightly)  # 03:00 CEST
         assert timing.frozen and timing.freeze_ends_at == utc(2026, 3, 29, 2, 0)
 
     def test_window_scheduled_in_the_repeated_hour_opens_on_both_passes_of_the_clock(self):
         # 02:30 happens twice on Sun 25 October 2026; freezing twice is the safe reading of the schedule.
         nightly = daily_window("30 2 * * *", 0.5)
-        assert judge(utc(2026, 10, 25, 0, 45), "erp-sync", calendar=nightly).frozen       # 02:45 CEST
-        assert not judge(utc(2026, 10, 25, 1, 5), "erp-sync", calendar=nightly).frozen    # 02:05 CET
-        assert judge(utc(2026, 10, 25, 1, 45), "erp-sync", calendar=nightly).frozen       # 02:45 CET
+        assert judge(utc(2026, 10, 25, 0, 45), "erp-sync", calendar=nightly).frozen  # 02:45 CEST
+        assert not judge(utc(2026, 10, 25, 1, 5), "erp-sync", calendar=nightly).frozen  # 02:05 CET
+        assert judge(utc(2026, 10, 25, 1, 45), "erp-sync", calendar=nightly).frozen  # 02:45 CET
 
 
 class TestBusinessHours:
@@ -187,8 +190,10 @@ class TestBusinessHours:
         assert not timing.inside_business_hours and not timing.frozen
         assert timing.next_business_open == utc(2026, 11, 23, 8, 0)
         assert timing.retry_at == timing.next_business_open
-        assert timing.reasons == ("tier 1 releases to production run Mon–Thu 09:00–16:00 Europe/Berlin; "
-                                  "next window opens Mon 2026-11-23 09:00 Europe/Berlin",)
+        assert timing.reasons == (
+            "tier 1 releases to production run Mon–Thu 09:00–16:00 Europe/Berlin; "
+            "next window opens Mon 2026-11-23 09:00 Europe/Berlin",
+        )
         assert timing.business_hours_reason == timing.reasons[0]
 
     def test_next_opening_after_the_spring_switch_is_nine_berlin_summer_time(self):
@@ -210,12 +215,14 @@ business_hours:
   - {tiers: [1], timezone: Europe/Berlin, days: [mon, tue, wed, thu], start: "09:00", end: "16:00"}
   - {tiers: [1, 2], timezone: Europe/Berlin, days: [fri], start: "09:00", end: "12:00"}
 """)
-        assert judge(datetime(2026, 11, 20, 10, 0, tzinfo=BERLIN), "content", tier=1, calendar=calendar) \
-            .inside_business_hours
+        assert judge(
+            datetime(2026, 11, 20, 10, 0, tzinfo=BERLIN), "content", tier=1, calendar=calendar
+        ).inside_business_hours
         timing = judge(datetime(2026, 11, 20, 13, 0, tzinfo=BERLIN), "content", tier=1, calendar=calendar)
         assert timing.next_business_open == utc(2026, 11, 23, 8, 0)
-        assert timing.reasons[0].startswith("tier 1 releases to production run Mon–Thu 09:00–16:00 Europe/Berlin "
-                                            "or Fri 09:00–12:00 Europe/Berlin;")
+        assert timing.reasons[0].startswith(
+            "tier 1 releases to production run Mon–Thu 09:00–16:00 Europe/Berlin or Fri 09:00–12:00 Europe/Berlin;"
+        )
 
 
 class TestRetryAt:
@@ -244,8 +251,9 @@ business_hours:
         assert timing.freeze_ends_at == utc(2026, 12, 29, 6, 0)
         assert timing.next_business_open == utc(2026, 12, 28, 8, 0)
         assert timing.retry_at == utc(2026, 12, 29, 8, 0)
-        assert timing.reasons[-1] == ("all windows taken together, the release can run from "
-                                      "Tue 2026-12-29 09:00 Europe/Berlin")
+        assert timing.reasons[-1] == (
+            "all windows taken together, the release can run from Tue 2026-12-29 09:00 Europe/Berlin"
+        )
 
     def test_back_to_back_freezes_retry_when_the_last_one_ends(self):
         calendar = Calendar.from_yaml("""
@@ -284,7 +292,7 @@ class TestPolicyInput:
             "frozen_domains": ["checkout"],
             "inside_business_hours": False,
             "business_hours_reason": "tier 1 releases to production run Mon–Thu 09:00–16:00 Europe/Berlin; "
-                                     "next window opens Mon 2026-11-30 09:00 Europe/Berlin",
+            "next window opens Mon 2026-11-30 09:00 Europe/Berlin",
             "next_business_open_epoch": int(utc(2026, 11, 30, 8, 0).timestamp()),
             "retry_at_epoch": int(utc(2026, 12, 1, 11, 0).timestamp()),
             "now_epoch": int(now.timestamp()),
@@ -332,18 +340,24 @@ class TestCalendarFiles:
         assert "freezes[0].timezone: unknown IANA time zone 'Mars/Olympus'" in text
 
     def test_unquoted_business_hours_time_asks_for_quotes(self):
-        text = problem('version: 1\nbusiness_hours:\n  - {tiers: [1], timezone: Europe/Berlin, days: [mon], '
-                       'start: "09:00", end: 16:00}\n')
+        text = problem(
+            "version: 1\nbusiness_hours:\n  - {tiers: [1], timezone: Europe/Berlin, days: [mon], "
+            'start: "09:00", end: 16:00}\n'
+        )
         assert "business_hours[0].end: quote the time" in text
 
     def test_bad_cron_expression_is_named(self):
-        text = problem("version: 1\nrecurring:\n  - {name: close, timezone: Europe/Berlin, cron: '0 18 32 * *', "
-                       "duration_hours: 30, blocks: [erp-sync]}\n")
+        text = problem(
+            "version: 1\nrecurring:\n  - {name: close, timezone: Europe/Berlin, cron: '0 18 32 * *', "
+            "duration_hours: 30, blocks: [erp-sync]}\n"
+        )
         assert "recurring[0].cron: '0 18 32 * *' is not a five-field cron expression" in text
 
     def test_cron_expression_that_never_fires_is_refused(self):
-        text = problem("version: 1\nrecurring:\n  - {name: close, timezone: Europe/Berlin, cron: '0 18 30 2 *', "
-                       "duration_hours: 30, blocks: [erp-sync]}\n")
+        text = problem(
+            "version: 1\nrecurring:\n  - {name: close, timezone: Europe/Berlin, cron: '0 18 30 2 *', "
+            "duration_hours: 30, blocks: [erp-sync]}\n"
+        )
         assert "recurring[0].cron: '0 18 30 2 *' never fires" in text
 
     def test_freeze_ending_before_it_starts_is_refused(self):
@@ -351,8 +365,10 @@ class TestCalendarFiles:
         assert "freezes[0]: end 2026-11-25T00:00 is not after start 2026-11-26T00:00" in text
 
     def test_freeze_starting_in_the_hour_the_clocks_skip_is_refused(self):
-        text = problem("version: 1\nfreezes:\n  - {name: spring, timezone: Europe/Berlin, start: 2026-03-29T02:30, "
-                       "end: 2026-03-30T00:00, blocks: [checkout]}\n")
+        text = problem(
+            "version: 1\nfreezes:\n  - {name: spring, timezone: Europe/Berlin, start: 2026-03-29T02:30, "
+            "end: 2026-03-30T00:00, blocks: [checkout]}\n"
+        )
         assert "start 2026-03-29T02:30 is skipped or repeated in Europe/Berlin" in text
 
     def test_freeze_time_with_an_offset_is_refused(self):
@@ -391,8 +407,9 @@ class TestShippedCalendars:
         assert judge(utc(2027, 11, 26, 15, 0), calendar=calendar).freeze_name == "black-friday-cyber-monday-2027"
         assert judge(utc(2026, 12, 24, 15, 0), calendar=calendar).freeze_name == "christmas-boxing-day-2026"
         assert judge(utc(2026, 1, 31, 20, 0), "erp-sync", calendar=calendar).freeze_name == "month-end-close"
-        assert not judge(datetime(2026, 11, 20, 10, 0, tzinfo=BERLIN), "content", tier=1,
-                         calendar=calendar).inside_business_hours
+        assert not judge(
+            datetime(2026, 11, 20, 10, 0, tzinfo=BERLIN), "content", tier=1, calendar=calendar
+        ).inside_business_hours
 
     def test_local_demo_calendar_lets_everything_through_on_black_friday_night(self):
         calendar = Calendar.load(REPO / "deploy" / "local" / "calendar.yaml")

@@ -1,6 +1,7 @@
-"""The signed canary cookie: a per-machine key (services/common/secrets.py), `rg_canary=<user>.<mac>` with
+"""The signed canary cookie: a per-machine key (releasegate_runtime/secrets.py), `rg_canary=<user>.<mac>` with
 mac = HMAC-SHA256(key, user) cut to 32 hex digits (what HAProxy checks, deploy/haproxy/haproxy.cfg), and
 `releasegate canary-cookie USER` that gives one to people of the identities file only."""
+
 import base64
 import hashlib
 import hmac
@@ -12,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from releasegate_cli.main import EXIT_ERROR, app
-from services.common import secrets
+from releasegate_runtime import secrets
 
 # the cookie pattern HAProxy accepts before it checks the mac (deploy/haproxy/haproxy.cfg)
 HAPROXY_COOKIE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\.[0-9a-f]{32}$")
@@ -40,8 +41,9 @@ class TestKey:
         with pytest.raises(secrets.CanaryError, match="cannot read the canary key .*stack's owner"):
             secrets.canary_key(tmp_path)
 
-    @pytest.mark.parametrize(("content", "why"), [("not base64!", "not base64"),
-                                                 (base64.b64encode(b"short").decode(), "fewer than 32")])
+    @pytest.mark.parametrize(
+        ("content", "why"), [("not base64!", "not base64"), (base64.b64encode(b"short").decode(), "fewer than 32")]
+    )
     def test_a_damaged_key_is_refused_with_how_to_replace_it(self, tmp_path, content, why):
         (tmp_path / "haproxy").mkdir()
         (tmp_path / secrets.CANARY_KEY).write_text(content + "\n")

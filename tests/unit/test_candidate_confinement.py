@@ -1,12 +1,13 @@
 """Candidate processes get least privilege: an allow-listed environment, and a read-only bundle that is re-hashed
 against its signed archive before every start."""
+
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from services.common.artifacts import ArtifactStore
+from releasegate_platform.artifacts import ArtifactStore
 from services.deployer.adapters.bundle_tree import remove_tree
 from services.deployer.adapters.confinement import RunAs, as_user, candidate_env, private_home, unreachable
 from services.deployer.adapters.launcher import Launcher
@@ -14,25 +15,50 @@ from services.deployer.config import DeployerSettings
 from services.deployer.domain import DeployError
 from shop import build_bundles
 
-DEPLOYER_ENV = {"PATH": "/opt/py/bin:/usr/bin", "LANG": "C.UTF-8", "HOME": "/root", "PYTHONPATH": "/work/main",
-                "RG_KAFKA_PASSWORD": "deployer-secret", "RG_DATABASE_URL": "postgresql://rg:secret@db/releasegate",
-                "RG_PRINCIPAL": "deployer", "AWS_SECRET_ACCESS_KEY": "x", "SHOP_STRAY": "from the deployer"}
-SHOP = {"SHOP_KAFKA_BOOTSTRAP": "127.0.0.1:19092", "SHOP_KAFKA_USERNAME": "shop", "SHOP_KAFKA_PASSWORD": "shop-pw",
-        "SHOP_DATABASE_URL": "postgresql://shop@db/shop", "RG_KAFKA_BOOTSTRAP": "not for candidates"}
+DEPLOYER_ENV = {
+    "PATH": "/opt/py/bin:/usr/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "PYTHONPATH": "/work/main",
+    "RG_KAFKA_PASSWORD": "deployer-secret",
+    "RG_DATABASE_URL": "postgresql://rg:secret@db/releasegate",
+    "RG_PRINCIPAL": "deployer",
+    "AWS_SECRET_ACCESS_KEY": "x",
+    "SHOP_STRAY": "from the deployer",
+}
+SHOP = {
+    "SHOP_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
+    "SHOP_KAFKA_USERNAME": "shop",
+    "SHOP_KAFKA_PASSWORD": "shop-pw",
+    "SHOP_DATABASE_URL": "postgresql://shop@db/shop",
+    "RG_KAFKA_BOOTSTRAP": "not for candidates",
+}
 INSTANCE = {"SHOP_PORT": "20101", "SHOP_ENVIRONMENT": "production", "SHOP_INSTANCE_ID": "production-s1-v2"}
 
 
 class TestCandidateEnvironment:
     def test_only_path_locale_home_and_shop_settings_reach_the_candidate(self, tmp_path):
         env = candidate_env(DEPLOYER_ENV, SHOP, INSTANCE, tmp_path / "home")
-        assert env == {"PATH": "/opt/py/bin:/usr/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path / "home"),
-                       "TMPDIR": str(tmp_path / "home" / "tmp"), "PYTHONDONTWRITEBYTECODE": "1",
-                       **{k: v for k, v in SHOP.items() if k.startswith("SHOP_")}, **INSTANCE}
+        assert env == {
+            "PATH": "/opt/py/bin:/usr/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(tmp_path / "home"),
+            "TMPDIR": str(tmp_path / "home" / "tmp"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **{k: v for k, v in SHOP.items() if k.startswith("SHOP_")},
+            **INSTANCE,
+        }
 
     def test_none_of_the_deployers_secrets_reach_the_candidate(self, tmp_path):
         values = set(candidate_env(DEPLOYER_ENV, SHOP, INSTANCE, tmp_path).values())
-        assert not values & {"deployer-secret", "postgresql://rg:secret@db/releasegate", "from the deployer",
-                             "not for candidates", "/root", "/work/main"}
+        assert not values & {
+            "deployer-secret",
+            "postgresql://rg:secret@db/releasegate",
+            "from the deployer",
+            "not for candidates",
+            "/root",
+            "/work/main",
+        }
 
     def test_a_configured_candidate_path_replaces_the_deployers(self, tmp_path):
         assert candidate_env(DEPLOYER_ENV, SHOP, INSTANCE, tmp_path, "/opt/shop/bin")["PATH"] == "/opt/shop/bin"
@@ -65,8 +91,16 @@ NOBODY = RunAs("nobody", 65534, 65534)
 class TestCandidateUser:
     def test_the_candidate_command_switches_user_with_no_new_privileges(self):
         assert as_user(RunAs("rg-candidate", 998, 997), ["python", "-m", "storefront"]) == [
-            "setpriv", "--reuid=998", "--regid=997", "--init-groups", "--no-new-privs", "--",
-            "python", "-m", "storefront"]
+            "setpriv",
+            "--reuid=998",
+            "--regid=997",
+            "--init-groups",
+            "--no-new-privs",
+            "--",
+            "python",
+            "-m",
+            "storefront",
+        ]
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="only root switches users")
     def test_an_interpreter_the_candidate_user_cannot_reach_is_named(self, tmp_path):
@@ -86,8 +120,13 @@ def bundle(tmp_path) -> tuple[Launcher, str]:
     """A launcher over a store holding the shop's v1 bundle (no database, HAProxy or process needed to unpack)."""
     store = tmp_path / "store"
     digest = build_bundles.store_blob(store, build_bundles.tarball(build_bundles.bundle_files("v1")))
-    launcher = Launcher(None, None, ArtifactStore(store), tmp_path / "run",  # type: ignore[arg-type]
-                        lambda environment: {})
+    launcher = Launcher(
+        None,
+        None,
+        ArtifactStore(store),
+        tmp_path / "run",  # type: ignore[arg-type]
+        lambda environment: {},
+    )
     return launcher, digest
 
 

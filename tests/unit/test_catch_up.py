@@ -1,11 +1,12 @@
 """The coordinator's deadlines wait until its consumer has read what arrived while it was down: a result already on
 its topic must win over a step timeout that passed meanwhile."""
+
 from __future__ import annotations
 
 import pytest
 from aiokafka import TopicPartition
 
-from services.common.catch_up import CatchUpBarrier, behind
+from releasegate_runtime.catch_up import CatchUpBarrier, behind
 
 RESULTS = TopicPartition("release.results.gatekeeper", 0)
 CONTROL = TopicPartition("release.control", 1)
@@ -14,8 +15,9 @@ CONTROL = TopicPartition("release.control", 1)
 class FakeOffsets:
     """End offsets fixed when read; the group's commits move as `progress` says, one step per poll."""
 
-    def __init__(self, ends: dict[TopicPartition, int], progress: list[dict[TopicPartition, int | None]],
-                 failures: int = 0) -> None:
+    def __init__(
+        self, ends: dict[TopicPartition, int], progress: list[dict[TopicPartition, int | None]], failures: int = 0
+    ) -> None:
         self.ends, self.progress, self.failures = ends, progress, failures
         self.end_reads = self.polls = 0
         self.closed = False
@@ -50,14 +52,23 @@ class Clock:
 
 
 def barrier(port: FakeOffsets, clock: Clock, timeout: float = 120.0) -> CatchUpBarrier:
-    return CatchUpBarrier(port, "releasegate-coordinator", ["release.results.gatekeeper", "release.control"],
-                          timeout=timeout, poll=0.5, clock=clock, sleep=clock.sleep)
+    return CatchUpBarrier(
+        port,
+        "releasegate-coordinator",
+        ["release.results.gatekeeper", "release.control"],
+        timeout=timeout,
+        poll=0.5,
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 class TestCatchUpBarrier:
     async def test_waits_until_the_group_committed_up_to_the_end_offsets_seen_at_start(self):
-        port = FakeOffsets({RESULTS: 40, CONTROL: 3}, [
-            {RESULTS: 10, CONTROL: None}, {RESULTS: 39, CONTROL: 3}, {RESULTS: 40, CONTROL: 3}])
+        port = FakeOffsets(
+            {RESULTS: 40, CONTROL: 3},
+            [{RESULTS: 10, CONTROL: None}, {RESULTS: 39, CONTROL: 3}, {RESULTS: 40, CONTROL: 3}],
+        )
         clock = Clock()
         assert await barrier(port, clock).wait() is True
         assert port.polls == 3 and clock.now == 1.0
@@ -95,11 +106,14 @@ class TestCatchUpBarrier:
         assert await barrier(port, clock).wait() is True
         assert port.end_reads == 4 and clock.now == 1.5
 
-    @pytest.mark.parametrize("committed,lag", [
-        ({RESULTS: None}, {"release.results.gatekeeper/0": 40}),
-        ({RESULTS: 30}, {"release.results.gatekeeper/0": 10}),
-        ({RESULTS: 40}, {}),
-        ({RESULTS: 41}, {}),
-    ])
+    @pytest.mark.parametrize(
+        "committed,lag",
+        [
+            ({RESULTS: None}, {"release.results.gatekeeper/0": 40}),
+            ({RESULTS: 30}, {"release.results.gatekeeper/0": 10}),
+            ({RESULTS: 40}, {}),
+            ({RESULTS: 41}, {}),
+        ],
+    )
     def test_lag_is_what_is_left_to_commit(self, committed, lag):
         assert behind({RESULTS: 40}, committed) == lag

@@ -1,5 +1,6 @@
 """No record stalls a partition: whatever a record makes fail (decoding, the handler, the dead letter itself), the
 consumer ends up moving on, and only a record that neither Kafka nor PostgreSQL would take is redelivered."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,8 @@ from faststream.kafka.parser import AioKafkaParser
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
 from contracts.events import AlertRaised, DeadLetter, Severity
-from services.common import dead_letters, kafka
-from services.common.kafka import Consumer, PermanentError
+from releasegate_runtime import dead_letters, kafka
+from releasegate_runtime.kafka import Consumer, PermanentError
 
 GROUP = "releasegate-test"
 
@@ -65,23 +66,49 @@ class FakePool:
         return {"?column?": 1}
 
     def parked_row(self, offset: int) -> dict:
-        columns = ("consumer_group", "topic", "partition", "record_offset", "key", "reason", "error_type",
-                   "dead_letter_error", "headers", "value", "value_bytes", "value_digest", "header_count",
-                   "headers_bytes", "truncated")
+        columns = (
+            "consumer_group",
+            "topic",
+            "partition",
+            "record_offset",
+            "key",
+            "reason",
+            "error_type",
+            "dead_letter_error",
+            "headers",
+            "value",
+            "value_bytes",
+            "value_digest",
+            "header_count",
+            "headers_bytes",
+            "truncated",
+        )
         (args,) = [a for k, a in self.parked.items() if k[3] == offset]
         return dict(zip(columns, args, strict=True))
 
 
 def alert() -> Envelope:
-    return Envelope.new(AlertRaised(release_id="r-1", service="shop", severity=Severity.INFO, title="t",
-                                    detail="d"), "test", "r-1")
+    return Envelope.new(
+        AlertRaised(release_id="r-1", service="shop", severity=Severity.INFO, title="t", detail="d"), "test", "r-1"
+    )
 
 
-def record(value: bytes | None, headers=(), key: bytes | None = b"r-1", offset: int = 7,
-           topic: str = topics.ALERTS) -> ConsumerRecord:
-    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key,
-                          value=value, checksum=None, serialized_key_size=len(key or b""),
-                          serialized_value_size=len(value or b""), headers=tuple(headers))
+def record(
+    value: bytes | None, headers=(), key: bytes | None = b"r-1", offset: int = 7, topic: str = topics.ALERTS
+) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        headers=tuple(headers),
+    )
 
 
 def valid_record(offset: int = 7) -> ConsumerRecord:
@@ -109,8 +136,7 @@ class Handler:
 
 
 class TestDecoding:
-    async def test_a_record_whose_decoding_raises_anything_is_dead_lettered_with_the_exception_type(
-            self, monkeypatch):
+    async def test_a_record_whose_decoding_raises_anything_is_dead_lettered_with_the_exception_type(self, monkeypatch):
         def explode(headers, value):
             raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
 
@@ -129,8 +155,9 @@ class TestDecoding:
         c.subscribe(topics.ALERTS, handler)
         c.register()
         async with TestKafkaBroker(c._broker) as broker:
-            await broker.publish(b"[" * 100_000, topics.ALERTS, key=b"deep",
-                                 headers={"content-type": "application/json"})
+            await broker.publish(
+                b"[" * 100_000, topics.ALERTS, key=b"deep", headers={"content-type": "application/json"}
+            )
         (letter,) = producer.letters()
         assert letter.error_type == "ContractError" and letter.source_topic == topics.ALERTS
         assert handler.calls == 0
@@ -139,8 +166,7 @@ class TestDecoding:
         original = AioKafkaParser(KafkaMessage, None).parse_message
         hostile = record(b"{}", [("ce_id", b"\xff\xfe"), ("x", None), ("ce_type", b"ok")])
         message = await kafka._parse_leniently(hostile, original)
-        assert dict(message.raw_message.headers) == {"ce_id": "\ufffd\ufffd".encode(), "x": b"",
-                                                     "ce_type": b"ok"}
+        assert dict(message.raw_message.headers) == {"ce_id": "\ufffd\ufffd".encode(), "x": b"", "ce_type": b"ok"}
         assert message.raw_message.offset == hostile.offset and message.raw_message.value == b"{}"
 
 
@@ -149,8 +175,9 @@ class TestBoundedDeadLetters:
         value = b"\x00\x01" + b"a" * (1024 * 1024)
         headers = [(f"h{i}\x00", b"\x1b[31m" + b"v" * 5000) for i in range(1000)]
         producer = FakeProducer()
-        await consumer(producer, FakePool()).dead_letter(record(value, headers, key=b"k\n" * 5000), "r" * 100_000,
-                                                         "ContractError")
+        await consumer(producer, FakePool()).dead_letter(
+            record(value, headers, key=b"k\n" * 5000), "r" * 100_000, "ContractError"
+        )
         ((_, envelope),) = producer.sent
         letter: DeadLetter = envelope.data
         assert letter.original_value_bytes == len(value)

@@ -1,5 +1,6 @@
 """DR readiness rules; the database always the catalog's; no backup point unless the events since it would all
 still be replayable."""
+
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -7,11 +8,18 @@ from pathlib import Path
 import pytest
 
 from contracts.events import DRCheckRequested
-from services.common.kafka import PermanentError
-from services.common.settings import REPO_ROOT, ServiceSettings
+from releasegate_runtime.kafka import PermanentError
+from releasegate_runtime.settings import REPO_ROOT, ServiceSettings
 from services.dr_checker import backup, retention
 from services.dr_checker.domain import (
-    Backup, Drill, TopicRetention, backup_freshness, database_refusal, events_replayable, replica_lag, restore_drill,
+    Backup,
+    Drill,
+    TopicRetention,
+    backup_freshness,
+    database_refusal,
+    events_replayable,
+    replica_lag,
+    restore_drill,
     runbooks,
 )
 from services.dr_checker.handlers import DRChecker
@@ -85,13 +93,20 @@ class TestReplicaAndRunbooks:
 
 
 DAY = 86400.0
-KEEPS_A_WEEK = TopicRetention("shop.events", retention_ms=7 * 86400 * 1000, retention_bytes=-1,
-                              cleanup_policy="delete")
+KEEPS_A_WEEK = TopicRetention("shop.events", retention_ms=7 * 86400 * 1000, retention_bytes=-1, cleanup_policy="delete")
 
 
 def dr_request(**changes) -> DRCheckRequested:
-    fields = {"release_id": "shop-v2-1a2b3c4d", "step_id": "backup-point", "service": "shop", "version": "v2",
-              "digest": "sha256:" + "0" * 64, "database": "shop", "rpo_seconds": 3600, "action": "backup-point"}
+    fields = {
+        "release_id": "shop-v2-1a2b3c4d",
+        "step_id": "backup-point",
+        "service": "shop",
+        "version": "v2",
+        "digest": "sha256:" + "0" * 64,
+        "database": "shop",
+        "rpo_seconds": 3600,
+        "action": "backup-point",
+    }
     return DRCheckRequested.model_construct(**(fields | changes))
 
 
@@ -103,6 +118,7 @@ def checker(tmp_path: Path):
 
     async def read(topic: str) -> TopicRetention:
         return retention["now"]
+
     return DRChecker(None, settings, read), retention  # type: ignore[arg-type]
 
 
@@ -124,6 +140,7 @@ class TestDatabaseComesFromTheCatalog:
     async def test_a_refused_command_takes_no_backup(self, checker, monkeypatch):
         async def dump(*args, **kwargs):
             raise AssertionError("pg_dump ran")
+
         monkeypatch.setattr(backup, "dump", dump)
         with pytest.raises(PermanentError):
             await checker[0].handle(dr_request(database="shop?host=elsewhere"))
@@ -165,6 +182,7 @@ class TestEventsReplayableBeforeABackupPoint:
 
         async def dump(*args, **kwargs):
             raise AssertionError("a backup point was taken")
+
         monkeypatch.setattr(backup, "dump", dump)
         [check] = await dr.backup_point(dr_request(), "shop")
         assert check.name == "events_replayable" and not check.passed

@@ -1,19 +1,43 @@
 """`releasegate explain` tells a gate decision in sentences: verdict, policy version, risk, and every rule."""
+
 from releasegate_cli.explain import explain_release
 
-RELEASE = {"release_id": "shop-v3-1", "service": "shop", "version": "v3", "state": "awaiting_approval",
-           "step": "gate-production"}
+RELEASE = {
+    "release_id": "shop-v3-1",
+    "service": "shop",
+    "version": "v3",
+    "state": "awaiting_approval",
+    "step": "gate-production",
+}
 
 
 def decision(outcome: str, **over) -> dict:
-    d = {"step_id": "gate-production", "environment": "production", "decision": outcome, "risk": "high",
-         "policy_version": "v1 (sha256:abc)", "input_digest": "sha256:" + "f" * 64, "decided_at": "2026-11-27T10:00:00",
-         "change": {"files_changed": 2, "lines_changed": 9, "baseline_version": "v1", "domains": ["payment"]},
-         "rules": [{"name": "approvals", "passed": False, "reason": "needs 2 approvals, has 1",
-                    "evidence": {"outcome": "wait"}},
-                   {"name": "tests_passed", "passed": True, "reason": "upstream tests passed",
-                    "evidence": {"outcome": "pass"}}],
-         "warnings": [], "refused": ["dev: the author of a change cannot approve it"]}
+    d = {
+        "step_id": "gate-production",
+        "environment": "production",
+        "decision": outcome,
+        "risk": "high",
+        "policy_version": "v1 (sha256:abc)",
+        "input_digest": "sha256:" + "f" * 64,
+        "decided_at": "2026-11-27T10:00:00",
+        "change": {"files_changed": 2, "lines_changed": 9, "baseline_version": "v1", "domains": ["payment"]},
+        "rules": [
+            {
+                "name": "approvals",
+                "passed": False,
+                "reason": "needs 2 approvals, has 1",
+                "evidence": {"outcome": "wait"},
+            },
+            {
+                "name": "tests_passed",
+                "passed": True,
+                "reason": "upstream tests passed",
+                "evidence": {"outcome": "pass"},
+            },
+        ],
+        "warnings": [],
+        "refused": ["dev: the author of a change cannot approve it"],
+    }
     return {**d, **over}
 
 

@@ -1,5 +1,6 @@
 """The Rego gate policy, case by case: each YAML file in policies/tests/ overrides a passing base input and states
 the outcome (decision, risk, which rules deny, wait or warn, and what their messages mention)."""
+
 from __future__ import annotations
 
 import copy
@@ -64,16 +65,28 @@ def test_policy_case(policy: Policy, case: dict[str, Any]) -> None:
 
 class TestPolicyMetadata:
     def test_every_rule_has_a_sentence_and_every_result_names_a_known_rule(self, policy: Policy) -> None:
-        noisy = _merge(BASE, {"tests": {"failed": 1}, "staging": {"verified": False},
-                              "change": {"domains": ["checkout"]},
-                              "timing": {"frozen": True, "freeze_name": "bf", "frozen_domains": ["checkout"],
-                                         "inside_business_hours": False, "business_hours_reason": "closed"}})
+        noisy = _merge(
+            BASE,
+            {
+                "tests": {"failed": 1},
+                "staging": {"verified": False},
+                "change": {"domains": ["checkout"]},
+                "timing": {
+                    "frozen": True,
+                    "freeze_name": "bf",
+                    "frozen_domains": ["checkout"],
+                    "inside_business_hours": False,
+                    "business_hours_reason": "closed",
+                },
+            },
+        )
         result = policy.evaluate(noisy)
         assert result.rules and all(result.rules.values())
         assert {e["rule"] for e in result.deny + result.wait + result.warn} <= set(result.rules)
 
     def test_version_changes_when_a_policy_file_changes(self, tmp_path: Path) -> None:
         import shutil
+
         shutil.copytree(POLICIES, tmp_path / "p")
         before = Policy(tmp_path / "p").version
         (tmp_path / "p" / "data.yaml").write_text((tmp_path / "p" / "data.yaml").read_text().replace("400", "401"))

@@ -1,5 +1,6 @@
 """The gatekeeper's pure parts: what a candidate changes relative to production, and how policy results become
 the per-rule checks of a decision."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,11 @@ from services.gatekeeper.adapters import bundles
 from services.gatekeeper.domain import checks_from, environment_controls
 from services.gatekeeper.policy import PolicyResult
 
-DOMAINS = {"payment": ["storefront/payments.py"], "content": ["storefront/catalog.py", "bundle.json"],
-           "schema": ["migrations/*"]}
+DOMAINS = {
+    "payment": ["storefront/payments.py"],
+    "content": ["storefront/catalog.py", "bundle.json"],
+    "schema": ["migrations/*"],
+}
 OLD = {"bundle.json": b'{"version": "v1"}', "storefront/payments.py": b"a\nb\n", "storefront/catalog.py": b"x\n"}
 
 
@@ -41,13 +45,23 @@ class TestChangeClassification:
 
 class TestChecksFromPolicy:
     def test_each_rule_becomes_one_check_with_its_outcome(self):
-        result = PolicyResult(deny=[{"rule": "signed_provenance", "msg": "the artifact is unsigned"}],
-                              wait=[{"rule": "approvals", "msg": "needs 2 approvals"}], warn=[], risk="high",
-                              risk_reasons=[], required_approvals=2, approvers=[], exceptions=[], refused=[],
-                              rules={"signed_provenance": "signed", "approvals": "approved", "tests_passed": "ok"})
+        result = PolicyResult(
+            deny=[{"rule": "signed_provenance", "msg": "the artifact is unsigned"}],
+            wait=[{"rule": "approvals", "msg": "needs 2 approvals"}],
+            warn=[],
+            risk="high",
+            risk_reasons=[],
+            required_approvals=2,
+            approvers=[],
+            exceptions=[],
+            refused=[],
+            rules={"signed_provenance": "signed", "approvals": "approved", "tests_passed": "ok"},
+        )
         checks = {c.name: c for c in checks_from(result)}
         assert result.decision == "block"
-        assert not checks["signed_provenance"].passed and checks["signed_provenance"].reason == "the artifact is unsigned"
+        assert (
+            not checks["signed_provenance"].passed and checks["signed_provenance"].reason == "the artifact is unsigned"
+        )
         assert checks["approvals"].evidence == {"outcome": "wait"}
         assert checks["tests_passed"].passed and checks["tests_passed"].reason == "ok"
 

@@ -1,5 +1,6 @@
 """HAProxy runtime API commands are built from checked names only: an argument that could split or change a
 command is refused with a ValueError and nothing is sent (a recording transport stands in for HAProxy)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.haproxy import HAProxy, HAProxyError, UnsafeArgument
-from services.common.local_target import LocalTarget, backend_for, wave_backend_for
+from releasegate_platform.haproxy import HAProxy, HAProxyError, UnsafeArgument
+from releasegate_platform.local_target import LocalTarget, backend_for, wave_backend_for
 
 MAP = "/srv/releasegate/.run/haproxy/tenants-production.map"
 
@@ -36,8 +37,11 @@ class TestCommandsSent:
         await haproxy.set_weight("shop_production", "s2", 50)
         await haproxy.set_state("shop_production", "s2", "drain")
         await haproxy.point("shop_production_wave", "s2", 20101)
-        assert sent.sent == [b"set weight shop_production/s2 50\n", b"set server shop_production/s2 state drain\n",
-                             b"set server shop_production_wave/s2 addr 127.0.0.1 port 20101\n"]
+        assert sent.sent == [
+            b"set weight shop_production/s2 50\n",
+            b"set server shop_production/s2 state drain\n",
+            b"set server shop_production_wave/s2 addr 127.0.0.1 port 20101\n",
+        ]
 
     async def test_a_new_map_key_is_added_and_a_known_one_set(self):
         haproxy, sent = client(show_map=b"0x1 acme shop_production_wave\n")
@@ -53,30 +57,45 @@ class TestCommandsSent:
 
 
 class TestHostileArguments:
-    @pytest.mark.parametrize("tenant", ["acme;set server shop_production/s1 addr 10.0.0.1 port 22", "acme beta",
-                                        "acme\nclear map x", "acme\\;x", "acme\t", "acme\x00", "'acme'", "ACME",
-                                        "", "a" * 200])
+    @pytest.mark.parametrize(
+        "tenant",
+        [
+            "acme;set server shop_production/s1 addr 10.0.0.1 port 22",
+            "acme beta",
+            "acme\nclear map x",
+            "acme\\;x",
+            "acme\t",
+            "acme\x00",
+            "'acme'",
+            "ACME",
+            "",
+            "a" * 200,
+        ],
+    )
     async def test_a_map_key_that_is_not_a_plain_name_is_refused_and_nothing_is_sent(self, tenant):
         haproxy, sent = client()
         with pytest.raises(ValueError, match="map key"):
             await haproxy.map_set(MAP, tenant, "shop_production_wave")
         assert sent.sent == []
 
-    @pytest.mark.parametrize("call", [
-        lambda h: h.set_weight("shop_production;shutdown sessions", "s1", 1),
-        lambda h: h.set_weight("shop_production", "s1 ", 1),
-        lambda h: h.set_weight("shop_production", "s1", 10_000),
-        lambda h: h.set_weight("shop_production", "s1", True),
-        lambda h: h.set_state("shop_production", "s1", "ready;clear map x"),
-        lambda h: h.point("shop_production", "s1", 20101, addr="10.0.0.1;x"),
-        lambda h: h.point("shop_production", "s1", 0),
-        lambda h: h.map_set(MAP, "acme", "shop_production wave"),
-        lambda h: h.map_clear(MAP + " ; show env"),
-        lambda h: h.map_clear("/srv/../etc/passwd"),
-        lambda h: h.map_clear("relative.map"),
-        lambda h: h.map_del(MAP, "acme;clear map x"),
-        lambda h: h.servers("shop_production\r\nshow env"),
-    ])
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda h: h.set_weight("shop_production;shutdown sessions", "s1", 1),
+            lambda h: h.set_weight("shop_production", "s1 ", 1),
+            lambda h: h.set_weight("shop_production", "s1", 10_000),
+            lambda h: h.set_weight("shop_production", "s1", True),
+            lambda h: h.set_state("shop_production", "s1", "ready;clear map x"),
+            lambda h: h.point("shop_production", "s1", 20101, addr="10.0.0.1;x"),
+            lambda h: h.point("shop_production", "s1", 0),
+            lambda h: h.map_set(MAP, "acme", "shop_production wave"),
+            lambda h: h.map_clear(MAP + " ; show env"),
+            lambda h: h.map_clear("/srv/../etc/passwd"),
+            lambda h: h.map_clear("relative.map"),
+            lambda h: h.map_del(MAP, "acme;clear map x"),
+            lambda h: h.servers("shop_production\r\nshow env"),
+        ],
+    )
     async def test_every_role_checks_its_argument_before_anything_is_sent(self, call):
         haproxy, sent = client()
         with pytest.raises(UnsafeArgument):
@@ -116,25 +135,29 @@ class TestLocalTarget:
         local, recorder = target
         await local.route_tenants("shop", "production", ["acme", "globex"])
         assert [line for line in recorder.sent if line.startswith(b"add")] == [
-            f"add map {local.tenant_map('production')} {t} shop_production_wave\n".encode()
-            for t in ("acme", "globex")]
+            f"add map {local.tenant_map('production')} {t} shop_production_wave\n".encode() for t in ("acme", "globex")
+        ]
 
     async def test_an_injected_tenant_moves_nobody_and_sends_nothing(self, target):
         local, recorder = target
         with pytest.raises(ValueError, match="tenant 'acme;set server"):
-            await local.route_tenants("shop", "production",
-                                      ["globex", "acme;set server shop_production/s1 addr 10.0.0.1 port 22"])
+            await local.route_tenants(
+                "shop", "production", ["globex", "acme;set server shop_production/s1 addr 10.0.0.1 port 22"]
+            )
         assert recorder.sent == []
 
-    @pytest.mark.parametrize("service, environment", [("shop;x", "production"), ("shop", "../../etc"),
-                                                       ("shop", "production x"), ("Shop", "production")])
-    async def test_service_and_environment_are_names_before_any_command_or_path(self, target, service,
-                                                                                  environment):
+    @pytest.mark.parametrize(
+        "service, environment",
+        [("shop;x", "production"), ("shop", "../../etc"), ("shop", "production x"), ("Shop", "production")],
+    )
+    async def test_service_and_environment_are_names_before_any_command_or_path(self, target, service, environment):
         local, recorder = target
-        for call in (local.route_tenants(service, environment, ["acme"]),
-                     local.maintenance(service, environment, on=True),
-                     local.split(service, environment, {"v2": 100}),
-                     local.clear_tenant_routes(service, environment)):
+        for call in (
+            local.route_tenants(service, environment, ["acme"]),
+            local.maintenance(service, environment, on=True),
+            local.split(service, environment, {"v2": 100}),
+            local.clear_tenant_routes(service, environment),
+        ):
             with pytest.raises(UnsafeArgument):
                 await call
         assert recorder.sent == []
@@ -154,7 +177,9 @@ class TestLocalTarget:
 
     def test_backend_names_come_from_checked_names(self):
         assert (backend_for("shop", "production"), wave_backend_for("shop", "staging")) == (
-            "shop_production", "shop_staging_wave")
+            "shop_production",
+            "shop_staging_wave",
+        )
         with pytest.raises(ValueError):
             backend_for("shop", "production/s1 addr")
 

@@ -1,6 +1,7 @@
 """HAProxy's per-request log as the verifier reads it (services/verifier/adapters/haproxy_log.py): one JSON object
 per line (deploy/haproxy/haproxy.cfg), every field checked; a value can never shift into another field, and a
 line that is not exactly the request object is refused and counted, never guessed at."""
+
 import asyncio
 import json
 import socket
@@ -11,8 +12,14 @@ from services.verifier.adapters.haproxy_log import MAX_LINE, LineCounts, Malform
 
 
 def line(**fields) -> str:
-    record = {"backend": "shop_production", "server": "s2", "status": 201, "ta": 14, "tenant": "acme",
-              "version": "v3"} | fields
+    record = {
+        "backend": "shop_production",
+        "server": "s2",
+        "status": 201,
+        "ta": 14,
+        "tenant": "acme",
+        "version": "v3",
+    } | fields
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -31,7 +38,13 @@ class TestRequestLine:
     def test_a_request_answered_by_haproxy_itself_belongs_to_its_frontend_environment(self):
         # maintenance 503s and refused requests (two Host headers) never reach a backend
         assert parse(line(backend="fe_production", server="<NOSRV>", status=400, ta=0, tenant="-", version="-")) == (
-            "production", "<NOSRV>", None, 400, 0, None)
+            "production",
+            "<NOSRV>",
+            None,
+            400,
+            0,
+            None,
+        )
 
     @pytest.mark.parametrize("text", ["Proxy fe_production started.", "", "   ", "shop_production s2 201 14 acme v3"])
     def test_lines_that_are_not_request_lines_are_ignored(self, text):
@@ -59,26 +72,29 @@ class TestNoValueShiftsAnother:
 
 
 class TestMalformedLines:
-    @pytest.mark.parametrize(("text", "what"), [
-        ('{"backend":"shop_production","server":"s2"', "line"),                       # cut short
-        ("{" + " " * MAX_LINE + "}", "line"),                                          # too long to be HAProxy's
-        ('{"backend":' + "[" * 1000, "line"),
-        (line()[:-1] + ',"extra":1}', "fields"),
-        (json.dumps({"backend": "shop_production", "server": "s2", "status": 1, "ta": 1, "tenant": "-"}), "fields"),
-        ("{}", "fields"),
-        (line(backend="production"), "backend"),                                       # no environment in it
-        (line(backend="shop_production extra"), "backend"),
-        (line(backend=None), "backend"),
-        (line(server="s 1"), "server"),
-        (line(status="201"), "status"),
-        (line(status=True), "status"),
-        (line(status=2.5), "status"),
-        (line(status=10**400), "status"),
-        (line(ta=-2), "ta"),
-        (line(ta=2**31), "ta"),
-        (line(tenant=None), "tenant"),
-        (line(version=["v1"]), "version"),
-    ])
+    @pytest.mark.parametrize(
+        ("text", "what"),
+        [
+            ('{"backend":"shop_production","server":"s2"', "line"),  # cut short
+            ("{" + " " * MAX_LINE + "}", "line"),  # too long to be HAProxy's
+            ('{"backend":' + "[" * 1000, "line"),
+            (line()[:-1] + ',"extra":1}', "fields"),
+            (json.dumps({"backend": "shop_production", "server": "s2", "status": 1, "ta": 1, "tenant": "-"}), "fields"),
+            ("{}", "fields"),
+            (line(backend="production"), "backend"),  # no environment in it
+            (line(backend="shop_production extra"), "backend"),
+            (line(backend=None), "backend"),
+            (line(server="s 1"), "server"),
+            (line(status="201"), "status"),
+            (line(status=True), "status"),
+            (line(status=2.5), "status"),
+            (line(status=10**400), "status"),
+            (line(ta=-2), "ta"),
+            (line(ta=2**31), "ta"),
+            (line(tenant=None), "tenant"),
+            (line(version=["v1"]), "version"),
+        ],
+    )
     def test_is_refused_with_the_part_that_is_wrong(self, text, what):
         with pytest.raises(MalformedLine) as refused:
             parse(text)
@@ -113,8 +129,10 @@ async def test_the_receiver_hands_on_valid_lines_and_counts_the_refused_ones():
                     break
                 except TimeoutError:
                     assert attempt < 99, "the receiver never started listening"
-            sender.sendto(b'{"backend":\xff\n' + line(version="v9 x").encode() + b"\nProxy fe_production started.\n",
-                          ("127.0.0.1", port))
+            sender.sendto(
+                b'{"backend":\xff\n' + line(version="v9 x").encode() + b"\nProxy fe_production started.\n",
+                ("127.0.0.1", port),
+            )
             sender.sendto(line(tenant="last").encode(), ("127.0.0.1", port))
             sample = await next_sample("last", 5)
     finally:

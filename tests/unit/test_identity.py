@@ -1,23 +1,25 @@
 """Signed operator commands: an approval, abort, pause, resume or promotion counts only with a valid signature by
 its actor's own key over all of it; demo keys are trusted on the local stack only."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
 from contracts.events import AbortRequested, ApprovalGiven, PromoteRequested, ResumeRequested
-from services.common import identity, supply_chain
-from services.common.identity import DemoKeyError, Identities, IdentityError
-from services.common.settings import ServiceSettings
+from releasegate_platform import identity, supply_chain
+from releasegate_platform.identity import DemoKeyError, Identities, IdentityError
+from releasegate_runtime.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
-SIGNED_AT = datetime(2025, 5, 8, 10, 41, tzinfo=timezone.utc)
-APPROVAL = ApprovalGiven(release_id="shop-v3-1a2b3c4d", actor="alice", kind="approval",
-                         reason="payments change reviewed")
+SIGNED_AT = datetime(2025, 5, 8, 10, 41, tzinfo=UTC)
+APPROVAL = ApprovalGiven(
+    release_id="shop-v3-1a2b3c4d", actor="alice", kind="approval", reason="payments change reviewed"
+)
 
 
 @pytest.fixture
@@ -29,11 +31,18 @@ def keys(tmp_path) -> dict[str, Path]:
 def people(tmp_path, keys) -> Identities:
     def pub(name: str) -> dict:
         return json.loads(keys[name].with_suffix(".pub.json").read_text())
+
     path = tmp_path / "identities.yaml"
-    path.write_text(yaml.safe_dump({"people": {
-        "alice": {"groups": ["shop-approvers"], "keys": [pub("alice")]},
-        "bob": {"groups": ["shop-approvers", "release-managers"], "keys": [pub("bob")]},
-    }}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "people": {
+                    "alice": {"groups": ["shop-approvers"], "keys": [pub("alice")]},
+                    "bob": {"groups": ["shop-approvers", "release-managers"], "keys": [pub("bob")]},
+                }
+            }
+        )
+    )
     return Identities.load(path)
 
 
@@ -85,11 +94,18 @@ class TestSignedOperatorCommands:
     def test_payload_is_canonical_json_bound_to_the_event_type_with_the_time_in_utc(self):
         fields = {"release_id": "r", "actor": "alice", "reason": "why", "nonce": "ab" * 16, "signed_at": SIGNED_AT}
         payload = json.loads(identity.command_payload(event_type=AbortRequested.event_type, **fields))
-        assert payload == {"_type": identity.OPERATOR_COMMAND_TYPE, "event_type": AbortRequested.event_type,
-                           "release_id": "r", "actor": "alice", "reason": "why", "nonce": "ab" * 16,
-                           "signed_at": "2025-05-08T10:41:00Z"}
+        assert payload == {
+            "_type": identity.OPERATOR_COMMAND_TYPE,
+            "event_type": AbortRequested.event_type,
+            "release_id": "r",
+            "actor": "alice",
+            "reason": "why",
+            "nonce": "ab" * 16,
+            "signed_at": "2025-05-08T10:41:00Z",
+        }
         assert identity.command_payload(event_type="t", **fields) == identity.command_payload(
-            event_type="t", **dict(reversed(fields.items())))
+            event_type="t", **dict(reversed(fields.items()))
+        )
 
     def test_each_signature_gets_a_new_nonce(self, keys):
         abort = AbortRequested(release_id="r", actor="alice", reason="stop")
@@ -109,7 +125,8 @@ class TestSignedOperatorCommands:
 
     def test_an_unsigned_command_is_refused_as_unsigned(self, people):
         assert identity.verify_command(people, AbortRequested(release_id="r", actor="alice", reason="stop")) == (
-            identity.NO_SIGNATURE)
+            identity.NO_SIGNATURE
+        )
 
     def test_finds_whose_key_a_key_file_is(self, keys, people):
         assert people.owner(identity.key_id(keys["bob"])) == "bob"
@@ -126,8 +143,9 @@ def settings_trusting(tmp_path: Path, env: str, *, identities: Path | None = Non
 
 class TestDemoKeys:
     def test_demo_keys_are_refused_outside_the_local_stack(self, tmp_path):
-        with pytest.raises(DemoKeyError, match="identities.yaml trusts alice, bob, carol, dave, dev.*"
-                                               "trust-root.yaml trusts ci-builder"):
+        with pytest.raises(
+            DemoKeyError, match="identities.yaml trusts alice, bob, carol, dave, dev.*trust-root.yaml trusts ci-builder"
+        ):
             identity.refuse_demo_keys(settings_trusting(tmp_path, "production"))
 
     def test_demo_keys_are_accepted_on_the_local_stack(self, tmp_path):

@@ -1,6 +1,7 @@
 """Synthetic journeys come from the catalog's allow-list: a command names a journey, the catalog entry of the
 request's service says which `module:function` that is (in an allowed package), and a name it does not list is
 refused with the reason; no module named by a command is ever imported."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,10 +11,10 @@ import pytest
 import yaml
 
 from contracts.events import Verdict
+from releasegate_platform.catalog import Catalog, CatalogError
 from releasegate_sdk.schedule import Finish, Window, after_error
 from releasegate_sdk.testing import fake_request
 from releasegate_sdk.types import RETRYABLE
-from services.common.catalog import Catalog, CatalogError
 from services.verifier import synthetic
 from services.verifier.domain import Counts, VerifierError
 from services.verifier.handlers import BusinessKpis
@@ -36,8 +37,11 @@ class TestCatalogAllowList:
         assert entry.journeys == {"checkout": "shop.synthetic:journey"}
 
     def test_a_synthetic_journey_missing_from_the_allow_list_is_refused(self, tmp_path):
-        with pytest.raises(CatalogError, match=r"synthetic.journey 'browse' is not in the entry's `journeys` "
-                                               r"allow-list \(checkout\)"):
+        with pytest.raises(
+            CatalogError,
+            match=r"synthetic.journey 'browse' is not in the entry's `journeys` "
+            r"allow-list \(checkout\)",
+        ):
             catalog_with(tmp_path, {"checkout": "shop.synthetic:journey"}, journey="browse").get("shop")
 
     @pytest.mark.parametrize("target", ["os:system", "subprocess:run", "shopping.evil:journey", "builtins:exec"])
@@ -45,8 +49,17 @@ class TestCatalogAllowList:
         with pytest.raises(CatalogError, match="outside the packages journeys may come from"):
             catalog_with(tmp_path, {"checkout": target}).get("shop")
 
-    @pytest.mark.parametrize("target", ["shop.synthetic", "shop.synthetic:journey; import os", "shop/../x:y",
-                                        "shop.synthetic:journey:x", " shop.synthetic:journey", "shop..x:y"])
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "shop.synthetic",
+            "shop.synthetic:journey; import os",
+            "shop/../x:y",
+            "shop.synthetic:journey:x",
+            " shop.synthetic:journey",
+            "shop..x:y",
+        ],
+    )
     def test_a_journey_that_is_not_module_colon_function_is_refused(self, tmp_path, target):
         with pytest.raises(CatalogError, match="must be `package.module:function`"):
             catalog_with(tmp_path, {"checkout": target}).get("shop")
@@ -57,8 +70,9 @@ class TestCatalogAllowList:
             catalog_with(tmp_path, {name: "shop.synthetic:journey"}, journey="checkout").get("shop")
 
     def test_the_allowed_packages_are_configurable(self, tmp_path):
-        catalog = catalog_with(tmp_path, {"checkout": "team_journeys.shop:journey"},
-                               journey_packages=("team_journeys",))
+        catalog = catalog_with(
+            tmp_path, {"checkout": "team_journeys.shop:journey"}, journey_packages=("team_journeys",)
+        )
         assert catalog.get("shop").journeys == {"checkout": "team_journeys.shop:journey"}
         with pytest.raises(CatalogError, match="outside the packages"):
             Catalog(tmp_path).get("shop")
@@ -72,13 +86,17 @@ class TestCatalogAllowList:
 class TestVerifierResolvesNames:
     def test_an_allow_listed_name_resolves_to_the_catalogs_function(self):
         from shop.synthetic import journey
+
         assert synthetic.CatalogJourneys(Catalog(BLUE_GREEN))("shop", "checkout") is journey
 
     def test_an_unknown_name_is_refused_and_nothing_is_imported(self, monkeypatch):
         imported: list[str] = []
         monkeypatch.setattr(synthetic.importlib, "import_module", imported.append)
-        with pytest.raises(VerifierError, match=r"journey 'os' is not in the journeys allow-list of shop's "
-                                                r"catalog entry \(checkout\); refusing to run it"):
+        with pytest.raises(
+            VerifierError,
+            match=r"journey 'os' is not in the journeys allow-list of shop's "
+            r"catalog entry \(checkout\); refusing to run it",
+        ):
             synthetic.CatalogJourneys(Catalog(BLUE_GREEN))("shop", "os")
         assert imported == []
 
@@ -118,8 +136,9 @@ class TestPreviewVerdicts:
             ran.append((tenant, profile))
             return JourneyResult(tenant)
 
-        check = BusinessKpis(FakeStore(), lambda: None, journeys=lambda service, name: {
-            ("shop", "checkout"): journey}[(service, name)]).check
+        check = BusinessKpis(
+            FakeStore(), lambda: None, journeys=lambda service, name: {("shop", "checkout"): journey}[(service, name)]
+        ).check
         result = await check(fake_request(service="shop", synthetic=SPEC))
         assert result.verdict is Verdict.PASS and ran == [("acme", "visa"), ("acme", "visa")]
 
@@ -129,7 +148,12 @@ class TestPreviewVerdicts:
         with pytest.raises(VerifierError) as refused:
             await check(req)
         # what the SDK makes of it: not retried, an inconclusive verdict at once (never a pass), reason included
-        outcome = after_error(Window(req.window_start, req.window_end, req.deadline), refused.value, attempt=1,
-                              retryable=isinstance(refused.value, RETRYABLE), now=req.window_end)
+        outcome = after_error(
+            Window(req.window_start, req.window_end, req.deadline),
+            refused.value,
+            attempt=1,
+            retryable=isinstance(refused.value, RETRYABLE),
+            now=req.window_end,
+        )
         assert isinstance(outcome, Finish) and outcome.result.verdict is Verdict.INCONCLUSIVE
         assert "journey 'smuggled' is not in the journeys allow-list" in outcome.result.reason

@@ -1,4 +1,5 @@
 """Migration linting: which migrations are expand or contract, and what is unsafe in them."""
+
 import json
 
 import pytest
@@ -70,23 +71,29 @@ class TestExpandMigrations:
         assert report.adds == ("orders.gift_note",) and not report.rewrites_data
 
     def test_not_null_column_the_database_fills_is_expand(self):
-        report = lint(GUARD + "ALTER TABLE orders ADD COLUMN channel text NOT NULL DEFAULT 'web', "
-                              "ADD COLUMN seq bigserial, ADD COLUMN ref bigint GENERATED ALWAYS AS IDENTITY;")
+        report = lint(
+            GUARD + "ALTER TABLE orders ADD COLUMN channel text NOT NULL DEFAULT 'web', "
+            "ADD COLUMN seq bigserial, ADD COLUMN ref bigint GENERATED ALWAYS AS IDENTITY;"
+        )
         assert report.kind == "expand" and report.findings == ()
 
     def test_new_table_view_function_and_concurrent_index_are_expand_and_listed_as_added(self):
-        report = lint(GUARD + "CREATE TABLE wishlists (id bigint PRIMARY KEY, sku text NOT NULL);\n"
-                              "CREATE VIEW open_orders AS SELECT * FROM orders WHERE NOT shipped;\n"
-                              "CREATE FUNCTION cents(numeric) RETURNS bigint AS 'SELECT ($1 * 100)::bigint' "
-                              "LANGUAGE sql;\n"
-                              "CREATE INDEX CONCURRENTLY orders_sku_idx ON orders (sku);")
+        report = lint(
+            GUARD + "CREATE TABLE wishlists (id bigint PRIMARY KEY, sku text NOT NULL);\n"
+            "CREATE VIEW open_orders AS SELECT * FROM orders WHERE NOT shipped;\n"
+            "CREATE FUNCTION cents(numeric) RETURNS bigint AS 'SELECT ($1 * 100)::bigint' "
+            "LANGUAGE sql;\n"
+            "CREATE INDEX CONCURRENTLY orders_sku_idx ON orders (sku);"
+        )
         assert report.kind == "expand" and report.findings == ()
         assert report.adds == ("wishlists", "open_orders", "cents", "orders_sku_idx")
 
     def test_changes_to_a_table_created_in_the_same_migration_break_nothing(self):
-        report = lint("CREATE TABLE wishlists (id bigint PRIMARY KEY);\n"
-                      "ALTER TABLE wishlists ADD COLUMN sku text NOT NULL;\n"
-                      "ALTER TABLE wishlists ALTER COLUMN id TYPE numeric;")
+        report = lint(
+            "CREATE TABLE wishlists (id bigint PRIMARY KEY);\n"
+            "ALTER TABLE wishlists ADD COLUMN sku text NOT NULL;\n"
+            "ALTER TABLE wishlists ALTER COLUMN id TYPE numeric;"
+        )
         assert report.kind == "expand" and report.findings == () and not report.rewrites_data
 
 
@@ -98,8 +105,10 @@ class TestIndexes:
         assert report.kind == "expand"
 
     def test_index_on_a_table_created_in_the_same_migration_needs_no_concurrently(self):
-        report = lint("CREATE TABLE wishlists (id bigint PRIMARY KEY, sku text);\n"
-                      "CREATE INDEX wishlists_sku_idx ON wishlists (sku);")
+        report = lint(
+            "CREATE TABLE wishlists (id bigint PRIMARY KEY, sku text);\n"
+            "CREATE INDEX wishlists_sku_idx ON wishlists (sku);"
+        )
         assert report.findings == () and report.kind == "expand"
 
 
@@ -163,17 +172,25 @@ class TestNames:
 
 class TestMultipleStatements:
     def test_each_statement_is_judged_and_quoted_on_its_own(self):
-        report = lint(GUARD + "-- expand first\nALTER TABLE orders ADD COLUMN remark text;\n"
-                              "UPDATE orders SET remark = note;\n"
-                              "ALTER TABLE orders DROP COLUMN note;")
+        report = lint(
+            GUARD + "-- expand first\nALTER TABLE orders ADD COLUMN remark text;\n"
+            "UPDATE orders SET remark = note;\n"
+            "ALTER TABLE orders DROP COLUMN note;"
+        )
         assert [(f.rule, f.statement) for f in report.findings] == [
             ("data_rewrite", "UPDATE orders SET remark = note"),
-            ("drop_column", "ALTER TABLE orders DROP COLUMN note")]
+            ("drop_column", "ALTER TABLE orders DROP COLUMN note"),
+        ]
         assert report.adds == ("orders.remark",) and report.drops == ("orders.note",) and report.rewrites_data
 
     def test_analyse_all_keeps_order_names_and_kinds(self):
-        reports = analyse_all([("001_add", GUARD + "ALTER TABLE orders ADD COLUMN remark text;"),
-                               ("002_drop", GUARD + "ALTER TABLE orders DROP COLUMN note;")], use_squawk=False)
+        reports = analyse_all(
+            [
+                ("001_add", GUARD + "ALTER TABLE orders ADD COLUMN remark text;"),
+                ("002_drop", GUARD + "ALTER TABLE orders DROP COLUMN note;"),
+            ],
+            use_squawk=False,
+        )
         assert [(r.name, r.kind) for r in reports] == [("001_add", "expand"), ("002_drop", "contract")]
 
     def test_the_report_reads_as_json(self):
@@ -185,11 +202,13 @@ class TestMultipleStatements:
 class TestSquawk:
     @pytest.mark.skipif(not squawk_available(), reason="squawk is not installed")
     def test_squawk_adds_its_own_rules_as_warnings_without_repeating_ours(self):
-        report = analyse("042_change", GUARD + "ALTER TABLE orders ADD COLUMN qty int;\n"
-                                               "ALTER TABLE orders DROP COLUMN note;")
+        report = analyse(
+            "042_change", GUARD + "ALTER TABLE orders ADD COLUMN qty int;\nALTER TABLE orders DROP COLUMN note;"
+        )
         extra = [f for f in report.findings if f.rule.startswith("squawk:")]
         assert ("squawk:prefer-bigint-over-int", "ALTER TABLE orders ADD COLUMN qty int") in {
-            (f.rule, f.statement) for f in extra}
+            (f.rule, f.statement) for f in extra
+        }
         assert all(f.severity == "warning" for f in extra)
         assert "squawk:ban-drop-column" not in rules(report) and "drop_column" in rules(report)
 
@@ -215,20 +234,26 @@ class TestWhatTheLintCannotJudgeIsHighRisk:
         assert "cannot read" in finding.message
 
     def test_dollar_quoting_with_a_tag_and_semicolons_inside_is_one_statement(self):
-        report = lint(GUARD + "DO $body$ BEGIN EXECUTE 'DROP TABLE orders'; EXECUTE $q$DELETE FROM carts;$q$; "
-                              "END $body$ LANGUAGE plpgsql;\nALTER TABLE orders ADD COLUMN a text;")
+        report = lint(
+            GUARD + "DO $body$ BEGIN EXECUTE 'DROP TABLE orders'; EXECUTE $q$DELETE FROM carts;$q$; "
+            "END $body$ LANGUAGE plpgsql;\nALTER TABLE orders ADD COLUMN a text;"
+        )
         assert high(report, "do_block").statement.endswith("END $body$ LANGUAGE plpgsql")
         assert report.adds == ("orders.a",) and "drop_table" not in rules(report)
 
     def test_perform_outside_a_block_is_unparseable_and_high_risk(self):
         high(lint("PERFORM refresh_totals();"), "parse_error")
 
-    @pytest.mark.parametrize("sql, called", [
-        ("SELECT refresh_totals();", "refresh_totals()"), ("SELECT pg_sleep(600);", "pg_sleep()"),
-        ("SELECT set_config('search_path', 'evil', false);", "set_config()"),
-        ("SELECT public.lower('x');", "public.lower()"),
-        ("SELECT id FROM orders WHERE dblink_exec('host=x', 'DROP TABLE t') = 'OK';", "dblink_exec()"),
-    ])
+    @pytest.mark.parametrize(
+        "sql, called",
+        [
+            ("SELECT refresh_totals();", "refresh_totals()"),
+            ("SELECT pg_sleep(600);", "pg_sleep()"),
+            ("SELECT set_config('search_path', 'evil', false);", "set_config()"),
+            ("SELECT public.lower('x');", "public.lower()"),
+            ("SELECT id FROM orders WHERE dblink_exec('host=x', 'DROP TABLE t') = 'OK';", "dblink_exec()"),
+        ],
+    )
     def test_a_select_that_calls_a_function_is_high_risk_and_names_it(self, sql, called):
         assert called in high(lint(GUARD + sql), "function_call").message
 
@@ -242,8 +267,10 @@ class TestWhatTheLintCannotJudgeIsHighRisk:
         assert "next_ref()" in high(default, "function_call").message
 
     def test_built_in_value_functions_are_not_a_finding(self):
-        report = lint(GUARD + "SELECT lower('A'), pg_catalog.upper('b'), count(*) FROM orders;\n"
-                              "ALTER TABLE orders ADD COLUMN created timestamptz DEFAULT now();")
+        report = lint(
+            GUARD + "SELECT lower('A'), pg_catalog.upper('b'), count(*) FROM orders;\n"
+            "ALTER TABLE orders ADD COLUMN created timestamptz DEFAULT now();"
+        )
         assert report.findings == () and report.risk == "normal" and report.kind == "expand"
 
     def test_a_view_or_function_body_is_not_run_by_the_migration(self):
@@ -256,31 +283,42 @@ class TestWhatTheLintCannotJudgeIsHighRisk:
         assert report.drops == ("billing",)
 
     def test_cascade_is_high_risk_on_any_drop(self):
-        assert "views, foreign keys" in high(lint(GUARD + "DROP TYPE money_cents CASCADE;"),
-                                             "drop_cascade").message
+        assert "views, foreign keys" in high(lint(GUARD + "DROP TYPE money_cents CASCADE;"), "drop_cascade").message
         report = lint(GUARD + "ALTER TABLE orders DROP COLUMN note CASCADE;")
         assert {"drop_column", "drop_cascade"} <= rules(report) and report.risk == "high"
         both = lint(GUARD + "DROP SCHEMA billing CASCADE;")
         assert {"drop_schema", "drop_cascade"} <= rules(both)
 
-    @pytest.mark.parametrize("sql", ["GRANT ALL ON orders TO public;", "CREATE EXTENSION dblink;",
-                                     "COPY orders FROM PROGRAM 'curl evil';", "LOCK TABLE orders;",
-                                     "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f();",
-                                     "EXPLAIN ANALYZE DELETE FROM orders;", "VACUUM FULL orders;"])
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "GRANT ALL ON orders TO public;",
+            "CREATE EXTENSION dblink;",
+            "COPY orders FROM PROGRAM 'curl evil';",
+            "LOCK TABLE orders;",
+            "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f();",
+            "EXPLAIN ANALYZE DELETE FROM orders;",
+            "VACUUM FULL orders;",
+        ],
+    )
     def test_a_statement_the_lint_does_not_know_is_high_risk_never_silently_safe(self, sql):
         finding = high(lint(GUARD + sql), "unrecognised_statement")
         assert finding.statement == sql.rstrip(";") and "review it by hand" in finding.message
 
     def test_harmless_statements_are_recognised(self):
-        report = lint(GUARD + "COMMENT ON TABLE orders IS 'one; DROP TABLE orders';\n"
-                              "CREATE SEQUENCE invoice_no;\nCREATE TYPE channel AS ENUM ('web', 'store');")
+        report = lint(
+            GUARD + "COMMENT ON TABLE orders IS 'one; DROP TABLE orders';\n"
+            "CREATE SEQUENCE invoice_no;\nCREATE TYPE channel AS ENUM ('web', 'store');"
+        )
         assert report.findings == () and report.risk == "normal"
 
 
 class TestStatementsCannotHide:
     def test_semicolons_in_strings_and_comments_do_not_split_a_statement(self):
-        report = lint(GUARD + "UPDATE orders SET note = 'x; DROP TABLE orders;' -- ; DROP TABLE carts;\n"
-                              "WHERE id = 1; /* DROP TABLE coupons; */")
+        report = lint(
+            GUARD + "UPDATE orders SET note = 'x; DROP TABLE orders;' -- ; DROP TABLE carts;\n"
+            "WHERE id = 1; /* DROP TABLE coupons; */"
+        )
         assert rules(report) == {"data_rewrite"} and report.drops == ()
 
     def test_a_write_inside_a_select_is_a_data_rewrite(self):
@@ -298,8 +336,10 @@ class TestStatementsCannotHide:
         assert report.adds == ("order_notes",) and report.findings == ()
 
     def test_statements_inside_create_schema_are_judged(self):
-        report = lint(GUARD + "CREATE SCHEMA audit CREATE TABLE log (id bigint) CREATE TRIGGER t AFTER INSERT "
-                              "ON log FOR EACH ROW EXECUTE FUNCTION f();")
+        report = lint(
+            GUARD + "CREATE SCHEMA audit CREATE TABLE log (id bigint) CREATE TRIGGER t AFTER INSERT "
+            "ON log FOR EACH ROW EXECUTE FUNCTION f();"
+        )
         assert report.adds[:2] == ("audit", "log") and "unrecognised_statement" in rules(report)
 
     def test_an_ordinary_expand_migration_stays_normal_risk(self):

@@ -1,6 +1,7 @@
 """Migrations cannot hang a deploy step: the session carries statement and lock timeouts, each query a client-side
 timeout, the run an overall deadline; each ends as a DeployError naming what did not finish, the connection is
 released. A fake connection stands in for PostgreSQL (no stack needed)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,6 +70,7 @@ def connecting(monkeypatch, conn: FakeConnection) -> None:
     async def connect(dsn, *, timeout, server_settings):
         conn.server_settings = server_settings
         return conn
+
     monkeypatch.setattr(migrator.asyncpg, "connect", connect)
 
 
@@ -85,23 +87,31 @@ class TestMigrationTimeouts:
     async def test_a_migration_that_does_not_answer_is_cancelled_and_rolled_back(self, monkeypatch, folder):
         conn = FakeConnection(hang_on="UPDATE orders")
         connecting(monkeypatch, conn)
-        with pytest.raises(DeployError, match=r"migration 0002_backfill.sql did not finish within 0.05s and was "
-                                              r"cancelled"):
+        with pytest.raises(
+            DeployError,
+            match=r"migration 0002_backfill.sql did not finish within 0.05s and was "
+            r"cancelled",
+        ):
             await migrator.migrate("postgresql://x/shop", folder, "r1", FAST)
         backfill = next(i for i, s in enumerate(conn.sent) if s.startswith("UPDATE orders"))
         assert conn.sent.count("COMMIT") == 1 and conn.sent[backfill + 1] == "ROLLBACK" and conn.closed
 
     async def test_the_servers_statement_timeout_is_a_clear_error(self, monkeypatch, folder):
-        conn = FakeConnection(refuse_on="ALTER TABLE", refusal=asyncpg.QueryCanceledError(
-            "canceling statement due to statement timeout"))
+        conn = FakeConnection(
+            refuse_on="ALTER TABLE", refusal=asyncpg.QueryCanceledError("canceling statement due to statement timeout")
+        )
         connecting(monkeypatch, conn)
-        with pytest.raises(DeployError, match="migration 0001_add.sql was cancelled by the database: canceling "
-                                              "statement due to statement timeout"):
+        with pytest.raises(
+            DeployError,
+            match="migration 0001_add.sql was cancelled by the database: canceling statement due to statement timeout",
+        ):
             await migrator.migrate("postgresql://x/shop", folder, "r1", FAST)
 
     async def test_waiting_for_another_releases_migrations_is_bounded(self, monkeypatch, folder):
-        conn = FakeConnection(refuse_on="pg_advisory_lock", refusal=asyncpg.LockNotAvailableError(
-            "canceling statement due to lock timeout"))
+        conn = FakeConnection(
+            refuse_on="pg_advisory_lock",
+            refusal=asyncpg.LockNotAvailableError("canceling statement due to lock timeout"),
+        )
         connecting(monkeypatch, conn)
         with pytest.raises(DeployError, match="waiting for another release's migrations was cancelled"):
             await migrator.migrate("postgresql://x/shop", folder, "r1", FAST)
@@ -111,13 +121,15 @@ class TestMigrationTimeouts:
         conn = FakeConnection(hang_on="UPDATE orders")
         connecting(monkeypatch, conn)
         with pytest.raises(DeployError, match="migrations did not finish within 0.1s"):
-            await migrator.migrate("postgresql://x/shop", folder, "r1",
-                                   Timeouts(connect=1, statement=60, lock=1, queue=1, total=0.1))
+            await migrator.migrate(
+                "postgresql://x/shop", folder, "r1", Timeouts(connect=1, statement=60, lock=1, queue=1, total=0.1)
+            )
         assert conn.closed or conn.terminated
 
     async def test_an_unreachable_database_is_a_clear_error(self, monkeypatch, folder):
         async def connect(dsn, *, timeout, server_settings):
             raise OSError("connection refused")
+
         monkeypatch.setattr(migrator.asyncpg, "connect", connect)
         with pytest.raises(DeployError, match="cannot connect to the database to migrate: OSError"):
             await migrator.migrate("postgresql://x/shop", folder, "r1", FAST)

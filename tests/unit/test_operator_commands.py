@@ -1,6 +1,7 @@
 """Every operator command is signed: the coordinator acts on one only when its actor's key signed all of it,
 recently, once, and the catalog lets that person give it for this release. A refused command changes nothing
 but the audit log."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,16 +11,30 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from contracts.events import (
-    AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ReleaseState, ResumeRequested,
+    AbortRequested,
+    ApprovalGiven,
+    PauseRequested,
+    PromoteRequested,
+    ReleaseState,
+    ResumeRequested,
 )
 from releasegate_cli import client
 from releasegate_cli import main as cli
-from services.common import identity, supply_chain
-from services.common.catalog import Approvers
-from services.common.settings import ServiceSettings
+from releasegate_platform import identity, supply_chain
+from releasegate_platform.catalog import Approvers
+from releasegate_runtime.settings import ServiceSettings
 from services.coordinator import control, domain
 from tests.unit.test_saga import (
-    ENTRY, KEYS, NOW, REPO, answer, candidate, gate_wait, operate, run_until, signed,
+    ENTRY,
+    KEYS,
+    NOW,
+    REPO,
+    answer,
+    candidate,
+    gate_wait,
+    operate,
+    run_until,
+    signed,
 )
 
 RID = "rel-1"
@@ -95,13 +110,18 @@ class TestRefusedCommands:
     @pytest.mark.parametrize("command", [AbortRequested, PauseRequested, PromoteRequested])
     def test_a_command_signed_longer_ago_than_its_validity_is_refused(self, command):
         saga = at_canary()
-        old = signed(command(release_id=RID, actor="carol", reason="r"),
-                     at=NOW - control.COMMAND_VALIDITY - timedelta(seconds=1))
+        old = signed(
+            command(release_id=RID, actor="carol", reason="r"), at=NOW - control.COMMAND_VALIDITY - timedelta(seconds=1)
+        )
         assert_refused(operate(saga, old), saga, "carol", "signature expired: signed 601 s ago")
 
     def test_a_go_signed_longer_ago_than_its_validity_is_refused(self):
-        saga = run_until(domain.start(candidate(), ENTRY.model_copy(update={"dr": ENTRY.dr.model_copy(
-            update={"hold_point": True})}), NOW, {}).saga, "hold-production")
+        saga = run_until(
+            domain.start(
+                candidate(), ENTRY.model_copy(update={"dr": ENTRY.dr.model_copy(update={"hold_point": True})}), NOW, {}
+            ).saga,
+            "hold-production",
+        )
         old = signed(ApprovalGiven(release_id=RID, actor="alice", reason="r", kind="go"), at=NOW - timedelta(hours=1))
         assert_refused(operate(saga, old), saga, "alice", "go by alice refused: signature expired")
 
@@ -132,9 +152,11 @@ class TestWhoMayGiveACommand:
     def test_the_author_may_abort_and_pause_their_own_release(self):
         saga = at_canary(author="carol")
         assert operate(saga, signed(PauseRequested(release_id=RID, actor="carol", reason="r"))).saga.state is (
-            ReleaseState.PAUSED)
+            ReleaseState.PAUSED
+        )
         assert operate(saga, signed(AbortRequested(release_id=RID, actor="carol", reason="r"))).saga.state is (
-            ReleaseState.ROLLING_BACK)
+            ReleaseState.ROLLING_BACK
+        )
 
     @pytest.mark.parametrize("command,verb", [(ResumeRequested, "resume"), (PromoteRequested, "promote")])
     def test_the_author_cannot_resume_or_promote_their_own_release(self, command, verb):
@@ -186,17 +208,24 @@ class TestCatalogGroups:
     def test_by_default_approvers_and_release_managers_stop_approvers_go_on_and_release_managers_promote(self):
         actions = Approvers(group="shop-approvers", exception_group="release-managers").actions
         assert {a: actions.groups(a) for a in ("abort", "pause", "resume", "promote", "go")} == {
-            "abort": {"shop-approvers", "release-managers"}, "pause": {"shop-approvers", "release-managers"},
-            "resume": {"shop-approvers"}, "promote": {"release-managers"}, "go": {"shop-approvers"}}
+            "abort": {"shop-approvers", "release-managers"},
+            "pause": {"shop-approvers", "release-managers"},
+            "resume": {"shop-approvers"},
+            "promote": {"release-managers"},
+            "go": {"shop-approvers"},
+        }
 
     def test_the_shop_entry_spells_out_the_defaults(self):
-        assert ENTRY.approvers.actions == Approvers(group=ENTRY.approvers.group,
-                                                    exception_group=ENTRY.approvers.exception_group).actions
+        assert (
+            ENTRY.approvers.actions
+            == Approvers(group=ENTRY.approvers.group, exception_group=ENTRY.approvers.exception_group).actions
+        )
 
 
 class TestSignedFieldsInTheContract:
-    @pytest.mark.parametrize("field,value", [("nonce", "not-hex"), ("nonce", "ab"), ("nonce", "a" * 65),
-                                             ("keyid", "k"), ("keyid", "A" * 64)])
+    @pytest.mark.parametrize(
+        "field,value", [("nonce", "not-hex"), ("nonce", "ab"), ("nonce", "a" * 65), ("keyid", "k"), ("keyid", "A" * 64)]
+    )
     def test_a_nonce_or_key_id_that_is_not_bounded_hex_is_refused(self, field, value):
         with pytest.raises(ValidationError, match=field):
             AbortRequested(release_id=RID, actor="carol", reason="r", **{field: value})
@@ -230,8 +259,10 @@ class TestCliSigning:
         d = operate(at_canary(), event, event.signed_at)
         assert d.saga.state is ReleaseState.ROLLING_BACK
 
-    @pytest.mark.parametrize("args,who,state", [
-        (("pause",), "dave", ReleaseState.PAUSED), (("promote", "--full"), "carol", ReleaseState.RUNNING)])
+    @pytest.mark.parametrize(
+        "args,who,state",
+        [(("pause",), "dave", ReleaseState.PAUSED), (("promote", "--full"), "carol", ReleaseState.RUNNING)],
+    )
     def test_pause_and_promote_from_the_cli_round_trip(self, sent, args, who, state):
         result = run_cli(args[0], RID, *args[1:], "--reason", "r", "--key", str(KEYS / f"{who}.key"))
         assert result.exit_code == 0, result.output
@@ -253,12 +284,14 @@ class TestCliSigning:
         assert identity.verify_approval(people, release_id=RID, **event.signed().model_dump()) is None
 
     def test_an_actor_named_with_another_persons_key_is_refused_by_the_coordinator(self, sent):
-        assert run_cli("abort", RID, "--reason", "r", "--key", str(KEYS / "carol.key"), "--actor", "alice"
-                       ).exit_code == 0
+        assert (
+            run_cli("abort", RID, "--reason", "r", "--key", str(KEYS / "carol.key"), "--actor", "alice").exit_code == 0
+        )
         (event,) = sent
         saga = at_canary()
-        assert_refused(operate(saga, event, event.signed_at), saga, "alice",
-                       "signature does not verify with alice's key")
+        assert_refused(
+            operate(saga, event, event.signed_at), saga, "alice", "signature does not verify with alice's key"
+        )
 
     def test_no_control_message_without_a_key(self, sent):
         result = run_cli("abort", RID, "--reason", "r")
@@ -268,4 +301,3 @@ class TestCliSigning:
         key, _ = supply_chain.keygen(tmp_path, "mallory")
         result = run_cli("pause", RID, "--reason", "r", "--key", str(key))
         assert result.exit_code == cli.EXIT_ERROR and "--actor" in result.output and sent == []
-

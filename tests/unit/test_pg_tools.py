@@ -1,5 +1,6 @@
 """PostgreSQL tools are run from validated names only (no connection string from a command, no password in argv,
 dump files only in the backup folder), and every one of them has a deadline."""
+
 from __future__ import annotations
 
 import os
@@ -7,12 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker import backup, postgres, process
 
 URL = "postgresql://rg_dr_checker:s3cret%2Fpw@db.internal:15432/releasegate?sslmode=require"
-HOSTILE = ["shop?host=elsewhere", "host=elsewhere dbname=shop", "postgresql://evil/shop", "../shop", "shop/../../x",
-           "shop\n", "Shop", "", "-h evil", "shop;drop", "s" * 64, ".shop"]
+HOSTILE = [
+    "shop?host=elsewhere",
+    "host=elsewhere dbname=shop",
+    "postgresql://evil/shop",
+    "../shop",
+    "shop/../../x",
+    "shop\n",
+    "Shop",
+    "",
+    "-h evil",
+    "shop;drop",
+    "s" * 64,
+    ".shop",
+]
 
 
 @pytest.fixture
@@ -38,6 +51,7 @@ class TestNames:
     async def test_pg_dump_is_never_started_for_a_hostile_name(self, settings, name, monkeypatch):
         async def started(*args, **kwargs):
             raise AssertionError("pg_dump was started")
+
         monkeypatch.setattr(process, "run", started)
         with pytest.raises(backup.BackupError):
             await backup.dump(settings, name)
@@ -52,14 +66,19 @@ class TestToolInvocation:
             seen.update(argv=argv, env=env, timeout=timeout)
             Path(next(a for a in argv if a.startswith("--file=")).removeprefix("--file=")).write_bytes(b"dump")
             return b""
+
         monkeypatch.setattr(process, "run", run)
         monkeypatch.setenv("PGSERVICE", "elsewhere")
         monkeypatch.setenv("PGHOSTADDR", "203.0.113.9")
         path, _ = await backup.dump(settings, "shop")
         assert "s3cret/pw" not in " ".join(seen["argv"]) and "db.internal" not in " ".join(seen["argv"])
         env = seen["env"]
-        assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == \
-            ("db.internal", "15432", "rg_dr_checker", "shop")
+        assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == (
+            "db.internal",
+            "15432",
+            "rg_dr_checker",
+            "shop",
+        )
         assert env["PGPASSWORD"] == "s3cret/pw" and env["PGSSLMODE"] == "require"
         assert "PGSERVICE" not in env and "PGHOSTADDR" not in env
         assert seen["timeout"] == backup.DUMP_SECONDS
@@ -93,6 +112,7 @@ class TestBackupFolder:
     async def test_restore_refuses_a_file_outside_the_folder_before_running_anything(self, settings, monkeypatch):
         async def started(*args, **kwargs):
             raise AssertionError("a restore tool was started")
+
         monkeypatch.setattr(process, "run", started)
         with pytest.raises(backup.BackupError, match="not inside the backup folder"):
             await backup.restore(settings, "shop", Path("/etc/passwd"), clean=True)
@@ -102,15 +122,17 @@ class TestDeadlines:
     async def test_a_command_that_hangs_is_killed_with_its_process_group_and_says_so(self, tmp_path):
         pidfile = tmp_path / "child.pid"
         with pytest.raises(process.CommandTimedOut, match="killed after 1s"):
-            await process.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], env=os.environ, timeout=1,
-                              what="a hanging tool")
+            await process.run(
+                ["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], env=os.environ, timeout=1, what="a hanging tool"
+            )
         child = int(pidfile.read_text())
         assert _gone_or_zombie(child), "the tool's own child survived its deadline"
 
     async def test_a_failing_command_reports_the_end_of_its_stderr(self):
         with pytest.raises(process.CommandFailed, match="pg_dump of shop failed: .*no such database"):
-            await process.run(["sh", "-c", "echo 'no such database' >&2; exit 1"], env=os.environ, timeout=10,
-                              what="pg_dump of shop")
+            await process.run(
+                ["sh", "-c", "echo 'no such database' >&2; exit 1"], env=os.environ, timeout=10, what="pg_dump of shop"
+            )
 
     async def test_a_missing_tool_is_a_clear_error(self):
         with pytest.raises(process.CommandFailed, match="cannot start"):
@@ -126,6 +148,7 @@ class TestDeadlines:
 
         async def run_tool(server, database, name, args, *, timeout, what, stdin=None):
             return await process.run(["sleep", "30"], env=os.environ, timeout=0.5, what=what)
+
         monkeypatch.setattr(postgres, "run_tool", run_tool)
         with pytest.raises(backup.RestoreInterrupted, match="killed after"):
             await backup.restore(settings, "shop", folder / "shop-1.dump", clean=True)

@@ -1,5 +1,6 @@
 """Log redaction: secrets never reach a log line, and no value, however hostile, makes redaction slow (it runs on
 the event loop, before every line is written)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,8 @@ import re
 
 import pytest
 
-from services.common import logs
-from services.common.logs import REDACTED, redact, redact_url_passwords
+from releasegate_runtime import logs
+from releasegate_runtime.logs import REDACTED, redact, redact_url_passwords
 
 # the regex redaction used before: the reference for which passwords are found
 BACKTRACKING = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.I)
@@ -17,19 +18,30 @@ MILLION = 1_000_000
 
 class TestSecretsAreRedacted:
     def test_the_password_of_a_connection_url_is_replaced(self):
-        assert redact("connecting to postgresql://rg_deployer:s3cr3t@127.0.0.1:15432/releasegate") == \
-            f"connecting to postgresql://rg_deployer:{REDACTED}@127.0.0.1:15432/releasegate"
+        assert (
+            redact("connecting to postgresql://rg_deployer:s3cr3t@127.0.0.1:15432/releasegate")
+            == f"connecting to postgresql://rg_deployer:{REDACTED}@127.0.0.1:15432/releasegate"
+        )
 
     def test_every_url_in_a_value_is_redacted(self):
-        assert redact("a HTTPS://u:p@h and redis://x:y:z@h2 but not ftp://anonymous@h3") == \
-            f"a HTTPS://u:{REDACTED}@h and redis://x:{REDACTED}@h2 but not ftp://anonymous@h3"
+        assert (
+            redact("a HTTPS://u:p@h and redis://x:y:z@h2 but not ftp://anonymous@h3")
+            == f"a HTTPS://u:{REDACTED}@h and redis://x:{REDACTED}@h2 but not ftp://anonymous@h3"
+        )
 
     def test_values_of_secret_named_keys_are_replaced_at_any_depth(self):
-        event = {"event": "login", "Password": "hunter2", "nested": [{"api_key": "k", "note": "ok"}],
-                 "tuple": ("amqp://a:b@c",)}
-        assert redact(event) == {"event": "login", "Password": REDACTED, "nested": [{"api_key": REDACTED,
-                                                                                      "note": "ok"}],
-                                 "tuple": [f"amqp://a:{REDACTED}@c"]}
+        event = {
+            "event": "login",
+            "Password": "hunter2",
+            "nested": [{"api_key": "k", "note": "ok"}],
+            "tuple": ("amqp://a:b@c",),
+        }
+        assert redact(event) == {
+            "event": "login",
+            "Password": REDACTED,
+            "nested": [{"api_key": REDACTED, "note": "ok"}],
+            "tuple": [f"amqp://a:{REDACTED}@c"],
+        }
 
     def test_a_traceback_is_kept_longer_than_other_values_and_redacted_too(self):
         trace = "Traceback\n" + "  frame\n" * 2000 + "OSError: postgresql://u:pw@h refused"
@@ -49,10 +61,20 @@ class TestTheScanFindsWhatTheRegexFound:
 
 
 class TestHostileValuesAreBounded:
-    @pytest.mark.parametrize("unit,redacted", [
-        ("a", "a"), ("a://", "a://"), ("x://a:", "x://a:"), ("://", "://"), ("a://b:c ", "a://b:c "),
-        ("a:b@", "a:b@"), ("1+.-", "1+.-"), ("x://a:b@", f"x://a:{REDACTED}@"), ("a://b:c@d", f"a://b:{REDACTED}@d"),
-    ])
+    @pytest.mark.parametrize(
+        "unit,redacted",
+        [
+            ("a", "a"),
+            ("a://", "a://"),
+            ("x://a:", "x://a:"),
+            ("://", "://"),
+            ("a://b:c ", "a://b:c "),
+            ("a:b@", "a:b@"),
+            ("1+.-", "1+.-"),
+            ("x://a:b@", f"x://a:{REDACTED}@"),
+            ("a://b:c@d", f"a://b:{REDACTED}@d"),
+        ],
+    )
     def test_a_million_characters_of_url_fragments_are_scanned_whole_in_one_pass(self, unit, redacted):
         """The scan itself, without the length bound: it is linear, so even a million characters finish at
         once (the regex took about 20 s for 40,000 letters)."""

@@ -1,16 +1,21 @@
 """The outbox relay outlives any broker or database outage: it retries with a growing, capped delay, never gives
 up, and marks an event published only after the broker acknowledged it."""
+
 from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, \
-    TopicAuthorizationFailedError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NotLeaderForPartitionError,
+    TopicAuthorizationFailedError,
+)
 
-from services.common.backoff import Backoff
-from services.common.outbox import Relay
+from releasegate_runtime.backoff import Backoff
+from releasegate_runtime.outbox import Relay
 
 WAIT = 10.0  # a bound on waiting for what the test expects, never a synchronisation
 
@@ -19,8 +24,17 @@ class Outbox:
     """The outbox table of one producer and the parts of an asyncpg pool and connection the relay uses."""
 
     def __init__(self, events: list[str]) -> None:
-        self.rows = [{"id": i, "topic": "release.alerts", "key": f"k{i}", "headers": {"ce_id": e},
-                      "payload": e, "published": False} for i, e in enumerate(events, 1)]
+        self.rows = [
+            {
+                "id": i,
+                "topic": "release.alerts",
+                "key": f"k{i}",
+                "headers": {"ce_id": e},
+                "payload": e,
+                "published": False,
+            }
+            for i, e in enumerate(events, 1)
+        ]
         self.down = False
         self.listeners: list[object] = []
         self.released = 0
@@ -129,11 +143,19 @@ async def run_until_acked(relay: Relay, broker: Broker, count: int) -> None:
 class TestRelaySurvivesOutages:
     async def test_any_broker_error_is_retried_until_the_events_are_published(self):
         outbox = Outbox(["e1", "e2"])
-        broker = Broker([KafkaConnectionError("broker down"), KafkaTimeoutError(),
-                         NotLeaderForPartitionError(), TopicAuthorizationFailedError(), RuntimeError("unforeseen")])
+        broker = Broker(
+            [
+                KafkaConnectionError("broker down"),
+                KafkaTimeoutError(),
+                NotLeaderForPartitionError(),
+                TopicAuthorizationFailedError(),
+                RuntimeError("unforeseen"),
+            ]
+        )
         backoff = RecordingBackoff()
-        await run_until_acked(Relay(ContextPool(outbox), "p", broker.publish, poll_seconds=0.01,
-                                    backoff=backoff), broker, 2)
+        await run_until_acked(
+            Relay(ContextPool(outbox), "p", broker.publish, poll_seconds=0.01, backoff=backoff), broker, 2
+        )
         assert broker.acked == ["e1", "e2"]
         assert all(r["published"] for r in outbox.rows)
         assert backoff.delays == [0.001, 0.002, 0.004, 0.004, 0.004]  # doubling, capped

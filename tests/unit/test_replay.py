@@ -1,5 +1,6 @@
 """Order replay after a restore: invalid events are skipped and listed, never fatal; a topic that may have lost
 events since the backup point to retention is refused before anything is restored."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,17 @@ from aiokafka.errors import KafkaConnectionError
 
 from contracts.cloudevents import Envelope, encode
 from contracts.events import CheckoutSucceeded, OrderPlaced
-from services.common.settings import ServiceSettings
+from releasegate_runtime.settings import ServiceSettings
 from services.rollback import replay
 from services.rollback.replay import (
-    LISTED, InvalidEvent, ReplayError, Scan, check_replayable, classify, placed_orders, retention_gaps,
+    LISTED,
+    InvalidEvent,
+    ReplayError,
+    Scan,
+    check_replayable,
+    classify,
+    placed_orders,
+    retention_gaps,
 )
 
 
@@ -30,13 +38,28 @@ class FakeRecord:
 
 
 def order(**changes: Any) -> dict[str, Any]:
-    return {"version": "v1", "environment": "production", "tenant": "acme", "instance": "production-a-v1",
-            "checkout_id": "c-1", "order_id": str(uuid.uuid4()), "amount_cents": 1900, "currency": "USD",
-            "items": [{"sku": "TEE-001", "qty": 1}], "customer": "ann@acme.test", "payment_ref": "auth-1"} | changes
+    return {
+        "version": "v1",
+        "environment": "production",
+        "tenant": "acme",
+        "instance": "production-a-v1",
+        "checkout_id": "c-1",
+        "order_id": str(uuid.uuid4()),
+        "amount_cents": 1900,
+        "currency": "USD",
+        "items": [{"sku": "TEE-001", "qty": 1}],
+        "customer": "ann@acme.test",
+        "payment_ref": "auth-1",
+    } | changes
 
 
-def record(data: dict[str, Any] | bytes, *, offset: int = 0, source: str = "shop/production/production-a-v1",
-           event_type: str = OrderPlaced.event_type) -> FakeRecord:
+def record(
+    data: dict[str, Any] | bytes,
+    *,
+    offset: int = 0,
+    source: str = "shop/production/production-a-v1",
+    event_type: str = OrderPlaced.event_type,
+) -> FakeRecord:
     """A record as the shop sends it; `data` is put in the value as it is, valid or not."""
     _, value, headers = encode(Envelope.new(OrderPlaced(**order()), source))
     value = data if isinstance(data, bytes) else json.dumps(data).encode()
@@ -54,26 +77,41 @@ def scan(*records: FakeRecord) -> Scan:
 class TestInvalidEventsAreSkippedAndListed:
     def test_one_bad_order_among_good_ones_is_listed_with_its_offset_and_the_good_ones_are_kept(self):
         good = [order(), order()]
-        s = scan(record(good[0], offset=10), record(order(order_id="not-a-uuid"), offset=11),
-                 record(good[1], offset=12))
+        s = scan(
+            record(good[0], offset=10), record(order(order_id="not-a-uuid"), offset=11), record(good[1], offset=12)
+        )
         assert [o.order_id for o in s.orders] == [good[0]["order_id"], good[1]["order_id"]]
         assert s.invalid.total == 1
         [bad] = s.invalid.entries
         assert (bad["partition"], bad["offset"]) == (1, 11) and "not a UUID" in bad["reason"]
 
-    @pytest.mark.parametrize("data, why", [
-        (order(customer="ann\x00@acme.test"), "NUL"),
-        (order(items=[{"sku": "TEE\x00", "qty": 1}]), "NUL"),
-        (order(amount_cents="lots"), "amount_cents"),
-        (order(items=[{"sku": "TEE-001", "qty": -3}]), "basket line"),
-        (order(items=[{"sku": "TEE-001", "qty": "1"}]), "basket line"),
-        (order(tenant="acme corp"), "tenant"),
-        (order(order_id=None), "order_id"),
-        (b"\xff\xfe not json", "UTF-8"),
-        (b"[" * 100_000, ""),
-        (json.dumps(order()).encode()[:-5], "JSON"),
-    ], ids=["nul-in-customer", "nul-in-item", "wrong-type", "negative-qty", "qty-as-text", "tenant-with-space",
-            "no-order-id", "not-utf8", "deeply-nested", "truncated"])
+    @pytest.mark.parametrize(
+        "data, why",
+        [
+            (order(customer="ann\x00@acme.test"), "NUL"),
+            (order(items=[{"sku": "TEE\x00", "qty": 1}]), "NUL"),
+            (order(amount_cents="lots"), "amount_cents"),
+            (order(items=[{"sku": "TEE-001", "qty": -3}]), "basket line"),
+            (order(items=[{"sku": "TEE-001", "qty": "1"}]), "basket line"),
+            (order(tenant="acme corp"), "tenant"),
+            (order(order_id=None), "order_id"),
+            (b"\xff\xfe not json", "UTF-8"),
+            (b"[" * 100_000, ""),
+            (json.dumps(order()).encode()[:-5], "JSON"),
+        ],
+        ids=[
+            "nul-in-customer",
+            "nul-in-item",
+            "wrong-type",
+            "negative-qty",
+            "qty-as-text",
+            "tenant-with-space",
+            "no-order-id",
+            "not-utf8",
+            "deeply-nested",
+            "truncated",
+        ],
+    )
     def test_each_kind_of_bad_event_is_skipped_with_a_reason(self, data, why):
         s = scan(record(data, offset=7))
         assert s.orders == [] and s.invalid.total == 1

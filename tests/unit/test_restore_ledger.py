@@ -1,6 +1,7 @@
 """The rollback service's step ledger and the safety of a data restore: a redelivered command restores once; a
 restore that cannot be proven complete never starts; one that fails after writes stopped says maintenance is on,
 in its reason and in an alert."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ from typing import Any
 import pytest
 
 from contracts.events import AlertRaised, ObservedState, RollbackFinished, RollbackRequested
-from services.common.local_target import Instance
-from services.common.settings import REPO_ROOT, ServiceSettings
+from releasegate_platform.local_target import Instance
+from releasegate_runtime.settings import REPO_ROOT, ServiceSettings
 from services.dr_checker.backup import RestoreInterrupted
 from services.rollback import handlers
 from services.rollback.handlers import Rollback
@@ -53,10 +54,10 @@ class FakeTarget:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
-        self.instances = [Instance(1, "shop", "production", "v1", "sha256:" + "1" * 64, "a", 18001, os.getpid(),
-                                   "serving"),
-                          Instance(2, "shop", "production", "v2", "sha256:" + "2" * 64, "b", 18002, os.getpid(),
-                                   "serving")]
+        self.instances = [
+            Instance(1, "shop", "production", "v1", "sha256:" + "1" * 64, "a", 18001, os.getpid(), "serving"),
+            Instance(2, "shop", "production", "v2", "sha256:" + "2" * 64, "b", 18002, os.getpid(), "serving"),
+        ]
 
     async def stable(self, service, environment):
         return "v1", "sha256:" + "1" * 64
@@ -100,9 +101,15 @@ class FakePool:
 
 
 def request(compensation: str = "restore_data") -> RollbackRequested:
-    return RollbackRequested(release_id="shop-v2-1a2b3c4d", step_id="compensate:production",
-                             compensation=compensation, service="shop", environment="production",
-                             candidate_version="v2", backup_id=7 if compensation == "restore_data" else None)
+    return RollbackRequested(
+        release_id="shop-v2-1a2b3c4d",
+        step_id="compensate:production",
+        compensation=compensation,
+        service="shop",
+        environment="production",
+        candidate_version="v2",
+        backup_id=7 if compensation == "restore_data" else None,
+    )
 
 
 @pytest.fixture
@@ -112,8 +119,12 @@ def env(tmp_path: Path):
     dump = tmp_path / "run" / "backups" / "shop-20261127T100000.dump"
     dump.parent.mkdir(parents=True)
     dump.write_bytes(b"PGDMP fake")
-    point = {"id": 7, "path": str(dump), "sha256": "sha256:" + hashlib.sha256(dump.read_bytes()).hexdigest(),
-             "started_at": TAKEN_AT}
+    point = {
+        "id": 7,
+        "path": str(dump),
+        "sha256": "sha256:" + hashlib.sha256(dump.read_bytes()).hexdigest(),
+        "started_at": TAKEN_AT,
+    }
     ledger, target = MemoryLedger(), FakeTarget()
     rollback = Rollback(FakePool(point), target, settings, None, ledger)  # type: ignore[arg-type]
     return rollback, ledger, target
@@ -128,6 +139,7 @@ class TestStepLedger:
             restores.append(req.step_id)
             evidence["replayed"] = 3
             return "shop restored to backup point 7"
+
         monkeypatch.setattr(rollback, "_restore_data", restore_data)
         first = await rollback.restore(request())
         again = await rollback.restore(request())
@@ -140,6 +152,7 @@ class TestStepLedger:
 
         async def restore_data(req, evidence):
             raise AssertionError("restored again")
+
         monkeypatch.setattr(rollback, "_restore_data", restore_data)
         result = await rollback.restore(request())
         assert not result.succeeded and f"started {MAX_ATTEMPTS} times and never finished" in result.reason
@@ -151,6 +164,7 @@ class TestStepLedger:
 
         async def restore_data(req, evidence):
             return "restored"
+
         monkeypatch.setattr(rollback, "_restore_data", restore_data)
         result = await rollback.restore(request())
         assert result.succeeded and result.evidence["attempt"] == 2
@@ -161,8 +175,11 @@ class TestDataRestoreSafety:
         rollback, ledger, target = env
 
         async def gap(settings, since):
-            raise ReplayError("shop.events no longer holds every event since 2026-11-27T09:59:55+00:00: "
-                              "partition 1: events up to offset 500 were deleted by retention")
+            raise ReplayError(
+                "shop.events no longer holds every event since 2026-11-27T09:59:55+00:00: "
+                "partition 1: events up to offset 500 were deleted by retention"
+            )
+
         monkeypatch.setattr(handlers, "check_replayable", gap)
         result = await rollback.restore(request())
         assert not result.succeeded and "deleted by retention" in result.reason
@@ -182,11 +199,13 @@ class TestDataRestoreSafety:
 
         async def interrupted(settings, database, path, *, clean):
             raise RestoreInterrupted("restore of shop-20261127T100000.dump into shop: killed after 180s")
+
         monkeypatch.setattr(handlers, "check_replayable", complete)
         monkeypatch.setattr(handlers, "_wait_for_no_writes", drained)
 
         async def relayed(database_url, database, since):
             return []
+
         monkeypatch.setattr(handlers, "_wait_for_outbox_drained", relayed)
         monkeypatch.setattr(handlers, "restore", interrupted)
         result = await rollback.restore(request())

@@ -1,4 +1,5 @@
 """Saga transitions: given events, expect commands, states and compensations."""
+
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -6,12 +7,28 @@ import pytest
 
 from contracts import topics
 from contracts.events import (
-    AbortRequested, ApprovalGiven, PauseRequested, PromoteRequested, ResumeRequested, CandidateSubmitted, CheckResult, DeployFinished, DeployRequested,
-    DRCheckFinished, GateCheckFinished, KpiResult, ObservedState, ReleaseState, RollbackFinished, RollbackRequested,
-    Verdict, VerificationFinished, VerificationRequested,
+    AbortRequested,
+    ApprovalGiven,
+    CandidateSubmitted,
+    CheckResult,
+    DeployFinished,
+    DeployRequested,
+    DRCheckFinished,
+    GateCheckFinished,
+    KpiResult,
+    ObservedState,
+    PauseRequested,
+    PromoteRequested,
+    ReleaseState,
+    ResumeRequested,
+    RollbackFinished,
+    RollbackRequested,
+    Verdict,
+    VerificationFinished,
+    VerificationRequested,
 )
-from services.common import identity
-from services.common.catalog import Catalog, VerifierSet
+from releasegate_platform import identity
+from releasegate_platform.catalog import Catalog, VerifierSet
 from services.coordinator import control, domain
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -27,10 +44,15 @@ DIGEST = "sha256:" + "a" * 64
 
 
 def candidate(**over) -> CandidateSubmitted:
-    data = {"release_id": "rel-1", "service": "shop", "version": "v2",
-            "artifact": {"digest": DIGEST, "uri": "store://x"},
-            "source": {"repository": "r", "ref": "refs/heads/main", "commit": "c" * 40},
-            "tests": {"passed": 3, "failed": 0}, "author": "dev@shop"}
+    data = {
+        "release_id": "rel-1",
+        "service": "shop",
+        "version": "v2",
+        "artifact": {"digest": DIGEST, "uri": "store://x"},
+        "source": {"repository": "r", "ref": "refs/heads/main", "commit": "c" * 40},
+        "tests": {"passed": 3, "failed": 0},
+        "author": "dev@shop",
+    }
     return CandidateSubmitted.model_validate({**data, **over})
 
 
@@ -39,21 +61,51 @@ def answer(saga: domain.Saga, ok: bool = True, verdict: Verdict = Verdict.PASS):
     step = saga.current
     rid, sid = saga.release_id, saga.waiting_for
     if step.kind == "gate":
-        return GateCheckFinished(release_id=rid, step_id=sid, environment=step.environment, passed=ok,
-                                 checks=[CheckResult(name="tests_passed", passed=ok, reason="r")])
+        return GateCheckFinished(
+            release_id=rid,
+            step_id=sid,
+            environment=step.environment,
+            passed=ok,
+            checks=[CheckResult(name="tests_passed", passed=ok, reason="r")],
+        )
     if step.kind == "dr":
         evidence = {"backup_id": 7, "taken_at": NOW.isoformat()} if step.dr_action == "backup-point" else {}
-        return DRCheckFinished(release_id=rid, step_id=sid, ready=ok,
-                               checks=[CheckResult(name="backup_freshness", passed=ok, reason="r", evidence=evidence)])
+        return DRCheckFinished(
+            release_id=rid,
+            step_id=sid,
+            ready=ok,
+            checks=[CheckResult(name="backup_freshness", passed=ok, reason="r", evidence=evidence)],
+        )
     if step.kind == "deploy":
-        return DeployFinished(release_id=rid, step_id=sid, environment=step.environment, succeeded=ok, reason="r",
-                              observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"))
-    return VerificationFinished(release_id=rid, step_id=sid, environment=step.environment, verdict=verdict,
-                                reason="r", window_start=NOW, window_end=NOW,
-                                verifier="business-kpis",
-                                kpis=[KpiResult(name="checkout_success_rate", candidate=0.5, baseline=0.98,
-                                                candidate_samples=30, baseline_samples=200, verdict=verdict,
-                                                rule="candidate >= 0.85")])
+        return DeployFinished(
+            release_id=rid,
+            step_id=sid,
+            environment=step.environment,
+            succeeded=ok,
+            reason="r",
+            observed=ObservedState(weights={"v2": step.weight}, stable_version="v1"),
+        )
+    return VerificationFinished(
+        release_id=rid,
+        step_id=sid,
+        environment=step.environment,
+        verdict=verdict,
+        reason="r",
+        window_start=NOW,
+        window_end=NOW,
+        verifier="business-kpis",
+        kpis=[
+            KpiResult(
+                name="checkout_success_rate",
+                candidate=0.5,
+                baseline=0.98,
+                candidate_samples=30,
+                baseline_samples=200,
+                verdict=verdict,
+                rule="candidate >= 0.85",
+            )
+        ],
+    )
 
 
 def signed(command, *, at: datetime = NOW, key: str | None = None):
@@ -76,9 +128,24 @@ def run_until(saga: domain.Saga, step_id: str) -> domain.Saga:
 class TestReleaseSaga:
     def test_plan_follows_the_catalog(self):
         ids = [s.id for s in domain.build_plan(ENTRY)]
-        assert ids == ["gate-staging", "dr-check", "deploy-staging", "verify-staging", "gate-production",
-                       "canary-start", "canary-internal", "verify-canary-internal", "canary-10", "verify-canary-10", "canary-50", "verify-canary-50", "canary-100",
-                       "verify-canary-100", "finalize-production", "finalize-staging"]
+        assert ids == [
+            "gate-staging",
+            "dr-check",
+            "deploy-staging",
+            "verify-staging",
+            "gate-production",
+            "canary-start",
+            "canary-internal",
+            "verify-canary-internal",
+            "canary-10",
+            "verify-canary-10",
+            "canary-50",
+            "verify-canary-50",
+            "canary-100",
+            "verify-canary-100",
+            "finalize-production",
+            "finalize-staging",
+        ]
 
     def test_submission_requests_the_staging_gate_with_a_deadline(self):
         d = domain.start(candidate(), ENTRY, NOW, {})
@@ -100,7 +167,7 @@ class TestReleaseSaga:
     def test_canary_requests_carry_catalog_weights_and_thresholds(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "canary-50")
         d = domain.handle(saga, answer(saga), NOW)
-        (topic, cmd), = d.commands
+        ((topic, cmd),) = d.commands
         assert topic == topics.VERIFY_COMMANDS and isinstance(cmd, VerificationRequested)
         assert cmd.stable_version == "v1" and cmd.thresholds["checkout_success_rate"].min == 0.85
         assert cmd.step_id == "verify-canary-50" and cmd.window_seconds == ENTRY.verification.canary_window_seconds
@@ -109,27 +176,49 @@ class TestReleaseSaga:
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-50")
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
         assert d.saga.state is ReleaseState.ROLLING_BACK
-        (topic, cmd), = d.commands
+        ((topic, cmd),) = d.commands
         assert topic == topics.ROLLBACK_COMMANDS and isinstance(cmd, RollbackRequested)
         assert cmd.environment == "production"
         saga = d.saga
-        d = domain.handle(saga, RollbackFinished(release_id="rel-1", step_id="compensate:production",
-                                                 environment="production", succeeded=True, reason="ok"), NOW)
-        (_, cmd), = d.commands
+        d = domain.handle(
+            saga,
+            RollbackFinished(
+                release_id="rel-1",
+                step_id="compensate:production",
+                environment="production",
+                succeeded=True,
+                reason="ok",
+            ),
+            NOW,
+        )
+        ((_, cmd),) = d.commands
         assert cmd.environment == "staging"
-        d = domain.handle(d.saga, RollbackFinished(release_id="rel-1", step_id="compensate:staging",
-                                                   environment="staging", succeeded=True, reason="ok"), NOW)
+        d = domain.handle(
+            d.saga,
+            RollbackFinished(
+                release_id="rel-1", step_id="compensate:staging", environment="staging", succeeded=True, reason="ok"
+            ),
+            NOW,
+        )
         assert d.saga.state is ReleaseState.ROLLED_BACK
         assert [t for t, c in d.commands] == [topics.ALERTS]
 
     def test_failed_compensation_ends_rollback_failed_with_critical_alert(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
         saga = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW).saga
-        d = domain.handle(saga, RollbackFinished(release_id="rel-1", step_id="compensate:production",
-                                                 environment="production", succeeded=False, reason="haproxy down"),
-                          NOW)
+        d = domain.handle(
+            saga,
+            RollbackFinished(
+                release_id="rel-1",
+                step_id="compensate:production",
+                environment="production",
+                succeeded=False,
+                reason="haproxy down",
+            ),
+            NOW,
+        )
         assert d.saga.state is ReleaseState.ROLLBACK_FAILED
-        (topic, alert), = d.commands
+        ((topic, alert),) = d.commands
         assert topic == topics.ALERTS and alert.severity.value == "critical"
 
     def test_failed_staging_gate_rejects_without_compensation(self):
@@ -141,7 +230,7 @@ class TestReleaseSaga:
     def test_failed_deploy_compensates_its_own_environment(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "deploy-staging")
         d = domain.handle(saga, answer(saga, ok=False), NOW)
-        (topic, cmd), = d.commands
+        ((topic, cmd),) = d.commands
         assert topic == topics.ROLLBACK_COMMANDS and cmd.environment == "staging"
 
     def test_missing_verdict_pauses_with_an_alert_never_passes(self):
@@ -172,14 +261,20 @@ class TestReleaseSaga:
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-staging")
         d = operate(saga, signed(AbortRequested(release_id="rel-1", actor="carol", reason="freeze")))
         assert d.saga.state is ReleaseState.ROLLING_BACK
-        d = domain.handle(d.saga, RollbackFinished(release_id="rel-1", step_id="compensate:staging",
-                                                   environment="staging", succeeded=True, reason="ok"), NOW)
+        d = domain.handle(
+            d.saga,
+            RollbackFinished(
+                release_id="rel-1", step_id="compensate:staging", environment="staging", succeeded=True, reason="ok"
+            ),
+            NOW,
+        )
         assert d.saga.state is ReleaseState.ABORTED
 
     def test_stale_or_duplicate_results_are_ignored(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "deploy-staging")
-        stale = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
-                                  checks=[])
+        stale = GateCheckFinished(
+            release_id="rel-1", step_id="gate-staging", environment="staging", passed=True, checks=[]
+        )
         assert domain.handle(saga, stale, NOW).ignored
 
     def test_unknown_service_is_rejected_with_the_reason(self):
@@ -187,25 +282,29 @@ class TestReleaseSaga:
         assert d.saga.state is ReleaseState.REJECTED and "unknown service" in d.transitions[0].reason
 
     def test_extend_policy_verifies_once_more_with_a_doubled_window_then_pauses(self):
-        entry = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(
-            update={"on_inconclusive": "extend"})})
+        entry = ENTRY.model_copy(
+            update={"verification": ENTRY.verification.model_copy(update={"on_inconclusive": "extend"})}
+        )
         saga = run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-canary-10")
         d = domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW)
-        (_, cmd), = d.commands
-        assert d.saga.state is ReleaseState.RUNNING and cmd.window_seconds == 2 * entry.verification.canary_window_seconds
+        ((_, cmd),) = d.commands
+        assert (
+            d.saga.state is ReleaseState.RUNNING and cmd.window_seconds == 2 * entry.verification.canary_window_seconds
+        )
         d = domain.handle(d.saga, answer(d.saga, verdict=Verdict.INCONCLUSIVE), NOW)
         assert d.saga.state is ReleaseState.PAUSED
 
     @pytest.mark.parametrize("policy,state", [("pause", ReleaseState.PAUSED), ("rollback", ReleaseState.ROLLING_BACK)])
     def test_inconclusive_follows_the_catalog_policy(self, policy, state):
-        entry = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(
-            update={"on_inconclusive": policy})})
+        entry = ENTRY.model_copy(
+            update={"verification": ENTRY.verification.model_copy(update={"on_inconclusive": policy})}
+        )
         saga = run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-staging")
         assert domain.handle(saga, answer(saga, verdict=Verdict.INCONCLUSIVE), NOW).saga.state is state
 
     def test_deploy_command_names_environment_action_and_weight(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
-        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        ((_, cmd),) = domain.handle(saga, answer(saga), NOW).commands
         assert isinstance(cmd, DeployRequested)
         assert (cmd.environment, cmd.action.value, cmd.weight) == ("production", "shift", 50)
 
@@ -223,13 +322,13 @@ class TestOperatorControls:
         saga = operate(saga, signed(PauseRequested(release_id="rel-1", actor="dave", reason="r"))).saga
         d = operate(saga, signed(ResumeRequested(release_id="rel-1", actor="alice", reason="sale over")))
         assert d.saga.state is ReleaseState.RUNNING
-        (_, cmd), = d.commands
+        ((_, cmd),) = d.commands
         assert isinstance(cmd, VerificationRequested) and cmd.step_id == "verify-canary-10"
 
     def test_promote_full_jumps_to_all_traffic_and_skips_remaining_verification(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "verify-canary-10")
         d = operate(saga, signed(PromoteRequested(release_id="rel-1", actor="dave", reason="hotfix")))
-        (_, cmd), = d.commands
+        ((_, cmd),) = d.commands
         assert isinstance(cmd, DeployRequested) and (cmd.step_id, cmd.weight) == ("canary-100", 100)
         d = domain.handle(d.saga, answer(d.saga), NOW)
         assert d.saga.waiting_for == "finalize-production"
@@ -247,16 +346,23 @@ BLUE_GREEN = Catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog
 class TestBlueGreen:
     def test_green_is_verified_on_a_preview_before_the_switch(self):
         ids = [s.id for s in domain.build_plan(BLUE_GREEN)]
-        assert ids[ids.index("gate-production"):] == [
-            "gate-production", "green-start", "verify-preview", "switch", "verify-switched", "keep-blue-warm",
-            "finalize-production", "finalize-staging"]
+        assert ids[ids.index("gate-production") :] == [
+            "gate-production",
+            "green-start",
+            "verify-preview",
+            "switch",
+            "verify-switched",
+            "keep-blue-warm",
+            "finalize-production",
+            "finalize-staging",
+        ]
 
     def test_green_starts_without_traffic_and_the_preview_runs_synthetic_journeys(self):
         saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "gate-production")
         d = domain.handle(saga, answer(saga), NOW)
-        (_, start), = d.commands
+        ((_, start),) = d.commands
         assert (start.action.value, start.weight) == ("start", 0)
-        (_, preview), = domain.handle(d.saga, answer(d.saga), NOW).commands
+        ((_, preview),) = domain.handle(d.saga, answer(d.saga), NOW).commands
         assert preview.synthetic is not None and preview.synthetic.profiles == ["visa", "mastercard", "amex"]
 
     def test_blue_stays_warm_for_the_configured_time_then_retires(self):
@@ -265,13 +371,13 @@ class TestBlueGreen:
         assert d.saga.waiting_for == "keep-blue-warm" and not d.commands
         assert d.deadline == ("keep-blue-warm", NOW + timedelta(seconds=5))
         d = domain.on_deadline(d.saga, "keep-blue-warm", NOW)
-        (_, finalize), = d.commands
+        ((_, finalize),) = d.commands
         assert finalize.step_id == "finalize-production"
 
     def test_failed_preview_switches_nothing_and_stops_green(self):
         saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "verify-preview")
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (_, cmd), = d.commands
+        ((_, cmd),) = d.commands
         assert isinstance(cmd, RollbackRequested) and cmd.environment == "production"
 
     def test_blue_green_entry_without_a_preview_is_refused(self):
@@ -286,22 +392,31 @@ class TestTenantPhased:
     def test_waves_move_tenants_cumulatively_and_verify_each_wave_on_its_own_tenants(self):
         plan = domain.build_plan(TENANT_PHASED)
         ids = [s.id for s in plan]
-        assert ids[ids.index("gate-production"):] == [
-            "gate-production", "wave-start", "wave-internal", "verify-wave-internal", "wave-pilot",
-            "verify-wave-pilot", "wave-everyone", "verify-wave-everyone", "finalize-production", "finalize-staging"]
+        assert ids[ids.index("gate-production") :] == [
+            "gate-production",
+            "wave-start",
+            "wave-internal",
+            "verify-wave-internal",
+            "wave-pilot",
+            "verify-wave-pilot",
+            "wave-everyone",
+            "verify-wave-everyone",
+            "finalize-production",
+            "finalize-staging",
+        ]
         steps = {s.id: s for s in plan}
         assert steps["wave-pilot"].tenants == ["initech", "acme"]
         assert steps["verify-wave-pilot"].tenants == ["acme"]
 
     def test_route_command_names_the_tenants(self):
         saga = run_until(domain.start(candidate(), TENANT_PHASED, NOW, {}).saga, "wave-start")
-        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        ((_, cmd),) = domain.handle(saga, answer(saga), NOW).commands
         assert (cmd.action.value, cmd.tenants) == ("route", ["initech"])
 
     def test_failed_wave_compensates_production_then_staging(self):
         saga = run_until(domain.start(candidate(), TENANT_PHASED, NOW, {}).saga, "verify-wave-internal")
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (_, cmd), = d.commands
+        ((_, cmd),) = d.commands
         assert isinstance(cmd, RollbackRequested) and cmd.environment == "production"
 
 
@@ -309,8 +424,13 @@ class TestInternalUsersFirst:
     def test_canary_routes_internal_tenants_before_any_weight_step(self):
         entry = ENTRY.model_copy(update={"rollout": ENTRY.rollout.model_copy(update={"internal_tenants": ["staff"]})})
         ids = [s.id for s in domain.build_plan(entry)]
-        assert ids[ids.index("gate-production"):ids.index("canary-10") + 1] == [
-            "gate-production", "canary-start", "canary-internal", "verify-canary-internal", "canary-10"]
+        assert ids[ids.index("gate-production") : ids.index("canary-10") + 1] == [
+            "gate-production",
+            "canary-start",
+            "canary-internal",
+            "verify-canary-internal",
+            "canary-10",
+        ]
         steps = {s.id: s for s in domain.build_plan(entry)}
         assert steps["canary-internal"].tenants == ["staff"] and steps["canary-10"].action.value == "shift"
 
@@ -321,24 +441,41 @@ ROLLING = Catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog-ro
 class TestRolling:
     def test_batches_replace_instances_each_followed_by_verification(self):
         ids = [s.id for s in domain.build_plan(ROLLING)]
-        assert ids[ids.index("gate-production"):] == [
-            "gate-production", "roll-1", "verify-roll-1", "roll-2", "verify-roll-2", "roll-3", "verify-roll-3",
-            "finalize-production", "finalize-staging"]
+        assert ids[ids.index("gate-production") :] == [
+            "gate-production",
+            "roll-1",
+            "verify-roll-1",
+            "roll-2",
+            "verify-roll-2",
+            "roll-3",
+            "verify-roll-3",
+            "finalize-production",
+            "finalize-staging",
+        ]
 
     def test_roll_command_carries_batch_and_budget(self):
         saga = run_until(domain.start(candidate(), ROLLING, NOW, {}).saga, "gate-production")
-        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        ((_, cmd),) = domain.handle(saga, answer(saga), NOW).commands
         assert (cmd.action.value, cmd.batch, cmd.batch_size, cmd.instances) == ("roll", 1, 1, 3)
 
     def test_rollback_of_a_roll_is_a_redeploy_by_the_deployer_then_staging_traffic_by_rollback(self):
         saga = run_until(domain.start(candidate(), ROLLING, NOW, {}).saga, "verify-roll-2")
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (topic, cmd), = d.commands
+        ((topic, cmd),) = d.commands
         assert topic == topics.DEPLOY_COMMANDS and cmd.action.value == "restore"
         assert cmd.step_id == "compensate:production"
-        d = domain.handle(d.saga, DeployFinished(release_id="rel-1", step_id="compensate:production",
-                                                 environment="production", succeeded=True, reason="ok"), NOW)
-        (topic, cmd), = d.commands
+        d = domain.handle(
+            d.saga,
+            DeployFinished(
+                release_id="rel-1",
+                step_id="compensate:production",
+                environment="production",
+                succeeded=True,
+                reason="ok",
+            ),
+            NOW,
+        )
+        ((topic, cmd),) = d.commands
         assert topic == topics.ROLLBACK_COMMANDS and cmd.environment == "staging"
         assert d.transitions[0].actor == "deployer"
 
@@ -346,21 +483,28 @@ class TestRolling:
 class TestJourneysDuringSteps:
     def test_every_kpi_step_after_the_preview_also_runs_the_synthetic_journeys(self):
         saga = run_until(domain.start(candidate(), BLUE_GREEN, NOW, {}).saga, "switch")
-        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        ((_, cmd),) = domain.handle(saga, answer(saga), NOW).commands
         assert cmd.step_id == "verify-switched" and cmd.journeys is not None and cmd.synthetic is None
 
     def test_without_synthetic_journeys_in_the_catalog_steps_judge_customer_traffic_only(self):
         saga = run_until(domain.start(candidate(), ENTRY, NOW, {}).saga, "canary-10")
-        (_, cmd), = domain.handle(saga, answer(saga), NOW).commands
+        ((_, cmd),) = domain.handle(saga, answer(saga), NOW).commands
         assert cmd.journeys is None
 
 
 def gate_wait(saga: domain.Saga, *, rule: str = "approvals", retry_at=None) -> GateCheckFinished:
-    return GateCheckFinished(release_id=saga.release_id, step_id=saga.waiting_for, environment="production",
-                             passed=False, decision="wait", risk="high", policy_version="v1",
-                             waiting_for=["high risk: needs 2 approvals from shop-approvers, has 0"],
-                             checks=[CheckResult(name=rule, passed=False, reason="waiting",
-                                                 evidence={"outcome": "wait"})], retry_at=retry_at)
+    return GateCheckFinished(
+        release_id=saga.release_id,
+        step_id=saga.waiting_for,
+        environment="production",
+        passed=False,
+        decision="wait",
+        risk="high",
+        policy_version="v1",
+        waiting_for=["high risk: needs 2 approvals from shop-approvers, has 0"],
+        checks=[CheckResult(name=rule, passed=False, reason="waiting", evidence={"outcome": "wait"})],
+        retry_at=retry_at,
+    )
 
 
 def signed_approval(actor: str, kind: str = "approval", *, key: str | None = None) -> ApprovalGiven:
@@ -381,7 +525,7 @@ class TestGateWaits:
         saga = domain.handle(saga, gate_wait(saga), NOW).saga
         d = operate(saga, signed_approval("bob"))
         assert d.saga.state is ReleaseState.RUNNING
-        (topic, request), = d.commands
+        ((topic, request),) = d.commands
         assert topic == topics.GATE_COMMANDS and [a.actor for a in request.approvals] == ["alice", "bob"]
         assert request.candidate.author == "dev@shop"
 
@@ -405,8 +549,15 @@ class TestGateWaits:
         entry = ENTRY.model_copy(update={"dr": ENTRY.dr.model_copy(update={"required": False})})
         saga = domain.start(candidate(), entry, NOW, {}).saga
         assert not any(s.kind == "dr" for s in saga.plan)
-        passed = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
-                                   decision="pass", checks=[], requires=["dr-check"])
+        passed = GateCheckFinished(
+            release_id="rel-1",
+            step_id="gate-staging",
+            environment="staging",
+            passed=True,
+            decision="pass",
+            checks=[],
+            requires=["dr-check"],
+        )
         d = domain.handle(saga, passed, NOW)
         assert d.saga.waiting_for == "dr-check"
         assert [t for t, _ in d.commands] == [topics.DR_COMMANDS]
@@ -417,8 +568,16 @@ MIGRATIONS = [{"name": "0003_backfill.sql", "kind": "expand", "rewrites_data": T
 
 def with_migrations(migrations=MIGRATIONS, entry=ENTRY):
     saga = domain.start(candidate(), entry, NOW, {}).saga
-    gate = GateCheckFinished(release_id="rel-1", step_id="gate-staging", environment="staging", passed=True,
-                             decision="pass", checks=[], requires=["dr-check"], migrations=migrations)
+    gate = GateCheckFinished(
+        release_id="rel-1",
+        step_id="gate-staging",
+        environment="staging",
+        passed=True,
+        decision="pass",
+        checks=[],
+        requires=["dr-check"],
+        migrations=migrations,
+    )
     return domain.handle(saga, gate, NOW).saga
 
 
@@ -433,18 +592,23 @@ class TestMigrationsInTheSaga:
         saga = run_until(with_migrations(), "verify-canary-internal")
         assert saga.backup_point is not None and saga.migrated == ["staging", "production"]
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (topic, command), = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
+        ((topic, command),) = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
         assert command.compensation == "restore_data" and command.environment == "production"
         assert command.backup_id == 7 and command.since == NOW
 
     def test_a_backup_point_that_could_not_be_replayed_waits_and_a_resume_takes_it_again(self):
         saga = run_until(with_migrations(), "backup-point")
-        retention = CheckResult(name="events_replayable", passed=False, evidence={"outcome": "wait"},
-                                reason="shop.events keeps 1 h of events; a release may hold its backup point 24 h")
-        d = domain.handle(saga, DRCheckFinished(release_id="rel-1", step_id="backup-point", ready=False,
-                                                checks=[retention]), NOW)
+        retention = CheckResult(
+            name="events_replayable",
+            passed=False,
+            evidence={"outcome": "wait"},
+            reason="shop.events keeps 1 h of events; a release may hold its backup point 24 h",
+        )
+        d = domain.handle(
+            saga, DRCheckFinished(release_id="rel-1", step_id="backup-point", ready=False, checks=[retention]), NOW
+        )
         assert d.saga.state is ReleaseState.PAUSED and d.saga.waiting_for == "backup-point"
-        assert "migrate-production" not in [s.id for s in d.saga.plan[:d.saga.cursor]]
+        assert "migrate-production" not in [s.id for s in d.saga.plan[: d.saga.cursor]]
         assert any(t == topics.ALERTS for t, _ in d.commands) and "keeps 1 h" in d.transitions[-1].reason
         resumed = operate(d.saga, signed(ResumeRequested(release_id="rel-1", actor="alice", reason="retention fixed")))
         assert resumed.saga.state is ReleaseState.RUNNING
@@ -456,13 +620,17 @@ class TestMigrationsInTheSaga:
         assert d.saga.state is ReleaseState.ROLLING_BACK  # staging already runs v2: it is compensated
 
     def test_an_expand_only_migration_compensates_by_traffic_and_says_the_schema_stays(self):
-        saga = run_until(with_migrations([{"name": "0001_add.sql", "kind": "expand", "rewrites_data": False}]),
-                         "verify-canary-internal")
+        saga = run_until(
+            with_migrations([{"name": "0001_add.sql", "kind": "expand", "rewrites_data": False}]),
+            "verify-canary-internal",
+        )
         d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (topic, command), = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
+        ((topic, command),) = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
         assert command.compensation == "restore_traffic"
-        assert any("schema of staging, production left in place" in t.reason and "expand migrations only" in t.reason
-                   for t in d.transitions)
+        assert any(
+            "schema of staging, production left in place" in t.reason and "expand migrations only" in t.reason
+            for t in d.transitions
+        )
 
 
 class TestHoldPoint:
@@ -489,8 +657,17 @@ class TestHoldPoint:
 
 
 class TestRequiredAndAdvisoryVerifiers:
-    ENTRY_V = ENTRY.model_copy(update={"verification": ENTRY.verification.model_copy(update={
-        "by_environment": {"production": VerifierSet(required=["business-kpis", "erp-export"], advisory=["tax"])}})})
+    ENTRY_V = ENTRY.model_copy(
+        update={
+            "verification": ENTRY.verification.model_copy(
+                update={
+                    "by_environment": {
+                        "production": VerifierSet(required=["business-kpis", "erp-export"], advisory=["tax"])
+                    }
+                }
+            )
+        }
+    )
     ALIVE = {"business-kpis": {"*"}, "erp-export": {"shop"}, "tax": {"shop"}}
 
     def at_canary(self, registry=ALIVE):
@@ -526,8 +703,12 @@ class TestRequiredAndAdvisoryVerifiers:
         saga = self.at_canary()
         d = domain.handle(saga, self.verdict(saga, "rogue", Verdict.FAIL), NOW, registry=self.ALIVE)
         assert "refused: not a required or advisory verifier" in d.transitions[-1].reason
-        d = domain.handle(saga, self.verdict(saga, "erp-export", Verdict.FAIL), NOW,
-                          registry={"business-kpis": {"*"}, "erp-export": {"pricing"}})
+        d = domain.handle(
+            saga,
+            self.verdict(saga, "erp-export", Verdict.FAIL),
+            NOW,
+            registry={"business-kpis": {"*"}, "erp-export": {"pricing"}},
+        )
         assert "refused: erp-export is not registered (alive) for shop" in d.transitions[-1].reason
         assert d.saga.state is ReleaseState.RUNNING
 

@@ -1,9 +1,10 @@
 """Secrets never reach a log line; artifacts are addressed by digest and re-verified."""
+
 import pytest
 
-from services.common.artifacts import ArtifactError, ArtifactStore, sha256_file
-from services.common.logs import redact
-from services.common.settings import ServiceSettings
+from releasegate_platform.artifacts import ArtifactError, ArtifactStore, sha256_file
+from releasegate_runtime.logs import redact
+from releasegate_runtime.settings import ServiceSettings
 from services.deployer.domain import traffic_split
 
 

@@ -1,4 +1,5 @@
 """The shop's release bundles: deterministic, clean, and v3 carries the payments regression."""
+
 import gzip
 import io
 import json
@@ -38,6 +39,7 @@ def test_building_twice_gives_identical_digests(digests, tmp_path):
 
 def test_stored_file_is_named_by_its_sha256(store, digests):
     import hashlib
+
     for digest in digests.values():
         path = store / "sha256" / f"{digest.removeprefix('sha256:')}.tar.gz"
         assert f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" == digest
@@ -59,7 +61,10 @@ def test_bundle_layout_and_declared_version(store, digests):
         files = members(store, digest)
         manifest = json.loads(files["bundle.json"])
         assert {k: manifest[k] for k in ("service", "version", "entrypoint")} == {
-            "service": "shop", "version": version, "entrypoint": ["python", "-m", "storefront"]}
+            "service": "shop",
+            "version": version,
+            "entrypoint": ["python", "-m", "storefront"],
+        }
         assert "orders.id" in manifest["schema_uses"]
         assert {"storefront/__main__.py", "storefront/app.py", "storefront/payments.py"} <= set(files)
 
@@ -87,9 +92,11 @@ def test_v3_carries_the_payments_regression_and_v2_does_not(store, digests):
 
 def test_v8_and_v9_change_only_tax_and_erp_export_of_v2(store, digests):
     def changed(a: str, b: str) -> set[str]:
-        files_a, files_b = ({name: data for name, data in members(store, digests[v]).items()
-                             if isinstance(data, bytes)} for v in (a, b))
+        files_a, files_b = (
+            {name: data for name, data in members(store, digests[v]).items() if isinstance(data, bytes)} for v in (a, b)
+        )
         return {name for name in files_a.keys() | files_b.keys() if files_a.get(name) != files_b.get(name)}
+
     assert changed("v2", "v8") == {"bundle.json", "storefront/tax.py"}
     assert changed("v2", "v9") == {"bundle.json", "storefront/erp.py"}
 
@@ -98,7 +105,8 @@ def test_example_candidates_point_at_the_current_bundles(digests):
     for version, digest in digests.items():
         candidate = json.loads((REPO / f"examples/candidates/shop-{version}.json").read_text())
         assert candidate == build_bundles.candidate(version, digest), (
-            "examples/candidates are stale: run `python -m shop.build_bundles --write-candidates`")
+            "examples/candidates are stale: run `python -m shop.build_bundles --write-candidates`"
+        )
         assert candidate["artifact"]["uri"] == f"store://sha256/{digest.removeprefix('sha256:')}"
         assert len(candidate["source"]["commit"]) == 40
 
@@ -117,10 +125,17 @@ def test_every_version_publishes_its_business_events_through_the_same_outbox(sto
 def test_the_declared_schema_uses_are_the_tables_and_columns_the_base_schema_creates():
     import pglast
     from pglast import ast
+
     sys.path.insert(0, str(REPO / "shop" / "bundle_src"))
     from storefront import db
-    created = {f"{s.stmt.relation.relname}.{e.colname}" for s in pglast.parse_sql(db.SCHEMA)
-               if isinstance(s.stmt, ast.CreateStmt) for e in s.stmt.tableElts if isinstance(e, ast.ColumnDef)}
+
+    created = {
+        f"{s.stmt.relation.relname}.{e.colname}"
+        for s in pglast.parse_sql(db.SCHEMA)
+        if isinstance(s.stmt, ast.CreateStmt)
+        for e in s.stmt.tableElts
+        if isinstance(e, ast.ColumnDef)
+    }
     created |= {f"{table}.{column}" for table, columns in db.ADDED_COLUMNS.items() for column in columns}
     uses = set(json.loads((REPO / "shop/bundle_src/bundle.json").read_text())["schema_uses"])
     assert uses <= created, f"declared but never created: {sorted(uses - created)}"

@@ -1,5 +1,6 @@
 """The ERP's order-export contract, the ERP sandbox's behaviour, and the storefront's ERP client against it
 (v2's payload, and v9's that breaks the contract)."""
+
 import importlib.util
 import json
 import sys
@@ -32,10 +33,18 @@ erp_v9 = load(SHOP / "versions/v9/storefront/erp.py", "shop_erp_v9")
 
 def order_row(tenant: str = "acme", **changes) -> dict:
     """An `orders` row as the exporter reads it."""
-    row = {"id": uuid.uuid4(), "tenant": tenant, "region": "US-NY", "currency": "USD", "amount_cents": 10561,
-           "tax_cents": 861, "lines": json.dumps([{"sku": "TEE-001", "qty": 2, "unit_cents": 1900},
-                                                  {"sku": "HOOD-002", "qty": 1, "unit_cents": 5900}]),
-           "created_at": datetime(2025, 5, 16, 14, 2, 3, 123456, tzinfo=UTC)}
+    row = {
+        "id": uuid.uuid4(),
+        "tenant": tenant,
+        "region": "US-NY",
+        "currency": "USD",
+        "amount_cents": 10561,
+        "tax_cents": 861,
+        "lines": json.dumps(
+            [{"sku": "TEE-001", "qty": 2, "unit_cents": 1900}, {"sku": "HOOD-002", "qty": 1, "unit_cents": 5900}]
+        ),
+        "created_at": datetime(2025, 5, 16, 14, 2, 3, 123456, tzinfo=UTC),
+    }
     return row | changes
 
 
@@ -72,8 +81,12 @@ class TestOrderExportContract:
         assert refused_fields(document(lines=[])) == {"lines"}
 
     def test_does_not_coerce_types_or_accept_local_times(self):
-        bad = document(placed_at="2025-05-16T14:02:03", currency="usd", order_id="42",
-                       lines=[{"sku": "TEE-001", "qty": "2", "unit_cents": 1900}])
+        bad = document(
+            placed_at="2025-05-16T14:02:03",
+            currency="usd",
+            order_id="42",
+            lines=[{"sku": "TEE-001", "qty": "2", "unit_cents": 1900}],
+        )
         assert refused_fields(bad) == {"placed_at", "currency", "order_id", "lines.0.qty"}
 
     def test_refuses_totals_that_match_neither_included_nor_added_tax(self):
@@ -128,8 +141,9 @@ class TestErpSandbox:
         response = await erp.post("/orders", json=doc, headers={"X-Exporter": "v9/shop-1"})
         body = await response.json()
         assert response.status == 422 and body["reason"] == "contract_violation"
-        assert {"field": "amount", "message": "Extra inputs are not permitted", "type": "extra_forbidden"} in \
-            body["violations"]
+        assert {"field": "amount", "message": "Extra inputs are not permitted", "type": "extra_forbidden"} in body[
+            "violations"
+        ]
         rejections = (await (await erp.get("/rejections", params={"tenant": "globex"})).json())["rejections"]
         assert [(r["order_id"], r["exporter"]) for r in rejections] == [(doc["order_id"], "v9/shop-1")]
         missing = await erp.get(f"/orders/{doc['order_id']}")

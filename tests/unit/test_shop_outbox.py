@@ -1,5 +1,6 @@
 """The storefront's outbox relay, against a fake outbox table and a fake broker: events go out as they were built,
 are marked sent only once acknowledged, and no outage or surprise error ends the relay."""
+
 import asyncio
 import contextlib
 import json
@@ -14,16 +15,20 @@ from contracts.events import OrderPlaced
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shop" / "bundle_src"))
 
-from storefront import outbox  # noqa: E402 - the bundle's package, importable once bundle_src is on the path
-from storefront.events import ORDER_PLACED, Checkout, EventPublisher  # noqa: E402
-from storefront.outbox import OutgoingEvent, PendingEvent, Relay  # noqa: E402
+from storefront import outbox
+from storefront.events import ORDER_PLACED, Checkout, EventPublisher
+from storefront.outbox import OutgoingEvent, PendingEvent, Relay
 
 WAIT_S = 5  # upper bound for what a fake completes at once; the tests wait for outcomes, never for time
 
 
 def event(n: int, size: int = 10) -> OutgoingEvent:
-    return OutgoingEvent(topic="shop.events", key=b"acme", value=json.dumps({"n": n, "pad": "x" * size}).encode(),
-                         headers=(("ce_id", f"id-{n}".encode()), ("ce_type", b"shop.order.placed.v1")))
+    return OutgoingEvent(
+        topic="shop.events",
+        key=b"acme",
+        value=json.dumps({"n": n, "pad": "x" * size}).encode(),
+        headers=(("ce_id", f"id-{n}".encode()), ("ce_type", b"shop.order.placed.v1")),
+    )
 
 
 class FakeOutbox:
@@ -62,14 +67,20 @@ class FakeOutbox:
         async def leadership():
             self.leaderships += 1
             yield self
+
         return leadership
 
 
 class FakeBroker:
     """Producers that fail as scripted: `down_starts` failed starts, then failures per delivered record number."""
 
-    def __init__(self, down_starts: int = 0, failing: dict[int, list[Exception]] | None = None,
-                 refuse_on_send: set[int] = frozenset(), max_bytes: int = 10_000) -> None:
+    def __init__(
+        self,
+        down_starts: int = 0,
+        failing: dict[int, list[Exception]] | None = None,
+        refuse_on_send: set[int] = frozenset(),
+        max_bytes: int = 10_000,
+    ) -> None:
         self.down_starts, self.failing = down_starts, failing or {}
         self.refuse_on_send, self.max_bytes = refuse_on_send, max_bytes
         self.log: list[tuple[str, bytes, bytes | None, list]] = []  # every record the broker acknowledged
@@ -129,7 +140,8 @@ class TestOutboxRelay:
         store, broker = FakeOutbox(events), FakeBroker()
         await relay_until_drained(store, broker, batch=3)
         assert [(value, key, headers) for _, value, key, headers in broker.log] == [
-            (e.value, e.key, list(e.headers)) for e in events]
+            (e.value, e.key, list(e.headers)) for e in events
+        ]
         assert store.sent == [1, 2, 3, 4, 5, 6, 7]
 
     async def test_survives_a_broker_outage_with_growing_capped_delays_and_loses_nothing(self):
@@ -149,8 +161,11 @@ class TestOutboxRelay:
         assert [json.loads(value)["n"] for _, value, _, _ in broker.log] == [1, 2, 4, 3]
         assert broker.producers == 2 and broker.stopped >= 1, "the failed producer is replaced"
 
-    @pytest.mark.parametrize("surprise", [UnknownTopicOrPartitionError(), RuntimeError("a bug"), KeyError("x")],
-                             ids=["aiokafka-error", "runtime-error", "key-error"])
+    @pytest.mark.parametrize(
+        "surprise",
+        [UnknownTopicOrPartitionError(), RuntimeError("a bug"), KeyError("x")],
+        ids=["aiokafka-error", "runtime-error", "key-error"],
+    )
     async def test_no_kind_of_error_ends_the_relay(self, surprise):
         store = FakeOutbox([event(1), event(2)])
         broker = FakeBroker(failing={1: [surprise, surprise]})
@@ -166,6 +181,7 @@ class TestOutboxRelay:
             if len(calls) == 1:
                 raise ConnectionResetError("server closed the connection")
             return await real_pending(limit)
+
         store.pending = pending_once_broken
         delays = await relay_until_drained(store, FakeBroker())
         assert store.sent == [1, 2] and len(delays) == 1 and store.leaderships == 2
@@ -197,23 +213,48 @@ def test_backoff_doubles_from_the_first_delay_up_to_the_cap():
 
 
 def test_an_order_event_carries_the_cloudevent_headers_and_fields_consumers_read():
-    publisher = EventPublisher(None, "shop.events", version="v2", environment="production",
-                               instance="production-s1-v2")
+    publisher = EventPublisher(None, "shop.events", version="v2", environment="production", instance="production-s1-v2")
     checkout = Checkout(tenant="acme", checkout_id="c-1", amount_cents=2052, currency="USD", order_id="o-1")
-    built = publisher.build(ORDER_PLACED, checkout, latency_ms=12.3456, items=[{"sku": "TEE-001", "qty": 1}],
-                            customer="guest@acme.shop.test", payment_ref="A1", tax_cents=152, region="us-ca",
-                            placed_at="2026-11-28T10:00:00Z")
+    built = publisher.build(
+        ORDER_PLACED,
+        checkout,
+        latency_ms=12.3456,
+        items=[{"sku": "TEE-001", "qty": 1}],
+        customer="guest@acme.shop.test",
+        payment_ref="A1",
+        tax_cents=152,
+        region="us-ca",
+        placed_at="2026-11-28T10:00:00Z",
+    )
     decoded = decode(list(built.headers), built.value)  # as the verifier and the rollback's replay read it
     assert isinstance(decoded.data, OrderPlaced) and decoded.data.order_id == "o-1"
     headers = dict(built.headers)
     assert (built.topic, built.key) == ("shop.events", b"acme")
-    assert {name: headers[name] for name in ("ce_specversion", "ce_source", "ce_type", "ce_tenant",
-                                             "content-type")} == {
-        "ce_specversion": b"1.0", "ce_source": b"shop/production/production-s1-v2",
-        "ce_type": ORDER_PLACED.encode(), "ce_tenant": b"acme", "content-type": b"application/json"}
+    assert {
+        name: headers[name] for name in ("ce_specversion", "ce_source", "ce_type", "ce_tenant", "content-type")
+    } == {
+        "ce_specversion": b"1.0",
+        "ce_source": b"shop/production/production-s1-v2",
+        "ce_type": ORDER_PLACED.encode(),
+        "ce_tenant": b"acme",
+        "content-type": b"application/json",
+    }
     assert headers["ce_id"] and headers["ce_time"].endswith(b"Z")
     assert json.loads(built.value) == {
-        "version": "v2", "environment": "production", "tenant": "acme", "instance": "production-s1-v2",
-        "checkout_id": "c-1", "order_id": "o-1", "amount_cents": 2052, "currency": "USD", "reason": None,
-        "latency_ms": 12.346, "items": [{"sku": "TEE-001", "qty": 1}], "customer": "guest@acme.shop.test",
-        "payment_ref": "A1", "tax_cents": 152, "region": "us-ca", "placed_at": "2026-11-28T10:00:00Z"}
+        "version": "v2",
+        "environment": "production",
+        "tenant": "acme",
+        "instance": "production-s1-v2",
+        "checkout_id": "c-1",
+        "order_id": "o-1",
+        "amount_cents": 2052,
+        "currency": "USD",
+        "reason": None,
+        "latency_ms": 12.346,
+        "items": [{"sku": "TEE-001", "qty": 1}],
+        "customer": "guest@acme.shop.test",
+        "payment_ref": "A1",
+        "tax_cents": 152,
+        "region": "us-ca",
+        "placed_at": "2026-11-28T10:00:00Z",
+    }

@@ -1,4 +1,5 @@
 """Card formatting per shop version (overlay modules loaded by path) and the payment sandbox's card rules."""
+
 import importlib.util
 import random
 from pathlib import Path
@@ -31,7 +32,7 @@ def accepted(number: str) -> bool:
 
 @pytest.mark.parametrize(("card_brand", "card"), ALL_CARDS)
 def test_v1_formats_every_brand_to_a_card_the_sandbox_accepts(card_brand, card):
-    grouped = " ".join(card[i:i + 4] for i in range(0, len(card), 4))
+    grouped = " ".join(card[i : i + 4] for i in range(0, len(card), 4))
     assert v1.format_card(grouped) == card
     assert v1.format_card(card.replace("", "-").strip("-")) == card
     assert brand(v1.format_card(card)) == card_brand
@@ -62,13 +63,15 @@ async def test_sandbox_approves_valid_cards_and_rejects_invalid_ones():
     async with TestClient(TestServer(create_app(decline_rate=0.0, rng=random.Random(1)))) as client:
         assert (await client.get("/health")).status == 200
         for card_brand, card in ALL_CARDS:
-            response = await client.post("/authorize", json={"card_number": card, "amount_cents": 1900,
-                                                             "currency": "USD", "tenant": "acme"})
+            response = await client.post(
+                "/authorize", json={"card_number": card, "amount_cents": 1900, "currency": "USD", "tenant": "acme"}
+            )
             body = await response.json()
             assert response.status == 200 and body["approved"] and body["auth_code"], card
             assert body["brand"] == card_brand
-        response = await client.post("/authorize", json={"card_number": "37828224631000", "amount_cents": 1,
-                                                         "currency": "USD", "tenant": "acme"})
+        response = await client.post(
+            "/authorize", json={"card_number": "37828224631000", "amount_cents": 1, "currency": "USD", "tenant": "acme"}
+        )
         assert response.status == 402
         assert await response.json() == {"approved": False, "reason": "invalid_card"}
 

@@ -1,4 +1,5 @@
 """The synthetic shopper's journey, card mix and ledger, against a fake storefront."""
+
 import json
 import random
 from collections import Counter
@@ -13,9 +14,11 @@ from shop.shopper import CARD_MIXES, TEST_CARDS, Ledger, Stats, pick_card, read_
 MAINTENANCE = httpx.Response(503, json={"reason": "maintenance"})  # what HAProxy answers during a data restore
 
 
-def fake_storefront(checkout_status: int = 201, confirmation_status: int = 200,
-                    down: dict[str, httpx.Response] | None = None) -> httpx.MockTransport:
+def fake_storefront(
+    checkout_status: int = 201, confirmation_status: int = 200, down: dict[str, httpx.Response] | None = None
+) -> httpx.MockTransport:
     """A storefront for tenant acme; `down` answers a path with a fixed response instead."""
+
     def handle(request: httpx.Request) -> httpx.Response:
         headers = {"X-Shop-Version": "v2", "X-Shop-Instance": "i-1"}
         assert request.headers["Host"] == "acme.shop.test" and "X-Tenant" not in request.headers
@@ -29,12 +32,13 @@ def fake_storefront(checkout_status: int = 201, confirmation_status: int = 200,
         if request.url.path == "/checkout":
             if checkout_status != 201:
                 return httpx.Response(checkout_status, json={"reason": "invalid_card"}, headers=headers)
-            return httpx.Response(201, json={"order_id": "o-1", "status": "confirmed", "amount_cents": 2052},
-                                  headers=headers)
+            return httpx.Response(
+                201, json={"order_id": "o-1", "status": "confirmed", "amount_cents": 2052}, headers=headers
+            )
         if request.url.path == "/orders/o-1":
-            return httpx.Response(confirmation_status, json={"order_id": "o-1", "status": "confirmed"},
-                                  headers=headers)
+            return httpx.Response(confirmation_status, json={"order_id": "o-1", "status": "confirmed"}, headers=headers)
         return httpx.Response(404)
+
     return httpx.MockTransport(handle)
 
 
@@ -44,7 +48,11 @@ async def test_successful_journey_records_every_step_and_the_serving_version():
     assert result.success and result.order_id == "o-1"
     assert (result.version, result.instance) == ("v2", "i-1")
     assert [(s.name, s.status) for s in result.steps] == [
-        ("browse", 200), ("cart", 201), ("checkout", 201), ("confirmation", 200)]
+        ("browse", 200),
+        ("cart", 201),
+        ("checkout", 201),
+        ("confirmation", 200),
+    ]
 
 
 async def test_declined_checkout_is_a_failed_journey_with_the_reason():
@@ -57,6 +65,7 @@ async def test_declined_checkout_is_a_failed_journey_with_the_reason():
 async def test_transport_errors_do_not_raise():
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
+
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
         result = await run_journey(client, "http://shop", "acme", "4111111111111111")
     assert not result.success and result.steps[0].status is None and result.reason.startswith("browse")
@@ -94,14 +103,18 @@ class TestLedger:
         entries = read_ledger(tmp_path / "ledger.jsonl")  # flushed: readable while the shopper still runs
         assert not result.success
         assert [{k: e[k] for k in ("kind", "order_id", "tenant", "amount_cents", "version")} for e in entries] == [
-            {"kind": "order", "order_id": "o-1", "tenant": "acme", "amount_cents": 2052, "version": "v2"}]
+            {"kind": "order", "order_id": "o-1", "tenant": "acme", "amount_cents": 2052, "version": "v2"}
+        ]
         assert entries[0]["requested_at"] <= entries[0]["at"] and entries[0]["at"].endswith("+00:00")
         ledger.close()
 
     async def test_declined_checkouts_and_errors_write_no_order(self, tmp_path):
         ledger = Ledger(tmp_path / "ledger.jsonl")
-        for transport in (fake_storefront(402), fake_storefront(down={"/checkout": httpx.Response(500)}),
-                          fake_storefront(down={"/checkout": httpx.Response(201, json={"status": "confirmed"})})):
+        for transport in (
+            fake_storefront(402),
+            fake_storefront(down={"/checkout": httpx.Response(500)}),
+            fake_storefront(down={"/checkout": httpx.Response(201, json={"status": "confirmed"})}),
+        ):
             async with httpx.AsyncClient(transport=transport) as client:
                 await run_journey(client, "http://shop", "acme", "4111111111111111", ledger=ledger)
         ledger.close()
@@ -117,7 +130,8 @@ class TestLedger:
             stats.record("visa", await run_journey(client, "http://shop", "acme", "4111111111111111", ledger=ledger))
         ledger.close()
         assert [(e["kind"], e["tenant"], e["step"]) for e in read_ledger(tmp_path / "ledger.jsonl")] == [
-            ("maintenance", "acme", "checkout")]
+            ("maintenance", "acme", "checkout")
+        ]
         data = stats.as_dict()
         assert (data["journeys"], data["maintenance"], data["failures"], data["successes"]) == (2, 1, 1, 0)
         assert data["reasons"] == {"checkout: maintenance": 1, "browse: starting": 1}

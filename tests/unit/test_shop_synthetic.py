@@ -1,5 +1,6 @@
 """The shop's synthetic journey: an issuer's decline is not the release's fault and is tried once more; the
 candidate's own failures count at once."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,12 +20,15 @@ def scripted(*results: JourneyResult):
     return run_journey, calls
 
 
-@pytest.mark.parametrize("first,expected_calls,success", [
-    (JourneyResult("acme", success=False, reason="checkout: insufficient_funds"), 2, True),
-    (JourneyResult("acme", success=False, reason="checkout: invalid_card"), 1, False),
-    (JourneyResult("acme", success=False, reason="checkout: HTTP 500"), 1, False),
-    (JourneyResult("acme", success=True), 1, True),
-])
+@pytest.mark.parametrize(
+    "first,expected_calls,success",
+    [
+        (JourneyResult("acme", success=False, reason="checkout: insufficient_funds"), 2, True),
+        (JourneyResult("acme", success=False, reason="checkout: invalid_card"), 1, False),
+        (JourneyResult("acme", success=False, reason="checkout: HTTP 500"), 1, False),
+        (JourneyResult("acme", success=True), 1, True),
+    ],
+)
 async def test_only_an_issuer_decline_is_tried_again(monkeypatch, first, expected_calls, success):
     run_journey, calls = scripted(first, JourneyResult("acme", success=True))
     monkeypatch.setattr(synthetic, "run_journey", run_journey)

@@ -1,5 +1,6 @@
 """The shop's tax: the reference calculation, the storefront's tax module that must agree with it, and v8's
 itemised rounding that must not."""
+
 import importlib.util
 import random
 import sys
@@ -32,8 +33,10 @@ def line(unit_cents: int, qty: int = 1, sku: str = "TEE-001") -> dict:
 
 def baskets(count: int, seed: int = 7) -> list[list[dict]]:
     rng = random.Random(seed)
-    return [[line(rng.choice(PRICES), rng.randint(1, 3), f"SKU-{i}") for i in range(rng.randint(1, 4))]
-            for _ in range(count)]
+    return [
+        [line(rng.choice(PRICES), rng.randint(1, 3), f"SKU-{i}") for i in range(rng.randint(1, 4))]
+        for _ in range(count)
+    ]
 
 
 class TestTaxReference:
@@ -67,8 +70,11 @@ class TestTaxReference:
     def test_refuses_unknown_regions_and_malformed_lines(self):
         with pytest.raises(tax_reference.UnknownRegion):
             tax_reference.tax_cents([line(1900)], "FR")
-        for bad in ({"sku": "X", "qty": 0, "unit_cents": 100}, {"sku": "X", "qty": "2", "unit_cents": 100},
-                    {"sku": "X", "qty": 1, "unit_cents": -5}):
+        for bad in (
+            {"sku": "X", "qty": 0, "unit_cents": 100},
+            {"sku": "X", "qty": "2", "unit_cents": 100},
+            {"sku": "X", "qty": 1, "unit_cents": -5},
+        ):
             with pytest.raises(ValueError):
                 tax_reference.tax_cents([bad], "DE")
 
@@ -83,15 +89,16 @@ class TestStorefrontTax:
     def test_agrees_with_the_reference_on_every_basket(self, region):
         for basket in baskets(2000):
             tax = storefront_tax.compute(basket, region)
-            assert (tax.tax_cents, tax.total_cents) == (tax_reference.tax_cents(basket, region),
-                                                        tax_reference.total_cents(basket, region)), basket
+            assert (tax.tax_cents, tax.total_cents) == (
+                tax_reference.tax_cents(basket, region),
+                tax_reference.total_cents(basket, region),
+            ), basket
 
     def test_v8_itemised_tax_falls_short_of_the_reference(self):
         basket = [line(1900), line(5900, sku="HOOD-002")]
         assert v8_tax.compute(basket, "US-NY").tax_cents == 691
         assert tax_reference.tax_cents(basket, "US-NY") == 692
         for region in ("US-NY", "DE", "GB"):
-            wrong = sum(v8_tax.compute(b, region).tax_cents != tax_reference.tax_cents(b, region)
-                        for b in baskets(500))
+            wrong = sum(v8_tax.compute(b, region).tax_cents != tax_reference.tax_cents(b, region) for b in baskets(500))
             assert wrong > 100, f"v8 should disagree on many {region} baskets, did on {wrong}/500"
         assert all(v8_tax.compute(b, "US-OR").tax_cents == 0 for b in baskets(50))

@@ -1,4 +1,5 @@
 """Sequential tests on known distributions: false-rollback rate across repeated looks, power on known shifts."""
+
 import random
 
 from services.verifier.statistics import Decision, latency_rank, mann_whitney_auc, proportions

@@ -1,5 +1,6 @@
 """Step grants: the deployer and the rollback service act only on a deploy or compensation command the
 coordinator signed for exactly that step, once, before the grant expires."""
+
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,8 +8,9 @@ import pytest
 from contracts import topics
 from contracts.cloudevents import Envelope, decode, encode
 from contracts.events import DeployAction, DeployRequested, RollbackRequested, Verdict
-from services.common import grants, supply_chain
-from services.common.admission import spent_refusal
+from releasegate_platform import supply_chain
+from releasegate_runtime import grants
+from releasegate_runtime.admission import spent_refusal
 from services.coordinator import domain, step_grants
 from services.rollback.domain import backup_point_refusal
 from tests.unit.test_saga import ENTRY, answer, candidate, run_until, with_migrations
@@ -27,15 +29,39 @@ def keys(tmp_path_factory):
 
 
 def deploy(**over) -> DeployRequested:
-    return DeployRequested(**{"release_id": "rel-1", "step_id": "canary-10", "service": "shop", "version": "v2",
-                              "digest": DIGEST, "environment": "production", "action": DeployAction.SHIFT,
-                              "weight": 10, "instances": 2, "tenants": ["acme"], "batch": 1, "batch_size": 1} | over)
+    return DeployRequested(
+        **{
+            "release_id": "rel-1",
+            "step_id": "canary-10",
+            "service": "shop",
+            "version": "v2",
+            "digest": DIGEST,
+            "environment": "production",
+            "action": DeployAction.SHIFT,
+            "weight": 10,
+            "instances": 2,
+            "tenants": ["acme"],
+            "batch": 1,
+            "batch_size": 1,
+        }
+        | over
+    )
 
 
 def restore(**over) -> RollbackRequested:
-    return RollbackRequested(**{"release_id": "rel-1", "step_id": "compensate:production",
-                                "compensation": "restore_data", "service": "shop", "environment": "production",
-                                "candidate_version": "v2", "backup_id": 7, "since": NOW} | over)
+    return RollbackRequested(
+        **{
+            "release_id": "rel-1",
+            "step_id": "compensate:production",
+            "compensation": "restore_data",
+            "service": "shop",
+            "environment": "production",
+            "candidate_version": "v2",
+            "backup_id": 7,
+            "since": NOW,
+        }
+        | over
+    )
 
 
 def granted(signer, command, issued_at=NOW, lifetime=HOUR):
@@ -49,8 +75,9 @@ def over_the_wire(command):
 
 
 class TestSigningAndChecking:
-    @pytest.mark.parametrize("command", [deploy(), restore(), restore(compensation="restore_traffic",
-                                                                      backup_id=None, since=None)])
+    @pytest.mark.parametrize(
+        "command", [deploy(), restore(), restore(compensation="restore_traffic", backup_id=None, since=None)]
+    )
     def test_a_granted_command_verifies_after_crossing_kafka(self, keys, command):
         signer, public, _ = keys
         sent = granted(signer, command)
@@ -65,27 +92,52 @@ class TestSigningAndChecking:
         _, public, _ = keys
         assert "no step grant" in grants.verify_grant(public, deploy(), NOW)
 
-    @pytest.mark.parametrize("field, value", [
-        ("release_id", "rel-2"), ("step_id", "canary-50"), ("service", "payments"), ("version", "v3"),
-        ("digest", "sha256:" + "b" * 64), ("action", DeployAction.START), ("environment", "staging"),
-        ("weight", 100), ("instances", 3), ("tenants", ["acme", "globex"]), ("tenants", None), ("batch", 2),
-        ("batch_size", 2)])
+    @pytest.mark.parametrize(
+        "field, value",
+        [
+            ("release_id", "rel-2"),
+            ("step_id", "canary-50"),
+            ("service", "payments"),
+            ("version", "v3"),
+            ("digest", "sha256:" + "b" * 64),
+            ("action", DeployAction.START),
+            ("environment", "staging"),
+            ("weight", 100),
+            ("instances", 3),
+            ("tenants", ["acme", "globex"]),
+            ("tenants", None),
+            ("batch", 2),
+            ("batch_size", 2),
+        ],
+    )
     def test_a_deploy_command_changed_in_any_bound_field_is_refused(self, keys, field, value):
         signer, public, _ = keys
         forged = granted(signer, deploy()).model_copy(update={field: value})
         assert "does not verify" in grants.verify_grant(public, over_the_wire(forged), NOW)
 
-    @pytest.mark.parametrize("field, value", [
-        ("release_id", "rel-2"), ("step_id", "compensate:staging"), ("service", "payments"),
-        ("candidate_version", "v3"), ("compensation", "restore_traffic"), ("environment", "staging"),
-        ("backup_id", 8), ("backup_id", None), ("since", NOW - HOUR)])
+    @pytest.mark.parametrize(
+        "field, value",
+        [
+            ("release_id", "rel-2"),
+            ("step_id", "compensate:staging"),
+            ("service", "payments"),
+            ("candidate_version", "v3"),
+            ("compensation", "restore_traffic"),
+            ("environment", "staging"),
+            ("backup_id", 8),
+            ("backup_id", None),
+            ("since", NOW - HOUR),
+        ],
+    )
     def test_a_compensation_changed_in_any_bound_field_is_refused(self, keys, field, value):
         signer, public, _ = keys
         forged = granted(signer, restore()).model_copy(update={field: value})
         assert "does not verify" in grants.verify_grant(public, over_the_wire(forged), NOW)
 
-    @pytest.mark.parametrize("field, value", [
-        ("grant_id", "f" * 32), ("issued_at", NOW + timedelta(seconds=1)), ("expires_at", NOW + 2 * HOUR)])
+    @pytest.mark.parametrize(
+        "field, value",
+        [("grant_id", "f" * 32), ("issued_at", NOW + timedelta(seconds=1)), ("expires_at", NOW + 2 * HOUR)],
+    )
     def test_a_grant_changed_in_any_of_its_own_fields_is_refused(self, keys, field, value):
         signer, public, _ = keys
         command = granted(signer, deploy())
@@ -96,8 +148,10 @@ class TestSigningAndChecking:
         signer, public, _ = keys
         traffic = restore(compensation="restore_traffic", backup_id=None, since=None)
         grant = granted(signer, traffic).grant
-        assert grants.verify_grant(public, traffic.model_copy(update={"step_id": "canary-10", "grant": grant}),
-                                   NOW) is not None
+        assert (
+            grants.verify_grant(public, traffic.model_copy(update={"step_id": "canary-10", "grant": grant}), NOW)
+            is not None
+        )
 
     def test_an_expired_grant_is_refused(self, keys):
         signer, public, _ = keys
@@ -107,10 +161,12 @@ class TestSigningAndChecking:
 
     def test_a_grant_issued_in_the_future_beyond_the_clock_skew_is_refused(self, keys):
         signer, public, _ = keys
-        assert grants.verify_grant(public, granted(signer, deploy(), issued_at=NOW + timedelta(seconds=60)),
-                                   NOW) is None
+        assert (
+            grants.verify_grant(public, granted(signer, deploy(), issued_at=NOW + timedelta(seconds=60)), NOW) is None
+        )
         assert "in the future" in grants.verify_grant(
-            public, granted(signer, deploy(), issued_at=NOW + timedelta(seconds=61)), NOW)
+            public, granted(signer, deploy(), issued_at=NOW + timedelta(seconds=61)), NOW
+        )
 
     def test_a_valid_grant_from_another_key_is_refused(self, keys):
         _, public, mallory = keys
@@ -150,16 +206,20 @@ class TestTheCoordinatorSigns:
         assert [c.step_id for c in deploys] == ["deploy-staging", "canary-start", "canary-internal", "canary-10"]
         for command in deploys:
             assert grants.verify_grant(public, over_the_wire(command), NOW) is None
-            assert command.grant.expires_at - command.grant.issued_at == timedelta(
-                seconds=domain.STEP_TIMEOUTS["deploy"]) + step_grants.MARGIN
+            assert (
+                command.grant.expires_at - command.grant.issued_at
+                == timedelta(seconds=domain.STEP_TIMEOUTS["deploy"]) + step_grants.MARGIN
+            )
 
     def test_a_rolling_rollback_redeploy_is_granted_like_a_slow_compensation(self, keys):
         signer, public, _ = keys
         command = deploy(step_id="compensate:production", action=DeployAction.RESTORE, weight=0, tenants=None)
         sent = granted(signer, command, lifetime=step_grants.lifetime(command))
         assert grants.verify_grant(public, over_the_wire(sent), NOW) is None
-        assert step_grants.lifetime(command) == timedelta(seconds=3 * domain.STEP_TIMEOUTS["rollback"]) \
-            + step_grants.MARGIN
+        assert (
+            step_grants.lifetime(command)
+            == timedelta(seconds=3 * domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN
+        )
 
     def test_other_commands_leave_unchanged(self, keys):
         signer, _, _ = keys
@@ -170,17 +230,17 @@ class TestTheCoordinatorSigns:
         signer, public, _ = keys
         saga = run_until(with_migrations(), "verify-canary-internal")
         decision = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
-        (command,) = [c for t, c in step_grants.signed(decision.commands, signer, NOW)
-                      if t == topics.ROLLBACK_COMMANDS]
+        (command,) = [c for t, c in step_grants.signed(decision.commands, signer, NOW) if t == topics.ROLLBACK_COMMANDS]
         assert command.compensation == "restore_data" and command.backup_id == 7
         assert grants.verify_grant(public, over_the_wire(command), NOW) is None
-        assert command.grant.expires_at - command.grant.issued_at == timedelta(
-            seconds=3 * domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN
+        assert (
+            command.grant.expires_at - command.grant.issued_at
+            == timedelta(seconds=3 * domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN
+        )
 
     def test_a_traffic_compensation_gets_the_rollback_timeout(self):
         command = restore(compensation="restore_traffic", backup_id=None, since=None)
-        assert step_grants.lifetime(command) == timedelta(seconds=domain.STEP_TIMEOUTS["rollback"]) \
-            + step_grants.MARGIN
+        assert step_grants.lifetime(command) == timedelta(seconds=domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN
 
 
 class TestRestoreOnlyItsOwnBackupPoint:

@@ -1,5 +1,6 @@
 """The local stack's supervisor: a service that dies is started again after a growing delay and its crashes are
 counted; a service that is asked to stop (SIGTERM, `proc.sh stop`) stops for good, child included."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common import supervise
-from services.common.supervise import RestartPolicy, Restarts, Supervisor
+from releasegate_runtime import supervise
+from releasegate_runtime.supervise import RestartPolicy, Restarts, Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 20.0  # a bound on waiting for what the test expects, never a synchronisation
@@ -75,8 +76,12 @@ class TestSupervisor:
         sup = Supervisor("rg-test", child_script(tmp_path, crashes=3), tmp_path / "state", FAST)
         task = asyncio.create_task(sup.run())
         try:
-            await until(lambda: state(tmp_path / "state", "rg-test").get("state") == "running"
-                        and (tmp_path / "child.pid").exists(), "the fourth run to stay up")
+            await until(
+                lambda: (
+                    state(tmp_path / "state", "rg-test").get("state") == "running" and (tmp_path / "child.pid").exists()
+                ),
+                "the fourth run to stay up",
+            )
             s = state(tmp_path / "state", "rg-test")
             assert (s["crashes"], s["last_exit"]) == (3, 3)
             assert s["pid"] == int((tmp_path / "child.pid").read_text())
@@ -90,8 +95,12 @@ class TestSupervisor:
 
     async def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(self, tmp_path):
         policy = RestartPolicy(initial=0.01, cap=0.01, stop_timeout=0.2)
-        sup = Supervisor("rg-stubborn", ["/bin/sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; "
-                                         "while :; do sleep 0.05; done"], tmp_path, policy)
+        sup = Supervisor(
+            "rg-stubborn",
+            ["/bin/sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; while :; do sleep 0.05; done"],
+            tmp_path,
+            policy,
+        )
         task = asyncio.create_task(sup.run())
         await until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(), "the child")
         sup.stop()
@@ -102,9 +111,22 @@ class TestSupervisor:
 
 class TestCommandLine:
     def test_sigterm_to_the_supervisor_reaches_the_child_and_nothing_restarts(self, tmp_path):
-        sup = subprocess.Popen([sys.executable, "-m", "services.common.supervise", "run", "rg-term",
-                                "--state-dir", str(tmp_path / "state"), "--", *child_script(tmp_path, crashes=0)],
-                               cwd=REPO, start_new_session=True, stderr=subprocess.PIPE)
+        sup = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "releasegate_runtime.supervise",
+                "run",
+                "rg-term",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--",
+                *child_script(tmp_path, crashes=0),
+            ],
+            cwd=REPO,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+        )
         try:
             asyncio.run(until(lambda: (tmp_path / "child.pid").exists(), "the child"))
             child = int((tmp_path / "child.pid").read_text())
@@ -120,20 +142,66 @@ class TestCommandLine:
         assert (s["state"], s["crashes"]) == ("stopped", 0)
 
     def test_status_shows_pid_uptime_and_crashes(self, tmp_path):
-        (tmp_path / "rg-a.json").write_text(json.dumps({
-            "name": "rg-a", "supervisor_pid": os.getpid(), "state": "running", "pid": 4242,
-            "started_at": 1000.0, "crashes": 2, "last_exit": -9, "restart_at": None}))
-        (tmp_path / "rg-b.json").write_text(json.dumps({
-            "name": "rg-b", "supervisor_pid": 2**22 + 1, "state": "running", "pid": 4243, "started_at": 1000.0,
-            "crashes": 0, "last_exit": None, "restart_at": None}))
+        (tmp_path / "rg-a.json").write_text(
+            json.dumps(
+                {
+                    "name": "rg-a",
+                    "supervisor_pid": os.getpid(),
+                    "state": "running",
+                    "pid": 4242,
+                    "started_at": 1000.0,
+                    "crashes": 2,
+                    "last_exit": -9,
+                    "restart_at": None,
+                }
+            )
+        )
+        (tmp_path / "rg-b.json").write_text(
+            json.dumps(
+                {
+                    "name": "rg-b",
+                    "supervisor_pid": 2**22 + 1,
+                    "state": "running",
+                    "pid": 4243,
+                    "started_at": 1000.0,
+                    "crashes": 0,
+                    "last_exit": None,
+                    "restart_at": None,
+                }
+            )
+        )
         assert supervise.describe("rg-a", tmp_path, now=1000.0 + 3725).split() == [
-            "rg-a", "running", "pid", "4242", "up", "1h02m", "crashes", "2", "last", "exit", "signal", "SIGKILL"]
+            "rg-a",
+            "running",
+            "pid",
+            "4242",
+            "up",
+            "1h02m",
+            "crashes",
+            "2",
+            "last",
+            "exit",
+            "signal",
+            "SIGKILL",
+        ]
         assert "down (supervisor gone)" in supervise.describe("rg-b", tmp_path)
         assert supervise.describe("rg-c", tmp_path).split() == ["rg-c", "down"]
 
     def test_names_that_are_not_plain_are_refused(self, tmp_path):
-        result = subprocess.run([sys.executable, "-m", "services.common.supervise", "status", "--state-dir",
-                                 str(tmp_path), "../../etc/passwd"], cwd=REPO, capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "releasegate_runtime.supervise",
+                "status",
+                "--state-dir",
+                str(tmp_path),
+                "../../etc/passwd",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2 and "bad service name" in result.stderr
 
 
@@ -143,16 +211,39 @@ class TestProcSh:
     def _start(self, run_dir: Path, name: str) -> tuple[int, Path]:
         env = {**os.environ, "RG_RUN_DIR": str(run_dir)}
         marker = run_dir / f"{name}.child"
-        subprocess.run(["bash", str(REPO / "deploy/proc.sh"), "start", name, "--", sys.executable, "-m",
-                        "services.common.supervise", "run", name, "--", "/bin/sh", "-c",
-                        f"echo $$ > {marker}; while :; do sleep 0.05; done"], cwd=REPO, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "bash",
+                str(REPO / "deploy/proc.sh"),
+                "start",
+                name,
+                "--",
+                sys.executable,
+                "-m",
+                "releasegate_runtime.supervise",
+                "run",
+                name,
+                "--",
+                "/bin/sh",
+                "-c",
+                f"echo $$ > {marker}; while :; do sleep 0.05; done",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         asyncio.run(until(lambda: marker.exists() and marker.read_text().strip(), "the child"))
         return int((run_dir / "pids" / f"{name}.pid").read_text()), marker
 
     def _stop(self, run_dir: Path, name: str) -> None:
-        subprocess.run(["bash", str(REPO / "deploy/proc.sh"), "stop", "-t", "5", name], cwd=REPO,
-                       env={**os.environ, "RG_RUN_DIR": str(run_dir)}, check=True, capture_output=True)
+        subprocess.run(
+            ["bash", str(REPO / "deploy/proc.sh"), "stop", "-t", "5", name],
+            cwd=REPO,
+            env={**os.environ, "RG_RUN_DIR": str(run_dir)},
+            check=True,
+            capture_output=True,
+        )
 
     def test_stop_ends_the_supervisor_and_the_child(self, tmp_path):
         supervisor, marker = self._start(tmp_path, "rg-proc")

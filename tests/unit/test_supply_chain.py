@@ -1,4 +1,5 @@
 """Signed build provenance: only artifacts a trusted builder signed, from an allowed source, verify."""
+
 from __future__ import annotations
 
 import base64
@@ -6,7 +7,7 @@ import copy
 import hashlib
 import json
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from releasegate_cli.supply_chain import register
-from services.common import supply_chain
-from services.common.supply_chain import AttestationError, TrustRoot, TrustRootError
+from releasegate_platform import supply_chain
+from releasegate_platform.supply_chain import AttestationError, TrustRoot, TrustRootError
 
 REPO = Path(__file__).resolve().parents[2]
 BUILDER = "https://ci.example/builders/release@v1"
@@ -32,11 +33,19 @@ def keys(tmp_path) -> dict[str, tuple[Path, Path]]:
 
 
 def write_trust_root(path: Path, builder_keys: list[Path], threshold: int = 1) -> TrustRoot:
-    path.write_text(yaml.safe_dump({
-        "version": 3,
-        "builders": {BUILDER: {"threshold": threshold, "keys": [json.loads(k.read_text()) for k in builder_keys]}},
-        "services": {"shop": {"sources": [{"repository": REPOSITORY, "refs": ["refs/heads/main", "refs/tags/v*"]}]}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 3,
+                "builders": {
+                    BUILDER: {"threshold": threshold, "keys": [json.loads(k.read_text()) for k in builder_keys]}
+                },
+                "services": {
+                    "shop": {"sources": [{"repository": REPOSITORY, "refs": ["refs/heads/main", "refs/tags/v*"]}]}
+                },
+            }
+        )
+    )
     return TrustRoot.load(path)
 
 
@@ -46,35 +55,49 @@ def root(tmp_path, keys) -> TrustRoot:
 
 
 def statement(**overrides: Any) -> dict[str, Any]:
-    args = {"artifact_name": "shop.tar.gz", "digest": DIGEST, "builder_id": BUILDER,
-            "build_type": "https://ci.example/build-types/bundle@v1", "repository": REPOSITORY,
-            "ref": "refs/heads/main", "commit": COMMIT, "dependencies": [], "invocation_id": "run-1",
-            "started_on": datetime(2025, 5, 5, 9, 12, tzinfo=timezone.utc)}
+    args = {
+        "artifact_name": "shop.tar.gz",
+        "digest": DIGEST,
+        "builder_id": BUILDER,
+        "build_type": "https://ci.example/build-types/bundle@v1",
+        "repository": REPOSITORY,
+        "ref": "refs/heads/main",
+        "commit": COMMIT,
+        "dependencies": [],
+        "invocation_id": "run-1",
+        "started_on": datetime(2025, 5, 5, 9, 12, tzinfo=UTC),
+    }
     return supply_chain.provenance_statement(**{**args, **overrides})
 
 
 class TestProvenanceStatement:
     def test_describes_the_build_as_slsa_provenance_v1_in_an_in_toto_statement(self):
         dependency = {"uri": "pkg:pypi/aiohttp@3.9.5", "digest": {"sha256": "ab" * 32}}
-        s = statement(dependencies=[dependency], started_on=datetime(2025, 5, 5, 11, 12,
-                                                                     tzinfo=timezone(timedelta(hours=2))))
+        s = statement(
+            dependencies=[dependency], started_on=datetime(2025, 5, 5, 11, 12, tzinfo=timezone(timedelta(hours=2)))
+        )
         assert s["_type"] == "https://in-toto.io/Statement/v1"
         assert s["subject"] == [{"name": "shop.tar.gz", "digest": {"sha256": DIGEST.removeprefix("sha256:")}}]
         assert s["predicateType"] == "https://slsa.dev/provenance/v1"
         build = s["predicate"]["buildDefinition"]
         assert build["externalParameters"] == {"source": {"repository": REPOSITORY, "ref": "refs/heads/main"}}
         assert build["resolvedDependencies"] == [
-            {"uri": f"git+{REPOSITORY}@refs/heads/main", "digest": {"gitCommit": COMMIT}}, dependency]
+            {"uri": f"git+{REPOSITORY}@refs/heads/main", "digest": {"gitCommit": COMMIT}},
+            dependency,
+        ]
         assert s["predicate"]["runDetails"] == {
-            "builder": {"id": BUILDER}, "metadata": {"invocationId": "run-1", "startedOn": "2025-05-05T09:12:00Z"}}
+            "builder": {"id": BUILDER},
+            "metadata": {"invocationId": "run-1", "startedOn": "2025-05-05T09:12:00Z"},
+        }
 
     def test_refuses_a_start_time_without_a_time_zone(self):
         with pytest.raises(ValueError):
             statement(started_on=datetime(2025, 5, 5, 9, 12))
 
     def test_signing_the_same_statement_twice_gives_the_same_envelope(self, keys):
-        assert supply_chain.sign(statement(), [keys["builder"][0]]) == supply_chain.sign(statement(),
-                                                                                          [keys["builder"][0]])
+        assert supply_chain.sign(statement(), [keys["builder"][0]]) == supply_chain.sign(
+            statement(), [keys["builder"][0]]
+        )
 
 
 class TestAttestation:
@@ -85,7 +108,11 @@ class TestAttestation:
         assert (facts.subject_digest, facts.subject_matches) == (DIGEST, True)
         assert (facts.builder_id, facts.builder_trusted) == (BUILDER, True)
         assert (facts.source_repository, facts.source_ref, facts.source_commit, facts.source_allowed) == (
-            REPOSITORY, "refs/heads/main", COMMIT, True)
+            REPOSITORY,
+            "refs/heads/main",
+            COMMIT,
+            True,
+        )
 
     def test_accepts_a_release_tag_that_matches_an_allowed_ref_pattern(self, keys, root):
         envelope = supply_chain.sign(statement(ref="refs/tags/v1.4.0"), [keys["builder"][0]])
@@ -105,8 +132,9 @@ class TestAttestation:
     def test_refuses_a_signature_by_a_key_the_trust_root_does_not_list(self, keys, root):
         facts = supply_chain.inspect(supply_chain.sign(statement(), [keys["stranger"][0]]), DIGEST, "shop", root)
         assert not facts.signature_verified and facts.builder_trusted
-        assert facts.problems == (f"signature of builder {BUILDER} does not verify with the trust root's keys "
-                                  "(0 of 1 valid)",)
+        assert facts.problems == (
+            f"signature of builder {BUILDER} does not verify with the trust root's keys (0 of 1 valid)",
+        )
 
     def test_rejects_a_tampered_payload(self, keys, root):
         envelope = supply_chain.sign(statement(digest="sha256:" + "0" * 64), [keys["builder"][0]])
@@ -127,15 +155,17 @@ class TestAttestation:
 
     def test_refuses_an_attestation_about_another_artifact(self, keys, root):
         other = "sha256:" + "1" * 64
-        facts = supply_chain.inspect(supply_chain.sign(statement(digest=other), [keys["builder"][0]]), DIGEST,
-                                     "shop", root)
+        facts = supply_chain.inspect(
+            supply_chain.sign(statement(digest=other), [keys["builder"][0]]), DIGEST, "shop", root
+        )
         assert facts.signature_verified and not facts.subject_matches
         assert facts.problems == (f"attestation subject {other} is not the artifact {DIGEST}",)
 
     def test_refuses_a_builder_that_is_not_in_the_trust_root(self, keys, root):
         rogue = "https://rogue.example/builder"
-        facts = supply_chain.inspect(supply_chain.sign(statement(builder_id=rogue), [keys["builder"][0]]), DIGEST,
-                                     "shop", root)
+        facts = supply_chain.inspect(
+            supply_chain.sign(statement(builder_id=rogue), [keys["builder"][0]]), DIGEST, "shop", root
+        )
         assert not facts.builder_trusted and not facts.signature_verified
         assert facts.problems == (f"builder {rogue} is not in the trust root",)
 
@@ -146,8 +176,9 @@ class TestAttestation:
         assert facts.problems == ("source github.com/evil/shop@refs/heads/main is not allowed for shop",)
 
     def test_refuses_a_ref_that_is_not_allowed(self, keys, root):
-        facts = supply_chain.inspect(supply_chain.sign(statement(ref="refs/heads/dev"), [keys["builder"][0]]),
-                                     DIGEST, "shop", root)
+        facts = supply_chain.inspect(
+            supply_chain.sign(statement(ref="refs/heads/dev"), [keys["builder"][0]]), DIGEST, "shop", root
+        )
         assert facts.problems == (f"source {REPOSITORY}@refs/heads/dev is not allowed for shop",)
 
     def test_refuses_a_service_the_trust_root_allows_no_source_for(self, keys, root):
@@ -155,24 +186,43 @@ class TestAttestation:
         assert not facts.source_allowed and facts.problems[0].startswith("source ")
 
     def test_refuses_a_tag_instead_of_a_digest(self, keys, root):
-        facts = supply_chain.inspect(supply_chain.sign(statement(), [keys["builder"][0]]), "shop:latest", "shop",
-                                     root)
+        facts = supply_chain.inspect(supply_chain.sign(statement(), [keys["builder"][0]]), "shop:latest", "shop", root)
         assert not facts.subject_matches
         assert facts.problems == ("artifact reference 'shop:latest' is a tag, not a sha256 digest",)
 
-    @pytest.mark.parametrize("envelope", [
-        {},
-        {"payload": "%%%", "payloadType": supply_chain.PAYLOAD_TYPE, "signatures": []},
-        {"payload": base64.b64encode(b"{}").decode(), "payloadType": supply_chain.PAYLOAD_TYPE, "signatures": 7},
-        {"payload": base64.b64encode(b"{}").decode(), "payloadType": supply_chain.PAYLOAD_TYPE,
-         "signatures": [{"keyid": "k", "sig": "%%%"}]},
-        {"payload": base64.b64encode(b"not json").decode(), "payloadType": supply_chain.PAYLOAD_TYPE,
-         "signatures": [{"keyid": "k", "sig": "AAAA"}]},
-        {"payload": base64.b64encode(b"[1, 2]").decode(), "payloadType": supply_chain.PAYLOAD_TYPE,
-         "signatures": [{"keyid": "k", "sig": "AAAA"}]},
-        ["not", "a", "mapping"],
-    ], ids=["empty", "payload-not-base64", "signatures-not-a-list", "sig-not-base64", "payload-not-json",
-            "payload-not-a-statement", "not-a-mapping"])
+    @pytest.mark.parametrize(
+        "envelope",
+        [
+            {},
+            {"payload": "%%%", "payloadType": supply_chain.PAYLOAD_TYPE, "signatures": []},
+            {"payload": base64.b64encode(b"{}").decode(), "payloadType": supply_chain.PAYLOAD_TYPE, "signatures": 7},
+            {
+                "payload": base64.b64encode(b"{}").decode(),
+                "payloadType": supply_chain.PAYLOAD_TYPE,
+                "signatures": [{"keyid": "k", "sig": "%%%"}],
+            },
+            {
+                "payload": base64.b64encode(b"not json").decode(),
+                "payloadType": supply_chain.PAYLOAD_TYPE,
+                "signatures": [{"keyid": "k", "sig": "AAAA"}],
+            },
+            {
+                "payload": base64.b64encode(b"[1, 2]").decode(),
+                "payloadType": supply_chain.PAYLOAD_TYPE,
+                "signatures": [{"keyid": "k", "sig": "AAAA"}],
+            },
+            ["not", "a", "mapping"],
+        ],
+        ids=[
+            "empty",
+            "payload-not-base64",
+            "signatures-not-a-list",
+            "sig-not-base64",
+            "payload-not-json",
+            "payload-not-a-statement",
+            "not-a-mapping",
+        ],
+    )
     def test_reports_a_malformed_envelope_as_a_problem_instead_of_raising(self, root, envelope):
         facts = supply_chain.inspect(envelope, DIGEST, "shop", root)
         assert facts.present and not facts.signature_verified and len(facts.problems) == 1
@@ -253,10 +303,25 @@ class TestCommandLine:
         artifact.write_bytes(b"the bundle")
         other.write_bytes(b"another bundle")
 
-        attested = runner.invoke(app, ["attest", str(artifact), "--key", str(tmp_path / "ci.key"),
-                                       "--builder-id", BUILDER, "--repository", REPOSITORY,
-                                       "--ref", "refs/heads/main", "--commit", COMMIT,
-                                       "--out", str(tmp_path / "shop.att.json")])
+        attested = runner.invoke(
+            app,
+            [
+                "attest",
+                str(artifact),
+                "--key",
+                str(tmp_path / "ci.key"),
+                "--builder-id",
+                BUILDER,
+                "--repository",
+                REPOSITORY,
+                "--ref",
+                "refs/heads/main",
+                "--commit",
+                COMMIT,
+                "--out",
+                str(tmp_path / "shop.att.json"),
+            ],
+        )
         assert attested.exit_code == 0, attested.output
 
         verify = ["verify", "--service", "shop", "--trust-root", str(root_path)]
@@ -270,8 +335,22 @@ class TestCommandLine:
     def test_attest_prints_the_envelope_when_no_output_file_is_given(self, app, tmp_path, keys):
         artifact = tmp_path / "shop.tar.gz"
         artifact.write_bytes(b"the bundle")
-        result = CliRunner().invoke(app, ["attest", str(artifact), "--key", str(keys["builder"][0]), "--builder-id",
-                                          BUILDER, "--repository", REPOSITORY, "--ref", "refs/heads/main",
-                                          "--commit", COMMIT])
+        result = CliRunner().invoke(
+            app,
+            [
+                "attest",
+                str(artifact),
+                "--key",
+                str(keys["builder"][0]),
+                "--builder-id",
+                BUILDER,
+                "--repository",
+                REPOSITORY,
+                "--ref",
+                "refs/heads/main",
+                "--commit",
+                COMMIT,
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["payloadType"] == supply_chain.PAYLOAD_TYPE

@@ -1,4 +1,5 @@
 """Synthetic journeys: per-tenant success decides, per-step figures are reported."""
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -7,8 +8,13 @@ from contracts.events import SyntheticJourneys, Verdict
 from services.verifier import synthetic
 from services.verifier.domain import VerifierError
 
-SPEC = SyntheticJourneys(journey="checkout", tenants=["acme", "globex"], profiles=["visa", "amex"],
-                         journeys_per_tenant=4, min_success_rate=0.75)
+SPEC = SyntheticJourneys(
+    journey="checkout",
+    tenants=["acme", "globex"],
+    profiles=["visa", "amex"],
+    journeys_per_tenant=4,
+    min_success_rate=0.75,
+)
 
 
 @dataclass
@@ -29,8 +35,12 @@ class Result:
 
 async def fake_journey(client, base_url, tenant, profile):
     ok = not (tenant == "globex" and profile == "amex")
-    return Result(tenant, ok, None if ok else "checkout: 402 invalid_card",
-                  [Step("browse", 200, 5.0), Step("checkout", 201 if ok else 402, 20.0)])
+    return Result(
+        tenant,
+        ok,
+        None if ok else "checkout: 402 invalid_card",
+        [Step("browse", 200, 5.0), Step("checkout", 201 if ok else 402, 20.0)],
+    )
 
 
 class TestSyntheticJourneys:

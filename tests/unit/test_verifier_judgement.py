@@ -1,15 +1,27 @@
 """KPI judgement: the verdict, its numbers and its rule."""
+
 from contracts.events import KpiThreshold, Verdict
 from services.verifier.domain import Counts, judge, measure, percentile
 
-THRESHOLDS = {"checkout_success_rate": KpiThreshold(min=0.85, max_drop=0.08),
-              "payment_authorization_rate": KpiThreshold(min=0.85, max_drop=0.08),
-              "http_error_rate": KpiThreshold(max=0.05), "latency_p95_ms": KpiThreshold(max=1500)}
+THRESHOLDS = {
+    "checkout_success_rate": KpiThreshold(min=0.85, max_drop=0.08),
+    "payment_authorization_rate": KpiThreshold(min=0.85, max_drop=0.08),
+    "http_error_rate": KpiThreshold(max=0.05),
+    "latency_p95_ms": KpiThreshold(max=1500),
+}
 
 
 def healthy(n: int = 100) -> Counts:
-    return Counts(checkout_succeeded=n - 2, checkout_failed=2, payment_authorized=n - 2, payment_declined=2,
-                  orders=n - 2, http_total=4 * n, http_5xx=0, latencies_ms=[10.0] * (4 * n))
+    return Counts(
+        checkout_succeeded=n - 2,
+        checkout_failed=2,
+        payment_authorized=n - 2,
+        payment_declined=2,
+        orders=n - 2,
+        http_total=4 * n,
+        http_5xx=0,
+        latencies_ms=[10.0] * (4 * n),
+    )
 
 
 class TestKpiJudgement:
@@ -25,15 +37,27 @@ class TestKpiJudgement:
         assert (orders.candidate, orders.baseline) == (38.0, 398.0) and "not judged" in orders.rule
 
     def test_payment_regression_fails_before_the_window_ends(self):
-        bad = Counts(checkout_succeeded=8, checkout_failed=12, payment_authorized=8, payment_declined=12,
-                     http_total=80, latencies_ms=[10.0] * 80)
+        bad = Counts(
+            checkout_succeeded=8,
+            checkout_failed=12,
+            payment_authorized=8,
+            payment_declined=12,
+            http_total=80,
+            latencies_ms=[10.0] * 80,
+        )
         verdict, reason, kpis = judge(THRESHOLDS, bad, healthy(400), 15, final=False)
         assert verdict is Verdict.FAIL
         assert "payment_authorization_rate" in reason and "< min 0.85" in reason
 
     def test_drop_against_baseline_fails_even_above_the_floor(self):
-        cand = Counts(checkout_succeeded=86, checkout_failed=14, payment_authorized=99, payment_declined=1,
-                      http_total=400, latencies_ms=[10.0] * 400)
+        cand = Counts(
+            checkout_succeeded=86,
+            checkout_failed=14,
+            payment_authorized=99,
+            payment_declined=1,
+            http_total=400,
+            latencies_ms=[10.0] * 400,
+        )
         verdict, reason, _ = judge(THRESHOLDS, cand, healthy(1000), 15, final=True)
         assert verdict is Verdict.FAIL and "below baseline" in reason
 
@@ -59,15 +83,23 @@ class TestKpiJudgement:
         assert percentile([], 0.95) is None
 
 
-SEQUENTIAL = {"checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.03),
-              "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.03),
-              "latency_p95_ms": KpiThreshold(max=5000, tolerance=0.1)}
+SEQUENTIAL = {
+    "checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.03),
+    "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.03),
+    "latency_p95_ms": KpiThreshold(max=5000, tolerance=0.1),
+}
 
 
 class TestSequentialComparison:
     def test_regression_fails_by_the_sequential_test_and_names_it(self):
-        bad = Counts(checkout_succeeded=60, checkout_failed=40, payment_authorized=60, payment_declined=40,
-                     http_total=400, latencies_ms=[10.0] * 400)
+        bad = Counts(
+            checkout_succeeded=60,
+            checkout_failed=40,
+            payment_authorized=60,
+            payment_declined=40,
+            http_total=400,
+            latencies_ms=[10.0] * 400,
+        )
         verdict, reason, kpis = judge(SEQUENTIAL, bad, healthy(1000), 15, final=False)
         assert verdict is Verdict.FAIL
         rate = next(k for k in kpis if k.name == "checkout_success_rate")
@@ -93,19 +125,31 @@ class TestSequentialComparison:
 class TestOtherProviders:
     def _kpi(self, verdict, value=0.0):
         from contracts.events import KpiResult
-        return KpiResult(name="prometheus:http_5xx_ratio", candidate=value, baseline=None, candidate_samples=1,
-                         baseline_samples=0, verdict=verdict, rule="candidate <= 0.05", test="PromQL")
+
+        return KpiResult(
+            name="prometheus:http_5xx_ratio",
+            candidate=value,
+            baseline=None,
+            candidate_samples=1,
+            baseline_samples=0,
+            verdict=verdict,
+            rule="candidate <= 0.05",
+            test="PromQL",
+        )
 
     def test_a_failing_prometheus_kpi_fails_the_verdict(self):
         from services.verifier.domain import merge_verdicts
+
         verdict, reason = merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.FAIL, 0.2)], final=True)
         assert verdict is Verdict.FAIL and "0.2 violates candidate <= 0.05" in reason
 
     def test_missing_prometheus_data_is_inconclusive_at_the_end_never_pass(self):
         from services.verifier.domain import merge_verdicts
+
         assert merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.INCONCLUSIVE)], final=False)[0] is None
-        assert merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.INCONCLUSIVE)], final=True)[0] \
-            is Verdict.INCONCLUSIVE
+        assert (
+            merge_verdicts(Verdict.PASS, "ok", [self._kpi(Verdict.INCONCLUSIVE)], final=True)[0] is Verdict.INCONCLUSIVE
+        )
 
 
 class TestCheckoutLatency:
@@ -120,14 +164,26 @@ class TestCheckoutLatency:
 
 class TestGuardrailsUnderNoise:
     def test_a_rate_just_under_its_floor_on_few_samples_is_not_a_failure(self):
-        noisy = Counts(checkout_succeeded=15, checkout_failed=3, payment_authorized=15, payment_declined=3,
-                       http_total=72, latencies_ms=[10.0] * 72)
+        noisy = Counts(
+            checkout_succeeded=15,
+            checkout_failed=3,
+            payment_authorized=15,
+            payment_declined=3,
+            http_total=72,
+            latencies_ms=[10.0] * 72,
+        )
         verdict, _, kpis = judge(THRESHOLDS, noisy, Counts(), 15, final=False)
         assert verdict is None
         assert next(k for k in kpis if k.name == "checkout_success_rate").verdict is Verdict.PASS
 
     def test_a_rate_clearly_under_its_floor_fails_with_the_bound_in_the_rule(self):
-        bad = Counts(checkout_succeeded=7, checkout_failed=8, payment_authorized=7, payment_declined=8,
-                     http_total=60, latencies_ms=[10.0] * 60)
+        bad = Counts(
+            checkout_succeeded=7,
+            checkout_failed=8,
+            payment_authorized=7,
+            payment_declined=8,
+            http_total=60,
+            latencies_ms=[10.0] * 60,
+        )
         verdict, reason, _ = judge(THRESHOLDS, bad, Counts(), 15, final=False)
         assert verdict is Verdict.FAIL and "upper bound" in reason

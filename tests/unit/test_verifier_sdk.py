@@ -1,5 +1,6 @@
 """The verifier SDK's rules without I/O: which requests a verifier takes, when its check runs, what an answer or
 an error means for the verdict, and how measurements are reported."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -39,10 +40,16 @@ class TestWhichRequestsAVerifierTakes:
 
     def test_leaves_synthetic_journeys_to_the_core_verifier(self):
         synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
-        assert Verifier(name="erp-export", version="1", services=["*"]).skip_reason(
-            request(synthetic=synthetic)) is not None
-        assert Verifier(name="core", version="1", services=["*"], handles_synthetic=True).skip_reason(
-            request(synthetic=synthetic)) is None
+        assert (
+            Verifier(name="erp-export", version="1", services=["*"]).skip_reason(request(synthetic=synthetic))
+            is not None
+        )
+        assert (
+            Verifier(name="core", version="1", services=["*"], handles_synthetic=True).skip_reason(
+                request(synthetic=synthetic)
+            )
+            is None
+        )
 
     @pytest.mark.parametrize("name", ["ERP", "erp_export", "-erp", "erp--export", ""])
     def test_refuses_names_that_cannot_be_a_consumer_group_and_a_module(self, name):
@@ -53,7 +60,13 @@ class TestWhichRequestsAVerifierTakes:
         v = Verifier(name="erp-export", version="1.2.0", services=["shop"], kpis=["erp_lag_s"], heartbeat_seconds=2)
         hb = v.heartbeat()
         assert (hb.name, hb.version, hb.instance, hb.services, hb.kpis, hb.interval_seconds) == (
-            "erp-export", "1.2.0", v.instance, ["shop"], ["erp_lag_s"], 2)
+            "erp-export",
+            "1.2.0",
+            v.instance,
+            ["shop"],
+            ["erp_lag_s"],
+            2,
+        )
         assert v.service_name == "verifier-erp-export"
 
 
@@ -103,8 +116,9 @@ class TestErrors:
         assert after_error(w, err, attempt=9, retryable=True, now=at(19)) == LookAgain(at(20))
 
     def test_past_the_deadline_the_verdict_is_inconclusive_and_names_the_error(self):
-        step = after_error(Window.of(T0, 10, 20), TransientError("ERP API answered 503"), attempt=7,
-                           retryable=True, now=at(20))
+        step = after_error(
+            Window.of(T0, 10, 20), TransientError("ERP API answered 503"), attempt=7, retryable=True, now=at(20)
+        )
         assert isinstance(step, Finish) and step.result.verdict is Verdict.INCONCLUSIVE
         assert step.result.reason == "gave up after 7 attempts: TransientError: ERP API answered 503"
 
@@ -121,19 +135,31 @@ class TestErrors:
 
 class TestReportedMeasurements:
     def test_measurements_become_kpi_results_with_their_own_verdicts(self):
-        r = Result.failed("exports late", [
-            Measurement("erp_lag_s", 95.0, threshold=60, unit="s", passed=False),
-            Measurement("exports", 120, unit="orders", samples=120),
-            Measurement("erp_errors", None),
-        ])
+        r = Result.failed(
+            "exports late",
+            [
+                Measurement("erp_lag_s", 95.0, threshold=60, unit="s", passed=False),
+                Measurement("exports", 120, unit="orders", samples=120),
+                Measurement("erp_errors", None),
+            ],
+        )
         lag, exports, errors = r.kpis()
         assert (lag.name, lag.candidate, lag.verdict, lag.rule) == ("erp_lag_s", 95.0, Verdict.FAIL, "threshold 60 s")
         assert (exports.verdict, exports.candidate_samples, exports.rule) == (Verdict.FAIL, 120, "reported orders")
         assert (errors.verdict, errors.candidate_samples) == (Verdict.INCONCLUSIVE, 0)
 
     def test_kpi_results_pass_through_unchanged(self):
-        kpi = KpiResult(name="x", candidate=1.0, baseline=0.9, candidate_samples=30, baseline_samples=40,
-                        verdict=Verdict.PASS, rule="mSPRT", test="mSPRT", statistic=3.2)
+        kpi = KpiResult(
+            name="x",
+            candidate=1.0,
+            baseline=0.9,
+            candidate_samples=30,
+            baseline_samples=40,
+            verdict=Verdict.PASS,
+            rule="mSPRT",
+            test="mSPRT",
+            statistic=3.2,
+        )
         assert Result.passed("ok", [kpi]).kpis() == [kpi]
 
 
@@ -141,7 +167,11 @@ class TestFakeRequest:
     def test_gives_a_typed_view_of_the_command(self):
         req = fake_request(environment="production", tenants=["acme"], candidate_version="v7")
         assert (req.environment, req.tenants, req.candidate_version, req.is_final_look) == (
-            "production", ("acme",), "v7", True)
+            "production",
+            ("acme",),
+            "v7",
+            True,
+        )
         assert req.window_end - req.window_start == timedelta(seconds=req.raw.window_seconds)
         assert req.window_start < req.window_end <= req.deadline
 

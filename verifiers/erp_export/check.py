@@ -4,6 +4,7 @@ Orders come from the shop database of the request's environment, arrivals and re
 (`GET /orders`, `GET /rejections` of the ERP sandbox). The ERP answers some exports 503 or 429 on purpose, so
 orders that arrive in time prove the exporter's retries work; a refused export (422 contract violation, 409
 conflict) fails the step with the violations named."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,14 @@ MIN_ORDERS = 5
 SHOWN = 3
 REFUSED, LAG, RETRIED = "erp_orders_refused", "erp_export_lag_max_s", "erp_orders_accepted_after_retries"
 
-verifier = Verifier(name="erp-export", version="1.0.0", services=["shop"], environments=["production"],
-                    kpis=[REFUSED, LAG, RETRIED], looks_every=2.0)
+verifier = Verifier(
+    name="erp-export",
+    version="1.0.0",
+    services=["shop"],
+    environments=["production"],
+    kpis=[REFUSED, LAG, RETRIED],
+    looks_every=2.0,
+)
 
 
 async def erp_view(since: datetime, settings: ShopSettings) -> tuple[dict[str, dict], list[dict]]:
@@ -51,20 +58,41 @@ async def check(req: VerificationRequest) -> Result:
     late = sorted(o for o, at in placed.items() if lag.get(o, now - at) > SLA_SECONDS)
     waiting = [o for o in placed if o not in lag and o not in late]
     retried = sum(received[o]["attempts"] > 1 for o in lag)
-    found = [Measurement(REFUSED, len({r["order_id"] for r in refused}), threshold=0, unit="orders",
-                         samples=len(placed), passed=not refused),
-             Measurement(LAG, max(lag.values(), default=None), threshold=SLA_SECONDS, unit="s", samples=len(lag),
-                         passed=not late if lag else None),
-             Measurement(RETRIED, retried, unit="orders", samples=len(lag))]
+    found = [
+        Measurement(
+            REFUSED,
+            len({r["order_id"] for r in refused}),
+            threshold=0,
+            unit="orders",
+            samples=len(placed),
+            passed=not refused,
+        ),
+        Measurement(
+            LAG,
+            max(lag.values(), default=None),
+            threshold=SLA_SECONDS,
+            unit="s",
+            samples=len(lag),
+            passed=not late if lag else None,
+        ),
+        Measurement(RETRIED, retried, unit="orders", samples=len(lag)),
+    ]
     if refused:
-        return Result.failed(f"the ERP refused {found[0].value} of {who} ({violations(refused)}), "
-                             f"e.g. order {refused[0]['order_id']} sent by {refused[0]['exporter']}", found)
+        return Result.failed(
+            f"the ERP refused {found[0].value} of {who} ({violations(refused)}), "
+            f"e.g. order {refused[0]['order_id']} sent by {refused[0]['exporter']}",
+            found,
+        )
     if late:
-        return Result.failed(f"{len(late)} of {who} not in the ERP within {SLA_SECONDS:g}s: "
-                             + ", ".join(late[:SHOWN]), found)
+        return Result.failed(
+            f"{len(late)} of {who} not in the ERP within {SLA_SECONDS:g}s: " + ", ".join(late[:SHOWN]), found
+        )
     if len(placed) < MIN_ORDERS:
         return Result.inconclusive(f"only {who} in {req.environment} during the window; need {MIN_ORDERS}", found)
     if waiting or not req.is_final_look:
         return Result.pending(f"{len(waiting)} of {who} still on their way to the ERP", found)
-    return Result.passed(f"all {who} reached the ERP within {SLA_SECONDS:g}s (slowest {max(lag.values()):.1f}s, "
-                         f"{retried} accepted after retries)", found)
+    return Result.passed(
+        f"all {who} reached the ERP within {SLA_SECONDS:g}s (slowest {max(lag.values()):.1f}s, "
+        f"{retried} accepted after retries)",
+        found,
+    )

@@ -9,6 +9,7 @@ topic, by time (no consumer group, nothing committed). The candidate is clearly 
   confirmed alike, a count this high would come up less than 1% of the time. The exact, distribution-free
   exceedance test gives that chance; it also allows for stable's p95 being an estimate.
 With fewer than 20 confirmations of either version the p95 is little more than the maximum: inconclusive."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,9 @@ from aiokafka.errors import KafkaError
 
 from contracts.cloudevents import ContractError, decode, header_dict
 from contracts.events import InventoryConfirmed
+from releasegate_runtime.kafka import client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
 from releasegate_sdk.types import describe
-from services.common.kafka import client_options
 from services.verifier.domain import percentile
 from verifiers.shop_data import ShopSettings
 
@@ -33,8 +34,13 @@ ALPHA = 0.01
 ASSIGNMENT_POLLS = 200  # of 50 ms
 CANDIDATE_P95, SHARE = "inventory_confirm_latency_p95_ms", "inventory_confirms_slower_than_stable_p95"
 
-verifier = Verifier(name="inventory-latency", version="1.0.0", services=["shop"], environments=["production"],
-                    kpis=[CANDIDATE_P95, SHARE])
+verifier = Verifier(
+    name="inventory-latency",
+    version="1.0.0",
+    services=["shop"],
+    environments=["production"],
+    kpis=[CANDIDATE_P95, SHARE],
+)
 
 
 async def read_window(settings: ShopSettings, topic: str, start: datetime, end: datetime) -> list[ConsumerRecord]:
@@ -74,8 +80,7 @@ async def confirmation_latencies(req: VerificationRequest) -> dict[str, list[flo
     settings = ShopSettings()
     settings = settings.model_copy(update={"principal": settings.principal or verifier.service_name})
     found: dict[str, list[float]] = {v: [] for v in (req.candidate_version, req.stable_version) if v}
-    for record in await read_window(settings, settings.shop_events_topic, req.window_start,
-                                    req.window_end):
+    for record in await read_window(settings, settings.shop_events_topic, req.window_start, req.window_end):
         if header_dict(record.headers).get("ce_type") != InventoryConfirmed.event_type:
             continue
         try:
@@ -83,8 +88,12 @@ async def confirmation_latencies(req: VerificationRequest) -> dict[str, list[flo
         except ContractError:
             continue  # the core verifier dead-letters malformed shop events; here they are simply not samples
         candidates_tenant = req.tenants is None or event.tenant in req.tenants
-        if (event.environment == req.environment and event.version in found and event.latency_ms is not None
-                and (candidates_tenant or event.version != req.candidate_version)):
+        if (
+            event.environment == req.environment
+            and event.version in found
+            and event.latency_ms is not None
+            and (candidates_tenant or event.version != req.candidate_version)
+        ):
             found[event.version].append(event.latency_ms)
     return found
 
@@ -104,16 +113,26 @@ async def check(req: VerificationRequest) -> Result:
     candidate, stable = latencies.get(req.candidate_version, []), latencies.get(req.stable_version or "", [])
     cand_p95, stable_p95 = percentile(candidate, 0.95), percentile(stable, 0.95)
     share = (sum(v > stable_p95 for v in candidate) / len(candidate)) if candidate and stable else None
-    found = [Measurement(CANDIDATE_P95, cand_p95, unit="ms", baseline=stable_p95, samples=len(candidate),
-                         threshold=None if stable_p95 is None else max(stable_p95 * SLOWER_RATIO,
-                                                                       stable_p95 + SLOWER_MS)),
-             Measurement(SHARE, share, unit="ratio", samples=len(candidate))]
+    found = [
+        Measurement(
+            CANDIDATE_P95,
+            cand_p95,
+            unit="ms",
+            baseline=stable_p95,
+            samples=len(candidate),
+            threshold=None if stable_p95 is None else max(stable_p95 * SLOWER_RATIO, stable_p95 + SLOWER_MS),
+        ),
+        Measurement(SHARE, share, unit="ratio", samples=len(candidate)),
+    ]
     counts = f"{len(candidate)} confirmations of {req.candidate_version}, {len(stable)} of {req.stable_version}"
     if min(len(candidate), len(stable)) < MIN_SAMPLES:
         return Result.inconclusive(f"{counts} during the window; need {MIN_SAMPLES} of each", found)
     chance = exceedance_p_value(candidate, stable, stable_p95)
     p95s = f"p95 {cand_p95:.1f} ms against stable's {stable_p95:.1f} ms ({counts})"
     if cand_p95 >= found[0].threshold and chance < ALPHA:
-        return Result.failed(f"reservations confirm clearly slower: {p95s}; {share:.0%} of the candidate's are "
-                             f"slower than stable's p95 (chance if alike {chance:.2g} < {ALPHA:g})", found)
+        return Result.failed(
+            f"reservations confirm clearly slower: {p95s}; {share:.0%} of the candidate's are "
+            f"slower than stable's p95 (chance if alike {chance:.2g} < {ALPHA:g})",
+            found,
+        )
     return Result.passed(f"no clear slowdown: {p95s}", found)

@@ -31,7 +31,7 @@ as_broker_user() {   # exec "$@" as the image's unprivileged user, with whicheve
 # Compose bind-mounts a secret with the host file's owner and mode 0600 (uid/gid/mode are ignored outside Swarm):
 # read it as root, give the broker's user its own copy in the tmpfs, and do everything else as that user.
 if [[ "$(id -u)" -eq 0 ]]; then
-  [[ -s "$SECRET" ]] || die "no admin password in $SECRET: run 'python -m services.common.secrets' on the host first"
+  [[ -s "$SECRET" ]] || die "no admin password in $SECRET: run 'python -m releasegate_runtime.secrets' on the host first"
   mkdir -p "$CONF"
   chown "$BROKER_USER" "$CONF"
   chmod 700 "$CONF"
@@ -45,7 +45,7 @@ fi
 password_file="${RG_ADMIN_PASSWORD_FILE:-$SECRET}"
 [[ -s "$password_file" ]] || die "no admin password in $password_file"
 admin_password="$(<"$password_file")"
-# it goes unquoted into JAAS options and --add-scram; services.common.secrets makes URL-safe tokens
+# it goes unquoted into JAAS options and --add-scram; releasegate_runtime.secrets makes URL-safe tokens
 [[ "$admin_password" =~ ^[A-Za-z0-9._~-]+$ ]] || die "the admin password must be URL-safe ([A-Za-z0-9._~-])"
 
 render() {  # render SRC KEY=VALUE...: SRC with each @KEY@ replaced, on stdout

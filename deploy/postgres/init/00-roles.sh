@@ -11,7 +11,7 @@ rg_create_roles() {
   for role in releasegate rg_coordinator rg_gatekeeper rg_dr_checker rg_deployer rg_verifier rg_rollback rg_ops \
       rg_shop; do
     if [[ ! -s "$dir/$role.password" ]]; then
-      echo "00-roles.sh: no $dir/$role.password: run 'python -m services.common.secrets' on the host" >&2
+      echo "00-roles.sh: no $dir/$role.password: run 'python -m releasegate_runtime.secrets' on the host" >&2
       return 1
     fi
     vars+=(-v "pw_$role=$(<"$dir/$role.password")")

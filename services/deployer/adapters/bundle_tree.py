@@ -1,6 +1,7 @@
 """An unpacked bundle on disk: written from the shared bundle reader (the gatekeeper's view of the same archive),
 sealed read-only, and re-hashed against its (digest-verified) archive before it is used, so a file changed,
 added or made writable after unpacking is caught and named."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from services.common import bundle_reader
+from releasegate_platform import bundle_reader
 from services.deployer.domain import DeployError
 
 

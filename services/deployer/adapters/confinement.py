@@ -1,6 +1,7 @@
 """What a candidate process may have: an unprivileged OS user of its own (when the deployer is root) and an
 allow-listed environment. Nothing of the deployer's own environment (its Kafka password, database URL, RG_*
 settings) reaches candidate code."""
+
 from __future__ import annotations
 
 import functools
@@ -30,8 +31,9 @@ class RunAs:
     gid: int
 
 
-def candidate_env(parent: Mapping[str, str], shop: Mapping[str, str], instance: Mapping[str, str], home: Path,
-                  path: str | None = None) -> dict[str, str]:
+def candidate_env(
+    parent: Mapping[str, str], shop: Mapping[str, str], instance: Mapping[str, str], home: Path, path: str | None = None
+) -> dict[str, str]:
     """A candidate's whole environment: PATH and locale, its own HOME and TMPDIR, and the SHOP_* settings of
     `shop` (the environment's) and `instance` (port, id...); anything else in them is dropped."""
     env = {name: parent[name] for name in INHERITED if name in parent}
@@ -46,14 +48,19 @@ def candidate_user(name: str) -> RunAs | None:
     """The unprivileged user candidates run as, created if missing; None (with a warning, once) when the deployer
     is not root and so cannot switch users."""
     if os.geteuid() != 0:
-        log.warning("deployer is not root: candidates run as the deployer's own user, not as an unprivileged one",
-                    candidate_user=name)
+        log.warning(
+            "deployer is not root: candidates run as the deployer's own user, not as an unprivileged one",
+            candidate_user=name,
+        )
         return None
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+        )
         if made.returncode != 0 and made.returncode != 9:  # 9: created meanwhile by someone else
             raise DeployError(f"cannot create the candidate user {name}: {made.stderr.strip()}") from None
         entry = pwd.getpwnam(name)
@@ -62,8 +69,7 @@ def candidate_user(name: str) -> RunAs | None:
 
 def as_user(user: RunAs, command: list[str]) -> list[str]:
     """`command` run as `user` with its own groups, and no setuid escalation."""
-    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--no-new-privs", "--",
-            *command]
+    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--no-new-privs", "--", *command]
 
 
 def unreachable(program: str, env: Mapping[str, str], user: RunAs) -> str | None:
@@ -73,8 +79,10 @@ def unreachable(program: str, env: Mapping[str, str], user: RunAs) -> str | None
     if found is None:
         return f"{program} is not on the candidates' PATH {env.get('PATH')}"
     if subprocess.run(as_user(user, ["test", "-x", found]), env=dict(env), capture_output=True).returncode != 0:
-        return (f"{found} is not executable by {user.name}: install the candidates' runtime where {user.name} can "
-                "read it and point RG_CANDIDATE_PATH at it")
+        return (
+            f"{found} is not executable by {user.name}: install the candidates' runtime where {user.name} can "
+            "read it and point RG_CANDIDATE_PATH at it"
+        )
     return None
 
 

@@ -1,6 +1,7 @@
 """Starts a bundle as a detached process on a free HAProxy slot and waits until it is healthy. Candidate code runs
 with least privilege: as its own unprivileged OS user, from a read-only bundle re-hashed before each start, with
 an allow-listed environment and a private HOME."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,14 +16,23 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from services.common.artifacts import ArtifactStore
-from services.common.haproxy import HAProxy
-from services.common.local_target import (
-    Instance, LocalTarget, backend_for, pid_alive, stop_process, wave_backend_for,
+from releasegate_platform.artifacts import ArtifactStore
+from releasegate_platform.haproxy import HAProxy
+from releasegate_platform.local_target import (
+    Instance,
+    LocalTarget,
+    backend_for,
+    pid_alive,
+    stop_process,
+    wave_backend_for,
 )
 from services.deployer.adapters.bundle_tree import extract, remove_tree, seal, tree_of, tree_problem
 from services.deployer.adapters.confinement import (
-    as_user, candidate_env, candidate_user, private_home, unreachable,
+    as_user,
+    candidate_env,
+    candidate_user,
+    private_home,
+    unreachable,
 )
 from services.deployer.domain import DeployError
 
@@ -32,9 +42,17 @@ HEALTH_TIMEOUT_SECONDS = 45.0
 
 
 class Launcher:
-    def __init__(self, pool: asyncpg.Pool, haproxy: HAProxy, store: ArtifactStore, run_dir: Path,
-                 env: Callable[[str], dict[str, str]], *, user: str = "rg-candidate",
-                 path: str | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        haproxy: HAProxy,
+        store: ArtifactStore,
+        run_dir: Path,
+        env: Callable[[str], dict[str, str]],
+        *,
+        user: str = "rg-candidate",
+        path: str | None = None,
+    ) -> None:
         """`env`: the SHOP_* settings per environment; `user`: who candidates run as (when we are root);
         `path`: the candidates' PATH (default: ours)."""
         self._pool, self._haproxy, self._store, self._run, self._env = pool, haproxy, store, run_dir, env
@@ -59,8 +77,9 @@ class Launcher:
             raise DeployError(f"bundle {digest} was modified on disk: {problem}; refusing to start it")
         return target, json.loads((target / "bundle.json").read_text())
 
-    async def start(self, service: str, environment: str, version: str, digest: str,
-                    release_id: str | None) -> Instance:
+    async def start(
+        self, service: str, environment: str, version: str, digest: str, release_id: str | None
+    ) -> Instance:
         folder, manifest = await asyncio.to_thread(self.unpack, digest)
         if manifest.get("service") != service:
             raise DeployError(f"bundle {digest} is for service {manifest.get('service')!r}, not {service!r}")
@@ -77,9 +96,17 @@ class Launcher:
             logfile.parent.mkdir(parents=True, exist_ok=True)
             pidfile.unlink(missing_ok=True)
             home = await asyncio.to_thread(private_home, self._run / "homes" / f"{backend}-{inst.slot}", user)
-            env = candidate_env(os.environ, shop, {"SHOP_PORT": str(inst.port), "SHOP_ENVIRONMENT": environment,
-                                                   "SHOP_INSTANCE_ID": f"{environment}-{inst.slot}-{version}"},
-                                home, self._path)
+            env = candidate_env(
+                os.environ,
+                shop,
+                {
+                    "SHOP_PORT": str(inst.port),
+                    "SHOP_ENVIRONMENT": environment,
+                    "SHOP_INSTANCE_ID": f"{environment}-{inst.slot}-{version}",
+                },
+                home,
+                self._path,
+            )
             entry = manifest["entrypoint"]
             if user is not None:
                 problem = await asyncio.to_thread(unreachable, entry[0], env, user)
@@ -90,9 +117,20 @@ class Launcher:
             # setsid --fork detaches the instance from the deployer (init reaps it); it writes its own pid (before
             # the user switch, which keeps the pid).
             with logfile.open("ab") as out:
-                subprocess.run(["setsid", "--fork", "sh", "-c",
-                                f"echo $$ > {shlex.quote(str(pidfile))}; exec {shlex.join(entry)}"],
-                               cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+                subprocess.run(
+                    [
+                        "setsid",
+                        "--fork",
+                        "sh",
+                        "-c",
+                        f"echo $$ > {shlex.quote(str(pidfile))}; exec {shlex.join(entry)}",
+                    ],
+                    cwd=folder,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    check=True,
+                )
             pid = await self._read_pid(pidfile)
             async with self._pool.acquire() as conn:
                 await conn.execute("UPDATE instances SET pid = $2 WHERE id = $1", inst.id, pid)
@@ -107,8 +145,7 @@ class Launcher:
         except Exception:
             await stop_process(pid)
             async with self._pool.acquire() as conn:
-                await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1",
-                                   inst.id)
+                await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
             raise
         async with self._pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'serving' WHERE id = $1", inst.id)
@@ -116,12 +153,17 @@ class Launcher:
         LocalTarget(self._pool, self._haproxy, self._run).register_scrape(serving)
         return serving
 
-    async def _claim_slot(self, service: str, environment: str, version: str, digest: str,
-                          release_id: str | None) -> Instance:
+    async def _claim_slot(
+        self, service: str, environment: str, version: str, digest: str, release_id: str | None
+    ) -> Instance:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"slots:{environment}")
-            used = {r["slot"] for r in await conn.fetch(
-                "SELECT slot FROM instances WHERE environment = $1 AND state <> 'stopped'", environment)}
+            used = {
+                r["slot"]
+                for r in await conn.fetch(
+                    "SELECT slot FROM instances WHERE environment = $1 AND state <> 'stopped'", environment
+                )
+            }
             ports = {r["port"] for r in await conn.fetch("SELECT port FROM instances WHERE state <> 'stopped'")}
             free = [s for s in SLOTS if s not in used]
             if not free:
@@ -130,7 +172,14 @@ class Launcher:
             row = await conn.fetchrow(
                 "INSERT INTO instances (service, environment, version, digest, release_id, slot, port, state)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,'starting') RETURNING id",
-                service, environment, version, digest, release_id, free[0], port)
+                service,
+                environment,
+                version,
+                digest,
+                release_id,
+                free[0],
+                port,
+            )
         return Instance(row["id"], service, environment, version, digest, free[0], port, None, "starting")
 
     @staticmethod

@@ -5,6 +5,7 @@ Nothing here waits for ever: the connection is opened with a deadline, the sessi
 and a lock_timeout (a migration may still `SET lock_timeout` lower or higher for itself), every call has a
 client-side timeout that cancels the query on the server, and the whole run has an overall deadline. A timeout
 is a DeployError naming the migration and the limit; its transaction is rolled back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.common.bundle_reader import MIGRATIONS_DIR, is_migration
+from releasegate_platform.bundle_reader import MIGRATIONS_DIR, is_migration
 from services.deployer.domain import DeployError
 
 LEDGER = """CREATE TABLE IF NOT EXISTS releasegate_migrations (
@@ -58,16 +59,19 @@ async def server_version(dsn: str, timeouts: Timeouts = Timeouts()) -> str:
         await _close(conn, timeouts)
 
 
-async def migrate(dsn: str, folder: Path, release_id: str, timeouts: Timeouts = Timeouts()
-                  ) -> tuple[list[str], list[str]]:
+async def migrate(
+    dsn: str, folder: Path, release_id: str, timeouts: Timeouts = Timeouts()
+) -> tuple[list[str], list[str]]:
     """Apply what is new; returns (applied now, already applied). A migration whose file changed after it was
     applied is refused: history is immutable."""
     try:
         async with asyncio.timeout(timeouts.total):
             return await _migrate(dsn, folder, release_id, timeouts)
     except TimeoutError:
-        raise DeployError(f"migrations did not finish within {timeouts.total:g}s; a migration not yet "
-                          f"recorded as applied was rolled back") from None
+        raise DeployError(
+            f"migrations did not finish within {timeouts.total:g}s; a migration not yet "
+            f"recorded as applied was rolled back"
+        ) from None
 
 
 def _files(folder: Path) -> list[Path]:
@@ -75,8 +79,11 @@ def _files(folder: Path) -> list[Path]:
     directory = folder / MIGRATIONS_DIR
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if is_migration(f"{MIGRATIONS_DIR}/{p.name}") and p.is_file() and not p.is_symlink())
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if is_migration(f"{MIGRATIONS_DIR}/{p.name}") and p.is_file() and not p.is_symlink()
+    )
 
 
 async def _migrate(dsn: str, folder: Path, release_id: str, timeouts: Timeouts) -> tuple[list[str], list[str]]:
@@ -86,9 +93,13 @@ async def _migrate(dsn: str, folder: Path, release_id: str, timeouts: Timeouts) 
     try:
         await _execute(conn, "creating the migration ledger", timeouts.statement, LEDGER)
         # lock_timeout bounds waiting for an advisory lock too: waiting for another run gets its own bound.
-        await _execute(conn, "waiting for another release's migrations", timeouts.queue,
-                       f"SET lock_timeout = {int(timeouts.queue * 1000)}; SELECT pg_advisory_lock({LOCK_KEY});"
-                       f" SET lock_timeout = {int(timeouts.lock * 1000)}")
+        await _execute(
+            conn,
+            "waiting for another release's migrations",
+            timeouts.queue,
+            f"SET lock_timeout = {int(timeouts.queue * 1000)}; SELECT pg_advisory_lock({LOCK_KEY});"
+            f" SET lock_timeout = {int(timeouts.lock * 1000)}",
+        )
         for path in files:
             (applied if await _apply(conn, path, release_id, timeouts) else skipped).append(path.name)
     except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -105,20 +116,27 @@ async def _apply(conn: asyncpg.Connection, path: Path, release_id: str, timeouts
     except UnicodeDecodeError as exc:
         raise DeployError(f"migration {path.name} is not UTF-8 ({exc.reason})") from None
     checksum = hashlib.sha256(sql.encode()).hexdigest()
-    recorded = await conn.fetchval("SELECT checksum FROM releasegate_migrations WHERE name = $1", path.name,
-                                   timeout=timeouts.statement)
+    recorded = await conn.fetchval(
+        "SELECT checksum FROM releasegate_migrations WHERE name = $1", path.name, timeout=timeouts.statement
+    )
     if recorded is not None:
         if recorded != checksum:
             raise DeployError(f"migration {path.name} changed after it was applied; write a new one")
         return False
     # A migration may have changed the session's limits for itself: the next one starts from ours again.
-    await conn.execute("; ".join(f"SET {name} = {value}" for name, value in _limits(timeouts).items()),
-                       timeout=timeouts.connect)
+    await conn.execute(
+        "; ".join(f"SET {name} = {value}" for name, value in _limits(timeouts).items()), timeout=timeouts.connect
+    )
     try:
         async with conn.transaction():
             await _execute(conn, f"migration {path.name}", timeouts.statement, sql)
-            await conn.execute("INSERT INTO releasegate_migrations (name, checksum, release_id) VALUES ($1, $2, $3)",
-                               path.name, checksum, release_id, timeout=timeouts.statement)
+            await conn.execute(
+                "INSERT INTO releasegate_migrations (name, checksum, release_id) VALUES ($1, $2, $3)",
+                path.name,
+                checksum,
+                release_id,
+                timeout=timeouts.statement,
+            )
     except asyncpg.PostgresError as exc:
         raise DeployError(f"migration {path.name} failed and was rolled back: {exc}") from None
     return True

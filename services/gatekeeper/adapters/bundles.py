@@ -1,6 +1,7 @@
 """Reads release bundles (tar.gz) from the artifact store: their files, manifest, migrations, and what changed
-between two bundles. Reading goes through `services.common.bundle_reader`, the reader the deployer unpacks with,
+between two bundles. Reading goes through `releasegate_platform.bundle_reader`, the reader the deployer unpacks with,
 so the gatekeeper judges exactly the files (and migrations) that will run."""
+
 from __future__ import annotations
 
 import difflib
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common import bundle_reader
-from services.common.bundle_reader import BundleError
+from releasegate_platform import bundle_reader
+from releasegate_platform.bundle_reader import BundleError
 
 __all__ = ["BundleError", "Change", "change", "manifest", "migrations", "read"]
 
@@ -44,12 +45,18 @@ class Change:
     unclassified: tuple[str, ...]
 
     def as_input(self) -> dict[str, Any]:
-        return {"files_changed": len(self.paths), "lines_changed": self.lines_changed,
-                "domains": list(self.domains), "unclassified": list(self.unclassified), "paths": list(self.paths)}
+        return {
+            "files_changed": len(self.paths),
+            "lines_changed": self.lines_changed,
+            "domains": list(self.domains),
+            "unclassified": list(self.unclassified),
+            "paths": list(self.paths),
+        }
 
 
-def change(old: dict[str, bytes] | None, new: dict[str, bytes], domains: dict[str, list[str]],
-           service_domains: list[str]) -> Change:
+def change(
+    old: dict[str, bytes] | None, new: dict[str, bytes], domains: dict[str, list[str]], service_domains: list[str]
+) -> Change:
     """What a candidate changes relative to the bundle in production (everything, if there is none)."""
     old = old or {}
     paths = sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p))
@@ -57,8 +64,11 @@ def change(old: dict[str, bytes] | None, new: dict[str, bytes], domains: dict[st
     for p in paths:
         before = old.get(p, b"").decode("utf-8", "replace").splitlines()
         after = new.get(p, b"").decode("utf-8", "replace").splitlines()
-        lines += sum(1 for line in difflib.unified_diff(before, after, lineterm="", n=0)
-                     if line[:1] in "+-" and not line.startswith(("+++", "---")))
+        lines += sum(
+            1
+            for line in difflib.unified_diff(before, after, lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        )
     found, unclassified = set(service_domains), []
     for p in paths:
         hits = {d for d, globs in domains.items() if any(fnmatch.fnmatch(p, g) for g in globs)}

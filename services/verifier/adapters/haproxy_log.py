@@ -5,6 +5,7 @@
 and hands parsed samples to a sink in small batches. HAProxy quotes and escapes every string, so no value can
 shift another; this side still checks every field (the version is whatever the shop's X-Shop-Version header said,
 i.e. candidate code) and refuses a line that is not exactly that object, counting it instead of guessing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,14 @@ def parse(line: str) -> Sample | None:
         raise MalformedLine("fields", f"not the request object's fields: {str(keys)[:120]}")
     backend = _text(record, "backend", BACKEND)
     environment = BACKEND.fullmatch(backend).group(1)
-    return (environment, _text(record, "server", SERVER), _optional(record, "version", VERSION),
-            _int(record, "status", 0, 999), _int(record, "ta", -1, MAX_MS), _optional(record, "tenant", TENANT))
+    return (
+        environment,
+        _text(record, "server", SERVER),
+        _optional(record, "version", VERSION),
+        _int(record, "status", 0, 999),
+        _int(record, "ta", -1, MAX_MS),
+        _optional(record, "tenant", TENANT),
+    )
 
 
 def _text(record: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
@@ -115,14 +122,19 @@ class _Protocol(asyncio.DatagramProtocol):
         self._arrived.set()
 
 
-async def receive(address: str, sink: Callable[[list[Sample]], Awaitable[None]], flush_seconds: float = 0.25,
-                  counts: LineCounts | None = None) -> None:
+async def receive(
+    address: str,
+    sink: Callable[[list[Sample]], Awaitable[None]],
+    flush_seconds: float = 0.25,
+    counts: LineCounts | None = None,
+) -> None:
     host, _, port = address.rpartition(":")
     counts = counts or LineCounts()
     batch: list[Sample] = []
     arrived = asyncio.Event()
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Protocol(batch, counts, arrived), local_addr=(host, int(port)))
+        lambda: _Protocol(batch, counts, arrived), local_addr=(host, int(port))
+    )
     log.info("receiving HAProxy request log", address=address)
     try:
         while True:
@@ -133,8 +145,13 @@ async def receive(address: str, sink: Callable[[list[Sample]], Awaitable[None]],
             if samples:
                 await sink(samples)
             if counts.unreported():  # one warning per batch at most, whatever the rate of bad lines
-                log.warning("HAProxy log lines refused", new=counts.unreported(), by_part=dict(counts.refused),
-                            last=counts.last_refusal, accepted=counts.accepted)
+                log.warning(
+                    "HAProxy log lines refused",
+                    new=counts.unreported(),
+                    by_part=dict(counts.refused),
+                    last=counts.last_refusal,
+                    accepted=counts.accepted,
+                )
                 counts.reported()
     finally:
         transport.close()

@@ -1,6 +1,7 @@
 """Ingests the shop's business events from Kafka in batches (bulk, idempotent inserts, commit after) and keeps
 a watermark: the last moment the ingest had caught up with the topic, so a verdict never closes a window whose
 events are still in flight."""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -24,8 +25,9 @@ class BusinessEventIngest:
         self.caught_up_at: datetime | None = None
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(topics.SHOP_EVENTS, **self._kafka, group_id=GROUP,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            topics.SHOP_EVENTS, **self._kafka, group_id=GROUP, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             while True:
@@ -41,12 +43,12 @@ class BusinessEventIngest:
                             await self._dead_letter(record, str(exc), "ContractError")
                             continue
                         except Exception as exc:  # decode promises ContractError; never let one record stall
-                            await self._dead_letter(record, f"cannot decode: {type(exc).__name__}",
-                                                    type(exc).__name__)
+                            await self._dead_letter(record, f"cannot decode: {type(exc).__name__}", type(exc).__name__)
                             continue
                         e = env.data
-                        rows.append((env.id, env.type, e.environment, e.version, e.tenant, env.time, e.reason,
-                                     e.latency_ms))
+                        rows.append(
+                            (env.id, env.type, e.environment, e.version, e.tenant, env.time, e.reason, e.latency_ms)
+                        )
                 if rows:
                     await self._store.add_business_events(rows)
                 if batches:

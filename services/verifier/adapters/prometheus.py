@@ -1,4 +1,5 @@
 """Prometheus metric provider: KPIs as PromQL templates from the catalog, read over the HTTP API."""
+
 from __future__ import annotations
 
 import math
@@ -27,22 +28,39 @@ class PrometheusProvider:
         value = float(result[0]["value"][1])
         return None if math.isnan(value) or math.isinf(value) else value
 
-    async def kpis(self, queries: dict[str, PromQuery], version: str, environment: str, window_seconds: int
-                   ) -> list[KpiResult]:
+    async def kpis(
+        self, queries: dict[str, PromQuery], version: str, environment: str, window_seconds: int
+    ) -> list[KpiResult]:
         results = []
         for name, q in queries.items():
-            query = Template(q.query).safe_substitute(version=version, environment=environment,
-                                                      window=max(window_seconds, 4))
+            query = Template(q.query).safe_substitute(
+                version=version, environment=environment, window=max(window_seconds, 4)
+            )
             value = await self.value(query)
-            rule = " and ".join(r for r in (f"candidate >= {q.min}" if q.min is not None else "",
-                                            f"candidate <= {q.max}" if q.max is not None else "") if r)
+            rule = " and ".join(
+                r
+                for r in (
+                    f"candidate >= {q.min}" if q.min is not None else "",
+                    f"candidate <= {q.max}" if q.max is not None else "",
+                )
+                if r
+            )
             if value is None:
                 verdict, rule = Verdict.INCONCLUSIVE, f"no data from Prometheus for {query}"
             elif (q.min is not None and value < q.min) or (q.max is not None and value > q.max):
                 verdict = Verdict.FAIL
             else:
                 verdict = Verdict.PASS
-            results.append(KpiResult(name=f"prometheus:{name}", candidate=value, baseline=None,
-                                     candidate_samples=0 if value is None else 1, baseline_samples=0,
-                                     verdict=verdict, rule=rule, test="PromQL"))
+            results.append(
+                KpiResult(
+                    name=f"prometheus:{name}",
+                    candidate=value,
+                    baseline=None,
+                    candidate_samples=0 if value is None else 1,
+                    baseline_samples=0,
+                    verdict=verdict,
+                    rule=rule,
+                    test="PromQL",
+                )
+            )
         return results

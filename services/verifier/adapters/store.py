@@ -1,4 +1,5 @@
 """Business events and HTTP samples in PostgreSQL, counted per version over a window."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -33,29 +34,46 @@ class KpiStore:
         async with self._pool.acquire() as conn:
             await conn.executemany(
                 "INSERT INTO business_events (event_id, type, environment, version, tenant, at, reason, latency_ms)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING", rows)
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT DO NOTHING",
+                rows,
+            )
 
     async def add_http_samples(self, rows: list[tuple[str, str, str | None, int, int, str | None]]) -> None:
         async with self._pool.acquire() as conn:
-            await conn.executemany("INSERT INTO http_samples (environment, server, version, status, ta_ms, tenant)"
-                                   " VALUES ($1,$2,$3,$4,$5,$6)", rows)
+            await conn.executemany(
+                "INSERT INTO http_samples (environment, server, version, status, ta_ms, tenant)"
+                " VALUES ($1,$2,$3,$4,$5,$6)",
+                rows,
+            )
 
-    async def counts(self, environment: str, version: str | None, start: datetime, end: datetime,
-                     tenants: list[str] | None = None) -> Counts:
+    async def counts(
+        self, environment: str, version: str | None, start: datetime, end: datetime, tenants: list[str] | None = None
+    ) -> Counts:
         if version is None:
             return Counts()
         async with self._pool.acquire() as conn:
             b = await conn.fetchrow(COUNTS_SQL, environment, version, start, end, tenants)
             h = await conn.fetchrow(HTTP_SQL, environment, version, start, end, tenants)
-        return Counts(checkout_succeeded=b["checkout_succeeded"], checkout_failed=b["checkout_failed"],
-                      payment_authorized=b["payment_authorized"], payment_declined=b["payment_declined"],
-                      orders=b["orders"], http_total=h["total"], http_5xx=h["errors"],
-                      checkout_latencies_ms=[float(x) for x in (b["checkout_latencies"] or []) if x is not None],
-                      latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None])
+        return Counts(
+            checkout_succeeded=b["checkout_succeeded"],
+            checkout_failed=b["checkout_failed"],
+            payment_authorized=b["payment_authorized"],
+            payment_declined=b["payment_declined"],
+            orders=b["orders"],
+            http_total=h["total"],
+            http_5xx=h["errors"],
+            checkout_latencies_ms=[float(x) for x in (b["checkout_latencies"] or []) if x is not None],
+            latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None],
+        )
 
     async def targets(self, service: str, environment: str, version: str) -> list[str]:
         """Base URLs of the version's serving instances (the deployer's instance table, read only)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch("SELECT port FROM instances WHERE service = $1 AND environment = $2"
-                                    " AND version = $3 AND state = 'serving' ORDER BY id", service, environment, version)
+            rows = await conn.fetch(
+                "SELECT port FROM instances WHERE service = $1 AND environment = $2"
+                " AND version = $3 AND state = 'serving' ORDER BY id",
+                service,
+                environment,
+                version,
+            )
         return [f"http://127.0.0.1:{r['port']}" for r in rows]

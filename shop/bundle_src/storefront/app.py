@@ -1,4 +1,5 @@
 """HTTP API of the storefront: health, metrics, catalog, cart, checkout and order confirmation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,17 @@ import asyncpg
 from aiohttp import web
 
 from storefront import catalog, db, gateway, tax
-from storefront.events import (CHECKOUT_ATTEMPTED, CHECKOUT_FAILED, CHECKOUT_SUCCEEDED, INVENTORY_CONFIRMED,
-                               INVENTORY_RESERVED, ORDER_PLACED, PAYMENT_AUTHORIZED, PAYMENT_DECLINED, Checkout)
+from storefront.events import (
+    CHECKOUT_ATTEMPTED,
+    CHECKOUT_FAILED,
+    CHECKOUT_SUCCEEDED,
+    INVENTORY_CONFIRMED,
+    INVENTORY_RESERVED,
+    ORDER_PLACED,
+    PAYMENT_AUTHORIZED,
+    PAYMENT_DECLINED,
+    Checkout,
+)
 from storefront.metrics import Metrics
 from storefront.outbox import OutgoingEvent
 from storefront.runtime import Runtime, lifecycle
@@ -90,9 +100,14 @@ async def health(request: web.Request) -> web.Response:
     s = runtime.settings
     ready = runtime.ready.is_set()
     return web.json_response(
-        {"status": "ok" if ready else "starting", "version": s.version, "environment": s.environment,
-         "instance": s.instance},
-        status=200 if ready else 503)
+        {
+            "status": "ok" if ready else "starting",
+            "version": s.version,
+            "environment": s.environment,
+            "instance": s.instance,
+        },
+        status=200 if ready else 503,
+    )
 
 
 async def products(request: web.Request) -> web.Response:
@@ -115,8 +130,12 @@ async def create_cart(request: web.Request) -> web.Response:
 
 
 def _valid_item(item: Any) -> bool:
-    return (isinstance(item, dict) and isinstance(item.get("sku"), str) and type(item.get("qty")) is int
-            and 0 < item["qty"] <= MAX_QTY)
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("sku"), str)
+        and type(item.get("qty")) is int
+        and 0 < item["qty"] <= MAX_QTY
+    )
 
 
 async def checkout(request: web.Request) -> web.Response:
@@ -138,8 +157,9 @@ async def checkout(request: web.Request) -> web.Response:
         return _error(409, "cart_checked_out")
 
     order_tax = tax.compute(cart.lines, tax.region_for(tenant))
-    attempt = Checkout(tenant=tenant, checkout_id=str(uuid.uuid4()), amount_cents=order_tax.total_cents,
-                       currency=currency)
+    attempt = Checkout(
+        tenant=tenant, checkout_id=str(uuid.uuid4()), amount_cents=order_tax.total_cents, currency=currency
+    )
     items = [{"sku": item["sku"], "qty": item["qty"]} for item in cart.items]
 
     def elapsed_ms() -> float:
@@ -167,8 +187,14 @@ async def checkout(request: web.Request) -> web.Response:
     reserved_at = time.perf_counter()
     await publisher.publish(INVENTORY_RESERVED, attempt, latency_ms=elapsed_ms(), items=items)
     try:
-        auth = await gateway.authorize(runtime.session, s.payment_url, card_number=card,
-                                       amount_cents=order_tax.total_cents, currency=currency, tenant=tenant)
+        auth = await gateway.authorize(
+            runtime.session,
+            s.payment_url,
+            card_number=card,
+            amount_cents=order_tax.total_cents,
+            currency=currency,
+            tenant=tenant,
+        )
     except gateway.PaymentUnavailable:
         return await release_and_fail(reservation_id, 502, "payment_unavailable")
     if not auth.approved:
@@ -182,27 +208,56 @@ async def checkout(request: web.Request) -> web.Response:
         """The order's events, staged in the order's own transaction: a confirmed order always has them."""
         ordered = dataclasses.replace(attempt, order_id=placed.id)
         return [
-            publisher.build(INVENTORY_CONFIRMED, ordered, latency_ms=(time.perf_counter() - reserved_at) * 1000,
-                            items=items),
+            publisher.build(
+                INVENTORY_CONFIRMED, ordered, latency_ms=(time.perf_counter() - reserved_at) * 1000, items=items
+            ),
             publisher.build(CHECKOUT_SUCCEEDED, ordered, latency_ms=elapsed_ms()),
-            publisher.build(ORDER_PLACED, ordered, latency_ms=elapsed_ms(), items=cart.lines, customer=email,
-                            payment_ref=auth.auth_code, tax_cents=order_tax.tax_cents, region=order_tax.region,
-                            placed_at=placed.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"))]
+            publisher.build(
+                ORDER_PLACED,
+                ordered,
+                latency_ms=elapsed_ms(),
+                items=cart.lines,
+                customer=email,
+                payment_ref=auth.auth_code,
+                tax_cents=order_tax.tax_cents,
+                region=order_tax.region,
+                placed_at=placed.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            ),
+        ]
 
     try:
-        placed = await db.place_order(runtime.pool, tenant=tenant, email=email, cart=cart,
-                                      reservation_id=reservation_id, region=order_tax.region,
-                                      tax_cents=order_tax.tax_cents, amount_cents=order_tax.total_cents,
-                                      currency=currency, auth_code=auth.auth_code, version=s.version,
-                                      environment=s.environment, events=order_events)
+        placed = await db.place_order(
+            runtime.pool,
+            tenant=tenant,
+            email=email,
+            cart=cart,
+            reservation_id=reservation_id,
+            region=order_tax.region,
+            tax_cents=order_tax.tax_cents,
+            amount_cents=order_tax.total_cents,
+            currency=currency,
+            auth_code=auth.auth_code,
+            version=s.version,
+            environment=s.environment,
+            events=order_events,
+        )
     except db.OutOfStock:
         return await fail(409, "out_of_stock")
     except (asyncpg.PostgresError, OSError):
         return await release_and_fail(reservation_id, 500, "order_failed")
     metrics.checkout("succeeded")
-    return web.json_response({"order_id": placed.id, "status": "confirmed", "checkout_id": attempt.checkout_id,
-                              "amount_cents": order_tax.total_cents, "tax_cents": order_tax.tax_cents,
-                              "region": order_tax.region, "currency": currency}, status=201)
+    return web.json_response(
+        {
+            "order_id": placed.id,
+            "status": "confirmed",
+            "checkout_id": attempt.checkout_id,
+            "amount_cents": order_tax.total_cents,
+            "tax_cents": order_tax.tax_cents,
+            "region": order_tax.region,
+            "currency": currency,
+        },
+        status=201,
+    )
 
 
 async def get_order(request: web.Request) -> web.Response:
@@ -212,9 +267,17 @@ async def get_order(request: web.Request) -> web.Response:
     row = await db.order(request.app[RUNTIME].pool, tenant, order_id) if order_id else None
     if row is None:
         return _error(404, "order_not_found")
-    return web.json_response({
-        "order_id": str(row["id"]), "status": row["status"], "amount_cents": row["amount_cents"],
-        "currency": row["currency"], "version": row["version"], "environment": row["environment"],
-        "auth_code": row["auth_code"], "created_at": row["created_at"].isoformat(),
-        "tax_cents": row["tax_cents"], "region": row["region"],
-    })
+    return web.json_response(
+        {
+            "order_id": str(row["id"]),
+            "status": row["status"],
+            "amount_cents": row["amount_cents"],
+            "currency": row["currency"],
+            "version": row["version"],
+            "environment": row["environment"],
+            "auth_code": row["auth_code"],
+            "created_at": row["created_at"].isoformat(),
+            "tax_cents": row["tax_cents"],
+            "region": row["region"],
+        }
+    )

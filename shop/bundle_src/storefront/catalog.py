@@ -1,4 +1,5 @@
 """How a catalog row is presented to shoppers."""
+
 from typing import Any
 
 

@@ -1,4 +1,5 @@
 """The shop database: schema, seed catalog and the queries of the storefront."""
+
 from __future__ import annotations
 
 import json
@@ -104,8 +105,10 @@ CREATE TABLE IF NOT EXISTS event_outbox (
 CREATE INDEX IF NOT EXISTS event_outbox_pending ON event_outbox (id) WHERE sent_at IS NULL AND refused IS NULL;
 """
 # Columns added after their table was first created; existing databases get them when an instance starts.
-ADDED_COLUMNS = {"orders": {"tax_cents": "integer", "region": "text", "lines": "jsonb"},
-                 "erp_exports": {"refused_by": "text"}}
+ADDED_COLUMNS = {
+    "orders": {"tax_cents": "integer", "region": "text", "lines": "jsonb"},
+    "erp_exports": {"refused_by": "text"},
+}
 
 CATALOG = [
     ("TEE-001", "Organic cotton tee", 1900),
@@ -146,9 +149,14 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         # behind them for long and stall every checkout queued behind us.
         await conn.execute("SET LOCAL lock_timeout = '5s'")
         await conn.execute(SCHEMA)
-        present = {(r["table_name"], r["column_name"]) for r in await conn.fetch(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = ANY($1::text[])", list(ADDED_COLUMNS))}
+        present = {
+            (r["table_name"], r["column_name"])
+            for r in await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = ANY($1::text[])",
+                list(ADDED_COLUMNS),
+            )
+        }
         for table, columns in ADDED_COLUMNS.items():
             for column, type_ in columns.items():
                 if (table, column) not in present:
@@ -156,16 +164,20 @@ async def create_schema(pool: asyncpg.Pool) -> None:
                     await conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type_}")
         await conn.executemany(
             "INSERT INTO products (sku, name, price_cents, currency) VALUES ($1, $2, $3, 'USD') "
-            "ON CONFLICT (sku) DO NOTHING", CATALOG)
+            "ON CONFLICT (sku) DO NOTHING",
+            CATALOG,
+        )
         await conn.executemany(
             "INSERT INTO inventory (sku, quantity) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING",
-            [(sku, SEED_STOCK) for sku, _, _ in CATALOG])
+            [(sku, SEED_STOCK) for sku, _, _ in CATALOG],
+        )
 
 
 async def products(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT p.sku, p.name, p.price_cents, p.currency, i.quantity "
-        "FROM products p JOIN inventory i USING (sku) ORDER BY p.sku")
+        "FROM products p JOIN inventory i USING (sku) ORDER BY p.sku"
+    )
 
 
 async def create_cart(pool: asyncpg.Pool, tenant: str, items: list[dict[str, Any]]) -> str | None:
@@ -175,8 +187,7 @@ async def create_cart(pool: asyncpg.Pool, tenant: str, items: list[dict[str, Any
     if known != len(skus):
         return None
     cart_id = str(uuid.uuid4())
-    await pool.execute("INSERT INTO carts (id, tenant, items) VALUES ($1, $2, $3)",
-                       cart_id, tenant, json.dumps(items))
+    await pool.execute("INSERT INTO carts (id, tenant, items) VALUES ($1, $2, $3)", cart_id, tenant, json.dumps(items))
     return cart_id
 
 
@@ -185,8 +196,11 @@ async def load_cart(pool: asyncpg.Pool, tenant: str, cart_id: str) -> Cart | Non
     if row is None:
         return None
     items = json.loads(row["items"])
-    prices = dict(await pool.fetch("SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])",
-                                   [item["sku"] for item in items]))
+    prices = dict(
+        await pool.fetch(
+            "SELECT sku, price_cents FROM products WHERE sku = ANY($1::text[])", [item["sku"] for item in items]
+        )
+    )
     lines = [{"sku": item["sku"], "qty": item["qty"], "unit_cents": prices[item["sku"]]} for item in items]
     return Cart(id=cart_id, items=items, lines=lines, status=row["status"])
 
@@ -209,8 +223,13 @@ async def reserve(pool: asyncpg.Pool, tenant: str, cart: Cart) -> str:
     reservation_id = str(uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
         await _adjust_stock(conn, cart.items, -1)
-        await conn.execute("INSERT INTO inventory_reservations (id, tenant, cart_id, items) VALUES ($1, $2, $3, $4)",
-                           reservation_id, tenant, cart.id, json.dumps(cart.items))
+        await conn.execute(
+            "INSERT INTO inventory_reservations (id, tenant, cart_id, items) VALUES ($1, $2, $3, $4)",
+            reservation_id,
+            tenant,
+            cart.id,
+            json.dumps(cart.items),
+        )
     return reservation_id
 
 
@@ -219,7 +238,9 @@ async def release(pool: asyncpg.Pool, reservation_id: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         items = await conn.fetchval(
             "UPDATE inventory_reservations SET status = 'released', settled_at = now()"
-            " WHERE id = $1 AND status = 'reserved' RETURNING items", reservation_id)
+            " WHERE id = $1 AND status = 'reserved' RETURNING items",
+            reservation_id,
+        )
         if items is not None:
             await _adjust_stock(conn, json.loads(items), +1)
 
@@ -231,15 +252,30 @@ async def release_expired(pool: asyncpg.Pool, older_than_s: float, limit: int = 
             "UPDATE inventory_reservations SET status = 'released', settled_at = now() WHERE id IN ("
             " SELECT id FROM inventory_reservations WHERE status = 'reserved'"
             " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2"
-            " FOR UPDATE SKIP LOCKED) RETURNING items", float(older_than_s), limit)
+            " FOR UPDATE SKIP LOCKED) RETURNING items",
+            float(older_than_s),
+            limit,
+        )
         await _adjust_stock(conn, [item for row in rows for item in json.loads(row["items"])], +1)
     return len(rows)
 
 
-async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart, reservation_id: str,
-                      region: str, tax_cents: int, amount_cents: int, currency: str, auth_code: str, version: str,
-                      environment: str,
-                      events: Callable[[PlacedOrder], Sequence[outbox.OutgoingEvent]]) -> PlacedOrder:
+async def place_order(
+    pool: asyncpg.Pool,
+    *,
+    tenant: str,
+    email: str,
+    cart: Cart,
+    reservation_id: str,
+    region: str,
+    tax_cents: int,
+    amount_cents: int,
+    currency: str,
+    auth_code: str,
+    version: str,
+    environment: str,
+    events: Callable[[PlacedOrder], Sequence[outbox.OutgoingEvent]],
+) -> PlacedOrder:
     """Write customer, order, payment, the reservation's confirmation, the order's pending ERP export and the
     order's business events (`events` of the placed order) in one transaction: no order without its events."""
     order_id = str(uuid.uuid4())
@@ -247,24 +283,45 @@ async def place_order(pool: asyncpg.Pool, *, tenant: str, email: str, cart: Cart
         customer_id = await conn.fetchval(
             "INSERT INTO customers (id, tenant, email) VALUES ($1, $2, $3) "
             "ON CONFLICT (tenant, email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
-            uuid.uuid4(), tenant, email)
+            uuid.uuid4(),
+            tenant,
+            email,
+        )
         placed_at = await conn.fetchval(
             "INSERT INTO orders (id, tenant, version, environment, customer_id, cart_id, amount_cents, currency,"
             " status, tax_cents, region, lines) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'confirmed', $9, $10, $11)"
             " RETURNING created_at",
-            order_id, tenant, version, environment, customer_id, cart.id, amount_cents, currency, tax_cents, region,
-            json.dumps(cart.lines))
-        await conn.execute("INSERT INTO payments (order_id, auth_code, amount_cents) VALUES ($1, $2, $3)",
-                           order_id, auth_code, amount_cents)
+            order_id,
+            tenant,
+            version,
+            environment,
+            customer_id,
+            cart.id,
+            amount_cents,
+            currency,
+            tax_cents,
+            region,
+            json.dumps(cart.lines),
+        )
+        await conn.execute(
+            "INSERT INTO payments (order_id, auth_code, amount_cents) VALUES ($1, $2, $3)",
+            order_id,
+            auth_code,
+            amount_cents,
+        )
         confirmed = await conn.fetchval(
             "UPDATE inventory_reservations SET status = 'confirmed', settled_at = now(), order_id = $2"
-            " WHERE id = $1 AND status = 'reserved' RETURNING id", reservation_id, order_id)
+            " WHERE id = $1 AND status = 'reserved' RETURNING id",
+            reservation_id,
+            order_id,
+        )
         if confirmed is None:
             # The reservation expired and its stock went back meanwhile: take the stock again, if it is there.
             await _adjust_stock(conn, cart.items, -1)
         await conn.execute("UPDATE carts SET status = 'checked_out' WHERE id = $1", cart.id)
-        await conn.execute("INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)",
-                           order_id, tenant, version)
+        await conn.execute(
+            "INSERT INTO erp_exports (order_id, tenant, version) VALUES ($1, $2, $3)", order_id, tenant, version
+        )
         placed = PlacedOrder(id=order_id, placed_at=placed_at)
         await outbox.add(conn, events(placed))
     return placed
@@ -275,4 +332,6 @@ async def order(pool: asyncpg.Pool, tenant: str, order_id: str) -> asyncpg.Recor
         "SELECT o.id, o.status, o.amount_cents, o.currency, o.version, o.environment, o.created_at, o.tax_cents,"
         " o.region, p.auth_code FROM orders o LEFT JOIN payments p ON p.order_id = o.id"
         " WHERE o.id = $1 AND o.tenant = $2",
-        order_id, tenant)
+        order_id,
+        tenant,
+    )

@@ -2,6 +2,7 @@
 
 An event is built completely (id, time, headers, value) when it happens; the outbox relay later sends those exact
 bytes, so what reaches `shop.events` does not depend on when, or by which instance, it was relayed."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ class EventPublisher:
         self._instance = instance
         self._source = f"shop/{environment}/{instance}"
 
-    def build(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
-              **fields: Any) -> OutgoingEvent:
+    def build(
+        self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None, **fields: Any
+    ) -> OutgoingEvent:
         """One event as it will be on the topic; `fields` are the event type's own fields."""
         data: dict[str, Any] = {
             "version": self._version,
@@ -72,11 +74,14 @@ class EventPublisher:
             ("ce_tenant", checkout.tenant.encode()),
             ("content-type", b"application/json"),
         )
-        return OutgoingEvent(topic=self._topic, key=checkout.tenant.encode(), value=json.dumps(data).encode(),
-                             headers=headers)
+        return OutgoingEvent(
+            topic=self._topic, key=checkout.tenant.encode(), value=json.dumps(data).encode(), headers=headers
+        )
 
-    async def publish(self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None,
-                      **fields: Any) -> None:
+    async def publish(
+        self, event_type: str, checkout: Checkout, *, latency_ms: float, reason: str | None = None, **fields: Any
+    ) -> None:
         """Stage an event that describes no change of the shop's own data, in a transaction of its own."""
-        await outbox.enqueue(self._pool, [self.build(event_type, checkout, latency_ms=latency_ms, reason=reason,
-                                                     **fields)])
+        await outbox.enqueue(
+            self._pool, [self.build(event_type, checkout, latency_ms=latency_ms, reason=reason, **fields)]
+        )

@@ -13,6 +13,7 @@ the stable version after it is rolled back. A version whose document the ERP ref
 order again, it would only be refused again: another version takes it over once it may adopt it. (An order every
 running version had refused waits for a new release, or for `refused_by` to be cleared.)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,10 +45,14 @@ SELECT c.attempts, o.id, o.tenant, o.region, o.currency, o.amount_cents, o.tax_c
 FROM claimed c JOIN orders o ON o.id = c.order_id
 """
 # A send that outlived its lease may be accepted twice (the second time as a duplicate): the first acceptance stays.
-MARK_EXPORTED = ("UPDATE erp_exports SET attempts = attempts + 1, exported_at = coalesce(exported_at, now()),"
-                 " exported_by = coalesce(exported_by, $2), last_error = NULL WHERE order_id = $1")
-MARK_RETRY = ("UPDATE erp_exports SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2),"
-              " last_error = $3, refused_by = coalesce($4, refused_by) WHERE order_id = $1")
+MARK_EXPORTED = (
+    "UPDATE erp_exports SET attempts = attempts + 1, exported_at = coalesce(exported_at, now()),"
+    " exported_by = coalesce(exported_by, $2), last_error = NULL WHERE order_id = $1"
+)
+MARK_RETRY = (
+    "UPDATE erp_exports SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2),"
+    " last_error = $3, refused_by = coalesce($4, refused_by) WHERE order_id = $1"
+)
 
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 30.0
 IDLE_POLL_S = 0.5
@@ -57,8 +62,18 @@ LEASE_S = 30.0  # far longer than a send may take: the storefront's HTTP client 
 class Exporter:
     """The export workers of one storefront instance; `run()` until cancelled."""
 
-    def __init__(self, pool: asyncpg.Pool, session: aiohttp.ClientSession, *, erp_url: str, version: str,
-                 instance: str, adopt_after_s: float, workers: int = 2, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session: aiohttp.ClientSession,
+        *,
+        erp_url: str,
+        version: str,
+        instance: str,
+        adopt_after_s: float,
+        workers: int = 2,
+        rng: random.Random | None = None,
+    ) -> None:
         self.pool, self.session, self.erp_url = pool, session, erp_url
         self.version, self.exporter = version, f"{version}/{instance}"
         self.adopt_after_s, self.workers = adopt_after_s, workers

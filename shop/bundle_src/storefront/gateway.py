@@ -1,4 +1,5 @@
 """Client of the payment sandbox's authorization API."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,15 @@ class PaymentUnavailable(Exception):
     """The payment sandbox could not be reached or answered with something unusable."""
 
 
-async def authorize(session: aiohttp.ClientSession, base_url: str, *, card_number: str, amount_cents: int,
-                    currency: str, tenant: str) -> Authorization:
-    payload = {"card_number": format_card(card_number), "amount_cents": amount_cents, "currency": currency,
-               "tenant": tenant}
+async def authorize(
+    session: aiohttp.ClientSession, base_url: str, *, card_number: str, amount_cents: int, currency: str, tenant: str
+) -> Authorization:
+    payload = {
+        "card_number": format_card(card_number),
+        "amount_cents": amount_cents,
+        "currency": currency,
+        "tenant": tenant,
+    }
     try:
         async with session.post(f"{base_url}/authorize", json=payload) as response:
             body = await response.json(content_type=None)

@@ -1,4 +1,5 @@
 """Prometheus metrics of the storefront and the middleware that records them."""
+
 from __future__ import annotations
 
 import time
@@ -14,13 +15,19 @@ class Metrics:
     def __init__(self, version: str) -> None:
         self.version = version
         self.registry = CollectorRegistry()
-        self.requests = Counter("shop_http_requests_total", "HTTP requests served.",
-                                ["version", "route", "status"], registry=self.registry)
-        self.latency = Histogram("shop_http_request_duration_seconds", "HTTP request handling time.",
-                                 ["version", "route", "status"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5))
-        self.checkouts = Counter("shop_checkouts_total", "Checkouts by outcome.",
-                                 ["version", "outcome"], registry=self.registry)
+        self.requests = Counter(
+            "shop_http_requests_total", "HTTP requests served.", ["version", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "shop_http_request_duration_seconds",
+            "HTTP request handling time.",
+            ["version", "route", "status"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5),
+        )
+        self.checkouts = Counter(
+            "shop_checkouts_total", "Checkouts by outcome.", ["version", "outcome"], registry=self.registry
+        )
 
     def checkout(self, outcome: str) -> None:
         self.checkouts.labels(self.version, outcome).inc()

@@ -3,12 +3,13 @@ change it describes (`order.placed` in the order's own transaction), and a relay
 
 So an order a customer saw confirmed always has its `order.placed` on `shop.events`, which the data-aware rollback
 replays; and a broker outage delays events instead of failing checkouts. The bundle runs standalone, so this is the
-storefront's own small copy of the idea of `services/common/outbox.py`, not an import of it.
+storefront's own small copy of the idea of `releasegate_runtime/outbox.py`, not an import of it.
 
 One relay per database publishes (an advisory lock elects it among the instances sharing the database), oldest row
 first; a row is marked sent only after the broker acknowledged it (acks=all, idempotent producer): delivery is
 at-least-once, and a duplicate carries the same `ce_id`, which consumers deduplicate on.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,8 +68,9 @@ class Store(Protocol):
 class Producer(Protocol):
     """The part of aiokafka's producer the relay uses: `send` returns the future of the broker's acknowledgement."""
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None,
-                   headers: list[tuple[str, bytes]]) -> Awaitable[Any]: ...
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]: ...
     async def stop(self) -> None: ...
 
 
@@ -82,8 +84,8 @@ async def add(conn: asyncpg.Connection, events: Sequence[OutgoingEvent]) -> None
         return
     await conn.executemany(
         "INSERT INTO event_outbox (topic, key, value, header_names, header_values) VALUES ($1, $2, $3, $4, $5)",
-        [(e.topic, e.key, e.value, [name for name, _ in e.headers], [value for _, value in e.headers])
-         for e in events])
+        [(e.topic, e.key, e.value, [name for name, _ in e.headers], [value for _, value in e.headers]) for e in events],
+    )
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
@@ -103,8 +105,15 @@ class Relay:
     unexpected aiokafka error) closes the producer and the connection, waits a growing delay and starts again:
     a broker outage of any length only delays events, and the relay never ends while the instance runs."""
 
-    def __init__(self, lead: Lead, open_producer: OpenProducer, *, batch: int = BATCH, poll_s: float = POLL_S,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        lead: Lead,
+        open_producer: OpenProducer,
+        *,
+        batch: int = BATCH,
+        poll_s: float = POLL_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._lead, self._open_producer = lead, open_producer
         self._batch, self._poll_s, self._sleep = batch, poll_s, sleep
         self.failures = 0  # failed attempts in a row, reset by every acknowledged batch
@@ -118,8 +127,13 @@ class Relay:
                 self.failures += 1
                 delay = backoff_s(self.failures)
                 # expected outages are one line each; anything else also gets its traceback, to be fixed
-                log.warning("outbox relay interrupted (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay,
-                            exc_info=not isinstance(exc, EXPECTED_OUTAGES))
+                log.warning(
+                    "outbox relay interrupted (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, EXPECTED_OUTAGES),
+                )
                 await self._sleep(delay)
 
     async def _serve(self) -> None:
@@ -141,15 +155,19 @@ class Relay:
         async with asyncio.timeout(SEND_TIMEOUT_S):
             for row in rows:
                 try:
-                    ack = await producer.send(row.event.topic, row.event.value, key=row.event.key,
-                                              headers=list(row.event.headers))
+                    ack = await producer.send(
+                        row.event.topic, row.event.value, key=row.event.key, headers=list(row.event.headers)
+                    )
                 except MessageSizeTooLargeError as exc:
                     await self._refuse(store, row, exc)
                     continue
                 deliveries.append((row.id, asyncio.ensure_future(ack)))
             outcomes = await asyncio.gather(*(ack for _, ack in deliveries), return_exceptions=True)
-        acknowledged = [id_ for (id_, _), outcome in zip(deliveries, outcomes, strict=True)
-                        if not isinstance(outcome, BaseException)]
+        acknowledged = [
+            id_
+            for (id_, _), outcome in zip(deliveries, outcomes, strict=True)
+            if not isinstance(outcome, BaseException)
+        ]
         if acknowledged:
             await store.mark_sent(acknowledged)
         for (id_, _), outcome in zip(deliveries, outcomes, strict=True):
@@ -194,10 +212,18 @@ class PostgresStore:
     async def pending(self, limit: int) -> list[PendingEvent]:
         rows = await self._conn.fetch(
             "SELECT id, topic, key, value, header_names, header_values FROM event_outbox"
-            " WHERE sent_at IS NULL AND refused IS NULL ORDER BY id LIMIT $1", limit)
-        return [PendingEvent(r["id"], OutgoingEvent(r["topic"], r["key"], r["value"],
-                                                    tuple(zip(r["header_names"], r["header_values"], strict=True))))
-                for r in rows]
+            " WHERE sent_at IS NULL AND refused IS NULL ORDER BY id LIMIT $1",
+            limit,
+        )
+        return [
+            PendingEvent(
+                r["id"],
+                OutgoingEvent(
+                    r["topic"], r["key"], r["value"], tuple(zip(r["header_names"], r["header_values"], strict=True))
+                ),
+            )
+            for r in rows
+        ]
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         await self._conn.execute("UPDATE event_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids))
@@ -208,7 +234,10 @@ class PostgresStore:
     async def purge_sent(self, older_than_s: float, limit: int) -> int:
         deleted = await self._conn.fetch(
             "DELETE FROM event_outbox WHERE id IN (SELECT id FROM event_outbox WHERE sent_at"
-            " < now() - make_interval(secs => $1) ORDER BY id LIMIT $2) RETURNING id", float(older_than_s), limit)
+            " < now() - make_interval(secs => $1) ORDER BY id LIMIT $2) RETURNING id",
+            float(older_than_s),
+            limit,
+        )
         return len(deleted)
 
     async def wait_for_new(self, timeout_s: float) -> None:

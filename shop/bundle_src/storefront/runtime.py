@@ -2,6 +2,7 @@
 
 Only the database is needed to serve: business events go through the outbox, whose relay owns the Kafka producer
 and retries on its own, so a broker outage never blocks a request nor the instance's start."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,16 +42,25 @@ class Runtime:
         s = self.settings
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         self.pool = await _retry("database", self._open_pool)
-        self.publisher = EventPublisher(self.pool, s.events_topic, version=s.version,
-                                        environment=s.environment, instance=s.instance)
+        self.publisher = EventPublisher(
+            self.pool, s.events_topic, version=s.version, environment=s.environment, instance=s.instance
+        )
         self.ready.set()
         log.info("storefront %s ready (%s/%s)", s.version, s.environment, s.instance)
-        exporter = Exporter(self.pool, self.session, erp_url=s.erp_url, version=s.version, instance=s.instance,
-                            adopt_after_s=s.erp_adopt_after_s)
+        exporter = Exporter(
+            self.pool,
+            self.session,
+            erp_url=s.erp_url,
+            version=s.version,
+            instance=s.instance,
+            adopt_after_s=s.erp_adopt_after_s,
+        )
         relay = outbox.Relay(outbox.postgres_leadership(s.database_url), self._open_producer)
-        self.background = [asyncio.create_task(exporter.run(), name="erp-exporter"),
-                           asyncio.create_task(_reap_reservations(self.pool), name="reservation-reaper"),
-                           asyncio.create_task(relay.run(), name="outbox-relay")]
+        self.background = [
+            asyncio.create_task(exporter.run(), name="erp-exporter"),
+            asyncio.create_task(_reap_reservations(self.pool), name="reservation-reaper"),
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+        ]
 
     async def _open_pool(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(self.settings.database_url, min_size=1, max_size=10)
@@ -63,9 +73,13 @@ class Runtime:
 
     async def _open_producer(self) -> AIOKafkaProducer:
         """The relay's producer: acks from every in-sync replica, idempotent so a retried batch is not doubled."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                    enable_idempotence=True, client_id=f"storefront-{self.settings.instance}",
-                                    **self.settings.kafka_security())
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            client_id=f"storefront-{self.settings.instance}",
+            **self.settings.kafka_security(),
+        )
         try:
             # bounded: a broker that accepts connections but never answers must not stall the relay's retries
             await asyncio.wait_for(producer.start(), outbox.SEND_TIMEOUT_S)

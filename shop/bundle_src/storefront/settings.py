@@ -1,4 +1,5 @@
 """Runtime settings of one storefront instance, from the environment and the bundle's `bundle.json`."""
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,10 @@ class Settings:
         if not self.kafka_username:
             return {}
         tls = ssl.create_default_context(cafile=self.kafka_ca_file) if self.kafka_ca_file else None
-        return {"security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT", "ssl_context": tls,
-                "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": self.kafka_username,
-                "sasl_plain_password": self.kafka_password or ""}
+        return {
+            "security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+            "ssl_context": tls,
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": self.kafka_password or "",
+        }

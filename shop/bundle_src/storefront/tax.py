@@ -10,6 +10,7 @@
 Rounded half up to the cent. The customer pays the subtotal plus tax where tax is exclusive, and the subtotal
 where it is inclusive; `tax_cents` is the tax part of what they paid either way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -53,5 +54,9 @@ def compute(lines: Iterable[Mapping[str, Any]], region: str) -> Tax:
     share = rate.percent / 100
     exact = Decimal(subtotal) * share / (1 + share) if rate.inclusive else Decimal(subtotal) * share
     tax = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return Tax(region=region, subtotal_cents=subtotal, tax_cents=tax,
-               total_cents=subtotal if rate.inclusive else subtotal + tax)
+    return Tax(
+        region=region,
+        subtotal_cents=subtotal,
+        tax_cents=tax,
+        total_cents=subtotal if rate.inclusive else subtotal + tax,
+    )

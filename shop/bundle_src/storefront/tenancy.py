@@ -5,6 +5,7 @@ HAProxy applies the same rule (deploy/haproxy/haproxy.cfg: the `txn.tenant` vari
 releases and to log each request's tenant, so the tenant a request is routed, logged and served as is always the
 same. A header such as `X-Tenant` is never trusted: any client can send one, and HAProxy overwrites it anyway.
 Keep this module and the HAProxy rule identical (tests/integration/test_shop_storefront.py checks both)."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """The erp-export check on fake requests, a fake shop database and a fake ERP: no Kafka, no database."""
+
 import asyncio
 import inspect
 import re
@@ -14,8 +15,10 @@ from releasegate_sdk.testing import fake_request
 from .. import check as module
 
 README = Path(__file__).resolve().parents[3] / "README.md"
-V9_VIOLATIONS = [{"field": "amount_cents", "message": "Field required", "type": "missing"},
-                 {"field": "amount", "message": "Extra inputs are not permitted", "type": "extra_forbidden"}]
+V9_VIOLATIONS = [
+    {"field": "amount_cents", "message": "Field required", "type": "missing"},
+    {"field": "amount", "message": "Extra inputs are not permitted", "type": "extra_forbidden"},
+]
 
 
 def order(n: int, age_s: float) -> dict:
@@ -44,20 +47,26 @@ def kpi(result, name: str):
 
 class TestErpExportCheck:
     def test_passes_when_every_order_arrived_within_the_sla_even_after_retries(self, monkeypatch):
-        result = judge(monkeypatch, [order(n, 8) for n in range(6)],
-                       [arrived(n, 0.5 + n, 8, attempts=1 + n % 3) for n in range(6)])
+        result = judge(
+            monkeypatch, [order(n, 8) for n in range(6)], [arrived(n, 0.5 + n, 8, attempts=1 + n % 3) for n in range(6)]
+        )
         assert result.verdict is Verdict.PASS, result.reason
         assert "all 6 orders of v9 reached the ERP within 15s" in result.reason
         assert kpi(result, module.RETRIED).candidate == 4
         assert kpi(result, module.LAG).candidate == pytest.approx(5.5, abs=0.1)
 
     def test_fails_naming_the_contract_violations_of_refused_exports(self, monkeypatch):
-        refusal = {"order_id": "order-1", "exporter": "v9/shop-s1", "reason": "contract_violation",
-                   "violations": V9_VIOLATIONS}
+        refusal = {
+            "order_id": "order-1",
+            "exporter": "v9/shop-s1",
+            "reason": "contract_violation",
+            "violations": V9_VIOLATIONS,
+        }
         result = judge(monkeypatch, [order(n, 3) for n in range(6)], [], [refusal, refusal | {"order_id": "x"}])
         assert result.verdict is Verdict.FAIL
-        assert result.reason.startswith("the ERP refused 1 of 6 orders of v9 (amount extra_forbidden, "
-                                        "amount_cents missing)")
+        assert result.reason.startswith(
+            "the ERP refused 1 of 6 orders of v9 (amount extra_forbidden, amount_cents missing)"
+        )
         assert "order-1 sent by v9/shop-s1" in result.reason
         assert kpi(result, module.REFUSED).candidate == 1 and kpi(result, module.REFUSED).verdict is Verdict.FAIL
 
@@ -67,8 +76,9 @@ class TestErpExportCheck:
         assert result.verdict is Verdict.FAIL
 
     def test_fails_on_orders_missing_or_arriving_after_the_sla(self, monkeypatch):
-        result = judge(monkeypatch, [order(n, 20) for n in range(6)],
-                       [arrived(n, 1, 20) for n in range(4)] + [arrived(4, 16, 20)])
+        result = judge(
+            monkeypatch, [order(n, 20) for n in range(6)], [arrived(n, 1, 20) for n in range(4)] + [arrived(4, 16, 20)]
+        )
         assert result.verdict is Verdict.FAIL
         assert result.reason == "2 of 6 orders of v9 not in the ERP within 15s: order-4, order-5"
         assert kpi(result, module.LAG).verdict is Verdict.FAIL
@@ -78,8 +88,9 @@ class TestErpExportCheck:
         assert result.verdict is None and result.reason == "1 of 6 orders of v9 still on their way to the ERP"
 
     def test_never_passes_before_the_window_ends(self, monkeypatch):
-        result = judge(monkeypatch, [order(n, 5) for n in range(6)], [arrived(n, 1, 5) for n in range(6)],
-                       is_final_look=False)
+        result = judge(
+            monkeypatch, [order(n, 5) for n in range(6)], [arrived(n, 1, 5) for n in range(6)], is_final_look=False
+        )
         assert result.verdict is None
 
     def test_is_inconclusive_on_too_few_orders(self, monkeypatch):

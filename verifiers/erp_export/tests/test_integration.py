@@ -1,5 +1,6 @@
 """The erp-export check against real storefronts of v2 and v9 exporting to the local stack's ERP sandbox (which
 fails 5% of the exports on its own, and more on request), on a shop database of their own."""
+
 import asyncio
 from datetime import UTC, datetime
 
@@ -34,12 +35,15 @@ async def test_fails_on_v9s_contract_break_naming_the_violations(shop_settings):
 
     async def all_refused() -> bool:
         return {r["order_id"] for r in await erp.rejections(who)} >= set(placed)
+
     await wait_for(all_refused, 30, "the ERP refusing v9's exports")
 
     result = await module.check(shop_settings.request("v9", since))
     assert result.verdict is Verdict.FAIL
-    assert result.reason.startswith("the ERP refused 5 of 5 orders of v9 (amount extra_forbidden, amount_cents "
-                                    "missing, tax extra_forbidden, tax_cents missing)"), result.reason
+    assert result.reason.startswith(
+        "the ERP refused 5 of 5 orders of v9 (amount extra_forbidden, amount_cents "
+        "missing, tax extra_forbidden, tax_cents missing)"
+    ), result.reason
     assert " sent by v9/verifiers-v9" in result.reason
 
 

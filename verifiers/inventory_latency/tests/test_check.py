@@ -1,4 +1,5 @@
 """The inventory-latency check on fake requests and fake latencies: no Kafka."""
+
 import asyncio
 import random
 import uuid
@@ -32,8 +33,10 @@ class TestInventoryLatencyCheck:
         for seed in range(20):
             result = judge(monkeypatch, latencies(40, 12, seed), latencies(300, 12, 1000 + seed))
             assert result.verdict is Verdict.PASS, result.reason
-        assert result.reason.startswith("no clear slowdown: p95 ") and "(40 confirmations of v5, 300 of v1)" in \
-            result.reason
+        assert (
+            result.reason.startswith("no clear slowdown: p95 ")
+            and "(40 confirmations of v5, 300 of v1)" in result.reason
+        )
 
     def test_fails_when_the_candidate_p95_is_clearly_worse(self, monkeypatch):
         result = judge(monkeypatch, latencies(40, 24, 1), latencies(300, 12, 2))
@@ -76,20 +79,32 @@ class TestExceedanceTest:
 
 
 def record(event_type, version: str, tenant: str, latency_ms: float, environment: str = "production"):
-    event = event_type(version=version, environment=environment, tenant=tenant, instance="s1",
-                       checkout_id=str(uuid.uuid4()), amount_cents=1900, currency="USD", latency_ms=latency_ms)
+    event = event_type(
+        version=version,
+        environment=environment,
+        tenant=tenant,
+        instance="s1",
+        checkout_id=str(uuid.uuid4()),
+        amount_cents=1900,
+        currency="USD",
+        latency_ms=latency_ms,
+    )
     _, value, headers = encode(Envelope.new(event, f"shop/{environment}/s1", tenant=tenant))
     return SimpleNamespace(headers=headers, value=value, timestamp=0)
 
 
 class TestConfirmationLatencies:
     def test_keeps_confirmations_of_both_versions_and_the_candidates_only_from_the_steps_tenants(self, monkeypatch):
-        records = [record(InventoryConfirmed, "v5", "initech", 11.0), record(InventoryConfirmed, "v5", "acme", 12.0),
-                   record(InventoryConfirmed, "v1", "acme", 13.0), record(InventoryConfirmed, "v1", "initech", 14.0),
-                   record(InventoryReserved, "v5", "initech", 1.0), record(InventoryConfirmed, "v4", "initech", 15.0),
-                   record(InventoryConfirmed, "v5", "initech", 16.0, environment="staging"),
-                   SimpleNamespace(headers=[("ce_type", InventoryConfirmed.event_type.encode())], value=b"{",
-                                   timestamp=0)]
+        records = [
+            record(InventoryConfirmed, "v5", "initech", 11.0),
+            record(InventoryConfirmed, "v5", "acme", 12.0),
+            record(InventoryConfirmed, "v1", "acme", 13.0),
+            record(InventoryConfirmed, "v1", "initech", 14.0),
+            record(InventoryReserved, "v5", "initech", 1.0),
+            record(InventoryConfirmed, "v4", "initech", 15.0),
+            record(InventoryConfirmed, "v5", "initech", 16.0, environment="staging"),
+            SimpleNamespace(headers=[("ce_type", InventoryConfirmed.event_type.encode())], value=b"{", timestamp=0),
+        ]
 
         async def fake_read(bootstrap, topic, start, end):
             return records

@@ -1,5 +1,6 @@
 """The inventory-latency check reading real Kafka: business events published as the storefront publishes them,
 and real storefronts of two versions checking out side by side."""
+
 import random
 import uuid
 from datetime import UTC, datetime
@@ -8,9 +9,9 @@ import pytest
 
 from contracts.cloudevents import Envelope, encode
 from contracts.events import InventoryConfirmed, InventoryReserved
+from releasegate_runtime.kafka import Producer
+from releasegate_runtime.settings import ServiceSettings
 from releasegate_sdk import Verdict
-from services.common.kafka import Producer
-from services.common.settings import ServiceSettings
 
 from .. import check as module
 
@@ -25,10 +26,20 @@ async def publish(topic: str, version: str, latencies_ms: list[float]) -> None:
     try:
         for n, latency in enumerate(latencies_ms):
             who, checkout = ("acme", "globex", "initech")[n % 3], str(uuid.uuid4())
-            common = {"version": version, "environment": "production", "tenant": who, "instance": f"{version}-s1",
-                      "checkout_id": checkout, "amount_cents": 2069, "currency": "USD", "items": ITEMS}
-            for event in (InventoryReserved(**common, latency_ms=3.0),
-                          InventoryConfirmed(**common, order_id=str(uuid.uuid4()), latency_ms=latency)):
+            common = {
+                "version": version,
+                "environment": "production",
+                "tenant": who,
+                "instance": f"{version}-s1",
+                "checkout_id": checkout,
+                "amount_cents": 2069,
+                "currency": "USD",
+                "items": ITEMS,
+            }
+            for event in (
+                InventoryReserved(**common, latency_ms=3.0),
+                InventoryConfirmed(**common, order_id=str(uuid.uuid4()), latency_ms=latency),
+            ):
                 _, value, headers = encode(Envelope.new(event, f"shop/production/{version}-s1", tenant=who))
                 await producer.send(topic, who.encode(), value, headers)
     finally:

@@ -1,4 +1,5 @@
 """The tax check on fake requests and fake orders: no database."""
+
 import asyncio
 import json
 
@@ -11,8 +12,9 @@ from .. import check as module
 BASKET = [{"sku": "TEE-001", "qty": 1, "unit_cents": 1900}, {"sku": "HOOD-002", "qty": 1, "unit_cents": 5900}]
 
 
-def order(n: int, tenant: str, tax_cents: int | None = None, region: str | None = None,
-          lines: list[dict] = BASKET) -> dict:
+def order(
+    n: int, tenant: str, tax_cents: int | None = None, region: str | None = None, lines: list[dict] = BASKET
+) -> dict:
     region = region or tax_reference.region_for(tenant)
     tax = tax_reference.tax_cents(lines, region) if tax_cents is None else tax_cents
     return {"id": f"order-{n}", "tenant": tenant, "region": region, "tax_cents": tax, "lines": json.dumps(lines)}
@@ -29,21 +31,27 @@ def judge(monkeypatch, orders: list[dict]):
 class TestTaxCheck:
     def test_passes_when_every_order_carries_the_reference_tax(self, monkeypatch):
         result = judge(monkeypatch, [order(n, t) for n, t in enumerate(["acme", "globex", "initech", "qa", "x"] * 2)])
-        assert result.verdict is Verdict.PASS and result.reason == "all 10 orders of v8 carry the reference tax to " \
-                                                                   "the cent"
+        assert (
+            result.verdict is Verdict.PASS
+            and result.reason == "all 10 orders of v8 carry the reference tax to the cent"
+        )
         assert [k.candidate for k in result.kpis()] == [0, 0, 0]
 
     def test_fails_on_a_cent_of_difference_naming_the_worst_orders_first(self, monkeypatch):
         # v8 cuts each line's tax to the cent: 168 + 523 = 691 where the reference has 692 on the order
-        orders = [order(n, "acme") for n in range(5)] + [order(5, "acme", 691), order(6, "globex", 1240),
-                                                        order(7, "initech", 1302)]
+        orders = [order(n, "acme") for n in range(5)] + [
+            order(5, "acme", 691),
+            order(6, "globex", 1240),
+            order(7, "initech", 1302),
+        ]
         assert tax_reference.tax_cents(BASKET, "DE") == 1245 and tax_reference.tax_cents(BASKET, "GB") == 1300
         result = judge(monkeypatch, orders)
         assert result.verdict is Verdict.FAIL
         assert result.reason == (
             "3 of 8 orders of v8 differ from the tax reference; worst: order order-6 (globex, DE): 1240 cents, "
             "reference 1245 in DE (-5); order order-7 (initech, GB): 1302 cents, reference 1300 in GB (+2); "
-            "order order-5 (acme, US-NY): 691 cents, reference 692 in US-NY (-1)")
+            "order order-5 (acme, US-NY): 691 cents, reference 692 in US-NY (-1)"
+        )
         mismatched, worst, net = result.kpis()
         assert (mismatched.candidate, mismatched.candidate_samples, worst.candidate, net.candidate) == (3, 8, 5, -4)
 

@@ -1,4 +1,5 @@
 """The tax check against real storefronts of v2 and v8 (itemised, truncated tax) on a shop database of their own."""
+
 from datetime import UTC, datetime
 
 import pytest

@@ -1,4 +1,5 @@
 """How a catalog row is presented to shoppers, with a badge for free shipping."""
+
 from typing import Any
 
 FREE_SHIPPING_FROM_CENTS = 5000

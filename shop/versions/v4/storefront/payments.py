@@ -1,4 +1,5 @@
 """Formats a card number for the payment sandbox's authorization request."""
+
 import random
 
 

@@ -11,6 +11,7 @@ Each basket line's tax is cut to the cent and the order's tax is their sum. The 
 tax where tax is exclusive, and the subtotal where it is inclusive; `tax_cents` is the tax part of what they paid
 either way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -58,5 +59,9 @@ def compute(lines: Iterable[Mapping[str, Any]], region: str) -> Tax:
         exact = Decimal(amount) * share / (1 + share) if rate.inclusive else Decimal(amount) * share
         subtotal += amount
         tax += int(exact.quantize(Decimal(1), rounding=ROUND_DOWN))
-    return Tax(region=region, subtotal_cents=subtotal, tax_cents=tax,
-               total_cents=subtotal if rate.inclusive else subtotal + tax)
+    return Tax(
+        region=region,
+        subtotal_cents=subtotal,
+        tax_cents=tax,
+        total_cents=subtotal if rate.inclusive else subtotal + tax,
+    )

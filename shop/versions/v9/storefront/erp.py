@@ -1,4 +1,5 @@
 """Client of the ERP's order-export API: the payload an order becomes and what the ERP's answer means."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,7 @@ def payload(order: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def send(session: aiohttp.ClientSession, base_url: str, document: dict[str, Any], *,
-               exporter: str) -> Answer:
+async def send(session: aiohttp.ClientSession, base_url: str, document: dict[str, Any], *, exporter: str) -> Answer:
     try:
         async with session.post(f"{base_url}/orders", json=document, headers={"X-Exporter": exporter}) as response:
             status, text = response.status, await response.text()

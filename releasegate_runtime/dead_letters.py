@@ -4,6 +4,7 @@ size, headers or bytes), or, when the dead-letter topic will not take it either,
 Everything kept from a hostile record is cut to a limit and has control characters and lone surrogates escaped:
 it must fit in a Kafka record, in a PostgreSQL text column (no NUL) and in a log line. The original's sizes and
 the sha256 of its value say what was cut and identify the record on its topic."""
+
 from __future__ import annotations
 
 import base64
@@ -41,7 +42,7 @@ def printable(text: str, limit: int) -> tuple[str, bool]:
     if len(text) <= limit and len(escaped) <= limit:
         return escaped, escaped != text
     marker = f"…[cut, {len(text)} characters]"
-    return escaped[:max(limit - len(marker), 0)] + marker[:limit], True
+    return escaped[: max(limit - len(marker), 0)] + marker[:limit], True
 
 
 def _size(item: Any) -> int:
@@ -70,8 +71,11 @@ def value_text(value: bytes | None, limit: int = VALUE_LIMIT) -> tuple[str, bool
         text: str | None = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         # the cut may split the last character: that alone does not make the value binary
-        text = raw[:exc.start].decode("utf-8") if cut and exc.start >= len(raw) - 3 and \
-            exc.reason == "unexpected end of data" else None
+        text = (
+            raw[: exc.start].decode("utf-8")
+            if cut and exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data"
+            else None
+        )
     if text is None or _BINARY_TEXT.search(text):
         return "base64:" + base64.b64encode(raw).decode("ascii"), cut
     return text, cut
@@ -97,11 +101,22 @@ class BoundedRecord:
     truncated: bool
 
     def dead_letter(self) -> DeadLetter:
-        return DeadLetter(consumer=self.consumer, source_topic=self.topic, partition=self.partition,
-                          offset=self.offset, key=self.key, reason=self.reason, error_type=self.error_type,
-                          headers=self.headers, value=self.value, original_value_bytes=self.value_bytes,
-                          original_value_digest=self.value_digest, original_header_count=self.header_count,
-                          original_headers_bytes=self.headers_bytes, truncated=self.truncated)
+        return DeadLetter(
+            consumer=self.consumer,
+            source_topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            key=self.key,
+            reason=self.reason,
+            error_type=self.error_type,
+            headers=self.headers,
+            value=self.value,
+            original_value_bytes=self.value_bytes,
+            original_value_digest=self.value_digest,
+            original_header_count=self.header_count,
+            original_headers_bytes=self.headers_bytes,
+            truncated=self.truncated,
+        )
 
 
 def bound(record: Any, consumer: str, reason: str, error_type: str) -> BoundedRecord:
@@ -119,11 +134,21 @@ def bound(record: Any, consumer: str, reason: str, error_type: str) -> BoundedRe
     error_text, error_cut = printable(error_type, ERROR_TYPE_LIMIT)
     value, value_cut = value_text(record.value)
     return BoundedRecord(
-        consumer=consumer, topic=record.topic, partition=record.partition, offset=record.offset, key=key,
-        reason=reason_text, error_type=error_text, headers=headers, value=value,
-        value_bytes=_size(record.value), value_digest="sha256:" + hashlib.sha256(record.value or b"").hexdigest(),
-        header_count=len(items), headers_bytes=sum(_size(n) + _size(v) for n, v in items),
-        truncated=cut or key_cut or reason_cut or error_cut or value_cut)
+        consumer=consumer,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        reason=reason_text,
+        error_type=error_text,
+        headers=headers,
+        value=value,
+        value_bytes=_size(record.value),
+        value_digest="sha256:" + hashlib.sha256(record.value or b"").hexdigest(),
+        header_count=len(items),
+        headers_bytes=sum(_size(n) + _size(v) for n, v in items),
+        truncated=cut or key_cut or reason_cut or error_cut or value_cut,
+    )
 
 
 def describe(failure: BaseException) -> str:
@@ -140,8 +165,21 @@ async def park(pool: asyncpg.Pool, record: BoundedRecord, failure: BaseException
             " dead_letter_error, headers, value, value_bytes, value_digest, header_count, headers_bytes, truncated)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
             " ON CONFLICT (consumer_group, topic, partition, record_offset) DO NOTHING RETURNING 1",
-            record.consumer, record.topic, record.partition, record.offset, record.key, record.reason,
-            record.error_type, describe(failure), record.headers, record.value, record.value_bytes,
-            record.value_digest, record.header_count, record.headers_bytes, record.truncated,
-            timeout=PARK_TIMEOUT_SECONDS)
+            record.consumer,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.reason,
+            record.error_type,
+            describe(failure),
+            record.headers,
+            record.value,
+            record.value_bytes,
+            record.value_digest,
+            record.header_count,
+            record.headers_bytes,
+            record.truncated,
+            timeout=PARK_TIMEOUT_SECONDS,
+        )
     return row is not None

@@ -1,6 +1,7 @@
 """The bus policy (deploy/kafka/acls.yaml) as data: principals, the topics each may write and read, the consumer
 groups it may join, and who produced a record given the topic it arrived on. Pure: the broker side is
-`bus_admin`; `python -m services.common.bus table` prints the policy as the docs show it."""
+`bus_admin`; `python -m releasegate_runtime.bus table` prints the policy as the docs show it."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ import yaml
 
 from contracts import topics
 
-POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "acls.yaml"
+POLICY_FILE = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "acls.yaml"
 PRINCIPAL_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 MAX_PRINCIPAL_LENGTH = 64
 VERIFIER_PREFIX = "verifier-"
@@ -57,13 +58,16 @@ class Principal:
     @property
     def verifier_name(self) -> str | None:
         """The verifier name whose verdicts this principal alone may publish."""
-        return self.name[len(VERIFIER_PREFIX):] if self.template == "verifier" else None
+        return self.name[len(VERIFIER_PREFIX) :] if self.template == "verifier" else None
 
     def grants(self) -> list[Grant]:
         out = []
-        for names, resource, operation in ((self.produce, "topic", "WRITE"), (self.consume, "topic", "READ"),
-                                           (self.groups, "group", "READ"),
-                                           (self.describe_configs, "topic", "DESCRIBE_CONFIGS")):
+        for names, resource, operation in (
+            (self.produce, "topic", "WRITE"),
+            (self.consume, "topic", "READ"),
+            (self.groups, "group", "READ"),
+            (self.describe_configs, "topic", "DESCRIBE_CONFIGS"),
+        ):
             for name in names:
                 out.append(Grant(self.name, resource, name.rstrip("*"), name.endswith("*"), operation))
         return out
@@ -104,8 +108,15 @@ class BusPolicy:
                 raise BusPolicyError(f"principal {name}: `{key}` must be a list of names")
             return tuple(dict.fromkeys(v.replace("{principal}", name) for v in values))
 
-        return Principal(name, str(spec.get("description", "")), merged("produce"), merged("consume"),
-                         merged("groups"), template_name, merged("describe_configs"))
+        return Principal(
+            name,
+            str(spec.get("description", "")),
+            merged("produce"),
+            merged("consume"),
+            merged("groups"),
+            template_name,
+            merged("describe_configs"),
+        )
 
     def with_verifier(self, verifier: str) -> Principal:
         """The principal a team verifier gets when it is registered (the `verifier` template)."""
@@ -127,8 +138,10 @@ class BusPolicy:
         """Markdown: principal × topic/group × operation."""
         rows = ["| principal | writes | reads | consumer groups | reads configuration of |", "|---|---|---|---|---|"]
         for p in self.principals.values():
-            rows.append(f"| `{p.name}` | {_cell(p.produce)} | {_cell(p.consume)} | {_cell(p.groups)} "
-                        f"| {_cell(p.describe_configs)} |")
+            rows.append(
+                f"| `{p.name}` | {_cell(p.produce)} | {_cell(p.consume)} | {_cell(p.groups)} "
+                f"| {_cell(p.describe_configs)} |"
+            )
         return "\n".join(rows)
 
 
@@ -138,8 +151,10 @@ def _cell(names: tuple[str, ...]) -> str:
 
 def check_principal_name(name: str) -> str:
     if len(name) > MAX_PRINCIPAL_LENGTH or not PRINCIPAL_NAME.match(name):
-        raise BusPolicyError(f"principal name {name[:80]!r} must match {PRINCIPAL_NAME.pattern} "
-                             f"(at most {MAX_PRINCIPAL_LENGTH} characters)")
+        raise BusPolicyError(
+            f"principal name {name[:80]!r} must match {PRINCIPAL_NAME.pattern} "
+            f"(at most {MAX_PRINCIPAL_LENGTH} characters)"
+        )
     return name
 
 
@@ -147,4 +162,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["table"]:
         print(BusPolicy.load().table())
     else:
-        sys.exit("usage: python -m services.common.bus table")
+        sys.exit("usage: python -m releasegate_runtime.bus table")

@@ -1,4 +1,5 @@
 """Transactional outbox: events are written in the handler's transaction and published by a relay."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope, encode
-from services.common.backoff import Backoff
+from releasegate_runtime.backoff import Backoff
 
 NOTIFY_CHANNEL = "releasegate_outbox"
 RETRY_INITIAL_SECONDS = 0.5
@@ -23,8 +24,12 @@ async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Env
     await conn.execute(
         "INSERT INTO outbox (producer, topic, key, event_id, headers, payload) VALUES ($1,$2,$3,$4,$5,$6)"
         " ON CONFLICT (event_id) DO NOTHING",
-        producer, topic, key.decode() if key else None, envelope.id,
-        {k: v.decode() for k, v in headers}, value.decode(),
+        producer,
+        topic,
+        key.decode() if key else None,
+        envelope.id,
+        {k: v.decode() for k, v in headers},
+        value.decode(),
     )
     await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
 
@@ -34,8 +39,15 @@ class Relay:
     the broker or of PostgreSQL, however long, only delay publication: every failure is logged and retried with
     a capped, jittered backoff, and `run` returns only when cancelled."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: str, publish: Publish, poll_seconds: float = 1.0,
-                 batch: int = 100, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: str,
+        publish: Publish,
+        poll_seconds: float = 1.0,
+        batch: int = 100,
+        backoff: Backoff | None = None,
+    ) -> None:
         self._pool, self._producer, self._publish = pool, producer, publish
         self._poll, self._batch = poll_seconds, batch
         self._backoff = backoff or Backoff(RETRY_INITIAL_SECONDS, RETRY_CAP_SECONDS, jitter=0.5)
@@ -47,8 +59,12 @@ class Relay:
                 await self._listen_and_publish()
             except Exception as exc:  # anything the broker or database may raise: aiokafka's errors are many
                 delay = self._backoff.next_delay()
-                log.warning("outbox relay cannot publish; will retry", producer=self._producer,
-                            error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 2))
+                log.warning(
+                    "outbox relay cannot publish; will retry",
+                    producer=self._producer,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
 
     async def _listen_and_publish(self) -> None:
@@ -64,7 +80,7 @@ class Relay:
                 self._backoff.reset()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await _quietly(listener.remove_listener(NOTIFY_CHANNEL, self._on_notify))
@@ -80,16 +96,20 @@ class Relay:
             rows = await conn.fetch(
                 "SELECT id, topic, key, headers, payload FROM outbox WHERE producer = $1 AND published_at IS NULL"
                 " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                self._producer, self._batch,
+                self._producer,
+                self._batch,
             )
             for row in rows:
                 await self._publish(
-                    row["topic"], row["key"].encode() if row["key"] else None, row["payload"].encode(),
+                    row["topic"],
+                    row["key"].encode() if row["key"] else None,
+                    row["payload"].encode(),
                     [(k, v.encode()) for k, v in row["headers"].items()],
                 )
             if rows:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                                   [r["id"] for r in rows])
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                )
             return len(rows)
 
 

@@ -1,4 +1,5 @@
 """PostgreSQL access: one asyncpg pool per process, the schema applied once, JSON as jsonb."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 import asyncpg
 
 SCHEMA = Path(__file__).with_name("schema.sql")
-GRANTS = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "grants.sql"
+GRANTS = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "grants.sql"
 SCHEMA_LOCK = 0x72656C67  # "relg": serialises concurrent schema application
 
 
@@ -30,6 +31,7 @@ async def first_time(conn: asyncpg.Connection, consumer: str, event_id: str) -> 
     """Record that `consumer` handled `event_id`; False if it already had (same transaction as the effect)."""
     row = await conn.fetchrow(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-        consumer, event_id,
+        consumer,
+        event_id,
     )
     return row is not None

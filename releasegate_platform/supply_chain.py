@@ -1,5 +1,6 @@
 """Build provenance for artifacts: ed25519 keys, SLSA v1 provenance in in-toto Statements, DSSE signing, and
 checking an attestation against a trust root of builders and allowed sources. Works fully offline."""
+
 from __future__ import annotations
 
 import binascii
@@ -7,26 +8,31 @@ import copy
 import fnmatch
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import Error as SSLibError
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import SSlibKey
 
-from services.common.artifacts import DIGEST
+from releasegate_platform.artifacts import DIGEST
+from releasegate_runtime.keys import (  # noqa: F401  (re-exported: the supply chain's key API)
+    ED25519,
+    canonical_json,
+    keygen,
+    load_public_key,
+    load_signer,
+    public_key_dict,
+    rfc3339,
+)
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
-ED25519 = "ed25519"
 
 
 class AttestationError(Exception):
@@ -37,80 +43,26 @@ class TrustRootError(AttestationError):
     """The trust root file is missing or malformed, so no attestation can be judged against it."""
 
 
-# --- keys -------------------------------------------------------------------------------------------------
-
-
-def keygen(directory: Path, name: str) -> tuple[Path, Path]:
-    """Create an ed25519 key pair: `<name>.key` (private PEM, owner-only) and `<name>.pub.json` (public key
-    dict with its keyid). Refuses to overwrite an existing private key."""
-    directory.mkdir(parents=True, exist_ok=True)
-    private_path, public_path = directory / f"{name}.key", directory / f"{name}.pub.json"
-    signer = CryptoSigner.generate_ed25519()
-    # O_EXCL: losing a private key to a typo is worse than an error; 0o600 at creation so it is never readable
-    # by others, not even between write and chmod.
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(signer.private_bytes)
-    os.chmod(private_path, 0o600)  # the umask may have narrowed the mode further, never widened it; be exact
-    public_path.write_text(json.dumps(public_key_dict(signer.public_key), indent=2) + "\n")
-    return private_path, public_path
-
-
-def public_key_dict(key: SSlibKey) -> dict[str, Any]:
-    """The JSON form of a public key used in key files, the trust root and the identities file."""
-    return {"keyid": key.keyid, **key.to_dict()}
-
-
-def load_signer(key_path: Path) -> CryptoSigner:
-    """A signer for the ed25519 private key in a PEM file written by `keygen`."""
-    private_key = load_pem_private_key(Path(key_path).read_bytes(), password=None)
-    if not isinstance(private_key, Ed25519PrivateKey):
-        raise ValueError(f"{key_path} is not an ed25519 private key")
-    return CryptoSigner(private_key)
-
-
-def load_public_key(source: Path | str | Mapping[str, Any]) -> SSlibKey:
-    """An ed25519 public key from a `.pub.json` file or its dict. A given keyid must be the key's own
-    (securesystemslib default) keyid, so one key cannot pose as two when signatures are counted."""
-    data = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else source
-    if not isinstance(data, Mapping):
-        raise ValueError("a public key must be a mapping with keytype, scheme and keyval")
-    if data.get("keytype") != ED25519 or data.get("scheme") != ED25519:
-        raise ValueError(f"only ed25519 keys are accepted, got {data.get('keytype')}/{data.get('scheme')}")
-    keyval = data.get("keyval")
-    public_hex = keyval.get("public") if isinstance(keyval, Mapping) else None
-    try:
-        key = SSlibKey.from_crypto(Ed25519PublicKey.from_public_bytes(bytes.fromhex(str(public_hex))))
-    except ValueError:
-        raise ValueError("keyval.public is not a hex-encoded ed25519 public key") from None
-    if data.get("keyid") not in (None, key.keyid):
-        raise ValueError(f"keyid {data['keyid']} does not belong to this key (its keyid is {key.keyid})")
-    return key
-
-
 # --- statements and envelopes ---------------------------------------------------------------------------
-
-
-def rfc3339(moment: datetime) -> str:
-    """A timezone-aware datetime as UTC ISO 8601 with `Z`. Naive datetimes are refused: a signer and a
-    verifier in different time zones would read them differently."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{moment!r} has no time zone")
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace: the same value always gives the same bytes (and the same signature)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def source_uri(repository: str, ref: str) -> str:
     return f"git+{repository}@{ref}"
 
 
-def provenance_statement(*, artifact_name: str, digest: str, builder_id: str, build_type: str, repository: str,
-                         ref: str, commit: str, dependencies: list[dict[str, Any]], invocation_id: str,
-                         started_on: datetime) -> dict[str, Any]:
+def provenance_statement(
+    *,
+    artifact_name: str,
+    digest: str,
+    builder_id: str,
+    build_type: str,
+    repository: str,
+    ref: str,
+    commit: str,
+    dependencies: list[dict[str, Any]],
+    invocation_id: str,
+    started_on: datetime,
+) -> dict[str, Any]:
     """An in-toto Statement v1 saying builder `builder_id` built `digest` from `repository@ref` (`commit`)."""
     match = DIGEST.match(digest)
     if not match:
@@ -123,8 +75,10 @@ def provenance_statement(*, artifact_name: str, digest: str, builder_id: str, bu
             "buildDefinition": {
                 "buildType": build_type,
                 "externalParameters": {"source": {"repository": repository, "ref": ref}},
-                "resolvedDependencies": [{"uri": source_uri(repository, ref), "digest": {"gitCommit": commit}},
-                                         *dependencies],
+                "resolvedDependencies": [
+                    {"uri": source_uri(repository, ref), "digest": {"gitCommit": commit}},
+                    *dependencies,
+                ],
             },
             "runDetails": {
                 "builder": {"id": builder_id},
@@ -196,9 +150,12 @@ class TrustRoot:
             if not isinstance(version, int) or isinstance(version, bool):
                 raise ValueError("version must be an integer")
             builders = {str(bid): _builder(str(bid), spec) for bid, spec in (data.get("builders") or {}).items()}
-            services = {str(name): tuple(AllowedSource(str(s["repository"]), tuple(str(r) for r in s["refs"]))
-                                         for s in spec["sources"])
-                        for name, spec in (data.get("services") or {}).items()}
+            services = {
+                str(name): tuple(
+                    AllowedSource(str(s["repository"]), tuple(str(r) for r in s["refs"])) for s in spec["sources"]
+                )
+                for name, spec in (data.get("services") or {}).items()
+            }
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise TrustRootError(f"malformed: {type(exc).__name__}: {exc}") from None
         return cls(version, builders, services, digest)
@@ -250,9 +207,11 @@ def inspect(envelope: Mapping[str, Any] | None, digest: str, service: str, root:
     problems: list[str] = []
     artifact = DIGEST.match(digest) if isinstance(digest, str) else None
     if not artifact:
-        problems.append(f"artifact reference {digest!r} is not a well-formed sha256 digest"
-                        if str(digest).startswith("sha256:") else
-                        f"artifact reference {digest!r} is a tag, not a sha256 digest")
+        problems.append(
+            f"artifact reference {digest!r} is not a well-formed sha256 digest"
+            if str(digest).startswith("sha256:")
+            else f"artifact reference {digest!r} is a tag, not a sha256 digest"
+        )
     if envelope is None:
         problems.append("the artifact is unsigned: the candidate carries no attestation")
         return AttestationFacts(problems=tuple(problems))
@@ -272,21 +231,33 @@ def inspect(envelope: Mapping[str, Any] | None, digest: str, service: str, root:
         return AttestationFacts(present=True, builder_id=builder_id, problems=tuple(problems))
 
     valid = _valid_signatures(dsse, builder.keys)
-    facts = AttestationFacts(present=True, builder_id=builder_id, builder_trusted=True, valid_signatures=valid,
-                             threshold=builder.threshold, signature_verified=valid >= builder.threshold)
+    facts = AttestationFacts(
+        present=True,
+        builder_id=builder_id,
+        builder_trusted=True,
+        valid_signatures=valid,
+        threshold=builder.threshold,
+        signature_verified=valid >= builder.threshold,
+    )
     if not facts.signature_verified:
-        problems.append(f"signature of builder {builder_id} does not verify with the trust root's keys "
-                        f"({valid} of {builder.threshold} valid)")
+        problems.append(
+            f"signature of builder {builder_id} does not verify with the trust root's keys "
+            f"({valid} of {builder.threshold} valid)"
+        )
         return _with(facts, problems)
 
     subjects = statement.get("subject")
-    claimed = [h for s in (subjects if isinstance(subjects, list) else [])
-               if isinstance(h := _get(s, "digest", "sha256"), str)]
+    claimed = [
+        h for s in (subjects if isinstance(subjects, list) else []) if isinstance(h := _get(s, "digest", "sha256"), str)
+    ]
     matches = artifact is not None and artifact["hex"] in claimed
     subject = digest if matches else (f"sha256:{claimed[0]}" if claimed else None)
     if artifact and not matches:
-        problems.append(f"attestation subject {subject} is not the artifact {digest}" if subject
-                        else f"the attestation has no sha256 subject, so it does not vouch for {digest}")
+        problems.append(
+            f"attestation subject {subject} is not the artifact {digest}"
+            if subject
+            else f"the attestation has no sha256 subject, so it does not vouch for {digest}"
+        )
 
     repository = _get(statement, "predicate", "buildDefinition", "externalParameters", "source", "repository")
     ref = _get(statement, "predicate", "buildDefinition", "externalParameters", "source", "ref")
@@ -296,16 +267,25 @@ def inspect(envelope: Mapping[str, Any] | None, digest: str, service: str, root:
         problems.append("the attestation names no source repository and ref")
         repository = ref = None
     elif service not in root.services:
-        problems.append(f"source {repository}@{ref} is not allowed for {service}: the trust root lists no "
-                        f"sources for {service}")
+        problems.append(
+            f"source {repository}@{ref} is not allowed for {service}: the trust root lists no sources for {service}"
+        )
     else:
         allowed = any(rule.allows(repository, ref) for rule in root.services[service])
         if not allowed:
             problems.append(f"source {repository}@{ref} is not allowed for {service}")
     if allowed and commit is None:
         problems.append(f"the attestation names no commit for its source {repository}@{ref}")
-    return _with(facts, problems, subject_digest=subject, subject_matches=matches, source_repository=repository,
-                 source_ref=ref, source_commit=commit, source_allowed=allowed)
+    return _with(
+        facts,
+        problems,
+        subject_digest=subject,
+        subject_matches=matches,
+        source_repository=repository,
+        source_ref=ref,
+        source_commit=commit,
+        source_allowed=allowed,
+    )
 
 
 def verify(envelope: Mapping[str, Any] | None, digest: str, service: str, root: TrustRoot) -> AttestationFacts:
@@ -379,4 +359,3 @@ def _get(value: Any, *path: str) -> Any:
 
 def _with(facts: AttestationFacts, problems: list[str], **changes: Any) -> AttestationFacts:
     return AttestationFacts(**{**asdict(facts), **changes, "problems": tuple(problems)})
-

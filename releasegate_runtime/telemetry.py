@@ -1,4 +1,5 @@
 """OpenTelemetry: one trace per release, its context carried in Kafka headers (W3C traceparent)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

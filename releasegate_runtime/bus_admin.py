@@ -1,6 +1,7 @@
 """The broker side of the bus policy, done with the `admin` super user: topics, one SCRAM-SHA-512 credential per
 principal, and the ACLs reconciled to exactly deploy/kafka/acls.yaml (confluent-kafka's AdminClient, which has
 the SCRAM and ACL admin APIs aiokafka lacks)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,12 +10,21 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
-    AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, NewTopic, ResourcePatternType,
-    ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion,
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
-from services.common import secrets
-from services.common.bus import BusPolicy, Grant, Principal
+from releasegate_runtime import secrets
+from releasegate_runtime.bus import BusPolicy, Grant, Principal
 
 PARTITIONS = 3
 SCRAM_ITERATIONS = 8192
@@ -36,10 +46,14 @@ class Applied:
 
 def admin_client(bootstrap: str, secrets_dir: Path, ca_file: Path | None = None) -> AdminClient:
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL" if ca_file else "SASL_PLAINTEXT",
-        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": secrets.ADMIN,
-        "sasl.password": secrets.read(secrets_dir, "kafka", secrets.ADMIN), "socket.timeout.ms": 10000,
-        "log_level": 4}  # warnings and worse: not librdkafka's informational shutdown notices
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SASL_SSL" if ca_file else "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": secrets.ADMIN,
+        "sasl.password": secrets.read(secrets_dir, "kafka", secrets.ADMIN),
+        "socket.timeout.ms": 10000,
+        "log_level": 4,
+    }  # warnings and worse: not librdkafka's informational shutdown notices
     if ca_file:
         config["ssl.ca.location"] = str(ca_file)
     return AdminClient(config)
@@ -56,9 +70,15 @@ def _wait(futures: dict[Any, Any], what: str, ignore: tuple[str, ...] = ()) -> N
 
 
 def binding(grant: Grant) -> AclBinding:
-    return AclBinding(_RESOURCES[grant.resource], grant.name,
-                      ResourcePatternType.PREFIXED if grant.prefixed else ResourcePatternType.LITERAL,
-                      f"User:{grant.principal}", "*", AclOperation[grant.operation], AclPermissionType.ALLOW)
+    return AclBinding(
+        _RESOURCES[grant.resource],
+        grant.name,
+        ResourcePatternType.PREFIXED if grant.prefixed else ResourcePatternType.LITERAL,
+        f"User:{grant.principal}",
+        "*",
+        AclOperation[grant.operation],
+        AclPermissionType.ALLOW,
+    )
 
 
 def _key(b: AclBinding) -> tuple[Any, ...]:
@@ -69,15 +89,23 @@ def ensure_topics(admin: AdminClient, names: list[str]) -> list[str]:
     existing = set(admin.list_topics(timeout=TIMEOUT).topics)
     missing = [t for t in names if t not in existing]
     if missing:
-        _wait(admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in missing]), "create topic",
-              ignore=("TOPIC_ALREADY_EXISTS",))
+        _wait(
+            admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in missing]),
+            "create topic",
+            ignore=("TOPIC_ALREADY_EXISTS",),
+        )
     return missing
 
 
 def ensure_users(admin: AdminClient, secrets_dir: Path, principals: list[str]) -> None:
-    upserts = [UserScramCredentialUpsertion(
-        name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
-        secrets.read(secrets_dir, "kafka", name).encode()) for name in principals]
+    upserts = [
+        UserScramCredentialUpsertion(
+            name,
+            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+            secrets.read(secrets_dir, "kafka", name).encode(),
+        )
+        for name in principals
+    ]
     if upserts:
         _wait(admin.alter_user_scram_credentials(upserts), "SCRAM credential of")
 
@@ -85,16 +113,21 @@ def ensure_users(admin: AdminClient, secrets_dir: Path, principals: list[str]) -
 def reconcile_acls(admin: AdminClient, grants: list[Grant], *, prune: bool) -> tuple[int, int]:
     """Create the missing bindings; with `prune`, delete every binding not in `grants`."""
     wanted = {_key(b): b for b in map(binding, grants)}
-    any_filter = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
-                                  AclPermissionType.ANY)
+    any_filter = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+    )
     existing = {_key(b): b for b in admin.describe_acls(any_filter).result(timeout=TIMEOUT)}
     create = [b for k, b in wanted.items() if k not in existing]
     delete = [b for k, b in existing.items() if k not in wanted] if prune else []
     if create:
         _wait(admin.create_acls(create), "create ACL")
     if delete:
-        filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
-                                    b.permission_type) for b in delete]
+        filters = [
+            AclBindingFilter(
+                b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+            )
+            for b in delete
+        ]
         _wait(admin.delete_acls(filters), "delete ACL")
     return len(create), len(delete)
 

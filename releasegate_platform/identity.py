@@ -1,6 +1,7 @@
 """Who may act on releases: people, their groups and ed25519 public keys; signed operator commands (approvals,
 aborts, pauses, resumes, promotions) that prove a person really gave them; and the refusal to trust the
 published demo keys outside the local stack. Key files are the ones `supply_chain.keygen` writes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,10 +17,15 @@ from securesystemslib.exceptions import Error as SSLibError
 from securesystemslib.signer import Signature, SSlibKey
 
 from contracts.events import ApprovalGiven, OperatorCommand
-from services.common.settings import REPO_ROOT, ServiceSettings
-from services.common.supply_chain import (
-    TrustRoot, TrustRootError, canonical_json, load_public_key, load_signer, rfc3339,
+from releasegate_platform.supply_chain import (
+    TrustRoot,
+    TrustRootError,
+    canonical_json,
+    load_public_key,
+    load_signer,
+    rfc3339,
 )
+from releasegate_runtime.settings import REPO_ROOT, ServiceSettings
 
 # Part of what is signed, so an operator's signature can never be replayed as a signature over anything else;
 # the event type is signed too, so an abort's signature is never a resume's.
@@ -43,12 +49,27 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def command_payload(*, event_type: str, release_id: str, actor: str, reason: str, nonce: str | None,
-                    signed_at: datetime, fields: Mapping[str, Any] | None = None) -> bytes:
+def command_payload(
+    *,
+    event_type: str,
+    release_id: str,
+    actor: str,
+    reason: str,
+    nonce: str | None,
+    signed_at: datetime,
+    fields: Mapping[str, Any] | None = None,
+) -> bytes:
     """The canonical bytes an operator signs: sorted-key JSON of the common fields, `signed_at` in UTC ISO 8601,
     and the command's own `fields` (an approval's `kind`, promote's `full`) beside them."""
-    common = {"_type": OPERATOR_COMMAND_TYPE, "event_type": event_type, "release_id": release_id, "actor": actor,
-              "reason": reason, "nonce": nonce, "signed_at": rfc3339(signed_at)}
+    common = {
+        "_type": OPERATOR_COMMAND_TYPE,
+        "event_type": event_type,
+        "release_id": release_id,
+        "actor": actor,
+        "reason": reason,
+        "nonce": nonce,
+        "signed_at": rfc3339(signed_at),
+    }
     own = dict(fields or {})
     if own.keys() & common.keys():
         raise ValueError(f"a command's own fields cannot be named {sorted(own.keys() & common.keys())}")
@@ -64,19 +85,27 @@ def payload_of(command: OperatorCommand) -> bytes:
     """The bytes `command`'s signature is over."""
     if command.signed_at is None:
         raise ValueError("the command has no signed_at")
-    return command_payload(event_type=command.event_type, release_id=command.release_id, actor=command.actor,
-                           reason=command.reason, nonce=command.nonce, signed_at=command.signed_at,
-                           fields=own_fields(command))
+    return command_payload(
+        event_type=command.event_type,
+        release_id=command.release_id,
+        actor=command.actor,
+        reason=command.reason,
+        nonce=command.nonce,
+        signed_at=command.signed_at,
+        fields=own_fields(command),
+    )
 
 
 def sign_command(key_path: Path, command: Command, *, now: datetime | None = None) -> Command:
     """`command` signed with a person's private key, at `now` (default: the current time), with a new nonce."""
     signer = load_signer(key_path)
-    unsigned = command.model_copy(update={"signed_at": now or datetime.now(UTC), "nonce": new_nonce(),
-                                          "keyid": None, "signature": None})
+    unsigned = command.model_copy(
+        update={"signed_at": now or datetime.now(UTC), "nonce": new_nonce(), "keyid": None, "signature": None}
+    )
     signature = signer.sign(payload_of(unsigned))
-    return type(command).model_validate({**unsigned.model_dump(), "keyid": signature.keyid,
-                                         "signature": signature.signature})
+    return type(command).model_validate(
+        {**unsigned.model_dump(), "keyid": signature.keyid, "signature": signature.signature}
+    )
 
 
 def key_id(key_path: Path) -> str:
@@ -132,22 +161,57 @@ def _person(name: str, spec: Mapping[str, Any]) -> Person:
 
 def verify_command(identities: Identities, command: OperatorCommand) -> str | None:
     """None if `command` carries its actor's valid signature over all of it, else why it does not."""
-    return _verify(identities, actor=command.actor, keyid=command.keyid, signature=command.signature,
-                   signed_at=command.signed_at, payload=lambda: payload_of(command))
+    return _verify(
+        identities,
+        actor=command.actor,
+        keyid=command.keyid,
+        signature=command.signature,
+        signed_at=command.signed_at,
+        payload=lambda: payload_of(command),
+    )
 
 
-def verify_approval(identities: Identities, *, release_id: str, actor: str, kind: str, reason: str,
-                    signed_at: datetime, nonce: str | None, keyid: str | None, signature: str | None) -> str | None:
+def verify_approval(
+    identities: Identities,
+    *,
+    release_id: str,
+    actor: str,
+    kind: str,
+    reason: str,
+    signed_at: datetime,
+    nonce: str | None,
+    keyid: str | None,
+    signature: str | None,
+) -> str | None:
     """None if `signature` is `actor`'s valid signature over this approval (as `ApprovalGiven` carried it), else
     why it is not. The gatekeeper re-verifies the approvals a release collected with it."""
-    return _verify(identities, actor=actor, keyid=keyid, signature=signature, signed_at=signed_at,
-                   payload=lambda: command_payload(event_type=ApprovalGiven.event_type, release_id=release_id,
-                                                   actor=actor, reason=reason, nonce=nonce, signed_at=signed_at,
-                                                   fields={"kind": kind}))
+    return _verify(
+        identities,
+        actor=actor,
+        keyid=keyid,
+        signature=signature,
+        signed_at=signed_at,
+        payload=lambda: command_payload(
+            event_type=ApprovalGiven.event_type,
+            release_id=release_id,
+            actor=actor,
+            reason=reason,
+            nonce=nonce,
+            signed_at=signed_at,
+            fields={"kind": kind},
+        ),
+    )
 
 
-def _verify(identities: Identities, *, actor: str, keyid: str | None, signature: str | None,
-            signed_at: datetime | None, payload: Callable[[], bytes]) -> str | None:
+def _verify(
+    identities: Identities,
+    *,
+    actor: str,
+    keyid: str | None,
+    signature: str | None,
+    signed_at: datetime | None,
+    payload: Callable[[], bytes],
+) -> str | None:
     person = identities.people.get(actor)
     if person is None:
         return f"{actor} is not a known identity"
@@ -173,8 +237,10 @@ def _verify(identities: Identities, *, actor: str, keyid: str | None, signature:
 
 def demo_key_ids(directory: Path = DEMO_KEYS) -> dict[str, str]:
     """Key id → name of each demo public key (`<name>.pub.json`)."""
-    return {load_public_key(path).keyid: path.name.removesuffix(".pub.json")
-            for path in sorted(directory.glob("*.pub.json"))}
+    return {
+        load_public_key(path).keyid: path.name.removesuffix(".pub.json")
+        for path in sorted(directory.glob("*.pub.json"))
+    }
 
 
 def refuse_demo_keys(settings: ServiceSettings, demo_keys: Path = DEMO_KEYS) -> None:
@@ -183,12 +249,17 @@ def refuse_demo_keys(settings: ServiceSettings, demo_keys: Path = DEMO_KEYS) -> 
     if settings.env == "local":
         return
     demo = demo_key_ids(demo_keys)
-    found = [f"{path} trusts {', '.join(sorted({demo[k] for k in keyids if k in demo}))}"
-             for path, keyids in _trusted_key_ids(settings) if keyids & demo.keys()]
+    found = [
+        f"{path} trusts {', '.join(sorted({demo[k] for k in keyids if k in demo}))}"
+        for path, keyids in _trusted_key_ids(settings)
+        if keyids & demo.keys()
+    ]
     if found:
-        raise DemoKeyError(f"RG_ENV={settings.env}: demo keys of {demo_keys}, whose private halves are public, are "
-                           f"trusted: {'; '.join(found)}. List your own keys there, or run with RG_ENV=local on "
-                           "the local stack")
+        raise DemoKeyError(
+            f"RG_ENV={settings.env}: demo keys of {demo_keys}, whose private halves are public, are "
+            f"trusted: {'; '.join(found)}. List your own keys there, or run with RG_ENV=local on "
+            "the local stack"
+        )
 
 
 def _trusted_key_ids(settings: ServiceSettings) -> Iterator[tuple[Path, set[str]]]:

@@ -4,8 +4,9 @@ PostgreSQL role, the coordinator's ed25519 key pair for step grants, and the key
 with. Files are owner-only (0600) in .run/secrets (0700); an existing secret is never replaced (rotation:
 docs/security.md).
 
-    python -m services.common.secrets [--dir DIR]      # idempotent; prints what it created
+    python -m releasegate_runtime.secrets [--dir DIR]      # idempotent; prints what it created
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,23 @@ import re
 import secrets
 from pathlib import Path
 
-from services.common.bus import BusPolicy
-from services.common.settings import REPO_ROOT
-from services.common.supply_chain import keygen
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.keys import keygen
+from releasegate_runtime.settings import REPO_ROOT
 
 ADMIN = "admin"  # the broker's super user: inter-broker traffic and the stack's provisioning, nothing else
 # One PostgreSQL role per service and per reader (deploy/postgres/roles.sql says what each may do).
-PG_ROLES = ["releasegate", "rg_coordinator", "rg_gatekeeper", "rg_dr_checker", "rg_deployer", "rg_verifier",
-            "rg_rollback", "rg_ops", "rg_shop"]
+PG_ROLES = [
+    "releasegate",
+    "rg_coordinator",
+    "rg_gatekeeper",
+    "rg_dr_checker",
+    "rg_deployer",
+    "rg_verifier",
+    "rg_rollback",
+    "rg_ops",
+    "rg_shop",
+]
 # The canary cookie `rg_canary=<user>.<mac>`: HAProxy (deploy/haproxy/haproxy.cfg) sends its holder to the candidate
 # only if <mac> is HMAC-SHA256(key, <user>) in lower-case hex, cut to 128 bits (unforgeable without the key, short
 # enough for a cookie). The key is base64 in the file, as HAProxy's `hmac` converter takes it.
@@ -97,24 +107,31 @@ def canary_key(directory: Path) -> bytes:
     try:
         text = path.read_text().strip()
     except OSError as exc:
-        raise CanaryError(f"cannot read the canary key {path}: {exc.strerror or exc} (it is created by "
-                          "`make stack` and readable by the stack's owner only: run this as that operator)") from None
+        raise CanaryError(
+            f"cannot read the canary key {path}: {exc.strerror or exc} (it is created by "
+            "`make stack` and readable by the stack's owner only: run this as that operator)"
+        ) from None
     try:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise CanaryError(f"the canary key {path} is not base64; delete it and run `make stack` to make a new one "
-                          "(every canary cookie given so far stops working)") from None
+        raise CanaryError(
+            f"the canary key {path} is not base64; delete it and run `make stack` to make a new one "
+            "(every canary cookie given so far stops working)"
+        ) from None
     if len(key) < CANARY_KEY_BYTES:
-        raise CanaryError(f"the canary key {path} has {len(key)} bytes, fewer than {CANARY_KEY_BYTES}; delete it "
-                          "and run `make stack` to make a new one")
+        raise CanaryError(
+            f"the canary key {path} has {len(key)} bytes, fewer than {CANARY_KEY_BYTES}; delete it "
+            "and run `make stack` to make a new one"
+        )
     return key
 
 
 def canary_cookie(key: bytes, user: str) -> str:
     """The value of the canary cookie of `user`: `<user>.<mac>`."""
     if not CANARY_USER.fullmatch(user):
-        raise CanaryError(f"{user[:40]!r} is not a user name: 1-32 of a-z, 0-9, '_' and '-', starting with a letter "
-                          "or digit")
+        raise CanaryError(
+            f"{user[:40]!r} is not a user name: 1-32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )
     mac = hmac.new(key, user.encode(), hashlib.sha256).hexdigest()[:CANARY_MAC_HEX]
     return f"{user}.{mac}"
 

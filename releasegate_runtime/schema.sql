@@ -1,5 +1,5 @@
 -- releasegate state. Each service owns its tables (named in the comments); shared mechanisms come first.
--- Applied idempotently by `python -m services.common.init_stack` under an advisory lock.
+-- Applied idempotently by `python -m releasegate_runtime.init_stack` under an advisory lock.
 
 -- shared: transactional outbox (every service) and processed-event ledger (idempotent consumers)
 CREATE TABLE IF NOT EXISTS outbox (
@@ -272,7 +272,7 @@ CREATE TRIGGER refused_commands_append_only BEFORE UPDATE OR DELETE ON refused_c
 
 -- every service: records whose dead letter could not be produced (too large for the broker, refused, the broker
 -- unreachable), kept bounded with their reason so the consumer can move on; one row per record, so a
--- redelivery parks nothing twice (services/common/dead_letters.py)
+-- redelivery parks nothing twice (releasegate_runtime/dead_letters.py)
 CREATE TABLE IF NOT EXISTS parked_records (
     consumer_group    text        NOT NULL,
     topic             text        NOT NULL,

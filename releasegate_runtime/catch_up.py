@@ -5,6 +5,7 @@ timeout must not fail a step whose result is already waiting on its topic.
 The barrier takes the end offsets of the consumed topics once, at start, and waits until the service's consumer
 group has committed up to them (a record is committed only after it was handled). The wait is bounded: a group
 that cannot catch up (a broker outage, a record retried for ever) must not freeze deadlines for good."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,9 +49,17 @@ class CatchUpBarrier:
     after `timeout` seconds (with a warning); afterwards it returns at once (a restarted loop does not wait
     again)."""
 
-    def __init__(self, port: OffsetsPort, group: str, topics: Sequence[str], *, timeout: float = TIMEOUT_SECONDS,
-                 poll: float = POLL_SECONDS, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        port: OffsetsPort,
+        group: str,
+        topics: Sequence[str],
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        poll: float = POLL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         self._port, self._group, self._topics = port, group, tuple(topics)
         self._timeout, self._poll, self._clock, self._sleep = timeout, poll, clock, sleep
         self._passed = False
@@ -77,8 +86,7 @@ class CatchUpBarrier:
             try:
                 if self._targets is None:
                     self._targets = await self._port.end_offsets(self._topics)
-                    log.info("waiting for the consumer to catch up", group=self._group,
-                             partitions=len(self._targets))
+                    log.info("waiting for the consumer to catch up", group=self._group, partitions=len(self._targets))
                 lag = behind(self._targets, await self._port.committed(self._group, self._targets))
             except Exception as exc:  # the broker may be down at start: keep trying until the bound
                 lag = f"offsets unreadable: {type(exc).__name__}: {exc}"
@@ -86,8 +94,12 @@ class CatchUpBarrier:
                 log.info("consumer caught up", group=self._group, waited_seconds=round(self._clock() - started, 1))
                 return True
             if self._clock() - started >= self._timeout:
-                log.warning("consumer has not caught up; going on without it", group=self._group,
-                            waited_seconds=self._timeout, behind=lag)
+                log.warning(
+                    "consumer has not caught up; going on without it",
+                    group=self._group,
+                    waited_seconds=self._timeout,
+                    behind=lag,
+                )
                 return False
             await self._sleep(self._poll)
 

@@ -1,4 +1,5 @@
 """Settings every service reads from the environment (prefix RG_), built in bootstrap, never at import."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,18 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER_PASSWORDS = {"releasegate", "postgres", "password", "changeme", ""}
 OWNER_ROLE = "releasegate"  # owns the control database's schema: init_stack, bootstrap scripts, tests
 # Each principal's PostgreSQL role (deploy/postgres/grants.sql says what each may do).
-DB_ROLES = {"coordinator": "rg_coordinator", "gatekeeper": "rg_gatekeeper", "dr-checker": "rg_dr_checker",
-            "deployer": "rg_deployer", "rollback": "rg_rollback", "ops": "rg_ops"}
+DB_ROLES = {
+    "coordinator": "rg_coordinator",
+    "gatekeeper": "rg_gatekeeper",
+    "dr-checker": "rg_dr_checker",
+    "deployer": "rg_deployer",
+    "rollback": "rg_rollback",
+    "ops": "rg_ops",
+}
 VERIFIER_DB_ROLE = "rg_verifier"
 
 
@@ -20,23 +27,34 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RG_", extra="ignore")
 
     deployment: str = "development"
-    env: str = Field(default="production", description="`local` only on the local stack: the one place demo keys "
-                     "(examples/keys/) are trusted.")
+    env: str = Field(
+        default="production",
+        description="`local` only on the local stack: the one place demo keys (examples/keys/) are trusted.",
+    )
     kafka_bootstrap: str = "127.0.0.1:19092"
     principal: str | None = Field(default=None, description="Kafka SASL/SCRAM user (one per service).")
     kafka_password: SecretStr | None = None
-    kafka_password_file: Path | None = Field(default=None, description="File holding the SCRAM password; default "
-                                             "<secrets_dir>/kafka/<principal>.password.")
+    kafka_password_file: Path | None = Field(
+        default=None, description="File holding the SCRAM password; default <secrets_dir>/kafka/<principal>.password."
+    )
     kafka_ca_file: Path | None = Field(default=None, description="CA bundle: SASL over TLS (SASL_SSL) when set.")
     secrets_dir: Path = REPO_ROOT / ".run" / "secrets"
-    bus_policy_file: Path = Field(default=REPO_ROOT / "deploy" / "kafka" / "acls.yaml", description="Principals "
-                                  "and ACLs of the bus; the coordinator learns who writes which result topic.")
-    signing_key_file: Path | None = Field(default=None, description="This service's ed25519 private key (the "
-                                          "coordinator signs step grants with it).")
-    coordinator_public_key_file: Path | None = Field(default=None, description="The coordinator's ed25519 public "
-                                                     "key (deployer and rollback verify step grants with it).")
-    database_url: str = Field(default="", description="Control database; default: the principal's own role "
-                              "(DB_ROLES) with its password from <secrets_dir>/postgres/<role>.password.")
+    bus_policy_file: Path = Field(
+        default=REPO_ROOT / "deploy" / "kafka" / "acls.yaml",
+        description="Principals and ACLs of the bus; the coordinator learns who writes which result topic.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="This service's ed25519 private key (the coordinator signs step grants with it)."
+    )
+    coordinator_public_key_file: Path | None = Field(
+        default=None,
+        description="The coordinator's ed25519 public key (deployer and rollback verify step grants with it).",
+    )
+    database_url: str = Field(
+        default="",
+        description="Control database; default: the principal's own role "
+        "(DB_ROLES) with its password from <secrets_dir>/postgres/<role>.password.",
+    )
     database_host: str = "127.0.0.1:15432"
     db_role: str | None = Field(default=None, description="PostgreSQL role to use instead of the principal's.")
     catalog_dir: Path = REPO_ROOT / "catalog"
@@ -44,8 +62,11 @@ class ServiceSettings(BaseSettings):
     run_dir: Path = REPO_ROOT / ".run"
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
-    haproxy_admin: str = Field(default="", description="HAProxy runtime API: a unix socket path (default "
-                               "<run_dir>/haproxy/admin.sock, owner-only) or host:port.")
+    haproxy_admin: str = Field(
+        default="",
+        description="HAProxy runtime API: a unix socket path (default "
+        "<run_dir>/haproxy/admin.sock, owner-only) or host:port.",
+    )
     health_port: int | None = None
     policy_dir: Path = REPO_ROOT / "policies"
     calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"

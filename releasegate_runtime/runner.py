@@ -1,10 +1,11 @@
 """Runs one service process: logging, telemetry, pool, producer, broker, outbox relay, background loops,
 and a clean stop on SIGTERM/SIGINT."""
+
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,12 +13,11 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from services.common import db, logs, telemetry
-from services.common.backoff import Backoff
-from services.common.identity import refuse_demo_keys
-from services.common.kafka import Consumer, Producer, make_broker
-from services.common.outbox import Relay
-from services.common.settings import ServiceSettings
+from releasegate_runtime import db, logs, telemetry
+from releasegate_runtime.backoff import Backoff
+from releasegate_runtime.kafka import Consumer, Producer, make_broker
+from releasegate_runtime.outbox import Relay
+from releasegate_runtime.settings import ServiceSettings
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Runtime:
 
 
 Setup = Callable[[Runtime], Awaitable[None]]
+# checks a service runs on its settings before it connects to anything (e.g. refusing demo keys outside `local`)
+Preflight = Callable[[ServiceSettings], None]
 # a loop that crashes waits 1 s, 2 s, 4 s… up to 30 s before it runs again; one that ran this long starts over at 1 s
 RESTART_DELAY_SECONDS = 1.0
 RESTART_DELAY_CAP_SECONDS = 30.0
@@ -56,15 +58,24 @@ async def _supervised(task: Callable[[], Coroutine[Any, Any, None]]) -> None:
             if loop.time() - started >= HEALTHY_RUN_SECONDS:
                 backoff.reset()
             delay = backoff.next_delay()
-            log.error("background task crashed; restarting", task=task.__name__, error=repr(exc),
-                      restart_in=round(delay, 1))
+            log.error(
+                "background task crashed; restarting", task=task.__name__, error=repr(exc), restart_in=round(delay, 1)
+            )
             await asyncio.sleep(delay)
 
 
-async def serve(name: str, settings: ServiceSettings, setup: Setup, *, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    name: str,
+    settings: ServiceSettings,
+    setup: Setup,
+    *,
+    stop: asyncio.Event | None = None,
+    preflight: Sequence[Preflight] = (),
+) -> None:
     """`name` is also the service's Kafka principal (unless RG_PRINCIPAL says otherwise), its consumer group
     `releasegate-<name>` and the owner of its result topic."""
-    refuse_demo_keys(settings)
+    for check in preflight:
+        check(settings)
     settings = settings.for_principal(name)
     log = logs.configure(name, settings.log_level)
     telemetry.configure(name, settings.otlp_endpoint)
@@ -121,11 +132,12 @@ async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Prod
         try:
             async with pool.acquire(timeout=2) as conn:
                 checks["postgres"] = await conn.fetchval("SELECT true")
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             pass
         ok = all(checks.values())
-        return web.json_response({"service": name, "status": "ok" if ok else "degraded", **checks},
-                                 status=200 if ok else 503)
+        return web.json_response(
+            {"service": name, "status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503
+        )
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -135,5 +147,5 @@ async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Prod
     return runner
 
 
-def main(name: str, setup: Setup) -> None:
-    asyncio.run(serve(name, ServiceSettings(), setup))
+def main(name: str, setup: Setup, preflight: Sequence[Preflight] = ()) -> None:
+    asyncio.run(serve(name, ServiceSettings(), setup, preflight=preflight))

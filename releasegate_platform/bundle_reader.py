@@ -7,6 +7,7 @@ the entry named, when a name is absolute, climbs with `..`, holds control charac
 normalization; when an entry is anything but a regular file or a directory (links, devices, fifos, sparse
 files); and when a file, all files together or the number of entries exceed a limit. Files are read whole:
 a bundle over a limit is refused, never cut short."""
+
 from __future__ import annotations
 
 import tarfile
@@ -85,8 +86,9 @@ def _read(tar: tarfile.TarFile, limits: Limits) -> Bundle:
         # Data of any entry type is decompressed to reach the next header: it counts towards the total.
         total += member.size
         if total > limits.total_bytes:
-            raise BundleError(f"bundle holds more than {limits.total_bytes} bytes (at entry {name!r}); "
-                              f"refused, not truncated")
+            raise BundleError(
+                f"bundle holds more than {limits.total_bytes} bytes (at entry {name!r}); refused, not truncated"
+            )
         if member.isdir():
             if name in dirs or name in files:
                 raise BundleError(f"entry {name!r} appears twice in the bundle (after normalizing {member.name!r})")
@@ -94,15 +96,17 @@ def _read(tar: tarfile.TarFile, limits: Limits) -> Bundle:
                 dirs.add(name)
             continue
         if not member.isfile() or member.issparse():
-            raise BundleError(f"entry {name or member.name!r} is a {_kind(member)}; a bundle holds only regular "
-                              f"files and directories")
+            raise BundleError(
+                f"entry {name or member.name!r} is a {_kind(member)}; a bundle holds only regular files and directories"
+            )
         if not name:
             raise BundleError(f"entry {member.name!r} is a file without a name")
         if name in files or name in dirs:
             raise BundleError(f"entry {name!r} appears twice in the bundle (after normalizing {member.name!r})")
         if member.size > limits.file_bytes:
-            raise BundleError(f"file {name!r} is {member.size} bytes, over the limit of {limits.file_bytes}; "
-                              f"refused, not truncated")
+            raise BundleError(
+                f"file {name!r} is {member.size} bytes, over the limit of {limits.file_bytes}; refused, not truncated"
+            )
         content = tar.extractfile(member).read()  # type: ignore[union-attr]
         if len(content) != member.size:
             raise BundleError(f"file {name!r} is cut short: {len(content)} of {member.size} bytes")

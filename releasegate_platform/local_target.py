@@ -5,6 +5,7 @@ this module only shifts weights, stops instances and reads back what is really s
 Every HAProxy command and file path here is built from names checked against `contracts.names.NAME` (service,
 environment, tenant, version, slot): a name that could split a runtime API command or leave the run folder is
 refused with `UnsafeArgument` (an HAProxyError, so the step fails with the reason) before anything changes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ import asyncpg
 
 from contracts.events import ObservedState
 from contracts.names import check_name
-from services.common.haproxy import HAProxy, HAProxyError, UnsafeArgument
+from releasegate_platform.haproxy import HAProxy, HAProxyError, UnsafeArgument
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,19 @@ class LocalTarget:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT id, service, environment, version, digest, slot, port, pid, state FROM instances"
-                " WHERE service = $1 AND environment = $2 AND state <> 'stopped' ORDER BY id", service, environment)
+                " WHERE service = $1 AND environment = $2 AND state <> 'stopped' ORDER BY id",
+                service,
+                environment,
+            )
         return [Instance(**dict(r)) for r in rows]
 
     async def stable(self, service: str, environment: str) -> tuple[str, str] | None:
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT stable_version, stable_digest FROM environments"
-                                      " WHERE service = $1 AND environment = $2", service, environment)
+            row = await conn.fetchrow(
+                "SELECT stable_version, stable_digest FROM environments WHERE service = $1 AND environment = $2",
+                service,
+                environment,
+            )
         return (row["stable_version"], row["stable_digest"]) if row else None
 
     async def split(self, service: str, environment: str, percent: dict[str, int]) -> None:
@@ -170,8 +177,16 @@ class LocalTarget:
         """Tell Prometheus (file_sd) to scrape this instance, labelled with its environment and slot."""
         path = self.scrape_file(inst)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps([{"targets": [f"127.0.0.1:{inst.port}"], "labels": {
-            "service": inst.service, "environment": inst.environment, "slot": inst.slot}}]))
+        path.write_text(
+            json.dumps(
+                [
+                    {
+                        "targets": [f"127.0.0.1:{inst.port}"],
+                        "labels": {"service": inst.service, "environment": inst.environment, "slot": inst.slot},
+                    }
+                ]
+            )
+        )
 
     async def observe(self, service: str, environment: str) -> ObservedState:
         """Traffic share per version as HAProxy reports it, plus the instances behind each slot."""
@@ -184,10 +199,21 @@ class LocalTarget:
             if inst is None or srv.maintenance:
                 continue
             weights[inst.version] = weights.get(inst.version, 0) + srv.weight
-            serving.append({"slot": srv.name, "version": inst.version, "port": srv.port, "weight": srv.weight,
-                            "up": srv.operational, "pid": inst.pid})
+            serving.append(
+                {
+                    "slot": srv.name,
+                    "version": inst.version,
+                    "port": srv.port,
+                    "weight": srv.weight,
+                    "up": srv.operational,
+                    "pid": inst.pid,
+                }
+            )
         total = sum(weights.values()) or 1
         stable = await self.stable(service, environment)
-        return ObservedState(weights={v: round(100 * w / total) for v, w in weights.items()}, instances=serving,
-                             stable_version=stable[0] if stable else None,
-                             tenants_on_candidate=await self.routed_tenants(environment))
+        return ObservedState(
+            weights={v: round(100 * w / total) for v, w in weights.items()},
+            instances=serving,
+            stable_version=stable[0] if stable else None,
+            tenants_on_candidate=await self.routed_tenants(environment),
+        )

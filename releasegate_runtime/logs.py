@@ -4,6 +4,7 @@ Log values may come from hostile records (headers, keys, exception messages quot
 the event loop: it must cost time linear in a bounded input. Every string is cut to `STRING_LIMIT` characters
 (the traceback to `EXCEPTION_LIMIT`) before it is scanned, nesting deeper than `DEPTH_LIMIT` is not walked, and
 passwords in URLs are found by a single left-to-right scan with string methods, not a backtracking regex."""
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,7 @@ def redact(value: Any, _depth: int = 0) -> Any:
     if _depth >= DEPTH_LIMIT and isinstance(value, dict | list | tuple):
         return f"[nested deeper than {DEPTH_LIMIT} levels]"
     if isinstance(value, dict):
-        return {_key(k): (REDACTED if SECRET_KEYS.search(_key(k)) else redact(v, _depth + 1))
-                for k, v in value.items()}
+        return {_key(k): (REDACTED if SECRET_KEYS.search(_key(k)) else redact(v, _depth + 1)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, _depth + 1) for v in value]
     return value
@@ -108,7 +108,7 @@ def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
 
 
 def configure(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger:
-    renderer = (structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer())
+    renderer = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

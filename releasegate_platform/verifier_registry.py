@@ -1,6 +1,7 @@
 """Verifier registry: the coordinator records every verifier instance's last heartbeat (sent on the verifier's own
 result topic) and answers who is alive to verify what. A verifier is alive while one of its instances was heard from within
 3 of its heartbeat intervals."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -32,10 +33,12 @@ ALIVE = f"last_heartbeat >= $1::timestamptz - make_interval(secs => interval_sec
 async def record(conn: asyncpg.Connection, hb: VerifierHeartbeat) -> None:
     """Upsert the instance's row; instances of the same verifier silent for a day are forgotten (restarts
     bring new instance ids)."""
-    await conn.execute(UPSERT, hb.name, hb.instance, hb.version, hb.services, hb.environments, hb.kpis,
-                       hb.interval_seconds, hb.sent_at)
-    await conn.execute("DELETE FROM verifier_registry WHERE name = $1 AND last_heartbeat < $2",
-                       hb.name, hb.sent_at - FORGET_AFTER)
+    await conn.execute(
+        UPSERT, hb.name, hb.instance, hb.version, hb.services, hb.environments, hb.kpis, hb.interval_seconds, hb.sent_at
+    )
+    await conn.execute(
+        "DELETE FROM verifier_registry WHERE name = $1 AND last_heartbeat < $2", hb.name, hb.sent_at - FORGET_AFTER
+    )
 
 
 class Registry:
@@ -77,18 +80,25 @@ class VerifierStatus:
     alive: bool
 
     def as_json(self, now: datetime) -> dict[str, Any]:
-        return {**asdict(self), "last_heartbeat": self.last_heartbeat.isoformat(),
-                "last_heartbeat_age_seconds": round((now - self.last_heartbeat).total_seconds(), 1)}
+        return {
+            **asdict(self),
+            "last_heartbeat": self.last_heartbeat.isoformat(),
+            "last_heartbeat_age_seconds": round((now - self.last_heartbeat).total_seconds(), 1),
+        }
 
 
-async def statuses(conn: asyncpg.Connection, now: datetime,
-                   heard_since: datetime | None = None) -> list[VerifierStatus]:
+async def statuses(
+    conn: asyncpg.Connection, now: datetime, heard_since: datetime | None = None
+) -> list[VerifierStatus]:
     """Every verifier heard from since `heard_since` (all if None), by name."""
     rows = await conn.fetch(
         f"SELECT *, {ALIVE} AS alive FROM verifier_registry"
         " WHERE name IN (SELECT name FROM verifier_registry GROUP BY name"
         "                HAVING $2::timestamptz IS NULL OR max(last_heartbeat) >= $2)"
-        " ORDER BY name, last_heartbeat DESC", now, heard_since)
+        " ORDER BY name, last_heartbeat DESC",
+        now,
+        heard_since,
+    )
     by_name: dict[str, list[asyncpg.Record]] = {}
     for row in rows:
         by_name.setdefault(row["name"], []).append(row)
@@ -96,11 +106,19 @@ async def statuses(conn: asyncpg.Connection, now: datetime,
     for name, instances in by_name.items():
         alive = [r for r in instances if r["alive"]]
         covering = alive or instances[:1]
-        result.append(VerifierStatus(
-            name=name, versions=sorted({r["version"] for r in covering}), instances=len(instances),
-            alive_instances=len(alive), services=_union(covering, "services"),
-            environments=_union(covering, "environments"), kpis=_union(covering, "kpis"),
-            last_heartbeat=instances[0]["last_heartbeat"], alive=bool(alive)))
+        result.append(
+            VerifierStatus(
+                name=name,
+                versions=sorted({r["version"] for r in covering}),
+                instances=len(instances),
+                alive_instances=len(alive),
+                services=_union(covering, "services"),
+                environments=_union(covering, "environments"),
+                kpis=_union(covering, "kpis"),
+                last_heartbeat=instances[0]["last_heartbeat"],
+                alive=bool(alive),
+            )
+        )
     return result
 
 

@@ -1,12 +1,13 @@
 """A small process supervisor for the local stack: runs one service and restarts it when it exits on its own.
 
-    python -m services.common.supervise run NAME [--state-dir DIR] -- CMD ARGS...
-    python -m services.common.supervise status [--state-dir DIR] NAME...
+    python -m releasegate_runtime.supervise run NAME [--state-dir DIR] -- CMD ARGS...
+    python -m releasegate_runtime.supervise status [--state-dir DIR] NAME...
 
 Restarts wait 1 s, doubling to 30 s; a child that ran 60 s before it died starts over at 1 s. SIGTERM or SIGINT
 is forwarded to the child, which is then not restarted (`proc.sh stop NAME` signals the supervisor's whole
 process group, the child included). What `status` shows (pid, uptime, crashes) is kept in DIR/NAME.json
 (default `$RG_RUN_DIR/supervise`, else `<repo>/.run/supervise`), rewritten atomically at every change."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.common.backoff import Backoff
+from releasegate_runtime.backoff import Backoff
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 STOP_GRACE_SECONDS = 0.5
 
@@ -78,8 +79,15 @@ def check_name(name: str) -> str:
 class Supervisor:
     """Runs `argv` until `stop()`, starting it again (after `Restarts`' delay) each time it exits on its own."""
 
-    def __init__(self, name: str, argv: list[str], state_dir: Path, policy: RestartPolicy = RestartPolicy(),
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        state_dir: Path,
+        policy: RestartPolicy = RestartPolicy(),
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         if not argv:
             raise ValueError("no command to supervise")
         self._argv, self._policy, self._clock, self._wall = argv, policy, clock, wall
@@ -104,11 +112,13 @@ class Supervisor:
                 self.state.crashes += 1
                 delay = restarts.delay_after(ran_for)
                 self._save(state="restarting", pid=None, last_exit=status, restart_at=self._wall() + delay)
-                _say(f"{self.state.name}: exited with {_exit_text(status)} after {ran_for:.1f}s "
-                     f"(crash {self.state.crashes}); restarting in {delay:.0f}s")
+                _say(
+                    f"{self.state.name}: exited with {_exit_text(status)} after {ran_for:.1f}s "
+                    f"(crash {self.state.crashes}); restarting in {delay:.0f}s"
+                )
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             self._save(state="stopped", pid=None, restart_at=None)
@@ -118,7 +128,7 @@ class Supervisor:
         at once, and the child's death may be seen first; that is a stop, not a crash."""
         try:
             await asyncio.wait_for(self._stop.wait(), within)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -137,7 +147,7 @@ class Supervisor:
                 self._child.send_signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(asyncio.shield(waiter), self._policy.stop_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._child.kill()
             status = await waiter
         finally:
@@ -223,8 +233,11 @@ async def _supervise(name: str, argv: list[str], state_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.common.supervise", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m releasegate_runtime.supervise",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run CMD under supervision")
     run.add_argument("name")
@@ -234,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("names", nargs="+")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
-    args, cmd = parser.parse_args(argv[:split]), argv[split + 1:]
+    args, cmd = parser.parse_args(argv[:split]), argv[split + 1 :]
     state_dir = args.state_dir or state_dir_default()
     names = args.names if args.command == "status" else [args.name]
     for name in names:
@@ -252,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{args.name}: cannot start {cmd[0]!r}: {exc}")
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

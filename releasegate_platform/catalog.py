@@ -1,4 +1,5 @@
 """The service catalog: one versioned YAML file per deployable service in `catalog/`."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,14 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
 from contracts.events import KpiThreshold, PromQuery, SyntheticJourneys
@@ -52,14 +60,20 @@ class DRRequirement(_Model):
     database: Name | None = None
     rpo_seconds: float = Field(default=3600, gt=0, description="Most data the business accepts to lose")
     rto_seconds: float = Field(default=900, gt=0, description="Longest the business accepts to be down")
-    drill_max_age_seconds: float = Field(default=7 * 86400, gt=0,
-                                         description="A successful restore drill must be at most this old")
+    drill_max_age_seconds: float = Field(
+        default=7 * 86400, gt=0, description="A successful restore drill must be at most this old"
+    )
     integrity_checks: dict[str, str] = Field(
-        default_factory=dict, description="Name → SQL returning the number of violations (0 = holds), run on "
-        "every restore drill and after every data restore")
+        default_factory=dict,
+        description="Name → SQL returning the number of violations (0 = holds), run on "
+        "every restore drill and after every data restore",
+    )
     standby: Standby | None = None
-    runbooks: dict[str, str] = Field(default_factory=dict, description="Runbook name (restore, failover) → path "
-                                     "in the repository or URL; tier-1 services need restore and failover")
+    runbooks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Runbook name (restore, failover) → path "
+        "in the repository or URL; tier-1 services need restore and failover",
+    )
     hold_point: bool = Field(default=False, description="Pause before production for a go/no-go decision")
 
 
@@ -72,10 +86,13 @@ class Rollout(_Model):
     strategy: Literal["canary", "blue-green", "tenant-phased", "rolling"] = "canary"
     max_unavailable: int = Field(default=1, ge=1, description="rolling: instances replaced per batch")
     waves: list[Wave] = Field(default=[], description="tenant-phased: waves before everyone, in order")
-    internal_tenants: Tenants = Field(default=[], description="canary: tenants (named by the Host "
-                                        "`<tenant>.shop.test`) that get the candidate first, before any weight "
-                                        "step; internal users with a signed canary cookie "
-                                        "(`releasegate canary-cookie USER`) are routed there too")
+    internal_tenants: Tenants = Field(
+        default=[],
+        description="canary: tenants (named by the Host "
+        "`<tenant>.shop.test`) that get the candidate first, before any weight "
+        "step; internal users with a signed canary cookie "
+        "(`releasegate canary-cookie USER`) are routed there too",
+    )
     instances: int = Field(default=1, ge=1, le=3)
     canary_steps: list[int] = Field(default=[10, 50, 100], min_length=1)
     keep_blue_warm_seconds: float = Field(default=30, ge=0, description="blue-green: old version kept warm")
@@ -90,7 +107,8 @@ class Verification(_Model):
     required_verifiers: list[str] = ["business-kpis"]
     advisory_verifiers: list[str] = []
     by_environment: dict[str, VerifierSet] = Field(
-        default_factory=dict, description="Per environment, replaces required/advisory_verifiers there")
+        default_factory=dict, description="Per environment, replaces required/advisory_verifiers there"
+    )
     staging_window_seconds: float = 10
     canary_window_seconds: float = 15
     min_samples: int = 20
@@ -99,8 +117,9 @@ class Verification(_Model):
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
 
     def verifiers(self, environment: str) -> VerifierSet:
-        return self.by_environment.get(environment) or VerifierSet(required=self.required_verifiers,
-                                                                   advisory=self.advisory_verifiers)
+        return self.by_environment.get(environment) or VerifierSet(
+            required=self.required_verifiers, advisory=self.advisory_verifiers
+        )
 
 
 OperatorAction = Literal["abort", "pause", "resume", "promote", "go"]
@@ -114,8 +133,7 @@ class OperatorGroups(_Model):
     pause: list[str] | None = Field(default=None, description="Default: the approver and the exception group")
     resume: list[str] | None = Field(default=None, description="Default: the approver group")
     promote: list[str] | None = Field(default=None, description="`promote --full`. Default: the exception group")
-    go: list[str] | None = Field(default=None, description="go and no-go at a hold point. Default: the approver "
-                                 "group")
+    go: list[str] | None = Field(default=None, description="go and no-go at a hold point. Default: the approver group")
 
     def groups(self, action: OperatorAction) -> frozenset[str]:
         return frozenset(getattr(self, action) or ())
@@ -124,16 +142,25 @@ class OperatorGroups(_Model):
 class Approvers(_Model):
     group: str = Field(default="approvers", description="Identities group whose members approve risky changes")
     exception_group: str = Field(default="release-managers", description="Elevated group for freeze exceptions")
-    actions: OperatorGroups = Field(default_factory=OperatorGroups, description="Who may abort, pause, resume, "
-                                    "promote and decide go/no-go; the change's author never resumes, promotes or "
-                                    "decides go/no-go, whatever the groups")
+    actions: OperatorGroups = Field(
+        default_factory=OperatorGroups,
+        description="Who may abort, pause, resume, "
+        "promote and decide go/no-go; the change's author never resumes, promotes or "
+        "decides go/no-go, whatever the groups",
+    )
 
     @model_validator(mode="after")
     def _default_action_groups(self) -> Approvers:
-        defaults = {"abort": [self.group, self.exception_group], "pause": [self.group, self.exception_group],
-                    "resume": [self.group], "promote": [self.exception_group], "go": [self.group]}
+        defaults = {
+            "abort": [self.group, self.exception_group],
+            "pause": [self.group, self.exception_group],
+            "resume": [self.group],
+            "promote": [self.exception_group],
+            "go": [self.group],
+        }
         self.actions = self.actions.model_copy(
-            update={a: groups for a, groups in defaults.items() if getattr(self.actions, a) is None})
+            update={a: groups for a, groups in defaults.items() if getattr(self.actions, a) is None}
+        )
         return self
 
 
@@ -151,18 +178,25 @@ class ServiceEntry(_Model):
     verification: Verification = Verification()
     kpis: dict[str, KpiThreshold]
     journeys: dict[Name, JourneyTarget] = Field(
-        default_factory=dict, max_length=MAX_NAMES, description="Allow-list of the synthetic journeys the verifier "
+        default_factory=dict,
+        max_length=MAX_NAMES,
+        description="Allow-list of the synthetic journeys the verifier "
         "may run for this service: name → `module:function` (client, base_url, tenant, profile), in a package the "
-        "catalog allows (JOURNEY_PACKAGES); commands name a journey, never a module")
-    synthetic: SyntheticJourneys | None = Field(default=None, description="Journeys run on a preview (and beside "
-                                                "production canaries); `journey` is a name from `journeys`")
+        "catalog allows (JOURNEY_PACKAGES); commands name a journey, never a module",
+    )
+    synthetic: SyntheticJourneys | None = Field(
+        default=None,
+        description="Journeys run on a preview (and beside production canaries); `journey` is a name from `journeys`",
+    )
     prometheus: dict[str, PromQuery] = Field(default_factory=dict, description="PromQL KPIs with guardrails")
     approval_required: bool = False
     approvers: Approvers = Approvers()
     domains: list[str] = Field(default=[], description="Business domains of the whole service, e.g. erp-sync")
     change_domains: dict[str, list[str]] = Field(
-        default_factory=dict, description="Business domain → bundle path globs; a change touching a path takes "
-        "its domain (e.g. payment), paths matching none are unclassified")
+        default_factory=dict,
+        description="Business domain → bundle path globs; a change touching a path takes "
+        "its domain (e.g. payment), paths matching none are unclassified",
+    )
     security_controls: list[str] = Field(default=[], description="Controls every environment must declare")
 
     @field_validator("journeys")
@@ -172,15 +206,19 @@ class ServiceEntry(_Model):
         for name, target in journeys.items():
             module = target.partition(":")[0]
             if not any(module == p or module.startswith(f"{p}.") for p in packages):
-                raise ValueError(f"journey {name!r} points at {target!r}, outside the packages journeys may come "
-                                 f"from ({', '.join(packages) or 'none'})")
+                raise ValueError(
+                    f"journey {name!r} points at {target!r}, outside the packages journeys may come "
+                    f"from ({', '.join(packages) or 'none'})"
+                )
         return journeys
 
     @model_validator(mode="after")
     def _synthetic_journey_is_allowed(self) -> ServiceEntry:
         if self.synthetic is not None and self.synthetic.journey not in self.journeys:
-            raise ValueError(f"synthetic.journey {self.synthetic.journey!r} is not in the entry's `journeys` "
-                             f"allow-list ({', '.join(sorted(self.journeys)) or 'empty'})")
+            raise ValueError(
+                f"synthetic.journey {self.synthetic.journey!r} is not in the entry's `journeys` "
+                f"allow-list ({', '.join(sorted(self.journeys)) or 'empty'})"
+            )
         return self
 
     @model_validator(mode="after")
@@ -206,8 +244,9 @@ class Catalog:
         if not path.is_file():
             raise CatalogError(f"unknown service {service!r}: no catalog entry {path.name} in {self._dir}")
         try:
-            entry = ServiceEntry.model_validate(yaml.safe_load(path.read_text()),
-                                                context={"journey_packages": self._journey_packages})
+            entry = ServiceEntry.model_validate(
+                yaml.safe_load(path.read_text()), context={"journey_packages": self._journey_packages}
+            )
         except (ValidationError, yaml.YAMLError) as exc:
             raise CatalogError(f"catalog entry {path.name} is invalid: {exc}") from None
         if entry.name != service:

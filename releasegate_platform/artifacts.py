@@ -1,4 +1,5 @@
 """Content-addressed artifact store: immutable bundles at `<store>/sha256/<hex>.tar.gz`, referenced by digest."""
+
 from __future__ import annotations
 
 import hashlib

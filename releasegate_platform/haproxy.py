@@ -3,6 +3,7 @@
 The runtime API reads one line of words: whitespace separates arguments, `;` separates commands and `\\` escapes
 either. So every argument is checked against the shape of its role (a backend, a server slot, a map key...)
 and refused with a ValueError before anything is sent; nothing is quoted or cleaned up."""
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,10 @@ class ServerState:
 def checked(role: str, value: object, pattern: re.Pattern[str]) -> str:
     """`value` if it is a string that matches the pattern of its role whole; UnsafeArgument otherwise."""
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
-        raise UnsafeArgument(f"refusing HAProxy {role} {shown(value)}: it must match {pattern.pattern} "
-                             f"(no whitespace, ';', quotes, backslashes or control characters)")
+        raise UnsafeArgument(
+            f"refusing HAProxy {role} {shown(value)}: it must match {pattern.pattern} "
+            f"(no whitespace, ';', quotes, backslashes or control characters)"
+        )
     return value
 
 
@@ -86,8 +89,7 @@ class HAProxy:
             await writer.drain()
             reply = await asyncio.wait_for(self._read_all(reader), TIMEOUT_SECONDS)
         except (OSError, TimeoutError) as exc:
-            raise HAProxyError(f"HAProxy runtime API at {self._address} did not answer: {exc or 'timed out'}"
-                               ) from None
+            raise HAProxyError(f"HAProxy runtime API at {self._address} did not answer: {exc or 'timed out'}") from None
         finally:
             writer.close()
         return reply
@@ -98,8 +100,9 @@ class HAProxy:
         while chunk := await reader.read(1 << 16):
             size += len(chunk)
             if size > MAX_REPLY_BYTES:
-                raise HAProxyError(f"HAProxy runtime API at {self._address} replied with more than "
-                                   f"{MAX_REPLY_BYTES} bytes")
+                raise HAProxyError(
+                    f"HAProxy runtime API at {self._address} replied with more than {MAX_REPLY_BYTES} bytes"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -122,21 +125,38 @@ class HAProxy:
             parts = line.split()
             if len(parts) < 19 or not parts[0].isdigit():
                 continue
-            states.append(ServerState(backend=parts[1], name=parts[3], addr=parts[4], port=int(parts[18]),
-                                      operational=parts[5] == "2", maintenance=int(parts[6]) & MAINT_FLAGS != 0, weight=int(parts[7])))
+            states.append(
+                ServerState(
+                    backend=parts[1],
+                    name=parts[3],
+                    addr=parts[4],
+                    port=int(parts[18]),
+                    operational=parts[5] == "2",
+                    maintenance=int(parts[6]) & MAINT_FLAGS != 0,
+                    weight=int(parts[7]),
+                )
+            )
         return states
 
     def _server(self, backend: str, server: str) -> str:
         return f"{checked('backend', backend, BACKEND)}/{checked('server', server, NAME)}"
 
     async def point(self, backend: str, server: str, port: int, addr: str = "127.0.0.1") -> None:
-        await self._run("set", "server", self._server(backend, server), "addr", checked("address", addr, IPV4),
-                        "port", _number("port", port, 1, 65535))
+        await self._run(
+            "set",
+            "server",
+            self._server(backend, server),
+            "addr",
+            checked("address", addr, IPV4),
+            "port",
+            _number("port", port, 1, 65535),
+        )
 
     async def set_state(self, backend: str, server: str, state: str) -> None:
         if state not in STATES:
-            raise UnsafeArgument(f"refusing HAProxy server state {shown(state)}: it must be one of "
-                                 f"{', '.join(sorted(STATES))}")
+            raise UnsafeArgument(
+                f"refusing HAProxy server state {shown(state)}: it must be one of {', '.join(sorted(STATES))}"
+            )
         await self._run("set", "server", self._server(backend, server), "state", state)
 
     async def set_weight(self, backend: str, server: str, weight: int) -> None:

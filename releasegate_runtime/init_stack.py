@@ -1,13 +1,14 @@
 """Prepares a running stack for releasegate: the bus policy on the broker (topics partitioned by release id,
 a SCRAM credential per principal, exactly the declared ACLs) and the PostgreSQL schema. Idempotent:
-`python -m services.common.init_stack`."""
+`python -m releasegate_runtime.init_stack`."""
+
 from __future__ import annotations
 
 import asyncio
 
-from services.common import bus_admin, db
-from services.common.bus import BusPolicy
-from services.common.settings import ServiceSettings
+from releasegate_runtime import bus_admin, db
+from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.settings import ServiceSettings
 
 
 def apply_bus_policy(settings: ServiceSettings) -> bus_admin.Applied:
@@ -22,8 +23,10 @@ async def init(settings: ServiceSettings) -> None:
         await db.apply_schema(pool)
     finally:
         await pool.close()
-    print(f"topics created: {', '.join(applied.topics_created) or 'none (all present)'}; "
-          f"{len(applied.users)} principals; ACLs +{applied.acls_created} -{applied.acls_deleted}; schema applied")
+    print(
+        f"topics created: {', '.join(applied.topics_created) or 'none (all present)'}; "
+        f"{len(applied.users)} principals; ACLs +{applied.acls_created} -{applied.acls_deleted}; schema applied"
+    )
 
 
 if __name__ == "__main__":

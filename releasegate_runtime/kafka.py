@@ -1,5 +1,6 @@
 """Kafka wiring shared by all services: a FastStream broker whose subscribers validate contracts, commit only
 after handling, retry transient errors and dead-letter (or park) what can never succeed; an aiokafka producer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,8 @@ from faststream.security import SASLScram512
 
 from contracts import topics
 from contracts.cloudevents import ContractError, Envelope, decode, encode
-from services.common import dead_letters
-from services.common.settings import ServiceSettings
+from releasegate_runtime import dead_letters
+from releasegate_runtime.settings import ServiceSettings
 
 log = structlog.get_logger()
 Handler = Callable[[Envelope], Awaitable[None]]
@@ -42,9 +43,14 @@ def client_options(settings: ServiceSettings) -> dict[str, Any]:
     TLS when a CA file is configured (any listener that is not loopback-only)."""
     user, password = settings.kafka_credentials()
     tls = _tls(settings)
-    return {"bootstrap_servers": settings.kafka_bootstrap,
-            "security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT", "sasl_mechanism": MECHANISM,
-            "sasl_plain_username": user, "sasl_plain_password": password, "ssl_context": tls}
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+        "sasl_mechanism": MECHANISM,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+        "ssl_context": tls,
+    }
 
 
 def _tls(settings: ServiceSettings) -> ssl.SSLContext | None:
@@ -62,8 +68,9 @@ class Producer:
     is not idempotent (a duplicate dead letter is harmless)."""
 
     def __init__(self, settings: ServiceSettings, client_id: str, *, idempotent: bool = True) -> None:
-        self._producer = AIOKafkaProducer(**client_options(settings), client_id=client_id, acks="all",
-                                          enable_idempotence=idempotent, linger_ms=0)
+        self._producer = AIOKafkaProducer(
+            **client_options(settings), client_id=client_id, acks="all", enable_idempotence=idempotent, linger_ms=0
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -150,8 +157,9 @@ class Consumer:
     partition: a record that cannot be decoded or handled is dead-lettered, and one whose dead letter cannot be
     produced is parked in PostgreSQL; only when PostgreSQL refuses too is it redelivered."""
 
-    def __init__(self, broker: KafkaBroker, group: str, dead_letter_producer: Producer, source: str,
-                 pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, broker: KafkaBroker, group: str, dead_letter_producer: Producer, source: str, pool: asyncpg.Pool
+    ) -> None:
         """`dead_letter_producer`: not idempotent (see `Producer`); `pool`: where records are parked."""
         self._broker, self._group, self._producer, self._source = broker, group, dead_letter_producer, source
         self._pool = pool
@@ -173,9 +181,16 @@ class Consumer:
     def register(self) -> None:
         """One subscriber (one group member) for all routed topics, so a service joins its group once."""
 
-        @self._broker.subscriber(*self._routes, group_id=self._group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                                 auto_offset_reset="earliest", max_poll_interval_ms=300_000, title=self._group,
-                                 parser=_parse_leniently, decoder=_undecoded)
+        @self._broker.subscriber(
+            *self._routes,
+            group_id=self._group,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300_000,
+            title=self._group,
+            parser=_parse_leniently,
+            decoder=_undecoded,
+        )
         async def _consume(msg: KafkaMessage) -> None:
             handler, accept = self._routes[msg.raw_message.topic]
             await self._handle(msg.raw_message, handler, accept)
@@ -190,14 +205,21 @@ class Consumer:
                 await self.dead_letter(record, *verdict)
             except Exception as exc:
                 attempt = self._attempts.failed(where, verdict)
-                log.error("record neither dead-lettered nor parked; it will be redelivered", topic=record.topic,
-                          partition=record.partition, offset=record.offset, attempt=attempt, error=repr(exc))
+                log.error(
+                    "record neither dead-lettered nor parked; it will be redelivered",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
                 await asyncio.sleep(_retry_delay(attempt))
                 raise
         self._attempts.forget(where)
 
-    async def _process(self, record: Any, handler: Handler, accept: tuple[type, ...] | None,
-                       where: tuple[str, int, int]) -> tuple[str, str] | None:
+    async def _process(
+        self, record: Any, handler: Handler, accept: tuple[type, ...] | None, where: tuple[str, int, int]
+    ) -> tuple[str, str] | None:
         """None once `handler` succeeded; (reason, error type) for a record that must be dead-lettered."""
         try:
             envelope = decode(record.headers, record.value)
@@ -227,14 +249,25 @@ class Consumer:
         the broker unreachable for `DEAD_LETTER_TIMEOUT_SECONDS`), park the record in PostgreSQL instead. Raises
         only if PostgreSQL does not take it either: the caller must then have the record redelivered."""
         letter = dead_letters.bound(record, self._group, reason, error_type)
-        log.error("dead-lettering record", topic=letter.topic, partition=letter.partition, offset=letter.offset,
-                  reason=letter.reason)
+        log.error(
+            "dead-lettering record",
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            reason=letter.reason,
+        )
         try:
             envelope = Envelope.new(letter.dead_letter(), self._source, subject=letter.key)
-            await asyncio.wait_for(self._producer.send_envelope(topics.DEADLETTER, envelope),
-                                   DEAD_LETTER_TIMEOUT_SECONDS)
+            await asyncio.wait_for(
+                self._producer.send_envelope(topics.DEADLETTER, envelope), DEAD_LETTER_TIMEOUT_SECONDS
+            )
         except Exception as exc:
             parked = await dead_letters.park(self._pool, letter, exc)
-            log.error("dead letter could not be produced; record parked in PostgreSQL (parked_records)",
-                      topic=letter.topic, partition=letter.partition, offset=letter.offset,
-                      error=dead_letters.describe(exc), already_parked=not parked)
+            log.error(
+                "dead letter could not be produced; record parked in PostgreSQL (parked_records)",
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+                error=dead_letters.describe(exc),
+                already_parked=not parked,
+            )

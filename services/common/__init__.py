@@ -1,1 +1,0 @@
-"""What every releasegate service shares: settings, logging, telemetry, Kafka wiring, outbox, idempotency."""
