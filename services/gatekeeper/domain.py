@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from contracts.events import CheckResult
 from contracts.names import clip
 
-if TYPE_CHECKING:
-    from services.gatekeeper.policy import PolicyResult
-
 
 class GateError(Exception):
     """Base error of the gatekeeper."""
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """What the gate policy concluded: deny/wait/warn messages per rule, the risk class and what it requires."""
+
+    deny: list[dict[str, str]]
+    wait: list[dict[str, str]]
+    warn: list[dict[str, str]]
+    risk: str
+    risk_reasons: list[str]
+    required_approvals: int
+    approvers: list[str]
+    exceptions: list[str]
+    refused: list[str]
+    rules: dict[str, str] = field(default_factory=dict)
+    requires: list[str] = field(default_factory=list)
+
+    @property
+    def decision(self) -> str:
+        return "block" if self.deny else "wait" if self.wait else "pass"
+
+    def messages(self, rule: str) -> tuple[list[str], list[str]]:
+        """Deny and wait messages of one rule."""
+        return ([d["msg"] for d in self.deny if d["rule"] == rule], [w["msg"] for w in self.wait if w["rule"] == rule])
 
 
 def checks_from(result: PolicyResult) -> list[CheckResult]:

@@ -1,46 +1,23 @@
-"""The gate policy as code: Rego modules in `policies/gate/` evaluated in-process with regopy, plus their data."""
+"""The gate policy as code: Rego modules in `policies/gate/` evaluated in-process with regopy, plus their data.
+The adapter behind the handler's policy port; what it returns (`PolicyResult`) is the gatekeeper's own model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from regopy import Interpreter
 
-from services.gatekeeper.domain import GateError
+from services.gatekeeper.domain import GateError, PolicyResult
 
 QUERY = "data.releasegate.gate"
 
 
 class PolicyError(GateError):
     """The policy could not be loaded or evaluated; a gate never passes on a broken policy."""
-
-
-@dataclass(frozen=True)
-class PolicyResult:
-    deny: list[dict[str, str]]
-    wait: list[dict[str, str]]
-    warn: list[dict[str, str]]
-    risk: str
-    risk_reasons: list[str]
-    required_approvals: int
-    approvers: list[str]
-    exceptions: list[str]
-    refused: list[str]
-    rules: dict[str, str] = field(default_factory=dict)
-    requires: list[str] = field(default_factory=list)
-
-    @property
-    def decision(self) -> str:
-        return "block" if self.deny else "wait" if self.wait else "pass"
-
-    def messages(self, rule: str) -> tuple[list[str], list[str]]:
-        """Deny and wait messages of one rule."""
-        return ([d["msg"] for d in self.deny if d["rule"] == rule], [w["msg"] for w in self.wait if w["rule"] == rule])
 
 
 class Policy:

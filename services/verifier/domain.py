@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from contracts.events import KpiResult, KpiThreshold, Verdict
-from services.verifier.statistics import Decision, TestResult, latency_rank, proportions
+from releasegate_sdk.statistics import Decision, TestResult, latency_rank, percentile, proportions, wilson
 
 INFORMATIONAL = ("orders_placed",)
 
@@ -28,13 +27,6 @@ class Counts:
     http_5xx: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     checkout_latencies_ms: list[float] = field(default_factory=list)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def measure(c: Counts) -> dict[str, tuple[float | None, int]]:
@@ -70,19 +62,6 @@ def merge_verdicts(
 
 PROPORTIONS = {"checkout_success_rate", "payment_authorization_rate"}
 RATES = PROPORTIONS | {"http_error_rate"}
-GUARDRAIL_Z = 3.29  # two-sided 99.9%
-
-
-def wilson(p: float, n: int, z: float = GUARDRAIL_Z) -> tuple[float, float]:
-    """Wilson score interval of a proportion p observed over n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 LATENCY = {"latency_p95_ms", "checkout_latency_p95_ms"}
 
 

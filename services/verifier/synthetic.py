@@ -18,7 +18,8 @@ import httpx
 
 from contracts.events import KpiResult, SyntheticJourneys, Verdict
 from releasegate_platform.catalog import Catalog, CatalogError
-from services.verifier.domain import VerifierError, percentile
+from releasegate_sdk.statistics import percentile
+from services.verifier.domain import VerifierError
 
 Journey = Callable[[httpx.AsyncClient, str, str, str], Awaitable[Any]]
 JourneyResolver = Callable[[str, str], Journey]

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.gatekeeper.adapters import bundles
-from services.gatekeeper.domain import checks_from, environment_controls
-from services.gatekeeper.policy import PolicyResult
+from services.gatekeeper.domain import PolicyResult, checks_from, environment_controls
 
 DOMAINS = {
     "payment": ["storefront/payments.py"],

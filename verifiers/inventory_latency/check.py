@@ -23,8 +23,8 @@ from contracts.cloudevents import ContractError, decode, header_dict
 from contracts.events import InventoryConfirmed
 from releasegate_runtime.kafka import client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
+from releasegate_sdk.statistics import percentile
 from releasegate_sdk.types import describe
-from services.verifier.domain import percentile
 from verifiers.shop_data import ShopSettings
 
 MIN_SAMPLES = 20
