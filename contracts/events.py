@@ -184,6 +184,15 @@ class SignedApproval(Contract):
     signature: Signature | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
 
 
+class StagingVerification(Contract):
+    """The coordinator's fact that this release's artifact passed verification in staging."""
+
+    release_id: ReleaseId = Field(description="Release whose staging verification passed.")
+    digest: Digest = Field(description="Digest of the artifact that was verified in staging.")
+    step_id: StepId = Field(description="Saga step whose verdicts passed, e.g. `verify-staging`.")
+    verified_at: datetime = Field(description="When the coordinator recorded the passing verdicts.")
+
+
 class GateCheckRequested(StepCommand):
     """Command to the gatekeeper: evaluate the promotion gates for one environment."""
 
@@ -195,6 +204,11 @@ class GateCheckRequested(StepCommand):
     )
     approvals: list[SignedApproval] = Field(
         default_factory=list, max_length=MAX_NAMES, description="Approvals given to this release so far."
+    )
+    staging_verified: StagingVerification | None = Field(
+        default=None,
+        description="Production gate: the staging verification this release passed, from the coordinator's saga "
+        "(only the coordinator may write gate commands, deploy/kafka/acls.yaml); none if staging was not verified.",
     )
 
 
