@@ -621,6 +621,40 @@ class DeadLetter(Contract):
     truncated: bool = Field(default=False, description="True if the key, headers, value or reason were cut to fit.")
 
 
+# --- read models published by their owner -------------------------------------------------------------------
+
+
+class ServingVersion(Contract):
+    """One version serving in an environment, as the deployer runs it."""
+
+    version: Name
+    digest: Digest
+    release_id: ReleaseId | None = Field(default=None, description="Release that started it; none for bootstrap.")
+    weight: int = Field(ge=0, le=100, description="Percent of the environment's traffic it gets.")
+    endpoints: list[Annotated[str, Field(max_length=MAX_URI, pattern=r"^https?://[^\s]+$")]] = Field(
+        max_length=MAX_ITEMS, description="Base URLs of its serving instances, for synthetic journeys."
+    )
+
+
+class EnvironmentState(Contract):
+    """What runs in one environment of one service: the deployer's read model, published (compacted, keyed by
+    service and environment) after every change it makes, so no other service reads the deployer's tables."""
+
+    event_type: ClassVar[str] = "dev.releasegate.environment.state.v1"
+    service: Name
+    environment: Name
+    sequence: int = Field(
+        ge=1,
+        lt=2**63,
+        description="Grows with every state the deployer publishes for this service and environment; a consumer "
+        "keeps the state with the highest sequence (an older state never overwrites a newer one).",
+    )
+    stable_version: Name | None = Field(description="The environment's stable version; none before the first.")
+    stable_digest: Digest | None = Field(description="Artifact digest of the stable version.")
+    serving: list[ServingVersion] = Field(max_length=MAX_NAMES, description="Versions with serving instances.")
+    observed_at: datetime = Field(description="When the deployer read this state.")
+
+
 # --- business events of the sample shop ---------------------------------------------------------------------
 
 
@@ -683,6 +717,7 @@ EVENT_TYPES: dict[str, type[Contract]] = {
         AlertRaised,
         DeadLetter,
         VerifierHeartbeat,
+        EnvironmentState,
         CheckoutAttempted,
         CheckoutSucceeded,
         CheckoutFailed,

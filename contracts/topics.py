@@ -13,6 +13,8 @@ DR_COMMANDS = "release.commands.dr-checker"
 DEPLOY_COMMANDS = "release.commands.deployer"
 VERIFY_COMMANDS = "release.commands.verifier"
 ROLLBACK_COMMANDS = "release.commands.rollback"
+# The deployer's read model (EnvironmentState), compacted, keyed by service and environment; only it writes.
+ENVIRONMENTS = "release.environments"
 
 SHOP_EVENTS = "shop.events"
 
@@ -27,6 +29,7 @@ ALL = [
     DEPLOY_COMMANDS,
     VERIFY_COMMANDS,
     ROLLBACK_COMMANDS,
+    ENVIRONMENTS,
     SHOP_EVENTS,
 ]
 
