@@ -5,7 +5,14 @@ export PYTHON := $(PY)
 PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
-.PHONY: install secrets stack up down reset status demo test test-quick bench bench-quality bench-auth bench-fuzz backup drill bundles schemas shoppers acls
+K8S := deploy/k8s
+# strict type checking: the contracts, the runtime and the coordinator's saga core (mypy's strict set in
+# pyproject.toml); paths not (yet) present are left out
+TYPECHECK_PATHS := contracts releasegate_runtime services/coordinator/saga.py services/coordinator/plans \
+    services/coordinator/compensation.py services/coordinator/config.py services/coordinator/upcast.py
+
+.PHONY: install secrets stack k8s up down reset status demo test test-quick unit lint typecheck check bench \
+    bench-quality bench-auth bench-fuzz backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -19,6 +26,11 @@ stack: install      ## Kafka, PostgreSQL, HAProxy, payment sandbox + topics, sch
 	$(PY) -m shop.build_bundles >/dev/null
 	$(PY) -m services.dr_checker.backup shop
 
+k8s:                ## the Kubernetes test cluster: control plane built from Go modules once (cached), started
+	bash $(K8S)/build.sh
+	@[[ -f $(K8S)/cluster.sh ]] || { echo "$(K8S)/cluster.sh is missing: the kubernetes tests cannot run" >&2; exit 1; }
+	bash $(K8S)/cluster.sh up
+
 up: stack           ## the whole local stack: infrastructure, the six services, shop v1, synthetic shoppers
 	bash deploy/services.sh start
 	$(PY) -m services.deployer.bootstrap $(BASELINE)
@@ -30,8 +42,9 @@ shoppers:
 	$(PROC) start shopper-staging -- $(PY) -m shop.shopper --target http://127.0.0.1:18081 --rate 6 \
 	    --tenants qa --cards visa --duration 0
 
-down:               ## stop everything started by `make up`
+down:               ## stop everything started by `make up` (and the Kubernetes test cluster)
 	bash deploy/stack.sh down
+	if [[ -f $(K8S)/cluster.sh ]]; then bash $(K8S)/cluster.sh down; fi
 
 reset:              ## stop everything and delete all local state (.run/)
 	bash deploy/stack.sh reset
@@ -54,13 +67,25 @@ schemas:            ## regenerate the committed JSON Schemas and AsyncAPI docume
 demo: up            ## release v2 (promoted) then v3 (rolled back by itself); exit 0 only if both happened
 	$(PY) deploy/demo.py
 
-test: stack         ## the whole suite: unit, integration and e2e against the real local stack
+test: stack k8s     ## the whole suite: unit, integration, kubernetes and e2e against the real local stack
 	bash deploy/services.sh stop
 	$(PROC) stop shopper-production shopper-staging
 	$(PY) -m pytest -ra
 
-test-quick: stack   ## everything but the slow end-to-end scenarios
+test-quick: stack k8s  ## everything but the slow end-to-end scenarios
 	$(PY) -m pytest -ra -m "not slow"
+
+unit:               ## the unit tests and the architecture rules: no stack, no cluster, no network
+	$(PY) -m pytest -ra -p no:cacheprovider -m "not integration and not kubernetes and not slow" \
+	    tests/unit tests/test_architecture.py verifiers
+
+lint:               ## ruff: lint and formatting (configuration in pyproject.toml)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+typecheck:          ## mypy, strict on the contracts, the runtime and the saga core (pyproject.toml)
+	$(PY) -m mypy $(wildcard $(TYPECHECK_PATHS))
+
+check: lint typecheck unit  ## every quality gate that needs no stack
 
 bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Kafka round trip
 	$(PY) bench/rollback_latency.py

@@ -310,4 +310,5 @@ def _summarise(exc: ValidationError) -> str:
 
 
 def to_json_dict(model: BaseModel) -> dict[str, Any]:
-    return json.loads(model.model_dump_json())
+    data: dict[str, Any] = json.loads(model.model_dump_json())
+    return data

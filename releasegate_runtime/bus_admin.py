@@ -20,6 +20,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -98,7 +99,7 @@ def ensure_topics(admin: AdminClient, names: list[str]) -> list[str]:
 
 
 def ensure_users(admin: AdminClient, secrets_dir: Path, principals: list[str]) -> None:
-    upserts = [
+    upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(
             name,
             ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
@@ -113,8 +114,15 @@ def ensure_users(admin: AdminClient, secrets_dir: Path, principals: list[str]) -
 def reconcile_acls(admin: AdminClient, grants: list[Grant], *, prune: bool) -> tuple[int, int]:
     """Create the missing bindings; with `prune`, delete every binding not in `grants`."""
     wanted = {_key(b): b for b in map(binding, grants)}
+    # None is the filter's wildcard for name, principal and host (the library's annotations say str)
     any_filter = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]
+        ResourcePatternType.ANY,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        AclOperation.ANY,
+        AclPermissionType.ANY,
     )
     existing = {_key(b): b for b in admin.describe_acls(any_filter).result(timeout=TIMEOUT)}
     create = [b for k, b in wanted.items() if k not in existing]

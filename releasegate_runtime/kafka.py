@@ -125,7 +125,7 @@ class _Attempts:
 
 
 def _retry_delay(attempt: int) -> float:
-    return min(0.2 * 2**attempt, 3.0)
+    return min(0.2 * 2.0**attempt, 3.0)
 
 
 async def _parse_leniently(record: ConsumerRecord, original: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -192,8 +192,9 @@ class Consumer:
             decoder=_undecoded,
         )
         async def _consume(msg: KafkaMessage) -> None:
-            handler, accept = self._routes[msg.raw_message.topic]
-            await self._handle(msg.raw_message, handler, accept)
+            record: Any = msg.raw_message  # one ConsumerRecord (not a batch subscriber)
+            handler, accept = self._routes[record.topic]
+            await self._handle(record, handler, accept)
 
     async def _handle(self, record: Any, handler: Handler, accept: tuple[type, ...] | None) -> None:
         """Returns once the record is handled, dead-lettered or parked (its offset may be committed); raises to

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -99,9 +100,9 @@ def _has_scheme(text: str, sep: int, floor: int) -> bool:
     return found
 
 
-def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     exception = event_dict.pop("exception", None)
-    redacted = redact(event_dict)
+    redacted: dict[str, Any] = redact(event_dict)
     if isinstance(exception, str):
         redacted["exception"] = redact_url_passwords(truncate(exception, EXCEPTION_LIMIT))
     return redacted
@@ -124,4 +125,4 @@ def configure(service: str, level: str = "INFO") -> structlog.stdlib.BoundLogger
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     structlog.contextvars.bind_contextvars(service=service)
-    return structlog.get_logger()
+    return structlog.stdlib.get_logger()
