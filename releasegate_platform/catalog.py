@@ -42,6 +42,12 @@ def _journey_target(target: str) -> str:
 JourneyTarget = Annotated[str, AfterValidator(_journey_target)]
 
 
+def _replayer_target(target: str) -> str:
+    if JOURNEY_TARGET.fullmatch(target) is None:
+        raise ValueError(f"dr.replayer {target[:120]!r} must be `package.module:Class`")
+    return target
+
+
 class CatalogError(Exception):
     """The catalog has no valid entry for the requested service."""
 
@@ -75,6 +81,11 @@ class DRRequirement(_Model):
         "in the repository or URL; tier-1 services need restore and failover",
     )
     hold_point: bool = Field(default=False, description="Pause before production for a go/no-go decision")
+    replayer: Annotated[str, AfterValidator(_replayer_target)] | None = Field(
+        default=None,
+        description="`module:Class` re-applying the service's business events after a data restore "
+        "(releasegate_platform.replay); only in the service's own package. None: no data restore",
+    )
 
 
 class Wave(_Model):
@@ -164,6 +175,28 @@ class Approvers(_Model):
         return self
 
 
+class TargetSpec(_Model):
+    """Where an environment's versions run: `local` (processes behind HAProxy, the default) or `kubernetes`
+    (a Deployment and a Service per version, traffic through a Gateway API HTTPRoute)."""
+
+    kind: Literal["local", "kubernetes"] = "local"
+    namespace: str | None = Field(default=None, description="kubernetes: default `releasegate-<environment>`")
+    gateway: str | None = Field(default=None, description="kubernetes: the Gateway the HTTPRoute attaches to")
+    gateway_namespace: str | None = Field(default=None, description="kubernetes: default the route's namespace")
+    image: str | None = Field(
+        default=None, description="kubernetes: image repository; versions run `<image>@<artifact digest>`"
+    )
+    domain: str = Field(default="shop.test", description="kubernetes: tenants are `<tenant>.<domain>`")
+    tenant_header: str = Field(default="X-Tenant", description="kubernetes: header naming the tenant to the route")
+    port: int = Field(default=8080, gt=0, lt=65536, description="kubernetes: the container's HTTP port")
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_gateway_and_image(self) -> TargetSpec:
+        if self.kind == "kubernetes" and (not self.gateway or not self.image):
+            raise ValueError("a kubernetes target needs `gateway` and `image` (the repository images are pulled from)")
+        return self
+
+
 class ServiceEntry(_Model):
     apiVersion: Literal["releasegate.dev/v1"]
     kind: Literal["Service"]
@@ -198,6 +231,12 @@ class ServiceEntry(_Model):
         "its domain (e.g. payment), paths matching none are unclassified",
     )
     security_controls: list[str] = Field(default=[], description="Controls every environment must declare")
+    targets: dict[Name, TargetSpec] = Field(
+        default_factory=dict, description="Deployment target per environment; an environment not named is `local`"
+    )
+
+    def target(self, environment: str) -> TargetSpec:
+        return self.targets.get(environment, TargetSpec())
 
     @field_validator("journeys")
     @classmethod
@@ -218,6 +257,24 @@ class ServiceEntry(_Model):
             raise ValueError(
                 f"synthetic.journey {self.synthetic.journey!r} is not in the entry's `journeys` "
                 f"allow-list ({', '.join(sorted(self.journeys)) or 'empty'})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _targets_name_environments(self) -> ServiceEntry:
+        unknown = sorted(set(self.targets) - set(self.environments))
+        if unknown:
+            raise ValueError(f"targets named for environments the entry does not have: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _replayer_is_the_services_own(self) -> ServiceEntry:
+        package = self.name.replace("-", "_")
+        module = (self.dr.replayer or "").partition(":")[0]
+        if self.dr.replayer is not None and not (module == package or module.startswith(f"{package}.")):
+            raise ValueError(
+                f"dr.replayer {self.dr.replayer!r} is outside the service's own package {package!r}: a service "
+                "replays its own business events only"
             )
         return self
 

@@ -46,6 +46,15 @@ class DeployerSettings(ServiceSettings):
         "else the deployer's); its interpreter must be readable by the candidate user.",
     )
 
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig of releasegate's own ServiceAccount, for environments whose catalog target is "
+        "`kubernetes` (RG_KUBECONFIG); unset, such environments refuse every step with the reason.",
+    )
+    rollout_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="kubernetes: longest wait for a Deployment to roll out"
+    )
+
     def shop_database(self, environment: str) -> str:
         """Each environment has its own database, so staging runs migrations before production sees them."""
         database = "shop_staging" if environment == "staging" else "shop"
