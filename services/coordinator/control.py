@@ -19,7 +19,7 @@ from releasegate_platform import identity
 from releasegate_platform.catalog import Approvers, OperatorAction
 
 if TYPE_CHECKING:
-    from services.coordinator.domain import Saga
+    from services.coordinator.model import Saga
 
 # Clocks differ: a command may say it was signed up to this far in the future, no further.
 MAX_CLOCK_SKEW = timedelta(seconds=60)
@@ -63,7 +63,9 @@ def signer(identities: identity.Identities, command: OperatorCommand) -> Signer:
 def action(command: OperatorCommand) -> Action:
     match command:
         case ApprovalGiven():
-            return "go" if command.kind in ("go", "no-go") else command.kind
+            if command.kind == "go" or command.kind == "no-go":
+                return "go"
+            return command.kind
         case AbortRequested():
             return "abort"
         case PauseRequested():
@@ -123,7 +125,7 @@ def permission(saga: Saga, act: Action, actor: str, groups: frozenset[str]) -> s
     count is the gate policy's call; only the author's are refused here."""
     if actor == saga.candidate.get("author") and act not in AUTHOR_MAY:
         return f"the author of a change cannot {_AUTHOR_CANNOT[act]} it"
-    if act in ("approval", "exception"):
+    if act == "approval" or act == "exception":
         return None
     allowed = allowed_groups(saga, act)
     if groups & allowed:
@@ -135,5 +137,6 @@ def permission(saga: Saga, act: Action, actor: str, groups: frozenset[str]) -> s
 def allowed_groups(saga: Saga, act: OperatorAction) -> frozenset[str]:
     """The catalog's groups for `act` as the release started with them; a release started before the catalog
     named them gets the defaults for its approver group."""
-    operators = saga.operators or Approvers(group=saga.verification.get("approver_group", "approvers")).actions
+    group = saga.config.approver_group if saga.config is not None else "approvers"
+    operators = saga.operators or Approvers(group=group).actions
     return operators.groups(act)

@@ -20,7 +20,8 @@ from releasegate_platform.catalog import Catalog, CatalogError
 from releasegate_platform.verifier_registry import alive_verifiers
 from releasegate_runtime import db, outbox, telemetry
 from releasegate_runtime.kafka import PermanentError
-from services.coordinator import control, domain, step_grants
+from services.coordinator import control, step_grants, upcast
+from services.coordinator import saga as domain
 
 CONSUMER = "coordinator"
 SOURCE = "releasegate/coordinator"
@@ -169,9 +170,7 @@ class Coordinator:
             if row is None:
                 raise PermanentError(f"unknown release {release_id!r}")
             replayed = command is not None and not await _first_use_of_nonce(conn, command, self._clock())
-            decision = decide(
-                domain.Saga.model_validate(row["body"]), await alive_verifiers(conn, self._clock()), replayed
-            )
+            decision = decide(upcast.load(row["body"]), await alive_verifiers(conn, self._clock()), replayed)
             if decision.ignored:
                 log.info("event ignored", release_id=release_id, why=decision.ignored)
                 return

@@ -9,7 +9,7 @@ from securesystemslib.signer import CryptoSigner
 
 from contracts.events import Contract, DeployAction, DeployRequested, RollbackRequested
 from releasegate_runtime import grants
-from services.coordinator import domain
+from services.coordinator.model import STEP_TIMEOUTS
 
 # How long a grant outlives its step's deadline: a command still unhandled after the coordinator gave up on its
 # step must not act any more, but a slow relay or a consumer catching up should not cost the step.
@@ -19,11 +19,11 @@ MARGIN = timedelta(seconds=60)
 def lifetime(command: grants.Command) -> timedelta:
     """The step's timeout, as its deadline in the saga (×3 for the slow compensations), plus the margin."""
     if isinstance(command, RollbackRequested):
-        seconds = domain.STEP_TIMEOUTS["rollback"] * (3 if command.compensation == "restore_data" else 1)
+        seconds = STEP_TIMEOUTS["rollback"] * (3 if command.compensation == "restore_data" else 1)
     elif command.action is DeployAction.RESTORE:
-        seconds = domain.STEP_TIMEOUTS["rollback"] * 3
+        seconds = STEP_TIMEOUTS["rollback"] * 3
     else:
-        seconds = domain.STEP_TIMEOUTS["deploy"]
+        seconds = STEP_TIMEOUTS["deploy"]
     return timedelta(seconds=seconds) + MARGIN
 
 

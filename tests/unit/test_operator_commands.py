@@ -23,7 +23,8 @@ from releasegate_cli import main as cli
 from releasegate_platform import identity, supply_chain
 from releasegate_platform.catalog import Approvers
 from releasegate_runtime.settings import ServiceSettings
-from services.coordinator import control, domain
+from services.coordinator import control
+from services.coordinator import saga as domain
 from tests.unit.test_saga import (
     ENTRY,
     KEYS,

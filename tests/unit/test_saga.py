@@ -29,7 +29,8 @@ from contracts.events import (
 )
 from releasegate_platform import identity
 from releasegate_platform.catalog import Catalog, VerifierSet
-from services.coordinator import control, domain
+from services.coordinator import control
+from services.coordinator import saga as domain
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ from contracts.events import DeployAction, DeployRequested, RollbackRequested, V
 from releasegate_platform import supply_chain
 from releasegate_runtime import grants
 from releasegate_runtime.admission import spent_refusal
-from services.coordinator import domain, step_grants
+from services.coordinator import saga as domain
+from services.coordinator import step_grants
 from services.rollback.domain import backup_point_refusal
 from tests.unit.test_saga import ENTRY, answer, candidate, run_until, with_migrations
 
