@@ -306,3 +306,25 @@ CREATE TABLE IF NOT EXISTS rollback_steps (
     finished_at timestamptz,
     PRIMARY KEY (release_id, step_id)
 );
+
+-- deployer: numbers the states of its read model (release.environments, services/deployer/read_model.py)
+CREATE SEQUENCE IF NOT EXISTS environment_state_sequence;
+
+-- gatekeeper and core verifier: each one's projection of the deployer's read model (release.environments), the
+-- state with the highest sequence per service and environment; an older state never replaces a newer one
+CREATE TABLE IF NOT EXISTS gatekeeper_environments (
+    service     text        NOT NULL,
+    environment text        NOT NULL,
+    sequence    bigint      NOT NULL,
+    state       jsonb       NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (service, environment)
+);
+CREATE TABLE IF NOT EXISTS verifier_environments (
+    service     text        NOT NULL,
+    environment text        NOT NULL,
+    sequence    bigint      NOT NULL,
+    state       jsonb       NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (service, environment)
+);

@@ -55,3 +55,9 @@ GRANT SELECT, INSERT ON parked_records TO rg_coordinator, rg_gatekeeper, rg_dr_c
 
 -- rollback: its step ledger (compensations done once, outcomes kept)
 GRANT SELECT, INSERT, UPDATE ON rollback_steps TO rg_rollback;
+
+-- the deployer's read model (release.environments): the deployer numbers its states; the gatekeeper and the core
+-- verifier keep their own projections of it
+GRANT USAGE ON SEQUENCE environment_state_sequence TO rg_deployer;
+GRANT SELECT, INSERT, UPDATE ON gatekeeper_environments TO rg_gatekeeper;
+GRANT SELECT, INSERT, UPDATE ON verifier_environments TO rg_verifier;

@@ -1,18 +1,49 @@
-"""The gatekeeper's own model: its errors, and how a policy result becomes the per-rule checks of a decision."""
+"""The gatekeeper's own model: its errors, what the policy concludes, how that becomes the per-rule checks of a
+decision, the decision it stores, and which published environment state it keeps."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from contracts.events import CheckResult
+from contracts.events import CheckResult, EnvironmentState
 from contracts.names import clip
 
 
 class GateError(Exception):
     """Base error of the gatekeeper."""
+
+
+class BundleUnreadable(GateError):
+    """An artifact that is missing, does not match its digest, or is not a bundle the deployer would unpack: a
+    fact the policy judges (`artifact_digest`), not a broken gatekeeper."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """One decision as stored for audit: the policy's version, its whole input and digest, each rule's result."""
+
+    request_id: str
+    release_id: str
+    step_id: str
+    environment: str
+    decision: str
+    risk: str
+    policy_version: str
+    input_digest: str
+    input: dict[str, Any]
+    rules: list[dict[str, Any]]
+    warnings: list[str]
+    refused: list[str]
+
+
+def supersedes(incoming: EnvironmentState, kept: EnvironmentState | None) -> bool:
+    """Whether a published environment state replaces the one kept: only a newer one does (states may arrive
+    twice, or an old one after a new one when a topic is re-read)."""
+    return kept is None or incoming.sequence > kept.sequence
 
 
 @dataclass(frozen=True)

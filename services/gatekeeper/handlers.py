@@ -1,32 +1,32 @@
 """Gatekeeper handler: gather the facts about a candidate (artifact, signature, bundle diff, migrations, calendar,
-approvals), let the Rego policy judge them, store the decision and reply through the outbox."""
+approvals), let the Rego policy judge them, store the decision and reply once. Everything it touches comes in as a
+port (`ports.py`), wired by `bootstrap.py`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope
-from contracts.events import CheckResult, GateCheckFinished, GateCheckRequested
+from contracts.events import CheckResult, EnvironmentState, GateCheckFinished, GateCheckRequested
 from contracts.names import clip
 from releasegate_platform import supply_chain
-from releasegate_platform.artifacts import ArtifactError, ArtifactStore
-from releasegate_platform.catalog import Catalog, CatalogError, ServiceEntry
-from releasegate_platform.identity import Identities, IdentityError, verify_approval
-from releasegate_runtime import worker
-from releasegate_runtime.settings import ServiceSettings
+from releasegate_platform.catalog import CatalogError, ServiceEntry
+from releasegate_platform.identity import IdentityError, verify_approval
 from services.gatekeeper import migrations as migration_lint
 from services.gatekeeper.adapters import bundles
-from services.gatekeeper.calendar import Calendar
-from services.gatekeeper.domain import GateError, checks_from, environment_controls
-from services.gatekeeper.policy import Policy, input_digest
+from services.gatekeeper.domain import BundleUnreadable, GateDecision, GateError, checks_from
+from services.gatekeeper.policy import input_digest
+from services.gatekeeper.ports import BundlesPort, CatalogPort, FilesPort, GateStorePort, PolicyPort, RepliesPort
 
 CONSUMER = "gatekeeper"
+PRODUCTION = "production"
+# how soon a gate that waits for the deployer's first published state of production asks again
+STATE_RETRY = timedelta(seconds=5)
 log = structlog.get_logger()
 
 
@@ -35,21 +35,43 @@ def utcnow() -> datetime:
 
 
 class Gatekeeper:
-    def __init__(self, pool: asyncpg.Pool, settings: ServiceSettings, clock: Callable[[], datetime] = utcnow) -> None:
-        self._pool, self._clock = pool, clock
-        self._catalog = Catalog(settings.catalog_dir)
-        self._store = ArtifactStore(settings.artifact_store)
-        self._settings = settings
-        self.policy = Policy(settings.policy_dir)
+    def __init__(
+        self,
+        *,
+        catalog: CatalogPort,
+        bundles: BundlesPort,
+        policy: PolicyPort,
+        files: FilesPort,
+        store: GateStorePort,
+        replies: RepliesPort,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._catalog, self._bundles, self.policy, self._files = catalog, bundles, policy, files
+        self._store, self._replies, self._clock = store, replies, clock
 
     async def on_request(self, envelope: Envelope) -> None:
         req: GateCheckRequested = envelope.data  # type: ignore[assignment]
-        await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.check(req, envelope.id))
+        await self._replies.once(envelope, lambda: self.check(req, envelope.id))
+
+    async def on_environment_state(self, envelope: Envelope) -> None:
+        """The deployer's read model: keep the newest state of each environment (idempotent by sequence)."""
+        state: EnvironmentState = envelope.data  # type: ignore[assignment]
+        kept = await self._store.keep_environment(state)
+        log.info(
+            "environment state" + (" kept" if kept else " ignored (not newer)"),
+            service=state.service,
+            environment=state.environment,
+            sequence=state.sequence,
+            stable=state.stable_version,
+        )
 
     async def check(self, req: GateCheckRequested, request_id: str) -> GateCheckFinished:
         now = self._clock()
+        production = await self._store.environment(req.service, PRODUCTION)
+        if production is None:
+            return self._wait_for_environment_state(req, now)
         try:
-            policy_input, timing = await self.facts(req, now)
+            policy_input, timing = await self.facts(req, now, production)
             result = self.policy.evaluate(policy_input)
         except (GateError, supply_chain.TrustRootError, IdentityError) as exc:
             # A broken policy, trust root, calendar or identities file never lets a release through.
@@ -66,24 +88,22 @@ class Gatekeeper:
         checks = checks_from(result)
         digest = input_digest(policy_input)
         retry_at = timing.retry_at if timing is not None and result.decision == "wait" else None
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO gate_decisions (request_id, release_id, step_id, environment, decision, risk,"
-                " policy_version, input_digest, input, rules, warnings, refused)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (request_id) DO NOTHING",
-                request_id,
-                req.release_id,
-                req.step_id,
-                req.environment,
-                result.decision,
-                result.risk,
-                self.policy.version,
-                digest,
-                policy_input,
-                [c.model_dump(mode="json") for c in checks],
-                [w["msg"] for w in result.warn],
-                result.refused,
+        await self._store.record(
+            GateDecision(
+                request_id=request_id,
+                release_id=req.release_id,
+                step_id=req.step_id,
+                environment=req.environment,
+                decision=result.decision,
+                risk=result.risk,
+                policy_version=self.policy.version,
+                input_digest=digest,
+                input=policy_input,
+                rules=[c.model_dump(mode="json") for c in checks],
+                warnings=[w["msg"] for w in result.warn],
+                refused=result.refused,
             )
+        )
         log.info(
             "gate decided",
             release_id=req.release_id,
@@ -112,9 +132,30 @@ class Gatekeeper:
             ],
         )
 
-    async def facts(self, req: GateCheckRequested, now: datetime) -> tuple[dict[str, Any], Any]:
+    def _wait_for_environment_state(self, req: GateCheckRequested, now: datetime) -> GateCheckFinished:
+        """Without the deployer's state of production there is no baseline to diff the candidate against, and
+        guessing one (nothing in production: everything is new) would misjudge the change: wait for it."""
+        reason = (
+            f"waiting for the deployer to publish what {PRODUCTION} runs for {req.service} "
+            "(release.environments): the change cannot be classified without it"
+        )
+        log.warning("gate waits for environment state", release_id=req.release_id, service=req.service)
+        return GateCheckFinished(
+            release_id=req.release_id,
+            step_id=req.step_id,
+            environment=req.environment,
+            passed=False,
+            decision="wait",
+            policy_version=self.policy.version,
+            checks=[CheckResult(name="environment_state", passed=False, reason=reason, evidence={"outcome": "wait"})],
+            waiting_for=[reason],
+            retry_at=now + STATE_RETRY,
+        )
+
+    async def facts(
+        self, req: GateCheckRequested, now: datetime, production: EnvironmentState
+    ) -> tuple[dict[str, Any], Any]:
         """The policy input; every file is re-read per request so policy, trust and calendar edits apply at once."""
-        settings = self._settings
         candidate = req.candidate
         try:
             entry: ServiceEntry | None = self._catalog.get(req.service)
@@ -123,10 +164,10 @@ class Gatekeeper:
             entry, catalog_error = None, str(exc)
         artifact_error, files = None, None
         try:
-            files = bundles.read(self._store.verify(req.digest))
-        except (ArtifactError, bundles.BundleError) as exc:
+            files = self._bundles.read(req.digest)
+        except BundleUnreadable as exc:
             artifact_error = str(exc)
-        baseline_version, baseline = await self._production_bundle(req.service)
+        baseline_version, baseline = self._production_bundle(production)
         change = bundles.change(
             baseline, files or {}, entry.change_domains if entry else {}, entry.domains if entry else []
         )
@@ -136,19 +177,15 @@ class Gatekeeper:
             if name not in bundles.migrations(baseline or {})
         }
         reports = migration_lint.analyse_all(list(new_migrations.items()))
-        trust_root = supply_chain.TrustRoot.load(settings.trust_root_file)
+        trust_root = self._files.trust_root()
         attestation = supply_chain.inspect(
             candidate.attestation if candidate else None, req.digest, req.service, trust_root
         )
         calendar = timing = None
         if entry is not None:
-            calendar = Calendar.load(settings.calendar_file)
+            calendar = self._files.calendar()
             timing = calendar.timing(now, tier=entry.tier, domains=list(change.domains))
         approvals = self._approvals(req, now)
-        async with self._pool.acquire() as conn:
-            staged = await conn.fetchval(
-                "SELECT 1 FROM staging_verified_artifacts WHERE service = $1 AND digest = $2", req.service, req.digest
-            )
         vulns = candidate.vulnerabilities if candidate else None
         policy_input = {
             "environment": req.environment,
@@ -157,13 +194,13 @@ class Gatekeeper:
             "artifact": {"digest": req.digest, "error": artifact_error},
             "attestation": attestation.as_input(),
             "tests": req.tests.model_dump(),
-            "staging": {"verified": bool(staged)},
+            "staging": {"verified": await self._staging_verified(req)},
             "vulnerabilities": (
                 {"present": True, **vulns.model_dump(include={"critical", "high", "medium", "low"})}
                 if vulns
                 else {"present": False}
             ),
-            "environment_controls": environment_controls(settings.environments_dir, req.environment),
+            "environment_controls": self._files.environment_controls(req.environment),
             "change": {
                 "author": candidate.author if candidate else None,
                 **change.as_input(),
@@ -181,23 +218,26 @@ class Gatekeeper:
         }
         return json.loads(json.dumps(policy_input, default=str)), timing
 
-    async def _production_bundle(self, service: str) -> tuple[str | None, dict[str, bytes] | None]:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT stable_version, stable_digest FROM environments"
-                " WHERE service = $1 AND environment = 'production'",
-                service,
-            )
-        if row is None:
+    async def _staging_verified(self, req: GateCheckRequested) -> bool:
+        """The coordinator's fact in the command. A command without it is judged by the coordinator's table, as
+        long as the coordinator does not yet put the fact in every gate command."""
+        if req.staging_verified is not None:
+            return req.staging_verified.digest == req.digest
+        return await self._store.staging_verified(req.service, req.digest)
+
+    def _production_bundle(self, production: EnvironmentState) -> tuple[str | None, dict[str, bytes] | None]:
+        if production.stable_version is None or production.stable_digest is None:
             return None, None
         try:
-            return row["stable_version"], bundles.read(self._store.verify(row["stable_digest"]))
-        except (ArtifactError, bundles.BundleError) as exc:
-            log.warning("production bundle unreadable; diffing against nothing", service=service, error=str(exc))
-            return row["stable_version"], None
+            return production.stable_version, self._bundles.read(production.stable_digest)
+        except BundleUnreadable as exc:
+            log.warning(
+                "production bundle unreadable; diffing against nothing", service=production.service, error=str(exc)
+            )
+            return production.stable_version, None
 
     def _approvals(self, req: GateCheckRequested, now: datetime) -> list[dict[str, Any]]:
-        identities = Identities.load(self._settings.identities_file)
+        identities = self._files.identities()
         out = []
         for a in req.approvals:
             refused = verify_approval(
