@@ -48,6 +48,12 @@ def _replayer_target(target: str) -> str:
     return target
 
 
+def _replayer_target(target: str) -> str:
+    if JOURNEY_TARGET.fullmatch(target) is None:
+        raise ValueError(f"dr.replayer {target[:120]!r} must be `package.module:Class`")
+    return target
+
+
 class CatalogError(Exception):
     """The catalog has no valid entry for the requested service."""
 
@@ -81,6 +87,11 @@ class DRRequirement(_Model):
         "in the repository or URL; tier-1 services need restore and failover",
     )
     hold_point: bool = Field(default=False, description="Pause before production for a go/no-go decision")
+    replayer: Annotated[str, AfterValidator(_replayer_target)] | None = Field(
+        default=None,
+        description="`module:Class` re-applying the service's business events after a data restore "
+        "(releasegate_platform.replay); only in the service's own package. None: no data restore",
+    )
     replayer: Annotated[str, AfterValidator(_replayer_target)] | None = Field(
         default=None,
         description="`module:Class` re-applying the service's business events after a data restore "
@@ -265,6 +276,17 @@ class ServiceEntry(_Model):
         unknown = sorted(set(self.targets) - set(self.environments))
         if unknown:
             raise ValueError(f"targets named for environments the entry does not have: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _replayer_is_the_services_own(self) -> ServiceEntry:
+        package = self.name.replace("-", "_")
+        module = (self.dr.replayer or "").partition(":")[0]
+        if self.dr.replayer is not None and not (module == package or module.startswith(f"{package}.")):
+            raise ValueError(
+                f"dr.replayer {self.dr.replayer!r} is outside the service's own package {package!r}: a service "
+                "replays its own business events only"
+            )
         return self
 
     @model_validator(mode="after")

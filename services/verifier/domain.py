@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.events import KpiResult, KpiThreshold, Verdict
+from contracts.events import EnvironmentState, KpiResult, KpiThreshold, Verdict
 from releasegate_sdk.statistics import Decision, TestResult, latency_rank, percentile, proportions, wilson
 
 INFORMATIONAL = ("orders_placed",)
@@ -27,6 +27,17 @@ class Counts:
     http_5xx: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     checkout_latencies_ms: list[float] = field(default_factory=list)
+
+
+def endpoints_of(state: EnvironmentState, version: str) -> list[str]:
+    """Base URLs of `version`'s serving instances in a published environment state; none if it does not serve."""
+    return [url for serving in state.serving if serving.version == version for url in serving.endpoints]
+
+
+def supersedes(incoming: EnvironmentState, kept: EnvironmentState | None) -> bool:
+    """Whether a published environment state replaces the one kept: only a newer one does (a state may arrive
+    twice, or an older one after a newer one when the topic is read again)."""
+    return kept is None or incoming.sequence > kept.sequence
 
 
 def measure(c: Counts) -> dict[str, tuple[float | None, int]]:

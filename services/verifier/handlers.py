@@ -1,6 +1,7 @@
 """The core verifier's check: customer-traffic KPIs (shop business events, HAProxy request log) judged with
-sequential tests against stable, Prometheus KPIs, and synthetic journeys. The SDK does the rest: requests,
-looks, deadlines, the verdict."""
+sequential tests against stable, Prometheus KPIs, and synthetic journeys against the instances the deployer
+published (`release.environments`). The SDK does the rest: requests, looks, deadlines, the verdict. Its ports
+(`ports.py`) are wired by `bootstrap.py`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from contracts.events import KpiResult, Verdict
+from contracts.cloudevents import Envelope
+from contracts.events import EnvironmentState, KpiResult, Verdict
 from releasegate_sdk import Result, TransientError, VerificationRequest
 from services.verifier import synthetic
-from services.verifier.adapters.prometheus import PrometheusProvider
-from services.verifier.adapters.store import KpiStore
 from services.verifier.domain import judge, merge_verdicts
+from services.verifier.ports import KpiStorePort, PrometheusPort
 
 JOURNEY_RUNS_KEPT = 256
 log = structlog.get_logger()
@@ -33,9 +34,9 @@ class BusinessKpis:
 
     def __init__(
         self,
-        store: KpiStore,
+        store: KpiStorePort,
         ingested_until: Callable[[], datetime | None],
-        prometheus: PrometheusProvider | None = None,
+        prometheus: PrometheusPort | None = None,
         clock: Callable[[], datetime] = utcnow,
         journeys: synthetic.JourneyResolver = synthetic.no_journeys,
     ) -> None:
@@ -55,10 +56,33 @@ class BusinessKpis:
             # A database hiccup costs a look (retried until the deadline), not the verdict.
             raise TransientError(f"KPI store unavailable: {exc}") from exc
 
+    async def on_environment_state(self, envelope: Envelope) -> None:
+        """The deployer's read model: keep the newest state of each environment (idempotent by sequence)."""
+        state: EnvironmentState = envelope.data  # type: ignore[assignment]
+        kept = await self._store.keep_environment(state)
+        log.info(
+            "environment state" + (" kept" if kept else " ignored (not newer)"),
+            service=state.service,
+            environment=state.environment,
+            sequence=state.sequence,
+        )
+
+    async def _targets(self, req: VerificationRequest) -> list[str]:
+        """Where the candidate serves. The deployer publishes it before it reports the step done, but the state
+        may reach this verifier after the request: until it does, the check is retried (inconclusive at the
+        deadline, with this reason)."""
+        targets = await self._store.targets(req.service, req.environment, req.candidate_version)
+        if not targets:
+            raise TransientError(
+                f"no serving instance of {req.candidate_version} in {req.environment} published by the deployer "
+                "(release.environments) yet"
+            )
+        return targets
+
     async def _synthetic(self, req: VerificationRequest) -> Result:
         assert req.raw.synthetic is not None
         journey = self._resolve_journey(req.service, req.raw.synthetic.journey)
-        targets = await self._store.targets(req.service, req.environment, req.candidate_version)
+        targets = await self._targets(req)
         verdict, reason, kpis = await synthetic.run(req.raw.synthetic, targets, journey)
         log.info("synthetic verdict", step=req.step_id, verdict=verdict.value, reason=reason)
         return Result(verdict, reason, tuple(kpis))
@@ -69,7 +93,7 @@ class BusinessKpis:
         key = (req.release_id, req.step_id, req.window_start)
         if key not in self._journeys:
             journey = self._resolve_journey(req.service, req.raw.journeys.journey)
-            targets = await self._store.targets(req.service, req.environment, req.candidate_version)
+            targets = await self._targets(req)
             _, _, self._journeys[key] = await synthetic.run(req.raw.journeys, targets, journey)
             while len(self._journeys) > JOURNEY_RUNS_KEPT:
                 self._journeys.popitem(last=False)

@@ -1,4 +1,6 @@
-"""Business events and HTTP samples in PostgreSQL, counted per version over a window."""
+"""The core verifier's tables in PostgreSQL: business events and HTTP samples, counted per version over a window,
+and its projection of the deployer's read model (`verifier_environments`, from `release.environments`): where
+each version's instances serve."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
-from services.verifier.domain import Counts
+from contracts.events import EnvironmentState
+from services.verifier.domain import Counts, endpoints_of
 
 COUNTS_SQL = """
 SELECT
@@ -67,13 +70,25 @@ class KpiStore:
         )
 
     async def targets(self, service: str, environment: str, version: str) -> list[str]:
-        """Base URLs of the version's serving instances (the deployer's instance table, read only)."""
+        """Base URLs of the version's serving instances, as the deployer last published them."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT port FROM instances WHERE service = $1 AND environment = $2"
-                " AND version = $3 AND state = 'serving' ORDER BY id",
-                service,
-                environment,
-                version,
+            state = await conn.fetchval(
+                "SELECT state FROM verifier_environments WHERE service = $1 AND environment = $2", service, environment
             )
-        return [f"http://127.0.0.1:{r['port']}" for r in rows]
+        return [] if state is None else endpoints_of(EnvironmentState.model_validate(state), version)
+
+    async def keep_environment(self, state: EnvironmentState) -> bool:
+        """Keep `state` unless one with the same or a higher sequence is kept (one statement: concurrent
+        deliveries cannot interleave); True if it was kept."""
+        async with self._pool.acquire() as conn:
+            kept = await conn.fetchval(
+                "INSERT INTO verifier_environments AS kept (service, environment, sequence, state)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (service, environment) DO UPDATE"
+                " SET sequence = EXCLUDED.sequence, state = EXCLUDED.state, received_at = clock_timestamp()"
+                " WHERE kept.sequence < EXCLUDED.sequence RETURNING true",
+                state.service,
+                state.environment,
+                state.sequence,
+                state.model_dump(mode="json"),
+            )
+        return bool(kept)
