@@ -257,11 +257,34 @@ class DRCheckRequested(StepCommand):
     )
 
 
+class BackupPoint(Contract):
+    """A backup the dr-checker took and recorded: everything a restore needs to find the file and prove it is the
+    same one (the restoring service confines the path to its backup folder and checks the digest first)."""
+
+    backup_id: int = Field(ge=1, description="Id of the backup in the dr-checker's backup catalog.")
+    database: Name = Field(description="Database the backup is of.")
+    path: str = Field(
+        min_length=1, max_length=MAX_URI, description="Absolute path of the dump file, inside the backup folder."
+    )
+    sha256: Digest = Field(description="Digest (`sha256:<hex>`) of the dump file when it was taken.")
+    bytes: int = Field(ge=0, description="Size of the dump file.")
+    kind: Literal["scheduled", "backup-point"] = Field(
+        description="`backup-point`: taken for one release right before its production migrations."
+    )
+    taken_at: datetime = Field(description="When pg_dump started: the dump holds everything committed before it.")
+    release_id: ReleaseId | None = Field(default=None, description="`backup-point`: the release it protects.")
+
+
 class DRCheckFinished(ReleaseEvent):
     event_type: ClassVar[str] = "dev.releasegate.dr.finished.v1"
     step_id: StepId
     ready: bool
     checks: list[CheckResult] = Field(max_length=MAX_ITEMS)
+    backup_point: BackupPoint | None = Field(
+        default=None,
+        description="`backup-point` action that succeeded: the backup taken; a data restore of this release names "
+        "it (`RollbackRequested.backup_point`).",
+    )
 
 
 class DeployAction(StrEnum):
@@ -431,6 +454,11 @@ class RollbackRequested(ReleaseEvent):
     candidate_version: Name
     backup_id: int | None = Field(default=None, description="`restore_data`: the backup point to restore.")
     since: datetime | None = Field(default=None, description="`restore_data`: replay orders placed from then on.")
+    backup_point: BackupPoint | None = Field(
+        default=None,
+        description="`restore_data`: the backup point as the dr-checker reported it (`DRCheckFinished."
+        "backup_point`); without it a data restore is refused.",
+    )
     grant: StepGrant | None = Field(
         default=None,
         description="The coordinator's step grant; the rollback service refuses a command without a valid one.",

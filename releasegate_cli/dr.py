@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 
 from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.pgtools.dumps import BackupError
+from releasegate_platform.pgtools.jobs import run_drill, take_backup
 from releasegate_runtime.settings import ServiceSettings
-from services.dr_checker.backup import BackupError, take_backup
-from services.dr_checker.drill import run_drill
 
 dr = typer.Typer(help="Disaster-recovery evidence: backups and restore drills.", no_args_is_help=True)
 console = Console(width=160)

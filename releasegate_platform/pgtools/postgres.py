@@ -18,7 +18,7 @@ import asyncpg
 
 from contracts.names import check_name
 from releasegate_platform.catalog import ServiceEntry
-from services.dr_checker import process
+from releasegate_platform.pgtools import process
 
 CONNECT_TIMEOUT = 10.0
 STATEMENT_TIMEOUT = 60.0

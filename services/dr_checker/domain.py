@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from contracts.events import CheckResult
+from releasegate_platform.pgtools.catalog import Drill
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,6 @@ def backup_freshness(database: str, newest: Backup | None, rpo_seconds: int, now
         evidence=evidence,
         reason=f"newest backup is {age:.0f}s old, within the RPO of {rpo_seconds:g}s",
     )
-
-
-@dataclass(frozen=True)
-class Drill:
-    started_at: datetime
-    seconds: float
-    passed: bool
-    reason: str
-    checks: list[dict]
 
 
 def restore_drill(

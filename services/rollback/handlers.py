@@ -1,81 +1,65 @@
 """Rollback handler: restore_traffic puts 100% on the recorded stable version, stops the candidate's instances
-and reads the result back from HAProxy (idempotent: a repeat finds nothing left to stop). restore_data also puts
-the database back: writes stopped, backup point restored, orders since replayed, integrity checked. Only with
-the coordinator's step grant, and a restore only of its own release's backup point (`releasegate_runtime.admission`);
-each step once (`ledger`): a redelivered command gets the recorded outcome, not a second restore. The database is
-the one the catalog gives the service, never a name from the command."""
+and reads the result back from the target (idempotent: a repeat finds nothing left to stop). restore_data also puts
+the database back: writes stopped, backup point restored, events since replayed by the service's own replayer,
+integrity checked. Only with the coordinator's step grant, and a restore only of its own release's backup point as
+the command describes it, its file confined to the backup folder and its digest checked first; each step once
+(`ledger`): a redelivered command gets the recorded outcome, not a second restore. The database is the one the
+catalog gives the service, never a name from the command. Every adapter is injected (`bootstrap`)."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import structlog
 
-from contracts import topics
-from contracts.cloudevents import Envelope
 from contracts.events import AlertRaised, RollbackFinished, RollbackRequested, Severity
 from contracts.names import MAX_REASON
-from releasegate_platform.artifacts import sha256_file
-from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.catalog import Catalog, CatalogError, ServiceEntry
 from releasegate_platform.haproxy import HAProxyError
-from releasegate_platform.local_target import LocalTarget, pid_alive
-from releasegate_runtime import worker
-from releasegate_runtime.admission import Admission
-from releasegate_runtime.settings import ServiceSettings
-from services.dr_checker import postgres
-from services.dr_checker.backup import BackupError, recorded_file, restore
-from services.dr_checker.drill import integrity
+from releasegate_platform.local_target import pid_alive
+from releasegate_platform.pgtools import postgres
+from releasegate_platform.pgtools.dumps import BackupError
+from releasegate_platform.replay import Replayer, ReplayError
 from services.rollback.domain import RollbackError, backup_point_refusal
 from services.rollback.ledger import MAX_ATTEMPTS, StepLedger
-from services.rollback.replay import ReplayError, check_replayable, placed_orders, replay
+from services.rollback.ports import Dumps, EventLog, ServiceDatabase, Target
 
 REPLAY_MARGIN = timedelta(seconds=5)
-OUTBOX_DRAIN_SECONDS = 60.0
-WRITES_DRAIN_SECONDS = 30.0
 RUNBOOK = "docs/runbooks/shop-restore.md"
 
-CONSUMER = "rollback"
 log = structlog.get_logger()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Rollback:
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        target: LocalTarget,
-        settings: ServiceSettings,
-        admission: Admission,
+        *,
+        catalog: Catalog,
+        target: Target,
+        dumps: Dumps,
+        events: EventLog,
+        database: ServiceDatabase,
+        replayer_of: Callable[[ServiceEntry], Replayer],
         ledger: StepLedger,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._pool, self._target, self._settings, self._admission = pool, target, settings, admission
-        self._ledger = ledger
-        self._catalog = Catalog(settings.catalog_dir)
+        self._catalog, self._target, self._dumps, self._events = catalog, target, dumps, events
+        self._db, self._replayer_of, self._ledger, self._clock = database, replayer_of, ledger, clock
 
-    async def on_request(self, envelope: Envelope) -> None:
-        req: RollbackRequested = envelope.data  # type: ignore[assignment]
-        # before anything else: a refused command does nothing at all
-        await self._admission.admit(envelope, check=self._own_backup_point)
-        await worker.reply_once(self._pool, CONSUMER, envelope, lambda: self.restore(req))
-
-    async def _own_backup_point(self, conn: asyncpg.Connection, req: RollbackRequested) -> str | None:
+    def refusal(self, req: RollbackRequested) -> str | None:
         """Admission check: a data restore names the backup point the dr-checker took for this release."""
         if req.compensation != "restore_data":
             return None
         try:
-            database = self._database(req.service)
+            database = postgres.database_of(self._catalog.get(req.service))
         except (CatalogError, postgres.NameRefused) as exc:
             return f"cannot tell which database to restore: {exc}"
-        point = (
-            None
-            if req.backup_id is None
-            else await conn.fetchrow("SELECT database, kind, release_id FROM backups WHERE id = $1", req.backup_id)
-        )
-        return backup_point_refusal(req, database, point)
-
-    def _database(self, service: str) -> str:
-        return postgres.database_of(self._catalog.get(service))
+        return backup_point_refusal(req, database)
 
     async def restore(self, req: RollbackRequested) -> RollbackFinished:
         """Each (release, step) once: its recorded outcome if it has one; else carried out and recorded, with an
@@ -145,57 +129,48 @@ class Rollback:
 
     async def _restore_data(self, req: RollbackRequested, evidence: dict) -> str:
         """Coordinated restore. Everything that can be checked without touching production is checked first (the
-        backup point, that the topic still holds every event since it, a serving stable instance); if one fails,
-        production is left exactly as it is. Once writes are stopped, any failure leaves maintenance on: the
-        database is then either restored without its later orders or still as the candidate left it under stable
-        code, and neither should take orders before a person has looked."""
+        backup point and its file's digest, the service's replayer, that the topic still holds every event since
+        the point, a serving stable instance); if one fails, production is left exactly as it is. Once writes are
+        stopped, any failure leaves maintenance on: the database is then either restored without its later events
+        or still as the candidate left it under stable code, and neither should take writes before a person has
+        looked."""
         entry = self._catalog.get(req.service)
         database = postgres.database_of(entry)
-        async with self._pool.acquire() as conn:
-            point = await conn.fetchrow(
-                "SELECT id, path, sha256, started_at FROM backups WHERE id = $1"
-                " AND database = $2 AND kind = 'backup-point' AND release_id = $3",
-                req.backup_id,
-                database,
-                req.release_id,
-            )
-        file = None if point is None else recorded_file(self._settings, point["path"])
-        if file is None or not file.is_file() or sha256_file(file) != point["sha256"]:
-            raise RollbackError(f"backup point {req.backup_id} of {database} is missing or damaged")
-        since = point["started_at"] - REPLAY_MARGIN
-        evidence["events_since_backup_point"] = await check_replayable(self._settings, since)
+        refusal = backup_point_refusal(req, database)
+        point = req.backup_point
+        if refusal is not None or point is None:
+            raise RollbackError(refusal or f"restore_data of {req.service} carries no backup point")
+        try:
+            file = self._dumps.verified_file(point.path, point.sha256)
+        except BackupError as exc:
+            raise RollbackError(f"backup point {point.backup_id} of {database} cannot be restored: {exc}") from None
+        replayer = self._replayer_of(entry)
+        since = point.taken_at - REPLAY_MARGIN
+        evidence["events_since_backup_point"] = await self._events.check_replayable(since)
         await self._serving_stable(req)
         evidence["maintenance"] = "on"
         await self._target.maintenance(req.service, req.environment, on=True)
-        evidence["maintenance_on_at"] = datetime.now(UTC).isoformat()
+        evidence["maintenance_on_at"] = self._clock().isoformat()
         traffic = await self._restore_traffic(req)
-        await _wait_for_no_writes(self._settings.database_url, database)
-        evidence["events_not_published"] = await _wait_for_outbox_drained(self._settings.database_url, database, since)
-        await restore(self._settings, database, file, clean=True)
-        evidence["restored_backup"] = {"id": point["id"], "taken_at": point["started_at"].isoformat()}
-        # The dump is a snapshot from its start; orders committed during the dump are replayed, idempotently.
-        scan = await placed_orders(self._settings, req.environment, since)
-        try:
-            conn = await postgres.connect(self._settings.database_url, database)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            raise RollbackError(f"cannot connect to {database} to replay orders: {exc}") from None
-        try:
-            report = await replay(conn, scan)
-            evidence.update(report.as_evidence())
-            checks = await integrity(conn, entry.dr.integrity_checks)
-        finally:
-            await conn.close()
+        await self._db.wait_for_no_writes(database)
+        evidence["events_not_published"] = await self._db.wait_for_outbox_drained(database, since)
+        await self._dumps.restore(database, file, clean=True)
+        evidence["restored_backup"] = {"id": point.backup_id, "taken_at": point.taken_at.isoformat()}
+        # The dump is a snapshot from its start; events committed during the dump are replayed, idempotently.
+        scan = await self._events.events_since(replayer, req.service, req.environment, since)
+        report, checks = await self._db.replay_and_check(database, replayer, scan, entry.dr.integrity_checks)
+        evidence.update(report.as_evidence())
         evidence["integrity_checks"] = checks
         failed = [c["name"] for c in checks if not c["passed"]]
         if failed:
             raise RollbackError(f"after restore and replay the integrity checks fail: {', '.join(failed)}")
         await self._target.maintenance(req.service, req.environment, on=False)
         evidence["maintenance"] = "off"
-        evidence["maintenance_off_at"] = datetime.now(UTC).isoformat()
+        evidence["maintenance_off_at"] = self._clock().isoformat()
         lost, invalid = report.not_replayable.total, report.invalid_events.total
         return (
-            f"{database} restored to backup point {point['id']}; {len(report.replayed)} orders replayed from "
-            f"{topics.SHOP_EVENTS}, {report.already_present} already in the backup, {lost} not replayable"
+            f"{database} restored to backup point {point.backup_id}; {len(report.replayed)} events replayed from "
+            f"{self._events.topic}, {report.already_present} already in the backup, {lost} not replayable"
             + (f", {invalid} invalid events skipped" if invalid else "")
             + (" (listed in the incident report)" if lost or invalid else "")
             + f"; {len(checks)} integrity checks hold; {traffic}"
@@ -240,55 +215,3 @@ def _what_is_left(req: RollbackRequested, evidence: dict) -> str:
 
 def _bounded(reason: str) -> str:
     return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 60] + f"… ({len(reason)} characters)"
-
-
-async def _wait_for_outbox_drained(database_url: str, database: str, since: datetime) -> list[dict]:
-    """The shop stages its business events in its own database (an outbox) and relays them to shop.events; an
-    event not relayed yet exists only in the database about to be replaced, and its order would be neither restored
-    nor replayed. Wait until the relay has published every staged event (writes are already stopped); return the
-    events the broker refused for good since `since` (listed in the incident report, never replayable)."""
-    try:
-        conn = await postgres.connect(database_url, database)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise RollbackError(f"cannot connect to {database} to wait for its outbox: {exc}") from None
-    try:
-        if not await conn.fetchval("SELECT to_regclass('event_outbox') IS NOT NULL"):
-            return []  # a service without an outbox publishes directly
-        deadline = asyncio.get_running_loop().time() + OUTBOX_DRAIN_SECONDS
-        while pending := await conn.fetchval(
-            "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND refused IS NULL"
-        ):
-            if asyncio.get_running_loop().time() > deadline:
-                raise RollbackError(
-                    f"{pending} business events of {database} are not on shop.events after "
-                    f"{OUTBOX_DRAIN_SECONDS:g}s; restoring now would lose their orders"
-                )
-            await asyncio.sleep(0.2)
-        refused = await conn.fetch(
-            "SELECT id::text AS id, left(refused, 200) AS reason FROM event_outbox "
-            "WHERE refused IS NOT NULL AND created_at >= $1 ORDER BY created_at LIMIT 100",
-            since,
-        )
-        return [dict(r) for r in refused]
-    finally:
-        await conn.close()
-
-
-async def _wait_for_no_writes(database_url: str, database: str) -> None:
-    """Requests already inside the shop when maintenance began may still commit; wait until no other session of
-    the database is in a transaction."""
-    try:
-        conn = await postgres.connect(database_url, database)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise RollbackError(f"cannot connect to {database} to wait for writes to stop: {exc}") from None
-    try:
-        deadline = asyncio.get_running_loop().time() + WRITES_DRAIN_SECONDS
-        while await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND state IN ('active', 'idle in transaction') AND backend_type = 'client backend'"
-        ):
-            if asyncio.get_running_loop().time() > deadline:
-                raise RollbackError(f"writes did not stop within {WRITES_DRAIN_SECONDS:g}s of maintenance mode")
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()

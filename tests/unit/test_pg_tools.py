@@ -3,13 +3,16 @@ dump files only in the backup folder), and every one of them has a deadline."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from releasegate_platform.pgtools import dumps, postgres, process
+from releasegate_platform.pgtools.dumps import PgTools
 from releasegate_runtime.settings import ServiceSettings
-from services.dr_checker import backup, postgres, process
 
 URL = "postgresql://rg_dr_checker:s3cret%2Fpw@db.internal:15432/releasegate?sslmode=require"
 HOSTILE = [
@@ -33,6 +36,11 @@ def settings(tmp_path: Path) -> ServiceSettings:
     return ServiceSettings(database_url=URL, run_dir=tmp_path / "run", catalog_dir=tmp_path / "catalog")
 
 
+@pytest.fixture
+def tools(settings: ServiceSettings) -> PgTools:
+    return PgTools(settings.database_url, settings.run_dir)
+
+
 class TestNames:
     @pytest.mark.parametrize("name", HOSTILE)
     def test_a_database_name_that_is_not_a_plain_name_is_refused(self, name):
@@ -48,29 +56,29 @@ class TestNames:
             postgres.dsn_for(URL, name)
 
     @pytest.mark.parametrize("name", HOSTILE)
-    async def test_pg_dump_is_never_started_for_a_hostile_name(self, settings, name, monkeypatch):
+    async def test_pg_dump_is_never_started_for_a_hostile_name(self, settings, tools, name, monkeypatch):
         async def started(*args, **kwargs):
             raise AssertionError("pg_dump was started")
 
         monkeypatch.setattr(process, "run", started)
-        with pytest.raises(backup.BackupError):
-            await backup.dump(settings, name)
+        with pytest.raises(dumps.BackupError):
+            await tools.dump(name)
         assert not (settings.run_dir / "backups").exists()
 
 
 class TestToolInvocation:
-    async def test_server_user_and_password_go_to_the_environment_never_to_argv(self, settings, monkeypatch):
+    async def test_server_user_and_password_go_to_the_environment_never_to_argv(self, settings, tools, monkeypatch):
         seen = {}
 
         async def run(argv, *, env, timeout, what, stdin=None):
             seen.update(argv=argv, env=env, timeout=timeout)
-            Path(next(a for a in argv if a.startswith("--file=")).removeprefix("--file=")).write_bytes(b"dump")
+            _write_dump(argv)
             return b""
 
         monkeypatch.setattr(process, "run", run)
         monkeypatch.setenv("PGSERVICE", "elsewhere")
         monkeypatch.setenv("PGHOSTADDR", "203.0.113.9")
-        path, _ = await backup.dump(settings, "shop")
+        path = (await tools.dump("shop")).path
         assert "s3cret/pw" not in " ".join(seen["argv"]) and "db.internal" not in " ".join(seen["argv"])
         env = seen["env"]
         assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == (
@@ -81,7 +89,7 @@ class TestToolInvocation:
         )
         assert env["PGPASSWORD"] == "s3cret/pw" and env["PGSSLMODE"] == "require"
         assert "PGSERVICE" not in env and "PGHOSTADDR" not in env
-        assert seen["timeout"] == backup.DUMP_SECONDS
+        assert seen["timeout"] == dumps.DUMP_SECONDS
         assert path.parent == (settings.run_dir / "backups").resolve() and path.name.startswith("shop-")
 
     def test_a_replica_is_the_same_user_on_another_host(self):
@@ -90,32 +98,52 @@ class TestToolInvocation:
 
 
 class TestBackupFolder:
-    def test_a_recorded_path_outside_the_backup_folder_is_refused(self, settings):
+    def test_a_recorded_path_outside_the_backup_folder_is_refused(self, settings, tools):
         for path in ("/etc/passwd", str(settings.run_dir / "backups" / ".." / "secrets" / "x.dump")):
-            with pytest.raises(backup.BackupError, match="not inside the backup folder"):
-                backup.recorded_file(settings, path)
+            with pytest.raises(dumps.BackupError, match="not inside the backup folder"):
+                tools.recorded_file(path)
 
-    def test_a_symlink_in_the_backup_folder_pointing_outside_is_refused(self, settings, tmp_path):
+    def test_a_symlink_in_the_backup_folder_pointing_outside_is_refused(self, settings, tools, tmp_path):
         folder = settings.run_dir / "backups"
         folder.mkdir(parents=True)
         (tmp_path / "outside.dump").write_bytes(b"x")
         (folder / "shop-1.dump").symlink_to(tmp_path / "outside.dump")
-        with pytest.raises(backup.BackupError):
-            backup.recorded_file(settings, str(folder / "shop-1.dump"))
+        with pytest.raises(dumps.BackupError):
+            tools.recorded_file(str(folder / "shop-1.dump"))
 
-    def test_a_file_in_the_backup_folder_is_accepted(self, settings):
+    def test_a_file_in_the_backup_folder_is_accepted(self, settings, tools):
         folder = settings.run_dir / "backups"
         folder.mkdir(parents=True)
         (folder / "shop-1.dump").write_bytes(b"x")
-        assert backup.recorded_file(settings, str(folder / "shop-1.dump")) == (folder / "shop-1.dump").resolve()
+        assert tools.recorded_file(str(folder / "shop-1.dump")) == (folder / "shop-1.dump").resolve()
 
-    async def test_restore_refuses_a_file_outside_the_folder_before_running_anything(self, settings, monkeypatch):
+    async def test_restore_refuses_a_file_outside_the_folder_before_running_anything(self, tools, monkeypatch):
         async def started(*args, **kwargs):
             raise AssertionError("a restore tool was started")
 
         monkeypatch.setattr(process, "run", started)
-        with pytest.raises(backup.BackupError, match="not inside the backup folder"):
-            await backup.restore(settings, "shop", Path("/etc/passwd"), clean=True)
+        with pytest.raises(dumps.BackupError, match="not inside the backup folder"):
+            await tools.restore("shop", Path("/etc/passwd"), clean=True)
+
+    def test_a_file_whose_digest_differs_from_the_recorded_one_is_refused(self, settings, tools):
+        folder = settings.run_dir / "backups"
+        folder.mkdir(parents=True)
+        (folder / "shop-1.dump").write_bytes(b"tampered")
+        recorded = "sha256:" + hashlib.sha256(b"original").hexdigest()
+        with pytest.raises(dumps.BackupError, match="does not match its recorded sha256"):
+            tools.verified_file(folder / "shop-1.dump", recorded)
+        assert not tools.intact(folder / "shop-1.dump", recorded)
+        assert tools.intact(folder / "shop-1.dump", "sha256:" + hashlib.sha256(b"tampered").hexdigest())
+
+    def test_a_missing_file_is_refused_with_its_name(self, settings, tools):
+        with pytest.raises(dumps.BackupError, match="shop-2.dump is missing"):
+            tools.verified_file(settings.run_dir / "backups" / "shop-2.dump", "sha256:" + "0" * 64)
+
+    def test_a_dump_is_named_after_its_database_and_start_time(self):
+        started = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+        assert dumps.dump_name("shop", started) == "shop-20261127T100000123456.dump"
+        with pytest.raises(postgres.NameRefused):
+            dumps.dump_name("../shop", started)
 
 
 class TestDeadlines:
@@ -141,7 +169,7 @@ class TestDeadlines:
     async def test_input_reaches_the_tool_and_its_output_comes_back(self):
         assert await process.run(["cat"], env=os.environ, timeout=10, what="cat", stdin=b"SELECT 1;") == b"SELECT 1;"
 
-    async def test_a_restore_killed_at_its_deadline_is_an_interrupted_restore(self, settings, monkeypatch):
+    async def test_a_restore_killed_at_its_deadline_is_an_interrupted_restore(self, settings, tools, monkeypatch):
         folder = settings.run_dir / "backups"
         folder.mkdir(parents=True)
         (folder / "shop-1.dump").write_bytes(b"x")
@@ -150,8 +178,13 @@ class TestDeadlines:
             return await process.run(["sleep", "30"], env=os.environ, timeout=0.5, what=what)
 
         monkeypatch.setattr(postgres, "run_tool", run_tool)
-        with pytest.raises(backup.RestoreInterrupted, match="killed after"):
-            await backup.restore(settings, "shop", folder / "shop-1.dump", clean=True)
+        with pytest.raises(dumps.RestoreInterrupted, match="killed after"):
+            await tools.restore("shop", folder / "shop-1.dump", clean=True)
+
+
+def _write_dump(argv: list[str]) -> None:
+    """What pg_dump would leave: the file named by --file."""
+    Path(next(a for a in argv if a.startswith("--file=")).removeprefix("--file=")).write_bytes(b"dump")
 
 
 def _gone_or_zombie(pid: int) -> bool:

@@ -15,18 +15,21 @@ from aiokafka.errors import KafkaConnectionError
 
 from contracts.cloudevents import Envelope, encode
 from contracts.events import CheckoutSucceeded, OrderPlaced
-from releasegate_runtime.settings import ServiceSettings
-from services.rollback import replay
-from services.rollback.replay import (
+from releasegate_platform import replay
+from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.replay import (
     LISTED,
+    EventLog,
     InvalidEvent,
+    ReplayerRefused,
     ReplayError,
     Scan,
-    check_replayable,
     classify,
-    placed_orders,
+    load_replayer,
     retention_gaps,
 )
+from releasegate_runtime.settings import REPO_ROOT, ServiceSettings
+from shop.replay import ShopReplayer
 
 
 @dataclass
@@ -68,9 +71,9 @@ def record(
 
 
 def scan(*records: FakeRecord) -> Scan:
-    s = Scan()
+    s = Scan(ShopReplayer(), "shop", "production", "shop.events")
     for r in records:
-        s.take(r, "production")
+        s.take(r)
     return s
 
 
@@ -80,7 +83,7 @@ class TestInvalidEventsAreSkippedAndListed:
         s = scan(
             record(good[0], offset=10), record(order(order_id="not-a-uuid"), offset=11), record(good[1], offset=12)
         )
-        assert [o.order_id for o in s.orders] == [good[0]["order_id"], good[1]["order_id"]]
+        assert [o.order_id for o in s.events] == [good[0]["order_id"], good[1]["order_id"]]
         assert s.invalid.total == 1
         [bad] = s.invalid.entries
         assert (bad["partition"], bad["offset"]) == (1, 11) and "not a UUID" in bad["reason"]
@@ -114,7 +117,7 @@ class TestInvalidEventsAreSkippedAndListed:
     )
     def test_each_kind_of_bad_event_is_skipped_with_a_reason(self, data, why):
         s = scan(record(data, offset=7))
-        assert s.orders == [] and s.invalid.total == 1
+        assert s.events == [] and s.invalid.total == 1
         assert why in s.invalid.entries[0]["reason"] and s.invalid.entries[0]["offset"] == 7
 
     def test_an_unknown_event_type_is_listed(self):
@@ -123,17 +126,17 @@ class TestInvalidEventsAreSkippedAndListed:
 
     def test_an_order_from_another_source_than_the_shop_is_refused(self):
         s = scan(record(order(), source="attacker/production/x"))
-        assert s.orders == [] and "not the shop's production instances" in s.invalid.entries[0]["reason"]
+        assert s.events == [] and "not the shop's production instances" in s.invalid.entries[0]["reason"]
 
     def test_a_staging_instance_claiming_a_production_order_is_refused(self):
         s = scan(record(order(), source="shop/staging/staging-a-v1"))
-        assert s.orders == [] and s.invalid.total == 1
+        assert s.events == [] and s.invalid.total == 1
 
     def test_other_environments_and_other_event_types_are_not_orders_to_replay_nor_errors(self):
         other = record(order(environment="staging"), source="shop/staging/staging-a-v1")
         succeeded = record(order(), event_type=CheckoutSucceeded.event_type)
         s = scan(other, succeeded)
-        assert s.orders == [] and s.invalid.total == 0 and s.records == 2
+        assert s.events == [] and s.invalid.total == 0 and s.records == 2
 
     def test_the_report_lists_a_bounded_number_and_counts_them_all(self):
         s = scan(*(record(order(order_id="bad"), offset=i) for i in range(LISTED + 50)))
@@ -142,7 +145,7 @@ class TestInvalidEventsAreSkippedAndListed:
     def test_classify_raises_only_invalid_event_whatever_the_headers(self):
         for headers in (None, [], [("ce_specversion", b"1.0")], {"ce_type": b"\x00" * 10}):
             with pytest.raises(InvalidEvent):
-                classify(headers, b"{}", "production")
+                classify(ShopReplayer(), "shop", headers, b"{}", "production")
 
 
 class TestRetentionBeforeReplay:
@@ -167,7 +170,7 @@ class TestRetentionBeforeReplay:
 class StalledTopic:
     """A broker that accepts the connection and then never answers."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, topic: str) -> None:
         pass
 
     async def __aenter__(self) -> StalledTopic:
@@ -176,7 +179,7 @@ class StalledTopic:
     async def __aexit__(self, *_: object) -> None:
         pass
 
-    async def scan(self, since: datetime, environment: str) -> Scan:
+    async def scan(self, since: datetime, scan: Scan) -> Scan:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -189,9 +192,47 @@ class TestReadingHasADeadline:
         monkeypatch.setattr(replay, "_Topic", StalledTopic)
         monkeypatch.setattr(replay, "READ_SECONDS", 0.05)
         with pytest.raises(ReplayError, match="shop.events could not be read within 0.05s"):
-            await placed_orders(ServiceSettings(), "production", datetime(2026, 11, 27, tzinfo=UTC))
+            await EventLog(ServiceSettings(), "shop.events").events_since(
+                ShopReplayer(), "shop", "production", datetime(2026, 11, 27, tzinfo=UTC)
+            )
 
     async def test_a_broker_error_is_a_replay_error_with_its_reason(self, monkeypatch):
         monkeypatch.setattr(replay, "_Topic", StalledTopic)
         with pytest.raises(ReplayError, match="cannot be read: KafkaConnectionError"):
-            await check_replayable(ServiceSettings(), datetime(2026, 11, 27, tzinfo=UTC))
+            await EventLog(ServiceSettings(), "shop.events").check_replayable(datetime(2026, 11, 27, tzinfo=UTC))
+
+
+class TestTheReplayerIsTheOneTheCatalogNames:
+    def entry(self, tmp_path, replayer: str | None):
+        text = (REPO_ROOT / "catalog" / "shop.yaml").read_text()
+        line = "  replayer: shop.replay:ShopReplayer"
+        assert line in text
+        (tmp_path / "shop.yaml").write_text(text.replace(line, "" if replayer is None else f"  replayer: {replayer}"))
+        return Catalog(tmp_path).get("shop")
+
+    def test_the_shops_catalog_entry_names_the_shops_replayer(self):
+        assert isinstance(load_replayer(Catalog(REPO_ROOT / "catalog").get("shop")), ShopReplayer)
+
+    @pytest.mark.parametrize(
+        "target",
+        ["services.rollback.adapters:PgServiceDatabase", "os:system", "shopx.replay:ShopReplayer", "shop.replay"],
+    )
+    def test_a_replayer_outside_the_services_own_package_is_refused_by_the_catalog(self, tmp_path, target):
+        with pytest.raises(CatalogError, match="dr.replayer"):
+            self.entry(tmp_path, target)
+
+    def test_a_replayer_named_by_a_catalog_entry_that_skipped_validation_is_refused_at_load(self, tmp_path):
+        entry = self.entry(tmp_path, None)
+        forged = entry.model_copy(update={"dr": entry.dr.model_copy(update={"replayer": "os:system"})})
+        with pytest.raises(ReplayerRefused, match="not a `module:Class` in the service's own package 'shop'"):
+            load_replayer(forged)
+
+    def test_a_name_in_the_package_that_is_not_a_replayer_class_is_refused(self, tmp_path):
+        for target, why in (("shop.replay:MAX_QTY", "not a replayer class"), ("shop.replay:Nope", "cannot be loaded")):
+            entry = self.entry(tmp_path, target)
+            with pytest.raises(ReplayerRefused, match=why):
+                load_replayer(entry)
+
+    def test_a_service_without_a_replayer_has_no_data_restore(self, tmp_path):
+        with pytest.raises(ReplayerRefused, match="names no dr.replayer"):
+            load_replayer(self.entry(tmp_path, None))

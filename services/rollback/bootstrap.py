@@ -1,0 +1,55 @@
+"""Composition root of the rollback service: the one place that wires its real adapters (catalog, deployment
+target, PostgreSQL tools, business-event topic, the service's database, the catalog-named replayer, step ledger,
+admission, clock) into the handler and the subscriber."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from contracts import topics
+from contracts.cloudevents import Envelope
+from contracts.events import RollbackRequested
+from releasegate_platform.catalog import Catalog
+from releasegate_platform.haproxy import HAProxy
+from releasegate_platform.local_target import LocalTarget
+from releasegate_platform.pgtools.dumps import PgTools
+from releasegate_platform.replay import EventLog, load_replayer
+from releasegate_runtime import grants, runner, worker
+from releasegate_runtime.admission import Admission
+from services.rollback.adapters import PgServiceDatabase
+from services.rollback.handlers import Rollback, utcnow
+from services.rollback.ledger import PgStepLedger
+
+CONSUMER = "rollback"
+
+
+def build(rt: runner.Runtime) -> Rollback:
+    settings = rt.settings
+    return Rollback(
+        catalog=Catalog(settings.catalog_dir),
+        target=LocalTarget(rt.pool, HAProxy(settings.haproxy_admin), settings.run_dir),
+        dumps=PgTools(settings.database_url, settings.run_dir),
+        events=EventLog(settings, topics.SHOP_EVENTS),
+        database=PgServiceDatabase(settings.database_url),
+        replayer_of=load_replayer,
+        ledger=PgStepLedger(rt.pool, CONSUMER),
+        clock=utcnow,
+    )
+
+
+def subscriber(rt: runner.Runtime, rollback: Rollback) -> Callable[[Envelope], Awaitable[None]]:
+    """Admission first (a refused command does nothing at all), then the handler once per event."""
+    coordinator_key = grants.load_grant_key(
+        rt.settings.coordinator_public_key_file or rt.settings.secrets_dir / "keys" / "coordinator.pub.json"
+    )
+    admission = Admission(rt.pool, CONSUMER, coordinator_key)
+
+    async def check(_conn: object, req: grants.Command) -> str | None:
+        return rollback.refusal(req) if isinstance(req, RollbackRequested) else None
+
+    async def on_request(envelope: Envelope) -> None:
+        req: RollbackRequested = envelope.data  # type: ignore[assignment]
+        await admission.admit(envelope, check=check)
+        await worker.reply_once(rt.pool, CONSUMER, envelope, lambda: rollback.restore(req))
+
+    return on_request
