@@ -16,8 +16,8 @@ from releasegate_cli.probes import TopicTail
 from releasegate_runtime import outbox
 from releasegate_runtime.kafka import Producer, client_options
 from releasegate_runtime.outbox import Relay
-from tests.conftest import Service, as_principal, wait_until
-from tests.integration.conftest import candidate, saga_state
+from tests.support.releases import candidate, saga_state
+from tests.support.services import Service, as_principal, wait_until
 
 pytestmark = pytest.mark.integration
 

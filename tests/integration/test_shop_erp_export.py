@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -28,158 +21,23 @@ from contracts.events import OrderPlaced
 from shop import tax_reference
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.test_shop_storefront import (
-    REPO,
-    SHOP_DB,
+from tests.support.shop import (
+    BASKET,
+    EARLIER_ORDER,
     SUCCESS_TYPES,
     VISA,
+    Erp,
     Events,
-    Process,
-    events,
-    extract,
-    free_port,
+    Shop,
+    checkout,
+    fresh_database,
     host,
-    shop_kafka_env,
-    spawn,
+    sandbox,
     tenant,
-    topic,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["events", "topic"]  # fixtures shared with the storefront tests: the shop topic and a reader of it
-
-# The schema as releases before the ERP export, tax and reservations created it.
-EARLIER_SCHEMA = """
-CREATE TABLE customers (id uuid PRIMARY KEY, tenant text NOT NULL, email text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (tenant, email));
-CREATE TABLE products (sku text PRIMARY KEY, name text NOT NULL,
-    price_cents integer NOT NULL CHECK (price_cents > 0), currency text NOT NULL);
-CREATE TABLE inventory (sku text PRIMARY KEY REFERENCES products (sku),
-    quantity integer NOT NULL CHECK (quantity >= 0));
-CREATE TABLE carts (id uuid PRIMARY KEY, tenant text NOT NULL, items jsonb NOT NULL,
-    status text NOT NULL DEFAULT 'open', created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE orders (id uuid PRIMARY KEY, tenant text NOT NULL, version text NOT NULL, environment text NOT NULL,
-    customer_id uuid REFERENCES customers (id), cart_id uuid REFERENCES carts (id), amount_cents integer NOT NULL,
-    currency text NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE payments (order_id uuid PRIMARY KEY REFERENCES orders (id), auth_code text NOT NULL,
-    amount_cents integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
-"""
-EARLIER_ORDER = "11111111-2222-4333-8444-555555555555"
-BASKET = [{"sku": "TEE-001", "qty": 1}, {"sku": "HOOD-002", "qty": 1}]  # 1900 + 5900
-
-
-def db_url(name: str) -> str:
-    return SHOP_DB.rsplit("/", 1)[0] + f"/{name}"
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A database of its own, as an earlier release left it (with one order), dropped afterwards."""
-    name = f"shop_it_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(db_url("releasegate"))  # not from `shop`, where the owner acts as rg_shop_owner
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    try:
-        conn = await asyncpg.connect(db_url(name))
-        try:
-            await conn.execute(EARLIER_SCHEMA)
-            await conn.execute(
-                "INSERT INTO orders (id, tenant, version, environment, amount_cents, currency, status)"
-                " VALUES ($1, 'acme', 'v1', 'production', 1900, 'USD', 'confirmed')",
-                EARLIER_ORDER,
-            )
-        finally:
-            await conn.close()
-        yield db_url(name)
-    finally:
-        admin = await asyncpg.connect(db_url("releasegate"))
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
-class Erp:
-    """The ERP sandbox process, asked over its HTTP API."""
-
-    def __init__(self, process: Process) -> None:
-        self.process, self.url = process, process.url
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=5) as client:
-            return await client.request(method, self.url + path, **kwargs)
-
-    async def faults(self, **faults: Any) -> None:
-        assert (await self.call("POST", "/faults", json=faults)).status_code == 200
-
-    async def orders(self, tenant: str) -> dict[str, dict]:
-        answer = await self.call("GET", "/orders", params={"tenant": tenant})
-        return {o["order_id"]: o for o in answer.json()["orders"]}
-
-    async def rejections(self, tenant: str) -> list[dict]:
-        return (await self.call("GET", "/rejections", params={"tenant": tenant})).json()["rejections"]
-
-    async def wait_for_orders(self, tenant: str, order_ids: set[str], timeout: float = 60) -> dict[str, dict]:
-        received: dict[str, dict] = {}
-
-        async def arrived() -> bool:
-            received.update(await self.orders(tenant))
-            return order_ids <= set(received)
-
-        await wait_for(arrived, timeout, f"orders {sorted(order_ids - set(received))} in the ERP")
-        return received
-
-
-@dataclass
-class Shop:
-    """A shop database with storefronts of several versions on it, and the sandboxes they talk to."""
-
-    work: Path
-    digests: dict[str, str]
-    database: str
-    topic: str
-    payment: Process
-    erp: Erp
-    storefronts: dict[str, Process]
-
-    def start(self, name: str, version: str, database: str | None = None, adopt_after_s: float = 8) -> Process:
-        """Spawn a storefront of a version against this shop's sandboxes; the caller stops it."""
-        port, bundle = free_port(), self.work / version
-        if not bundle.exists():
-            extract(self.work / "store", self.digests[version], bundle)
-        env = BASE_ENV | {
-            "SHOP_PORT": str(port),
-            "SHOP_ENVIRONMENT": "production",
-            "SHOP_INSTANCE_ID": name,
-            **shop_kafka_env(),
-            "SHOP_DATABASE_URL": database or self.database,
-            "SHOP_PAYMENT_URL": self.payment.url,
-            "SHOP_EVENTS_TOPIC": self.topic,
-            "ERP_SANDBOX_URL": self.erp.url,
-            "SHOP_ERP_ADOPT_AFTER_SECONDS": str(adopt_after_s),
-        }
-        return spawn(f"storefront-{name}", [sys.executable, "-m", "storefront"], bundle, env, port, self.work)
-
-    async def fetch(self, query: str, *args: Any, database: str | None = None) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database or self.database)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-
-# The bundles must run standalone, so nothing of this repository is put on their path.
-BASE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
-
-def sandbox(module: str, args: list[str], work: Path) -> Process:
-    port = free_port()
-    return spawn(
-        module.rsplit(".", 1)[1], [sys.executable, "-m", module, "--port", str(port), *args], REPO, BASE_ENV, port, work
-    )
 
 
 @pytest.fixture(scope="module")
@@ -207,18 +65,6 @@ async def shop(tmp_path_factory, topic) -> AsyncIterator[Shop]:
         finally:
             codes = {p.name: p.terminate() for p in processes if p.popen.poll() is None}
         assert codes == {p.name: 0 for p in processes}, f"unclean shutdown: {codes}"
-
-
-async def checkout(shop: Process, who: str, items: list[dict] = BASKET, card: str = VISA) -> httpx.Response:
-    headers = host(who)
-    async with httpx.AsyncClient(timeout=10) as client:
-        cart = await client.post(f"{shop.url}/cart", json={"items": items}, headers=headers)
-        assert cart.status_code == 201, cart.text
-        return await client.post(
-            f"{shop.url}/checkout",
-            headers=headers,
-            json={"cart_id": cart.json()["cart_id"], "card_number": card, "email": f"buyer@{who}.example"},
-        )
 
 
 async def events_of(events: Events, checkout_ids: set[str], count: int, timeout: float = 20) -> list:

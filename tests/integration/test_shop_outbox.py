@@ -15,7 +15,7 @@ import pytest
 from contracts.cloudevents import header_dict
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.conftest import (
+from tests.support.shop import (
     REPO,
     SHOP_DB,
     SUCCESS_TYPES,

@@ -30,7 +30,7 @@ from releasegate_runtime import secrets
 from services.verifier.adapters import haproxy_log
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
-from tests.integration.conftest import (
+from tests.support.shop import (
     AMEX,
     DECLINE_TYPES,
     EVENT_FIELDS,
@@ -250,15 +250,26 @@ async def haproxy(tmp_path_factory, shops) -> AsyncIterator[PrivateHAProxy]:
     config.write_text(text)
     key = os.urandom(secrets.CANARY_KEY_BYTES)
     env = {**os.environ, "RG_CANARY_KEY": base64.b64encode(key).decode()}
-    check = subprocess.run(["haproxy", "-c", "-q", "-f", str(config)], env=env, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    check = await asyncio.create_subprocess_exec(
+        "haproxy",
+        "-c",
+        "-q",
+        "-f",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await check.communicate()
+    assert check.returncode == 0, output.decode(errors="replace")
 
     lines: asyncio.Queue[str] = asyncio.Queue()
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Lines(lines), sock=udp)
     log = run / "haproxy.log"
     process = Process(
         "haproxy",
-        subprocess.Popen(
+        # a Popen like every shop process here (Process polls and terminates it); starting it does not block
+        subprocess.Popen(  # noqa: ASYNC220
             ["haproxy", "-db", "-f", str(config)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
         ),
         log,
