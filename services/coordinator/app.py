@@ -14,15 +14,12 @@ from contracts.events import (
     PromoteRequested,
     ResumeRequested,
 )
-from releasegate_platform.catalog import Catalog
 from releasegate_platform.identity import refuse_demo_keys
-from releasegate_platform.verifier_registry import Registry
-from releasegate_runtime import grants, runner
+from releasegate_runtime import runner
 from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
 from releasegate_runtime.kafka import client_options
-from services.coordinator.handlers import Coordinator, utcnow
-from services.coordinator.results import Results
+from services.coordinator import bootstrap
 from services.coordinator.senders import RESULT_TYPES
 
 NAME = "coordinator"
@@ -32,11 +29,8 @@ CATCH_UP_TIMEOUT_SECONDS = 120.0
 
 
 async def setup(rt: runner.Runtime) -> None:
-    # no key, no start: without it no deploy or compensation could be authorized
-    grant_key = rt.settings.signing_key_file or rt.settings.secrets_dir / "keys" / "coordinator.key"
-    coordinator = Coordinator(
-        rt.pool, Catalog(rt.settings.catalog_dir), rt.settings.identities_file, grants.load_grant_signer(grant_key)
-    )
+    wired = bootstrap.build(rt.pool, rt.settings)
+    coordinator = wired.coordinator
     rt.consumer.subscribe(topics.CANDIDATES, coordinator.on_event, accept=(CandidateSubmitted,))
     rt.consumer.subscribe(
         topics.CONTROL,
@@ -45,9 +39,8 @@ async def setup(rt: runner.Runtime) -> None:
     )
     # each producer's own result topic; who may write it is the bus policy (a new verifier: add its principal,
     # `make acls`, restart the coordinator)
-    results = Results(rt.pool, coordinator.on_event, Registry(rt.pool).on_heartbeat, utcnow)
     for topic, sender in BusPolicy.load(rt.settings.bus_policy_file).results_producers().items():
-        rt.consumer.subscribe(topic, results.handler(sender), accept=RESULT_TYPES)
+        rt.consumer.subscribe(topic, wired.results.handler(sender), accept=RESULT_TYPES)
 
     # a restarted coordinator first reads the results that arrived while it was down, then fires deadlines
     caught_up = CatchUpBarrier(

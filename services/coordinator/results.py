@@ -4,17 +4,16 @@ the saga or the registry sees anything; a refusal is written to the release's au
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope
 from contracts.events import VerifierHeartbeat
-from releasegate_runtime import db
 from releasegate_runtime.bus import Principal
 from releasegate_runtime.kafka import PermanentError
 from services.coordinator import senders
+from services.coordinator.ports import Clock, SagaStore
 
 log = structlog.get_logger()
 REFUSALS = "coordinator-refusals"  # processed-event ledger of refusals: a redelivered one is recorded once
@@ -24,9 +23,15 @@ Handler = Callable[[Envelope], Awaitable[None]]
 
 class Results:
     def __init__(
-        self, pool: asyncpg.Pool, on_result: Handler, on_heartbeat: Handler, clock: Callable[[], datetime]
+        self, store: SagaStore | asyncpg.Pool, on_result: Handler, on_heartbeat: Handler, clock: Clock
     ) -> None:
-        self._pool, self._on_result, self._on_heartbeat, self._clock = pool, on_result, on_heartbeat, clock
+        """`store`: a pool is still taken for callers that predate the store port (wrapped in the PostgreSQL
+        adapter)."""
+        if isinstance(store, asyncpg.Pool):
+            from services.coordinator.adapters.postgres import PgSagaStore
+
+            store = PgSagaStore(store)
+        self._store, self._on_result, self._on_heartbeat, self._clock = store, on_result, on_heartbeat, clock
 
     def handler(self, sender: Principal) -> Handler:
         """The handler of `sender`'s result topic."""
@@ -50,12 +55,10 @@ class Results:
         log.warning("result refused", sender=sender.name, event_type=envelope.type, reason=why)
         if release_id is None:
             return
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await db.first_time(conn, REFUSALS, envelope.id):
+        async with self._store.transaction() as tx:
+            if not await tx.first_time(REFUSALS, envelope.id):
                 return
-            await conn.execute(
-                "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence)"
-                " SELECT release_id, $2, state, body->>'waiting_for', $3, $4 FROM sagas WHERE release_id = $1",
+            await tx.audit_as_it_stands(
                 release_id,
                 f"principal:{sender.name}",
                 f"refused {envelope.type}: {why}",

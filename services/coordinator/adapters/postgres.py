@@ -1,0 +1,138 @@
+"""The saga store on PostgreSQL: the saga row updated only at the revision it was read at (optimistic
+concurrency), and every effect of a decision in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from contracts.cloudevents import Envelope
+from contracts.events import OperatorCommand
+from releasegate_platform.verifier_registry import alive_verifiers
+from releasegate_runtime import db, outbox
+from services.coordinator import upcast
+from services.coordinator.model import Saga
+from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due, Loaded
+
+PRODUCER = "coordinator"
+
+
+class PgTransaction:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def first_time(self, consumer: str, event_id: str) -> bool:
+        return await db.first_time(self._conn, consumer, event_id)
+
+    async def exists(self, release_id: str) -> bool:
+        return bool(await self._conn.fetchval("SELECT 1 FROM sagas WHERE release_id = $1", release_id))
+
+    async def insert(self, saga: Saga) -> None:
+        await self._conn.execute(
+            "INSERT INTO sagas (release_id, service, version, digest, state, body) VALUES ($1,$2,$3,$4,$5,$6)",
+            saga.release_id,
+            saga.service,
+            saga.version,
+            saga.digest,
+            saga.state.value,
+            saga.model_dump(mode="json"),
+        )
+
+    async def load(self, release_id: str) -> Loaded | None:
+        row = await self._conn.fetchrow("SELECT body, revision FROM sagas WHERE release_id = $1", release_id)
+        return None if row is None else Loaded(upcast.load(row["body"]), row["revision"])
+
+    async def save(self, saga: Saga, revision: int) -> None:
+        updated = await self._conn.execute(
+            "UPDATE sagas SET state = $2, body = $3, revision = revision + 1, updated_at = now()"
+            " WHERE release_id = $1 AND revision = $4",
+            saga.release_id,
+            saga.state.value,
+            saga.model_dump(mode="json"),
+            revision,
+        )
+        if updated != "UPDATE 1":
+            raise ConcurrentUpdate(saga.release_id)
+
+    async def first_use_of_nonce(self, command: OperatorCommand, at: datetime) -> bool:
+        if not command.nonce:  # refused by `control.refusal`: nothing to record
+            return True
+        row = await self._conn.fetchrow(
+            "INSERT INTO operator_nonces (nonce, release_id, actor, event_type, used_at) VALUES ($1,$2,$3,$4,$5)"
+            " ON CONFLICT (nonce) DO NOTHING RETURNING 1",
+            command.nonce,
+            command.release_id,
+            command.actor,
+            command.event_type,
+            at,
+        )
+        return row is not None
+
+    async def alive_verifiers(self, now: datetime) -> dict[str, set[str]]:
+        return await alive_verifiers(self._conn, now)
+
+    async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
+        await self._conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", release_id)
+        if deadline is not None:
+            await self._conn.execute(
+                "INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)",
+                release_id,
+                deadline[0],
+                deadline[1],
+            )
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._conn.execute(
+            "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence) VALUES ($1,$2,$3,$4,$5,$6)",
+            entry.release_id,
+            entry.actor,
+            entry.state,
+            entry.step,
+            entry.reason,
+            entry.evidence,
+        )
+
+    async def audit_as_it_stands(self, release_id: str, actor: str, reason: str, evidence: dict[str, Any]) -> None:
+        await self._conn.execute(
+            "INSERT INTO audit_log (release_id, actor, state, step, reason, evidence)"
+            " SELECT release_id, $2, state, body->>'waiting_for', $3, $4 FROM sagas WHERE release_id = $1",
+            release_id,
+            actor,
+            reason,
+            evidence,
+        )
+
+    async def publish(self, topic: str, envelope: Envelope) -> None:
+        await outbox.add(self._conn, PRODUCER, topic, envelope)
+
+    async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
+        await self._conn.execute(
+            "INSERT INTO staging_verified_artifacts (service, digest, release_id) VALUES ($1,$2,$3)"
+            " ON CONFLICT DO NOTHING",
+            service,
+            digest,
+            release_id,
+        )
+
+
+class PgSagaStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTransaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PgTransaction(conn)
+
+    async def due_deadlines(self, now: datetime, limit: int) -> list[Due]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT release_id, step_id, due_at FROM saga_deadlines WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+                now,
+                limit,
+            )
+        return [Due(r["release_id"], r["step_id"], r["due_at"]) for r in rows]
