@@ -23,7 +23,7 @@ STACK_ERP = "http://127.0.0.1:18091"
 
 @dataclass
 class ShopOnStack:
-    shop: Any  # tests.integration.test_shop_erp_export.Shop
+    shop: Any  # tests.support.shop.Shop
     topic: str
 
     @property
@@ -46,7 +46,7 @@ class ShopOnStack:
 
     async def orders(self, version: str, tenants: list[str], count: int, items: list[dict] | None = None) -> list[str]:
         """Place `count` orders through the `version` storefront, round-robin over `tenants`; their ids."""
-        from tests.integration.test_shop_erp_export import BASKET, checkout
+        from tests.support.shop import BASKET, checkout
 
         shop, placed = await self.storefront(version), []
         for n in range(count):
@@ -90,7 +90,7 @@ async def _topic(name: str, create: bool) -> None:
 @pytest.fixture(scope="module")
 async def shop_on_stack(tmp_path_factory) -> AsyncIterator[ShopOnStack]:
     from shop.build_bundles import build_all
-    from tests.integration.test_shop_erp_export import Erp, Shop, fresh_database, sandbox
+    from tests.support.shop import Erp, Shop, fresh_database, sandbox
 
     try:
         async with httpx.AsyncClient(timeout=2) as client:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from releasegate_sdk import Verdict
-from tests.integration.test_shop_storefront import tenant, wait_for
+from tests.support.shop import tenant, wait_for
 
 from .. import check as module
 
