@@ -57,6 +57,7 @@ def _restore_traffic(s: Saga, comp: Compensation) -> Command:
 
 def _restore_data(s: Saga, comp: Compensation) -> Command:
     point = s.backup_point or {}
+    backup = s.backup
     return Command(
         topics.ROLLBACK_COMMANDS,
         RollbackRequested(
@@ -66,8 +67,9 @@ def _restore_data(s: Saga, comp: Compensation) -> Command:
             service=s.service,
             environment=comp.environment,
             candidate_version=s.version,
-            backup_id=point.get("backup_id"),
-            since=point.get("taken_at"),
+            backup_id=backup.backup_id if backup else point.get("backup_id"),
+            since=backup.taken_at if backup else point.get("taken_at"),
+            backup_point=backup,
         ),
         f"compensation {comp.id} requested: writes stopped, {comp.environment} database restored to backup "
         f"point {point.get('backup_id')}, orders since replayed, integrity checked, traffic back to stable",

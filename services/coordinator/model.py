@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from contracts.events import DeployAction, ReleaseState, SignedApproval
+from contracts.events import BackupPoint, DeployAction, ReleaseState, SignedApproval
 from releasegate_platform.catalog import OperatorGroups
 from services.coordinator.config import SagaConfig
 
@@ -92,6 +92,9 @@ class Saga(BaseModel):
     migrations: list[dict[str, Any]] = Field(default_factory=list, description="New migrations (gate's analysis).")
     migrated: list[str] = Field(default_factory=list, description="Environments whose database got them.")
     backup_point: dict[str, Any] | None = Field(default=None, description="Pre-release backup of production.")
+    backup: BackupPoint | None = Field(
+        default=None, description="The pre-release backup point as the dr-checker reported it; a data restore names it."
+    )
     operators: OperatorGroups | None = Field(
         default=None,
         description="Groups that may give each operator command, from the catalog entry the release started with.",

@@ -247,6 +247,7 @@ def _on_step_result(d: Decision, event: Any, now: datetime) -> None:
             if ok:
                 if isinstance(event, DRCheckFinished) and step.dr_action == "backup-point":
                     s.backup_point = event.checks[0].evidence | {"release_id": s.release_id}
+                    s.backup = event.backup_point
                 elif isinstance(event, DRCheckFinished):
                     s.dr_report = [c.model_dump(mode="json") for c in event.checks]
                 d.note(f"{step.id} passed: all {len(event.checks)} checks passed", evidence=evidence)

@@ -9,6 +9,7 @@ from contracts import topics
 from contracts.events import (
     AbortRequested,
     ApprovalGiven,
+    BackupPoint,
     CandidateSubmitted,
     CheckResult,
     DeployFinished,
@@ -596,6 +597,25 @@ class TestMigrationsInTheSaga:
         ((topic, command),) = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
         assert command.compensation == "restore_data" and command.environment == "production"
         assert command.backup_id == 7 and command.since == NOW
+
+    def test_a_data_restore_names_the_backup_point_the_dr_checker_reported(self):
+        saga = run_until(with_migrations(), "backup-point")
+        point = BackupPoint(
+            backup_id=9,
+            database="shop",
+            path="/run/backups/shop.dump",
+            sha256="sha256:" + "d" * 64,
+            bytes=10,
+            kind="backup-point",
+            taken_at=NOW,
+            release_id="rel-1",
+        )
+        taken = answer(saga).model_copy(update={"backup_point": point})
+        saga = run_until(domain.handle(saga, taken, NOW).saga, "verify-canary-internal")
+        d = domain.handle(saga, answer(saga, verdict=Verdict.FAIL), NOW)
+        ((_, command),) = [c for c in d.commands if c[0] == topics.ROLLBACK_COMMANDS]
+        assert command.compensation == "restore_data" and command.backup_point == point
+        assert (command.backup_id, command.since) == (9, NOW)
 
     def test_a_backup_point_that_could_not_be_replayed_waits_and_a_resume_takes_it_again(self):
         saga = run_until(with_migrations(), "backup-point")

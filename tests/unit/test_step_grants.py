@@ -13,7 +13,6 @@ from releasegate_runtime import grants
 from releasegate_runtime.admission import spent_refusal
 from services.coordinator import saga as domain
 from services.coordinator import step_grants
-from services.rollback.domain import backup_point_refusal
 from tests.unit.test_saga import ENTRY, answer, candidate, run_until, with_migrations
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -242,29 +241,3 @@ class TestTheCoordinatorSigns:
     def test_a_traffic_compensation_gets_the_rollback_timeout(self):
         command = restore(compensation="restore_traffic", backup_id=None, since=None)
         assert step_grants.lifetime(command) == timedelta(seconds=domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN
-
-
-class TestRestoreOnlyItsOwnBackupPoint:
-    POINT = {"database": "shop", "kind": "backup-point", "release_id": "rel-1"}
-
-    def test_the_backup_point_of_the_same_release_may_be_restored(self):
-        assert backup_point_refusal(restore(), "shop", self.POINT) is None
-
-    def test_a_backup_point_of_another_release_is_refused(self):
-        refusal = backup_point_refusal(restore(), "shop", self.POINT | {"release_id": "rel-0"})
-        assert refusal == "backup 7 is the backup point of release rel-0, not the backup point of release rel-1"
-
-    def test_a_scheduled_backup_is_refused(self):
-        refusal = backup_point_refusal(restore(), "shop", self.POINT | {"kind": "scheduled", "release_id": None})
-        assert "a scheduled backup" in refusal
-
-    def test_a_backup_of_another_database_is_refused(self):
-        assert "of database billing" in backup_point_refusal(restore(), "shop", self.POINT | {"database": "billing"})
-
-    def test_an_unknown_or_missing_backup_is_refused(self):
-        assert "not in the backup catalog" in backup_point_refusal(restore(), "shop", None)
-        assert "names no backup point" in backup_point_refusal(restore(backup_id=None), "shop", None)
-
-    def test_a_traffic_compensation_names_no_backup_and_needs_none(self):
-        traffic = restore(compensation="restore_traffic", backup_id=None, since=None)
-        assert backup_point_refusal(traffic, "shop", None) is None
