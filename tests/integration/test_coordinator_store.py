@@ -1,0 +1,165 @@
+"""The coordinator's PostgreSQL adapter on the real database, as the coordinator's own role: two writers of one
+saga row (one wins, the other's transaction is undone and it retries on the reloaded saga) and the audit log
+that no one may rewrite."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from contracts.cloudevents import Envelope
+from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished
+from releasegate_platform.catalog import Catalog
+from releasegate_runtime import db
+from releasegate_runtime.settings import ServiceSettings
+from services.coordinator import saga
+from services.coordinator.adapters.postgres import PgSagaStore
+from services.coordinator.handlers import CONSUMER
+from services.coordinator.ports import AuditEntry, ConcurrentUpdate
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+SHOP = Catalog(REPO / "catalog").get("shop")
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def coordinator_pool(pool):  # `pool` (tests/conftest.py) applied the schema as its owner
+    p = await db.create_pool(ServiceSettings().for_principal("coordinator").database_url, max_size=4)
+    yield p
+    await p.close()
+
+
+def candidate(release_id: str) -> CandidateSubmitted:
+    return CandidateSubmitted.model_validate(
+        {
+            "release_id": release_id,
+            "service": "shop",
+            "version": "v2",
+            "artifact": {"digest": "sha256:" + "e" * 64, "uri": "store://x"},
+            "source": {"repository": "r", "ref": "refs/heads/main", "commit": "c" * 40},
+            "tests": {"passed": 3, "failed": 0},
+            "author": "dev@shop",
+        }
+    )
+
+
+async def started(store: PgSagaStore) -> str:
+    release_id = f"it-store-{uuid.uuid4().hex[:10]}"
+    async with store.transaction() as tx:
+        await tx.insert(saga.start(candidate(release_id), SHOP, NOW, {}).saga)
+    return release_id
+
+
+def gate_passed(release_id: str) -> GateCheckFinished:
+    return GateCheckFinished(
+        release_id=release_id,
+        step_id="gate-staging",
+        environment="staging",
+        passed=True,
+        checks=[CheckResult(name="tests_passed", passed=True, reason="r")],
+    )
+
+
+class TestOptimisticConcurrencyOnTheSagaRow:
+    async def test_of_two_writers_one_wins_and_the_other_is_undone_then_retries_on_the_reloaded_saga(
+        self, coordinator_pool
+    ):
+        store = PgSagaStore(coordinator_pool)
+        rid = await started(store)
+        loser_event = f"it-loser-{uuid.uuid4()}"
+        a_loaded, b_loaded = asyncio.Event(), asyncio.Event()
+        a_saved, a_may_commit = asyncio.Event(), asyncio.Event()
+
+        async def writer_a() -> None:
+            async with store.transaction() as tx:
+                loaded = await tx.load(rid)
+                a_loaded.set()
+                await b_loaded.wait()
+                await tx.save(saga.handle(loaded.saga, gate_passed(rid), NOW).saga, loaded.revision)
+                a_saved.set()
+                await a_may_commit.wait()
+
+        async def writer_b() -> None:
+            async with store.transaction() as tx:
+                assert await tx.first_time(CONSUMER, loser_event)
+                await a_loaded.wait()
+                loaded = await tx.load(rid)
+                b_loaded.set()
+                await a_saved.wait()
+                paused = loaded.saga.model_copy(update={"state": saga.ReleaseState.PAUSED})
+                save = asyncio.create_task(tx.save(paused, loaded.revision))
+                # b's UPDATE waits on a's row lock; once a commits it finds the revision moved on
+                a_may_commit.set()
+                await save
+
+        a = asyncio.create_task(writer_a())
+        with pytest.raises(ConcurrentUpdate):
+            await writer_b()
+        await a
+        async with store.transaction() as tx:
+            current = await tx.load(rid)
+            assert current.revision == 1 and current.saga.waiting_for != "gate-staging"
+            assert current.saga.state is not saga.ReleaseState.PAUSED, "the loser's change was not written"
+            assert await tx.first_time(CONSUMER, loser_event), "the loser's whole transaction was undone"
+            retried = current.saga.model_copy(update={"state": saga.ReleaseState.PAUSED})
+            await tx.save(retried, current.revision)
+        async with store.transaction() as tx:
+            final = await tx.load(rid)
+        assert final.revision == 2 and final.saga.state is saga.ReleaseState.PAUSED
+
+    async def test_a_stale_revision_is_refused_even_with_no_writer_in_flight(self, coordinator_pool):
+        store = PgSagaStore(coordinator_pool)
+        rid = await started(store)
+        async with store.transaction() as tx:
+            loaded = await tx.load(rid)
+            await tx.save(loaded.saga, loaded.revision)
+        with pytest.raises(ConcurrentUpdate):
+            async with store.transaction() as tx:
+                await tx.save(loaded.saga, loaded.revision)
+
+
+class TestTheAuditLogIsAppendOnly:
+    async def _audited(self, store: PgSagaStore) -> str:
+        rid = await started(store)
+        async with store.transaction() as tx:
+            await tx.audit(AuditEntry(rid, "coordinator", "running", "gate-staging", "gate requested", {"n": 1}))
+        return rid
+
+    async def test_the_owner_cannot_update_or_delete_an_audit_row_the_trigger_refuses(self, pool, coordinator_pool):
+        rid = await self._audited(PgSagaStore(coordinator_pool))
+        async with pool.acquire() as conn:
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute("UPDATE audit_log SET reason = 'rewritten' WHERE release_id = $1", rid)
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute("DELETE FROM audit_log WHERE release_id = $1", rid)
+            reasons = await conn.fetch("SELECT reason FROM audit_log WHERE release_id = $1", rid)
+        assert [r["reason"] for r in reasons] == ["gate requested"]
+
+    async def test_the_coordinator_role_may_only_append(self, coordinator_pool):
+        rid = await self._audited(PgSagaStore(coordinator_pool))
+        async with coordinator_pool.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE audit_log SET reason = 'rewritten' WHERE release_id = $1", rid)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM audit_log WHERE release_id = $1", rid)
+            assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1", rid) == 1
+
+
+class TestRefusalsRecordedAsTheSagaStands:
+    async def test_a_refused_result_is_audited_with_the_state_and_step_unchanged(self, coordinator_pool):
+        store = PgSagaStore(coordinator_pool)
+        rid = await started(store)
+        envelope = Envelope.new(gate_passed(rid), "test", rid)
+        async with store.transaction() as tx:
+            await tx.audit_as_it_stands(rid, "principal:deployer", "refused gate result", {"event_id": envelope.id})
+        async with coordinator_pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT state, step, actor FROM audit_log WHERE release_id = $1 AND reason = 'refused gate result'", rid
+            )
+        assert dict(row) == {"state": "running", "step": "gate-staging", "actor": "principal:deployer"}
