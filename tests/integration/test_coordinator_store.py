@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from contracts.cloudevents import Envelope
-from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished
+from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished, ReleaseState
 from releasegate_platform.catalog import Catalog
 from releasegate_runtime import db
 from releasegate_runtime.settings import ServiceSettings
@@ -92,7 +92,7 @@ class TestOptimisticConcurrencyOnTheSagaRow:
                 loaded = await tx.load(rid)
                 b_loaded.set()
                 await a_saved.wait()
-                paused = loaded.saga.model_copy(update={"state": saga.ReleaseState.PAUSED})
+                paused = loaded.saga.model_copy(update={"state": ReleaseState.PAUSED})
                 save = asyncio.create_task(tx.save(paused, loaded.revision))
                 # b's UPDATE waits on a's row lock; once a commits it finds the revision moved on
                 a_may_commit.set()
@@ -105,13 +105,13 @@ class TestOptimisticConcurrencyOnTheSagaRow:
         async with store.transaction() as tx:
             current = await tx.load(rid)
             assert current.revision == 1 and current.saga.waiting_for != "gate-staging"
-            assert current.saga.state is not saga.ReleaseState.PAUSED, "the loser's change was not written"
+            assert current.saga.state is not ReleaseState.PAUSED, "the loser's change was not written"
             assert await tx.first_time(CONSUMER, loser_event), "the loser's whole transaction was undone"
-            retried = current.saga.model_copy(update={"state": saga.ReleaseState.PAUSED})
+            retried = current.saga.model_copy(update={"state": ReleaseState.PAUSED})
             await tx.save(retried, current.revision)
         async with store.transaction() as tx:
             final = await tx.load(rid)
-        assert final.revision == 2 and final.saga.state is saga.ReleaseState.PAUSED
+        assert final.revision == 2 and final.saga.state is ReleaseState.PAUSED
 
     async def test_a_stale_revision_is_refused_even_with_no_writer_in_flight(self, coordinator_pool):
         store = PgSagaStore(coordinator_pool)
