@@ -18,7 +18,8 @@ The SDK consumes `release.commands.verifier` in the group `releasegate-verifier-
 for its services and environments, runs the check at the window's end (and at each look with
 `looks_every`), retries `TransientError` and timeouts until the deadline, publishes one verdict per request
 as `VerificationFinished` through the outbox, and sends a heartbeat every `heartbeat_seconds`.
-See docs/verifier-tutorial.md.
+`releasegate_sdk.statistics` has the figures verifiers judge with (percentiles, the Wilson interval, sequential
+canary-vs-baseline tests valid at every look), the same ones the core verifier uses. See docs/verifier-tutorial.md.
 """
 
 from contracts.events import KpiResult, KpiThreshold, Verdict
