@@ -12,6 +12,7 @@ of the code under test. Every `import` counts, at module level or inside a funct
 from __future__ import annotations
 
 import ast
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +205,27 @@ def test_no_test_module_imports_another_test_module() -> None:
 def test_a_library_package_imports_no_test_code(package: str) -> None:
     found = violations([package], lambda i: not within(i.target, "tests"))
     assert_none(found, f"{package} imports nothing from tests/")
+
+
+COMPONENTS = REPO / "deploy" / "components"
+
+
+@pytest.mark.parametrize(
+    "component", sorted(p.stem for p in COMPONENTS.glob("*.sh") if p.stem != "common"), ids=lambda c: c
+)
+def test_each_stack_component_defines_its_lifecycle(component: str) -> None:
+    """deploy/stack.sh dispatches to <component>_{packages,install,up,down,status}: each component file defines
+    all five once sourced (after common.sh)."""
+    script = f'source "{COMPONENTS}/common.sh"; source "{COMPONENTS}/{component}.sh"; declare -F'
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert shell.returncode == 0, shell.stderr
+    defined = {line.split()[-1] for line in shell.stdout.splitlines()}
+    missing = {f"{component}_{step}" for step in ("packages", "install", "up", "down", "status")} - defined
+    assert not missing, f"deploy/components/{component}.sh does not define {sorted(missing)}"
+
+
+def test_the_stack_script_dispatches_to_every_component() -> None:
+    text = (REPO / "deploy" / "stack.sh").read_text()
+    listed = set(text.split("COMPONENTS=(", 1)[1].split(")", 1)[0].split()) | {"python"}
+    files = {p.stem for p in COMPONENTS.glob("*.sh")} - {"common"}
+    assert listed == files, f"deploy/stack.sh lists {sorted(listed)}, deploy/components/ has {sorted(files)}"
