@@ -25,7 +25,7 @@ from releasegate_platform.catalog import Approvers
 from releasegate_runtime.settings import ServiceSettings
 from services.coordinator import control
 from services.coordinator import saga as domain
-from tests.unit.test_saga import (
+from tests.support.saga import (
     ENTRY,
     KEYS,
     NOW,

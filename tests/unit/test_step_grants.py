@@ -13,7 +13,7 @@ from releasegate_runtime import grants
 from releasegate_runtime.admission import spent_refusal
 from services.coordinator import saga as domain
 from services.coordinator import step_grants
-from tests.unit.test_saga import ENTRY, answer, candidate, run_until, with_migrations
+from tests.support.saga import ENTRY, answer, candidate, run_until, with_migrations
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "a" * 64
