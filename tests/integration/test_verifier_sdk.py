@@ -28,7 +28,7 @@ from services.coordinator.handlers import utcnow
 from services.coordinator.results import Results
 from services.verifier.adapters.store import KpiStore
 from services.verifier.handlers import BusinessKpis
-from tests.conftest import as_principal, register_verifier, wait_until
+from tests.support.services import as_principal, register_verifier, wait_until
 
 pytestmark = pytest.mark.integration
 
