@@ -21,8 +21,8 @@ import pytest
 from contracts import topics
 from contracts.events import VerificationFinished
 from releasegate_cli.probes import TopicTail
-from tests.conftest import LOGS, REPO, as_principal, register_verifier, wait_until
 from tests.integration.test_verifier_sdk import registry_writer  # noqa: F401 (fixture)
+from tests.support.services import LOGS, REPO, as_principal, register_verifier, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer)
                     argv = [sys.executable if a == "python" else a for a in shlex.split(command)]
                     log = (LOGS / f"test-tutorial-{NAME}.log").open("ab")
                     background.append(
-                        subprocess.Popen(
+                        subprocess.Popen(  # noqa: ASYNC220 (starts the process and returns; nothing waits)
                             argv,
                             cwd=tmp_path,
                             env=os.environ.copy(),
