@@ -1,0 +1,262 @@
+"""The kubernetes deployment target against the real API server, acting as releasegate's ServiceAccount (least
+privilege) and checked as the cluster admin: versions run side by side as Deployments with images by digest,
+traffic moves through the HTTPRoute's backend weights, tenants and the canary cookie through its matches; every
+step re-applied changes nothing; unsafe names and undigested images are refused before any API call."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from releasegate_platform.targets.kubernetes import (
+    CANARY_COOKIE,
+    KubernetesTarget,
+    KubernetesTargetError,
+    Placement,
+    UnsafeName,
+    workload_name,
+)
+from releasegate_platform.targets.port import Unsupported
+
+pytestmark = [pytest.mark.kubernetes]
+
+NAMESPACE = "releasegate-staging"
+IMAGE = "registry.example/shop"
+D1 = "sha256:" + hashlib.sha256(b"shop 1.0").hexdigest()
+D2 = "sha256:" + hashlib.sha256(b"shop 2.0").hexdigest()
+V1, V2 = "v1.0", "v2.0"  # versions with dots: workloads get DNS-1123-safe names, the real version stays in labels
+
+
+def placement(namespace: str = NAMESPACE) -> Placement:
+    return Placement(namespace=namespace, gateway="releasegate", image=IMAGE)
+
+
+@pytest.fixture
+def service(admin_api: client.ApiClient):
+    name = f"shop-{secrets.token_hex(3)}"
+    yield name
+    apps, core, custom = client.AppsV1Api(admin_api), client.CoreV1Api(admin_api), client.CustomObjectsApi(admin_api)
+    for version in (V1, V2):
+        for delete in (apps.delete_namespaced_deployment, core.delete_namespaced_service):
+            try:
+                delete(workload_name(name, version), NAMESPACE)
+            except ApiException as exc:
+                assert exc.status == 404
+    try:
+        custom.delete_namespaced_custom_object("gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", name)
+    except ApiException as exc:
+        assert exc.status == 404
+
+
+@pytest.fixture
+def target(releasegate_api: client.ApiClient) -> KubernetesTarget:
+    return KubernetesTarget(releasegate_api, lambda _service, _environment: placement(), rollout_timeout=60)
+
+
+class Admin:
+    """What the API server holds, read as the cluster admin (not through the adapter under test)."""
+
+    def __init__(self, api: client.ApiClient, service: str) -> None:
+        self.apps, self.core = client.AppsV1Api(api), client.CoreV1Api(api)
+        self.custom, self.service = client.CustomObjectsApi(api), service
+
+    def deployment(self, version: str) -> Any:
+        return self.apps.read_namespaced_deployment(workload_name(self.service, version), NAMESPACE)
+
+    def route(self) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", self.service
+        )
+
+    def weights(self) -> dict[str, int]:
+        default = next(r for r in self.route()["spec"]["rules"] if not r.get("matches"))
+        return {ref["name"]: ref["weight"] for ref in default["backendRefs"]}
+
+    def gone(self, version: str) -> bool:
+        name = workload_name(self.service, version)
+        for read in (self.apps.read_namespaced_deployment, self.core.read_namespaced_service):
+            try:
+                read(name, NAMESPACE)
+                return False
+            except ApiException as exc:
+                assert exc.status == 404
+        return True
+
+    def versions(self) -> tuple[str, str]:
+        return self.deployment(V1).metadata.resource_version, self.route()["metadata"]["resourceVersion"]
+
+
+class TestARelease:
+    async def test_two_versions_side_by_side_weighted_routed_observed_and_retired(
+        self, target: KubernetesTarget, admin_api: client.ApiClient, service: str
+    ):
+        admin = Admin(admin_api, service)
+        env = "staging"
+        await target.set_stable(service, env, V1, D1)
+        assert await target.run_version(service, env, V1, D1, None, 2) == 2
+        await target.shift(service, env, {V1: 100})
+
+        d1 = admin.deployment(V1)
+        assert d1.spec.template.spec.containers[0].image == f"{IMAGE}@{D1}"
+        assert d1.metadata.labels["app.kubernetes.io/name"] == service
+        assert d1.metadata.labels["releasegate.dev/version"] == V1
+        assert d1.metadata.labels["releasegate.dev/digest"] == D1.removeprefix("sha256:")[:32]
+        assert d1.metadata.annotations["releasegate.dev/digest"] == D1
+        assert d1.status.ready_replicas == 2 and d1.status.observed_generation >= d1.metadata.generation
+        assert d1.metadata.name == workload_name(service, V1) and "." not in d1.metadata.name
+        assert admin.weights() == {workload_name(service, V1): 100}
+        assert await target.stable(service, env) == (V1, D1)
+
+        assert await target.run_version(service, env, V2, D2, "rel-k8s-1", 1) == 1
+        d2 = admin.deployment(V2)
+        assert d2.spec.template.spec.containers[0].image == f"{IMAGE}@{D2}"
+        assert d2.metadata.labels["releasegate.dev/release"] == "rel-k8s-1"
+        assert d2.spec.template.metadata.labels["releasegate.dev/version"] == V2
+        assert admin.deployment(V1).status.ready_replicas == 2  # stable untouched
+
+        for weight in (10, 50, 100):
+            await target.shift(service, env, {V2: weight, V1: 100 - weight})
+            assert admin.weights() == {workload_name(service, V1): 100 - weight, workload_name(service, V2): weight}
+            observed = await target.observe(service, env)
+            assert observed.weights == {V1: 100 - weight, V2: weight}
+
+        await target.shift(service, env, {V2: 10, V1: 90})
+        await target.route_tenants(service, env, V2, ["acme"])
+        rules = admin.route()["spec"]["rules"]
+        to_v2 = [{"group": "", "kind": "Service", "name": workload_name(service, V2), "port": 80, "weight": 1}]
+        tenant_rule = next(
+            r for r in rules if any(h["name"] == "X-Tenant" for m in r.get("matches", []) for h in m["headers"])
+        )
+        assert [m["headers"] for m in tenant_rule["matches"]] == [
+            [{"type": "Exact", "name": "X-Tenant", "value": "acme"}]
+        ]
+        assert tenant_rule["backendRefs"] == to_v2
+        cookie_rule = next(
+            r for r in rules if any(h["name"] == "Cookie" for m in r.get("matches", []) for h in m["headers"])
+        )
+        assert cookie_rule["matches"][0]["headers"] == [
+            {"type": "RegularExpression", "name": "Cookie", "value": CANARY_COOKIE}
+        ]
+        assert cookie_rule["backendRefs"] == to_v2
+        observed = await target.observe(service, env)
+        assert observed.tenants_on_candidate == ["acme"] and observed.stable_version == V1
+        assert {i["version"]: i["ready"] for i in observed.instances} == {V1: 2, V2: 1}
+        assert {i["version"]: i["image"] for i in observed.instances} == {V1: f"{IMAGE}@{D1}", V2: f"{IMAGE}@{D2}"}
+
+        await target.clear_tenant_routes(service, env)
+        assert all(not r.get("matches") for r in admin.route()["spec"]["rules"])
+
+        await target.shift(service, env, {V2: 100, V1: 0})
+        await target.retire(service, env, V1)
+        await target.set_stable(service, env, V2, D2)
+        assert admin.gone(V1)
+        assert admin.weights() == {workload_name(service, V2): 100}
+        assert await target.stable(service, env) == (V2, D2)
+        assert await target.versions(service, env) == {V2: 1}
+
+
+class TestServerSideApply:
+    async def test_reapplying_a_step_changes_nothing(
+        self, target: KubernetesTarget, admin_api: client.ApiClient, service: str
+    ):
+        admin = Admin(admin_api, service)
+        await target.set_stable(service, "staging", V1, D1)
+        await target.run_version(service, "staging", V1, D1, None, 2)
+        await target.run_version(service, "staging", V2, D2, "rel-k8s-2", 1)
+        await target.shift(service, "staging", {V2: 50, V1: 50})
+        await target.route_tenants(service, "staging", V2, ["acme"])
+        before, generation = admin.versions(), admin.deployment(V1).metadata.generation
+
+        await target.run_version(service, "staging", V1, D1, None, 2)
+        await target.shift(service, "staging", {V2: 50, V1: 50})
+        await target.route_tenants(service, "staging", V2, ["acme"])
+        await target.set_stable(service, "staging", V1, D1)
+
+        assert admin.versions() == before and admin.deployment(V1).metadata.generation == generation
+        managers = {m.manager for m in admin.deployment(V1).metadata.managed_fields if m.operation == "Apply"}
+        assert managers == {"releasegate"}
+
+    async def test_scaling_waits_for_the_real_rollout(
+        self, target: KubernetesTarget, admin_api: client.ApiClient, service: str
+    ):
+        admin = Admin(admin_api, service)
+        await target.run_version(service, "staging", V1, D1, None, 1)
+        await target.scale(service, "staging", V1, 3)
+        status = admin.deployment(V1).status
+        assert (status.ready_replicas, status.updated_replicas, status.available_replicas) == (3, 3, 3)
+        await target.scale(service, "staging", V1, 0)
+        assert await target.versions(service, "staging") == {V1: 0}
+
+
+class TestRefusals:
+    @pytest.fixture
+    def api_calls(self, releasegate_api: client.ApiClient, monkeypatch) -> list[tuple]:
+        calls: list[tuple] = []
+        real = releasegate_api.call_api
+
+        def counted(*args, **kwargs):
+            calls.append(args[:2])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(releasegate_api, "call_api", counted)
+        return calls
+
+    @pytest.mark.parametrize("service", ["Shop", "shop_eu", "shop.eu", "-shop", "shop;rm", "s" * 64])
+    async def test_a_service_name_kubernetes_cannot_carry_is_refused_before_any_api_call(
+        self, target: KubernetesTarget, api_calls: list, service: str
+    ):
+        with pytest.raises(UnsafeName):
+            await target.run_version(service, "staging", V1, D1, None, 1)
+        assert api_calls == []
+
+    @pytest.mark.parametrize("version", ["v1-", "V1", "v1 ", "v1/../x", "a" * 64])
+    async def test_a_version_kubernetes_cannot_label_is_refused_before_any_api_call(
+        self, target: KubernetesTarget, api_calls: list, version: str
+    ):
+        with pytest.raises(UnsafeName):
+            await target.run_version("shop", "staging", version, D1, None, 1)
+        with pytest.raises(UnsafeName):
+            await target.shift("shop", "staging", {version: 100})
+        assert api_calls == []
+
+    @pytest.mark.parametrize("digest", ["latest", "sha256:abc", "v1.0", "sha512:" + "a" * 128, D1.upper()])
+    async def test_an_image_without_a_sha256_digest_is_refused_before_any_api_call(
+        self, target: KubernetesTarget, api_calls: list, digest: str
+    ):
+        with pytest.raises(UnsafeName, match="digest"):
+            await target.run_version("shop", "staging", V1, digest, None, 1)
+        assert api_calls == []
+
+    async def test_a_tenant_that_is_no_hostname_label_is_refused_before_any_api_call(
+        self, target: KubernetesTarget, api_calls: list
+    ):
+        with pytest.raises(UnsafeName):
+            await target.route_tenants("shop", "staging", V2, ["acme", "evil.example"])
+        assert api_calls == []
+
+    def test_an_image_repository_with_a_tag_is_refused(self):
+        with pytest.raises(UnsafeName):
+            Placement(namespace=NAMESPACE, gateway="releasegate", image="registry.example/shop:latest")
+
+    async def test_maintenance_mode_is_refused_as_unsupported(self, target: KubernetesTarget, api_calls: list):
+        with pytest.raises(Unsupported, match="not supported on the kubernetes target"):
+            await target.maintenance("shop", "staging", on=True)
+        assert api_calls == []
+
+
+class TestLeastPrivilege:
+    async def test_outside_its_namespaces_releasegate_is_forbidden_with_a_clear_error(
+        self, releasegate_api: client.ApiClient, admin_api: client.ApiClient
+    ):
+        outside = KubernetesTarget(releasegate_api, lambda _s, _e: placement("default"), rollout_timeout=10)
+        with pytest.raises(KubernetesTargetError, match=r"\(403\)") as refused:
+            await outside.run_version("shop", "staging", V1, D1, None, 1)
+        assert "forbidden" in str(refused.value).lower()
+        with pytest.raises(ApiException) as missing:
+            client.AppsV1Api(admin_api).read_namespaced_deployment(workload_name("shop", V1), "default")
+        assert missing.value.status == 404
