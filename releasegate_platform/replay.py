@@ -274,7 +274,8 @@ class _Topic:
         _require_complete(self.topic, since, begins, ends, found)
         pending = {}
         for tp in self.partitions:
-            start = ends[tp.partition] if found[tp.partition] is None else found[tp.partition]
+            first = found[tp.partition]
+            start = ends[tp.partition] if first is None else first
             if start < ends[tp.partition]:
                 self._consumer.seek(tp, start)
                 pending[tp] = ends[tp.partition]
@@ -315,10 +316,13 @@ class EventLog:
             _require_complete(self.topic, since, begins, ends, found)
             return {
                 "partitions": len(ends),
-                "events_since_backup_point": sum(ends[p] - (ends[p] if found[p] is None else found[p]) for p in ends),
+                "events_since_backup_point": sum(ends[p] - f for p in ends if (f := found[p]) is not None),
             }
 
-        return await _bounded(self.topic, "checking that every event since the backup point is still there", check())
+        checked: dict[str, Any] = await _bounded(
+            self.topic, "checking that every event since the backup point is still there", check()
+        )
+        return checked
 
     async def events_since(self, replayer: Replayer, service: str, environment: str, since: datetime) -> Scan:
         """Every event the replayer re-applies in `environment` from `since` up to the end of the topic as it is
@@ -328,4 +332,5 @@ class EventLog:
             async with _Topic(self._settings, self.topic) as topic:
                 return await topic.scan(since, Scan(replayer, service, environment, self.topic))
 
-        return await _bounded(self.topic, "reading the events since the backup point", read())
+        scan: Scan = await _bounded(self.topic, "reading the events since the backup point", read())
+        return scan

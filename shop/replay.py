@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.events import Contract, OrderPlaced
+from contracts.events import Contract, OrderPlaced, ShopEvent
 from contracts.names import NAME, check_name, shown
 from releasegate_platform.replay import InvalidEvent, ReplayReport
 
@@ -26,7 +26,7 @@ MAX_QTY = 10_000
 class ShopReplayer:
     """Orders placed since the backup point, written back the way checkout writes them."""
 
-    def select(self, event: Contract, environment: str) -> OrderPlaced | None:
+    def select(self, event: Contract, environment: str) -> ShopEvent | None:
         if not isinstance(event, OrderPlaced) or event.environment != environment:
             return None
         _check_replayable(event)
@@ -39,7 +39,7 @@ class ShopReplayer:
             for r in await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'")
         }
         for order in events:
-            assert isinstance(order, OrderPlaced)
+            assert isinstance(order, OrderPlaced) and order.order_id is not None
             if await conn.fetchval("SELECT 1 FROM orders WHERE id = $1", uuid.UUID(order.order_id)):
                 report.already_present += 1
                 continue
@@ -64,7 +64,7 @@ class ShopReplayer:
         return report
 
 
-def _check_replayable(order: OrderPlaced) -> None:
+def _check_replayable(order: ShopEvent) -> None:
     """What the shop database would refuse or misread: refused here, so one event cannot fail the replay."""
     if _has_nul(order.model_dump(mode="json")):
         raise InvalidEvent("contains a NUL character, which PostgreSQL text cannot hold")
@@ -99,7 +99,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-async def _insert(conn: asyncpg.Connection, order: OrderPlaced, columns: set[str]) -> None:
+async def _insert(conn: asyncpg.Connection, order: ShopEvent, columns: set[str]) -> None:
     customer_id = await conn.fetchval(
         "INSERT INTO customers (id, tenant, email) VALUES ($1, $2, $3) ON CONFLICT (tenant, email)"
         " DO UPDATE SET email = EXCLUDED.email RETURNING id",
