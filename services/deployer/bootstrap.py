@@ -16,11 +16,11 @@ from kubernetes import config as k8s_config
 from releasegate_platform import supply_chain
 from releasegate_platform.artifacts import ArtifactStore
 from releasegate_platform.catalog import Catalog, CatalogError, TargetSpec
-from releasegate_platform.haproxy import HAProxy
+from releasegate_platform.haproxy import HAProxy, HAProxyError
 from releasegate_platform.local_target import LocalTarget
 from releasegate_platform.targets.kubernetes import placement_for
 from releasegate_platform.targets.local import LocalDeploymentTarget
-from releasegate_platform.targets.port import DeploymentTarget
+from releasegate_platform.targets.port import DeploymentTarget, TargetError
 from releasegate_runtime import worker
 from releasegate_runtime.admission import Admission
 from services.deployer import read_model
@@ -102,9 +102,14 @@ def publisher(pool: asyncpg.Pool, directory: TargetDirectory) -> Callable[[str, 
     """Stages the environment's new state (`read_model`) in the deployer's outbox."""
 
     async def published(service: str, environment: str) -> None:
-        weights = (await directory(service, environment).observe(service, environment)).weights
-        async with pool.acquire() as conn:
-            await read_model.stage(conn, service, environment, weights)
+        # the step is done and recorded either way: a state that could not be staged is logged, and the next
+        # change of the environment stages a complete one again
+        try:
+            weights = (await directory(service, environment).observe(service, environment)).weights
+            async with pool.acquire() as conn:
+                await read_model.stage(conn, service, environment, weights)
+        except (asyncpg.PostgresError, OSError, TargetError, HAProxyError) as exc:
+            log.error("environment state not published", service=service, environment=environment, error=str(exc))
 
     return published
 

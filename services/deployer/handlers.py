@@ -62,7 +62,8 @@ class Deployer:
         published: Published | None = None,
     ) -> None:
         """`targets(service, environment)`: that environment's deployment target (from the catalog);
-        `published(service, environment)`: called after a finalize, to publish the environment's new state."""
+        `published(service, environment)`: called after every step that changed the environment, to publish its
+        new state (the deployer's read model)."""
         self._targets, self._bundles, self._migrations, self._steps = targets, bundles, migrations, steps
         self._trust_root, self._admission, self._reply, self._published = trust_root, admission, reply, published
 
@@ -96,7 +97,7 @@ class Deployer:
                 reason=str(exc),
             )
         await self._steps.put(result)
-        if result.succeeded and req.action is DeployAction.FINALIZE and self._published is not None:
+        if result.succeeded and req.action is not DeployAction.MIGRATE and self._published is not None:
             await self._published(req.service, req.environment)
         return result
 

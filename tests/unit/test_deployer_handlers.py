@@ -277,12 +277,13 @@ class TestFinalize:
         assert result.observed is not None and result.observed.stable_version == "v2"
         assert result.observed.weights == {"v2": 100} and result.observed.tenants_on_candidate == []
 
-    async def test_finalize_publishes_the_environment_state_once_it_succeeded(self, env: Env):
+    async def test_each_step_that_changed_the_environment_publishes_its_state_and_a_failed_one_does_not(self, env: Env):
         assert not (await env.run(DeployAction.FINALIZE, "finalize-early", weight=100)).succeeded
         assert env.published == []
         await env.run(DeployAction.START, "canary-10", weight=10)
         await env.run(DeployAction.FINALIZE, "finalize", weight=100)
-        assert env.published == [("shop", "production")]
+        await env.run(DeployAction.MIGRATE, "migrate", environment="staging")
+        assert env.published == [("shop", "production"), ("shop", "production")]
 
 
 class TestMigrations:
