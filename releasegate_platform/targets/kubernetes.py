@@ -416,7 +416,7 @@ class KubernetesTarget:
         available (`kubectl rollout status`'s rule); KubernetesTargetError at the deadline."""
         deadline = time.monotonic() + self._timeout
         while True:
-            d = await self._call(f"read Deployment {ns}/{name}", self._apps.read_namespaced_deployment_status, name, ns)
+            d = await self._call(f"read Deployment {ns}/{name}", self._apps.read_namespaced_deployment, name, ns)
             s = d.status
             seen = (s.observed_generation or 0) >= (d.metadata.generation or 0)
             updated, available, ready = s.updated_replicas or 0, s.available_replicas or 0, s.ready_replicas or 0
@@ -479,7 +479,7 @@ class KubernetesTarget:
             for d in deployments
         }
         rules = route.get("spec", {}).get("rules", [])
-        default = next((r for r in rules if not r.get("matches")), {})
+        default = next((r for r in rules if not _header_matched(r)), {})  # the server adds a `/` path match
         raw = {version_of.get(ref["name"], ref["name"]): ref.get("weight", 1) for ref in default.get("backendRefs", [])}
         total = sum(raw.values()) or 1
         tenants = sorted(
@@ -530,6 +530,10 @@ class KubernetesTarget:
             p.namespace,
             missing_ok=True,
         )
+
+
+def _header_matched(rule: dict[str, Any]) -> bool:
+    return any(m.get("headers") for m in rule.get("matches", []))
 
 
 def placement_for(spec: Any, environment: str) -> Placement:
