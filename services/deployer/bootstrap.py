@@ -6,21 +6,21 @@ reconcile script (`services.deployer.reconcile`)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import asyncpg
 import structlog
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 from releasegate_platform import supply_chain
 from releasegate_platform.artifacts import ArtifactStore
-from releasegate_platform.catalog import Catalog, CatalogError, TargetSpec
+from releasegate_platform.catalog import Catalog
 from releasegate_platform.haproxy import HAProxy, HAProxyError
 from releasegate_platform.local_target import LocalTarget
-from releasegate_platform.targets.kubernetes import placement_for
+from releasegate_platform.targets import directory
+from releasegate_platform.targets.directory import Build, TargetDirectory
 from releasegate_platform.targets.local import LocalDeploymentTarget
-from releasegate_platform.targets.port import DeploymentTarget, TargetError
+from releasegate_platform.targets.port import TargetError
 from releasegate_runtime import worker
 from releasegate_runtime.admission import Admission
 from services.deployer import read_model
@@ -29,54 +29,16 @@ from services.deployer.adapters.ports import DatabaseMigrations, StoreBundles
 from services.deployer.adapters.stable_mirror import MirroredKubernetesTarget
 from services.deployer.adapters.steps import PostgresStepResults
 from services.deployer.config import DeployerSettings
-from services.deployer.domain import DeployError
 from services.deployer.handlers import CONSUMER, Deployer
 
 log = structlog.get_logger()
 
 
-class TargetDirectory:
-    """The deployment target of each (service, environment), as the catalog names it (`local` unless it says
-    `kubernetes`); kubernetes clients are built on first use, from RG_KUBECONFIG."""
-
-    def __init__(
-        self, catalog: Catalog, local: DeploymentTarget, kubernetes: Callable[[str, TargetSpec], DeploymentTarget]
-    ) -> None:
-        self._catalog, self._local, self._kubernetes = catalog, local, kubernetes
-        self._built: dict[tuple[str, str, str], DeploymentTarget] = {}
-
-    def __call__(self, service: str, environment: str) -> DeploymentTarget:
-        try:
-            spec = self._catalog.get(service).target(environment)
-        except CatalogError as exc:
-            raise DeployError(str(exc)) from None
-        if spec.kind == "local":
-            return self._local
-        key = (service, environment, spec.model_dump_json())
-        if key not in self._built:
-            self._built[key] = self._kubernetes(environment, spec)
-        return self._built[key]
-
-
-def kubernetes_targets(settings: DeployerSettings, pool: asyncpg.Pool) -> Callable[[str, TargetSpec], DeploymentTarget]:
-    api: list[k8s_client.ApiClient] = []
-
-    def build(environment: str, spec: TargetSpec) -> DeploymentTarget:
-        if settings.kubeconfig is None:
-            raise DeployError(
-                f"{environment} deploys to kubernetes but RG_KUBECONFIG names no kubeconfig for releasegate"
-            )
-        if not api:
-            try:
-                api.append(k8s_config.new_client_from_config(config_file=str(settings.kubeconfig)))
-            except (k8s_config.ConfigException, OSError) as exc:
-                raise DeployError(f"kubeconfig {settings.kubeconfig} unusable: {exc}") from None
-        placement = placement_for(spec, environment)
-        return MirroredKubernetesTarget(
-            pool, api[0], lambda _s, _e: placement, rollout_timeout=settings.rollout_timeout_seconds
-        )
-
-    return build
+def kubernetes_targets(settings: DeployerSettings, pool: asyncpg.Pool) -> Build:
+    """Kubernetes adapters whose stable version is mirrored in the deployer's `environments` table."""
+    return directory.kubernetes_targets(
+        settings.kubeconfig, settings.rollout_timeout_seconds, partial(MirroredKubernetesTarget, pool)
+    )
 
 
 def launcher(settings: DeployerSettings, pool: asyncpg.Pool, haproxy: HAProxy) -> Launcher:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from releasegate_platform.catalog import Catalog, CatalogError
+from releasegate_platform.targets.directory import TargetDirectory
 from releasegate_platform.targets.kubernetes import (
     KubernetesTarget,
     Placement,
@@ -18,9 +19,8 @@ from releasegate_platform.targets.kubernetes import (
     placement_for,
     workload_name,
 )
-from services.deployer.bootstrap import TargetDirectory
+from releasegate_platform.targets.port import TargetError
 from services.deployer.config import DeployerSettings
-from services.deployer.domain import DeployError
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + hashlib.sha256(b"shop").hexdigest()
@@ -80,7 +80,7 @@ class TestTheTargetDirectory:
 
     def test_an_unknown_service_fails_the_step_with_the_catalogs_reason(self, tmp_path: Path):
         directory = TargetDirectory(catalog_with(tmp_path, None), object(), lambda e, s: None)  # type: ignore[arg-type]
-        with pytest.raises(DeployError, match="unknown service 'cart'"):
+        with pytest.raises(TargetError, match="unknown service 'cart'"):
             directory("cart", "production")
 
     def test_a_kubernetes_environment_without_a_kubeconfig_is_refused_with_the_setting_named(self, tmp_path: Path):
@@ -88,7 +88,7 @@ class TestTheTargetDirectory:
 
         build = kubernetes_targets(DeployerSettings(kubeconfig=None), pool=None)  # type: ignore[arg-type]
         entry = catalog_with(tmp_path, {"production": KUBE}).get("shop")
-        with pytest.raises(DeployError, match="RG_KUBECONFIG"):
+        with pytest.raises(TargetError, match="RG_KUBECONFIG"):
             build("production", entry.target("production"))
 
     def test_a_kubeconfig_builds_a_kubernetes_adapter_placed_by_the_catalog(self, tmp_path: Path):
