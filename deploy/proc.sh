@@ -88,7 +88,15 @@ cmd_start() {
   printf '=== %s start: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >> "$log"
   # No job control in a script, so the background child is not a group leader and setsid(1) calls
   # setsid(2) and execs CMD in place: $! is CMD's pid and CMD leads a new session + process group.
-  setsid "$@" >> "$log" 2>&1 < /dev/null &
+  # only stdin/stdout/stderr reach CMD: a long-running process must not keep the caller's descriptors (e.g. a
+  # flock on a lock file) open for its whole life
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [[ $fd =~ ^[0-9]+$ ]] && (( fd > 2 && fd < 255 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$@" >> "$log" 2>&1 < /dev/null
+  ) &
   local pid=$!
   echo "$pid" > "$PID_DIR/$name.pid.tmp"
   mv -f "$PID_DIR/$name.pid.tmp" "$PID_DIR/$name.pid"

@@ -11,6 +11,13 @@
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true   # bash 5.2: keep '&' literal in ${var//pat/rep}
 
+# The daemons started here (PostgreSQL, Kafka, HAProxy, ...) must not inherit what the caller had open: a
+# `flock /tmp/rg-stack.lock make stack` would otherwise stay locked for as long as PostgreSQL runs.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if [[ $fd =~ ^[0-9]+$ ]] && (( fd > 2 && fd < 255 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+
 COMPONENTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/components"
 # shellcheck source=components/common.sh
 source "$COMPONENTS_DIR/common.sh"
