@@ -6,13 +6,19 @@ step re-applied changes nothing; unsafe names and undigested images are refused 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from contracts.events import DeployAction, DeployFinished, DeployRequested
+from releasegate_platform import supply_chain
 from releasegate_platform.targets.kubernetes import (
     CANARY_COOKIE,
     KubernetesTarget,
@@ -22,6 +28,7 @@ from releasegate_platform.targets.kubernetes import (
     workload_name,
 )
 from releasegate_platform.targets.port import Unsupported
+from services.deployer.handlers import Deployer
 
 pytestmark = [pytest.mark.kubernetes]
 
@@ -265,3 +272,154 @@ class TestLeastPrivilege:
         with pytest.raises(ApiException) as missing:
             client.AppsV1Api(admin_api).read_namespaced_deployment(workload_name("shop", V1), "default")
         assert missing.value.status == 404
+
+
+# --- the deployer's handler driving the kubernetes target -------------------------------------------------------
+# The API server is real; the step store and the bundle store are in memory (their PostgreSQL and filesystem
+# adapters are tested elsewhere): what is shown here is what each deploy action does to a Kubernetes environment.
+
+BUILDER = "https://ci.example/builders/release@v1"
+SOURCE = "github.com/example/shop"
+
+
+class MemorySteps:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], DeployFinished] = {}
+
+    async def get(self, release_id: str, step_id: str) -> DeployFinished | None:
+        return self.rows.get((release_id, step_id))
+
+    async def put(self, result: DeployFinished) -> None:
+        self.rows.setdefault((result.release_id, result.step_id), result)
+
+
+class VerifiedBundles:
+    async def unpack(self, digest: str) -> tuple[Path, dict[str, Any]]:
+        return Path("/nonexistent") / digest, {}
+
+
+class NoMigrations:
+    async def migrate(self, environment: str, folder: Path, release_id: str) -> tuple[list[str], list[str]]:
+        raise AssertionError("no migration in these releases")
+
+    async def server_version(self, environment: str) -> str:
+        raise AssertionError("no migration in these releases")
+
+
+@pytest.fixture
+def signer(tmp_path: Path, service: str) -> tuple[supply_chain.TrustRoot, Path]:
+    private, public = supply_chain.keygen(tmp_path / "keys", "builder")
+    root = tmp_path / "trust-root.yaml"
+    root.write_text(
+        yaml.safe_dump(
+            {
+                "version": 3,
+                "builders": {BUILDER: {"threshold": 1, "keys": [json.loads(public.read_text())]}},
+                "services": {service: {"sources": [{"repository": SOURCE, "refs": ["refs/heads/main"]}]}},
+            }
+        )
+    )
+    return supply_chain.TrustRoot.load(root), private
+
+
+class Release:
+    """One release of `service` to the staging namespace, step by step through the deployer's handler."""
+
+    def __init__(self, target: KubernetesTarget, service: str, signer: tuple[supply_chain.TrustRoot, Path]) -> None:
+        self.service, (root, self.key) = service, signer
+        self.deployer = Deployer(
+            lambda _service, _environment: target,
+            VerifiedBundles(),
+            NoMigrations(),
+            MemorySteps(),
+            lambda: root,
+            admission=None,  # type: ignore[arg-type]  # deploy() is called directly
+            reply=None,  # type: ignore[arg-type]
+        )
+
+    def provenance(self, digest: str) -> dict[str, Any]:
+        statement = supply_chain.provenance_statement(
+            artifact_name=f"{self.service}.tar.gz",
+            digest=digest,
+            builder_id=BUILDER,
+            build_type="https://ci.example/build-types/image@v1",
+            repository=SOURCE,
+            ref="refs/heads/main",
+            commit="3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
+            dependencies=[],
+            invocation_id="run-1",
+            started_on=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+        )
+        return supply_chain.sign(statement, [self.key])
+
+    async def step(self, action: DeployAction, step: str, **fields: Any) -> DeployFinished:
+        args: dict[str, Any] = {
+            "release_id": "rel-k8s-e2e",
+            "step_id": step,
+            "service": self.service,
+            "version": V2,
+            "digest": D2,
+            "environment": "staging",
+            "action": action,
+            "weight": 0,
+            "instances": 2,
+        }
+        args.update(fields)
+        args.setdefault("attestation", self.provenance(args["digest"]))
+        result = await self.deployer.deploy(DeployRequested(**args))
+        assert result.succeeded, result.reason
+        return result
+
+
+@pytest.fixture
+async def v1_stable(target: KubernetesTarget, service: str) -> str:
+    """v1.0 the stable version of staging with 2 replicas and all traffic, as the bootstrap leaves it."""
+    await target.set_stable(service, "staging", V1, D1)
+    await target.run_version(service, "staging", V1, D1, None, 2)
+    await target.shift(service, "staging", {V1: 100})
+    return service
+
+
+class TestTheDeployerReleasesToKubernetes:
+    async def test_a_canary_is_routed_weighted_and_finalized(self, target, v1_stable, admin_api, signer):
+        service, admin = v1_stable, Admin(admin_api, v1_stable)
+        release = Release(target, service, signer)
+        w1, w2 = workload_name(service, V1), workload_name(service, V2)
+        started = await release.step(DeployAction.START, "canary-0", weight=0)
+        assert admin.deployment(V2).status.ready_replicas == 2 and admin.weights() == {w1: 100, w2: 0}
+        assert admin.deployment(V2).spec.template.spec.containers[0].image == f"{IMAGE}@{D2}"
+        assert started.observed is not None and started.observed.weights == {V1: 100, V2: 0}
+        await release.step(DeployAction.ROUTE, "internal", tenants=["initech"])
+        assert any(h["value"] == "initech" for r in admin.route()["spec"]["rules"] for h in headers(r))
+        for weight in (10, 50, 100):
+            shifted = await release.step(DeployAction.SHIFT, f"canary-{weight}", weight=weight)
+            assert admin.weights() == {w1: 100 - weight, w2: weight}
+            assert shifted.observed is not None and shifted.observed.weights == {V1: 100 - weight, V2: weight}
+        final = await release.step(DeployAction.FINALIZE, "finalize", weight=100)
+        assert admin.gone(V1) and admin.weights() == {w2: 100}
+        assert [headers(r) for r in admin.route()["spec"]["rules"]] == [[]]
+        assert final.observed is not None and final.observed.stable_version == V2
+        assert await target.stable(service, "staging") == (V2, D2)
+
+    async def test_a_rolling_update_weighs_by_ready_replicas_and_its_restore_brings_stable_back(
+        self, target, v1_stable, admin_api, signer
+    ):
+        service, admin = v1_stable, Admin(admin_api, v1_stable)
+        release = Release(target, service, signer)
+        w1, w2 = workload_name(service, V1), workload_name(service, V2)
+        await release.step(DeployAction.ROLL, "roll-1", batch=1, batch_size=1)
+        assert (admin.deployment(V2).status.ready_replicas, admin.deployment(V1).status.ready_replicas) == (1, 1)
+        assert admin.weights() == {w1: 50, w2: 50}
+        restored = await release.step(DeployAction.RESTORE, "restore", batch_size=1, attestation=None)
+        assert admin.deployment(V1).status.ready_replicas == 2 and admin.gone(V2)
+        assert admin.weights() == {w1: 100}
+        assert restored.observed is not None and restored.observed.weights == {V1: 100}
+
+    async def test_an_artifact_whose_provenance_names_another_digest_never_reaches_the_cluster(
+        self, target, v1_stable, admin_api, signer
+    ):
+        service, admin = v1_stable, Admin(admin_api, v1_stable)
+        release = Release(target, service, signer)
+        with pytest.raises(AssertionError, match=f"is not the artifact {D2}"):
+            await release.step(DeployAction.START, "canary-0", weight=10, attestation=release.provenance(D1))
+        assert admin.gone(V2) and admin.weights() == {workload_name(service, V1): 100}
