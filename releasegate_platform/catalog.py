@@ -48,12 +48,6 @@ def _replayer_target(target: str) -> str:
     return target
 
 
-def _replayer_target(target: str) -> str:
-    if JOURNEY_TARGET.fullmatch(target) is None:
-        raise ValueError(f"dr.replayer {target[:120]!r} must be `package.module:Class`")
-    return target
-
-
 class CatalogError(Exception):
     """The catalog has no valid entry for the requested service."""
 
@@ -87,11 +81,6 @@ class DRRequirement(_Model):
         "in the repository or URL; tier-1 services need restore and failover",
     )
     hold_point: bool = Field(default=False, description="Pause before production for a go/no-go decision")
-    replayer: Annotated[str, AfterValidator(_replayer_target)] | None = Field(
-        default=None,
-        description="`module:Class` re-applying the service's business events after a data restore "
-        "(releasegate_platform.replay); only in the service's own package. None: no data restore",
-    )
     replayer: Annotated[str, AfterValidator(_replayer_target)] | None = Field(
         default=None,
         description="`module:Class` re-applying the service's business events after a data restore "
@@ -197,8 +186,11 @@ class TargetSpec(_Model):
     image: str | None = Field(
         default=None, description="kubernetes: image repository; versions run `<image>@<artifact digest>`"
     )
-    domain: str = Field(default="shop.test", description="kubernetes: tenants are `<tenant>.<domain>`")
-    tenant_header: str = Field(default="X-Tenant", description="kubernetes: header naming the tenant to the route")
+    tenant_header: str = Field(
+        default="X-Tenant",
+        description="kubernetes: the header naming the tenant, which the gateway sets from the Host and strips "
+        "from clients' requests",
+    )
     port: int = Field(default=8080, gt=0, lt=65536, description="kubernetes: the container's HTTP port")
 
     @model_validator(mode="after")
@@ -276,17 +268,6 @@ class ServiceEntry(_Model):
         unknown = sorted(set(self.targets) - set(self.environments))
         if unknown:
             raise ValueError(f"targets named for environments the entry does not have: {', '.join(unknown)}")
-        return self
-
-    @model_validator(mode="after")
-    def _replayer_is_the_services_own(self) -> ServiceEntry:
-        package = self.name.replace("-", "_")
-        module = (self.dr.replayer or "").partition(":")[0]
-        if self.dr.replayer is not None and not (module == package or module.startswith(f"{package}.")):
-            raise ValueError(
-                f"dr.replayer {self.dr.replayer!r} is outside the service's own package {package!r}: a service "
-                "replays its own business events only"
-            )
         return self
 
     @model_validator(mode="after")

@@ -6,12 +6,13 @@ field manager `releasegate` (force), so re-applying a step changes nothing; ever
 real rollout status, with a deadline.
 
 The HTTPRoute: a default rule whose backendRefs weigh the versions' Services (canary steps, blue-green 0/100,
-rolling by ready replicas); while a candidate runs, a rule per routed tenant (a header match on the tenant header,
-which the gateway must set from the Host `<tenant>.<domain>` and strip from clients, as our HAProxy does) and a
-rule for internal users carrying the canary cookie (a RegularExpression match on the `Cookie` header) send them to
-the candidate. Named gaps: the gateway cannot check the cookie's HMAC (any well-formed `rg_canary` gets the
-candidate: the cookie is an opt-in, not an authorisation), and maintenance mode is not supported (`Unsupported`:
-a route cannot answer 503 by itself). The stable version is recorded in the route's annotations.
+rolling by ready replicas); while a candidate runs, a rule per routed tenant (an exact match on the tenant header)
+and a rule for internal users carrying the canary cookie (a RegularExpression match on the `Cookie` header) send
+them to the candidate. Named gaps: the gateway must set the tenant header from the Host `<tenant>.shop.test` and
+drop the clients' own, as our HAProxy does, or a client can name any tenant; the gateway cannot check the
+cookie's HMAC (any well-formed `rg_canary` gets the candidate: there the cookie is an opt-in, not an
+authorisation); maintenance mode is not supported (`Unsupported`: a route cannot answer 503 by itself). The
+stable version is recorded in the route's annotations.
 
 Names, digests and the image repository are checked before any API call; the sync `kubernetes` client runs in a
 thread (`asyncio.to_thread`)."""
@@ -52,7 +53,6 @@ LABEL_VALUE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 TENANT = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 IMAGE_REPOSITORY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
-DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+")
 HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
@@ -72,7 +72,6 @@ class Placement:
     gateway: str
     image: str
     gateway_namespace: str | None = None
-    domain: str = "shop.test"
     tenant_header: str = "X-Tenant"
     port: int = 8080
 
@@ -82,7 +81,6 @@ class Placement:
         if self.gateway_namespace is not None:
             _dns("gateway namespace", self.gateway_namespace)
         _match("image repository (no tag, no digest)", self.image, IMAGE_REPOSITORY)
-        _match("domain", self.domain, DOMAIN)
         _match("tenant header", self.tenant_header, HEADER)
 
 
@@ -309,7 +307,7 @@ class KubernetesTarget:
                 "labels": {NAME_LABEL: service, **MANAGED_BY},
                 "annotations": notes,
             },
-            "spec": {"parentRefs": [parent], "hostnames": [f"*.{p.domain}"], "rules": rules},
+            "spec": {"parentRefs": [parent], "rules": rules},
         }
 
     async def _routing(self, p: Placement, service: str) -> dict[str, Any]:
@@ -544,7 +542,6 @@ def placement_for(spec: Any, environment: str) -> Placement:
         gateway=spec.gateway,
         image=spec.image,
         gateway_namespace=spec.gateway_namespace,
-        domain=spec.domain,
         tenant_header=spec.tenant_header,
         port=spec.port,
     )
