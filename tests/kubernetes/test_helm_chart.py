@@ -1,0 +1,248 @@
+"""The Helm chart deploy/helm/releasegate renders, and what it renders is accepted by a real API server (server-side
+dry run as admin, then a real install into scratch namespaces); its RBAC grants releasegate's ServiceAccount
+exactly the deployer's rules in each environment namespace, and a new environment in the values gets its own."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.kubernetes.conftest import ADMIN_KUBECONFIG, REPO, poll
+
+BIN = Path.home() / ".cache" / "releasegate" / "k8s" / "bin"
+CHART = REPO / "deploy" / "helm" / "releasegate"
+KUBE_VERSION = "v1.34.4"  # the test cluster's (deploy/k8s/build.sh)
+SERVICES = {"coordinator", "gatekeeper", "deployer", "verifier", "dr-checker", "rollback"}
+DIGEST = "sha256:" + "ab" * 32
+
+# (api group, resource) -> verbs: the deployer's needs and nothing else (deploy/k8s/role.yaml.in)
+DEPLOYER_RULES = {
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+}
+
+
+def render(tmp_path: Path, namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    values_file = tmp_path / f"values-{secrets.token_hex(3)}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    done = subprocess.run(
+        [str(BIN / "helm"), "template", "rg", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+        + ["-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def kubectl_apply(docs: list[dict[str, Any]], tmp_path: Path, *, dry_run: bool) -> str:
+    manifest = tmp_path / f"rendered-{secrets.token_hex(3)}.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    args = [str(BIN / "kubectl"), "--kubeconfig", str(ADMIN_KUBECONFIG), "apply", "--server-side"]
+    args += ["--field-manager=releasegate-chart-test", "-f", str(manifest)]
+    if dry_run:
+        args.append("--dry-run=server")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"kubectl apply failed:\n{done.stdout}\n{done.stderr}"
+    assert "Warning" not in done.stderr and "error" not in done.stderr.lower(), done.stderr
+    return done.stdout
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"unexpected rule fields (resourceNames?): {rule}"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+@pytest.fixture
+def scratch(admin_api: client.ApiClient) -> Iterator[str]:
+    """A release namespace and its environment namespaces (<prefix>-staging/-production/-qa), deleted afterwards."""
+    prefix = f"rg-chart-{secrets.token_hex(3)}"
+    core = client.CoreV1Api(admin_api)
+    names = [prefix, f"{prefix}-staging", f"{prefix}-production", f"{prefix}-qa"]
+    for ns in names:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    yield prefix
+    for ns in names:
+        try:
+            core.delete_namespace(ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def values_for(prefix: str, *environments: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "image": {"repository": "registry.invalid/releasegate", "digest": DIGEST},
+        "environments": [{"name": env, "namespace": f"{prefix}-{env}"} for env in environments],
+        **extra,
+    }
+
+
+def test_the_chart_renders_six_hardened_services_by_digest(tmp_path: Path):
+    docs = render(tmp_path, "releasegate-system", {"image": {"repository": "registry.invalid/rg", "digest": DIGEST}})
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in of_kind(docs, "Deployment")}
+    assert set(deployments) == SERVICES
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == f"registry.invalid/rg@{DIGEST}"
+        assert container["command"] == [f"releasegate-{name}"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert container["readinessProbe"] and container["livenessProbe"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RG_HEALTH_PORT"]["value"] == "8080"
+        assert "8080/health" in " ".join(container["readinessProbe"]["exec"]["command"])
+        # secrets only by reference, never as values
+        assert env["RG_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "releasegate-kafka"
+        assert env["RG_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "releasegate-database", "key": name}
+        # only the deployer carries an API token, as releasegate's ServiceAccount
+        if name == "deployer":
+            assert pod["serviceAccountName"] == "releasegate" and pod["automountServiceAccountToken"] is True
+            assert env["RG_KUBECONFIG"]["value"] == "/etc/releasegate/kube/kubeconfig"
+        else:
+            assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert "RG_SIGNING_KEY_FILE" in {
+        e["name"] for e in deployments["coordinator"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    # a tag only when no digest is given; a malformed digest is refused at render time
+    tagged = render(tmp_path, "releasegate-system", {"image": {"repository": "registry.invalid/rg", "tag": "1.2.3"}})
+    assert {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in of_kind(tagged, "Deployment")} == {
+        "registry.invalid/rg:1.2.3"
+    }
+    values_file = tmp_path / "bad.yaml"
+    values_file.write_text(yaml.safe_dump({"image": {"digest": "sha256:nothex"}}))
+    bad = subprocess.run(
+        [str(BIN / "helm"), "template", "rg", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode != 0 and "image.digest must be sha256" in bad.stderr
+
+
+def test_the_rendered_roles_grant_only_what_the_deployer_needs(tmp_path: Path):
+    docs = render(tmp_path, "releasegate-system", {})
+    roles = of_kind(docs, "Role")
+    assert {r["metadata"]["namespace"] for r in roles} == {"releasegate-staging", "releasegate-production"}
+    for role in roles:
+        assert rules_of(role) == DEPLOYER_RULES
+    for binding in of_kind(docs, "RoleBinding"):
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "releasegate-deployer",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "releasegate", "namespace": "releasegate-system"}
+        ]
+    assert not {"ClusterRole", "ClusterRoleBinding", "Secret"} & {d["kind"] for d in docs}
+    # the chart and the test cluster (deploy/k8s/role.yaml.in) grant the same
+    cluster_role = next(
+        d
+        for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "role.yaml.in").read_text().replace("@", "x"))
+        if d and d["kind"] == "Role"
+    )
+    assert rules_of(cluster_role) == DEPLOYER_RULES
+
+
+def test_a_third_environment_gets_its_namespace_and_role(tmp_path: Path, scratch: str, admin_api: client.ApiClient):
+    docs = render(tmp_path, scratch, values_for(scratch, "staging", "production", "qa"))
+    assert {d["metadata"]["name"] for d in of_kind(docs, "Namespace")} == {
+        f"{scratch}-staging",
+        f"{scratch}-production",
+        f"{scratch}-qa",
+    }
+    qa = [r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] == f"{scratch}-qa"]
+    assert len(qa) == 1 and rules_of(qa[0]) == DEPLOYER_RULES
+    assert qa[0]["metadata"]["labels"]["releasegate.dev/environment"] == "qa"
+    out = kubectl_apply(docs, tmp_path, dry_run=True)
+    assert "role.rbac.authorization.k8s.io/releasegate-deployer serverside-applied (server dry run)" in out
+    # a dry run changed nothing
+    assert client.RbacAuthorizationV1Api(admin_api).list_namespaced_role(f"{scratch}-qa").items == []
+
+
+def test_the_rendered_chart_passes_a_server_side_dry_run(tmp_path: Path, scratch: str, admin_api: client.ApiClient):
+    docs = render(tmp_path, scratch, values_for(scratch, "staging", "production"))
+    out = kubectl_apply(docs, tmp_path, dry_run=True)
+    assert out.count("(server dry run)") == len(docs)
+    apps = client.AppsV1Api(admin_api)
+    assert apps.list_namespaced_deployment(scratch).items == [], "a dry run must not create anything"
+    assert client.RbacAuthorizationV1Api(admin_api).list_namespaced_role(f"{scratch}-staging").items == []
+
+
+def test_installed_for_real_its_service_account_may_deploy_only_into_its_environments(
+    tmp_path: Path, scratch: str, admin_api: client.ApiClient
+):
+    docs = render(tmp_path, scratch, values_for(scratch, "staging", "production", createNamespaces=False))
+    kubectl_apply(docs, tmp_path, dry_run=False)
+    apps = client.AppsV1Api(admin_api)
+    assert {d.metadata.name for d in apps.list_namespaced_deployment(scratch).items} == {f"rg-{s}" for s in SERVICES}
+
+    # the chart's ServiceAccount, with a short-lived bound token
+    token = (
+        client.CoreV1Api(admin_api)
+        .create_namespaced_service_account_token(
+            "releasegate",
+            scratch,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+        )
+        .status.token
+    )
+    config = client.Configuration()
+    config.host = admin_api.configuration.host
+    config.ssl_ca_cert = admin_api.configuration.ssl_ca_cert
+    config.api_key = {"authorization": f"Bearer {token}"}
+    with client.ApiClient(config) as sa_api:
+        sa_apps = client.AppsV1Api(sa_api)
+        body = client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="probe"),
+            spec=client.V1DeploymentSpec(
+                selector=client.V1LabelSelector(match_labels={"app": "probe"}),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels={"app": "probe"}),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="p", image=f"registry.invalid/p@{DIGEST}")]
+                    ),
+                ),
+            ),
+        )
+        sa_apps.create_namespaced_deployment(f"{scratch}-staging", body)
+        poll(
+            lambda: apps.read_namespaced_deployment("probe", f"{scratch}-staging").status.available_replicas == 1,
+            60,
+            "the probe Deployment to become Available",
+        )
+        for ns in (scratch, f"{scratch}-qa", "default"):  # its own namespace and an environment not in the values
+            with pytest.raises(ApiException) as refused:
+                sa_apps.create_namespaced_deployment(ns, body)
+            assert refused.value.status == 403
+            assert "probe" not in {d.metadata.name for d in apps.list_namespaced_deployment(ns).items}
+        with pytest.raises(ApiException) as refused:
+            client.CoreV1Api(sa_api).list_namespaced_secret(f"{scratch}-staging")
+        assert refused.value.status == 403
