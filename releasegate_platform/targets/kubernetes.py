@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -152,7 +153,7 @@ class KubernetesTarget:
             except ValueError:
                 pass
             raise KubernetesTargetError(f"Kubernetes API refused to {what} ({exc.status}): {detail}") from None
-        except Exception as exc:  # urllib3 connection errors and the like
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubernetesTargetError(f"Kubernetes API unreachable while trying to {what}: {exc}") from None
 
     async def _apply_deployment(self, ns: str, body: dict[str, Any]) -> None:

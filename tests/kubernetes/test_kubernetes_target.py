@@ -423,3 +423,12 @@ class TestTheDeployerReleasesToKubernetes:
         with pytest.raises(AssertionError, match=f"is not the artifact {D2}"):
             await release.step(DeployAction.START, "canary-0", weight=10, attestation=release.provenance(D1))
         assert admin.gone(V2) and admin.weights() == {workload_name(service, V1): 100}
+
+
+class TestErrors:
+    async def test_an_api_server_that_cannot_be_reached_is_a_step_error_naming_what_was_tried(self):
+        unreachable = client.Configuration()
+        unreachable.host, unreachable.verify_ssl, unreachable.retries = "https://127.0.0.1:1", False, 0
+        target = KubernetesTarget(client.ApiClient(unreachable), lambda _s, _e: placement(), rollout_timeout=5)
+        with pytest.raises(KubernetesTargetError, match="unreachable while trying to list Deployments of shop"):
+            await target.versions("shop", "staging")
