@@ -289,11 +289,11 @@ smoke_test() {
 }
 
 cmd_up() {
-  bash "$HERE/build.sh" >&2
   if healthy; then
     log "cluster already healthy ($API); nothing to do"
     return 0
   fi
+  bash "$HERE/build.sh" >&2
   local start p port
   start=$(now_ms)
   log "not healthy: stopping what is left and starting from an empty state"
@@ -319,15 +319,15 @@ cmd_up() {
   wait_for "kube-controller-manager healthy" 30 kube-controller-manager component_ok 20257
   wait_for "kube-scheduler healthy" 30 kube-scheduler component_ok 20259
   start_kwok
-  kc apply -f "$HERE/kwok-node.yaml" >&2
+  kc apply --server-side --field-manager=releasegate-cluster -f "$HERE/kwok-node.yaml" >&2
   wait_for "node $NODE Ready" 30 kwok node_ready
 
   log "Gateway API CRDs"
-  kc apply --server-side -f "$CACHE/crds/" >&2
+  kc apply --server-side --field-manager=releasegate-cluster -f "$CACHE/crds/" >&2
   kc wait --for=condition=Established --timeout=60s crd --all >&2   # (the folder also holds a ValidatingAdmissionPolicy)
 
   log "releasegate RBAC for environments: $ENVIRONMENTS"
-  rbac | kc apply -f - >&2
+  rbac | kc apply --server-side --field-manager=releasegate-cluster -f - >&2
   local token
   token="$(kc -n releasegate-system create token releasegate --duration=8760h)"
   [[ -n "$token" ]] || die "no token for ServiceAccount releasegate-system/releasegate"
