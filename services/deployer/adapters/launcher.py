@@ -117,7 +117,8 @@ class Launcher:
             # setsid --fork detaches the instance from the deployer (init reaps it); it writes its own pid (before
             # the user switch, which keeps the pid).
             with logfile.open("ab") as out:
-                subprocess.run(
+                await asyncio.to_thread(
+                    subprocess.run,
                     [
                         "setsid",
                         "--fork",
@@ -187,7 +188,7 @@ class Launcher:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                return int(pidfile.read_text().strip())
+                return int((await asyncio.to_thread(pidfile.read_text)).strip())
             except (OSError, ValueError):
                 await asyncio.sleep(0.05)
         raise DeployError(f"instance did not write its pid to {pidfile}")
@@ -198,7 +199,7 @@ class Launcher:
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
                 if not pid_alive(pid):
-                    tail = log.read_text(errors="replace").splitlines()[-5:]
+                    tail = (await asyncio.to_thread(log.read_text, errors="replace")).splitlines()[-5:]
                     raise DeployError(f"instance exited before becoming healthy: {' | '.join(tail)}")
                 try:
                     if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:

@@ -112,7 +112,7 @@ async def _migrate(dsn: str, folder: Path, release_id: str, timeouts: Timeouts) 
 async def _apply(conn: asyncpg.Connection, path: Path, release_id: str, timeouts: Timeouts) -> bool:
     """Apply one migration with its ledger row in one transaction; False when it was applied before."""
     try:
-        sql = path.read_bytes().decode("utf-8")
+        sql = (await asyncio.to_thread(path.read_bytes)).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DeployError(f"migration {path.name} is not UTF-8 ({exc.reason})") from None
     checksum = hashlib.sha256(sql.encode()).hexdigest()
