@@ -61,3 +61,7 @@ GRANT SELECT, INSERT, UPDATE ON rollback_steps TO rg_rollback;
 GRANT USAGE ON SEQUENCE environment_state_sequence TO rg_deployer;
 GRANT SELECT, INSERT, UPDATE ON gatekeeper_environments TO rg_gatekeeper;
 GRANT SELECT, INSERT, UPDATE ON verifier_environments TO rg_verifier;
+
+-- what runs where comes to the gatekeeper and the verifiers from the deployer's read model, not from its tables
+REVOKE SELECT ON environments FROM rg_gatekeeper;
+REVOKE SELECT ON instances FROM rg_verifier;
