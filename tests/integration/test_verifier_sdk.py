@@ -22,6 +22,7 @@ from contracts.events import DeadLetter, Verdict, VerificationRequested, Verifie
 from releasegate_cli.probes import TopicTail
 from releasegate_platform import verifier_registry as registry
 from releasegate_runtime.bus import BusPolicy
+from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
 from releasegate_runtime.kafka import Producer, client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
 from services.coordinator.handlers import utcnow
@@ -94,7 +95,17 @@ async def running(verifier: Verifier, settings, writer: RegistryWriter | None = 
         await writer.follow(verifier.name)
     stop = asyncio.Event()
     task = asyncio.create_task(verifier.serve(settings, stop=stop))
+    # The verify topic holds what earlier runs and the hostile-record campaign left: a fresh group reads all of it
+    # first, and a request sent meanwhile could arrive after its own deadline and be skipped. Tests send theirs
+    # once the verifier has handled what the topic held at its start.
+    barrier = CatchUpBarrier(
+        KafkaOffsets(client_options(as_principal(settings, "admin"))),
+        f"releasegate-{verifier.service_name}",
+        [topics.VERIFY_COMMANDS],
+        timeout=TIMEOUT,
+    )
     try:
+        assert await barrier.wait(), f"{verifier.service_name} did not catch up with {topics.VERIFY_COMMANDS}"
         yield task
     finally:
         stop.set()
