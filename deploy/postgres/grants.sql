@@ -65,3 +65,5 @@ GRANT SELECT, INSERT, UPDATE ON verifier_environments TO rg_verifier;
 -- what runs where comes to the gatekeeper and the verifiers from the deployer's read model, not from its tables
 REVOKE SELECT ON environments FROM rg_gatekeeper;
 REVOKE SELECT ON instances FROM rg_verifier;
+-- the production gate reads the staging verification from its command (GateCheckRequested.staging_verified)
+REVOKE SELECT ON staging_verified_artifacts FROM rg_gatekeeper;

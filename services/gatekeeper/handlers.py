@@ -194,7 +194,7 @@ class Gatekeeper:
             "artifact": {"digest": req.digest, "error": artifact_error},
             "attestation": attestation.as_input(),
             "tests": req.tests.model_dump(),
-            "staging": {"verified": await self._staging_verified(req)},
+            "staging": {"verified": _staging_verified(req)},
             "vulnerabilities": (
                 {"present": True, **vulns.model_dump(include={"critical", "high", "medium", "low"})}
                 if vulns
@@ -217,13 +217,6 @@ class Gatekeeper:
             "trust": {"trust_root": trust_root.digest, "calendar": calendar.digest if calendar else None},
         }
         return json.loads(json.dumps(policy_input, default=str)), timing
-
-    async def _staging_verified(self, req: GateCheckRequested) -> bool:
-        """The coordinator's fact in the command. A command without it is judged by the coordinator's table, as
-        long as the coordinator does not yet put the fact in every gate command."""
-        if req.staging_verified is not None:
-            return req.staging_verified.digest == req.digest
-        return await self._store.staging_verified(req.service, req.digest)
 
     def _production_bundle(self, production: EnvironmentState) -> tuple[str | None, dict[str, bytes] | None]:
         if production.stable_version is None or production.stable_digest is None:
@@ -263,6 +256,11 @@ class Gatekeeper:
                 }
             )
         return out
+
+
+def _staging_verified(req: GateCheckRequested) -> bool:
+    """The coordinator's fact in the command: this release's artifact, this digest, passed staging verification."""
+    return req.staging_verified is not None and req.staging_verified.digest == req.digest
 
 
 def _service_input(name: str, entry: ServiceEntry | None) -> dict[str, Any]:

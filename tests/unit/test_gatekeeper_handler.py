@@ -95,7 +95,6 @@ class FakeStore:
     def __init__(self) -> None:
         self.environments: dict[tuple[str, str], EnvironmentState] = {}
         self.decisions: dict[str, GateDecision] = {}
-        self.staging: set[tuple[str, str]] = set()
 
     async def environment(self, service: str, environment: str) -> EnvironmentState | None:
         return self.environments.get((service, environment))
@@ -106,9 +105,6 @@ class FakeStore:
             return False
         self.environments[key] = state
         return True
-
-    async def staging_verified(self, service: str, digest: str) -> bool:
-        return (service, digest) in self.staging
 
     async def record(self, decision: GateDecision) -> None:
         self.decisions.setdefault(decision.request_id, decision)

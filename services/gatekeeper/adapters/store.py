@@ -37,15 +37,6 @@ class PostgresGateStore:
             )
         return bool(kept)
 
-    async def staging_verified(self, service: str, digest: str) -> bool:
-        """The coordinator's table, read only while its gate commands do not all carry `staging_verified`."""
-        async with self._pool.acquire() as conn:
-            return bool(
-                await conn.fetchval(
-                    "SELECT 1 FROM staging_verified_artifacts WHERE service = $1 AND digest = $2", service, digest
-                )
-            )
-
     async def record(self, decision: GateDecision) -> None:
         async with self._pool.acquire() as conn:
             await conn.execute(
