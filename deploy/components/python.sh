@@ -7,7 +7,30 @@
 releasegate_installed() {
   local where
   where="$(cd / && "$PYTHON" -c 'import contracts, os; print(os.path.dirname(os.path.dirname(contracts.__file__)))' 2>/dev/null)" || return 1
-  [[ "$(realpath "$where")" == "$(realpath "$ROOT")" ]]
+  [[ "$(realpath "$where")" == "$(realpath "$ROOT")" ]] || return 1
+  requirements_met
+}
+
+# every requirement of pyproject.toml (dependencies and the dev extra) is installed at a version it allows: a
+# dependency added since the last install (or a dev tool such as mypy) means installing again
+requirements_met() {
+  (cd / && "$PYTHON" - "$ROOT/pyproject.toml" <<'PY') >/dev/null 2>&1
+import sys, tomllib
+from importlib.metadata import PackageNotFoundError, version
+from packaging.requirements import Requirement
+
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    req = Requirement(line)
+    if req.marker and not req.marker.evaluate():
+        continue
+    try:
+        installed = version(req.name)
+    except PackageNotFoundError:
+        sys.exit(f"{req.name} is not installed")
+    if not req.specifier.contains(installed, prereleases=True):
+        sys.exit(f"{req.name} {installed} does not satisfy {req}")
+PY
 }
 
 # The interpreter candidate code runs with: the deployer starts candidates as the unprivileged user
