@@ -121,7 +121,8 @@ def fixed_decision(rec: Recording, window: int) -> float | None:
 
 async def record(version: str, weight: int, window: int, pool, launcher: Launcher, target: LocalTarget) -> Recording:
     candidate = json.loads((CANDIDATES / f"shop-{version}.json").read_text())
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
         cwd=ROOT,
         check=True,
@@ -138,7 +139,7 @@ async def record(version: str, weight: int, window: int, pool, launcher: Launche
     await target.stop(inst)
     deadline = time.monotonic() + 15
     async with pool.acquire() as conn:
-        while (
+        while (  # noqa: ASYNC110 -- polls state outside this process; no event to await
             time.monotonic() < deadline
             and (await conn.fetchval("SELECT max(at) FROM business_events WHERE environment = 'production'") or start)
             < end

@@ -96,7 +96,8 @@ async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyn
 
 
 async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> dict:
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
         cwd=ROOT,
         check=True,
@@ -207,14 +208,16 @@ async def main(releases: int, round_trips: int) -> None:
     leftovers = await client.abort_in_flight(
         settings, "carol", "clean start for the benchmark", key=ROOT / "examples" / "keys" / "carol.key"
     )
-    while not await client.all_ended(settings, leftovers):
+    while not await client.all_ended(settings, leftovers):  # noqa: ASYNC110 -- polls state outside this process; no event to await
         await asyncio.sleep(0.5)
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
     # v3 is tier 1 and high risk: the DR check needs a fresh backup and a passing restore drill, the gate two
     # signed approvals (given in one_bad_release)
     for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
-        subprocess.run([sys.executable, "-m", job, "shop"], cwd=ROOT, check=True, capture_output=True)
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", job, "shop"], cwd=ROOT, check=True, capture_output=True
+        )
     since = int(time.time() * 1000)
     runs = [await one_bad_release(settings, pool, haproxy) for _ in range(releases)]
     await pool.close()
@@ -223,7 +226,8 @@ async def main(releases: int, round_trips: int) -> None:
         raise SystemExit(f"benchmark broken: every v3 release must be rolled back from the canary, got {wrong}")
     hops = await coordinator_hops(settings, since)
     bare = await bare_round_trips(settings, round_trips)
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.deployer.bootstrap", str(CANDIDATES / "shop-v1.json")],
         cwd=ROOT,
         capture_output=True,

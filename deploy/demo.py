@@ -48,7 +48,8 @@ async def main() -> int:
             print(f"left-over releases {leftovers} did not end")
             return 1
         await asyncio.sleep(0.5)
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
         cwd=ROOT,
         check=True,
@@ -56,7 +57,7 @@ async def main() -> int:
     )
     # Recovery proven before risky releases: a fresh backup and a restore drill (tier 1 needs both).
     for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
-        subprocess.run([sys.executable, "-m", job, "shop"], cwd=ROOT, check=True)
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-m", job, "shop"], cwd=ROOT, check=True)
     checks: list[tuple[str, bool]] = []
     print(f"before: production answers with {dict(await versions_served(PRODUCTION))}")
 
@@ -85,9 +86,9 @@ async def main() -> int:
 
     for rid in (v2, v3):
         banner(f"timeline of {rid}")
-        subprocess.run(["releasegate", "timeline", rid], cwd=ROOT)
+        await asyncio.to_thread(subprocess.run, ["releasegate", "timeline", rid], cwd=ROOT)
         banner(f"releasegate explain {rid}")
-        subprocess.run(["releasegate", "explain", rid], cwd=ROOT)
+        await asyncio.to_thread(subprocess.run, ["releasegate", "explain", rid], cwd=ROOT)
     banner("demo outcome")
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

@@ -71,7 +71,7 @@ async def stop_process(pid: int | None, grace_seconds: float = 10.0) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_seconds
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:  # noqa: ASYNC110 -- polls state outside this process; no event to await
         await asyncio.sleep(0.1)
     if pid_alive(pid):
         try:

@@ -7,9 +7,11 @@ and routes, production database and backups) and that the refusal is on record."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -52,7 +54,8 @@ MAPS = ["tenants-production.map", "maintenance-production.map"]
 async def target(settings, services):
     """v3 (high risk: two approvals needed) submitted without approvals, from v1 as the stable version: it passes
     staging and waits at the production gate. Aborted (signed) at the end."""
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.deployer.bootstrap", "--force", str(CANDIDATES / "shop-v1.json")],
         cwd=REPO,
         check=True,
@@ -455,13 +458,15 @@ class TestCandidateConfinement:
                 " 'serving' ORDER BY id DESC LIMIT 1"
             )
         assert pid, "no production instance serving"
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = await asyncio.to_thread(Path(f"/proc/{pid}/status").read_text)
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
         if os.geteuid() == 0:
             assert pwd.getpwuid(uid).pw_name == "rg-candidate"
         environ = dict(
             item.split("=", 1)
-            for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+            for item in (await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes))
+            .decode(errors="replace")
+            .split("\0")
             if "=" in item
         )
         assert not [k for k in environ if k.startswith("RG_")], "the deployer's settings leaked to the candidate"
@@ -500,8 +505,8 @@ class TestCandidateConfinement:
             await consumer.stop()
 
         # and it cannot open HAProxy's runtime API (owner-only unix socket, no TCP listener)
-        sock = Path(settings.haproxy_admin)
-        assert sock.is_socket() and (sock.stat().st_mode & 0o077) == 0 and sock.stat().st_uid != uid
+        sock = await asyncio.to_thread(os.stat, settings.haproxy_admin)
+        assert stat.S_ISSOCK(sock.st_mode) and (sock.st_mode & 0o077) == 0 and sock.st_uid != uid
 
 
 ALLOWED_SHOP = {
