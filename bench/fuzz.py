@@ -19,10 +19,10 @@ from collections import Counter
 from releasegate_runtime import db
 from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.settings import ServiceSettings
-from tests.fuzz.campaign import run
-from tests.fuzz.hostile import generate
-from tests.fuzz.stack import watched_stack
-from tests.fuzz.targets import targets
+from tests.support.fuzz.campaign import run
+from tests.support.fuzz.hostile import generate
+from tests.support.fuzz.stack import watched_stack
+from tests.support.fuzz.targets import targets
 
 os.environ.setdefault("RG_ENV", "local")  # the demo keys the stack's operators sign with are trusted only here
 

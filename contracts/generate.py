@@ -44,6 +44,11 @@ CHANNELS: dict[str, tuple[str, list[type[ev.Contract]]]] = {
             ev.VerifierHeartbeat,
         ],
     ),
+    topics.ENVIRONMENTS: (
+        "The deployer's read model: what runs in each environment of each service, keyed by service and environment "
+        "(compacted; only the deployer writes it, the gatekeeper and the core verifier read it).",
+        [ev.EnvironmentState],
+    ),
     topics.SHOP_EVENTS: (
         "Business events of the sample shop, labelled with version and tenant.",
         [

@@ -33,6 +33,9 @@ ALL = [
     SHOP_EVENTS,
 ]
 
+# Topics whose records are states keyed by what they describe: Kafka keeps the latest record per key.
+COMPACTED = frozenset({ENVIRONMENTS})
+
 
 def results_for(principal: str) -> str:
     """The topic only `principal` may write: its step results (and a verifier's heartbeats and verdicts), so the

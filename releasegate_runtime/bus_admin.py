@@ -15,6 +15,9 @@ from confluent_kafka.admin import (
     AclOperation,
     AclPermissionType,
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -24,6 +27,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from contracts import topics
 from releasegate_runtime import secrets
 from releasegate_runtime.bus import BusPolicy, Grant, Principal
 
@@ -87,15 +91,30 @@ def _key(b: AclBinding) -> tuple[Any, ...]:
 
 
 def ensure_topics(admin: AdminClient, names: list[str]) -> list[str]:
+    """Create the missing topics; a topic of `topics.COMPACTED` is compacted (also one created before it was)."""
     existing = set(admin.list_topics(timeout=TIMEOUT).topics)
     missing = [t for t in names if t not in existing]
     if missing:
         _wait(
-            admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in missing]),
+            admin.create_topics([NewTopic(t, PARTITIONS, 1, config=_topic_config(t)) for t in missing]),
             "create topic",
             ignore=("TOPIC_ALREADY_EXISTS",),
         )
+    compacted = [
+        ConfigResource(ResourceType.TOPIC, t, incremental_configs=[_COMPACT])
+        for t in names
+        if t in topics.COMPACTED and t in existing
+    ]
+    if compacted:
+        _wait(admin.incremental_alter_configs(compacted), "compact topic")
     return missing
+
+
+_COMPACT = ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+
+
+def _topic_config(topic: str) -> dict[str, str]:
+    return {"cleanup.policy": "compact"} if topic in topics.COMPACTED else {}
 
 
 def ensure_users(admin: AdminClient, secrets_dir: Path, principals: list[str]) -> None:

@@ -1,6 +1,6 @@
 """Step grants: the coordinator signs every deploy and compensation command it sends, so the deployer and the
 rollback service act only on steps the saga really issued, as issued, and only until the step's time is up. Pure:
-signing and checking; the single-use ledger lives with the consumers (`services.common.guard`)."""
+signing and checking; the single-use ledger lives with the consumers (`releasegate_runtime.admission`)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ def bound_fields(command: Command) -> dict[str, Any]:
         "action": command.compensation,
         "backup_id": command.backup_id,
         "since": _time(command.since),
+        # the restore's source: file, digest and database; a grant for one backup cannot restore another
+        "backup_point": None if command.backup_point is None else command.backup_point.model_dump(mode="json"),
     }
 
 

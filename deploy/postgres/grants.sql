@@ -21,9 +21,8 @@ GRANT SELECT, INSERT ON operator_nonces TO rg_coordinator;
 GRANT SELECT, INSERT ON staging_verified_artifacts TO rg_coordinator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON verifier_registry TO rg_coordinator;
 
--- gatekeeper: its decisions; reads what staging verified and what production runs
+-- gatekeeper: its decisions (what runs where and what staging verified come in its commands and read model)
 GRANT SELECT, INSERT, UPDATE ON gate_decisions TO rg_gatekeeper;
-GRANT SELECT ON staging_verified_artifacts, environments TO rg_gatekeeper;
 
 -- dr-checker: backups, drills and reports
 GRANT SELECT, INSERT, UPDATE ON backups, dr_drills, dr_reports TO rg_dr_checker;
@@ -34,13 +33,13 @@ GRANT SELECT, INSERT ON used_grants, refused_commands TO rg_deployer;
 
 -- rollback: traffic back to stable (instances, environments), restores of the release's backup point
 GRANT SELECT, UPDATE ON instances TO rg_rollback;
-GRANT SELECT ON environments, backups TO rg_rollback;
+GRANT SELECT ON environments TO rg_rollback;
+REVOKE ALL ON backups FROM rg_rollback;  -- the restore takes its backup from the signed command (BackupPoint)
 GRANT SELECT, INSERT ON used_grants, refused_commands TO rg_rollback;
 
 -- verifiers (core and team): runs and verdicts; the core verifier's event and request samples
 GRANT SELECT, INSERT, UPDATE ON verifier_runs TO rg_verifier;
 GRANT SELECT, INSERT ON business_events, http_samples TO rg_verifier;
-GRANT SELECT ON instances TO rg_verifier;
 
 -- ops (the CLI, dashboards): read everything, change nothing
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
@@ -62,6 +61,7 @@ GRANT USAGE ON SEQUENCE environment_state_sequence TO rg_deployer;
 GRANT SELECT, INSERT, UPDATE ON gatekeeper_environments TO rg_gatekeeper;
 GRANT SELECT, INSERT, UPDATE ON verifier_environments TO rg_verifier;
 
+-- Taken back from databases set up by earlier releases (this file is applied again on every `make stack`):
 -- what runs where comes to the gatekeeper and the verifiers from the deployer's read model, not from its tables
 REVOKE SELECT ON environments FROM rg_gatekeeper;
 REVOKE SELECT ON instances FROM rg_verifier;

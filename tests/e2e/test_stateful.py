@@ -15,8 +15,8 @@ import yaml
 from contracts import topics
 from contracts.events import OrderPlaced
 from releasegate_cli.probes import TopicTail
+from releasegate_platform.pgtools import postgres
 from releasegate_runtime.settings import ServiceSettings
-from services.dr_checker import postgres
 from shop.shopper import read_ledger
 from tests.conftest import REPO, as_principal, wait_until
 from tests.e2e.conftest import (

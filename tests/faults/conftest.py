@@ -4,8 +4,8 @@ down."""
 
 import pytest
 
-from tests.faults.infra import infrastructure_healthy, start_infrastructure
-from tests.fuzz.stack import stable_v1, watched_stack
+from tests.support.faults.infra import infrastructure_healthy, start_infrastructure
+from tests.support.fuzz.stack import stable_v1, watched_stack
 
 
 @pytest.fixture(scope="package")

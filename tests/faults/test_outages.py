@@ -13,11 +13,11 @@ import pytest
 from contracts import topics
 from contracts.events import ReleaseState
 from releasegate_cli.probes import TopicTail
-from services.coordinator.domain import STEP_TIMEOUTS
+from services.coordinator.model import STEP_TIMEOUTS
 from tests.conftest import as_principal, wait_until
 from tests.e2e.conftest import cli, operate, status, submit
-from tests.faults.infra import start_infrastructure, stop_kafka, stop_postgres
-from tests.faults.oracles import repeated_effects, served_to_every_tenant, timed_out
+from tests.support.faults.infra import start_infrastructure, stop_kafka, stop_postgres
+from tests.support.faults.oracles import repeated_effects, served_to_every_tenant, timed_out
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 KAFKA_OUTAGE_SECONDS = 60

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fuzz.stack import watched_stack
+from tests.support.fuzz.stack import watched_stack
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from releasegate_runtime.bus import BusPolicy
-from tests.fuzz.campaign import run
-from tests.fuzz.hostile import generate
-from tests.fuzz.targets import targets
+from tests.support.fuzz.campaign import run
+from tests.support.fuzz.hostile import generate
+from tests.support.fuzz.targets import targets
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RECORDS = 1_200

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from contracts.cloudevents import ContractError, Envelope, decode, encode
 from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.kafka import Consumer
-from tests.fuzz.hostile import HostileRecord, hostile_records
-from tests.fuzz.targets import BASES, Target, targets
+from tests.support.fuzz.hostile import HostileRecord, hostile_records
+from tests.support.fuzz.targets import BASES, Target, targets
 
 TARGETS = targets(BusPolicy.load())
 BY_TOPIC = {t.topic: t for t in TARGETS}

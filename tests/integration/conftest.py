@@ -15,6 +15,7 @@ from releasegate_runtime.kafka import client_options
 from releasegate_runtime.settings import ServiceSettings
 from tests.support.releases import TEST_CATALOG
 from tests.support.shop import TOPIC, Events, stack_reachable
+from tests.support.verifiers import RegistryWriter
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,3 +55,11 @@ def catalog_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("catalog")
     (d / "it-shop.yaml").write_text(TEST_CATALOG)
     return d
+
+
+@pytest.fixture(scope="module")
+async def registry_writer(settings, pool) -> AsyncIterator[RegistryWriter]:
+    """Verifiers run in-process by a test module register through this writer (see tests/support/verifiers.py)."""
+    writer = RegistryWriter(settings, pool)
+    yield writer
+    await writer.close()

@@ -4,6 +4,7 @@ deployer may write `release.environments` (ACLs)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -11,11 +12,12 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
 from contracts.events import EnvironmentState
-from releasegate_runtime import db
+from releasegate_runtime import bus_admin, db
 from releasegate_runtime.kafka import Producer, client_options
 from releasegate_runtime.outbox import Relay
 from services.deployer import read_model
@@ -147,3 +149,10 @@ class TestEnvironmentReadModel:
                 await producer.send_envelope(topics.ENVIRONMENTS, forged)
         finally:
             await producer.stop()
+
+    async def test_the_environments_topic_keeps_the_latest_state_per_key(self, settings):
+        """Compacted: a consumer starting from the beginning years later still finds every environment's state."""
+        admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+        (future,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topics.ENVIRONMENTS)]).values()
+        configs = await asyncio.to_thread(future.result, 30)
+        assert configs["cleanup.policy"].value == "compact"

@@ -18,7 +18,6 @@ import pytest
 
 from contracts.cloudevents import decode, header_dict
 from contracts.events import OrderPlaced
-from shop import tax_reference
 from shop.build_bundles import build_all
 from shop.shopper import run_journey
 from tests.support.shop import (
@@ -36,6 +35,7 @@ from tests.support.shop import (
     tenant,
     wait_for,
 )
+from verifiers.tax import reference as tax_reference
 
 pytestmark = pytest.mark.integration
 

@@ -18,18 +18,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
-from contracts.events import DeadLetter, Verdict, VerificationRequested, VerifierHeartbeat
+from contracts.events import DeadLetter, Verdict, VerificationRequested
 from releasegate_cli.probes import TopicTail
 from releasegate_platform import verifier_registry as registry
-from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
 from releasegate_runtime.kafka import Producer, client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
-from services.coordinator.handlers import utcnow
-from services.coordinator.results import Results
 from services.verifier.adapters.store import KpiStore
 from services.verifier.handlers import BusinessKpis
 from tests.support.services import as_principal, register_verifier, wait_until
+from tests.support.verifiers import RegistryWriter
 
 pytestmark = pytest.mark.integration
 
@@ -47,49 +45,9 @@ async def producer(settings):
     await p.stop()
 
 
-registered: set[str] = set()  # the test verifiers' names, taken out of the registry at the end
-
-
-class RegistryWriter:
-    """Records heartbeats with the coordinator's own handlers (sender check, then registry), as the coordinator
-    does, but without joining the coordinator's consumer group: a test must not take partitions from a
-    coordinator another run uses."""
-
-    def __init__(self, settings, pool) -> None:
-        self._settings, self._pool, self._tasks = settings, pool, []
-        self._policy = BusPolicy.load(settings.bus_policy_file)
-
-    async def follow(self, name: str) -> None:
-        sender = self._policy.with_verifier(name)
-        tail = await TopicTail(as_principal(self._settings, "coordinator"), topics.results_for(sender.name)).start()
-
-        async def ignore(_: Envelope) -> None:
-            return None
-
-        handler = Results(self._pool, ignore, registry.Registry(self._pool).on_heartbeat, utcnow).handler(sender)
-
-        async def pump() -> None:
-            try:
-                while True:
-                    await tail.wait_for(lambda _: False, timeout=0.3)
-                    beats, tail.seen[:] = [e for e in tail.seen if isinstance(e.data, VerifierHeartbeat)], []
-                    for envelope in beats:
-                        await handler(envelope)
-            finally:
-                await tail.stop()
-
-        self._tasks.append(asyncio.create_task(pump()))
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 @contextlib.asynccontextmanager
 async def running(verifier: Verifier, settings, writer: RegistryWriter | None = None):
     """The verifier as a service in this process, until the block ends; its principal provisioned first."""
-    registered.add(verifier.name)
     await register_verifier(settings, verifier.name)
     if writer is not None:
         await writer.follow(verifier.name)
@@ -113,15 +71,6 @@ async def running(verifier: Verifier, settings, writer: RegistryWriter | None = 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # the service's stop handlers; give the signals back
             loop.remove_signal_handler(sig)
-
-
-@pytest.fixture(scope="module")
-async def registry_writer(settings, pool):
-    writer = RegistryWriter(settings, pool)
-    yield writer
-    await writer.close()
-    async with pool.acquire() as conn:
-        await conn.execute("DELETE FROM verifier_registry WHERE name = ANY($1::text[])", sorted(registered))
 
 
 calls: Counter[str] = Counter()

@@ -21,7 +21,6 @@ import pytest
 from contracts import topics
 from contracts.events import VerificationFinished
 from releasegate_cli.probes import TopicTail
-from tests.integration.test_verifier_sdk import registry_writer  # noqa: F401 (fixture)
 from tests.support.services import LOGS, REPO, as_principal, register_verifier, wait_until
 
 pytestmark = pytest.mark.integration
@@ -77,7 +76,7 @@ def test_the_tutorial_marks_every_step_it_shows():
     assert sum(k == ("console", "run") for k in kinds) >= 4
 
 
-async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer):  # noqa: F811
+async def test_the_tutorial_runs_as_written(tmp_path, settings, registry_writer):
     principal = await register_verifier(settings, NAME)  # the tutorial registers it again: a no-op
     await registry_writer.follow(NAME)
     results = await TopicTail(as_principal(settings, "coordinator"), topics.results_for(principal)).start()

@@ -23,7 +23,7 @@ from contracts.events import (
     VerificationRequested,
 )
 from releasegate_platform.catalog import Catalog
-from services.coordinator import domain
+from services.coordinator import saga
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -346,7 +346,7 @@ class TestRealEventsStillPass:
             )
             for name in ("alice", "bob", "carol")
         ]
-        decision = domain.start(submitted, Catalog(REPO / "catalog").get("shop"), NOW, {})
+        decision = saga.start(submitted, Catalog(REPO / "catalog").get("shop"), NOW, {})
         command = next(c for _, c in decision.commands if c.event_type.endswith("gate.requested.v1"))
         command = command.model_copy(update={"approvals": approvals})
         key, value, hdrs = encode(Envelope.new(command, "releasegate/coordinator", submitted.release_id))
@@ -357,7 +357,7 @@ class TestRealEventsStillPass:
     @pytest.mark.parametrize("catalog", CATALOGS, ids=lambda p: p.name)
     def test_every_step_and_compensation_id_the_coordinator_makes_has_the_step_id_shape(self, catalog):
         entry = Catalog(catalog).get("shop")
-        ids = [step.id for step in domain.build_plan(entry)] + [f"compensate:{env}" for env in entry.environments]
+        ids = [step.id for step in saga.build_plan(entry)] + [f"compensate:{env}" for env in entry.environments]
         assert [i for i in ids if not names.matches(i, names.STEP_ID)] == []
 
     def test_a_shop_event_as_the_storefront_sends_it_passes(self):

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from shop import tax_reference
+from verifiers.tax import reference as tax_reference
 
 SHOP = Path(__file__).resolve().parents[2] / "shop"
 PRICES = [1900, 5900, 2400, 1200, 1800, 7900, 2100, 12900]  # the storefront's seed catalog

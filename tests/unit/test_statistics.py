@@ -2,7 +2,7 @@
 
 import random
 
-from services.verifier.statistics import Decision, latency_rank, mann_whitney_auc, proportions
+from releasegate_sdk.statistics import Decision, latency_rank, mann_whitney_auc, proportions
 
 ALPHA, BETA = 0.05, 0.05
 

@@ -7,7 +7,7 @@ import pytest
 
 from contracts import topics
 from contracts.cloudevents import Envelope, decode, encode
-from contracts.events import DeployAction, DeployRequested, RollbackRequested, Verdict
+from contracts.events import BackupPoint, DeployAction, DeployRequested, RollbackRequested, Verdict
 from releasegate_platform import supply_chain
 from releasegate_runtime import grants
 from releasegate_runtime.admission import spent_refusal
@@ -18,6 +18,16 @@ from tests.support.saga import ENTRY, answer, candidate, run_until, with_migrati
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "a" * 64
 HOUR = timedelta(hours=1)
+POINT = BackupPoint(
+    backup_id=7,
+    database="shop",
+    path="/srv/releasegate/backups/shop-7.dump",
+    sha256="sha256:" + "c" * 64,
+    bytes=4096,
+    kind="backup-point",
+    taken_at=NOW - timedelta(minutes=5),
+    release_id="rel-1",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +68,7 @@ def restore(**over) -> RollbackRequested:
             "environment": "production",
             "candidate_version": "v2",
             "backup_id": 7,
+            "backup_point": POINT,
             "since": NOW,
         }
         | over
@@ -76,7 +87,8 @@ def over_the_wire(command):
 
 class TestSigningAndChecking:
     @pytest.mark.parametrize(
-        "command", [deploy(), restore(), restore(compensation="restore_traffic", backup_id=None, since=None)]
+        "command",
+        [deploy(), restore(), restore(compensation="restore_traffic", backup_id=None, backup_point=None, since=None)],
     )
     def test_a_granted_command_verifies_after_crossing_kafka(self, keys, command):
         signer, public, _ = keys
@@ -126,6 +138,10 @@ class TestSigningAndChecking:
             ("environment", "staging"),
             ("backup_id", 8),
             ("backup_id", None),
+            ("backup_point", None),
+            ("backup_point", POINT.model_copy(update={"path": "/srv/releasegate/backups/shop-6.dump"})),
+            ("backup_point", POINT.model_copy(update={"sha256": "sha256:" + "d" * 64})),
+            ("backup_point", POINT.model_copy(update={"database": "payments"})),
             ("since", NOW - HOUR),
         ],
     )
@@ -146,7 +162,7 @@ class TestSigningAndChecking:
 
     def test_a_grant_is_not_valid_for_the_other_kind_of_command(self, keys):
         signer, public, _ = keys
-        traffic = restore(compensation="restore_traffic", backup_id=None, since=None)
+        traffic = restore(compensation="restore_traffic", backup_id=None, backup_point=None, since=None)
         grant = granted(signer, traffic).grant
         assert (
             grants.verify_grant(public, traffic.model_copy(update={"step_id": "canary-10", "grant": grant}), NOW)
@@ -239,5 +255,5 @@ class TestTheCoordinatorSigns:
         )
 
     def test_a_traffic_compensation_gets_the_rollback_timeout(self):
-        command = restore(compensation="restore_traffic", backup_id=None, since=None)
+        command = restore(compensation="restore_traffic", backup_id=None, backup_point=None, since=None)
         assert step_grants.lifetime(command) == timedelta(seconds=domain.STEP_TIMEOUTS["rollback"]) + step_grants.MARGIN

@@ -42,9 +42,10 @@ async def erp_view(since: datetime, settings: ShopSettings) -> tuple[dict[str, d
     return {o["order_id"]: o for o in orders.json()["orders"]}, rejections.json()["rejections"]
 
 
-def violations(refused: list[dict]) -> str:
-    """The distinct contract violations of refused exports, e.g. `amount_cents missing`."""
-    return ", ".join(sorted({f"{v['field']} {v['type']}" for r in refused for v in r["violations"]})) or "none named"
+def refusal(refused: list[dict]) -> str:
+    """The distinct contract violations of refused exports (e.g. `amount_cents missing`) and one refused order."""
+    named = ", ".join(sorted({f"{v['field']} {v['type']}" for r in refused for v in r["violations"]})) or "none named"
+    return f"({named}), e.g. order {refused[0]['order_id']} sent by {refused[0]['exporter']}"
 
 
 @verifier.check
@@ -58,41 +59,23 @@ async def check(req: VerificationRequest) -> Result:
     late = sorted(o for o, at in placed.items() if lag.get(o, now - at) > SLA_SECONDS)
     waiting = [o for o in placed if o not in lag and o not in late]
     retried = sum(received[o]["attempts"] > 1 for o in lag)
+    refused_ids, slowest = {r["order_id"] for r in refused}, max(lag.values(), default=None)
     found = [
-        Measurement(
-            REFUSED,
-            len({r["order_id"] for r in refused}),
-            threshold=0,
-            unit="orders",
-            samples=len(placed),
-            passed=not refused,
-        ),
-        Measurement(
-            LAG,
-            max(lag.values(), default=None),
-            threshold=SLA_SECONDS,
-            unit="s",
-            samples=len(lag),
-            passed=not late if lag else None,
-        ),
+        Measurement(REFUSED, len(refused_ids), threshold=0, unit="orders", samples=len(placed), passed=not refused),
+        Measurement(LAG, slowest, threshold=SLA_SECONDS, unit="s", samples=len(lag), passed=not late if lag else None),
         Measurement(RETRIED, retried, unit="orders", samples=len(lag)),
     ]
     if refused:
-        return Result.failed(
-            f"the ERP refused {found[0].value} of {who} ({violations(refused)}), "
-            f"e.g. order {refused[0]['order_id']} sent by {refused[0]['exporter']}",
-            found,
-        )
+        return Result.failed(f"the ERP refused {len(refused_ids)} of {who} {refusal(refused)}", found)
     if late:
         return Result.failed(
-            f"{len(late)} of {who} not in the ERP within {SLA_SECONDS:g}s: " + ", ".join(late[:SHOWN]), found
+            f"{len(late)} of {who} not in the ERP within {SLA_SECONDS:g}s: {', '.join(late[:SHOWN])}", found
         )
     if len(placed) < MIN_ORDERS:
         return Result.inconclusive(f"only {who} in {req.environment} during the window; need {MIN_ORDERS}", found)
     if waiting or not req.is_final_look:
         return Result.pending(f"{len(waiting)} of {who} still on their way to the ERP", found)
     return Result.passed(
-        f"all {who} reached the ERP within {SLA_SECONDS:g}s (slowest {max(lag.values()):.1f}s, "
-        f"{retried} accepted after retries)",
+        f"all {who} reached the ERP within {SLA_SECONDS:g}s (slowest {slowest:.1f}s, {retried} accepted after retries)",
         found,
     )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from releasegate_sdk import Measurement, Result, VerificationRequest, Verifier
-from shop import tax_reference
 from verifiers.shop_data import ShopSettings, candidate_orders
+
+from . import reference as tax_reference
 
 TOLERANCE_CENTS = 0
 MIN_ORDERS = 5

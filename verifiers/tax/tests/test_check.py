@@ -5,7 +5,7 @@ import json
 
 from releasegate_sdk import Verdict
 from releasegate_sdk.testing import fake_request
-from shop import tax_reference
+from verifiers.tax import reference as tax_reference
 
 from .. import check as module
 

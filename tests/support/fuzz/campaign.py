@@ -24,9 +24,9 @@ from releasegate_runtime.kafka import client_options
 from releasegate_runtime.settings import ServiceSettings
 from tests.conftest import REPO, as_principal
 from tests.e2e.conftest import CANDIDATES, status
-from tests.fuzz.hostile import HostileRecord
-from tests.fuzz.stack import WatchedStack
-from tests.fuzz.targets import Reader, Target
+from tests.support.fuzz.hostile import HostileRecord
+from tests.support.fuzz.stack import WatchedStack
+from tests.support.fuzz.targets import Reader, Target
 
 Where = tuple[str, int, int]  # topic, partition, offset
 CHUNK = 200

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from contracts.cloudevents import CONTENT_TYPE, SPECVERSION
 from contracts.events import EVENT_TYPES, Contract, ShopEvent
-from tests.fuzz.targets import BASES, IDENTIFIERS, NAME_LISTS, TIME, TIMESTAMPS, Target
+from tests.support.fuzz.targets import BASES, IDENTIFIERS, NAME_LISTS, TIME, TIMESTAMPS, Target
 
 # Kafka's default record limit is 1 MiB (message.max.bytes, the producer's max.request.size): every hostile
 # record must reach the broker, so value, headers and key together stay under this.
