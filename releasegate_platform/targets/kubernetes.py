@@ -496,6 +496,10 @@ class KubernetesTarget:
                     "deployment": d.metadata.name,
                     "version": version_of[d.metadata.name],
                     "image": d.spec.template.spec.containers[0].image,
+                    "digest": (d.metadata.annotations or {}).get(DIGEST_NOTE),
+                    "release_id": (d.metadata.annotations or {}).get(RELEASE_NOTE),
+                    # the version's Service, as Pods of the cluster reach it
+                    "endpoint": f"http://{d.metadata.name}.{p.namespace}.svc:{SERVICE_PORT}",
                     "replicas": d.spec.replicas or 0,
                     "ready": d.status.ready_replicas or 0,
                     "weight": raw.get(version_of[d.metadata.name], 0),

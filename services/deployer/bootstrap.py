@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from contracts.events import EnvironmentState
 from releasegate_platform import supply_chain
 from releasegate_platform.artifacts import ArtifactStore
 from releasegate_platform.catalog import Catalog
@@ -67,9 +68,17 @@ def publisher(pool: asyncpg.Pool, directory: TargetDirectory) -> Callable[[str, 
         # the step is done and recorded either way: a state that could not be staged is logged, and the next
         # change of the environment stages a complete one again
         try:
-            weights = (await directory(service, environment).observe(service, environment)).weights
+            target = directory(service, environment)
+            state = await target.observe(service, environment)
+            build = None
+            if not isinstance(target, LocalDeploymentTarget):  # the API server, not our tables, knows what runs
+                stable = await target.stable(service, environment)
+
+                def build(sequence: int) -> EnvironmentState:
+                    return read_model.observed(service, environment, state, stable, sequence)
+
             async with pool.acquire() as conn:
-                await read_model.stage(conn, service, environment, weights)
+                await read_model.stage(conn, service, environment, state.weights, build)
         except (asyncpg.PostgresError, OSError, TargetError, HAProxyError) as exc:
             log.error("environment state not published", service=service, environment=environment, error=str(exc))
 

@@ -9,14 +9,14 @@ are numbered in the order they were read, and consumers keep the highest."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import EnvironmentState, ServingVersion
+from contracts.events import EnvironmentState, ObservedState, ServingVersion
 from contracts.names import MAX_RELEASE_ID
 from releasegate_runtime import outbox
 
@@ -80,15 +80,56 @@ async def read(
     )
 
 
+def observed(
+    service: str, environment: str, state: ObservedState, stable: tuple[str, str] | None, sequence: int
+) -> EnvironmentState:
+    """The environment as a target that holds its own truth (the Kubernetes API server) reports it: every version
+    with a ready replica, its digest and release from its workload, its in-cluster endpoint."""
+    serving: dict[str, dict] = {}
+    for inst in state.instances:
+        version, digest = inst.get("version"), inst.get("digest")
+        if not version or not digest or not inst.get("ready"):
+            continue
+        entry = serving.setdefault(
+            version,
+            {
+                "version": version,
+                "digest": digest,
+                "release_id": inst.get("release_id"),
+                "weight": int(state.weights.get(version, 0)),
+                "endpoints": [],
+            },
+        )
+        if inst.get("endpoint"):
+            entry["endpoints"].append(inst["endpoint"])
+    return EnvironmentState(
+        service=service,
+        environment=environment,
+        sequence=sequence,
+        stable_version=stable[0] if stable else None,
+        stable_digest=stable[1] if stable else None,
+        serving=[ServingVersion(**v) for v in serving.values()],
+        observed_at=datetime.now(UTC),
+    )
+
+
 async def stage(
-    conn: asyncpg.Connection, service: str, environment: str, weights: Mapping[str, int]
+    conn: asyncpg.Connection,
+    service: str,
+    environment: str,
+    weights: Mapping[str, int],
+    build: Callable[[int], EnvironmentState] | None = None,
 ) -> EnvironmentState:
     """Read the environment's state and stage it in the deployer's outbox; published when the transaction
-    commits (the deployer's relay publishes it, also when a bootstrap script staged it)."""
+    commits (the deployer's relay publishes it, also when a bootstrap script staged it). `build(sequence)`: the
+    state from what the target observed (see `observed`); without it, from the local target's tables."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LOCK_NAMESPACE, key(service, environment))
         sequence = await conn.fetchval("SELECT nextval('environment_state_sequence')")
-        state = await read(conn, service, environment, weights, sequence)
+        if build is not None:
+            state = build(sequence)
+        else:
+            state = await read(conn, service, environment, weights, sequence)
         envelope = Envelope.new(state, SOURCE, subject=key(service, environment))
         await outbox.add(conn, PRODUCER, topics.ENVIRONMENTS, envelope)
     return state
