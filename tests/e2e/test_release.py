@@ -43,7 +43,15 @@ class TestWalkingSkeleton:
             async with TrafficSampler(sampled_clients) as sampled:
                 rid = submit("v3", approvers=("alice", "bob"))
                 watched = await asyncio.to_thread(cli, "watch", rid, "--timeout", "300", timeout=320)
-            alert = await alerts.wait_for(lambda e: e.subject == rid, timeout=30)
+            # the rollback's warning (other alerts of the release, e.g. that it waits for approvals, may come first)
+            alert = await alerts.wait_for(
+                lambda e: (
+                    e.subject == rid
+                    and e.data.severity.value == "warning"
+                    and e.data.title.endswith("release rolled_back")
+                ),
+                timeout=30,
+            )
         finally:
             await alerts.stop()
         assert watched.returncode == 1, watched.stdout[-2000:]
