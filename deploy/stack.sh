@@ -6,7 +6,7 @@
 #   deploy/stack.sh install [--force-pip]   packages, Kafka jars, `pip install -e .[dev]` (idempotent)
 #   deploy/stack.sh up                      start whatever is not healthy, wait until healthy (idempotent)
 #   deploy/stack.sh down                    stop everything, incl. every process with a pidfile in .run/pids
-#   deploy/stack.sh reset                   down + delete .run/
+#   deploy/stack.sh reset                   down (the Kubernetes test cluster too) + delete .run/
 #   deploy/stack.sh status                  one line per component; exit 1 if a component is down
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true   # bash 5.2: keep '&' literal in ${var//pat/rep}
@@ -95,6 +95,8 @@ cmd_down() {
 
 cmd_reset() {
   cmd_down
+  # the Kubernetes test cluster keeps its pids under .run/k8s: stop it before they are deleted
+  if [[ -f "$(dirname "$0")/k8s/cluster.sh" ]]; then bash "$(dirname "$0")/k8s/cluster.sh" down; fi
   log "deleting $RUN_DIR"
   rm -rf "$RUN_DIR"
 }
