@@ -46,7 +46,7 @@ down:               ## stop everything started by `make up` (and the Kubernetes 
 	bash deploy/stack.sh down
 	if [[ -f $(K8S)/cluster.sh ]]; then bash $(K8S)/cluster.sh down; fi
 
-reset:              ## stop everything and delete all local state (.run/)
+reset:              ## stop everything (the Kubernetes test cluster too) and delete all local state (.run/)
 	bash deploy/stack.sh reset
 
 status:             ## infrastructure, then each service: pid, uptime and crash count (its supervisor restarts it)
