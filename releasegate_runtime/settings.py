@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
@@ -111,7 +112,7 @@ class ServiceSettings(BaseSettings):
             return VERIFIER_DB_ROLE
         return DB_ROLES.get(self.principal or "", OWNER_ROLE)
 
-    def for_principal(self, name: str) -> ServiceSettings:
+    def for_principal(self, name: str) -> Self:
         """These settings for the service `name`: its Kafka principal (unless RG_PRINCIPAL says otherwise) and,
         unless RG_DATABASE_URL is given, its own PostgreSQL role."""
         copy = self.model_copy(update={"principal": self.principal or name})
@@ -140,3 +141,19 @@ class ServiceSettings(BaseSettings):
             if password in PLACEHOLDER_PASSWORDS:
                 raise ValueError("RG_DATABASE_URL uses a placeholder password outside development")
         return self
+
+
+class TargetSettings(ServiceSettings):
+    """Settings of the services that act on environments through their deployment targets (the deployer and the
+    rollback service): how they reach a `kubernetes` target."""
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig of releasegate's own ServiceAccount, for environments whose catalog target is "
+        "`kubernetes` (RG_KUBECONFIG); unset inside a Pod (KUBERNETES_SERVICE_HOST set), the Pod's own "
+        "ServiceAccount (in-cluster configuration); unset elsewhere, such environments refuse every step with "
+        "the reason.",
+    )
+    rollout_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="kubernetes: longest wait for a Deployment to roll out"
+    )

@@ -1,7 +1,8 @@
 """The `local` deployment target behind the port: versions run as processes on this machine, served by HAProxy
 slots, recorded in PostgreSQL (`instances`, `environments`). Traffic, tenant routing, maintenance and what
 serves are `releasegate_platform.local_target.LocalTarget`'s; starting a process is the deployer's launcher,
-injected as `start` so the platform imports no service."""
+injected as `start` so the platform imports no service (without one, as in the rollback service, no instance is
+ever started: only the deployer deploys)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ Start = Callable[[str, str, str, str, str | None], Awaitable[Instance]]
 
 
 class LocalDeploymentTarget:
-    def __init__(self, local: LocalTarget, start: Start) -> None:
+    def __init__(self, local: LocalTarget, start: Start | None) -> None:
         """`start(service, environment, version, digest, release_id)`: one healthy instance on a free slot."""
-        self._local, self._start = local, start
+        self._local, self._starter = local, start
+
+    async def _start(self, service: str, environment: str, version: str, digest: str, release: str | None) -> Instance:
+        if self._starter is None:
+            raise TargetError(
+                f"no serving {version} instance in {environment}, and this service may not start one (only the "
+                "deployer deploys)"
+            )
+        return await self._starter(service, environment, version, digest, release)
 
     async def stable(self, service: str, environment: str) -> tuple[str, str] | None:
         return await self._local.stable(service, environment)

@@ -15,11 +15,9 @@ import structlog
 from contracts.events import EnvironmentState
 from releasegate_platform import supply_chain
 from releasegate_platform.artifacts import ArtifactStore
-from releasegate_platform.catalog import Catalog
 from releasegate_platform.haproxy import HAProxy, HAProxyError
-from releasegate_platform.local_target import LocalTarget
 from releasegate_platform.targets import directory
-from releasegate_platform.targets.directory import Build, TargetDirectory
+from releasegate_platform.targets.directory import TargetDirectory
 from releasegate_platform.targets.local import LocalDeploymentTarget
 from releasegate_platform.targets.port import TargetError
 from releasegate_runtime import worker
@@ -35,13 +33,6 @@ from services.deployer.handlers import CONSUMER, Deployer
 log = structlog.get_logger()
 
 
-def kubernetes_targets(settings: DeployerSettings, pool: asyncpg.Pool) -> Build:
-    """Kubernetes adapters whose stable version is mirrored in the deployer's `environments` table."""
-    return directory.kubernetes_targets(
-        settings.kubeconfig, settings.rollout_timeout_seconds, partial(MirroredKubernetesTarget, pool)
-    )
-
-
 def launcher(settings: DeployerSettings, pool: asyncpg.Pool, haproxy: HAProxy) -> Launcher:
     return Launcher(
         pool,
@@ -55,10 +46,12 @@ def launcher(settings: DeployerSettings, pool: asyncpg.Pool, haproxy: HAProxy) -
 
 
 def targets(settings: DeployerSettings, pool: asyncpg.Pool) -> tuple[TargetDirectory, Launcher]:
+    """The directory every service that acts on environments builds (`directory.target_directory`), with the
+    deployer's launcher, and kubernetes adapters whose stable version is mirrored in its `environments` table."""
     haproxy = HAProxy(settings.haproxy_admin)
     starter = launcher(settings, pool, haproxy)
-    local = LocalDeploymentTarget(LocalTarget(pool, haproxy, settings.run_dir), starter.start)
-    return TargetDirectory(Catalog(settings.catalog_dir), local, kubernetes_targets(settings, pool)), starter
+    mirrored = partial(MirroredKubernetesTarget, pool)
+    return directory.target_directory(settings, pool, haproxy, start=starter.start, make=mirrored), starter
 
 
 def publisher(pool: asyncpg.Pool, directory: TargetDirectory) -> Callable[[str, str], Awaitable[None]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from releasegate_runtime.settings import ServiceSettings
+from releasegate_runtime.settings import TargetSettings
 from services.deployer.domain import DeployError
 
 SHOP_ROLE = "rg_shop"
@@ -20,7 +20,7 @@ def _candidate_runtime_path() -> str | None:
     return None
 
 
-class DeployerSettings(ServiceSettings):
+class DeployerSettings(TargetSettings):
     shop_database_url: str = Field(
         default="",
         description="The shop's production database as candidates see it: "
@@ -44,15 +44,6 @@ class DeployerSettings(ServiceSettings):
         description="PATH of "
         "candidate processes (default: the stack's candidate runtime if installed, "
         "else the deployer's); its interpreter must be readable by the candidate user.",
-    )
-
-    kubeconfig: Path | None = Field(
-        default=None,
-        description="Kubeconfig of releasegate's own ServiceAccount, for environments whose catalog target is "
-        "`kubernetes` (RG_KUBECONFIG); unset, such environments refuse every step with the reason.",
-    )
-    rollout_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="kubernetes: longest wait for a Deployment to roll out"
     )
 
     def shop_database(self, environment: str) -> str:

@@ -1,6 +1,6 @@
-"""Composition root of the rollback service: the one place that wires its real adapters (catalog, deployment
-target, PostgreSQL tools, business-event topic, the service's database, the catalog-named replayer, step ledger,
-admission, clock) into the handler and the subscriber."""
+"""Composition root of the rollback service: the one place that wires its real adapters (catalog, the deployment
+target of each environment as the deployer builds them, PostgreSQL tools, business-event topic, the service's
+database, the catalog-named replayer, step ledger, admission, clock) into the handler and the subscriber."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from contracts.cloudevents import Envelope
 from contracts.events import RollbackRequested
 from releasegate_platform.catalog import Catalog
 from releasegate_platform.haproxy import HAProxy
-from releasegate_platform.local_target import LocalTarget
 from releasegate_platform.pgtools.dumps import PgTools
 from releasegate_platform.replay import EventLog, load_replayer
+from releasegate_platform.targets.directory import target_directory
 from releasegate_runtime import grants, runner, worker
 from releasegate_runtime.admission import Admission
+from releasegate_runtime.settings import TargetSettings
 from services.rollback.adapters import PgServiceDatabase
 from services.rollback.handlers import Rollback, utcnow
 from services.rollback.ledger import PgStepLedger
@@ -23,11 +24,12 @@ from services.rollback.ledger import PgStepLedger
 CONSUMER = "rollback"
 
 
-def build(rt: runner.Runtime) -> Rollback:
-    settings = rt.settings
+def build(rt: runner.Runtime, settings: TargetSettings) -> Rollback:
+    """`settings`: the service's, with how it reaches kubernetes targets (RG_KUBECONFIG). The local target gets no
+    launcher: the rollback service never starts an instance."""
     return Rollback(
         catalog=Catalog(settings.catalog_dir),
-        target=LocalTarget(rt.pool, HAProxy(settings.haproxy_admin), settings.run_dir),
+        targets=target_directory(settings, rt.pool, HAProxy(settings.haproxy_admin)),
         dumps=PgTools(settings.database_url, settings.run_dir),
         events=EventLog(settings, topics.SHOP_EVENTS),
         database=PgServiceDatabase(settings.database_url),

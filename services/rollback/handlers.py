@@ -1,10 +1,13 @@
-"""Rollback handler: restore_traffic puts 100% on the recorded stable version, stops the candidate's instances
-and reads the result back from the target (idempotent: a repeat finds nothing left to stop). restore_data also puts
-the database back: writes stopped, backup point restored, events since replayed by the service's own replayer,
-integrity checked. Only with the coordinator's step grant, and a restore only of its own release's backup point as
-the command describes it, its file confined to the backup folder and its digest checked first; each step once
-(`ledger`): a redelivered command gets the recorded outcome, not a second restore. The database is the one the
-catalog gives the service, never a name from the command. Every adapter is injected (`bootstrap`)."""
+"""Rollback handler: restore_traffic puts 100% on the recorded stable version, routes tenants back, retires every
+other version (its processes or its Deployment gone) and reads the result back from the target (idempotent: a
+repeat finds nothing left to retire); the target is the environment's as the catalog names it (`local` or
+`kubernetes`: the directory the deployer acts through). restore_data also puts the database back: writes stopped
+(maintenance mode, which only a target that has one can do), backup point restored, events since replayed by the
+service's own replayer, integrity checked. Only with the coordinator's step grant, and a restore only of its own
+release's backup point as the command describes it, its file confined to the backup folder and its digest checked
+first; each step once (`ledger`): a redelivered command gets the recorded outcome, not a second restore. The
+database is the one the catalog gives the service, never a name from the command. Every adapter is injected
+(`bootstrap`)."""
 
 from __future__ import annotations
 
@@ -17,18 +20,20 @@ from contracts.events import AlertRaised, RollbackFinished, RollbackRequested, S
 from contracts.names import MAX_REASON
 from releasegate_platform.catalog import Catalog, CatalogError, ServiceEntry
 from releasegate_platform.haproxy import HAProxyError
-from releasegate_platform.local_target import pid_alive
 from releasegate_platform.pgtools import postgres
 from releasegate_platform.pgtools.dumps import BackupError
 from releasegate_platform.replay import Replayer, ReplayError
+from releasegate_platform.targets.port import DeploymentTarget, TargetError, Unsupported
 from services.rollback.domain import RollbackError, backup_point_refusal
 from services.rollback.ledger import MAX_ATTEMPTS, StepLedger
-from services.rollback.ports import Dumps, EventLog, ServiceDatabase, Target
+from services.rollback.ports import Dumps, EventLog, ServiceDatabase
 
 REPLAY_MARGIN = timedelta(seconds=5)
 RUNBOOK = "docs/runbooks/shop-restore.md"
 
 log = structlog.get_logger()
+
+Targets = Callable[[str, str], DeploymentTarget]
 
 
 def utcnow() -> datetime:
@@ -40,7 +45,7 @@ class Rollback:
         self,
         *,
         catalog: Catalog,
-        target: Target,
+        targets: Targets,
         dumps: Dumps,
         events: EventLog,
         database: ServiceDatabase,
@@ -48,7 +53,8 @@ class Rollback:
         ledger: StepLedger,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._catalog, self._target, self._dumps, self._events = catalog, target, dumps, events
+        """`targets(service, environment)`: that environment's deployment target (from the catalog)."""
+        self._catalog, self._targets, self._dumps, self._events = catalog, targets, dumps, events
         self._db, self._replayer_of, self._ledger, self._clock = database, replayer_of, ledger, clock
 
     def refusal(self, req: RollbackRequested) -> str | None:
@@ -96,11 +102,12 @@ class Rollback:
     async def _compensate(self, req: RollbackRequested, attempt: int) -> RollbackFinished:
         evidence: dict = {"attempt": attempt} if attempt > 1 else {}
         try:
+            target = self._targets(req.service, req.environment)
             if req.compensation == "restore_data":
-                reason = await self._restore_data(req, evidence)
+                reason = await self._restore_data(req, target, evidence)
             else:
-                reason = await self._restore_traffic(req)
-            observed = await self._target.observe(req.service, req.environment)
+                reason = await self._restore_traffic(req, target)
+            observed = await target.observe(req.service, req.environment)
             if set(observed.weights) - {observed.stable_version}:
                 raise RollbackError(f"traffic still reaches {observed.weights} after the rollback")
             return RollbackFinished(
@@ -112,7 +119,15 @@ class Rollback:
                 observed=observed,
                 evidence=evidence,
             )
-        except (RollbackError, HAProxyError, BackupError, ReplayError, postgres.NameRefused, CatalogError) as exc:
+        except (
+            RollbackError,
+            TargetError,
+            HAProxyError,
+            BackupError,
+            ReplayError,
+            postgres.NameRefused,
+            CatalogError,
+        ) as exc:
             log.error("compensation failed", step=req.step_id, error=str(exc))
             return self._failed(req, f"{exc}{_what_is_left(req, evidence)}", evidence)
 
@@ -127,10 +142,11 @@ class Rollback:
             evidence=evidence,
         )
 
-    async def _restore_data(self, req: RollbackRequested, evidence: dict) -> str:
+    async def _restore_data(self, req: RollbackRequested, target: DeploymentTarget, evidence: dict) -> str:
         """Coordinated restore. Everything that can be checked without touching production is checked first (the
         backup point and its file's digest, the service's replayer, that the topic still holds every event since
-        the point, a serving stable instance); if one fails, production is left exactly as it is. Once writes are
+        the point, a serving stable instance, that the target has a maintenance mode); if one fails, production is
+        left exactly as it is. Once writes are
         stopped, any failure leaves maintenance on: the database is then either restored without its later events
         or still as the candidate left it under stable code, and neither should take writes before a person has
         looked."""
@@ -147,11 +163,15 @@ class Rollback:
         replayer = self._replayer_of(entry)
         since = point.taken_at - REPLAY_MARGIN
         evidence["events_since_backup_point"] = await self._events.check_replayable(since)
-        await self._serving_stable(req)
+        await self._serving_stable(req, target)
         evidence["maintenance"] = "on"
-        await self._target.maintenance(req.service, req.environment, on=True)
+        try:
+            await target.maintenance(req.service, req.environment, on=True)
+        except Unsupported as exc:
+            del evidence["maintenance"]  # the target could not even express it: nothing changed
+            raise RollbackError(f"no data restore in {req.environment}: writes must stop first, but {exc}") from None
         evidence["maintenance_on_at"] = self._clock().isoformat()
-        traffic = await self._restore_traffic(req)
+        traffic = await self._restore_traffic(req, target)
         await self._db.wait_for_no_writes(database)
         evidence["events_not_published"] = await self._db.wait_for_outbox_drained(database, since)
         await self._dumps.restore(database, file, clean=True)
@@ -164,7 +184,7 @@ class Rollback:
         failed = [c["name"] for c in checks if not c["passed"]]
         if failed:
             raise RollbackError(f"after restore and replay the integrity checks fail: {', '.join(failed)}")
-        await self._target.maintenance(req.service, req.environment, on=False)
+        await target.maintenance(req.service, req.environment, on=False)
         evidence["maintenance"] = "off"
         evidence["maintenance_off_at"] = self._clock().isoformat()
         lost, invalid = report.not_replayable.total, report.invalid_events.total
@@ -176,31 +196,32 @@ class Rollback:
             + f"; {len(checks)} integrity checks hold; {traffic}"
         )
 
-    async def _serving_stable(self, req: RollbackRequested) -> str:
-        stable = await self._target.stable(req.service, req.environment)
+    async def _serving_stable(self, req: RollbackRequested, target: DeploymentTarget) -> str:
+        stable = await target.stable(req.service, req.environment)
         if stable is None:
             raise RollbackError(f"{req.environment} has no recorded stable version of {req.service}")
-        live = await self._target.live(req.service, req.environment)
-        if not any(i.version == stable[0] and i.state == "serving" and pid_alive(i.pid) for i in live):
+        if not (await target.versions(req.service, req.environment)).get(stable[0]):
             raise RollbackError(
                 f"no serving {stable[0]} instance in {req.environment}; the rollback service may "
                 "not start one (only the deployer deploys)"
             )
         return stable[0]
 
-    async def _restore_traffic(self, req: RollbackRequested) -> str:
-        stable = await self._serving_stable(req)
-        live = await self._target.live(req.service, req.environment)
-        moved = await self._target.routed_tenants(req.environment)
-        await self._target.clear_tenant_routes(req.service, req.environment)
-        await self._target.split(req.service, req.environment, {stable: 100})
-        stopped = [i for i in live if i.version != stable]
-        for inst in stopped:
-            await self._target.stop(inst)
+    async def _restore_traffic(self, req: RollbackRequested, target: DeploymentTarget) -> str:
+        """Every other version's weight to 0 at once (its workload still up, so no request in flight fails), its
+        tenant and cookie routes cleared, then its workload retired."""
+        service, environment = req.service, req.environment
+        stable = await self._serving_stable(req, target)
+        moved = (await target.observe(service, environment)).tenants_on_candidate
+        others = sorted(v for v in await target.versions(service, environment) if v != stable)
+        await target.shift(service, environment, {stable: 100, **dict.fromkeys(others, 0)})
+        await target.clear_tenant_routes(service, environment)
+        for version in others:
+            await target.retire(service, environment, version)
         tenants = f"tenants {', '.join(moved)} routed back; " if moved else ""
         return (
-            f"{tenants}100% of {req.environment} traffic on {stable}; stopped "
-            f"{', '.join(f'{i.version}@{i.slot}' for i in stopped) or 'nothing (already clean)'}"
+            f"{tenants}100% of {environment} traffic on {stable}; retired "
+            f"{', '.join(others) or 'nothing (already clean)'}"
         )
 
 

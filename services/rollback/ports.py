@@ -1,5 +1,6 @@
 """What the rollback handler needs from the world, as ports: bootstrap wires the real adapters, unit tests
-in-memory fakes."""
+in-memory fakes. Environments are reached through the deployment target port
+(`releasegate_platform.targets.port.DeploymentTarget`), as the deployer reaches them."""
 
 from __future__ import annotations
 
@@ -7,22 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from contracts.events import ObservedState
-from releasegate_platform.local_target import Instance
 from releasegate_platform.replay import Replayer, ReplayReport, Scan
-
-
-class Target(Protocol):
-    """The deployment target of the service's environments (traffic, instances, maintenance mode)."""
-
-    async def stable(self, service: str, environment: str) -> tuple[str, str] | None: ...
-    async def live(self, service: str, environment: str) -> list[Instance]: ...
-    async def routed_tenants(self, environment: str) -> list[str]: ...
-    async def clear_tenant_routes(self, service: str, environment: str) -> None: ...
-    async def split(self, service: str, environment: str, percent: dict[str, int]) -> None: ...
-    async def stop(self, inst: Instance) -> None: ...
-    async def maintenance(self, service: str, environment: str, on: bool) -> None: ...
-    async def observe(self, service: str, environment: str) -> ObservedState: ...
 
 
 class Dumps(Protocol):

@@ -141,11 +141,6 @@ class TestKubernetesRelease:
         observed = [t["evidence"]["observed"]["weights"] for t in timeline if (t.get("evidence") or {}).get("observed")]
         assert {"v1": 90, "v2": 10} in observed and {"v2": 100} in observed
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the rollback service compensates a canary on the local target only (services/rollback takes "
-        "LocalTarget, not releasegate_platform.targets.directory), so a kubernetes canary is not taken back",
-    )
     async def test_a_bad_canary_is_rolled_back_to_stable_on_the_http_route(self, v1_on_kubernetes, admin, verdicts):
         verdicts.write_text(json.dumps({"v3/production": "fail"}))
         async with Sampler(admin) as sampled:

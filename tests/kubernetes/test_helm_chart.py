@@ -120,10 +120,13 @@ def test_the_chart_renders_six_hardened_services_by_digest(tmp_path: Path):
         # secrets only by reference, never as values
         assert env["RG_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "releasegate-kafka"
         assert env["RG_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "releasegate-database", "key": name}
-        # only the deployer carries an API token, as releasegate's ServiceAccount
-        if name == "deployer":
+        # only the services acting on deployment targets (the deployer, the rollback service that compensates
+        # there) carry an API token, as releasegate's ServiceAccount
+        if name in ("deployer", "rollback"):
             assert pod["serviceAccountName"] == "releasegate" and pod["automountServiceAccountToken"] is True
             assert env["RG_KUBECONFIG"]["value"] == "/etc/releasegate/kube/kubeconfig"
+            kubeconfig = next(v for v in pod["volumes"] if v["name"] == "kubeconfig")
+            assert kubeconfig["configMap"]["name"] in {c["metadata"]["name"] for c in of_kind(docs, "ConfigMap")}
         else:
             assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
     assert "RG_SIGNING_KEY_FILE" in {

@@ -111,3 +111,13 @@ class TestScaleAndRetire:
         await adapter.retire("shop", "production", "v2")
         assert local.stopped == ["s2", "s3"]
         assert await adapter.versions("shop", "production") == {"v1": 1}
+
+
+class TestWithoutALauncher:
+    async def test_a_service_given_no_launcher_never_starts_an_instance(self):
+        local = InMemoryLocal([instance(1, "v1", pid=GONE)])
+        adapter = LocalDeploymentTarget(local, None)  # type: ignore[arg-type]  # as the rollback service builds it
+        with pytest.raises(TargetError, match="may not start one"):
+            await adapter.run_version("shop", "production", "v1", "sha256:" + "1" * 64, None, 1)
+        with pytest.raises(TargetError, match="may not start one"):
+            await adapter.scale("shop", "production", "v1", 1)

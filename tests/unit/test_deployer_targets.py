@@ -1,16 +1,21 @@
-"""Which deployment target an environment gets (the catalog names it, `local` by default), and the names the
-kubernetes target gives Kubernetes: DNS-1123-safe, images only by digest."""
+"""Which deployment target an environment gets (the catalog names it, `local` by default), how a kubernetes one
+reaches the API server (RG_KUBECONFIG, else in a Pod its own ServiceAccount), and the names the kubernetes target
+gives Kubernetes: DNS-1123-safe, images only by digest."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
 
 from releasegate_platform.catalog import Catalog, CatalogError
-from releasegate_platform.targets.directory import TargetDirectory
+from releasegate_platform.targets import directory as targets_directory
+from releasegate_platform.targets.directory import TargetDirectory, api_client, kubernetes_targets
 from releasegate_platform.targets.kubernetes import (
     KubernetesTarget,
     Placement,
@@ -19,7 +24,10 @@ from releasegate_platform.targets.kubernetes import (
     placement_for,
     workload_name,
 )
+from releasegate_platform.targets.local import LocalDeploymentTarget
 from releasegate_platform.targets.port import TargetError
+from services.deployer import bootstrap
+from services.deployer.adapters.stable_mirror import MirroredKubernetesTarget
 from services.deployer.config import DeployerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +43,23 @@ def catalog_with(tmp_path: Path, targets: dict | None) -> Catalog:
 
 
 KUBE = {"kind": "kubernetes", "gateway": "public", "image": "registry.example/shop"}
+
+
+def kubeconfig_file(tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
 
 
 class TestTheCatalogNamesEachEnvironmentsTarget:
@@ -83,33 +108,83 @@ class TestTheTargetDirectory:
         with pytest.raises(TargetError, match="unknown service 'cart'"):
             directory("cart", "production")
 
-    def test_a_kubernetes_environment_without_a_kubeconfig_is_refused_with_the_setting_named(self, tmp_path: Path):
-        from services.deployer.bootstrap import kubernetes_targets
-
-        build = kubernetes_targets(DeployerSettings(kubeconfig=None), pool=None)  # type: ignore[arg-type]
+    def test_a_kubernetes_environment_without_a_kubeconfig_outside_a_pod_is_refused_with_the_setting_named(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        build = kubernetes_targets(None)
         entry = catalog_with(tmp_path, {"production": KUBE}).get("shop")
-        with pytest.raises(TargetError, match="RG_KUBECONFIG"):
+        with pytest.raises(TargetError, match="production deploys to kubernetes but RG_KUBECONFIG names no kubeconfig"):
             build("production", entry.target("production"))
 
     def test_a_kubeconfig_builds_a_kubernetes_adapter_placed_by_the_catalog(self, tmp_path: Path):
-        from services.deployer.bootstrap import kubernetes_targets
-
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                    "current-context": "x",
-                }
-            )
-        )
-        build = kubernetes_targets(DeployerSettings(kubeconfig=kubeconfig), pool=None)  # type: ignore[arg-type]
+        build = kubernetes_targets(kubeconfig_file(tmp_path))
         entry = catalog_with(tmp_path, {"production": KUBE}).get("shop")
         assert isinstance(build("production", entry.target("production")), KubernetesTarget)
+
+    def test_the_deployers_directory_mirrors_kubernetes_stable_versions_and_launches_local_instances(
+        self, tmp_path: Path
+    ):
+        catalog_with(tmp_path, {"production": KUBE})
+        settings = DeployerSettings(
+            catalog_dir=tmp_path, run_dir=tmp_path / "run", kubeconfig=kubeconfig_file(tmp_path)
+        )
+        directory, starter = bootstrap.targets(settings, pool=None)  # type: ignore[arg-type]
+        assert isinstance(directory("shop", "production"), MirroredKubernetesTarget)
+        local = directory("shop", "staging")
+        assert isinstance(local, LocalDeploymentTarget) and local._starter == starter.start
+
+
+class TestTheApiClient:
+    """RG_KUBECONFIG when set; else, inside a Pod (KUBERNETES_SERVICE_HOST set), the Pod's own ServiceAccount
+    (in-cluster configuration); else a refusal naming the setting."""
+
+    @pytest.fixture
+    def loaded(self) -> list[k8s_client.ApiClient]:
+        return []
+
+    @pytest.fixture
+    def in_cluster(self, loaded: list[k8s_client.ApiClient]) -> Callable[[], k8s_client.ApiClient]:
+        def load() -> k8s_client.ApiClient:
+            configuration = k8s_client.Configuration()
+            configuration.host = "https://10.96.0.1:443"
+            loaded.append(k8s_client.ApiClient(configuration))
+            return loaded[-1]
+
+        return load
+
+    def test_inside_a_pod_without_a_kubeconfig_the_pods_service_account_is_used(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded, in_cluster
+    ):
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        build = kubernetes_targets(None, connect=partial(api_client, in_cluster=in_cluster))
+        entry = catalog_with(tmp_path, {"production": KUBE}).get("shop")
+        assert isinstance(build("production", entry.target("production")), KubernetesTarget)
+        build("staging", entry.target("production"))
+        assert [api.configuration.host for api in loaded] == ["https://10.96.0.1:443"]  # one client for all
+
+    def test_a_kubeconfig_wins_over_the_pods_own_service_account(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded, in_cluster
+    ):
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        api = api_client(kubeconfig_file(tmp_path), in_cluster=in_cluster)
+        assert api.configuration.host == "https://127.0.0.1:1" and loaded == []
+
+    def test_outside_a_pod_without_a_kubeconfig_nothing_is_loaded(
+        self, monkeypatch: pytest.MonkeyPatch, loaded, in_cluster
+    ):
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        with pytest.raises(TargetError, match="RG_KUBECONFIG names no kubeconfig and this process runs in no Pod"):
+            api_client(None, in_cluster=in_cluster)
+        assert loaded == []
+
+    def test_a_pod_without_its_token_is_refused_with_the_reason(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+        incluster = targets_directory.k8s_config.incluster_config
+        monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(tmp_path / "no-token"))
+        with pytest.raises(TargetError, match="in-cluster configuration unusable: Service token file does not exist"):
+            api_client(None)
 
 
 class TestKubernetesNames:

@@ -1,26 +1,30 @@
-"""The rollback service's handler with in-memory ports: a redelivered command restores once; a restore that cannot
-be proven complete or whose backup file is not the one the dr-checker took never starts; one that fails after
-writes stopped says maintenance is on, in its reason and in an alert; the service's replayer's report reaches the
-incident report."""
+"""The rollback service's handler with in-memory ports (its targets: tests/support/targets.py, chosen per
+environment by the catalog as in production): a redelivered command restores once; a restore that cannot be proven
+complete or whose backup file is not the one the dr-checker took never starts; one that fails after writes stopped
+says maintenance is on, in its reason and in an alert; the service's replayer's report reaches the incident
+report; traffic goes back to stable on a local and on a kubernetes target alike, and a data restore on a target
+without maintenance mode changes nothing."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from contracts.events import AlertRaised, BackupPoint, ObservedState, RollbackFinished, RollbackRequested
-from releasegate_platform.catalog import Catalog, ServiceEntry
-from releasegate_platform.local_target import Instance
+from contracts.events import AlertRaised, BackupPoint, RollbackFinished, RollbackRequested
+from releasegate_platform.catalog import Catalog, ServiceEntry, TargetSpec
 from releasegate_platform.pgtools.dumps import BackupError, RestoreInterrupted, dump_name
 from releasegate_platform.replay import Replayer, ReplayerRefused, ReplayError, ReplayReport, Scan
+from releasegate_platform.targets.directory import Build, TargetDirectory, kubernetes_targets
+from releasegate_platform.targets.port import DeploymentTarget
 from releasegate_runtime.settings import REPO_ROOT
 from services.rollback.handlers import Rollback
 from services.rollback.ledger import MAX_ATTEMPTS, Begun
+from tests.support.targets import V2, FakeTarget
 
 TAKEN_AT = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -49,42 +53,6 @@ class MemoryLedger:
             self.outcomes[key] = result
             self.alerts += [alert] if alert else []
         return self.outcomes[key]
-
-
-class FakeTarget:
-    """Production with v1 serving (this test's own pid stands for a live instance) and v2 as the candidate."""
-
-    def __init__(self, calls: list[tuple[str, Any]]) -> None:
-        self.calls = calls
-        self.instances = [
-            Instance(1, "shop", "production", "v1", "sha256:" + "1" * 64, "a", 18001, os.getpid(), "serving"),
-            Instance(2, "shop", "production", "v2", "sha256:" + "2" * 64, "b", 18002, os.getpid(), "serving"),
-        ]
-
-    async def stable(self, service, environment):
-        return "v1", "sha256:" + "1" * 64
-
-    async def live(self, service, environment):
-        return list(self.instances)
-
-    async def routed_tenants(self, environment):
-        return []
-
-    async def clear_tenant_routes(self, service, environment):
-        self.calls.append(("clear_tenant_routes", environment))
-
-    async def split(self, service, environment, percent):
-        self.calls.append(("split", percent))
-
-    async def stop(self, inst):
-        self.calls.append(("stop", inst.version))
-        self.instances = [i for i in self.instances if i.id != inst.id]
-
-    async def maintenance(self, service, environment, on):
-        self.calls.append(("maintenance", on))
-
-    async def observe(self, service, environment):
-        return ObservedState(weights={"v1": 100}, stable_version="v1")
 
 
 class FakeDumps:
@@ -176,19 +144,37 @@ class FakeDatabase:
         return report, results
 
 
+KUBERNETES = {"kind": "kubernetes", "gateway": "releasegate", "image": "registry.example/shop"}
+
+
 class World:
-    def __init__(self, tmp_path: Path) -> None:
+    """Production with v1 stable and v2 as the candidate at 10%, on the target the catalog names for production:
+    `local` unless `production` names another kind, which `build` makes (default: this same in-memory target, the
+    local one then being another that nothing should touch)."""
+
+    def __init__(
+        self, tmp_path: Path, production: dict[str, Any] | None = None, build: Build | None = None, **target: Any
+    ) -> None:
         shutil.copytree(REPO_ROOT / "catalog", tmp_path / "catalog")
-        self.calls: list[tuple[str, Any]] = []
-        self.ledger, self.target = MemoryLedger(), FakeTarget(self.calls)
+        if production is not None:
+            entry = yaml.safe_load((tmp_path / "catalog" / "shop.yaml").read_text())
+            entry["targets"] = {"production": production}
+            (tmp_path / "catalog" / "shop.yaml").write_text(yaml.safe_dump(entry))
+        self.calls: list[tuple[Any, ...]] = []
+        self.target = FakeTarget(shared=self.calls, **target).with_candidate("v2", V2, 10)
+        self.local = self.target if production is None else FakeTarget(shared=self.calls)
+        self.built: list[tuple[str, str]] = []
+        catalog = Catalog(tmp_path / "catalog")
+        self.directory = TargetDirectory(catalog, self.local, build or self.kubernetes)
+        self.ledger = MemoryLedger()
         self.dumps, self.events = FakeDumps(self.calls), FakeEvents(self.calls)
         self.database, self.replayer = FakeDatabase(self.calls), FakeReplayer()
         self.path = FOLDER / dump_name("shop", TAKEN_AT)
         self.dumps.files[str(self.path)] = DIGEST
         self.replayer_refusal: str | None = None
         self.rollback = Rollback(
-            catalog=Catalog(tmp_path / "catalog"),
-            target=self.target,
+            catalog=catalog,
+            targets=self.directory,
             dumps=self.dumps,
             events=self.events,
             database=self.database,
@@ -196,6 +182,10 @@ class World:
             ledger=self.ledger,
             clock=lambda: NOW,
         )
+
+    def kubernetes(self, environment: str, spec: TargetSpec) -> DeploymentTarget:
+        self.built.append((environment, spec.kind))
+        return self.target
 
     def replayer_of(self, entry: ServiceEntry) -> Replayer:
         if self.replayer_refusal:
@@ -231,7 +221,7 @@ class World:
         return RollbackRequested(**(fields | changes))
 
     def touched_production(self) -> bool:
-        return any(name in ("maintenance", "split", "stop", "restore", "no_writes") for name, _ in self.calls)
+        return bool(self.target.calls) or any(c[0] in ("restore", "no_writes") for c in self.calls)
 
 
 @pytest.fixture
@@ -244,7 +234,7 @@ class TestARestoreHappens:
         result = await world.rollback.restore(world.request())
         assert result.succeeded, result.reason
         assert ("restore", ("shop", world.path.name, True)) in world.calls
-        order = [name for name, _ in world.calls]
+        order = [c[0] for c in world.calls]
         assert order.index("no_writes") < order.index("outbox_drained") < order.index("restore")
         assert order.index("restore") < order.index("read_events")
         assert ("maintenance", True) in world.calls and world.calls[-1] == ("maintenance", False)
@@ -359,5 +349,70 @@ class TestDataRestoreSafety:
 
     async def test_a_traffic_rollback_needs_no_backup_and_touches_no_data(self, world):
         result = await world.rollback.restore(world.request("restore_traffic"))
-        assert result.succeeded and ("split", {"v1": 100}) in world.calls and ("stop", "v2") in world.calls
-        assert not any(name in ("restore", "maintenance", "read_events") for name, _ in world.calls)
+        assert result.succeeded and ("shift", {"v1": 100, "v2": 0}) in world.calls and ("retire", "v2") in world.calls
+        assert not any(c[0] in ("restore", "maintenance", "read_events") for c in world.calls)
+
+
+class TestTrafficBackToStable:
+    async def test_a_canary_on_the_local_target_is_taken_back_and_its_instances_retired(self, world):
+        world.target.with_candidate("v2", V2, 50, tenants=["initech"])
+        result = await world.rollback.restore(world.request("restore_traffic"))
+        assert result.succeeded, result.reason
+        # the candidate's weight goes to 0 while it still runs, its routes are cleared, then its workload goes
+        assert world.target.calls == [
+            ("shift", {"v1": 100, "v2": 0}),
+            ("clear_tenant_routes",),
+            ("retire", "v2"),
+        ]
+        assert result.reason == "tenants initech routed back; 100% of production traffic on v1; retired v2"
+        assert result.observed is not None and result.observed.weights == {"v1": 100}
+        assert result.observed.tenants_on_candidate == [] and result.observed.stable_version == "v1"
+
+    async def test_a_canary_on_a_kubernetes_target_is_taken_back_to_stable(self, tmp_path):
+        world = World(tmp_path, production=KUBERNETES, supports_maintenance=False)
+        world.target.with_candidate("v2", V2, 50, tenants=["initech"])
+        result = await world.rollback.restore(world.request("restore_traffic"))
+        assert result.succeeded, result.reason
+        assert world.built == [("production", "kubernetes")] and world.local.calls == []
+        # the HTTPRoute's weights back to stable 100, the tenant routes cleared, the candidate's Deployment gone
+        assert world.target.weights == {"v1": 100} and world.target.tenants == []
+        assert world.target.replicas == {"v1": 2}
+        assert result.observed is not None and result.observed.weights == {"v1": 100}
+        assert "tenants initech routed back" in result.reason and "retired v2" in result.reason
+        assert world.ledger.alerts == []
+
+    async def test_a_repeated_compensation_finds_nothing_left_to_retire(self, world):
+        await world.rollback.restore(world.request("restore_traffic"))
+        again = await world.rollback.restore(world.request("restore_traffic", step_id="compensate-again:production"))
+        assert again.succeeded and again.reason == "100% of production traffic on v1; retired nothing (already clean)"
+
+    async def test_without_a_serving_stable_version_nothing_is_moved(self, world):
+        world.target.replicas["v1"] = 0
+        result = await world.rollback.restore(world.request("restore_traffic"))
+        assert not result.succeeded and "no serving v1 instance in production" in result.reason
+        assert world.target.calls == [] and world.target.weights == {"v1": 90, "v2": 10}
+
+    async def test_a_kubernetes_target_that_cannot_be_reached_fails_the_compensation_with_the_reason(
+        self, tmp_path, monkeypatch
+    ):
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        world = World(tmp_path, production=KUBERNETES, build=kubernetes_targets(None))
+        result = await world.rollback.restore(world.request("restore_traffic"))
+        assert not result.succeeded and "production deploys to kubernetes but RG_KUBECONFIG" in result.reason
+        assert world.calls == []
+
+
+class TestDataRestoreNeedsMaintenanceMode:
+    async def test_a_restore_on_a_target_without_maintenance_mode_fails_and_changes_nothing(self, tmp_path):
+        world = World(tmp_path, production=KUBERNETES, supports_maintenance=False)
+        result = await world.rollback.restore(world.request())
+        assert not result.succeeded
+        assert "no data restore in production: writes must stop first, but maintenance mode is not supported" in (
+            result.reason
+        )
+        assert "nothing was changed" in result.reason and "MAINTENANCE" not in result.reason
+        assert not world.touched_production() and world.local.calls == []
+        assert world.target.weights == {"v1": 90, "v2": 10} and world.target.replicas == {"v1": 2, "v2": 2}
+        assert "maintenance" not in result.evidence
+        [alert] = world.ledger.alerts
+        assert alert.severity == "critical" and "maintenance" not in alert.title
