@@ -14,7 +14,7 @@ import structlog
 from contracts.cloudevents import Envelope
 from contracts.events import CheckResult, EnvironmentState, GateCheckFinished, GateCheckRequested
 from contracts.names import clip
-from releasegate_platform import supply_chain
+from releasegate_platform import environments, supply_chain
 from releasegate_platform.catalog import CatalogError, ServiceEntry
 from releasegate_platform.identity import IdentityError, verify_approval
 from services.gatekeeper import migrations as migration_lint
@@ -55,15 +55,7 @@ class Gatekeeper:
 
     async def on_environment_state(self, envelope: Envelope) -> None:
         """The deployer's read model: keep the newest state of each environment (idempotent by sequence)."""
-        state: EnvironmentState = envelope.data  # type: ignore[assignment]
-        kept = await self._store.keep_environment(state)
-        log.info(
-            "environment state" + (" kept" if kept else " ignored (not newer)"),
-            service=state.service,
-            environment=state.environment,
-            sequence=state.sequence,
-            stable=state.stable_version,
-        )
+        await environments.keep_newest(self._store, envelope)
 
     async def check(self, req: GateCheckRequested, request_id: str) -> GateCheckFinished:
         now = self._clock()

@@ -13,7 +13,8 @@ import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope
-from contracts.events import EnvironmentState, KpiResult, Verdict
+from contracts.events import KpiResult, Verdict
+from releasegate_platform import environments
 from releasegate_sdk import Result, TransientError, VerificationRequest
 from services.verifier import synthetic
 from services.verifier.domain import judge, merge_verdicts
@@ -58,14 +59,7 @@ class BusinessKpis:
 
     async def on_environment_state(self, envelope: Envelope) -> None:
         """The deployer's read model: keep the newest state of each environment (idempotent by sequence)."""
-        state: EnvironmentState = envelope.data  # type: ignore[assignment]
-        kept = await self._store.keep_environment(state)
-        log.info(
-            "environment state" + (" kept" if kept else " ignored (not newer)"),
-            service=state.service,
-            environment=state.environment,
-            sequence=state.sequence,
-        )
+        await environments.keep_newest(self._store, envelope)
 
     async def _targets(self, req: VerificationRequest) -> list[str]:
         """Where the candidate serves. The deployer publishes it before it reports the step done, but the state

@@ -6,36 +6,20 @@ from __future__ import annotations
 import asyncpg
 
 from contracts.events import EnvironmentState
+from releasegate_platform.environments import PostgresProjection
 from services.gatekeeper.domain import GateDecision
 
 
 class PostgresGateStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._environments = PostgresProjection(pool, "gatekeeper_environments")
 
     async def environment(self, service: str, environment: str) -> EnvironmentState | None:
-        async with self._pool.acquire() as conn:
-            state = await conn.fetchval(
-                "SELECT state FROM gatekeeper_environments WHERE service = $1 AND environment = $2",
-                service,
-                environment,
-            )
-        return None if state is None else EnvironmentState.model_validate(state)
+        return await self._environments.environment(service, environment)
 
     async def keep_environment(self, state: EnvironmentState) -> bool:
-        # one statement, so concurrent deliveries cannot interleave: the row only ever moves to a higher sequence
-        async with self._pool.acquire() as conn:
-            kept = await conn.fetchval(
-                "INSERT INTO gatekeeper_environments AS kept (service, environment, sequence, state)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (service, environment) DO UPDATE"
-                " SET sequence = EXCLUDED.sequence, state = EXCLUDED.state, received_at = clock_timestamp()"
-                " WHERE kept.sequence < EXCLUDED.sequence RETURNING true",
-                state.service,
-                state.environment,
-                state.sequence,
-                state.model_dump(mode="json"),
-            )
-        return bool(kept)
+        return await self._environments.keep_environment(state)
 
     async def record(self, decision: GateDecision) -> None:
         async with self._pool.acquire() as conn:

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from contracts.events import EnvironmentState
+from releasegate_platform.environments import PostgresProjection
 from services.verifier.domain import Counts, endpoints_of
 
 COUNTS_SQL = """
@@ -32,6 +33,7 @@ FROM http_samples WHERE environment = $1 AND version = $2 AND at >= $3 AND at < 
 class KpiStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._environments = PostgresProjection(pool, "verifier_environments")
 
     async def add_business_events(self, rows: list[tuple]) -> None:
         async with self._pool.acquire() as conn:
@@ -71,24 +73,8 @@ class KpiStore:
 
     async def targets(self, service: str, environment: str, version: str) -> list[str]:
         """Base URLs of the version's serving instances, as the deployer last published them."""
-        async with self._pool.acquire() as conn:
-            state = await conn.fetchval(
-                "SELECT state FROM verifier_environments WHERE service = $1 AND environment = $2", service, environment
-            )
-        return [] if state is None else endpoints_of(EnvironmentState.model_validate(state), version)
+        state = await self._environments.environment(service, environment)
+        return [] if state is None else endpoints_of(state, version)
 
     async def keep_environment(self, state: EnvironmentState) -> bool:
-        """Keep `state` unless one with the same or a higher sequence is kept (one statement: concurrent
-        deliveries cannot interleave); True if it was kept."""
-        async with self._pool.acquire() as conn:
-            kept = await conn.fetchval(
-                "INSERT INTO verifier_environments AS kept (service, environment, sequence, state)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (service, environment) DO UPDATE"
-                " SET sequence = EXCLUDED.sequence, state = EXCLUDED.state, received_at = clock_timestamp()"
-                " WHERE kept.sequence < EXCLUDED.sequence RETURNING true",
-                state.service,
-                state.environment,
-                state.sequence,
-                state.model_dump(mode="json"),
-            )
-        return bool(kept)
+        return await self._environments.keep_environment(state)
