@@ -15,7 +15,6 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from releasegate_cli import client
 from shop.shopper import tenant_host
 from tests.conftest import LOGS, REPO, Service, wait_until
+from tests.support.services import start_shopper
 
 SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
 VERIFIERS = ["erp_export", "tax", "inventory_latency"]  # the catalog's required and advisory team verifiers
@@ -93,42 +93,14 @@ def prove_recovery(env: dict[str, str]) -> None:
         assert out.returncode == 0, f"{module}: {out.stdout}{out.stderr}"
 
 
-def _shopper(target: str, cards: str, rate: int, tenants: str, ledger: Path) -> subprocess.Popen:
-    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
-    ledger.unlink(missing_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shop.shopper",
-            "--target",
-            target,
-            "--rate",
-            str(rate),
-            "--tenants",
-            tenants,
-            "--cards",
-            cards,
-            "--duration",
-            "0",
-            "--ledger",
-            str(ledger),
-        ],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 @contextlib.asynccontextmanager
 async def release_stack(settings, env: dict[str, str] | None = None):
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
     running = {name: Service(name, env).start() for name in SERVICES}
     running |= {name: Service(name, env, package="verifiers").start() for name in VERIFIERS}
     shoppers = [
-        _shopper(PRODUCTION, "mixed", 16, ",".join(PRODUCTION_TENANTS), LEDGERS["production"]),
-        _shopper(STAGING, "visa", 6, "qa", LEDGERS["staging"]),
+        start_shopper(PRODUCTION, "mixed", 16, ",".join(PRODUCTION_TENANTS), LEDGERS["production"]),
+        start_shopper(STAGING, "visa", 6, "qa", LEDGERS["staging"]),
     ]
     try:
         leftovers = await client.abort_in_flight(

@@ -83,3 +83,15 @@ class Service:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def start_shopper(target: str, cards: str, rate: int, tenants: str, ledger: Path | None = None) -> subprocess.Popen:
+    """A synthetic shopper (`shop.shopper`) against `target` until stopped, logging to .run/logs; with `ledger`,
+    it writes every order it placed there (the file is emptied first)."""
+    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
+    argv = [sys.executable, "-m", "shop.shopper", "--target", target, "--rate", str(rate), "--tenants", tenants]
+    argv += ["--cards", cards, "--duration", "0"]
+    if ledger is not None:
+        ledger.unlink(missing_ok=True)
+        argv += ["--ledger", str(ledger)]
+    return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -17,7 +17,7 @@ import httpx
 
 from releasegate_cli import client
 from releasegate_runtime.settings import ServiceSettings
-from tests.conftest import LOGS, REPO, Service, wait_until
+from tests.conftest import REPO, Service, wait_until
 from tests.e2e.conftest import (
     CANDIDATES,
     LOCAL_CALENDAR,
@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     VERIFIERS,
     prove_recovery,
 )
+from tests.support.services import start_shopper
 
 # /health ports of the processes a test starts: apart from deploy/services.sh's 18501-18509, so a stack left
 # running by `make up` cannot answer for them.
@@ -72,31 +73,6 @@ def _start(name: str, package: str, env: dict[str, str], port: int) -> Service:
     return Service(name, {**env, "RG_HEALTH_PORT": str(port)}, package=package).start()
 
 
-def _shopper(target: str, cards: str, rate: int, tenants: str) -> subprocess.Popen:
-    log = (LOGS / f"test-shopper-{cards}.log").open("ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shop.shopper",
-            "--target",
-            target,
-            "--rate",
-            str(rate),
-            "--tenants",
-            tenants,
-            "--cards",
-            cards,
-            "--duration",
-            "0",
-        ],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 @contextlib.asynccontextmanager
 async def watched_stack(settings: ServiceSettings, env: dict[str, str] | None = None) -> AsyncIterator[WatchedStack]:
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
@@ -104,7 +80,10 @@ async def watched_stack(settings: ServiceSettings, env: dict[str, str] | None = 
     ports = {name: HEALTH_BASE + i for i, (name, _) in enumerate(names, start=1)}
     stack = WatchedStack({name: _start(name, package, env, ports[name]) for name, package in names}, ports, env)
     try:
-        stack.shoppers = [_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"), _shopper(STAGING, "visa", 6, "qa")]
+        stack.shoppers = [
+            start_shopper(PRODUCTION, "mixed", 16, "acme,globex,initech"),
+            start_shopper(STAGING, "visa", 6, "qa"),
+        ]
 
         async def all_healthy() -> bool:
             return not stack.crashed() and not await stack.unhealthy()
