@@ -23,8 +23,9 @@ case "${1:-}" in
     # the local stack: the only place demo keys are trusted; each service authenticates to Kafka as its own
     # principal (its name) with its password from .run/secrets/kafka/
     export RG_ENV="${RG_ENV:-local}"
-    # every other RG_* setting passes through from the caller's environment to every service, e.g. RG_KUBECONFIG
-    # (environments on a kubernetes target), which the deployer and the rollback service both need
+    # every other RG_* setting passes through from the caller's environment to every service, e.g. the kubeconfigs
+    # of environments on a kubernetes target: RG_KUBECONFIG (read by the deployer only) and RG_ROLLBACK_KUBECONFIG
+    # (read by the rollback service only: it acts as its own ServiceAccount, never as the deployer's)
     i=0
     for m in "${MODULES[@]}"; do
       i=$((i + 1))

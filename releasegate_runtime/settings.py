@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
@@ -145,15 +145,25 @@ class ServiceSettings(BaseSettings):
 
 class TargetSettings(ServiceSettings):
     """Settings of the services that act on environments through their deployment targets (the deployer and the
-    rollback service): how they reach a `kubernetes` target."""
+    rollback service): how they reach a `kubernetes` target. Each acts in a cluster as its own ServiceAccount, so
+    each reads its own kubeconfig setting: `kubeconfig_file()` is the kubeconfig the service acts with and
+    `KUBECONFIG_SETTING` the variable that names it (here the deployer's, RG_KUBECONFIG; the rollback service's
+    settings, services/rollback/config.py, read RG_ROLLBACK_KUBECONFIG and never RG_KUBECONFIG)."""
+
+    KUBECONFIG_SETTING: ClassVar[str] = "RG_KUBECONFIG"
 
     kubeconfig: Path | None = Field(
         default=None,
-        description="Kubeconfig of releasegate's own ServiceAccount, for environments whose catalog target is "
-        "`kubernetes` (RG_KUBECONFIG); unset inside a Pod (KUBERNETES_SERVICE_HOST set), the Pod's own "
+        description="Kubeconfig of the deployer's ServiceAccount (`releasegate`), for environments whose catalog "
+        "target is `kubernetes` (RG_KUBECONFIG); unset inside a Pod (KUBERNETES_SERVICE_HOST set), the Pod's own "
         "ServiceAccount (in-cluster configuration); unset elsewhere, such environments refuse every step with "
         "the reason.",
     )
     rollout_timeout_seconds: float = Field(
         default=120.0, gt=0, description="kubernetes: longest wait for a Deployment to roll out"
     )
+
+    def kubeconfig_file(self) -> Path | None:
+        """The kubeconfig this service acts with in a cluster (the setting `KUBECONFIG_SETTING`); None: in a Pod,
+        the Pod's own ServiceAccount."""
+        return self.kubeconfig

@@ -7,10 +7,12 @@
 #                                  write the kubeconfigs, and wait until a test Deployment becomes Available
 #   deploy/k8s/cluster.sh down     stop every process of the cluster (state stays until the next `up`)
 #   deploy/k8s/cluster.sh status   one line per process + API server readiness; exit 1 if not healthy
-#   deploy/k8s/cluster.sh env      `export KUBECONFIG=...` lines (admin, and RG_K8S_KUBECONFIG for releasegate)
+#   deploy/k8s/cluster.sh env      `export KUBECONFIG=...` lines (admin; RG_K8S_KUBECONFIG for releasegate, the
+#                                  deployer's identity; RG_K8S_ROLLBACK_KUBECONFIG for the rollback service's)
 #
 # Ports: etcd 2379/2380 (TLS, client certs), kube-apiserver 6443, controller-manager 20257, scheduler 20259.
-# State under .run/k8s (gitignored): pki/, etcd/, pids/, logs/, admin.kubeconfig, releasegate.kubeconfig.
+# State under .run/k8s (gitignored): pki/, etcd/, pids/, logs/, admin.kubeconfig, releasegate.kubeconfig,
+# rollback.kubeconfig.
 # Shared by everyone on the machine: start/stop it under `flock /tmp/rg-k8s.lock`. docs/kubernetes.md.
 set -euo pipefail
 
@@ -28,7 +30,8 @@ API=https://127.0.0.1:6443
 NODE=kwok-node-0
 PROCS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)   # start order; stopped in reverse
 ADMIN="$RUN/admin.kubeconfig"
-RG_KUBECONFIG="$RUN/releasegate.kubeconfig"
+RG_KUBECONFIG="$RUN/releasegate.kubeconfig"            # ServiceAccount releasegate: the deployer
+RG_ROLLBACK_KUBECONFIG="$RUN/rollback.kubeconfig"       # ServiceAccount releasegate-rollback: the rollback service
 
 log() { printf '[k8s %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[k8s] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -129,6 +132,15 @@ EOF
   chmod 600 "$1"
 }
 
+# sa_kubeconfig FILE SERVICE_ACCOUNT: a kubeconfig with a bound token (TokenRequest API, valid one year) of
+# releasegate-system/SERVICE_ACCOUNT
+sa_kubeconfig() {
+  local token
+  token="$(kc -n releasegate-system create token "$2" --duration=8760h)"
+  [[ -n "$token" ]] || die "no token for ServiceAccount releasegate-system/$2"
+  token_kubeconfig "$1" "$2" "$token"
+}
+
 token_kubeconfig() {  # FILE USER TOKEN
   cat > "$1.tmp" <<EOF
 apiVersion: v1
@@ -170,7 +182,7 @@ node_ready() {
 healthy() {
   local p
   for p in "${PROCS[@]}"; do "$PROC" alive "$p" || return 1; done
-  [[ -s "$ADMIN" && -s "$RG_KUBECONFIG" && -f "$RUN/ready" ]] || return 1
+  [[ -s "$ADMIN" && -s "$RG_KUBECONFIG" && -s "$RG_ROLLBACK_KUBECONFIG" && -f "$RUN/ready" ]] || return 1
   api_ok && component_ok 20257 && component_ok 20259 && node_ready
 }
 
@@ -328,10 +340,8 @@ cmd_up() {
 
   log "releasegate RBAC for environments: $ENVIRONMENTS"
   rbac | kc apply --server-side --field-manager=releasegate-cluster -f - >&2
-  local token
-  token="$(kc -n releasegate-system create token releasegate --duration=8760h)"
-  [[ -n "$token" ]] || die "no token for ServiceAccount releasegate-system/releasegate"
-  token_kubeconfig "$RG_KUBECONFIG" releasegate "$token"
+  sa_kubeconfig "$RG_KUBECONFIG" releasegate
+  sa_kubeconfig "$RG_ROLLBACK_KUBECONFIG" releasegate-rollback
 
   smoke_test
   date -u +%Y-%m-%dT%H:%M:%SZ > "$RUN/ready"
@@ -362,6 +372,7 @@ cmd_status() {
 cmd_env() {
   echo "export KUBECONFIG=$ADMIN"
   echo "export RG_K8S_KUBECONFIG=$RG_KUBECONFIG"
+  echo "export RG_K8S_ROLLBACK_KUBECONFIG=$RG_ROLLBACK_KUBECONFIG"
   echo "export PATH=$BIN:\$PATH"
 }
 

@@ -1,8 +1,9 @@
 """Which deployment target serves each (service, environment): the one its catalog entry names (`local` unless it
 says `kubernetes`). Shared by every service that acts on environments (the deployer, the rollback service), so
 both reach the same adapter for the same environment (`target_directory` builds it for either); kubernetes
-clients are built on first use, as releasegate's ServiceAccount: from its kubeconfig (RG_KUBECONFIG), or, inside a
-Pod without one, from the Pod's own mounted token (in-cluster configuration)."""
+clients are built on first use, each service as its own ServiceAccount: from its kubeconfig (the deployer's
+RG_KUBECONFIG, the rollback service's RG_ROLLBACK_KUBECONFIG: `TargetSettings.kubeconfig_file`), or, inside a Pod
+without one, from the Pod's own mounted token (in-cluster configuration)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def target_directory(
     return TargetDirectory(
         Catalog(settings.catalog_dir),
         local,
-        kubernetes_targets(settings.kubeconfig, settings.rollout_timeout_seconds, make),
+        kubernetes_targets(
+            settings.kubeconfig_file(), settings.rollout_timeout_seconds, make, setting=settings.KUBECONFIG_SETTING
+        ),
     )
 
 
@@ -77,9 +80,11 @@ def api_client(
     *,
     environ: Mapping[str, str] | None = None,
     in_cluster: Callable[[], k8s_client.ApiClient] = in_cluster_client,
+    setting: str = "RG_KUBECONFIG",
 ) -> k8s_client.ApiClient:
-    """The API client of releasegate's ServiceAccount: from `kubeconfig` when one is named; else, inside a Pod,
-    from in-cluster configuration; else TargetError naming the setting."""
+    """The API client of the service's ServiceAccount: from `kubeconfig` when one is named; else, inside a Pod,
+    from in-cluster configuration; else TargetError naming the setting (`setting`, the variable that names the
+    kubeconfig)."""
     try:
         if kubeconfig is not None:
             return k8s_config.new_client_from_config(config_file=str(kubeconfig))
@@ -88,24 +93,26 @@ def api_client(
     except (k8s_config.ConfigException, OSError) as exc:
         where = f"kubeconfig {kubeconfig}" if kubeconfig is not None else "in-cluster configuration"
         raise TargetError(f"{where} unusable: {exc}") from None
-    raise TargetError(f"RG_KUBECONFIG names no kubeconfig and this process runs in no Pod ({IN_A_POD} unset)")
+    raise TargetError(f"{setting} names no kubeconfig and this process runs in no Pod ({IN_A_POD} unset)")
 
 
 def kubernetes_targets(
     kubeconfig: Path | None,
     rollout_timeout: float = 120.0,
     make: Callable[..., Any] = KubernetesTarget,
-    connect: Callable[[Path | None], k8s_client.ApiClient] = api_client,
+    connect: Callable[..., k8s_client.ApiClient] = api_client,
+    *,
+    setting: str = "RG_KUBECONFIG",
 ) -> Build:
-    """Builds kubernetes adapters placed by the catalog, all on one API client (`connect(kubeconfig)`, see
-    `api_client`); `make(api, placement, rollout_timeout=...)` is the adapter class (a subclass adds what a
-    service needs)."""
+    """Builds kubernetes adapters placed by the catalog, all on one API client (`connect(kubeconfig,
+    setting=setting)`, see `api_client`; `setting` names the variable a refusal names); `make(api, placement,
+    rollout_timeout=...)` is the adapter class (a subclass adds what a service needs)."""
     api: list[k8s_client.ApiClient] = []
 
     def build(environment: str, spec: TargetSpec) -> DeploymentTarget:
         if not api:
             try:
-                api.append(connect(kubeconfig))
+                api.append(connect(kubeconfig, setting=setting))
             except TargetError as exc:
                 raise TargetError(f"{environment} deploys to kubernetes but {exc}") from None
         placement = placement_for(spec, environment)

@@ -16,17 +16,18 @@ from releasegate_platform.replay import EventLog, load_replayer
 from releasegate_platform.targets.directory import target_directory
 from releasegate_runtime import grants, runner, worker
 from releasegate_runtime.admission import Admission
-from releasegate_runtime.settings import TargetSettings
 from services.rollback.adapters import PgServiceDatabase
+from services.rollback.config import RollbackSettings
 from services.rollback.handlers import Rollback, utcnow
 from services.rollback.ledger import PgStepLedger
 
 CONSUMER = "rollback"
 
 
-def build(rt: runner.Runtime, settings: TargetSettings) -> Rollback:
-    """`settings`: the service's, with how it reaches kubernetes targets (RG_KUBECONFIG). The local target gets no
-    launcher: the rollback service never starts an instance."""
+def build(rt: runner.Runtime, settings: RollbackSettings) -> Rollback:
+    """`settings`: the service's, with how it reaches kubernetes targets (as its own ServiceAccount:
+    RG_ROLLBACK_KUBECONFIG, else in a Pod the Pod's own). The local target gets no launcher: the rollback service
+    never starts an instance."""
     return Rollback(
         catalog=Catalog(settings.catalog_dir),
         targets=target_directory(settings, rt.pool, HAProxy(settings.haproxy_admin)),

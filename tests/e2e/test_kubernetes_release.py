@@ -1,8 +1,9 @@
 """End to end on the kubernetes target (catalog variant `tests/kubernetes/catalog`: staging and production on the
 test cluster of deploy/k8s/cluster.sh): every service as its own OS process, the deployer acting as releasegate's
-ServiceAccount. A good canary is promoted and a bad one rolled back; fake Pods serve no traffic, so the verdicts
-come from a verifier the test feeds (tests/kubernetes/catalog/verdict.py). What runs and how traffic is weighed
-is read through the API server as the cluster admin, all along the release."""
+ServiceAccount and the rollback service as its own (releasegate-rollback, which may not create anything). A good
+canary is promoted and a bad one rolled back; fake Pods serve no traffic, so the verdicts come from a verifier the
+test feeds (tests/kubernetes/catalog/verdict.py). What runs and how traffic is weighed is read through the API
+server as the cluster admin, all along the release."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def catalog_env(verdicts: Path) -> dict[str, str]:
     assert (K8S / "ready").is_file(), "the kubernetes test cluster is not up: deploy/k8s/cluster.sh up"
     return {
         "RG_CATALOG_DIR": str(CATALOG),
-        "RG_KUBECONFIG": str(K8S / "releasegate.kubeconfig"),
+        # every service gets the same environment; each reads only its own identity's kubeconfig
+        "RG_KUBECONFIG": str(K8S / "releasegate.kubeconfig"),  # the deployer
+        "RG_ROLLBACK_KUBECONFIG": str(K8S / "rollback.kubeconfig"),  # the rollback service
         "RG_TEST_VERDICTS": str(verdicts),
     }
 

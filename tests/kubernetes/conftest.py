@@ -2,9 +2,11 @@
 scheduler, kwok) for every test under tests/kubernetes, which all carry the `kubernetes` marker.
 
 `cluster.sh up` is idempotent: when the cluster is healthy it returns at once; otherwise it builds (cached after the
-first time), starts from an empty state and returns only once a Deployment can become Available. Two API clients:
-`admin_api` (cluster-admin client certificate: set-up, cleanup, and checking what really happened) and
-`releasegate_api` (releasegate's ServiceAccount token, bound only by the per-environment Roles)."""
+first time), starts from an empty state and returns only once a Deployment can become Available. Three API
+clients: `admin_api` (cluster-admin client certificate: set-up, cleanup, and checking what really happened),
+`releasegate_api` (the deployer's ServiceAccount `releasegate`, bound only by the per-environment Role
+releasegate-deployer) and `rollback_api` (the rollback service's ServiceAccount `releasegate-rollback`, bound only by
+the per-environment Role releasegate-rollback)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ CLUSTER = REPO / "deploy" / "k8s" / "cluster.sh"
 RUN = REPO / ".run" / "k8s"
 ADMIN_KUBECONFIG = RUN / "admin.kubeconfig"
 RELEASEGATE_KUBECONFIG = RUN / "releasegate.kubeconfig"
+ROLLBACK_KUBECONFIG = RUN / "rollback.kubeconfig"
 ENVIRONMENT_NAMESPACES = ("releasegate-staging", "releasegate-production")
 
 T = TypeVar("T")
@@ -66,6 +69,13 @@ def admin_api(k8s_cluster: Path) -> Iterator[client.ApiClient]:
 @pytest.fixture(scope="session")
 def releasegate_api(k8s_cluster: Path) -> Iterator[client.ApiClient]:
     api = _api_client(RELEASEGATE_KUBECONFIG)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def rollback_api(k8s_cluster: Path) -> Iterator[client.ApiClient]:
+    api = _api_client(ROLLBACK_KUBECONFIG)
     yield api
     api.close()
 

@@ -1,6 +1,8 @@
 """The Helm chart deploy/helm/releasegate renders, and what it renders is accepted by a real API server (server-side
-dry run as admin, then a real install into scratch namespaces); its RBAC grants releasegate's ServiceAccount
-exactly the deployer's rules in each environment namespace, and a new environment in the values gets its own."""
+dry run as admin, then a real install into scratch namespaces); its RBAC grants the deployer's ServiceAccount
+(releasegate) exactly the deployer's rules and the rollback service's (releasegate-rollback) exactly the
+rollback's in each environment namespace, only those two services' pods mount a token (each its own), and a new
+environment in the values gets its own Roles."""
 
 from __future__ import annotations
 
@@ -23,12 +25,22 @@ KUBE_VERSION = "v1.34.4"  # the test cluster's (deploy/k8s/build.sh)
 SERVICES = {"coordinator", "gatekeeper", "deployer", "verifier", "dr-checker", "rollback"}
 DIGEST = "sha256:" + "ab" * 32
 
-# (api group, resource) -> verbs: the deployer's needs and nothing else (deploy/k8s/role.yaml.in)
+# (api group, resource) -> verbs: each service's needs and nothing else (deploy/k8s/role.yaml.in)
 DEPLOYER_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "pods"): {"get", "list", "watch"},
+}
+ROLLBACK_RULES = {
+    ("apps", "deployments"): {"list", "delete"},
+    ("", "services"): {"delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
+}
+# Role name -> (its ServiceAccount, its rules)
+ROLES = {
+    "releasegate-deployer": ("releasegate", DEPLOYER_RULES),
+    "releasegate-rollback": ("releasegate-rollback", ROLLBACK_RULES),
 }
 
 
@@ -121,14 +133,19 @@ def test_the_chart_renders_six_hardened_services_by_digest(tmp_path: Path):
         assert env["RG_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "releasegate-kafka"
         assert env["RG_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "releasegate-database", "key": name}
         # only the services acting on deployment targets (the deployer, the rollback service that compensates
-        # there) carry an API token, as releasegate's ServiceAccount
+        # there) carry an API token, each its own ServiceAccount's, used through in-cluster configuration (no
+        # kubeconfig: RG_KUBECONFIG unset, the mounted token re-read as the kubelet rotates it)
+        assert not {"RG_KUBECONFIG", "RG_ROLLBACK_KUBECONFIG"} & set(env)
+        assert "kubeconfig" not in {v["name"] for v in pod["volumes"]}
         if name in ("deployer", "rollback"):
-            assert pod["serviceAccountName"] == "releasegate" and pod["automountServiceAccountToken"] is True
-            assert env["RG_KUBECONFIG"]["value"] == "/etc/releasegate/kube/kubeconfig"
-            kubeconfig = next(v for v in pod["volumes"] if v["name"] == "kubeconfig")
-            assert kubeconfig["configMap"]["name"] in {c["metadata"]["name"] for c in of_kind(docs, "ConfigMap")}
+            assert pod["serviceAccountName"] == {"deployer": "releasegate", "rollback": "releasegate-rollback"}[name]
+            assert pod["automountServiceAccountToken"] is True
         else:
             assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert not of_kind(docs, "ConfigMap")  # no kubeconfig to carry
+    accounts = {a["metadata"]["name"]: a for a in of_kind(docs, "ServiceAccount")}
+    assert set(accounts) == {"releasegate", "releasegate-rollback"}
+    assert all(a["automountServiceAccountToken"] is False for a in accounts.values())  # only where a pod asks
     assert "RG_SIGNING_KEY_FILE" in {
         e["name"] for e in deployments["coordinator"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
@@ -149,29 +166,50 @@ def test_the_chart_renders_six_hardened_services_by_digest(tmp_path: Path):
     assert bad.returncode != 0 and "image.digest must be sha256" in bad.stderr
 
 
-def test_the_rendered_roles_grant_only_what_the_deployer_needs(tmp_path: Path):
+def test_the_rendered_roles_grant_only_what_each_service_needs(tmp_path: Path):
     docs = render(tmp_path, "releasegate-system", {})
     roles = of_kind(docs, "Role")
-    assert {r["metadata"]["namespace"] for r in roles} == {"releasegate-staging", "releasegate-production"}
+    assert sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in roles) == sorted(
+        (ns, role) for ns in ("releasegate-staging", "releasegate-production") for role in ROLES
+    )
     for role in roles:
-        assert rules_of(role) == DEPLOYER_RULES
-    for binding in of_kind(docs, "RoleBinding"):
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": "releasegate-deployer",
-        }
+        assert rules_of(role) == ROLES[role["metadata"]["name"]][1], role["metadata"]["name"]
+    bindings = of_kind(docs, "RoleBinding")
+    assert len(bindings) == len(roles)
+    for binding in bindings:
+        name = binding["metadata"]["name"]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": "releasegate", "namespace": "releasegate-system"}
+            {"kind": "ServiceAccount", "name": ROLES[name][0], "namespace": "releasegate-system"}
         ]
     assert not {"ClusterRole", "ClusterRoleBinding", "Secret"} & {d["kind"] for d in docs}
-    # the chart and the test cluster (deploy/k8s/role.yaml.in) grant the same
-    cluster_role = next(
-        d
-        for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "role.yaml.in").read_text().replace("@", "x"))
-        if d and d["kind"] == "Role"
+    # the chart and the test cluster (deploy/k8s/role.yaml.in, deploy/k8s/rbac.yaml) grant the same
+    cluster = [
+        d for d in yaml.safe_load_all((REPO / "deploy" / "k8s" / "role.yaml.in").read_text().replace("@", "x")) if d
+    ]
+    assert {d["metadata"]["name"]: rules_of(d) for d in cluster if d["kind"] == "Role"} == {
+        name: rules for name, (_, rules) in ROLES.items()
+    }
+    assert {
+        d["metadata"]["name"]: [s["name"] for s in d["subjects"]] for d in cluster if d["kind"] == "RoleBinding"
+    } == {name: [account] for name, (account, _) in ROLES.items()}
+    cluster_accounts = yaml.safe_load_all((REPO / "deploy" / "k8s" / "rbac.yaml").read_text())
+    assert {d["metadata"]["name"] for d in cluster_accounts if d and d["kind"] == "ServiceAccount"} == {
+        account for account, _ in ROLES.values()
+    }
+
+
+def test_the_rollback_may_not_share_the_deployers_service_account(tmp_path: Path):
+    values_file = tmp_path / "same.yaml"
+    values_file.write_text(yaml.safe_dump({"rollbackServiceAccount": {"name": "releasegate"}}))
+    same = subprocess.run(
+        [str(BIN / "helm"), "template", "rg", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert rules_of(cluster_role) == DEPLOYER_RULES
+    assert same.returncode != 0 and "rollbackServiceAccount.name must differ" in same.stderr
 
 
 def test_a_third_environment_gets_its_namespace_and_role(tmp_path: Path, scratch: str, admin_api: client.ApiClient):
@@ -181,11 +219,12 @@ def test_a_third_environment_gets_its_namespace_and_role(tmp_path: Path, scratch
         f"{scratch}-production",
         f"{scratch}-qa",
     }
-    qa = [r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] == f"{scratch}-qa"]
-    assert len(qa) == 1 and rules_of(qa[0]) == DEPLOYER_RULES
-    assert qa[0]["metadata"]["labels"]["releasegate.dev/environment"] == "qa"
+    qa = {r["metadata"]["name"]: r for r in of_kind(docs, "Role") if r["metadata"]["namespace"] == f"{scratch}-qa"}
+    assert {name: rules_of(role) for name, role in qa.items()} == {name: rules for name, (_, rules) in ROLES.items()}
+    assert {r["metadata"]["labels"]["releasegate.dev/environment"] for r in qa.values()} == {"qa"}
     out = kubectl_apply(docs, tmp_path, dry_run=True)
     assert "role.rbac.authorization.k8s.io/releasegate-deployer serverside-applied (server dry run)" in out
+    assert "role.rbac.authorization.k8s.io/releasegate-rollback serverside-applied (server dry run)" in out
     # a dry run changed nothing
     assert client.RbacAuthorizationV1Api(admin_api).list_namespaced_role(f"{scratch}-qa").items == []
 
@@ -199,20 +238,13 @@ def test_the_rendered_chart_passes_a_server_side_dry_run(tmp_path: Path, scratch
     assert client.RbacAuthorizationV1Api(admin_api).list_namespaced_role(f"{scratch}-staging").items == []
 
 
-def test_installed_for_real_its_service_account_may_deploy_only_into_its_environments(
-    tmp_path: Path, scratch: str, admin_api: client.ApiClient
-):
-    docs = render(tmp_path, scratch, values_for(scratch, "staging", "production", createNamespaces=False))
-    kubectl_apply(docs, tmp_path, dry_run=False)
-    apps = client.AppsV1Api(admin_api)
-    assert {d.metadata.name for d in apps.list_namespaced_deployment(scratch).items} == {f"rg-{s}" for s in SERVICES}
-
-    # the chart's ServiceAccount, with a short-lived bound token
+def service_account_api(admin_api: client.ApiClient, name: str, namespace: str) -> client.ApiClient:
+    """An API client as the chart's ServiceAccount `namespace/name`, with a short-lived bound token."""
     token = (
         client.CoreV1Api(admin_api)
         .create_namespaced_service_account_token(
-            "releasegate",
-            scratch,
+            name,
+            namespace,
             client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
         )
         .status.token
@@ -221,21 +253,36 @@ def test_installed_for_real_its_service_account_may_deploy_only_into_its_environ
     config.host = admin_api.configuration.host
     config.ssl_ca_cert = admin_api.configuration.ssl_ca_cert
     config.api_key = {"authorization": f"Bearer {token}"}
-    with client.ApiClient(config) as sa_api:
-        sa_apps = client.AppsV1Api(sa_api)
-        body = client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="probe"),
-            spec=client.V1DeploymentSpec(
-                selector=client.V1LabelSelector(match_labels={"app": "probe"}),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels={"app": "probe"}),
-                    spec=client.V1PodSpec(
-                        containers=[client.V1Container(name="p", image=f"registry.invalid/p@{DIGEST}")]
-                    ),
-                ),
+    return client.ApiClient(config)
+
+
+def probe(name: str = "probe") -> client.V1Deployment:
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            selector=client.V1LabelSelector(match_labels={"app": name}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": name}),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="p", image=f"registry.invalid/p@{DIGEST}")]),
             ),
-        )
-        sa_apps.create_namespaced_deployment(f"{scratch}-staging", body)
+        ),
+    )
+
+
+def test_installed_for_real_its_service_accounts_may_act_only_as_their_roles_say(
+    tmp_path: Path, scratch: str, admin_api: client.ApiClient
+):
+    docs = render(tmp_path, scratch, values_for(scratch, "staging", "production", createNamespaces=False))
+    kubectl_apply(docs, tmp_path, dry_run=False)
+    apps = client.AppsV1Api(admin_api)
+    assert {d.metadata.name for d in apps.list_namespaced_deployment(scratch).items} == {f"rg-{s}" for s in SERVICES}
+    staging = f"{scratch}-staging"
+
+    # the deployer's ServiceAccount
+    with service_account_api(admin_api, "releasegate", scratch) as sa_api:
+        sa_apps = client.AppsV1Api(sa_api)
+        body = probe()
+        sa_apps.create_namespaced_deployment(staging, body)
         poll(
             lambda: apps.read_namespaced_deployment("probe", f"{scratch}-staging").status.available_replicas == 1,
             60,
@@ -249,3 +296,29 @@ def test_installed_for_real_its_service_account_may_deploy_only_into_its_environ
         with pytest.raises(ApiException) as refused:
             client.CoreV1Api(sa_api).list_namespaced_secret(f"{scratch}-staging")
         assert refused.value.status == 403
+
+    # the rollback service's: exactly its Role in the environments; it may retire what the deployer started, never
+    # start anything itself
+    with service_account_api(admin_api, "releasegate-rollback", scratch) as rb_api:
+        review = client.AuthorizationV1Api(rb_api).create_self_subject_rules_review(
+            client.V1SelfSubjectRulesReview(spec=client.V1SelfSubjectRulesReviewSpec(namespace=staging))
+        )
+        granted: dict[tuple[str, str], set[str]] = {}
+        for rule in review.status.resource_rules:
+            for group in rule.api_groups or [""]:
+                for resource in rule.resources or []:
+                    granted.setdefault((group, resource), set()).update(rule.verbs)
+        assert {k: v for k, v in granted.items() if k[0] not in ("authorization.k8s.io", "authentication.k8s.io")} == (
+            ROLLBACK_RULES
+        )
+        rb_apps = client.AppsV1Api(rb_api)
+        for ns in (staging, scratch):
+            with pytest.raises(ApiException) as refused:
+                rb_apps.create_namespaced_deployment(ns, probe("probe-rollback"))
+            assert refused.value.status == 403
+            assert "probe-rollback" not in {d.metadata.name for d in apps.list_namespaced_deployment(ns).items}
+        with pytest.raises(ApiException) as refused:  # an environment not in the values
+            rb_apps.delete_namespaced_deployment("probe", f"{scratch}-qa")
+        assert refused.value.status == 403
+        rb_apps.delete_namespaced_deployment("probe", staging)
+        assert "probe" not in {d.metadata.name for d in apps.list_namespaced_deployment(staging).items}

@@ -1,7 +1,9 @@
 """The kubernetes deployment target against the real API server, acting as releasegate's ServiceAccount (least
 privilege) and checked as the cluster admin: versions run side by side as Deployments with images by digest,
 traffic moves through the HTTPRoute's backend weights, tenants and the canary cookie through its matches; every
-step re-applied changes nothing; unsafe names and undigested images are refused before any API call."""
+step re-applied changes nothing; unsafe names and undigested images are refused before any API call. The rollback
+service's handler takes a canary back to stable through the same adapter acting as its own, narrower,
+ServiceAccount (releasegate-rollback)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,16 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from contracts.events import DeployAction, DeployFinished, DeployRequested
+from contracts.events import (
+    AlertRaised,
+    DeployAction,
+    DeployFinished,
+    DeployRequested,
+    RollbackFinished,
+    RollbackRequested,
+)
 from releasegate_platform import supply_chain
+from releasegate_platform.catalog import Catalog
 from releasegate_platform.targets.kubernetes import (
     CANARY_COOKIE,
     KubernetesTarget,
@@ -29,6 +39,8 @@ from releasegate_platform.targets.kubernetes import (
 )
 from releasegate_platform.targets.port import Unsupported
 from services.deployer.handlers import Deployer
+from services.rollback.handlers import Rollback
+from services.rollback.ledger import Begun
 
 pytestmark = [pytest.mark.kubernetes]
 
@@ -423,6 +435,79 @@ class TestTheDeployerReleasesToKubernetes:
         with pytest.raises(AssertionError, match=f"is not the artifact {D2}"):
             await release.step(DeployAction.START, "canary-0", weight=10, attestation=release.provenance(D1))
         assert admin.gone(V2) and admin.weights() == {workload_name(service, V1): 100}
+
+
+# --- the rollback service's handler on the kubernetes target, as its own ServiceAccount --------------------------
+# Only `restore_traffic` (a data restore is refused on this target before any call: tests/unit/test_restore_ledger.py);
+# the ledger is in memory, the API server real, the identity releasegate-rollback (no create, no patch of a
+# Deployment): what the handler does must fit in that Role.
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], RollbackFinished] = {}
+
+    async def begin(self, release_id: str, step_id: str) -> Begun:
+        return Begun(self.outcomes.get((release_id, step_id)), 1)
+
+    async def finish(self, result: RollbackFinished, alert: AlertRaised | None) -> RollbackFinished:
+        return self.outcomes.setdefault((result.release_id, result.step_id), result)
+
+
+@pytest.fixture
+def rollback(rollback_api: client.ApiClient) -> Rollback:
+    as_rollback = KubernetesTarget(rollback_api, lambda _service, _environment: placement(), rollout_timeout=60)
+    return Rollback(
+        catalog=Catalog(Path(__file__).resolve().parents[2] / "catalog"),
+        targets=lambda _service, _environment: as_rollback,
+        dumps=None,  # type: ignore[arg-type]  # restore_traffic only
+        events=None,  # type: ignore[arg-type]
+        database=None,  # type: ignore[arg-type]
+        replayer_of=None,  # type: ignore[arg-type]
+        ledger=MemoryLedger(),
+    )
+
+
+def compensation(service: str, step_id: str = "compensate:staging") -> RollbackRequested:
+    return RollbackRequested(
+        release_id="shop-v2-1a2b3c4d",
+        step_id=step_id,
+        compensation="restore_traffic",
+        service=service,
+        environment="staging",
+        candidate_version=V2,
+    )
+
+
+class TestTheRollbackServiceRestoresTrafficAsItsOwnServiceAccount:
+    async def test_a_canary_is_taken_back_to_stable_and_retired(
+        self, target: KubernetesTarget, v1_stable: str, admin_api: client.ApiClient, rollback: Rollback
+    ):
+        service, admin = v1_stable, Admin(admin_api, v1_stable)
+        await target.run_version(service, "staging", V2, D2, "shop-v2-1a2b3c4d", 1)  # as the deployer
+        await target.shift(service, "staging", {V2: 10, V1: 90})
+        await target.route_tenants(service, "staging", V2, ["acme"])
+
+        result = await rollback.restore(compensation(service))
+        assert result.succeeded, result.reason
+        assert "tenants acme routed back" in result.reason and f"retired {V2}" in result.reason
+        assert admin.weights() == {workload_name(service, V1): 100}
+        assert [headers(r) for r in admin.route()["spec"]["rules"]] == [[]]
+        assert admin.gone(V2) and admin.deployment(V1).status.ready_replicas == 2
+        assert result.observed is not None and result.observed.weights == {V1: 100}
+        assert result.observed.stable_version == V1
+
+        again = await rollback.restore(compensation(service, step_id="compensate-again:staging"))
+        assert again.succeeded and "retired nothing (already clean)" in again.reason, again.reason
+
+    async def test_where_the_deployer_made_no_route_the_rollback_creates_nothing(
+        self, service: str, admin_api: client.ApiClient, rollback: Rollback
+    ):
+        result = await rollback.restore(compensation(service))
+        assert not result.succeeded and "no recorded stable version" in result.reason, result.reason
+        with pytest.raises(ApiException) as missing:
+            Admin(admin_api, service).route()
+        assert missing.value.status == 404
 
 
 class TestErrors:

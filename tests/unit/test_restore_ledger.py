@@ -396,9 +396,9 @@ class TestTrafficBackToStable:
         self, tmp_path, monkeypatch
     ):
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        world = World(tmp_path, production=KUBERNETES, build=kubernetes_targets(None))
+        world = World(tmp_path, production=KUBERNETES, build=kubernetes_targets(None, setting="RG_ROLLBACK_KUBECONFIG"))
         result = await world.rollback.restore(world.request("restore_traffic"))
-        assert not result.succeeded and "production deploys to kubernetes but RG_KUBECONFIG" in result.reason
+        assert not result.succeeded and "production deploys to kubernetes but RG_ROLLBACK_KUBECONFIG" in result.reason
         assert world.calls == []
 
 
