@@ -28,6 +28,15 @@ STATES = frozenset({"ready", "drain", "maint"})
 MAX_WEIGHT = 256
 # Printable ASCII except what the runtime API gives a meaning to: spaces split, `;` chains, `\` and quotes escape.
 _WORD = re.compile(r"[!#-&(-:<-\[\]-~]+")
+# How the runtime API words a refusal ("No such server.", "Can't find backend.", "Unknown map identifier...",
+# "'set server <srv> state' expects..."). It is the reply's first line; data lines never begin so (`show servers
+# state` starts with its format version, `show map` lines with a pointer), and a map key or a backend that merely
+# contains one of these words ("invalid", "required-co") is data, not a refusal.
+_REFUSAL = re.compile(
+    r"(unknown|no such|can't|cannot|require|invalid|not found|key not found|permission denied|missing|failed"
+    r"|out of memory|empty|absolute weight|relative weight|backend is using|')",
+    re.IGNORECASE,
+)
 
 Transport = Callable[[bytes], Awaitable[bytes]]
 
@@ -113,8 +122,7 @@ class HAProxy:
             checked("argument", word, _WORD)
         command = " ".join(words)
         out = (await self._transport(command.encode("ascii") + b"\n")).decode("utf-8", "replace")
-        lowered = out.lower()
-        if any(w in lowered for w in ("unknown command", "no such", "require", "invalid", "not found")):
+        if _REFUSAL.match(out.lstrip()):
             raise HAProxyError(f"HAProxy refused {command!r}: {out.strip()[:500]}")
         return out
 

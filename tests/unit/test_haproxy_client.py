@@ -56,6 +56,61 @@ class TestCommandsSent:
             await haproxy.set_weight("shop_production", "s9", 10)
 
 
+class TestReplies:
+    """HAProxy 2.6's own words (recorded from the stack's runtime API): a refusal is an error, never an empty
+    answer, and data that merely contains such a word is data."""
+
+    async def test_servers_of_a_backend_haproxy_does_not_have_is_an_error_not_an_empty_list(self):
+        haproxy, _ = client(show_servers=b"Can't find backend.\n\n")
+        with pytest.raises(HAProxyError, match="Can't find backend"):
+            await haproxy.servers("shop_staging_wave")
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda h: h.map_entries(MAP),
+            lambda h: h.map_set(MAP, "acme", "shop_production_wave"),
+            lambda h: h.map_del(MAP, "acme"),
+            lambda h: h.map_clear(MAP),
+        ],
+    )
+    async def test_every_map_command_on_a_map_haproxy_does_not_know_is_an_error(self, call):
+        haproxy, _ = client(
+            show_map=b"Unknown map identifier. Please use #<id> or <file>.\n\n",
+            add_map=b"Unknown map identifier. Please use #<id> or <file>.\n\n",
+            del_map=b"Unknown map identifier. Please use #<id> or <file>.\n\n",
+            clear_map=b"Unknown map identifier. Please use #<id> or <file>.\n\n",
+        )
+        with pytest.raises(HAProxyError, match="Unknown map identifier"):
+            await call(haproxy)
+
+    @pytest.mark.parametrize(
+        "command, reply",
+        [
+            (lambda h: h.set_state("shop_production", "s1", "ready"), b"'set server <srv> state' expects 'ready'\n"),
+            (lambda h: h.set_weight("shop_production", "s1", 1), b"Backend is using a static LB algorithm\n"),
+            (lambda h: h.map_del(MAP, "acme"), b"Key not found.\n\n"),
+        ],
+    )
+    async def test_other_refusals_are_errors(self, command, reply):
+        haproxy, _ = client(set_server=reply, set_weight=reply, del_map=reply)
+        with pytest.raises(HAProxyError, match="HAProxy refused"):
+            await command(haproxy)
+
+    async def test_a_map_entry_named_like_a_refusal_is_read_as_an_entry(self):
+        haproxy, _ = client(show_map=b"0x1 invalid shop_production_wave\n0x2 required-co shop_production_wave\n")
+        assert await haproxy.map_entries(MAP) == {
+            "invalid": "shop_production_wave",
+            "required-co": "shop_production_wave",
+        }
+
+    async def test_a_new_address_is_reported_not_refused(self):
+        haproxy, _ = client(
+            set_server=b"IP changed from '127.0.0.1' to '127.0.0.1', port changed from '9' to '20101'\n"
+        )
+        await haproxy.point("shop_production", "s1", 20101)
+
+
 class TestHostileArguments:
     @pytest.mark.parametrize(
         "tenant",
