@@ -124,7 +124,8 @@ async def test_the_catalogs_replayer_reapplies_recorded_orders_to_a_restored_dat
         assert (await log.check_replayable(since))["partitions"] >= 1
 
         scan = await log.events_since(replayer, "shop", environment, since)
-        assert [e.order_id for e in scan.events] == [o.order_id for o in orders]
+        # every partition is read; orders placed within the same instant have no order between partitions
+        assert sorted(e.order_id for e in scan.events) == sorted(o.order_id for o in orders)
         assert any("attacker" in i["reason"] for i in scan.invalid.entries), "the forged order was not refused"
         first = await replay(replayer, conn, scan)
         assert sorted(first.replayed) == sorted(o.order_id for o in orders) and first.already_present == 0
