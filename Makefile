@@ -6,13 +6,14 @@ PROC := deploy/proc.sh
 BASELINE := examples/candidates/shop-v1.json
 
 K8S := deploy/k8s
-# strict type checking: the contracts, the runtime and the coordinator's saga core (mypy's strict set in
+# strict type checking: the contracts, the runtime, the coordinator's saga core, the API and token validation (mypy's strict set in
 # pyproject.toml); paths not (yet) present are left out
 TYPECHECK_PATHS := contracts releasegate_runtime services/coordinator/saga.py services/coordinator/plans \
-    services/coordinator/compensation.py services/coordinator/config.py services/coordinator/upcast.py
+    services/coordinator/compensation.py services/coordinator/config.py services/coordinator/upcast.py \
+    services/api releasegate_platform/oidc.py
 
 .PHONY: install secrets stack k8s up down reset status demo test test-quick unit lint typecheck check bench \
-    bench-quality bench-auth bench-fuzz backup drill bundles schemas shoppers acls
+    bench-quality bench-auth bench-fuzz bench-scale bench-chaos backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -70,7 +71,7 @@ demo: up            ## release v2 (promoted) then v3 (rolled back by itself); ex
 test: stack k8s     ## the whole suite: unit, integration, kubernetes and e2e against the real local stack
 	bash deploy/services.sh stop
 	$(PROC) stop shopper-production shopper-staging
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=60
 
 test-quick: stack k8s  ## everything but the slow end-to-end scenarios
 	$(PY) -m pytest -ra -m "not slow"
@@ -88,18 +89,26 @@ typecheck:          ## mypy, strict on the contracts, the runtime and the saga c
 check: lint typecheck unit  ## every quality gate that needs no stack
 
 bench: up           ## benchmark: time to rollback, per-hop latency vs a bare Kafka round trip
-	$(PY) bench/rollback_latency.py
+	$(PY) -m bench.rollback_latency
 
 bench-auth: stack    ## benchmark: a hop with and without message authentication (step grants), same run
-	$(PY) bench/auth_overhead.py
+	$(PY) -m bench.auth_overhead
 
 bench-fuzz: stack    ## benchmark: 10,000 hostile records on every consumed topic; refused, parked, crashes, health, a release after
 	bash deploy/services.sh stop
 	$(PROC) stop shopper-production shopper-staging
 	$(PY) -m bench.fuzz --records 10000
 
+bench-scale: stack  ## benchmark: 100, 300, 1,000 concurrent releases through 1-3 coordinators; steps/s, hop p50/p99, CPU, docs/scale.png
+	bash deploy/services.sh stop
+	$(PY) -m bench.scale
+
+bench-chaos: stack  ## chaos soak: 200 releases of mixed plans, 100+ SIGKILLs, a broker and a PostgreSQL restart; invariants
+	bash deploy/services.sh stop
+	$(PY) -m bench.chaos
+
 acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
 	$(PY) -m releasegate_runtime.init_stack
 
 bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
-	$(PY) bench/decision_quality.py
+	$(PY) -m bench.decision_quality

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,7 @@ def summarise(name: str, decisions: dict[str, list[float | None]]) -> None:
         rate = len(hits) / len(ds)
         what = "false-rollback rate" if version == "v2" else "detection rate"
         timing = (
-            f"median {statistics.median(hits):5.1f} s  p95 {sorted(hits)[int(0.95 * (len(hits) - 1))]:5.1f} s"
+            f"median {statistics.median(hits):5.1f} s  p95 {sorted(hits)[math.ceil(0.95 * len(hits)) - 1]:5.1f} s"
             if hits
             else "-"
         )
@@ -202,6 +203,9 @@ async def main(runs: int, weight: int, window: int) -> None:
                 recordings.append(rec)
     finally:
         await pool.close()
+    empty = [f"{r.version} at {r.start:%H:%M:%S}" for r in recordings if not any(e[1] == r.version for e in r.events)]
+    if empty:
+        raise SystemExit(f"benchmark broken: no business event of the candidate in the canary of {', '.join(empty)}")
     ours = {v: [releasegate_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     fixed = {v: [fixed_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     print(f"\nDecision quality: canary at {weight}% for {window} s, both judges replayed on the same samples")

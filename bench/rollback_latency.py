@@ -14,10 +14,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Collection
+from itertools import pairwise
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench import breakdown, decision_action
 from contracts import topics
 from contracts.cloudevents import decode
 from releasegate_cli import client
@@ -28,6 +32,7 @@ from releasegate_runtime.kafka import client_options
 from releasegate_runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+COORDINATOR_HEALTH_PORT = 18501  # deploy/services.sh: the coordinator's /health and /metrics
 CANDIDATES = ROOT / "examples" / "candidates"
 COMMANDS = [
     topics.GATE_COMMANDS,
@@ -159,47 +164,55 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
         "release": rid,
         "state": state,
         "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None,
+        "zero_at": zero_at,
     }
 
 
-async def coordinator_hops(settings: ServiceSettings, since_ms: int) -> list[float]:
+async def coordinator_hops(
+    settings: ServiceSettings, since_ms: int, releases: Collection[str] | None = None
+) -> list[float]:
     """Result record → next command record of the same release, from Kafka record timestamps (read with the
-    broker's admin credential: no service principal may read both the results and the commands)."""
+    broker's admin credential: no service principal may read both the results and the commands), in ms. Every
+    partition the topics have; `releases`: only these releases' hops (None: every release's)."""
     consumer = AIOKafkaConsumer(
         **client_options(settings.model_copy(update={"principal": "admin"})), enable_auto_commit=False
     )
-    await consumer.start()
+    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
+    listed = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics  # how many partitions each has now
     results = list(BusPolicy.load(settings.bus_policy_file).results_producers())
-    tps = [TopicPartition(t, p) for t in [*results, *COMMANDS] for p in range(3)]
-    consumer.assign(tps)
-    offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-    ends = await consumer.end_offsets(tps)
-    for tp in tps:
-        if offsets.get(tp):
-            consumer.seek(tp, offsets[tp].offset)
-        else:
-            consumer.seek(tp, ends[tp])
-    records = []
-    todo = {tp for tp in tps if ends[tp] > (offsets[tp].offset if offsets.get(tp) else ends[tp])}
-    while todo:  # read every partition up to its end offset as it was when we asked
-        batch = await consumer.getmany(*todo, timeout_ms=1000)
-        todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
-        for recs in batch.values():
-            for r in recs:
-                try:
-                    env = decode(r.headers, r.value)
-                except ValueError:
-                    continue
-                records.append((r.timestamp, r.topic, env.subject))
-    await consumer.stop()
-    records.sort()
+    tps = [TopicPartition(t, p) for t in [*results, *COMMANDS] if t in listed for p in sorted(listed[t].partitions)]
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            if offsets.get(tp):
+                consumer.seek(tp, offsets[tp].offset)
+            else:
+                consumer.seek(tp, ends[tp])
+        wanted = None if releases is None else set(releases)
+        by_release: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        todo = {tp for tp in tps if ends[tp] > (offsets[tp].offset if offsets.get(tp) else ends[tp])}
+        while todo:  # read every partition up to its end offset as it was when we asked
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+            for recs in batch.values():
+                for r in recs:
+                    try:
+                        env = decode(r.headers, r.value)
+                    except ValueError:
+                        continue
+                    if env.subject and (wanted is None or env.subject in wanted):
+                        by_release[env.subject].append((r.timestamp, r.topic))
+    finally:
+        await consumer.stop()
     hops = []
-    for i, (ts, topic, rid) in enumerate(records):
-        if not topic.startswith(topics.RESULTS_PREFIX):
-            continue
-        nxt = next(((t2, tp2) for t2, tp2, r2 in records[i + 1 :] if r2 == rid), None)
-        if nxt and nxt[1] in COMMANDS:
-            hops.append(float(nxt[0] - ts))
+    for records in by_release.values():
+        records.sort()
+        for (ts, topic), (next_ts, next_topic) in pairwise(records):
+            if topic.startswith(topics.RESULTS_PREFIX) and next_topic in COMMANDS:
+                hops.append(float(next_ts - ts))
     return hops
 
 
@@ -219,7 +232,13 @@ async def main(releases: int, round_trips: int) -> None:
             subprocess.run, [sys.executable, "-m", job, "shop"], cwd=ROOT, check=True, capture_output=True
         )
     since = int(time.time() * 1000)
+    coordinator_metrics = [COORDINATOR_HEALTH_PORT]
+    metrics_before = await breakdown.scrape(coordinator_metrics)
     runs = [await one_bad_release(settings, pool, haproxy) for _ in range(releases)]
+    stages = breakdown.table((await breakdown.scrape(coordinator_metrics)).minus(metrics_before))
+    paths = await decision_action.paths(
+        settings, pool, {r["release"]: r["zero_at"] for r in runs if r.get("zero_at")}, since
+    )
     await pool.close()
     wrong = [r for r in runs if r["state"] != "rolled_back" or r["seconds"] is None]
     if wrong:
@@ -252,6 +271,12 @@ async def main(releases: int, round_trips: int) -> None:
         print(
             f"   ratio (median hop / median bare round trip): {statistics.median(hops) / statistics.median(bare):.1f}x"
         )
+    print("\n".join(stages))
+    print(
+        "\n3. Decision to action: the business event after which the verifier's judge (replayed event by event)"
+        " fails the canary -> the canary's weight 0 in HAProxy"
+    )
+    print("\n".join(decision_action.table(paths)))
 
 
 if __name__ == "__main__":

@@ -169,6 +169,22 @@ class StepCommand(ReleaseEvent):
     digest: Digest
 
 
+class Attestation(Contract):
+    """Who a person is, as a releasegate service proved it by another means than the person's own key: the API
+    validated the person's OIDC login and signs the command with its key on their behalf. Signed with the command,
+    so the groups cannot be changed in transit; the coordinator and the gatekeeper trust it only from an attester
+    whose public key they hold."""
+
+    by: Name = Field(description="The attesting service (`api`), whose key signed the command.")
+    issuer: str = Field(
+        pattern=r"^https?://[^\s\x00-\x1f\x7f]+$",
+        max_length=MAX_URI,
+        description="The OIDC issuer that authenticated the person.",
+    )
+    subject: Label = Field(description="The person's `sub` at that issuer.")
+    groups: list[Name] = Field(max_length=MAX_NAMES, description="The person's groups as the token stated them.")
+
+
 class SignedApproval(Contract):
     """An approval as given by a person, with the signature that proves who gave it."""
 
@@ -182,6 +198,9 @@ class SignedApproval(Contract):
     nonce: str | None = Field(default=None, pattern=NONCE, description="The approval's nonce, part of what is signed.")
     keyid: str | None = Field(default=None, pattern=KEY_ID, description="Id of the approver's public key.")
     signature: Signature | None = Field(default=None, description="ed25519 signature (hex) over the canonical payload.")
+    attested: Attestation | None = Field(
+        default=None, description="Set when an attester (the API) signed for the approver after an OIDC login."
+    )
 
 
 class StagingVerification(Contract):
@@ -505,6 +524,11 @@ class OperatorCommand(ReleaseEvent):
         description="ed25519 signature (hex) over the canonical operator-command payload: the event "
         "type, release id, actor, reason, nonce, signed_at and the command's own fields.",
     )
+    attested: Attestation | None = Field(
+        default=None,
+        description="Set when the command was given through the API after an OIDC login: the API signed it with its "
+        "key, and the person's groups are the token's (part of what is signed).",
+    )
 
 
 class ApprovalGiven(OperatorCommand):
@@ -522,6 +546,7 @@ class ApprovalGiven(OperatorCommand):
             nonce=self.nonce,
             keyid=self.keyid,
             signature=self.signature,
+            attested=self.attested,
         )
 
 

@@ -5,6 +5,8 @@ answering through HAProxy, the alert on release.alerts — prints both timelines
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +41,31 @@ def release(version: str, approvers: tuple[str, ...] = ()) -> tuple[str, int]:
     return rid, watch.returncode
 
 
+DASHBOARD = os.environ.get("RG_API_URL", "http://127.0.0.1:18800").rstrip("/")
+NOTIFY_SINK_LOG = ROOT / ".run" / "logs" / "notify-sink.jsonl"  # the local Slack receiver (deploy/local/notify_sink.py)
+
+
+async def slack_message(rid: str, state: str, timeout: float = 30) -> bool:
+    """Whether the local Slack receiver got the notifier's message about `rid` reaching `state` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lines = NOTIFY_SINK_LOG.read_text().splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            body = json.dumps(record.get("body"))
+            if str(record.get("path", "")).startswith("/slack/") and rid in body and state in body:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+
+
 async def main() -> int:
     settings = ServiceSettings(principal="ops")  # the demo acts as an operator on the bus
     leftovers = await client.abort_in_flight(settings, "carol", "clean start for the demo", key=KEYS / "carol.key")
@@ -59,6 +86,10 @@ async def main() -> int:
     for job in ("services.dr_checker.backup", "services.dr_checker.drill"):
         await asyncio.to_thread(subprocess.run, [sys.executable, "-m", job, "shop"], cwd=ROOT, check=True)
     checks: list[tuple[str, bool]] = []
+    banner(
+        f"watch the releases live on the dashboard: {DASHBOARD}\n"
+        f"sign in as alice, bob, carol, dave, dev or vic; passwords in {ROOT / '.run' / 'secrets' / 'oidc'}/<name>.password"
+    )
     print(f"before: production answers with {dict(await versions_served(PRODUCTION))}")
 
     v2, rc = await asyncio.to_thread(release, "v2")
@@ -83,12 +114,19 @@ async def main() -> int:
         (f"all production traffic back on stable v2 through HAProxy {dict(served)}", set(served) == {"v2"}),
         (f"alert on {topics.ALERTS}: {alert.data.title if alert else 'none'}", alert is not None),
     ]
+    checks.append(
+        (
+            f"the local Slack receiver got the notifier's rolled_back message for {v3} ({NOTIFY_SINK_LOG.name})",
+            await slack_message(v3, "rolled_back"),
+        )
+    )
 
     for rid in (v2, v3):
         banner(f"timeline of {rid}")
         await asyncio.to_thread(subprocess.run, ["releasegate", "timeline", rid], cwd=ROOT)
         banner(f"releasegate explain {rid}")
         await asyncio.to_thread(subprocess.run, ["releasegate", "explain", rid], cwd=ROOT)
+    banner(f"the two releases on the dashboard: {DASHBOARD}/releases/{v2} and {DASHBOARD}/releases/{v3}")
     banner("demo outcome")
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

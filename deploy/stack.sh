@@ -24,7 +24,7 @@ source "$COMPONENTS_DIR/common.sh"
 cd "$ROOT"
 
 # in start order; `down` stops them in reverse, after every other process with a pidfile
-COMPONENTS=(postgres kafka haproxy prometheus payment erp)
+COMPONENTS=(postgres kafka haproxy prometheus payment erp sink oidc tools dashboard)
 for c in python "${COMPONENTS[@]}"; do
   # shellcheck source=/dev/null
   source "$COMPONENTS_DIR/$c.sh"
@@ -63,7 +63,7 @@ cmd_up() {
 }
 
 # the names deploy/proc.sh knows that belong to a component stopped in its own order below
-OWN_PROCS=(kafka payment-sandbox erp-sandbox)
+OWN_PROCS=(kafka payment-sandbox erp-sandbox notify-sink oidc)
 
 proc_others() {  # every process with a pidfile in .run/pids, except OWN_PROCS
   local n o skip

@@ -200,6 +200,88 @@ class TargetSpec(_Model):
         return self
 
 
+# A secret reference names a file under the secrets folder (`notifier/ops-slack.url`), never the secret itself: no
+# scheme, no `..`, no absolute path, so a webhook URL pasted into the catalog is refused rather than committed.
+SECRET_REF = r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*)+$"
+SecretRef = Annotated[str, Field(pattern=SECRET_REF, max_length=200)]
+# What a route can listen for: every release state of `release.status`, and `alert` for `release.alerts`.
+NotificationEvent = Literal[
+    "running",
+    "awaiting_approval",
+    "waiting_window",
+    "paused",
+    "rolling_back",
+    "promoted",
+    "rejected",
+    "rolled_back",
+    "rollback_failed",
+    "aborted",
+    "alert",
+]
+EMAIL = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}$"
+
+
+class NotificationFilter(_Model):
+    """Which events a route takes; each list given must match (an omitted list matches everything)."""
+
+    environments: Names | None = Field(default=None, description="e.g. [production]")
+    events: list[NotificationEvent] | None = Field(default=None, description="release states, or `alert`")
+    severities: list[Literal["info", "warning", "critical"]] | None = Field(
+        default=None, description="an alert's severity, or the one docs/notifications.md gives each state"
+    )
+
+
+class EmailSpec(_Model):
+    """Where an email route sends: the SMTP server (credentials are the route's `secret`) and the recipients."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    port: int = Field(default=587, gt=0, lt=65536)
+    tls: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="`none` only for a relay on the same host"
+    )
+    sender: str = Field(pattern=EMAIL)
+    to: list[Annotated[str, Field(pattern=EMAIL)]] = Field(min_length=1, max_length=MAX_NAMES)
+
+
+class NotificationRoute(_Model):
+    name: Name
+    channel: Literal["slack", "teams", "webhook", "email"]
+    secret: SecretRef | None = Field(
+        default=None,
+        description="File under the secrets folder holding the webhook URL (slack, teams, webhook) or the SMTP "
+        "`username:password` (email, optional)",
+    )
+    signing_secret: SecretRef | None = Field(
+        default=None, description="webhook: file under the secrets folder holding the HMAC-SHA256 key"
+    )
+    email: EmailSpec | None = None
+    when: NotificationFilter = NotificationFilter()
+
+    @model_validator(mode="after")
+    def _channel_settings(self) -> NotificationRoute:
+        if self.channel != "email" and self.secret is None:
+            raise ValueError(f"route {self.name!r}: a {self.channel} route needs `secret` (the file with its URL)")
+        if (self.channel == "email") != (self.email is not None):
+            raise ValueError(f"route {self.name!r}: `email` is for, and required by, email routes")
+        if (self.channel == "webhook") != (self.signing_secret is not None):
+            raise ValueError(f"route {self.name!r}: `signing_secret` is for, and required by, webhook routes")
+        return self
+
+
+class Notifications(_Model):
+    """Who hears about this service's releases (services/notifier, docs/notifications.md)."""
+
+    routes: list[NotificationRoute] = Field(default_factory=list, max_length=MAX_NAMES)
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_names(cls, routes: list[NotificationRoute]) -> list[NotificationRoute]:
+        names = [r.name for r in routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        return routes
+
+
 class ServiceEntry(_Model):
     apiVersion: Literal["releasegate.dev/v1"]
     kind: Literal["Service"]
@@ -236,6 +318,9 @@ class ServiceEntry(_Model):
     security_controls: list[str] = Field(default=[], description="Controls every environment must declare")
     targets: dict[Name, TargetSpec] = Field(
         default_factory=dict, description="Deployment target per environment; an environment not named is `local`"
+    )
+    notifications: Notifications = Field(
+        default_factory=Notifications, description="Notification routes (services/notifier)"
     )
 
     def target(self, environment: str) -> TargetSpec:

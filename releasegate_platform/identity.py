@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ import yaml
 from securesystemslib.exceptions import Error as SSLibError
 from securesystemslib.signer import Signature, SSlibKey
 
-from contracts.events import ApprovalGiven, OperatorCommand
+from contracts.events import ApprovalGiven, Attestation, OperatorCommand
 from releasegate_platform.supply_chain import (
     TrustRoot,
     TrustRootError,
@@ -58,10 +58,13 @@ def command_payload(
     nonce: str | None,
     signed_at: datetime,
     fields: Mapping[str, Any] | None = None,
+    attested: Attestation | None = None,
 ) -> bytes:
     """The canonical bytes an operator signs: sorted-key JSON of the common fields, `signed_at` in UTC ISO 8601,
-    and the command's own `fields` (an approval's `kind`, promote's `full`) beside them."""
-    common = {
+    and the command's own `fields` (an approval's `kind`, promote's `full`) beside them. An attested command (the
+    API signing for a person it authenticated) also signs the attestation, groups sorted; a person's own signature
+    never carries one, so its payload is as it always was."""
+    common: dict[str, Any] = {
         "_type": OPERATOR_COMMAND_TYPE,
         "event_type": event_type,
         "release_id": release_id,
@@ -70,6 +73,8 @@ def command_payload(
         "nonce": nonce,
         "signed_at": rfc3339(signed_at),
     }
+    if attested is not None:
+        common["attested"] = {**attested.model_dump(mode="json"), "groups": sorted(attested.groups)}
     own = dict(fields or {})
     if own.keys() & common.keys():
         raise ValueError(f"a command's own fields cannot be named {sorted(own.keys() & common.keys())}")
@@ -79,6 +84,9 @@ def command_payload(
 def own_fields(command: OperatorCommand) -> dict[str, Any]:
     """What a command carries beyond every operator command's fields; signed with them."""
     return command.model_dump(mode="json", exclude=set(OperatorCommand.model_fields))
+
+
+ATTESTED_BY_API = "api"
 
 
 def payload_of(command: OperatorCommand) -> bytes:
@@ -93,7 +101,16 @@ def payload_of(command: OperatorCommand) -> bytes:
         nonce=command.nonce,
         signed_at=command.signed_at,
         fields=own_fields(command),
+        attested=command.attested,
     )
+
+
+def attest_command(
+    key_path: Path, command: Command, attestation: Attestation, *, now: datetime | None = None
+) -> Command:
+    """`command`, given by the person `attestation` names (authenticated by its issuer), signed by an attester's
+    key (the API's) with a new nonce: what the API publishes for an OIDC login."""
+    return sign_command(key_path, command.model_copy(update={"attested": attestation}), now=now)
 
 
 def sign_command(key_path: Path, command: Command, *, now: datetime | None = None) -> Command:
@@ -106,6 +123,16 @@ def sign_command(key_path: Path, command: Command, *, now: datetime | None = Non
     return type(command).model_validate(
         {**unsigned.model_dump(), "keyid": signature.keyid, "signature": signature.signature}
     )
+
+
+def load_identities(path: Path, attester_keys: Mapping[str, Path]) -> Identities:
+    """The identities file, plus each attester whose public key file exists (the API's is written per machine by
+    `releasegate_runtime.secrets`); an attester without a key is not trusted."""
+    identities = Identities.load(path)
+    for name, key_file in attester_keys.items():
+        if Path(key_file).exists():
+            identities = identities.with_attester(name, load_public_key(key_file))
+    return identities
 
 
 def key_id(key_path: Path) -> str:
@@ -126,6 +153,15 @@ class Identities:
 
     people: Mapping[str, Person]
     digest: str  # sha256 of the file, so a decision can cite which identities it trusted
+    # services that authenticate people by other means (the API: OIDC logins) and sign commands for them, by name
+    attesters: Mapping[str, SSlibKey] = field(default_factory=dict)
+
+    def with_attester(self, name: str, key: SSlibKey) -> Identities:
+        return Identities(self.people, self.digest, {**self.attesters, name: key})
+
+    def groups_for(self, actor: str, attested: Attestation | None) -> frozenset[str]:
+        """The groups of whoever signed: the attested person's as their login stated them, else the file's."""
+        return frozenset(attested.groups) if attested is not None else self.groups_of(actor)
 
     @classmethod
     def load(cls, path: Path) -> Identities:
@@ -168,6 +204,7 @@ def verify_command(identities: Identities, command: OperatorCommand) -> str | No
         signature=command.signature,
         signed_at=command.signed_at,
         payload=lambda: payload_of(command),
+        attested=command.attested,
     )
 
 
@@ -182,9 +219,10 @@ def verify_approval(
     nonce: str | None,
     keyid: str | None,
     signature: str | None,
+    attested: Attestation | None = None,
 ) -> str | None:
-    """None if `signature` is `actor`'s valid signature over this approval (as `ApprovalGiven` carried it), else
-    why it is not. The gatekeeper re-verifies the approvals a release collected with it."""
+    """None if `signature` is `actor`'s valid signature over this approval (as `ApprovalGiven` carried it), or an
+    attester's for them, else why it is not. The gatekeeper re-verifies the approvals a release collected with it."""
     return _verify(
         identities,
         actor=actor,
@@ -199,7 +237,9 @@ def verify_approval(
             nonce=nonce,
             signed_at=signed_at,
             fields={"kind": kind},
+            attested=attested,
         ),
+        attested=attested,
     )
 
 
@@ -211,17 +251,26 @@ def _verify(
     signature: str | None,
     signed_at: datetime | None,
     payload: Callable[[], bytes],
+    attested: Attestation | None = None,
 ) -> str | None:
-    person = identities.people.get(actor)
-    if person is None:
-        return f"{actor} is not a known identity"
+    if attested is not None:
+        attester = identities.attesters.get(attested.by)
+        if attester is None:
+            return f"{attested.by} is not a trusted attester: only its public key makes its word count"
+        keys: tuple[SSlibKey, ...] = (attester,)
+        whose = f"the attester {attested.by}'s key"
+    else:
+        person = identities.people.get(actor)
+        if person is None:
+            return f"{actor} is not a known identity"
+        keys, whose = person.keys, f"{actor}'s key"
     if not signature or not keyid or signed_at is None:
         return NO_SIGNATURE
     try:
         signed = payload()
     except ValueError:
         return "signed_at has no time zone, so the signed payload cannot be rebuilt"
-    for key in person.keys:
+    for key in keys:
         if key.keyid != keyid:
             continue
         try:
@@ -229,7 +278,7 @@ def _verify(
         except SSLibError:
             break
         return None
-    return f"signature does not verify with {actor}'s key"
+    return f"signature does not verify with {whose}"
 
 
 # --- demo keys -------------------------------------------------------------------------------------------

@@ -55,6 +55,29 @@ class Registry:
             await record(conn, heartbeat)
 
 
+@dataclass(frozen=True)
+class Known:
+    """The verifiers the registry holds at `now`: `alive` (a heartbeat within ALIVE_INTERVALS of their interval)
+    and `registered` (alive or not), each name → the services its instances cover (`*` = all)."""
+
+    alive: dict[str, set[str]]
+    registered: dict[str, set[str]]
+
+
+async def known_verifiers(conn: asyncpg.Connection, now: datetime) -> Known:
+    """One read of the registry for a saga decision: liveness says whom a step may still wait for; registration
+    says whose verdict counts. A verdict is judged by registration, not liveness: under a backlog the verifier's
+    newer heartbeats may be queued behind its verdict, and an honest verdict must not be refused for that."""
+    rows = await conn.fetch(f"SELECT name, services, {ALIVE} AS alive FROM verifier_registry", now)
+    alive: dict[str, set[str]] = {}
+    registered: dict[str, set[str]] = {}
+    for row in rows:
+        registered.setdefault(row["name"], set()).update(row["services"])
+        if row["alive"]:
+            alive.setdefault(row["name"], set()).update(row["services"])
+    return Known(alive, registered)
+
+
 async def alive_verifiers(conn: asyncpg.Connection, now: datetime) -> dict[str, set[str]]:
     """Name of every alive verifier → the services its alive instances cover (`*` = all)."""
     rows = await conn.fetch(f"SELECT name, services FROM verifier_registry WHERE {ALIVE}", now)

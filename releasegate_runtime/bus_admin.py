@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewPartitions,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -31,7 +32,11 @@ from contracts import topics
 from releasegate_runtime import secrets
 from releasegate_runtime.bus import BusPolicy, Grant, Principal
 
+# A release's records are keyed by its id: it stays on one partition of each topic (ordered) and moves with that
+# partition when a consumer group rebalances. The release topics have enough partitions for several instances of
+# every service (make up RG_INSTANCES=3, bench/scale.py); the shop's own topics keep the shop's choice.
 PARTITIONS = 3
+RELEASE_PARTITIONS = 6
 SCRAM_ITERATIONS = 8192
 TIMEOUT = 30.0
 _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
@@ -96,10 +101,14 @@ def ensure_topics(admin: AdminClient, names: list[str]) -> list[str]:
     missing = [t for t in names if t not in existing]
     if missing:
         _wait(
-            admin.create_topics([NewTopic(t, PARTITIONS, 1, config=_topic_config(t)) for t in missing]),
+            admin.create_topics([NewTopic(t, partitions_of(t), 1, config=_topic_config(t)) for t in missing]),
             "create topic",
             ignore=("TOPIC_ALREADY_EXISTS",),
         )
+    grow = _too_few_partitions(admin, [t for t in names if t in existing])
+    if grow:
+        # more partitions move keys: done when the stack is prepared (make stack / install), never mid-release
+        _wait(admin.create_partitions(grow), "add partitions to", ignore=("INVALID_PARTITIONS",))
     compacted = [
         ConfigResource(ResourceType.TOPIC, t, incremental_configs=[_COMPACT])
         for t in names
@@ -108,6 +117,22 @@ def ensure_topics(admin: AdminClient, names: list[str]) -> list[str]:
     if compacted:
         _wait(admin.incremental_alter_configs(compacted), "compact topic")
     return missing
+
+
+def partitions_of(topic: str) -> int:
+    compacted_state = topic in topics.COMPACTED
+    return RELEASE_PARTITIONS if topic.startswith("release.") and not compacted_state else PARTITIONS
+
+
+def _too_few_partitions(admin: AdminClient, names: list[str]) -> list[NewPartitions]:
+    if not names:
+        return []
+    listed = admin.list_topics(timeout=TIMEOUT).topics
+    return [
+        NewPartitions(t, partitions_of(t))
+        for t in names
+        if t in listed and len(listed[t].partitions) < partitions_of(t)
+    ]
 
 
 _COMPACT = ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)

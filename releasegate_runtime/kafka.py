@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -20,7 +21,7 @@ from faststream.security import SASLScram512
 
 from contracts import topics
 from contracts.cloudevents import ContractError, Envelope, decode, encode
-from releasegate_runtime import dead_letters
+from releasegate_runtime import dead_letters, metrics
 from releasegate_runtime.settings import ServiceSettings
 
 log = structlog.get_logger()
@@ -29,6 +30,7 @@ MAX_ATTEMPTS = 5
 ATTEMPTS_TRACKED = 1024
 # how long a dead letter may wait for the broker before the record is parked in PostgreSQL instead
 DEAD_LETTER_TIMEOUT_SECONDS = 30.0
+COMMIT_INTERVAL_SECONDS = 0.2
 
 
 class PermanentError(Exception):
@@ -85,6 +87,14 @@ class Producer:
         """Returns the record's metadata (partition, offset)."""
         return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
+    async def enqueue(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue the record; returns once it is queued, with the future of its acknowledgement. Records queued
+        one after another keep their order on a partition and travel in one request."""
+        queued: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key, headers=headers)
+        return queued
+
     async def send_envelope(self, topic: str, envelope: Envelope) -> None:
         key, value, headers = encode(envelope)
         await self.send(topic, key, value, headers)
@@ -135,7 +145,10 @@ async def _parse_leniently(record: ConsumerRecord, original: Callable[[Any], Awa
     if all(isinstance(v, bytes) and _is_utf8(v) for _, v in record.headers):
         return await original(record)
     headers = tuple((k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers)
-    return await original(dataclasses.replace(record, headers=headers))
+    replaced = dataclasses.replace(record, headers=headers)
+    if hasattr(record, "consumer"):  # the group member it came from (several per process): its offsets go there
+        replaced.consumer = record.consumer
+    return await original(replaced)
 
 
 def _is_utf8(value: bytes) -> bool:
@@ -152,19 +165,72 @@ async def _undecoded(message: Any) -> Any:
     return message.body
 
 
+class _HandledOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Offsets of handled records, committed in the background every `COMMIT_INTERVAL_SECONDS`, when partitions
+    are revoked and when the service stops: a commit after every record cost a broker round trip on the consume
+    path. At-least-once holds: an offset is committed only once its record was handled; after a crash, records
+    handled since the last commit come again and the handlers' idempotency (event ids) absorbs them."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[Any, dict[TopicPartition, int]]] = {}
+
+    def handled(self, consumer: Any, record: Any) -> None:
+        _, offsets = self._pending.setdefault(id(consumer), (consumer, {}))
+        offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    async def commit(self) -> None:
+        pending, self._pending = self._pending, {}
+        for consumer, offsets in pending.values():
+            assigned = consumer.assignment()
+            mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+            if not mine:
+                continue
+            try:
+                await consumer.commit(mine)
+            except Exception as exc:  # a rebalance, the broker away: keep them for the next round unless newer
+                log.info("offsets not committed yet", error=repr(exc), partitions=len(mine))
+                _, kept = self._pending.setdefault(id(consumer), (consumer, {}))
+                for tp, offset in mine.items():
+                    kept.setdefault(tp, offset)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_SECONDS)
+            await self.commit()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.commit()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
+
+
 class Consumer:
     """Registers contract-validating subscribers for one consumer group (one service). No record can stall a
     partition: a record that cannot be decoded or handled is dead-lettered, and one whose dead letter cannot be
     produced is parked in PostgreSQL; only when PostgreSQL refuses too is it redelivered."""
 
     def __init__(
-        self, broker: KafkaBroker, group: str, dead_letter_producer: Producer, source: str, pool: asyncpg.Pool
+        self,
+        broker: KafkaBroker,
+        group: str,
+        dead_letter_producer: Producer,
+        source: str,
+        pool: asyncpg.Pool,
+        workers: int = 1,
+        fetch_wait_ms: int = 100,
     ) -> None:
-        """`dead_letter_producer`: not idempotent (see `Producer`); `pool`: where records are parked."""
+        """`dead_letter_producer`: not idempotent (see `Producer`); `pool`: where records are parked; `workers`:
+        group members of this process, each handling its partitions in order, concurrently with the others;
+        `fetch_wait_ms`: the longest a fetch waits at the broker (a record on a partition that was still being
+        handled when the fetch left waits for it)."""
+        self._fetch_wait_ms = fetch_wait_ms
         self._broker, self._group, self._producer, self._source = broker, group, dead_letter_producer, source
-        self._pool = pool
+        self._pool, self._workers = pool, workers
+        self._offsets = _HandledOffsets()
         self._attempts = _Attempts()
         self._routes: dict[str, tuple[Handler, tuple[type, ...] | None]] = {}
+        self._subscribers: list[Any] = []
 
     @property
     def group(self) -> str:
@@ -178,23 +244,55 @@ class Consumer:
         """Deliver each valid record of `topic` to `handler`; `accept` limits the event types it takes."""
         self._routes[topic] = (handler, accept)
 
-    def register(self) -> None:
-        """One subscriber (one group member) for all routed topics, so a service joins its group once."""
+    async def commit_offsets(self) -> None:
+        """Background task: commit the offsets of handled records every `COMMIT_INTERVAL_SECONDS`."""
+        await self._offsets.run()
 
-        @self._broker.subscriber(
+    async def flush(self) -> None:
+        """Commit the offsets of every record handled so far (before the consumers stop)."""
+        await self._offsets.commit()
+
+    def clients(self) -> list[Any]:
+        """The subscribers' aiokafka consumers once the broker started them (for their lag)."""
+        return [c for c in (getattr(s, "consumer", None) for s in self._subscribers) if c is not None]
+
+    def register(self) -> None:
+        """`workers` subscribers (group members) for all routed topics; a service that consumes nothing in a group
+        (the API reads release.status on its own) registers none. Each member handles the partitions Kafka
+        assigns it one record at a time, in order; the members of a process run concurrently."""
+        if not self._routes:
+            return
+        for _ in range(self._workers):
+            self._register_one()
+
+    def _register_one(self) -> None:
+        subscriber = self._broker.subscriber(
             *self._routes,
             group_id=self._group,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # offsets of handled records are committed by `_HandledOffsets`
+            listener=self._offsets,
+            fetch_max_wait_ms=self._fetch_wait_ms,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,
+            # the same partition of every topic to the same member: a release's candidate, results and control
+            # records share its key, hence its partition number, and so one member (one instance) handles all of them
+            partition_assignment_strategy=(RangePartitionAssignor,),
             title=self._group,
             parser=_parse_leniently,
             decoder=_undecoded,
         )
+        self._subscribers.append(subscriber)
+
+        @subscriber
         async def _consume(msg: KafkaMessage) -> None:
             record: Any = msg.raw_message  # one ConsumerRecord (not a batch subscriber)
             handler, accept = self._routes[record.topic]
-            await self._handle(record, handler, accept)
+            try:
+                await self._handle(record, handler, accept)
+            except BaseException:
+                await msg.nack()  # back to this record: it is delivered again
+                raise
+            self._offsets.handled(msg.consumer, record)
 
     async def _handle(self, record: Any, handler: Handler, accept: tuple[type, ...] | None) -> None:
         """Returns once the record is handled, dead-lettered or parked (its offset may be committed); raises to
@@ -227,22 +325,31 @@ class Consumer:
             if accept is not None and not isinstance(envelope.data, accept):
                 raise ContractError(f"{envelope.type} is not accepted on {record.topic} by {self._group}")
         except ContractError as exc:
+            metrics.consumed(record.topic, "refused")
             return str(exc), "ContractError"
         except Exception as exc:  # a hostile record may break any parser: as permanent as a contract violation
+            metrics.consumed(record.topic, "refused")
             return f"record cannot be decoded ({type(exc).__name__}): {exc}", type(exc).__name__
+        if isinstance(record.timestamp, int):
+            metrics.record_waited(record.topic, record.timestamp)
         bind = {"release_id": envelope.subject, "tenant": envelope.tenant, "event_type": envelope.type}
         with structlog.contextvars.bound_contextvars(**{k: v for k, v in bind.items() if v}):
             try:
-                await handler(envelope)
+                with metrics.handling(record.topic):
+                    await handler(envelope)
             except PermanentError as exc:
+                metrics.consumed(record.topic, "refused")
                 return str(exc), type(exc).__name__
             except Exception as exc:
                 attempts = self._attempts.failed(where)
                 if attempts >= MAX_ATTEMPTS:
+                    metrics.consumed(record.topic, "dead_lettered")
                     return f"gave up after {attempts} attempts: {exc!r}", type(exc).__name__
+                metrics.consumed(record.topic, "retried")
                 log.warning("handler failed; message will be redelivered", attempt=attempts, error=repr(exc))
                 await asyncio.sleep(_retry_delay(attempts))
                 raise
+        metrics.consumed(record.topic, "ok")
         return None
 
     async def dead_letter(self, record: Any, reason: str, error_type: str) -> None:
@@ -262,8 +369,11 @@ class Consumer:
             await asyncio.wait_for(
                 self._producer.send_envelope(topics.DEADLETTER, envelope), DEAD_LETTER_TIMEOUT_SECONDS
             )
+            metrics.dead_lettered(letter.topic, reason, error_type, "topic")
         except Exception as exc:
             parked = await dead_letters.park(self._pool, letter, exc)
+            if parked:
+                metrics.dead_lettered(letter.topic, reason, error_type, "parked")
             log.error(
                 "dead letter could not be produced; record parked in PostgreSQL (parked_records)",
                 topic=letter.topic,

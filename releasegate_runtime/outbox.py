@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope, encode
+from releasegate_runtime import metrics
 from releasegate_runtime.backoff import Backoff
 
 NOTIFY_CHANNEL = "releasegate_outbox"
+LOCK_SPACE = 7301  # pg advisory lock class of the outbox relays (key: the producer's name)
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
-Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+# Publishes one record. It may return once the broker acknowledged the record (None), or as soon as the record is
+# queued, with an awaitable of the acknowledgement: the relay then queues its whole batch first (the producer sends
+# it in one request per partition, in order) and waits for every acknowledgement before marking the rows.
+Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any] | None]]
 log = structlog.get_logger()
 
 
@@ -22,7 +30,8 @@ async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Env
     """Stage an event for publication; becomes visible to the relay only if the transaction commits."""
     key, value, headers = encode(envelope)
     await conn.execute(
-        "INSERT INTO outbox (producer, topic, key, event_id, headers, payload) VALUES ($1,$2,$3,$4,$5,$6)"
+        "INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,clock_timestamp())"
         " ON CONFLICT (event_id) DO NOTHING",
         producer,
         topic,
@@ -93,24 +102,44 @@ class Relay:
     async def publish_pending(self) -> int:
         """Publish one batch; rows are marked only after the broker acknowledged them (at-least-once)."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # One relay per producer publishes at a time, whichever instance it runs in: a second one skipping the
+            # first one's locked rows would publish later events of a release before earlier ones. The lock is the
+            # transaction's: a relay that dies (or whose connection does) hands over at once.
             rows = await conn.fetch(
-                "SELECT id, topic, key, headers, payload FROM outbox WHERE producer = $1 AND published_at IS NULL"
+                "SELECT id, topic, key, headers, payload, extract(epoch FROM clock_timestamp() - created_at) AS waited"
+                " FROM outbox"
+                " WHERE pg_try_advisory_xact_lock($3, hashtext($1)) AND producer = $1 AND published_at IS NULL"
                 " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 self._producer,
                 self._batch,
+                LOCK_SPACE,
             )
+            metrics.outbox_waited(self._producer, [float(r["waited"]) for r in rows])
+            queued_at = time.perf_counter()
+            acknowledgements = []
             for row in rows:
-                await self._publish(
+                queued = await self._publish(
                     row["topic"],
                     row["key"].encode() if row["key"] else None,
                     row["payload"].encode(),
                     [(k, v.encode()) for k, v in row["headers"].items()],
                 )
+                if inspect.isawaitable(queued):
+                    acknowledgements.append(queued)
+            failed = [
+                r
+                for r in await asyncio.gather(*acknowledgements, return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failed:
+                raise failed[0]
             if rows:
+                metrics.outbox_acknowledged(self._producer, time.perf_counter() - queued_at)
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
                 )
-            return len(rows)
+        metrics.outbox_published(self._producer, len(rows))
+        return len(rows)
 
 
 async def _quietly(cleanup: Awaitable[object]) -> None:

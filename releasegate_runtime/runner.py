@@ -4,6 +4,7 @@ and a clean stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from releasegate_runtime import db, logs, telemetry
+from releasegate_runtime import db, logs, metrics, telemetry
 from releasegate_runtime.backoff import Backoff
 from releasegate_runtime.kafka import Consumer, Producer, make_broker
 from releasegate_runtime.outbox import Relay
@@ -30,6 +31,9 @@ class Runtime:
     producer: Producer
     consumer: Consumer
     tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # the outbox relay publishes what the service's transactions wrote; a service without an outbox (the API, which
+    # publishes straight to the broker and keeps no state) turns it off
+    outbox: bool = True
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -79,6 +83,7 @@ async def serve(
     settings = settings.for_principal(name)
     log = logs.configure(name, settings.log_level)
     telemetry.configure(name, settings.otlp_endpoint)
+    metrics.configure(name)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,17 +97,31 @@ async def serve(
     dead_letter_producer = Producer(settings, f"releasegate-{name}-deadletters", idempotent=False)
     await dead_letter_producer.start()
     broker = make_broker(settings, f"releasegate-{name}")
-    consumer = Consumer(broker, f"releasegate-{name}", dead_letter_producer, name, pool)
+    consumer = Consumer(
+        broker,
+        f"releasegate-{name}",
+        dead_letter_producer,
+        name,
+        pool,
+        workers=settings.consumer_workers,
+        fetch_wait_ms=settings.consumer_fetch_wait_ms,
+    )
     runtime = Runtime(name, settings, pool, producer, consumer)
     await setup(runtime)
     runtime.consumer.register()
-    relay = Relay(pool, name, producer.send)
+    if runtime.outbox:
+        metrics.add_sampler("outbox", metrics.outbox_sampler(pool, name))
+    metrics.add_sampler("consumer_lag", metrics.consumer_lag_sampler(runtime.consumer.clients))
+    relay = Relay(pool, name, producer.enqueue)
 
     async def outbox_relay() -> None:
         """Retries broker and database outages itself; supervision is for what it did not foresee."""
         await relay.run()
 
-    background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in [outbox_relay, *runtime.tasks]]
+    loops = [outbox_relay, *runtime.tasks] if runtime.outbox else list(runtime.tasks)
+    if runtime.consumer.topics:
+        loops.append(runtime.consumer.commit_offsets)
+    background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in loops]
     await broker.start()
     health = await _serve_health(name, settings.health_port, pool, producer) if settings.health_port else None
     log.info("service ready", kafka=settings.kafka_bootstrap, health_port=settings.health_port)
@@ -112,6 +131,9 @@ async def serve(
         log.info("service stopping")
         if health is not None:
             await health.cleanup()
+        metrics.clear_samplers()
+        with contextlib.suppress(Exception):  # what is not committed is delivered again, and handled idempotently
+            await runtime.consumer.flush()
         await broker.stop()
         for task in background:
             task.cancel()
@@ -125,7 +147,8 @@ async def serve(
 
 
 async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Producer) -> web.AppRunner:
-    """GET /health: 200 when PostgreSQL answers and the Kafka producer knows a broker, else 503."""
+    """GET /health: 200 when PostgreSQL answers and the Kafka producer knows a broker, else 503. GET /metrics:
+    the process's Prometheus metrics (`releasegate_runtime.metrics`)."""
 
     async def health(_: web.Request) -> web.Response:
         checks = {"postgres": False, "kafka": producer.connected()}
@@ -139,8 +162,12 @@ async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Prod
             {"service": name, "status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503
         )
 
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=await metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
     app = web.Application()
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", scrape)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -328,3 +328,38 @@ CREATE TABLE IF NOT EXISTS verifier_environments (
     received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (service, environment)
 );
+
+-- notifier (services/notifier): each event it notifies about (the notification as sent, and the record it came as,
+-- for a dead letter), one delivery per (event, route) claimed before each attempt (status, attempts, next attempt,
+-- last error), and each release's version and furthest environment (alerts carry neither)
+CREATE TABLE IF NOT EXISTS notification_events (
+    event_id     text        PRIMARY KEY,
+    release_id   text        NOT NULL,
+    notification jsonb       NOT NULL,
+    source       jsonb       NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS notification_deliveries (
+    event_id        text        NOT NULL REFERENCES notification_events (event_id),
+    route           text        NOT NULL,
+    channel         text        NOT NULL,
+    spec            jsonb       NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+                                CHECK (status IN ('pending', 'sending', 'delivered', 'failed')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    delivered_at    timestamptz,
+    PRIMARY KEY (event_id, route)
+);
+CREATE INDEX IF NOT EXISTS notification_deliveries_due ON notification_deliveries (next_attempt_at)
+    WHERE status IN ('pending', 'sending');
+CREATE TABLE IF NOT EXISTS notifier_releases (
+    release_id  text        PRIMARY KEY,
+    service     text        NOT NULL,
+    version     text,
+    environment text,
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -1,10 +1,13 @@
 """Per-machine secrets of the local stack, generated on the first `make stack` and never committed: a random
 SCRAM password per Kafka principal (deploy/kafka/acls.yaml, plus the broker's `admin`), a random password per
 PostgreSQL role, the coordinator's ed25519 key pair for step grants, and the key HAProxy checks canary cookies
-with. Files are owner-only (0600) in .run/secrets (0700); an existing secret is never replaced (rotation:
+with, and the local OpenID Connect provider's secrets (a password per person and a client secret per CI client of
+deploy/oidc/directory.json, its RSA signing key and its cookie key). Files are owner-only (0600) in .run/secrets (0700); an existing secret is never replaced (rotation:
 docs/security.md).
 
-    python -m releasegate_runtime.secrets [--dir DIR]      # idempotent; prints what it created
+    python -m releasegate_runtime.secrets [--dir DIR] [--notify-sink URL]   # idempotent; prints what it created
+
+`--notify-sink` (deploy/components/sink.sh passes it) also points the shop's Slack route at the local receiver.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.keys import keygen
@@ -35,6 +42,8 @@ PG_ROLES = [
     "rg_rollback",
     "rg_ops",
     "rg_shop",
+    "rg_api",
+    "rg_notifier",
 ]
 # The canary cookie `rg_canary=<user>.<mac>`: HAProxy (deploy/haproxy/haproxy.cfg) sends its holder to the candidate
 # only if <mac> is HMAC-SHA256(key, <user>) in lower-case hex, cut to 128 bits (unforgeable without the key, short
@@ -45,6 +54,14 @@ CANARY_KEY_BYTES = 32
 CANARY_MAC_HEX = 32
 # A user as the identities file names people; no `.`, which separates the MAC (HAProxy checks the same pattern).
 CANARY_USER = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# The local OpenID Connect provider (deploy/oidc): who signs in is listed in its directory; only the secrets live here.
+OIDC_DIRECTORY = REPO_ROOT / "deploy" / "oidc" / "directory.json"
+OIDC_SIGNING_KEY = Path("oidc") / "signing-key.pem"
+OIDC_COOKIE_KEY = Path("oidc") / "cookie.key"
+# The shop's Slack route (catalog/shop.yaml `notifications:`, route ops-slack) on the local stack: the local receiver
+# (deploy/local/notify_sink.py, started by deploy/components/sink.sh) instead of a real incoming webhook.
+NOTIFY_SINK_SECRET = Path("notifier") / "ops-slack.url"
+NOTIFY_SINK_URL = "http://127.0.0.1:19500/slack/ops"
 
 
 class CanaryError(ValueError):
@@ -89,9 +106,48 @@ def ensure(directory: Path, policy: BusPolicy) -> list[str]:
     if not (keys / "coordinator.key").exists():
         keygen(keys, "coordinator")
         created.append("keys/coordinator")
+    # the API signs the operator commands of people it authenticated (OIDC); the coordinator and the gatekeeper
+    # trust its public key as an attester's
+    if not (keys / "api.key").exists():
+        keygen(keys, "api")
+        created.append("keys/api")
     if ensure_canary_key(directory):
         created.append(str(CANARY_KEY))
+    created += ensure_oidc(directory)
     return created
+
+
+def ensure_oidc(directory: Path, listing: Path = OIDC_DIRECTORY) -> list[str]:
+    """The OIDC provider's secrets: `oidc/<person>.password`, `oidc/<ci client>.secret`, the signing key (RSA
+    2048, PKCS#8 PEM) and the cookie key; the names of those created."""
+    entries = json.loads(listing.read_text())
+    oidc = directory / "oidc"
+    oidc.mkdir(mode=0o700, parents=True, exist_ok=True)
+    created = []
+    for person in entries["people"]:
+        if _write_new(oidc / f"{person}.password", password()):
+            created.append(f"oidc/{person}.password")
+    for client in entries["ci"]:
+        if _write_new(oidc / f"{client}.secret", secrets.token_urlsafe(32)):
+            created.append(f"oidc/{client}.secret")
+    if not (directory / OIDC_SIGNING_KEY).exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        if _write_new(directory / OIDC_SIGNING_KEY, pem.decode().strip()):
+            created.append(str(OIDC_SIGNING_KEY))
+    if _write_new(directory / OIDC_COOKIE_KEY, secrets.token_urlsafe(32)):
+        created.append(str(OIDC_COOKIE_KEY))
+    return created
+
+
+def ensure_notify_sink(directory: Path, url: str = NOTIFY_SINK_URL) -> bool:
+    """Point the ops-slack route at the local receiver, unless the operator has put a webhook URL there already;
+    True if the file was created. Owner-only file and folder, as the notifier requires of a route secret."""
+    path = directory / NOTIFY_SINK_SECRET
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _write_new(path, url)
 
 
 def ensure_canary_key(directory: Path) -> bool:
@@ -143,8 +199,15 @@ def read(directory: Path, kind: str, name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".run" / "secrets")
+    parser.add_argument(
+        "--notify-sink",
+        metavar="URL",
+        help=f"also create {NOTIFY_SINK_SECRET} holding URL if absent (the local stack: {NOTIFY_SINK_URL})",
+    )
     args = parser.parse_args()
     created = ensure(args.dir, BusPolicy.load())
+    if args.notify_sink and ensure_notify_sink(args.dir, args.notify_sink):
+        created.append(str(NOTIFY_SINK_SECRET))
     print(f"secrets created in {args.dir}: {', '.join(created) or 'none (all present)'}")
 
 

@@ -20,6 +20,8 @@ DB_ROLES = {
     "deployer": "rg_deployer",
     "rollback": "rg_rollback",
     "ops": "rg_ops",
+    "api": "rg_api",
+    "notifier": "rg_notifier",
 }
 VERIFIER_DB_ROLE = "rg_verifier"
 
@@ -69,6 +71,21 @@ class ServiceSettings(BaseSettings):
         "<run_dir>/haproxy/admin.sock, owner-only) or host:port.",
     )
     health_port: int | None = None
+    consumer_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="Longest a consumer's fetch waits at the broker (RG_CONSUMER_FETCH_WAIT_MS). aiokafka leaves a "
+        "partition out of the next fetch while its record is being handled, so the next record there waits for "
+        "the fetch in flight: this bounds that wait (the broker answers at once when data arrives otherwise).",
+    )
+    consumer_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Group members per process (RG_CONSUMER_WORKERS): each handles the partitions Kafka assigns it "
+        "in order, concurrently with the others; a release stays on one partition, so its events stay in order.",
+    )
     policy_dir: Path = REPO_ROOT / "policies"
     calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"
     environments_dir: Path = REPO_ROOT / "deploy" / "environments"
@@ -93,6 +110,12 @@ class ServiceSettings(BaseSettings):
     @property
     def identities_file(self) -> Path:
         return self.policy_dir / "identities.yaml"
+
+    @property
+    def attester_keys(self) -> dict[str, Path]:
+        """Public keys of the services that sign operator commands for people they authenticated: the API (OIDC
+        logins). Per machine, in the secrets folder (`python -m releasegate_runtime.secrets`)."""
+        return {"api": self.secrets_dir / "keys" / "api.pub.json"}
 
     _explicit_database_url: bool = PrivateAttr(default=False)
 

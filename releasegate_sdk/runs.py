@@ -17,7 +17,7 @@ from opentelemetry import trace
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import Verdict, VerificationFinished, VerificationRequested
-from releasegate_runtime import db, outbox, telemetry
+from releasegate_runtime import db, metrics, outbox, telemetry
 from releasegate_sdk import schedule
 from releasegate_sdk.types import RETRYABLE, Result, TransientError, VerificationRequest, describe
 
@@ -44,6 +44,27 @@ CLOSE = (
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
+MIN_LOOK_GAP_SECONDS = 0.25  # new data brings a run's look forward at most this often
+
+
+class Nudges:
+    """New data for the checks (a verifier's own ingest calls `nudge`): every run waiting for its next look
+    during its window looks now instead, so a decisive sample is judged as it arrives, not at the next tick."""
+
+    def __init__(self) -> None:
+        self._arrived = asyncio.Event()
+
+    def nudge(self) -> None:
+        self._arrived.set()
+        self._arrived = asyncio.Event()  # waiters from now on wait for the next arrival
+
+    async def wait(self, seconds: float) -> bool:
+        """True when nudged within `seconds`, False when they passed."""
+        try:
+            await asyncio.wait_for(self._arrived.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            return False
+        return True
 
 
 def utcnow() -> datetime:
@@ -98,6 +119,7 @@ class Runs:
         self._looks_every, self._grace, self._clock = looks_every, grace_seconds, clock
         self._source = f"releasegate/{consumer}"
         self._accepted: asyncio.Queue[Run] = asyncio.Queue()
+        self.nudges = Nudges()
 
     async def accept(self, envelope: Envelope) -> None:
         """Subscriber of the verify topic: persist a request that is ours, then start following it."""
@@ -162,8 +184,15 @@ class Runs:
         with structlog.contextvars.bound_contextvars(release_id=run.raw.release_id, step=run.raw.step_id):
             at, attempt = schedule.first_look(run.window, self._looks_every), 0
             while True:
-                await asyncio.sleep(max(0.0, (at - self._clock()).total_seconds()))
-                final = at >= run.window.end
+                wait = (at - self._clock()).total_seconds()
+                if self._looks_every and at < run.window.end and attempt == 0:
+                    # a look before the window's end: new data brings it forward (never closer than the gap)
+                    await asyncio.sleep(min(MIN_LOOK_GAP_SECONDS, max(wait, 0.0)))
+                    nudged = await self.nudges.wait(wait - MIN_LOOK_GAP_SECONDS)
+                else:
+                    await asyncio.sleep(max(0.0, wait))
+                    nudged = False
+                final = at >= run.window.end and not nudged  # a nudged look is before the end
                 try:
                     result = await self._ask(run, final)
                     if not isinstance(result, Result):
@@ -223,6 +252,7 @@ class Runs:
             try:
                 if await self._publish(run, verdict):
                     log.info("verdict", verdict=verdict.verdict.value, reason=verdict.reason)
+                    metrics.verdict(self._name, verdict.verdict.value)
                 return
             except STORE_ERRORS as exc:
                 log.warning("cannot store the verdict yet; retrying", error=describe(exc))

@@ -50,7 +50,7 @@ pg_psql() {  # psql as the cluster superuser over the unix socket
 
 # Roles (one per service, passwords per machine from .run/secrets/postgres/) and databases; what each role may do
 # in the control database is deploy/postgres/grants.sql, applied by init_stack as the owner.
-PG_LOGIN_ROLES=(releasegate rg_coordinator rg_gatekeeper rg_dr_checker rg_deployer rg_verifier rg_rollback rg_ops rg_shop)
+PG_LOGIN_ROLES=(releasegate rg_coordinator rg_gatekeeper rg_dr_checker rg_deployer rg_verifier rg_rollback rg_ops rg_shop rg_api rg_notifier)
 pg_bootstrap_sql() {
   local -a vars=()
   local r

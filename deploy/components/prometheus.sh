@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prometheus on 127.0.0.1:19090, scraping the shop instances the deployer lists (file_sd).
+# Prometheus on 127.0.0.1:19090, scraping the shop instances the deployer lists (file_sd) and releasegate's own
+# services (their health ports), with the alerting rules of deploy/prometheus/rules.yml.
 # Sourced by deploy/stack.sh after common.sh; defines prometheus_{packages,install,up,down,status}.
 
 PROM_RUN="$RUN_DIR/prometheus"
@@ -13,7 +14,8 @@ prom_up() {
   if prom_alive; then "$PROC" stop prometheus >&2; fi
   # scrape targets of shop instances are files the deployer writes here (file_sd)
   mkdir -p "$PROM_RUN/data" "$PROM_RUN/targets" "$LOG_DIR"
-  render "$ROOT/deploy/prometheus/prometheus.native.yml" "$PROM_RUN/prometheus.yml" "PROM_RUN_DIR=$PROM_RUN"
+  render "$ROOT/deploy/prometheus/prometheus.native.yml" "$PROM_RUN/prometheus.yml" "PROM_RUN_DIR=$PROM_RUN" \
+    "ROOT_DIR=$ROOT"
   "$PROC" start prometheus -- prometheus --config.file="$PROM_RUN/prometheus.yml" \
     --storage.tsdb.path="$PROM_RUN/data" --storage.tsdb.retention.time=6h \
     --web.listen-address="$PROM_ADDR" >&2

@@ -12,7 +12,7 @@ ALTER DATABASE shop_staging OWNER TO rg_shop_owner;
 -- who may connect where: candidates (rg_shop) never reach the control database
 REVOKE CONNECT, TEMPORARY ON DATABASE releasegate FROM PUBLIC;
 GRANT CONNECT ON DATABASE releasegate TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
-  rg_rollback, rg_ops;
+  rg_rollback, rg_ops, rg_api, rg_notifier;
 REVOKE CONNECT, TEMPORARY ON DATABASE shop, shop_staging FROM PUBLIC;
 GRANT CONNECT ON DATABASE shop, shop_staging TO rg_shop, rg_verifier, rg_deployer, rg_rollback, rg_dr_checker;
 ALTER ROLE releasegate IN DATABASE shop SET role = 'rg_shop_owner';

@@ -3,7 +3,7 @@
 -- per machine by deploy/stack.sh (docker-compose: deploy/postgres/init/). Nobody but the owner may change the
 -- audit log's history, and its trigger refuses even the owner.
 GRANT USAGE ON SCHEMA public TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier, rg_rollback,
-    rg_ops;
+    rg_ops, rg_api, rg_notifier;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
     rg_verifier, rg_rollback;
 
@@ -15,7 +15,7 @@ GRANT SELECT, INSERT ON processed_events TO rg_coordinator, rg_gatekeeper, rg_dr
 
 -- coordinator: the sagas are its own; it appends to the audit log and publishes the staging-verified read model
 GRANT SELECT, INSERT, UPDATE ON sagas TO rg_coordinator;
-GRANT SELECT, INSERT, DELETE ON saga_deadlines TO rg_coordinator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON saga_deadlines TO rg_coordinator;  -- UPDATE: FOR UPDATE SKIP LOCKED claims a deadline
 GRANT SELECT, INSERT ON audit_log TO rg_coordinator;
 GRANT SELECT, INSERT ON operator_nonces TO rg_coordinator;
 GRANT SELECT, INSERT ON staging_verified_artifacts TO rg_coordinator;
@@ -44,9 +44,13 @@ GRANT SELECT, INSERT ON business_events, http_samples TO rg_verifier;
 -- ops (the CLI, dashboards): read everything, change nothing
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
 
+-- api (services/api): the read models it serves, nothing else; it changes nothing (commands go to the bus)
+GRANT SELECT ON sagas, audit_log, gate_decisions, dr_reports, dr_drills, backups, verifier_registry, verifier_runs,
+    parked_records, refused_commands, environments, instances TO rg_api;
+
 -- the audit log is append-only for every role
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC, rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
-    rg_verifier, rg_rollback, rg_ops;
+    rg_verifier, rg_rollback, rg_ops, rg_api, rg_notifier;
 
 -- every service (and team verifier) parks the records whose dead letter it could not produce
 GRANT SELECT, INSERT ON parked_records TO rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer, rg_verifier,
@@ -67,3 +71,12 @@ REVOKE SELECT ON environments FROM rg_gatekeeper;
 REVOKE SELECT ON instances FROM rg_verifier;
 -- the production gate reads the staging verification from its command (GateCheckRequested.staging_verified)
 REVOKE SELECT ON staging_verified_artifacts FROM rg_gatekeeper;
+
+-- >>> notifier (services/notifier) ------------------------------------------------------------------------------
+-- its own delivery ledger and release context; the shared outbox (dead letters of given-up deliveries), processed
+-- events and parked records; nothing else
+GRANT SELECT, INSERT, UPDATE ON notification_events, notification_deliveries, notifier_releases TO rg_notifier;
+GRANT SELECT, INSERT, UPDATE ON outbox TO rg_notifier;
+GRANT USAGE ON SEQUENCE outbox_id_seq TO rg_notifier;
+GRANT SELECT, INSERT ON processed_events, parked_records TO rg_notifier;
+-- <<< notifier ----------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 -- per-machine secrets (.run/secrets/postgres/). Run as a superuser by deploy/stack.sh and, under docker-compose, by
 -- deploy/postgres/init/00-roles.sh; then databases.sql. What each role may do in the control database: grants.sql.
 SELECT format('CREATE ROLE %I LOGIN', r) FROM unnest(ARRAY['releasegate', 'rg_coordinator', 'rg_gatekeeper',
-  'rg_dr_checker', 'rg_deployer', 'rg_verifier', 'rg_rollback', 'rg_ops', 'rg_shop']) AS r
+  'rg_dr_checker', 'rg_deployer', 'rg_verifier', 'rg_rollback', 'rg_ops', 'rg_shop', 'rg_api', 'rg_notifier']) AS r
   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 SELECT 'CREATE ROLE rg_shop_owner NOLOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rg_shop_owner') \gexec
 ALTER ROLE releasegate LOGIN CREATEDB PASSWORD :'pw_releasegate';
@@ -16,6 +16,8 @@ ALTER ROLE rg_verifier LOGIN PASSWORD :'pw_rg_verifier';
 ALTER ROLE rg_rollback LOGIN PASSWORD :'pw_rg_rollback';
 ALTER ROLE rg_ops LOGIN PASSWORD :'pw_rg_ops';
 ALTER ROLE rg_shop LOGIN PASSWORD :'pw_rg_shop';
+ALTER ROLE rg_api LOGIN PASSWORD :'pw_rg_api';
+ALTER ROLE rg_notifier LOGIN PASSWORD :'pw_rg_notifier';
 -- the shop's schema belongs to rg_shop_owner: the shop's instances (which create their schema at start),
 -- migrations (deployer), dumps and drills (dr-checker) and restores (rollback) act as it inside the shop
 -- databases only; rg_shop_owner itself cannot connect to the control database

@@ -15,11 +15,12 @@ from contracts.events import (
     ResumeRequested,
 )
 from releasegate_platform.identity import refuse_demo_keys
-from releasegate_runtime import runner
+from releasegate_runtime import metrics, runner
 from releasegate_runtime.bus import BusPolicy
 from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
 from releasegate_runtime.kafka import client_options
 from services.coordinator import bootstrap
+from services.coordinator.adapters import metrics as saga_metrics
 from services.coordinator.senders import RESULT_TYPES
 
 NAME = "coordinator"
@@ -57,6 +58,7 @@ async def setup(rt: runner.Runtime) -> None:
                 await asyncio.sleep(DEADLINE_TICK_SECONDS)
 
     rt.tasks.append(deadlines)
+    metrics.add_sampler("coordinator", saga_metrics.sampler(rt.pool, rt.settings.catalog_dir))
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ identities file, grant key, clock) and hands them to the handlers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,9 @@ class Wired:
     results: Results
 
 
-def identities_from(path: Path) -> LoadIdentities:
-    """The identities file, re-read at each call: people change."""
-    return lambda: identity.Identities.load(path)
+def identities_from(path: Path, attester_keys: Mapping[str, Path] | None = None) -> LoadIdentities:
+    """The identities file and the attesters' keys, re-read at each call: people change."""
+    return lambda: identity.load_identities(path, attester_keys or {})
 
 
 def build(pool: asyncpg.Pool, settings: ServiceSettings) -> Wired:
@@ -37,7 +38,7 @@ def build(pool: asyncpg.Pool, settings: ServiceSettings) -> Wired:
     coordinator = Coordinator(
         store,
         Catalog(settings.catalog_dir),
-        identities_from(settings.identities_file),
+        identities_from(settings.identities_file, settings.attester_keys),
         grants.load_grant_signer(grant_key),
         clock=utcnow,
     )

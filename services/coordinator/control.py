@@ -57,7 +57,8 @@ UNCHECKED = Signer("the signature was not checked against the identities file")
 
 def signer(identities: identity.Identities, command: OperatorCommand) -> Signer:
     refusal = identity.verify_command(identities, command)
-    return Signer(refusal, identities.groups_of(command.actor) if refusal is None else frozenset())
+    groups = identities.groups_for(command.actor, command.attested)
+    return Signer(refusal, groups if refusal is None else frozenset())
 
 
 def action(command: OperatorCommand) -> Action:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -16,14 +17,17 @@ from contracts.cloudevents import Envelope
 from contracts.events import CandidateSubmitted, OperatorCommand, ReleaseEvent, ReleaseStatusChanged
 from releasegate_platform import identity
 from releasegate_platform.catalog import CatalogError
+from releasegate_platform.verifier_registry import Known
 from releasegate_runtime import telemetry
 from releasegate_runtime.kafka import PermanentError
 from services.coordinator import control, saga, step_grants
+from services.coordinator.metrics import DecisionMetrics
 from services.coordinator.ports import (
     AuditEntry,
     CatalogPort,
     Clock,
     ConcurrentUpdate,
+    Due,
     LoadIdentities,
     SagaStore,
     Transaction,
@@ -38,7 +42,7 @@ tracer = trace.get_tracer("releasegate.coordinator")
 __all__ = ["CONSUMER", "ConcurrentUpdate", "Coordinator", "utcnow"]
 
 # (saga, alive verifiers → services they cover, whether the operator command's nonce was used before)
-Decide = Callable[[saga.Saga, dict[str, set[str]], bool], saga.Decision]
+Decide = Callable[[saga.Saga, Known, bool], saga.Decision]
 
 
 def utcnow() -> datetime:
@@ -53,10 +57,12 @@ class Coordinator:
         identities: LoadIdentities,
         grant_signer: CryptoSigner,
         clock: Clock = utcnow,
+        metrics: DecisionMetrics | None = None,
     ) -> None:
         """`grant_signer`: the coordinator's ed25519 key; it signs the step grant of every deploy and
-        compensation command."""
+        compensation command. `metrics`: told of every committed decision."""
         self._store, self._catalog, self._clock = store, catalog, clock
+        self._metrics = metrics or DecisionMetrics()
         self._identities = identities
         self._grant_signer = grant_signer
 
@@ -70,16 +76,28 @@ class Coordinator:
                 await self._apply(
                     event.release_id,
                     envelope.id,
-                    lambda s, registry, replayed: saga.handle(
-                        s, event, self._clock(), signer=signer, replayed=replayed, registry=registry
+                    lambda s, known, replayed: saga.handle(
+                        s,
+                        event,
+                        self._clock(),
+                        signer=signer,
+                        replayed=replayed,
+                        registry=known.alive,
+                        registered=known.registered,
                     ),
                     command=event if signer.verified else None,
+                    event=event,
+                    event_time=envelope.time,
                 )
             elif isinstance(event, ReleaseEvent):
                 await self._apply(
                     event.release_id,
                     envelope.id,
-                    lambda s, registry, _: saga.handle(s, event, self._clock(), registry=registry),
+                    lambda s, known, _: saga.handle(
+                        s, event, self._clock(), registry=known.alive, registered=known.registered
+                    ),
+                    event=event,
+                    event_time=envelope.time,
                 )
             else:
                 raise PermanentError(f"{type(event).__name__} names no release")
@@ -98,12 +116,15 @@ class Coordinator:
         due = await self._store.due_deadlines(self._clock(), limit)
         for d in due:
             await self._apply(
-                d.release_id, f"deadline:{d.release_id}:{d.step_id}:{d.due_at.isoformat()}", self._deadline(d.step_id)
+                d.release_id,
+                f"deadline:{d.release_id}:{d.step_id}:{d.due_at.isoformat()}",
+                self._deadline(d.step_id),
+                claim=d,
             )
         return len(due)
 
     def _deadline(self, step_id: str) -> Decide:
-        return lambda s, registry, _: saga.on_deadline(s, step_id, self._clock(), registry)
+        return lambda s, known, _: saga.on_deadline(s, step_id, self._clock(), known.alive)
 
     async def _start(self, envelope: Envelope, candidate: CandidateSubmitted) -> None:
         async with self._store.transaction() as tx:
@@ -118,37 +139,58 @@ class Coordinator:
                 decision = saga.reject_unknown(candidate, f"rejected: {exc}")
             await tx.insert(decision.saga)
             await self._persist(tx, decision)
+        self._metrics.decided(None, decision, candidate, envelope.time, self._clock())
         log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
 
     async def _apply(
-        self, release_id: str, event_id: str, decide: Decide, command: OperatorCommand | None = None
+        self,
+        release_id: str,
+        event_id: str,
+        decide: Decide,
+        command: OperatorCommand | None = None,
+        event: Any = None,
+        event_time: datetime | None = None,
+        claim: Due | None = None,
     ) -> None:
-        """`command`: an operator command whose signature verified; its nonce goes into the ledger in the same
-        transaction as the decision, and a nonce already there makes it a replay."""
+        """`claim`: the deadline being fired; another coordinator instance firing it at the same moment, or a
+        result that replaced it meanwhile, makes this a no-op. `command`: an operator command whose signature verified; its nonce goes into the ledger in the same
+        transaction as the decision, and a nonce already there makes it a replay. `event`, `event_time`: what is
+        decided on (None: a deadline), for the metrics."""
         for _ in range(ATTEMPTS):
             try:
-                await self._apply_once(release_id, event_id, decide, command)
+                await self._apply_once(release_id, event_id, decide, command, event, event_time, claim)
                 return
             except ConcurrentUpdate:
                 log.info("saga changed concurrently; retrying", release_id=release_id)
         raise ConcurrentUpdate(f"saga {release_id} kept changing under us")
 
     async def _apply_once(
-        self, release_id: str, event_id: str, decide: Decide, command: OperatorCommand | None = None
+        self,
+        release_id: str,
+        event_id: str,
+        decide: Decide,
+        command: OperatorCommand | None = None,
+        event: Any = None,
+        event_time: datetime | None = None,
+        claim: Due | None = None,
     ) -> None:
         async with self._store.transaction() as tx:
+            if claim is not None and not await tx.claim_deadline(claim):
+                log.info("deadline taken by another instance or replaced", release_id=release_id, step=claim.step_id)
+                return
             if not await tx.first_time(CONSUMER, event_id):
                 return
             loaded = await tx.load(release_id)
             if loaded is None:
                 raise PermanentError(f"unknown release {release_id!r}")
             replayed = command is not None and not await tx.first_use_of_nonce(command, self._clock())
-            decision = decide(loaded.saga, await tx.alive_verifiers(self._clock()), replayed)
+            decision = decide(loaded.saga, await tx.verifiers(self._clock()), replayed)
             if decision.ignored:
                 log.info("event ignored", release_id=release_id, why=decision.ignored)
                 return
             await tx.save(decision.saga, loaded.revision)
             await self._persist(tx, decision)
+        self._metrics.decided(loaded.saga, decision, event, event_time, self._clock())
 
     async def _persist(self, tx: Transaction, decision: saga.Decision) -> None:
         s = decision.saga

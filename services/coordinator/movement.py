@@ -57,7 +57,8 @@ class Decision:
     clear_deadline: bool = False
     staging_verified: bool = False
     ignored: str | None = None
-    registry: dict[str, set[str]] | None = field(default=None, repr=False)
+    registry: dict[str, set[str]] | None = field(default=None, repr=False)  # alive verifiers → services covered
+    registered: dict[str, set[str]] | None = field(default=None, repr=False)  # alive or not → services covered
 
     def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
         self.transitions.append(

@@ -14,6 +14,7 @@ from contracts.cloudevents import Envelope
 from contracts.events import OperatorCommand
 from releasegate_platform.catalog import ServiceEntry
 from releasegate_platform.identity import Identities
+from releasegate_platform.verifier_registry import Known
 from services.coordinator.model import Saga
 
 Clock = Callable[[], datetime]
@@ -68,11 +69,15 @@ class Transaction(Protocol):
     async def first_use_of_nonce(self, command: OperatorCommand, at: datetime) -> bool:
         """Record the command's nonce; False if it was recorded before (a replay)."""
 
-    async def alive_verifiers(self, now: datetime) -> dict[str, set[str]]:
-        """Alive verifier name → services its alive instances cover."""
+    async def verifiers(self, now: datetime) -> Known:
+        """The registry: alive verifiers and registered ones, each name → the services its instances cover."""
 
     async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
         """Replace the release's deadline (None: clear it)."""
+
+    async def claim_deadline(self, due: Due) -> bool:
+        """Hold `due` for this transaction; False when another coordinator instance holds it or it is no longer
+        the release's deadline (replaced or cleared since it was read)."""
 
     async def audit(self, entry: AuditEntry) -> None:
         """Append to the audit log (append-only)."""

@@ -115,11 +115,15 @@ def handle(
     signer: control.Signer | None = None,
     replayed: bool = False,
     registry: dict[str, set[str]] | None = None,
+    registered: dict[str, set[str]] | None = None,
 ) -> Decision:
     """For operator commands: `signer` is what their signature proved (the caller checked it against the
     identities file), `replayed` whether their nonce was used before. A refused command changes nothing but the
-    audit log. `registry`: alive verifiers → services they cover (None: not known)."""
-    decision = Decision(saga.model_copy(deep=True), registry=registry)
+    audit log. `registry`: alive verifiers → services they cover (None: not known); `registered`: every verifier
+    the registry holds, alive or not (None: the alive ones); a verdict counts when its verifier is registered."""
+    decision = Decision(
+        saga.model_copy(deep=True), registry=registry, registered=registered if registered is not None else registry
+    )
     signer = signer or control.UNCHECKED
     if isinstance(event, OperatorCommand):
         refusal = control.refusal(event, decision.saga, now, signer=signer, replayed=replayed)

@@ -121,11 +121,11 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
             evidence=evidence,
         )
         return
-    registry = d.registry
-    if registry is not None and not registry.get(event.verifier, set()) & {s.service, "*"}:
+    # registration, not liveness: under a backlog the verifier's newer heartbeats may wait behind its verdict
+    registered = d.registered
+    if registered is not None and not registered.get(event.verifier, set()) & {s.service, "*"}:
         d.note(
-            f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered (alive) "
-            f"for {s.service}",
+            f"verdict of {event.verifier} on {step.id} refused: {event.verifier} is not registered for {s.service}",
             actor=event.verifier,
             evidence=evidence,
         )

@@ -28,7 +28,11 @@ def build(pool: asyncpg.Pool, settings: ServiceSettings, clock: Callable[[], dat
         bundles=StoreBundles(ArtifactStore(settings.artifact_store)),
         policy=Policy(settings.policy_dir),
         files=GateFiles(
-            settings.trust_root_file, settings.calendar_file, settings.identities_file, settings.environments_dir
+            settings.trust_root_file,
+            settings.calendar_file,
+            settings.identities_file,
+            settings.environments_dir,
+            settings.attester_keys,
         ),
         store=PostgresGateStore(pool),
         replies=OutboxReplies(pool, CONSUMER),

@@ -235,6 +235,7 @@ class Gatekeeper:
                 nonce=a.nonce,
                 keyid=a.keyid,
                 signature=a.signature,
+                attested=a.attested,
             )
             out.append(
                 {
@@ -243,7 +244,10 @@ class Gatekeeper:
                     "reason": a.reason,
                     "signature_valid": refused is None,
                     "refused_reason": refused,
-                    "groups": sorted(identities.groups_of(a.actor)),
+                    "groups": sorted(
+                        identities.groups_for(a.actor, a.attested) if refused is None else identities.groups_of(a.actor)
+                    ),
+                    "attested_by": a.attested.by if a.attested else None,
                     "age_seconds": int((now - a.signed_at).total_seconds()),
                 }
             )

@@ -24,6 +24,7 @@ from releasegate_platform.pgtools import postgres
 from releasegate_platform.pgtools.dumps import BackupError
 from releasegate_platform.replay import Replayer, ReplayError
 from releasegate_platform.targets.port import DeploymentTarget, TargetError, Unsupported
+from releasegate_runtime import metrics
 from services.rollback.domain import RollbackError, backup_point_refusal
 from services.rollback.ledger import MAX_ATTEMPTS, StepLedger
 from services.rollback.ports import Dumps, EventLog, ServiceDatabase
@@ -85,6 +86,8 @@ class Rollback:
             )
         else:
             result = await self._compensate(req, begun.attempt)
+            if result.succeeded and req.grant is not None:
+                metrics.decision_to_action(req.environment, req.compensation, req.grant.issued_at, self._clock())
         alert = (
             None
             if result.succeeded

@@ -368,6 +368,39 @@ class TestOutboxRelay:
             await producer.stop()
             await forget_outbox(pool, name)
 
+    async def test_two_instances_relaying_one_producer_publish_each_event_once_in_order(self, pool):
+        """Instance a holds a batch at the broker; instance b sweeps meanwhile and must neither take the rows after
+        a's batch (they would reach Kafka before a's) nor a's own rows."""
+        name = unique("it-relay")
+        events = [alert(name, f"e{i}") for i in range(6)]
+        async with pool.acquire() as conn, conn.transaction():
+            for e in events:
+                await outbox.add(conn, name, "it.unused", e)
+        published: list[str] = []
+        sending, acknowledged = asyncio.Event(), asyncio.Event()
+
+        async def held_by_the_broker(topic, key, value, headers) -> None:
+            sending.set()
+            await acknowledged.wait()
+            published.append(header_dict(headers)["ce_id"])
+
+        async def at_once(topic, key, value, headers) -> None:
+            published.append(header_dict(headers)["ce_id"])
+
+        try:
+            a = asyncio.create_task(Relay(pool, name, held_by_the_broker, batch=3).publish_pending())
+            await asyncio.wait_for(sending.wait(), TIMEOUT)
+            assert await Relay(pool, name, at_once, batch=3).publish_pending() == 0
+            assert published == []
+            acknowledged.set()
+            assert await asyncio.wait_for(a, TIMEOUT) == 3
+            assert await Relay(pool, name, at_once, batch=3).publish_pending() == 3
+            assert published == [e.id for e in events]
+            assert await unpublished(pool, name) == []
+        finally:
+            acknowledged.set()
+            await forget_outbox(pool, name)
+
     async def test_a_committed_event_wakes_the_relay_through_notify_long_before_its_poll(self, pool):
         name = unique("it-relay")
         event = alert(name, "woken")

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 SERVICE = f"it-sdk-{uuid.uuid4().hex[:8]}"
 CORE_SERVICE = f"it-core-{uuid.uuid4().hex[:8]}"
+NUDGE_SERVICE = f"it-nudge-{uuid.uuid4().hex[:8]}"
 TIMEOUT = 60
 
 
@@ -218,6 +219,40 @@ class TestDeadlines:
         verdict = await one_verdict(pool, verifier, req.release_id)
         assert verdict["verdict"] == "fail" and verdict["reason"] == "exports rejected by the ERP"
         assert looks[req.release_id] == [False]  # decided at the first look, long before the window's end
+
+
+class TestNewData:
+    async def test_new_data_brings_the_next_look_forward(self, settings, pool, producer, registry_writer):
+        """Looks every 60 s; the data the check needs arrives at once: the window is decided on its arrival."""
+        arrived: set[str] = set()
+
+        async def judged_on_data(req: VerificationRequest) -> Result:
+            looks.setdefault(req.release_id, []).append(req.is_final_look)
+            if req.release_id in arrived:
+                return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
+            return Result.pending("no export seen yet")
+
+        v = Verifier(
+            name=f"it-nudge-{uuid.uuid4().hex[:8]}",
+            version="1.0.0",
+            services=[NUDGE_SERVICE],  # not the module verifier's: only this one judges the request
+            looks_every=60,
+            heartbeat_seconds=1,
+        )
+        v.check(judged_on_data)
+        async with running(v, settings, registry_writer):
+            req = request("broken-export", service=NUDGE_SERVICE, window_seconds=120)
+            await send(producer, req)
+            arrived.add(req.release_id)
+
+            async def verdict_after_new_data():
+                v.new_data()  # what an ingest does after each stored batch; the run may not be waiting yet
+                return await verdicts(pool, v, req.release_id)
+
+            (verdict,) = await wait_until(verdict_after_new_data, TIMEOUT, "a verdict once new data arrived")
+        assert verdict["verdict"] == "fail" and looks[req.release_id] == [False]
+        opened, decided = (datetime.fromisoformat(verdict[k]) for k in ("window_start", "window_end"))
+        assert (decided - opened).total_seconds() < 60, "decided before the first tick of its looks"
 
 
 class TestRequestsThatAreNotForIt:

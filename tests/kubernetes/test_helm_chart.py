@@ -322,3 +322,93 @@ def test_installed_for_real_its_service_accounts_may_act_only_as_their_roles_say
         assert refused.value.status == 403
         rb_apps.delete_namespaced_deployment("probe", staging)
         assert "probe" not in {d.metadata.name for d in apps.list_namespaced_deployment(staging).items}
+
+
+API_VALUES = {
+    "image": {"repository": "registry.invalid/rg", "digest": DIGEST},
+    "api": {
+        "oidcIssuer": "https://login.example.com/realms/rg",
+        "url": "https://releasegate.example.com",
+        "ciIssuers": ["https://token.actions.githubusercontent.com"],
+    },
+    "services": {"api": {"enabled": True}, "notifier": {"enabled": True}},
+}
+
+
+def pod_of(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    (d,) = [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return d["spec"]["template"]["spec"]
+
+
+def test_the_api_and_the_notifier_are_off_until_configured_and_then_hardened_without_a_token(tmp_path: Path):
+    plain = render(tmp_path, "releasegate-system", {"image": {"repository": "registry.invalid/rg", "digest": DIGEST}})
+    assert not of_kind(plain, "Service")
+    docs = render(tmp_path, "releasegate-system", API_VALUES)
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in of_kind(docs, "Deployment")}
+    assert deployments == SERVICES | {"api", "notifier"}
+    for name, command in (("api", ["releasegate-api"]), ("notifier", ["python", "-m", "services.notifier"])):
+        pod = pod_of(docs, name)
+        (container,) = pod["containers"]
+        assert container["command"] == command and container["image"] == f"registry.invalid/rg@{DIGEST}"
+        assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"] is True
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RG_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "releasegate-kafka", "key": name}
+        assert env["RG_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "releasegate-database", "key": name}
+        assert container["readinessProbe"] and container["livenessProbe"]
+    # the API: on its port behind a Service, trusting the configured issuers, signing with its own key
+    pod = pod_of(docs, "api")
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RG_API_HOST"] == "0.0.0.0" and env["RG_API_PORT"] == "18800"
+    assert env["RG_OIDC_ISSUER"] == "https://login.example.com/realms/rg"
+    assert env["RG_API_URL"] == "https://releasegate.example.com"
+    assert env["RG_CI_ISSUERS"] == '["https://token.actions.githubusercontent.com"]'
+    assert env["RG_API_SIGNING_KEY_FILE"] == "/var/run/secrets/releasegate/keys/api.key"
+    assert container["ports"] == [{"name": "http", "containerPort": 18800, "protocol": "TCP"}]
+    (key,) = [v for v in pod["volumes"] if v["name"] == "signing-key"]
+    assert key["secret"]["secretName"] == "releasegate-api-key"
+    assert key["secret"]["items"] == [{"key": "api.key", "path": "api.key"}]
+    (service,) = of_kind(docs, "Service")
+    assert service["metadata"]["name"] == "rg-api"
+    assert service["spec"]["selector"] == {"app.kubernetes.io/instance": "rg", "app.kubernetes.io/component": "api"}
+    assert service["spec"]["ports"] == [{"name": "http", "port": 18800, "targetPort": "http", "protocol": "TCP"}]
+    # its public key reaches the coordinator and the gatekeeper (they check the commands it signs), not its private
+    for name in ("coordinator", "gatekeeper"):
+        (keys,) = [v for v in pod_of(docs, name)["volumes"] if v["name"] == "signing-key"]
+        sources = keys["projected"]["sources"] if "projected" in keys else [{"secret": keys["secret"]}]
+        names = {s["secret"].get("name", s["secret"].get("secretName")) for s in sources}
+        assert "releasegate-api-public-key" in names and "releasegate-api-key" not in names
+    # the notifier: its routes' secrets copied owner-only into memory by an init container; the Secret itself is not
+    # mounted into the notifier
+    pod = pod_of(docs, "notifier")
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RG_NOTIFIER_SECRETS_DIR"] == "/var/run/releasegate-notifier"
+    assert env["RG_API_URL"] == "https://releasegate.example.com"
+    assert {m["name"] for m in container["volumeMounts"]} == {"tmp", "run", "store", "notifier-secrets"}
+    (init,) = pod["initContainers"]
+    assert {m["name"] for m in init["volumeMounts"]} == {"notifier-routes", "notifier-secrets"}
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["notifier-secrets"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["notifier-routes"]["secret"]["secretName"] == "releasegate-notifier-routes"
+
+
+def test_the_api_needs_its_issuer_and_url(tmp_path: Path):
+    for missing in ("oidcIssuer", "url"):
+        values = {**API_VALUES, "api": {k: v for k, v in API_VALUES["api"].items() if k != missing}}
+        values_file = tmp_path / f"no-{missing}.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        done = subprocess.run(
+            [str(BIN / "helm"), "template", "rg", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(values_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode != 0 and f"api.{missing} is required" in done.stderr

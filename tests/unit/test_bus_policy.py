@@ -43,10 +43,12 @@ class TestLeastPrivilege:
     def test_ci_writes_candidates_and_nothing_else(self):
         ci = POLICY.principals["ci"]
         assert ci.produce == (topics.CANDIDATES,) and not ci.consume and not ci.groups
-        assert writers(topics.CANDIDATES) == {"ci"}
+        # the API submits what a CI token proved (services/api); nobody else writes candidates
+        assert writers(topics.CANDIDATES) == {"ci", "api"}
 
-    def test_only_ops_sends_control_and_the_shop_only_its_events(self):
-        assert writers(topics.CONTROL) == {"ops"}
+    def test_only_ops_and_the_api_send_control_and_the_shop_only_its_events(self):
+        # the API relays commands an OIDC login proved, signed by the API's own key (services/api)
+        assert writers(topics.CONTROL) == {"ops", "api"}
         assert POLICY.principals["shop"].produce == (topics.SHOP_EVENTS,)
         assert writers(topics.SHOP_EVENTS) == {"shop"}
 
@@ -70,6 +72,12 @@ class TestLeastPrivilege:
     def test_principal_names_are_validated(self, name):
         with pytest.raises(BusPolicyError):
             POLICY.build(name, {})
+
+    def test_the_api_and_the_notifier_only_read_status_and_write_no_command(self):
+        api, notifier = POLICY.principals["api"], POLICY.principals["notifier"]
+        assert set(api.produce) == {topics.CANDIDATES, topics.CONTROL} and api.consume == (topics.STATUS,)
+        assert set(notifier.consume) == {topics.STATUS, topics.ALERTS}
+        assert notifier.produce == (topics.DEADLETTER,)
 
     def test_the_table_lists_every_principal(self):
         table = POLICY.table()

@@ -38,6 +38,7 @@ from contracts.events import (
 )
 from releasegate_platform import identity, supply_chain
 from releasegate_platform.catalog import Catalog, CatalogError, ServiceEntry
+from releasegate_platform.verifier_registry import Known
 from releasegate_runtime import grants
 from services.coordinator.handlers import Coordinator
 from services.coordinator.model import Saga
@@ -100,13 +101,18 @@ class FakeTransaction:
         self.state.nonces.add(command.nonce)
         return True
 
-    async def alive_verifiers(self, now: datetime) -> dict[str, set[str]]:
-        return {"business-kpis": {"*"}}
+    async def verifiers(self, now: datetime) -> Known:
+        return Known(alive={"business-kpis": {"*"}}, registered={"business-kpis": {"*"}})
 
     async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
         self.state.deadlines.pop(release_id, None)
         if deadline is not None:
             self.state.deadlines[release_id] = deadline
+
+    async def claim_deadline(self, due: Due) -> bool:
+        if due in self.store.claimed:
+            return False  # another coordinator instance's transaction holds it
+        return self.state.deadlines.get(due.release_id) == (due.step_id, due.due_at)
 
     async def audit(self, entry: AuditEntry) -> None:
         self.state.audit.append(entry)
@@ -129,6 +135,7 @@ class FakeStore:
         self.state = State()
         self.conflicts = 0  # how many saves fail as if another writer had been first
         self.transactions = 0
+        self.claimed: set[Due] = set()  # deadlines another coordinator instance is firing right now
 
     @asynccontextmanager
     async def transaction(self):
@@ -417,3 +424,32 @@ class TestConcurrencyAndDeadlines:
         s = saga_of(store)
         assert s.state.value == "rolled_back", "nothing was deployed, so nothing to compensate"
         assert "got no answer before its deadline" in store.state.audit[-1].reason
+
+    async def test_a_deadline_another_instance_is_firing_is_left_to_it(self, world):
+        coordinator, store, clock = world
+        await coordinator.on_event(envelope(submitted()))
+        clock.now = NOW + timedelta(hours=1)
+        (due,) = await store.due_deadlines(clock.now, 20)
+        store.claimed.add(due)
+        audit_before = list(store.state.audit)
+        await coordinator.fire_due_deadlines()
+        assert (saga_of(store).state.value, store.state.audit) == ("running", audit_before)
+        store.claimed.clear()
+        await coordinator.fire_due_deadlines()
+        assert saga_of(store).state.value == "rolled_back"
+
+    async def test_a_deadline_replaced_after_it_was_read_does_not_fire(self, world):
+        coordinator, store, clock = world
+        await coordinator.on_event(envelope(submitted()))
+        clock.now = NOW + timedelta(hours=1)
+        (due,) = await store.due_deadlines(clock.now, 20)
+        await coordinator.on_event(envelope(result_for(last_command(store)[1])))  # the answer came meanwhile
+        moved_on = saga_of(store).waiting_for
+        audit_before = list(store.state.audit)
+
+        async def stale_read(now, limit):
+            return [due]
+
+        store.due_deadlines = stale_read
+        await coordinator.fire_due_deadlines()
+        assert (saga_of(store).waiting_for, store.state.audit) == (moved_on, audit_before)

@@ -1,6 +1,6 @@
 """`releasegate explain` tells a gate decision in sentences: verdict, policy version, risk, and every rule."""
 
-from releasegate_cli.explain import explain_release
+from releasegate_platform.explain import explain_release
 
 RELEASE = {
     "release_id": "shop-v3-1",

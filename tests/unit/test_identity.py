@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contracts.events import AbortRequested, ApprovalGiven, PromoteRequested, ResumeRequested
+from contracts.events import AbortRequested, ApprovalGiven, Attestation, PromoteRequested, ResumeRequested
 from releasegate_platform import identity, supply_chain
 from releasegate_platform.identity import DemoKeyError, Identities, IdentityError
 from releasegate_runtime.settings import ServiceSettings
@@ -189,3 +189,63 @@ class TestIdentities:
             key = REPO / f"examples/keys/{name}.key"
             assert identity.verify_approval(people, **signed(key, actor=name)) is None, name
             assert people.owner(identity.key_id(key)) == name
+
+
+class TestAttestedCommands:
+    """The API signs for a person its OIDC login proved: the command counts with the attester's signature and
+    the token's groups, and only from an attester whose key the reader holds."""
+
+    ATTESTATION = dict(by="api", issuer="http://127.0.0.1:19400", subject="0a1b2c", groups=["shop-approvers"])
+
+    @pytest.fixture
+    def api_key(self, tmp_path) -> Path:
+        return supply_chain.keygen(tmp_path / "keys", "api")[0]
+
+    @pytest.fixture
+    def trusting(self, people, api_key) -> Identities:
+        return people.with_attester("api", identity.load_public_key(api_key.with_suffix(".pub.json")))
+
+    def attested(self, api_key: Path, actor: str = "erin", **attestation) -> AbortRequested:
+        command = AbortRequested(release_id="shop-v3-1a2b3c4d", actor=actor, reason="checkout errors")
+        return identity.attest_command(
+            api_key, command, Attestation(**{**self.ATTESTATION, **attestation}), now=SIGNED_AT
+        )
+
+    def test_an_attested_command_verifies_with_the_attesters_key_for_a_person_not_in_the_file(self, api_key, trusting):
+        command = self.attested(api_key)
+        assert identity.verify_command(trusting, command) is None
+        assert trusting.groups_for(command.actor, command.attested) == {"shop-approvers"}
+
+    def test_the_attestation_is_signed_so_groups_cannot_be_added_in_transit(self, api_key, trusting):
+        command = self.attested(api_key)
+        forged = command.model_copy(
+            update={"attested": command.attested.model_copy(update={"groups": ["shop-approvers", "release-managers"]})}
+        )
+        assert "does not verify with the attester api's key" in identity.verify_command(trusting, forged)
+
+    def test_an_attestation_is_not_trusted_without_the_attesters_key(self, api_key, people):
+        assert "not a trusted attester" in identity.verify_command(people, self.attested(api_key))
+
+    def test_a_person_cannot_pose_as_the_attester_with_their_own_key(self, keys, trusting):
+        command = self.attested(keys["alice"], actor="alice")
+        assert "does not verify with the attester api's key" in identity.verify_command(trusting, command)
+
+    def test_removing_the_attestation_leaves_a_signature_that_is_nobodys(self, api_key, trusting):
+        command = self.attested(api_key, actor="alice").model_copy(update={"attested": None})
+        assert "does not verify with alice's key" in identity.verify_command(trusting, command)
+
+    def test_an_attested_approval_is_re_verified_by_the_gatekeeper_with_its_groups(self, api_key, trusting):
+        approval = identity.attest_command(
+            api_key, APPROVAL.model_copy(update={"actor": "erin"}), Attestation(**self.ATTESTATION), now=SIGNED_AT
+        ).signed()
+        args = {"release_id": APPROVAL.release_id, **approval.model_dump()}
+        args["attested"] = approval.attested
+        assert identity.verify_approval(trusting, **args) is None
+
+    def test_load_identities_trusts_only_attesters_whose_key_file_exists(self, tmp_path, api_key):
+        path = tmp_path / "identities.yaml"
+        path.write_text(yaml.safe_dump({"people": {}}))
+        loaded = identity.load_identities(
+            path, {"api": api_key.with_suffix(".pub.json"), "other": tmp_path / "missing.pub.json"}
+        )
+        assert set(loaded.attesters) == {"api"}

@@ -138,7 +138,12 @@ class TestWhoMayGiveACommand:
     def test_a_developer_cannot_pause_a_release(self):
         saga = at_canary()
         d = operate(saga, signed(PauseRequested(release_id=RID, actor="dev", reason="r")))
-        assert_refused(d, saga, "dev", "not in the release-managers or shop-approvers group that may pause shop")
+        assert_refused(
+            d,
+            saga,
+            "dev",
+            "not in the release-managers or releasegate-operators or shop-approvers group that may pause shop",
+        )
 
     def test_only_release_managers_promote(self):
         saga = at_canary()
@@ -216,11 +221,13 @@ class TestCatalogGroups:
             "go": {"shop-approvers"},
         }
 
-    def test_the_shop_entry_spells_out_the_defaults(self):
-        assert (
-            ENTRY.approvers.actions
-            == Approvers(group=ENTRY.approvers.group, exception_group=ENTRY.approvers.exception_group).actions
-        )
+    def test_the_shop_entry_spells_out_the_defaults_and_lets_the_on_call_operators_stop_a_release(self):
+        defaults = Approvers(group=ENTRY.approvers.group, exception_group=ENTRY.approvers.exception_group).actions
+        on_call = {"releasegate-operators"}
+        assert set(ENTRY.approvers.actions.abort or ()) == set(defaults.abort or ()) | on_call
+        assert set(ENTRY.approvers.actions.pause or ()) == set(defaults.pause or ()) | on_call
+        for act in ("resume", "promote", "go"):
+            assert ENTRY.approvers.actions.groups(act) == defaults.groups(act), act
 
 
 class TestSignedFieldsInTheContract:

@@ -31,6 +31,7 @@ class Outbox:
                 "key": f"k{i}",
                 "headers": {"ce_id": e},
                 "payload": e,
+                "waited": 0.001,
                 "published": False,
             }
             for i, e in enumerate(events, 1)
@@ -54,7 +55,7 @@ class Outbox:
     async def transaction(self):
         yield
 
-    async def fetch(self, sql, producer, limit):
+    async def fetch(self, sql, producer, limit, lock_space):  # no other instance holds the producer's lock here
         return [r for r in self.rows if not r["published"]][:limit]
 
     async def execute(self, sql, ids) -> None:
@@ -196,3 +197,51 @@ class TestRelaySurvivesOutages:
         relay = Relay(ContextPool(outbox), "p", broker.publish, poll_seconds=0.01, backoff=backoff)
         await run_until_acked(relay, broker, 1)
         assert backoff.next_delay() == 0.001
+
+
+class TestPipelinedBatch:
+    """A producer that returns once a record is queued: the relay queues the whole batch before it waits."""
+
+    async def test_the_batch_is_queued_before_any_acknowledgement_and_marked_after_all(self):
+        outbox = Outbox(["e1", "e2", "e3"])
+        queued: list[str] = []
+        acks: list[asyncio.Future] = []
+
+        async def enqueue(topic, key, value, headers):
+            queued.append(value.decode())
+            acks.append(asyncio.get_running_loop().create_future())
+            return acks[-1]
+
+        all_queued = asyncio.Event()
+
+        async def enqueue_and_note(topic, key, value, headers):
+            ack = await enqueue(topic, key, value, headers)
+            if len(acks) == 3:
+                all_queued.set()
+            return ack
+
+        sweep = asyncio.create_task(Relay(ContextPool(outbox), "p", enqueue_and_note).publish_pending())
+        await asyncio.wait_for(all_queued.wait(), WAIT)
+        assert queued == ["e1", "e2", "e3"] and not any(r["published"] for r in outbox.rows)
+        for ack in acks[:2]:
+            ack.set_result(None)
+        done, _ = await asyncio.wait({sweep}, timeout=0.2)  # a bound on a wait expected to end empty
+        assert not done and not any(r["published"] for r in outbox.rows)
+        acks[2].set_result(None)
+        assert await asyncio.wait_for(sweep, WAIT) == 3
+        assert all(r["published"] for r in outbox.rows)
+
+    async def test_one_refused_acknowledgement_leaves_the_whole_batch_unpublished(self):
+        outbox = Outbox(["e1", "e2"])
+
+        async def enqueue(topic, key, value, headers):
+            ack = asyncio.get_running_loop().create_future()
+            if value == b"e2":
+                ack.set_exception(KafkaTimeoutError())
+            else:
+                ack.set_result(None)
+            return ack
+
+        with pytest.raises(KafkaTimeoutError):
+            await Relay(ContextPool(outbox), "p", enqueue).publish_pending()
+        assert not any(r["published"] for r in outbox.rows)

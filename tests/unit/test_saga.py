@@ -609,8 +609,21 @@ class TestRequiredAndAdvisoryVerifiers:
             NOW,
             registry={"business-kpis": {"*"}, "erp-export": {"pricing"}},
         )
-        assert "refused: erp-export is not registered (alive) for shop" in d.transitions[-1].reason
+        assert "refused: erp-export is not registered for shop" in d.transitions[-1].reason
         assert d.saga.state is ReleaseState.RUNNING
+
+    def test_a_registered_verifiers_verdict_counts_while_its_newer_heartbeats_wait_behind_it(self):
+        """Under a backlog the verifier looks dead (its heartbeats are queued behind its verdict); it is registered
+        for the service, and its verdict is judged, not refused."""
+        saga = self.at_canary()
+        d = domain.handle(
+            saga,
+            self.verdict(saga, "erp-export", Verdict.FAIL),
+            NOW,
+            registry={"business-kpis": {"*"}},
+            registered=self.ALIVE,
+        )
+        assert d.saga.state is ReleaseState.ROLLING_BACK and "(verdict of erp-export)" in d.transitions[0].reason
 
     def test_a_required_verifier_that_is_not_alive_is_named_and_the_deadline_follows_the_policy(self):
         saga = run_until(domain.start(candidate(), self.ENTRY_V, NOW, {}).saga, "canary-internal")

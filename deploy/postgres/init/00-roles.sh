@@ -9,7 +9,7 @@ rg_create_roles() {
   local dir="${RG_PG_PASSWORDS:-/run/releasegate/postgres}" role
   local -a vars=()
   for role in releasegate rg_coordinator rg_gatekeeper rg_dr_checker rg_deployer rg_verifier rg_rollback rg_ops \
-      rg_shop; do
+      rg_shop rg_api rg_notifier; do
     if [[ ! -s "$dir/$role.password" ]]; then
       echo "00-roles.sh: no $dir/$role.password: run 'python -m releasegate_runtime.secrets' on the host" >&2
       return 1

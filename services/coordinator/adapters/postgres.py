@@ -12,7 +12,7 @@ import asyncpg
 
 from contracts.cloudevents import Envelope
 from contracts.events import OperatorCommand
-from releasegate_platform.verifier_registry import alive_verifiers
+from releasegate_platform.verifier_registry import Known, known_verifiers
 from releasegate_runtime import db, outbox
 from services.coordinator import upcast
 from services.coordinator.model import Saga
@@ -72,8 +72,8 @@ class PgTransaction:
         )
         return row is not None
 
-    async def alive_verifiers(self, now: datetime) -> dict[str, set[str]]:
-        return await alive_verifiers(self._conn, now)
+    async def verifiers(self, now: datetime) -> Known:
+        return await known_verifiers(self._conn, now)
 
     async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
         await self._conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", release_id)
@@ -84,6 +84,16 @@ class PgTransaction:
                 deadline[0],
                 deadline[1],
             )
+
+    async def claim_deadline(self, due: Due) -> bool:
+        row = await self._conn.fetchval(
+            "SELECT true FROM saga_deadlines WHERE release_id = $1 AND step_id = $2 AND due_at = $3"
+            " FOR UPDATE SKIP LOCKED",
+            due.release_id,
+            due.step_id,
+            due.due_at,
+        )
+        return row is not None
 
     async def audit(self, entry: AuditEntry) -> None:
         await self._conn.execute(

@@ -19,14 +19,30 @@ DeadLetter = Callable[[Any, str, str], Awaitable[None]]
 GROUP = "releasegate-verifier-ingest"
 
 
+FETCH_WAIT_MS = 100  # a partition left out of the fetch in flight waits at most this long (see releasegate_runtime)
+
+
 class BusinessEventIngest:
-    def __init__(self, kafka: dict[str, Any], store: KpiStore, dead_letter: DeadLetter) -> None:
+    def __init__(
+        self,
+        kafka: dict[str, Any],
+        store: KpiStore,
+        dead_letter: DeadLetter,
+        on_ingested: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_ingested`: called after each batch of business events is stored (the looks judge it at once)."""
         self._kafka, self._store, self._dead_letter = kafka, store, dead_letter
+        self._on_ingested = on_ingested
         self.caught_up_at: datetime | None = None
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            topics.SHOP_EVENTS, **self._kafka, group_id=GROUP, enable_auto_commit=False, auto_offset_reset="earliest"
+            topics.SHOP_EVENTS,
+            **self._kafka,
+            group_id=GROUP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         await consumer.start()
         try:
@@ -51,6 +67,7 @@ class BusinessEventIngest:
                         )
                 if rows:
                     await self._store.add_business_events(rows)
+                    self._on_ingested()
                 if batches:
                     await consumer.commit()
                 if not batches or await _at_end(consumer):

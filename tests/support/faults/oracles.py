@@ -3,8 +3,7 @@ no effect happened twice (each step requested and done once, as the release's au
 
 from __future__ import annotations
 
-from collections import Counter
-
+from bench.faults import repeated_effects, timed_out
 from releasegate_cli.probes import versions_served
 from tests.e2e.conftest import PRODUCTION, STAGING
 
@@ -24,27 +23,4 @@ async def served_to_every_tenant(version: str) -> dict[str, dict[str, int]]:
     return wrong
 
 
-def repeated_effects(timeline: list[dict]) -> dict[str, int]:
-    """Steps whose outcome the audit log records more than once (`<step> done` / `<step> passed`), and
-    non-verification steps requested more than once (a deploy or a compensation is never re-issued; a
-    verification is, after an operator's resume)."""
-    done: Counter[str] = Counter()
-    requested: Counter[str] = Counter()
-    for entry in timeline:
-        step, reason = entry.get("step"), entry.get("reason", "")
-        if not step:
-            continue
-        if reason.startswith((f"{step} done", f"{step} passed", f"compensation {step} done")):
-            done[step] += 1
-        if reason.startswith((f"{step} requested", f"compensation {step} requested")) and not step.startswith("verify"):
-            requested[step] += 1
-    return {
-        f"{step} {what}": n
-        for what, counts in (("done/passed", done), ("requested", requested))
-        for step, n in counts.items()
-        if n > 1
-    }
-
-
-def timed_out(timeline: list[dict]) -> list[str]:
-    return [e["reason"] for e in timeline if "got no answer before its deadline" in e.get("reason", "")]
+__all__ = ["repeated_effects", "served_to_every_tenant", "timed_out"]

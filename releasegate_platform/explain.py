@@ -1,4 +1,5 @@
-"""`releasegate explain`: a release's gate decisions told in plain sentences, from what the gatekeeper stored."""
+"""A release's gate decisions told in plain sentences, from what the gatekeeper stored (`releasegate explain`, the
+API and the dashboard)."""
 
 from __future__ import annotations
 
