@@ -100,6 +100,16 @@ async def canary_weight_zero_at(haproxy: HAProxy, version_slot: dict, stop: asyn
     return None
 
 
+async def _cli(*args: str) -> str:
+    """`releasegate ARGS`; its standard output, or the benchmark stops with what it printed."""
+    out = await asyncio.to_thread(
+        subprocess.run, ["releasegate", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark broken: releasegate {args[0]} exited {out.returncode}: {out.stdout}{out.stderr}")
+    return out.stdout
+
+
 async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> dict:
     await asyncio.to_thread(
         subprocess.run,
@@ -108,30 +118,9 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
         check=True,
         capture_output=True,
     )
-    rid = (
-        await asyncio.to_thread(
-            subprocess.run,
-            ["releasegate", "submit", str(CANDIDATES / "shop-v3.json")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-    ).stdout.strip()
+    rid = (await _cli("submit", str(CANDIDATES / "shop-v3.json"))).strip()
     for who in ("alice", "bob"):  # v3 changes payments: high risk, two approvals from shop-approvers
-        await asyncio.to_thread(
-            subprocess.run,
-            [
-                "releasegate",
-                "approve",
-                rid,
-                "--reason",
-                "benchmark",
-                "--key",
-                str(ROOT / "examples" / "keys" / f"{who}.key"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-        )
+        await _cli("approve", rid, "--reason", "benchmark", "--key", str(ROOT / "examples" / "keys" / f"{who}.key"))
     version_slot: dict = {}
     stop = asyncio.Event()
     watcher = asyncio.create_task(canary_weight_zero_at(haproxy, version_slot, stop))
@@ -166,6 +155,25 @@ async def one_bad_release(settings: ServiceSettings, pool, haproxy: HAProxy) -> 
         "seconds": (zero_at - first_bad.timestamp()) if (zero_at and first_bad) else None,
         "zero_at": zero_at,
     }
+
+
+async def _end_broken(settings: ServiceSettings, release_ids: list[str]) -> str:
+    """The last timeline entries of releases that did not end as measured (to tell why), after aborting the ones
+    still in flight: a broken run leaves no release behind for what runs next."""
+    shown = []
+    for rid in release_ids:
+        entries = await client.timeline(settings, rid)
+        shown.append(f"{rid}, last timeline entries:")
+        shown.extend(
+            f"  {e['at']} {e['state']} {e['step'] or ''} {e['actor'] or ''}: {e['reason']}" for e in entries[-12:]
+        )
+    aborted = await client.abort_in_flight(
+        settings, "carol", "benchmark broken", key=ROOT / "examples" / "keys" / "carol.key"
+    )
+    deadline = time.monotonic() + 120
+    while aborted and not await client.all_ended(settings, aborted) and time.monotonic() < deadline:  # noqa: ASYNC110 -- polls state outside this process
+        await asyncio.sleep(0.5)
+    return "\n".join(shown)
 
 
 async def coordinator_hops(
@@ -242,7 +250,10 @@ async def main(releases: int, round_trips: int) -> None:
     await pool.close()
     wrong = [r for r in runs if r["state"] != "rolled_back" or r["seconds"] is None]
     if wrong:
-        raise SystemExit(f"benchmark broken: every v3 release must be rolled back from the canary, got {wrong}")
+        raise SystemExit(
+            f"benchmark broken: every v3 release must be rolled back from the canary, got {wrong}\n"
+            + await _end_broken(settings, [r["release"] for r in wrong])
+        )
     hops = await coordinator_hops(settings, since)
     bare = await bare_round_trips(settings, round_trips)
     await asyncio.to_thread(

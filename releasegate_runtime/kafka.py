@@ -205,6 +205,21 @@ class _HandledOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
+class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
+    """One group member's rebalance listener: commits the handled offsets before its partitions go, and knows
+    whether the member has joined the group yet (its first assignment, possibly empty, arrived)."""
+
+    def __init__(self, offsets: _HandledOffsets) -> None:
+        self._offsets = offsets
+        self.joined = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._offsets.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.joined = True
+
+
 class Consumer:
     """Registers contract-validating subscribers for one consumer group (one service). No record can stall a
     partition: a record that cannot be decoded or handled is dead-lettered, and one whose dead letter cannot be
@@ -231,6 +246,7 @@ class Consumer:
         self._attempts = _Attempts()
         self._routes: dict[str, tuple[Handler, tuple[type, ...] | None]] = {}
         self._subscribers: list[Any] = []
+        self._members: list[_Member] = []
 
     @property
     def group(self) -> str:
@@ -265,12 +281,20 @@ class Consumer:
         for _ in range(self._workers):
             self._register_one()
 
+    def joined(self) -> bool:
+        """Whether every member of this process has joined its group: before that, records are not read, and a
+        service that said it was healthy would let a caller publish into a void it then waits on (an approval
+        for a release that the coordinator has not read yet)."""
+        return all(m.joined for m in self._members)
+
     def _register_one(self) -> None:
+        member = _Member(self._offsets)
+        self._members.append(member)
         subscriber = self._broker.subscriber(
             *self._routes,
             group_id=self._group,
             ack_policy=AckPolicy.MANUAL,  # offsets of handled records are committed by `_HandledOffsets`
-            listener=self._offsets,
+            listener=member,
             fetch_max_wait_ms=self._fetch_wait_ms,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,

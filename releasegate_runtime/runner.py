@@ -123,7 +123,11 @@ async def serve(
         loops.append(runtime.consumer.commit_offsets)
     background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in loops]
     await broker.start()
-    health = await _serve_health(name, settings.health_port, pool, producer) if settings.health_port else None
+    health = (
+        await _serve_health(name, settings.health_port, pool, producer, runtime.consumer)
+        if settings.health_port
+        else None
+    )
     log.info("service ready", kafka=settings.kafka_bootstrap, health_port=settings.health_port)
     try:
         await stop.wait()
@@ -146,12 +150,15 @@ async def serve(
         structlog.contextvars.clear_contextvars()
 
 
-async def _serve_health(name: str, port: int, pool: asyncpg.Pool, producer: Producer) -> web.AppRunner:
-    """GET /health: 200 when PostgreSQL answers and the Kafka producer knows a broker, else 503. GET /metrics:
-    the process's Prometheus metrics (`releasegate_runtime.metrics`)."""
+async def _serve_health(
+    name: str, port: int, pool: asyncpg.Pool, producer: Producer, consumer: Consumer
+) -> web.AppRunner:
+    """GET /health: 200 when PostgreSQL answers, the Kafka producer knows a broker and the consumer's group
+    members have joined their group once (a service reads nothing before that), else 503. GET /metrics: the
+    process's Prometheus metrics (`releasegate_runtime.metrics`)."""
 
     async def health(_: web.Request) -> web.Response:
-        checks = {"postgres": False, "kafka": producer.connected()}
+        checks = {"postgres": False, "kafka": producer.connected(), "consumer": consumer.joined()}
         try:
             async with pool.acquire(timeout=2) as conn:
                 checks["postgres"] = await conn.fetchval("SELECT true")

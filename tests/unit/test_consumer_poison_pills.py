@@ -264,3 +264,17 @@ class TestAttempts:
         attempts.failed(("t", 0, 7), ("reason", "Error"))
         assert len(attempts) == 3
         assert attempts.verdict(("t", 0, 7)) == ("reason", "Error") and attempts.verdict(("t", 0, 0)) is None
+
+
+async def test_a_service_is_not_healthy_before_every_member_of_its_group_has_joined():
+    """Health waits for the group join: a caller that trusted an earlier 200 published an approval for a release
+    the coordinator had not read yet (the CLI gave up waiting for it, the release waited for approval for ever)."""
+    c = Consumer(KafkaBroker("127.0.0.1:1", logger=None), GROUP, FakeProducer(), "test", FakePool(), workers=2)
+    c.subscribe(topics.ALERTS, Handler())
+    c.register()
+    assert not c.joined()
+    first, second = c._members
+    await first.on_partitions_assigned({kafka.TopicPartition(topics.ALERTS, 0)})
+    assert not c.joined()
+    await second.on_partitions_assigned(set())  # more members than partitions: joined, with nothing to read
+    assert c.joined()
