@@ -11,19 +11,16 @@ candidate event after which the judge says `fail`. The stages are read from Kafk
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.kafka_since import read_since
 from contracts import topics
 from contracts.cloudevents import decode
 from contracts.events import RollbackRequested, Verdict, VerificationFinished, VerificationRequested
-from releasegate_runtime import bus_admin
-from releasegate_runtime.kafka import client_options
 from releasegate_runtime.settings import ServiceSettings
 from services.verifier.adapters.store import KpiStore
 from services.verifier.domain import judge
@@ -46,34 +43,14 @@ class Records:
 
 
 async def read_records(settings: ServiceSettings, release_ids: set[str], since_ms: int) -> dict[str, Records]:
-    """The verify commands, verdicts and compensation commands of `release_ids` since `since_ms`, read with the
-    broker's admin credential (no service principal may read all three)."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings.model_copy(update={"principal": "admin"})), enable_auto_commit=False
+    """The verify commands, verdicts (every verifier's own result topic) and compensation commands of
+    `release_ids` since `since_ms`."""
+    found = {rid: Records({}) for rid in release_ids}
+    wanted = {topics.VERIFY_COMMANDS, topics.ROLLBACK_COMMANDS}
+    await read_since(
+        settings, lambda t: t in wanted or t.startswith(VERDICTS_PREFIX), since_ms, lambda r: _note(found, r)
     )
-    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
-    listed = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics  # how many partitions each has now
-    verdicts = [t for t in listed if t.startswith(VERDICTS_PREFIX)]  # every verifier's own result topic
-    wanted = (topics.VERIFY_COMMANDS, *verdicts, topics.ROLLBACK_COMMANDS)
-    tps = [TopicPartition(t, p) for t in wanted if t in listed for p in sorted(listed[t].partitions)]
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp].offset if starts.get(tp) else ends[tp])
-        found = {rid: Records({}) for rid in release_ids}
-        todo = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for recs in batch.values():
-                for r in recs:
-                    _note(found, r)
-            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
-        return found
-    finally:
-        await consumer.stop()
+    return found
 
 
 def _note(found: dict[str, Records], record) -> None:

@@ -18,10 +18,12 @@ from collections import defaultdict
 from collections.abc import Collection
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import breakdown, decision_action
+from bench.kafka_since import read_since
 from contracts import topics
 from contracts.cloudevents import decode
 from releasegate_cli import client
@@ -182,39 +184,19 @@ async def coordinator_hops(
     """Result record → next command record of the same release, from Kafka record timestamps (read with the
     broker's admin credential: no service principal may read both the results and the commands), in ms. Every
     partition the topics have; `releases`: only these releases' hops (None: every release's)."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings.model_copy(update={"principal": "admin"})), enable_auto_commit=False
-    )
-    admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
-    listed = (await asyncio.to_thread(admin.list_topics, timeout=30)).topics  # how many partitions each has now
-    results = list(BusPolicy.load(settings.bus_policy_file).results_producers())
-    tps = [TopicPartition(t, p) for t in [*results, *COMMANDS] if t in listed for p in sorted(listed[t].partitions)]
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        offsets = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            if offsets.get(tp):
-                consumer.seek(tp, offsets[tp].offset)
-            else:
-                consumer.seek(tp, ends[tp])
-        wanted = None if releases is None else set(releases)
-        by_release: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        todo = {tp for tp in tps if ends[tp] > (offsets[tp].offset if offsets.get(tp) else ends[tp])}
-        while todo:  # read every partition up to its end offset as it was when we asked
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
-            for recs in batch.values():
-                for r in recs:
-                    try:
-                        env = decode(r.headers, r.value)
-                    except ValueError:
-                        continue
-                    if env.subject and (wanted is None or env.subject in wanted):
-                        by_release[env.subject].append((r.timestamp, r.topic))
-    finally:
-        await consumer.stop()
+    chosen = {*BusPolicy.load(settings.bus_policy_file).results_producers(), *COMMANDS}
+    wanted = None if releases is None else set(releases)
+    by_release: dict[str, list[tuple[int, str]]] = defaultdict(list)
+
+    def note(r: Any) -> None:
+        try:
+            env = decode(r.headers, r.value)
+        except ValueError:
+            return
+        if env.subject and (wanted is None or env.subject in wanted):
+            by_release[env.subject].append((r.timestamp, r.topic))
+
+    await read_since(settings, chosen.__contains__, since_ms, note)
     hops = []
     for records in by_release.values():
         records.sort()

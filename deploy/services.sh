@@ -2,7 +2,7 @@
 # Starts / stops releasegate's six services and the shop team's three verifiers, each its own OS process under a
 # supervisor that restarts it when it dies (1 s doubling to 30 s; python -m releasegate_runtime.supervise). Logs of
 # both in .run/logs/rg-<name>.log; pid, uptime and crash count in .run/supervise/rg-<name>.json.
-#   services.sh start | stop | status
+#   services.sh start | stop | status | targets [DIR]
 # RG_INSTANCES=N (1..5, default 1) starts N instances of each service but the API, in one consumer group per
 # service: Kafka shares the release topics' partitions among them (a release stays on its partition, and moves
 # with it when an instance dies). Instance k>1 is rg-<name>-<k>, health port HEALTH_BASE + 20*(k-1) + i.
@@ -33,6 +33,31 @@ processes() {
     done
   done
 }
+# the `component` label of a module's metrics (the Grafana dashboard and the alerting rules group by it)
+component_of() {
+  local s="${1##*.}"
+  case "$1" in
+    services.verifier) echo verifier-business-kpis ;;
+    verifiers.*) echo "verifier-${s//_/-}" ;;
+    *) echo "${s//_/-}" ;;
+  esac
+}
+# Prometheus file_sd targets of every process a start runs (its health port serves /metrics), labelled with the
+# component and the process name: every instance of RG_INSTANCES is scraped. Written whole, then renamed.
+write_targets() {
+  local dir="${1:-$ROOT/.run/prometheus/targets-releasegate}" sep="" n port m
+  mkdir -p "$dir"
+  {
+    echo "["
+    while read -r n port m; do
+      printf '%s  {"targets": ["127.0.0.1:%s"], "labels": {"component": "%s", "process": "%s"}}' \
+        "$sep" "$port" "$(component_of "$m")" "$n"
+      sep=$',\n'
+    done < <(processes)
+    printf '\n]\n'
+  } > "$dir/.releasegate.json.new"
+  mv "$dir/.releasegate.json.new" "$dir/releasegate.json"
+}
 # every name a start may have used (stop and status cover instances a larger RG_INSTANCES started before)
 all_names() {
   local k m
@@ -48,6 +73,7 @@ all_names() {
 case "${1:-}" in
   start)
     cd "$ROOT"
+    write_targets
     # The local stack has no freeze windows (the demo must behave the same on any day); production installs
     # point RG_CALENDAR_FILE at their calendar, e.g. policies/calendar.yaml.
     export RG_CALENDAR_FILE="${RG_CALENDAR_FILE:-$ROOT/deploy/local/calendar.yaml}"
@@ -81,5 +107,6 @@ case "${1:-}" in
     # from each supervisor's state: running (child pid, uptime), restarting, stopped or down; crash count
     cd "$ROOT"; mapfile -t names < <(all_names)
     "$PY" -m releasegate_runtime.supervise status "${names[@]}" ;;
-  *) echo "usage: services.sh start|stop|status" >&2; exit 2 ;;
+  targets) write_targets "${2:-}" ;;
+  *) echo "usage: services.sh start|stop|status|targets [DIR]" >&2; exit 2 ;;
 esac

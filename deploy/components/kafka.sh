@@ -11,7 +11,7 @@ KAFKA_BOOTSTRAP="127.0.0.1:19092"
 KAFKA_TIMEOUT="${KAFKA_TIMEOUT:-90}"
 
 kafka_version() {
-  sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml" | head -n 1
+  sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml" | sed -n 1p
 }
 
 kafka_jars_ok() {

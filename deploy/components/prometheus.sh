@@ -14,6 +14,9 @@ prom_up() {
   if prom_alive; then "$PROC" stop prometheus >&2; fi
   # scrape targets of shop instances are files the deployer writes here (file_sd)
   mkdir -p "$PROM_RUN/data" "$PROM_RUN/targets" "$LOG_DIR"
+  # releasegate's own processes: the targets a start of the services writes, here those of RG_INSTANCES already
+  # (scraped and `down` until they start, as the alerting rules expect)
+  bash "$ROOT/deploy/services.sh" targets "$PROM_RUN/targets-releasegate"
   render "$ROOT/deploy/prometheus/prometheus.native.yml" "$PROM_RUN/prometheus.yml" "PROM_RUN_DIR=$PROM_RUN" \
     "ROOT_DIR=$ROOT"
   "$PROC" start prometheus -- prometheus --config.file="$PROM_RUN/prometheus.yml" \

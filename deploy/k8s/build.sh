@@ -109,7 +109,7 @@ rm -rf "$CACHE/kwok/stage"; cp -r "$KWOK_DIR/kustomize/stage" "$CACHE/kwok/stage
 # helm's default Kubernetes version (`helm template` without --kube-version) is the client-go it is built with, as
 # its own Makefile sets it; unset, it claims v1.20 and refuses charts that need anything newer
 HELM_DIR=$(cd "$CACHE" && go mod download -json helm.sh/helm/v3@$HELM_VERSION | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-HELM_KUBE_MINOR=$(sed -nE 's|^\s*k8s.io/client-go v0\.([0-9]+)\..*|\1|p' "$HELM_DIR/go.mod" | head -1)
+HELM_KUBE_MINOR=$(sed -nE 's|^\s*k8s.io/client-go v0\.([0-9]+)\..*|\1|p' "$HELM_DIR/go.mod" | sed -n 1p)
 [[ -n $HELM_KUBE_MINOR ]] || { echo "k8s build: no k8s.io/client-go in $HELM_DIR/go.mod" >&2; exit 1; }
 HELM_STAMP=$CACHE/.helm-$HELM_VERSION-kube1.$HELM_KUBE_MINOR
 if [[ ! -x $BIN/helm || ! -f $HELM_STAMP ]]; then
@@ -127,7 +127,7 @@ GW_DIR=$(cd "$CACHE" && go mod download -json sigs.k8s.io/gateway-api@$GATEWAY_A
 rm -f "$CACHE/crds/"*.yaml; cp "$GW_DIR"/config/crd/standard/*.yaml "$CACHE/crds/"; chmod u+w "$CACHE/crds/"*.yaml
 
 "$BIN/kube-apiserver" --version
-"$BIN/etcd" --version | head -1
+"$BIN/etcd" --version | sed -n 1p   # not `head`: etcd writing its next line after head left is a SIGPIPE (141) under pipefail
 "$BIN/helm" version --short
 if [[ ! -f $STAMP ]]; then rm -f "$CACHE"/.built-*; touch "$STAMP"; fi
 log "done: $(ls "$BIN" | tr '\n' ' ')"

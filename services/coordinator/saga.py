@@ -107,6 +107,12 @@ def reject_unknown(candidate: CandidateSubmitted, reason: str) -> Decision:
     return decision
 
 
+def _copy(saga: Saga) -> Saga:
+    """The saga a decision changes, apart from the one it was given (callers compare them). A dump and
+    validation: pydantic's deep copy took five times as long, on every decision."""
+    return Saga.model_validate(saga.model_dump())
+
+
 def handle(
     saga: Saga,
     event: Contract,
@@ -121,9 +127,7 @@ def handle(
     identities file), `replayed` whether their nonce was used before. A refused command changes nothing but the
     audit log. `registry`: alive verifiers → services they cover (None: not known); `registered`: every verifier
     the registry holds, alive or not (None: the alive ones); a verdict counts when its verifier is registered."""
-    decision = Decision(
-        saga.model_copy(deep=True), registry=registry, registered=registered if registered is not None else registry
-    )
+    decision = Decision(_copy(saga), registry=registry, registered=registered if registered is not None else registry)
     signer = signer or control.UNCHECKED
     if isinstance(event, OperatorCommand):
         refusal = control.refusal(event, decision.saga, now, signer=signer, replayed=replayed)
@@ -153,7 +157,7 @@ def handle(
 
 
 def on_deadline(saga: Saga, step_id: str, now: datetime, registry: dict[str, set[str]] | None = None) -> Decision:
-    decision = Decision(saga.model_copy(deep=True), registry=registry)
+    decision = Decision(_copy(saga), registry=registry)
     s = decision.saga
     if s.state.terminal or s.waiting_for != step_id:
         decision.ignored = f"deadline of {step_id} no longer relevant"

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from contracts.cloudevents import Envelope
-from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished, ReleaseState
+from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished, ReleaseState, VerifierHeartbeat
+from releasegate_platform import verifier_registry
 from releasegate_platform.catalog import Catalog
 from releasegate_runtime import db
 from releasegate_runtime.settings import ServiceSettings
@@ -163,3 +164,34 @@ class TestRefusalsRecordedAsTheSagaStands:
                 "SELECT state, step, actor FROM audit_log WHERE release_id = $1 AND reason = 'refused gate result'", rid
             )
         assert dict(row) == {"state": "running", "step": "gate-staging", "actor": "principal:deployer"}
+
+
+class TestVerifierRegistryAsOneRowPerVerifier:
+    async def test_every_instance_ever_heard_from_counts_once_for_registration_and_only_alive_ones_for_liveness(
+        self, coordinator_pool
+    ):
+        now = datetime.now(UTC)
+        busy, silent = f"it-reg-{uuid.uuid4().hex[:8]}", f"it-reg-{uuid.uuid4().hex[:8]}"
+
+        def beat(name: str, instance: str, services: list[str], ago: float) -> VerifierHeartbeat:
+            return VerifierHeartbeat(
+                name=name, instance=instance, version="1.0.0", services=services, environments=["production"],
+                kpis=["checkout"], interval_seconds=5, sent_at=now - timedelta(seconds=ago),
+            )  # fmt: skip
+
+        async with coordinator_pool.acquire() as conn:
+            try:
+                for hb in (
+                    beat(busy, "a", ["shop"], 1),  # alive
+                    beat(busy, "b", ["shop", "cart"], 600),  # restarted long ago: registered, not alive
+                    beat(busy, "c", [], 900),
+                    beat(silent, "a", [], 900),
+                ):
+                    await verifier_registry.record(conn, hb)
+                known = await verifier_registry.known_verifiers(conn, now)
+            finally:
+                await conn.execute("DELETE FROM verifier_registry WHERE name = ANY($1::text[])", [busy, silent])
+        assert known.registered[busy] == {"shop", "cart"}
+        assert known.alive[busy] == {"shop"}
+        assert known.registered[silent] == set()
+        assert silent not in known.alive

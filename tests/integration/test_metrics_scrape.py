@@ -78,12 +78,19 @@ def test_every_service_serves_its_metrics_on_its_health_port(port, component):
     assert errors is None or not any(e.value for e in errors.samples), f"a sampler of {component} failed: see its log"
 
 
-def test_the_coordinator_reports_releases_and_required_verifiers_from_its_tables():
+async def test_the_coordinator_reports_releases_and_required_verifiers_from_its_tables():
     found = families(get("http://127.0.0.1:18501/metrics")[1])
     states = {s.labels["state"] for s in found["releasegate_releases"].samples}
     assert states == {state.value for state in ReleaseState}
-    alive = {(s.labels["verifier"], s.labels["service"]): s.value for s in found["releasegate_verifier_alive"].samples}
-    assert alive[("business-kpis", "shop")] == 1 and alive[("erp-export", "shop")] == 1
+
+    async def verifiers_alive() -> (
+        bool
+    ):  # once the coordinator has read their first heartbeats (a fresh stack has none before)
+        samples = families(get("http://127.0.0.1:18501/metrics")[1])["releasegate_verifier_alive"].samples
+        alive = {(s.labels["verifier"], s.labels["service"]): s.value for s in samples}
+        return alive.get(("business-kpis", "shop")) == 1 and alive.get(("erp-export", "shop")) == 1
+
+    await wait_until(verifiers_alive, 60, "the coordinator reporting the shop's required verifiers alive")
 
 
 async def test_prometheus_scrapes_every_service_and_loaded_the_rules():

@@ -6,6 +6,7 @@ installed by `deploy/stack.sh install`), no running stack."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -109,6 +110,7 @@ class TestScrapeConfigs:
         rendered = template.replace("@PROM_RUN_DIR@", str(tmp_path)).replace("@ROOT_DIR@", str(REPO))
         assert "@" not in rendered.replace("@PROM_RUN_DIR@", ""), "a placeholder deploy/stack.sh does not render"
         (tmp_path / "targets").mkdir()
+        (tmp_path / "targets-releasegate").mkdir()
         (tmp_path / "prometheus.yml").write_text(rendered)
         out = promtool("check", "config", str(tmp_path / "prometheus.yml"))
         assert "SUCCESS: 1 rule files found" in out
@@ -118,16 +120,42 @@ class TestScrapeConfigs:
             shutil.copy(PROMETHEUS / name, tmp_path / name)
         assert "SUCCESS: 1 rule files found" in promtool("check", "config", str(tmp_path / "prometheus.yml"))
 
-    @pytest.mark.parametrize("config", ["prometheus.native.yml", "prometheus.yml"])
-    def test_every_service_health_port_is_scraped_with_its_component(self, config):
-        scrape = yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
+    def test_compose_scrapes_every_service_health_port_with_its_component(self):
+        scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
         (job,) = [j for j in scrape if j["job_name"] == "releasegate"]
         ports = {
             int(t.rsplit(":", 1)[1]): s["labels"]["component"] for s in job["static_configs"] for t in s["targets"]
         }
-        assert sorted(ports) == list(HEALTH_PORTS)
-        assert ports[18501] == "coordinator" and ports[18510] == "notifier" and ports[18511] == "api"
-        assert len(set(ports.values())) == len(ports)
+        assert_one_component_per_port(ports)
+
+    @pytest.mark.parametrize("instances", [1, 3])
+    def test_the_native_stack_scrapes_every_instance_services_sh_starts(self, tmp_path, instances):
+        scrape = yaml.safe_load((PROMETHEUS / "prometheus.native.yml").read_text())["scrape_configs"]
+        (job,) = [j for j in scrape if j["job_name"] == "releasegate"]
+        assert job["file_sd_configs"][0]["files"] == ["@PROM_RUN_DIR@/targets-releasegate/*.json"]
+        written = subprocess.run(
+            ["bash", "deploy/services.sh", "targets", str(tmp_path)],
+            cwd=REPO, capture_output=True, text=True, env={**os.environ, "RG_INSTANCES": str(instances)},
+        )  # fmt: skip
+        assert written.returncode == 0, written.stderr
+        assert [p.name for p in tmp_path.glob("*.json")] == ["releasegate.json"]
+        groups = json.loads((tmp_path / "releasegate.json").read_text())
+        ports = {int(t.rsplit(":", 1)[1]): g["labels"] for g in groups for t in g["targets"]}
+        assert len(ports) == len(HEALTH_PORTS) + (instances - 1) * (len(HEALTH_PORTS) - 1)  # one API
+        first = {port: labels["component"] for port, labels in ports.items() if port in HEALTH_PORTS}
+        assert_one_component_per_port(first)
+        further = [labels for port, labels in ports.items() if port not in HEALTH_PORTS]
+        if instances == 3:
+            assert ports[18521] == {"component": "coordinator", "process": "rg-coordinator-2"}
+            assert ports[18541] == {"component": "coordinator", "process": "rg-coordinator-3"}
+        assert {labels["component"] for labels in further} <= set(first.values()) - {"api"}
+
+
+def assert_one_component_per_port(ports: dict[int, str]) -> None:
+    assert sorted(ports) == list(HEALTH_PORTS)
+    assert ports[18501] == "coordinator" and ports[18510] == "notifier" and ports[18511] == "api"
+    assert ports[18505] == "verifier-business-kpis" and ports[18507] == "verifier-erp-export"
+    assert len(set(ports.values())) == len(ports)
 
 
 @pytest.fixture(scope="module")
