@@ -11,9 +11,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from string import Template
 
 import pytest
 import yaml
+
+from releasegate_platform.catalog import Catalog
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -213,3 +216,47 @@ class TestDashboard:
         }
         (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
         assert f"SUCCESS: {len(exprs)} rules found" in promtool("check", "rules", str(tmp_path / "queries.yml"))
+
+
+class TestTheShopsPromqlKpi:
+    """The catalog's `http_5xx_ratio`, evaluated by Prometheus's own engine (promtool) on recorded series."""
+
+    @pytest.mark.parametrize(
+        ("served", "expected"),
+        [
+            # a new instance whose only requests were health checks answered 503 (the database restarting): no
+            # customer traffic, so no data (inconclusive), not a 100% error ratio that fails the release
+            ({("/health", "503"): "0+1x8", ("/metrics", "200"): "0+1x8"}, []),
+            # customer requests: 2 of every 7 answered 500; the health checks beside them do not count
+            ({("/cart", "200"): "0+5x8", ("/checkout", "500"): "0+2x8", ("/health", "503"): "0+9x8"}, [2 / 7]),
+        ],
+    )
+    def test_only_customer_requests_count(self, tmp_path, served, expected):
+        query = Catalog(REPO / "catalog").get("shop").prometheus["http_5xx_ratio"].query
+        expr = Template(query).safe_substitute(version="v2", environment="staging", window=60)
+        tests = {
+            "rule_files": [],
+            "evaluation_interval": "15s",
+            "tests": [
+                {
+                    "interval": "15s",
+                    "input_series": [
+                        {
+                            "series": f'shop_http_requests_total{{environment="staging", version="v2", route="{route}",'
+                            f' status="{status}"}}',
+                            "values": values,
+                        }
+                        for (route, status), values in served.items()
+                    ],
+                    "promql_expr_test": [
+                        {
+                            "expr": expr,
+                            "eval_time": "120s",
+                            "exp_samples": [{"labels": "{}", "value": v} for v in expected],
+                        }
+                    ],
+                }
+            ],
+        }
+        (tmp_path / "kpi.test.yml").write_text(yaml.safe_dump(tests))
+        assert "SUCCESS" in promtool("test", "rules", "kpi.test.yml", cwd=tmp_path)
