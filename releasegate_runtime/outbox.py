@@ -26,8 +26,10 @@ Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitabl
 log = structlog.get_logger()
 
 
-async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Envelope) -> None:
-    """Stage an event for publication; becomes visible to the relay only if the transaction commits."""
+async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Envelope, *, notify: bool = True) -> None:
+    """Stage an event for publication; becomes visible to the relay only if the transaction commits. `notify`:
+    wake the relay (PostgreSQL delivers the notification at commit, once per transaction whatever the count); a
+    caller staging several events in one transaction may ask for it once and save a round trip per event."""
     key, value, headers = encode(envelope)
     await conn.execute(
         "INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
@@ -40,7 +42,8 @@ async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Env
         {k: v.decode() for k, v in headers},
         value.decode(),
     )
-    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
+    if notify:
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
 
 
 class Relay:

@@ -15,7 +15,7 @@ GRANT SELECT, INSERT ON processed_events TO rg_coordinator, rg_gatekeeper, rg_dr
 
 -- coordinator: the sagas are its own; it appends to the audit log and publishes the staging-verified read model
 GRANT SELECT, INSERT, UPDATE ON sagas TO rg_coordinator;
-GRANT SELECT, INSERT, UPDATE, DELETE ON saga_deadlines TO rg_coordinator;  -- UPDATE: FOR UPDATE SKIP LOCKED claims a deadline
+GRANT SELECT, INSERT, UPDATE, DELETE ON saga_deadlines TO rg_coordinator;  -- UPDATE: FOR UPDATE SKIP LOCKED claims a deadline, a new due time of the same step is an upsert
 GRANT SELECT, INSERT ON audit_log TO rg_coordinator;
 GRANT SELECT, INSERT ON operator_nonces TO rg_coordinator;
 GRANT SELECT, INSERT ON staging_verified_artifacts TO rg_coordinator;

@@ -21,7 +21,7 @@ from releasegate_runtime.settings import ServiceSettings
 from services.coordinator import saga
 from services.coordinator.adapters.postgres import PgSagaStore
 from services.coordinator.handlers import CONSUMER
-from services.coordinator.ports import AuditEntry, ConcurrentUpdate
+from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -195,3 +195,28 @@ class TestVerifierRegistryAsOneRowPerVerifier:
         assert known.alive[busy] == {"shop"}
         assert known.registered[silent] == set()
         assert silent not in known.alive
+
+
+class TestOneDeadlinePerRelease:
+    async def test_a_new_deadline_replaces_the_last_and_a_claim_on_a_replaced_due_time_fails(self, coordinator_pool):
+        store = PgSagaStore(coordinator_pool)
+        release_id = await started(store)
+        first, later = NOW + timedelta(seconds=30), NOW + timedelta(seconds=90)
+
+        async def deadlines() -> list[tuple[str, datetime]]:
+            async with coordinator_pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT step_id, due_at FROM saga_deadlines WHERE release_id = $1 ORDER BY step_id", release_id
+                )
+            return [(r["step_id"], r["due_at"]) for r in rows]
+
+        for step, due in (("gate-staging", first), ("deploy-staging", first), ("deploy-staging", later)):
+            async with store.transaction() as tx:
+                await tx.set_deadline(release_id, (step, due))
+            assert await deadlines() == [(step, due)]
+        async with store.transaction() as tx:
+            assert not await tx.claim_deadline(Due(release_id, "deploy-staging", first)), "a replaced due time fired"
+            assert await tx.claim_deadline(Due(release_id, "deploy-staging", later))
+        async with store.transaction() as tx:
+            await tx.set_deadline(release_id, None)
+        assert await deadlines() == []

@@ -24,6 +24,7 @@ PRODUCER = "coordinator"
 class PgTransaction:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self._relay_woken = False  # the outbox relay is notified once per transaction, at its first event
 
     async def first_time(self, consumer: str, event_id: str) -> bool:
         return await db.first_time(self._conn, consumer, event_id)
@@ -76,14 +77,19 @@ class PgTransaction:
         return await known_verifiers(self._conn, now)
 
     async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
-        await self._conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", release_id)
-        if deadline is not None:
-            await self._conn.execute(
-                "INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)",
-                release_id,
-                deadline[0],
-                deadline[1],
-            )
+        """The release's one deadline, in one statement: a data-modifying CTE drops any other step's (a row
+        being claimed is locked, so this waits for the claim to end, and the claim then finds its due time gone)."""
+        if deadline is None:
+            await self._conn.execute("DELETE FROM saga_deadlines WHERE release_id = $1", release_id)
+            return
+        await self._conn.execute(
+            "WITH others AS (DELETE FROM saga_deadlines WHERE release_id = $1 AND step_id <> $2)"
+            " INSERT INTO saga_deadlines (release_id, step_id, due_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (release_id, step_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+            release_id,
+            deadline[0],
+            deadline[1],
+        )
 
     async def claim_deadline(self, due: Due) -> bool:
         row = await self._conn.fetchval(
@@ -117,7 +123,8 @@ class PgTransaction:
         )
 
     async def publish(self, topic: str, envelope: Envelope) -> None:
-        await outbox.add(self._conn, PRODUCER, topic, envelope)
+        await outbox.add(self._conn, PRODUCER, topic, envelope, notify=not self._relay_woken)
+        self._relay_woken = True
 
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         await self._conn.execute(
