@@ -139,7 +139,7 @@ def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(raw)
 
         def log_message(self, format: str, *args: Any) -> None:
-            pass
+            """Silent: the tests read what the server received, not its access log."""
 
     return Handler
 

@@ -83,7 +83,7 @@ class TestActionlint:
 def shellcheck() -> str:
     found = shutil.which("shellcheck")
     if found is None:
-        pytest.skip("shellcheck is not installed (deploy/stack.sh install adds it)")
+        pytest.fail("shellcheck is missing: `deploy/stack.sh install` installs it", False)
     return found
 
 

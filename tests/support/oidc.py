@@ -13,7 +13,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 
 from releasegate_runtime.settings import REPO_ROOT, ServiceSettings
+from tests.support.services import wait_until
 
 PROVIDER_DIR = REPO_ROOT / "deploy" / "oidc"
 DEFAULT_ISSUER = "http://127.0.0.1:19400"
@@ -198,18 +198,20 @@ async def start_provider(secrets_dir: Path, log: Path, *, timeout: float = 30.0)
     """Start the provider and wait until its discovery document answers (the provider is another process: its
     readiness can only be polled)."""
     provider = await asyncio.to_thread(spawn_provider, secrets_dir, log)
-    deadline = time.monotonic() + timeout
+
+    async def discovery_answers() -> bool:
+        if provider.proc.poll() is not None:
+            tail = (await asyncio.to_thread(log.read_text))[-2000:]
+            raise RuntimeError(f"the OIDC provider exited ({provider.proc.returncode}): {tail}")
+        try:
+            return (await http.get(f"{provider.issuer}/.well-known/openid-configuration")).status_code == 200
+        except httpx.TransportError:
+            return False  # not listening yet
+
     async with httpx.AsyncClient(timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if provider.proc.poll() is not None:
-                tail = (await asyncio.to_thread(log.read_text))[-2000:]
-                raise RuntimeError(f"the OIDC provider exited ({provider.proc.returncode}): {tail}")
-            try:
-                if (await http.get(f"{provider.issuer}/.well-known/openid-configuration")).status_code == 200:
-                    return provider
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    await asyncio.to_thread(provider.stop)
-    tail = (await asyncio.to_thread(log.read_text))[-2000:]
-    raise RuntimeError(f"the OIDC provider did not answer within {timeout:.0f}s: {tail}")
+        try:
+            await wait_until(discovery_answers, timeout, f"the OIDC provider to answer (its log: {log})")
+        except BaseException:  # pytest's failure at the deadline included: no provider is left running
+            await asyncio.to_thread(provider.stop)
+            raise
+    return provider
