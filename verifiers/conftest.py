@@ -55,6 +55,25 @@ class ShopOnStack:
             placed.append(response.json()["order_id"])
         return placed
 
+    async def published(self, timeout: float = 30) -> None:
+        """Wait until the storefronts' outbox relay has put every event staged so far on the topic: a checkout is
+        answered when its transaction commits, and its events reach Kafka a moment later."""
+        import asyncpg
+
+        from tests.support.shop import wait_for
+
+        connection = await asyncpg.connect(self.shop.database)
+        try:
+
+            async def drained() -> bool:
+                return not await connection.fetchval(
+                    "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL AND refused IS NULL"
+                )
+
+            await wait_for(drained, timeout, "the storefronts' outbox to be published")
+        finally:
+            await connection.close()
+
     @staticmethod
     def request(version: str, since: datetime, stable: str | None = None) -> VerificationRequest:
         """A production request for `version` whose window ran from `since` until now."""

@@ -74,6 +74,7 @@ async def test_reads_the_confirmations_real_storefronts_publish(shop_settings):
     for _ in range(25):  # side by side, so both versions see the same machine
         for version in ("v2", "v8"):
             await shop_settings.orders(version, ["acme"], 1)
+    await shop_settings.published()
     result = await module.check(shop_settings.request("v8", since, stable="v2"))
     assert result.verdict is Verdict.PASS, result.reason
     assert "(25 confirmations of v8, 25 of v2)" in result.reason
