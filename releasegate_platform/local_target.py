@@ -80,6 +80,14 @@ async def stop_process(pid: int | None, grace_seconds: float = 10.0) -> None:
             pass
 
 
+def _recorded_pid(pid_file: Path) -> int | None:
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 class LocalTarget:
     def __init__(self, pool: asyncpg.Pool, haproxy: HAProxy, run_dir: Path) -> None:
         self.pool, self.haproxy, self.run_dir = pool, haproxy, run_dir
@@ -157,16 +165,27 @@ class LocalTarget:
         elif service in await self.haproxy.map_entries(str(path)):
             await self.haproxy.map_del(str(path), service)
 
+    def pid_file(self, inst: Instance) -> Path:
+        """Where the instance's process wrote its pid as it started (the launcher empties it before a start)."""
+        return (
+            self.run_dir
+            / "pids"
+            / f"{backend_for(inst.service, inst.environment)}-{checked_name('slot', inst.slot)}.pid"
+        )
+
     async def stop(self, inst: Instance) -> None:
         backend = backend_for(inst.service, inst.environment)
         await self.haproxy.set_weight(backend, inst.slot, 0)
         await self.haproxy.set_state(backend, inst.slot, "maint")
         if self.tenant_map(inst.environment) is not None:
             await self.haproxy.set_state(wave_backend_for(inst.service, inst.environment), inst.slot, "maint")
-        await stop_process(inst.pid)
+        pid_file = self.pid_file(inst)
+        # A deployer killed between starting the process and recording its pid left only the pid file: without it
+        # the process would outlive its stopped row, holding the port a later instance is given.
+        await stop_process(inst.pid if inst.pid is not None else _recorded_pid(pid_file))
         async with self.pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
-        (self.run_dir / "pids" / f"{backend}-{inst.slot}.pid").unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
         self.scrape_file(inst).unlink(missing_ok=True)
 
     def scrape_file(self, inst: Instance) -> Path:

@@ -281,6 +281,40 @@ class TestHAProxyRuntimeApi:
             await haproxy.map_set(absent, "it", "1")
 
 
+class TestLocalTargetStop:
+    async def test_an_instance_whose_pid_was_never_recorded_is_stopped_by_its_pid_file(
+        self, pool, haproxy, free_slot, tmp_path
+    ):
+        """A deployer killed after starting a process but before recording its pid leaves a `starting` row without
+        one; stopping that instance (as a redelivered deploy step does) must stop the process its pid file names,
+        or it outlives the row and keeps the port a later instance is given."""
+        process = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+        target = LocalTarget(pool, haproxy, tmp_path)
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO instances (service, environment, version, digest, slot, port, state)"
+                " VALUES ('shop', 'staging', 'it-orphan', $1, $2, 20199, 'starting') RETURNING id",
+                "sha256:" + "0" * 64,
+                free_slot,
+            )
+        try:
+            (inst,) = [i for i in await target.live("shop", "staging") if i.id == row["id"]]
+            assert inst.pid is None
+            target.pid_file(inst).parent.mkdir(parents=True)
+            target.pid_file(inst).write_text(f"{process.pid}\n")
+            await target.stop(inst)
+            assert await asyncio.wait_for(process.wait(), TIMEOUT) == -15  # SIGTERM, from stop
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT state FROM instances WHERE id = $1", row["id"]) == "stopped"
+            assert not target.pid_file(inst).exists()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            async with pool.acquire() as conn:
+                await conn.execute("DELETE FROM instances WHERE id = $1", row["id"])
+
+
 # ------------------------------------------------------------------------------------------------- outbox relay
 class Sweeps:
     """The relay's pool, telling the test each time a sweep of the outbox (one `publish_pending`) has given its

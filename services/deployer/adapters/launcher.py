@@ -88,7 +88,7 @@ class Launcher:
         shop, user = self._env(environment), candidate_user(self._user)
         inst = await self._claim_slot(service, environment, version, digest, release_id)
         backend = backend_for(service, environment)
-        pidfile = self._run / "pids" / f"{backend}-{inst.slot}.pid"
+        pidfile = LocalTarget(self._pool, self._haproxy, self._run).pid_file(inst)
         logfile = self._run / "logs" / f"{backend}-{inst.slot}-{version}.log"
         pid = None
         try:
