@@ -17,9 +17,9 @@ Afterwards it checks and prints the invariants, and exits 1 if one does not hold
   written to the coordinator's outbox once (a deploy or compensation step never re-issued);
 - the audit log is complete: every step the plan completed has its outcome recorded, in plan order.
 
-Not covered here (named in the README): the real worker services under kills (tests/faults kills the coordinator
-and restarts Kafka and PostgreSQL under a real shop release), HAProxy weights and candidate processes, and
-notifications. Needs the stack (`make stack`) and none of the regular services (`bash deploy/services.sh stop`).
+Not covered here (named in the README): the real worker services under kills, HAProxy weights and candidate
+processes (tests/faults kills the coordinator, the deployer, the rollback service and the verifier, and restarts
+Kafka and PostgreSQL, under real shop releases, and checks those), and notifications. Needs the stack (`make stack`) and none of the regular services (`bash deploy/services.sh stop`).
 
     python -m bench.chaos [--releases 200] [--kills 100] [--seed N]
 """

@@ -16,7 +16,7 @@ from services.coordinator.model import STEP_TIMEOUTS
 from tests.conftest import as_principal, wait_until
 from tests.e2e.conftest import cli, operate, status, submit
 from tests.support.faults.infra import start_infrastructure, stop_kafka, stop_postgres
-from tests.support.faults.oracles import repeated_effects, served_to_every_tenant, timed_out
+from tests.support.faults.oracles import repeated_effects, served_to_every_tenant, timed_out, workload_drift
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 KAFKA_OUTAGE_SECONDS = 60
@@ -41,20 +41,21 @@ async def _healthy_again(watched) -> None:
     await wait_until(healthy, 90, f"every service healthy again (crashed: {watched.crashed()})")
 
 
-async def _ended_consistently(watched, rid: str, *, resumed: bool = False) -> None:
+async def _ended_consistently(settings, pool, watched, rid: str, *, resumed: bool = False) -> None:
     release = status(rid)
     timeline = release["timeline"]
     assert release["state"] == "promoted", f"{release['state']}: {timeline[-1]['reason'] if timeline else ''}"
     assert not watched.crashed(), f"service processes exited: {watched.crashed()}"
     await _healthy_again(watched)
     assert await served_to_every_tenant("v2") == {}, "HAProxy does not serve the promoted version to every tenant"
+    assert await workload_drift(settings, pool, rid) == []
     assert repeated_effects(timeline) == {}, "a step was requested or done twice"
     if not resumed:
         assert timed_out(timeline) == []
 
 
 class TestInfrastructureOutages:
-    async def test_kafka_stopped_for_a_minute_mid_release_and_restarted(self, pool, watched, from_v1):
+    async def test_kafka_stopped_for_a_minute_mid_release_and_restarted(self, settings, pool, watched, from_v1):
         rid = submit("v2")
         await wait_until(lambda: _waiting_for(pool, rid, "verify-canary"), 240, "the production canary")
         stop_kafka()
@@ -78,9 +79,9 @@ class TestInfrastructureOutages:
             assert "no verdict" in reason, f"paused for another reason: {reason}"
             assert operate("resume", rid, "broker back after the outage", who="alice").returncode == 0
         _watch(rid)
-        await _ended_consistently(watched, rid, resumed=resumed)
+        await _ended_consistently(settings, pool, watched, rid, resumed=resumed)
 
-    async def test_postgresql_restarted_mid_release(self, pool, watched, from_v1):
+    async def test_postgresql_restarted_mid_release(self, settings, pool, watched, from_v1):
         rid = submit("v2")
         await wait_until(lambda: _waiting_for(pool, rid, ""), 60, "the release to start")
         stop_postgres()
@@ -89,7 +90,7 @@ class TestInfrastructureOutages:
         finally:
             start_infrastructure()
         _watch(rid)
-        await _ended_consistently(watched, rid)
+        await _ended_consistently(settings, pool, watched, rid)
 
 
 class TestCoordinatorOutage:
@@ -137,4 +138,4 @@ class TestCoordinatorOutage:
         timeline = status(rid)["timeline"]
         assert timed_out(timeline) == [], "a step whose result waited in Kafka was failed by its deadline"
         assert sum(1 for e in timeline if e["reason"].startswith("gate-staging passed")) == 1
-        await _ended_consistently(watched, rid)
+        await _ended_consistently(settings, pool, watched, rid)
