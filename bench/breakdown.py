@@ -24,6 +24,12 @@ STAGES = (
     ("outbox wait", "releasegate_outbox_wait_seconds", "producer", "coordinator"),
     ("broker ack", "releasegate_outbox_ack_seconds", "producer", "coordinator"),
 )
+# The rollback service's part of decision to action: the compensation command's Kafka timestamp → its handler
+# starts, and the handler (admission, ledger, traffic back to stable, the candidate retired, the outcome staged).
+ROLLBACK_STAGES = (
+    ("record wait", "releasegate_record_wait_seconds", "topic", "release.commands.rollback"),
+    ("handler", "releasegate_handler_duration_seconds", "topic", "release.commands.rollback"),
+)
 
 
 @dataclass
@@ -67,9 +73,9 @@ def _bound(ms: float) -> str:
     return "> 4 s" if math.isinf(ms) else f"<= {ms:g}"
 
 
-def stages(run: Snapshot) -> list[Stage]:
+def stages(run: Snapshot, which: tuple[tuple[str, str, str, str], ...] = STAGES) -> list[Stage]:
     out = []
-    for name, metric, label, prefix in STAGES:
+    for name, metric, label, prefix in which:
         total = count = 0.0
         buckets: dict[float, float] = {}
         for (sample, labels), value in run.samples.items():
@@ -102,10 +108,14 @@ def _quantile(cumulative: dict[float, float], count: float, q: float) -> float:
     return math.inf
 
 
-def table(run: Snapshot) -> list[str]:
-    rows = stages(run)
+def table(
+    run: Snapshot,
+    which: tuple[tuple[str, str, str, str], ...] = STAGES,
+    title: str = "Where the hop's time goes (the coordinator's metrics over the run",
+) -> list[str]:
+    rows = stages(run, which)
     lines = [
-        "   Where the hop's time goes (the coordinator's metrics over the run; buckets bound the percentiles)",
+        f"   {title}; buckets bound the percentiles)",
         f"   {'stage':<14}{'n':>8}{'mean ms':>11}{'p50 ms':>12}{'p99 ms':>12}",
         *(r.line() for r in rows),
     ]

@@ -35,6 +35,7 @@ from releasegate_runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COORDINATOR_HEALTH_PORT = 18501  # deploy/services.sh: the coordinator's /health and /metrics
+ROLLBACK_HEALTH_PORT = 18506  # the rollback service's
 CANDIDATES = ROOT / "examples" / "candidates"
 COMMANDS = [
     topics.GATE_COMMANDS,
@@ -224,8 +225,14 @@ async def main(releases: int, round_trips: int) -> None:
     since = int(time.time() * 1000)
     coordinator_metrics = [COORDINATOR_HEALTH_PORT]
     metrics_before = await breakdown.scrape(coordinator_metrics)
+    rollback_before = await breakdown.scrape([ROLLBACK_HEALTH_PORT])
     runs = [await one_bad_release(settings, pool, haproxy) for _ in range(releases)]
     stages = breakdown.table((await breakdown.scrape(coordinator_metrics)).minus(metrics_before))
+    rollback_stages = breakdown.table(
+        (await breakdown.scrape([ROLLBACK_HEALTH_PORT])).minus(rollback_before),
+        breakdown.ROLLBACK_STAGES,
+        "The rollback service's part (its metrics over the run; the handler goes on after the weight is 0",
+    )
     paths = await decision_action.paths(
         settings, pool, {r["release"]: r["zero_at"] for r in runs if r.get("zero_at")}, since
     )
@@ -270,6 +277,7 @@ async def main(releases: int, round_trips: int) -> None:
         " fails the canary -> the canary's weight 0 in HAProxy"
     )
     print("\n".join(decision_action.table(paths)))
+    print("\n".join(rollback_stages))
 
 
 if __name__ == "__main__":

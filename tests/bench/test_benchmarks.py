@@ -51,6 +51,8 @@ def test_make_bench_rolls_back_its_release_and_prints_both_tables(up):
     assert "rolled_back" in out and "median" in out
     assert "coordinator hop" in out and "bare aiokafka round trip" in out
     assert "Where the hop's time goes" in out
+    _, rollback_part = out.split("The rollback service's part", 1)
+    assert re.search(r"\n\s+handler\s+[1-9]", rollback_part), out  # its metrics counted the compensation
     assert re.search(r"decision to action\s+\d+\s+\d+\s+1\b", out), out  # measured for the release
 
 
