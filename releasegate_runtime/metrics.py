@@ -92,6 +92,12 @@ OUTBOX_OLDEST = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "releasegate_outbox_published_total", "Outbox rows the relay published.", ["producer"], registry=REGISTRY
 )
+OUTBOX_REFUSED = Counter(
+    "releasegate_outbox_refused_total",
+    "Outbox rows the broker refused for good (too large, an invalid topic), kept in the outbox with the reason.",
+    ["producer"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "releasegate_consumer_lag_records",
     "Records on an assigned partition not yet consumed (high watermark - position).",
@@ -261,6 +267,10 @@ def dead_lettered(topic: str, reason: str, error_type: str, destination: str) ->
     _quietly("dead_letters", lambda: DEAD_LETTERS.labels(topic, reason_class(reason, error_type), destination).inc())
 
 
+def outbox_refused(producer: str) -> None:
+    _quietly("outbox_refused", lambda: OUTBOX_REFUSED.labels(producer).inc())
+
+
 def outbox_published(producer: str, rows: int) -> None:
     if rows:
         _quietly("outbox_published", lambda: OUTBOX_PUBLISHED.labels(producer).inc(rows))
@@ -273,7 +283,7 @@ def outbox_sampler(pool: asyncpg.Pool, producer: str) -> Sampler:
         async with pool.acquire(timeout=SAMPLE_TIMEOUT_SECONDS) as conn:
             row = await conn.fetchrow(
                 "SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
-                " FROM outbox WHERE producer = $1 AND published_at IS NULL",
+                " FROM outbox WHERE producer = $1 AND published_at IS NULL AND refused IS NULL",
                 producer,
             )
         OUTBOX_PENDING.labels(producer).set(row["pending"])

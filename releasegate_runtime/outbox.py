@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka.errors import InvalidTopicError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from contracts.cloudevents import Envelope, encode
 from releasegate_runtime import metrics
@@ -19,6 +20,11 @@ NOTIFY_CHANNEL = "releasegate_outbox"
 LOCK_SPACE = 7301  # pg advisory lock class of the outbox relays (key: the producer's name)
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
+MAX_REASON = 1000
+# What the broker answers for a record it will never take, however often it is sent: the relay keeps such a record
+# aside (`refused`) instead of retrying it forever in front of every event after it. A topic the producer may not
+# write is not among them: that is an ACL an operator fixes (OutboxLagHigh fires), and the events then flow.
+REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError)
 # Publishes one record. It may return once the broker acknowledged the record (None), or as soon as the record is
 # queued, with an awaitable of the acknowledgement: the relay then queues its whole batch first (the producer sends
 # it in one request per partition, in order) and waits for every acknowledgement before marking the rows.
@@ -30,20 +36,30 @@ async def add(conn: asyncpg.Connection, producer: str, topic: str, envelope: Env
     """Stage an event for publication; becomes visible to the relay only if the transaction commits. `notify`:
     wake the relay (PostgreSQL delivers the notification at commit, once per transaction whatever the count); a
     caller staging several events in one transaction may ask for it once and save a round trip per event."""
-    key, value, headers = encode(envelope)
+    topic, key, event_id, headers, payload = row(topic, envelope)
     await conn.execute(
         "INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,clock_timestamp())"
         " ON CONFLICT (event_id) DO NOTHING",
         producer,
         topic,
-        key.decode() if key else None,
-        envelope.id,
-        {k: v.decode() for k, v in headers},
-        value.decode(),
+        key,
+        event_id,
+        headers,
+        payload,
     )
     if notify:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
+
+
+Row = tuple[str, str | None, str, dict[str, str], str]
+
+
+def row(topic: str, envelope: Envelope) -> Row:
+    """An event as its outbox row stores it: topic, key, event id, headers, payload (for callers that write
+    several rows in one statement; `add` writes one)."""
+    key, value, headers = encode(envelope)
+    return topic, key.decode() if key else None, envelope.id, {k: v.decode() for k, v in headers}, value.decode()
 
 
 class Relay:
@@ -112,37 +128,56 @@ class Relay:
                 "SELECT id, topic, key, headers, payload, extract(epoch FROM clock_timestamp() - created_at) AS waited"
                 " FROM outbox"
                 " WHERE pg_try_advisory_xact_lock($3, hashtext($1)) AND producer = $1 AND published_at IS NULL"
-                " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                " AND refused IS NULL ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 self._producer,
                 self._batch,
                 LOCK_SPACE,
             )
             metrics.outbox_waited(self._producer, [float(r["waited"]) for r in rows])
             queued_at = time.perf_counter()
-            acknowledgements = []
+            acknowledgements: list[tuple[asyncpg.Record, Awaitable[Any]]] = []
+            refused: list[tuple[asyncpg.Record, BaseException]] = []
             for row in rows:
-                queued = await self._publish(
-                    row["topic"],
-                    row["key"].encode() if row["key"] else None,
-                    row["payload"].encode(),
-                    [(k, v.encode()) for k, v in row["headers"].items()],
-                )
+                try:
+                    queued = await self._publish(
+                        row["topic"],
+                        row["key"].encode() if row["key"] else None,
+                        row["payload"].encode(),
+                        [(k, v.encode()) for k, v in row["headers"].items()],
+                    )
+                except REFUSED_FOR_GOOD as exc:
+                    refused.append((row, exc))
+                    continue
                 if inspect.isawaitable(queued):
-                    acknowledgements.append(queued)
-            failed = [
-                r
-                for r in await asyncio.gather(*acknowledgements, return_exceptions=True)
-                if isinstance(r, BaseException)
-            ]
+                    acknowledgements.append((row, queued))
+            outcomes = await asyncio.gather(*(ack for _, ack in acknowledgements), return_exceptions=True)
+            failed = []
+            for (row, _), outcome in zip(acknowledgements, outcomes, strict=True):
+                if isinstance(outcome, REFUSED_FOR_GOOD):
+                    refused.append((row, outcome))
+                elif isinstance(outcome, BaseException):
+                    failed.append(outcome)
             if failed:
                 raise failed[0]
-            if rows:
+            kept_aside = {r["id"] for r, _ in refused}
+            published = [r["id"] for r in rows if r["id"] not in kept_aside]
+            if published:
                 metrics.outbox_acknowledged(self._producer, time.perf_counter() - queued_at)
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-                )
-        metrics.outbox_published(self._producer, len(rows))
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", published)
+            for row, problem in refused:
+                await self._refuse(conn, row, problem)
+        metrics.outbox_published(self._producer, len(published))
         return len(rows)
+
+    async def _refuse(self, conn: asyncpg.Connection, row: asyncpg.Record, exc: BaseException) -> None:
+        """The broker will never take this event: it stays in the outbox with the reason, out of the way of the
+        events after it (a saga waiting for it meets its step's deadline instead of every release stalling)."""
+        reason = f"{type(exc).__name__}: {exc} ({len(row['payload'])} bytes, topic {row['topic']})"[:MAX_REASON]
+        log.error(
+            "outbox event refused for good; kept with the reason", producer=self._producer, id=row["id"], reason=reason
+        )
+        await conn.execute("UPDATE outbox SET refused = $2 WHERE id = $1", row["id"], reason)
+        metrics.outbox_refused(self._producer)
 
 
 async def _quietly(cleanup: Awaitable[object]) -> None:

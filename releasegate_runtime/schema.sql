@@ -13,7 +13,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at   timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz
 );
-CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (producer, id) WHERE published_at IS NULL;
+-- refused: why the broker will never take this event (too large, an invalid topic); the relay keeps it here, out
+-- of the way of the events after it, and counts it (releasegate_outbox_refused_total)
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS refused text;
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (producer, id) WHERE published_at IS NULL AND refused IS NULL;
+DROP INDEX IF EXISTS outbox_unpublished;
 
 CREATE TABLE IF NOT EXISTS processed_events (
     consumer     text        NOT NULL,

@@ -402,6 +402,37 @@ class TestOutboxRelay:
             await producer.stop()
             await forget_outbox(pool, name)
 
+    async def test_an_event_the_broker_never_takes_is_kept_aside_and_the_events_after_it_published(
+        self, settings, pool, scratch_topic
+    ):
+        """Larger than any request the producer may send (the contracts bound every field, so only a fault gets
+        such a row into the outbox; here its payload is padded in place): before, the relay retried it forever in
+        front of every event after it, and every release of that producer stalled."""
+        name = unique("it-relay")
+        huge, after = alert(name, "huge"), alert(name, "after")
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, name, scratch_topic, huge)
+            await outbox.add(conn, name, scratch_topic, after)
+            await conn.execute(
+                "UPDATE outbox SET payload = payload || repeat(' ', 2000000) WHERE event_id = $1", huge.id
+            )
+        producer = Producer(as_principal(settings, "admin"), name)
+        await producer.start()
+        try:
+            assert await Relay(pool, name, producer.enqueue).publish_pending() == 2
+            (on_topic,) = await asyncio.wait_for(records_on(settings, scratch_topic, 1), TIMEOUT)
+            assert on_topic.id == after.id
+            async with pool.acquire() as conn:
+                rows = await conn.fetch("SELECT event_id, published_at, refused FROM outbox WHERE producer = $1", name)
+            kept = {r["event_id"]: r for r in rows}
+            assert kept[after.id]["published_at"] is not None and kept[after.id]["refused"] is None
+            assert kept[huge.id]["published_at"] is None
+            assert kept[huge.id]["refused"].startswith("MessageSizeTooLargeError"), kept[huge.id]["refused"]
+            assert await Relay(pool, name, producer.enqueue).publish_pending() == 0  # not tried again
+        finally:
+            await producer.stop()
+            await forget_outbox(pool, name)
+
     async def test_two_instances_relaying_one_producer_publish_each_event_once_in_order(self, pool):
         """Instance a holds a batch at the broker; instance b sweeps meanwhile and must neither take the rows after
         a's batch (they would reach Kafka before a's) nor a's own rows."""

@@ -16,7 +16,7 @@ from contracts.cloudevents import Envelope
 from contracts.events import CandidateSubmitted, CheckResult, GateCheckFinished, ReleaseState, VerifierHeartbeat
 from releasegate_platform import verifier_registry
 from releasegate_platform.catalog import Catalog
-from releasegate_runtime import db
+from releasegate_runtime import db, outbox
 from releasegate_runtime.settings import ServiceSettings
 from services.coordinator import saga
 from services.coordinator.adapters.postgres import PgSagaStore
@@ -34,6 +34,17 @@ async def coordinator_pool(pool):  # `pool` (tests/conftest.py) applied the sche
     p = await db.create_pool(ServiceSettings().for_principal("coordinator").database_url, max_size=4)
     yield p
     await p.close()
+
+
+@pytest.fixture(autouse=True)
+async def no_saga_left_running(pool):
+    """The sagas these tests start never end; they are removed afterwards, or a benchmark or a test that waits
+    for no release in flight would wait for them (their audit rows stay: the log is append-only)."""
+    yield
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM saga_deadlines WHERE release_id LIKE 'it-store-%'")
+        await conn.execute("DELETE FROM sagas WHERE release_id LIKE 'it-store-%'")
+        await conn.execute("DELETE FROM outbox WHERE producer LIKE 'it-store-%'")
 
 
 def candidate(release_id: str) -> CandidateSubmitted:
@@ -164,6 +175,64 @@ class TestRefusalsRecordedAsTheSagaStands:
                 "SELECT state, step, actor FROM audit_log WHERE release_id = $1 AND reason = 'refused gate result'", rid
             )
         assert dict(row) == {"state": "running", "step": "gate-staging", "actor": "principal:deployer"}
+
+
+class TestADecisionsWritesInOneStatement:
+    """Audit entries and outbox events are staged during a decision and written together before the commit."""
+
+    async def test_they_are_written_in_the_order_staged_and_the_relay_is_woken(self, pool, coordinator_pool):
+        store = PgSagaStore(coordinator_pool, producer := f"it-store-{uuid.uuid4().hex[:8]}")  # no relay serves it
+        rid = await started(store)
+        events = [Envelope.new(gate_passed(rid), "test", rid) for _ in range(3)]
+        woken: list[str] = []
+        listener = await pool.acquire()
+        try:
+            heard = asyncio.Event()
+
+            def on_notify(_conn, _pid, _channel, payload: str) -> None:
+                woken.append(payload)
+                if payload == producer:
+                    heard.set()
+
+            await listener.add_listener(outbox.NOTIFY_CHANNEL, on_notify)
+            async with store.transaction() as tx:
+                for n, event in enumerate(events):
+                    await tx.audit(AuditEntry(rid, "coordinator", "running", None, f"entry {n}", {"n": n}))
+                    await tx.publish(f"it.topic.{n}", event)
+                await tx.audit_as_it_stands(rid, "principal:it", "as it stands", {})
+                await tx.audit(AuditEntry(rid, "coordinator", "running", "gate-staging", "last", {"n": 9}))
+            await asyncio.wait_for(heard.wait(), 10)
+            async with pool.acquire() as conn:
+                audit = await conn.fetch(
+                    "SELECT reason, step, evidence FROM audit_log WHERE release_id = $1 ORDER BY id", rid
+                )
+                staged = await conn.fetch(
+                    "SELECT topic, event_id, key, headers FROM outbox WHERE event_id = ANY($1::text[]) ORDER BY id",
+                    [e.id for e in events],
+                )
+        finally:
+            await listener.remove_listener(outbox.NOTIFY_CHANNEL, on_notify)
+            await pool.release(listener)
+        assert [r["reason"] for r in audit] == ["entry 0", "entry 1", "entry 2", "as it stands", "last"]
+        assert [r["evidence"] for r in audit] == [{"n": 0}, {"n": 1}, {"n": 2}, {}, {"n": 9}]
+        assert [r["step"] for r in audit] == [None, None, None, "gate-staging", "gate-staging"]
+        assert [(r["topic"], r["event_id"]) for r in staged] == [(f"it.topic.{n}", e.id) for n, e in enumerate(events)]
+        assert {r["key"] for r in staged} == {rid} and [r["headers"]["ce_id"] for r in staged] == [e.id for e in events]
+        assert producer in woken
+
+    async def test_nothing_staged_is_written_when_the_decision_fails(self, pool, coordinator_pool):
+        store = PgSagaStore(coordinator_pool, f"it-store-{uuid.uuid4().hex[:8]}")
+        rid = await started(store)
+        event = Envelope.new(gate_passed(rid), "test", rid)
+        with pytest.raises(ConcurrentUpdate):
+            async with store.transaction() as tx:
+                await tx.audit(AuditEntry(rid, "coordinator", "running", None, "staged", {}))
+                await tx.publish("it.topic", event)
+                loaded = await tx.load(rid)
+                await tx.save(loaded.saga, loaded.revision + 1)  # a stale revision: the decision fails
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1", rid) == 0
+            assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 0
 
 
 class TestVerifierRegistryAsOneRowPerVerifier:

@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     NotLeaderForPartitionError,
     TopicAuthorizationFailedError,
 )
@@ -33,6 +34,7 @@ class Outbox:
                 "payload": e,
                 "waited": 0.001,
                 "published": False,
+                "refused": None,
             }
             for i, e in enumerate(events, 1)
         ]
@@ -56,11 +58,15 @@ class Outbox:
         yield
 
     async def fetch(self, sql, producer, limit, lock_space):  # no other instance holds the producer's lock here
-        return [r for r in self.rows if not r["published"]][:limit]
+        return [r for r in self.rows if not r["published"] and r["refused"] is None][:limit]
 
-    async def execute(self, sql, ids) -> None:
+    async def execute(self, sql, *args) -> None:
+        if sql.startswith("UPDATE outbox SET refused"):
+            id_, reason = args
+            next(r for r in self.rows if r["id"] == id_)["refused"] = reason
+            return
         for r in self.rows:
-            if r["id"] in ids:
+            if r["id"] in args[0]:
                 r["published"] = True
 
 
@@ -189,6 +195,26 @@ class TestRelaySurvivesOutages:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert outbox.rows[0]["published"] and outbox.listeners == [] and outbox.released == 1
+
+    async def test_an_event_the_broker_never_takes_is_kept_aside_with_the_reason_and_the_others_published(self):
+        outbox = Outbox(["e1", "too large", "e3"])
+
+        async def publish(topic, key, value, headers):
+            if value == b"too large":
+                raise MessageSizeTooLargeError("the message is 2000000 bytes")
+
+        relay = Relay(ContextPool(outbox), "p", publish, poll_seconds=0.01, backoff=RecordingBackoff())
+        assert await relay.publish_pending() == 3
+        assert [(r["published"], r["refused"]) for r in outbox.rows] == [
+            (True, None),
+            (
+                False,
+                "MessageSizeTooLargeError: [Error 10] MessageSizeTooLargeError: the message is 2000000 bytes"
+                " (9 bytes, topic release.alerts)",
+            ),
+            (True, None),
+        ]
+        assert await relay.publish_pending() == 0
 
     async def test_a_delay_starts_over_after_a_success(self):
         outbox = Outbox(["e1"])
