@@ -108,4 +108,5 @@ async def test_prometheus_scrapes_every_service_and_loaded_the_rules():
         "DeadLettersRising",
         "RequiredVerifierNotAlive",
         "OutboxLagHigh",
+        "OutboxEventRefused",
     } <= alerts

@@ -77,7 +77,7 @@ def as_plain_promql(expr: str) -> str:
 
 class TestAlertingRules:
     def test_the_rules_load(self):
-        assert "SUCCESS: 5 rules found" in promtool("check", "rules", str(PROMETHEUS / "rules.yml"))
+        assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(PROMETHEUS / "rules.yml"))
 
     def test_each_alert_fires_when_its_condition_holds_and_stays_quiet_otherwise(self):
         assert "SUCCESS" in promtool("test", "rules", "rules.test.yml", cwd=PROMETHEUS)
@@ -96,6 +96,7 @@ class TestAlertingRules:
                 "DeadLettersRising",
                 "RequiredVerifierNotAlive",
                 "OutboxLagHigh",
+                "OutboxEventRefused",
             }
         )
 
