@@ -133,6 +133,14 @@ CREATE TABLE IF NOT EXISTS business_events (
     latency_ms  double precision
 );
 CREATE INDEX IF NOT EXISTS business_events_window ON business_events (environment, version, at);
+-- verifier: how far each partition of a business-event topic has been ingested (by whichever verifier instance
+-- owns it now): a window closes only once every partition is ingested past its end, not only this instance's
+CREATE TABLE IF NOT EXISTS ingest_watermarks (
+    topic        text        NOT NULL,
+    partition    integer     NOT NULL,
+    caught_up_at timestamptz NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
 
 CREATE TABLE IF NOT EXISTS http_samples (
     id          bigserial PRIMARY KEY,

@@ -40,6 +40,7 @@ GRANT SELECT, INSERT ON used_grants, refused_commands TO rg_rollback;
 -- verifiers (core and team): runs and verdicts; the core verifier's event and request samples
 GRANT SELECT, INSERT, UPDATE ON verifier_runs TO rg_verifier;
 GRANT SELECT, INSERT ON business_events, http_samples TO rg_verifier;
+GRANT SELECT, INSERT, UPDATE ON ingest_watermarks TO rg_verifier;
 
 -- ops (the CLI, dashboards): read everything, change nothing
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;

@@ -1,11 +1,13 @@
 """Ingests the shop's business events from Kafka in batches (bulk, idempotent inserts, commit after) and keeps
-a watermark: the last moment the ingest had caught up with the topic, so a verdict never closes a window whose
-events are still in flight."""
+a watermark: the last moment by which every partition of the topic had been ingested, so a verdict never closes a
+window whose events are still in flight. With several verifier instances each ingests the partitions it was
+given; each records its own partitions' watermark in PostgreSQL and reads back the topic's (the oldest), so an
+instance that is behind, or gone until its partitions move, holds every instance's windows open."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -29,17 +31,21 @@ class BusinessEventIngest:
         store: KpiStore,
         dead_letter: DeadLetter,
         on_ingested: Callable[[], None] = lambda: None,
+        *,
+        topic: str = topics.SHOP_EVENTS,
+        group: str = GROUP,
     ) -> None:
         """`on_ingested`: called after each batch of business events is stored (the looks judge it at once)."""
         self._kafka, self._store, self._dead_letter = kafka, store, dead_letter
         self._on_ingested = on_ingested
-        self.caught_up_at: datetime | None = None
+        self._topic, self._group = topic, group
+        self.caught_up_at: datetime | None = None  # every partition ingested up to then (any instance's)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            topics.SHOP_EVENTS,
+            self._topic,
             **self._kafka,
-            group_id=GROUP,
+            group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_WAIT_MS,
@@ -70,8 +76,12 @@ class BusinessEventIngest:
                     self._on_ingested()
                 if batches:
                     await consumer.commit()
-                if not batches or await _at_end(consumer):
-                    self.caught_up_at = datetime.now(UTC)
+                mine = sorted(tp.partition for tp in consumer.assignment())
+                if mine and (not batches or await _at_end(consumer)):
+                    await self._store.caught_up(self._topic, mine)
+                partitions = consumer.partitions_for_topic(self._topic)
+                if partitions:
+                    self.caught_up_at = await self._store.ingested_until(self._topic, len(partitions))
         finally:
             await consumer.stop()
 

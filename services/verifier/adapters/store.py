@@ -43,6 +43,29 @@ class KpiStore:
                 rows,
             )
 
+    async def caught_up(self, topic: str, partitions: list[int]) -> datetime:
+        """Record that `partitions` of `topic` are ingested up to now (the database's clock); that moment."""
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(
+                "INSERT INTO ingest_watermarks (topic, partition, caught_up_at)"
+                " SELECT $1, p, clock_timestamp() FROM unnest($2::int[]) AS p"
+                " ON CONFLICT (topic, partition) DO UPDATE SET caught_up_at = EXCLUDED.caught_up_at"
+                " RETURNING caught_up_at",
+                topic,
+                partitions,
+            )
+
+    async def ingested_until(self, topic: str, partitions: int) -> datetime | None:
+        """The moment up to which every one of the topic's `partitions` is ingested (None: one never was)."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT min(caught_up_at) AS until, count(*) AS known FROM ingest_watermarks"
+                " WHERE topic = $1 AND partition < $2",
+                topic,
+                partitions,
+            )
+        return row["until"] if row["known"] == partitions else None
+
     async def add_http_samples(self, rows: list[tuple[str, str, str | None, int, int, str | None]]) -> None:
         async with self._pool.acquire() as conn:
             await conn.executemany(
