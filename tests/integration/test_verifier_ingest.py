@@ -49,7 +49,7 @@ class WatchedStore:
 
 
 @pytest.fixture
-def two_partitions(settings):
+async def two_partitions(settings, pool):
     admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
     name = f"it-ingest-{uuid.uuid4().hex[:10]}"
     admin.create_topics([NewTopic(name, 2, 1)])[name].result(timeout=30)
@@ -57,6 +57,8 @@ def two_partitions(settings):
         yield name
     finally:
         admin.delete_topics([name])[name].result(timeout=30)
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM ingest_watermarks WHERE topic = $1", name)
 
 
 @pytest.fixture
