@@ -80,12 +80,25 @@ async def stop_process(pid: int | None, grace_seconds: float = 10.0) -> None:
             pass
 
 
-def _recorded_pid(pid_file: Path) -> int | None:
+def bundle_process(pid: int | None, run_dir: Path) -> bool:
+    """A live process running from one of the deployer's bundle folders: a candidate instance, not an unrelated
+    process that was given a recycled pid (or that a tampered pid file names)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/cwd").resolve().is_relative_to((run_dir / "bundles").resolve())
+    except OSError:
+        return False
+
+
+def _recorded_pid(pid_file: Path, run_dir: Path) -> int | None:
+    """The pid in the file, only if it is a candidate instance's process."""
     try:
         text = pid_file.read_text().strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    pid = int(text) if text.isdigit() else None
+    return pid if bundle_process(pid, run_dir) else None
 
 
 class LocalTarget:
@@ -182,7 +195,7 @@ class LocalTarget:
         pid_file = self.pid_file(inst)
         # A deployer killed between starting the process and recording its pid left only the pid file: without it
         # the process would outlive its stopped row, holding the port a later instance is given.
-        await stop_process(inst.pid if inst.pid is not None else _recorded_pid(pid_file))
+        await stop_process(inst.pid if inst.pid is not None else _recorded_pid(pid_file, self.run_dir))
         async with self.pool.acquire() as conn:
             await conn.execute("UPDATE instances SET state = 'stopped', stopped_at = now() WHERE id = $1", inst.id)
         pid_file.unlink(missing_ok=True)

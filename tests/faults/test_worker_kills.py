@@ -6,10 +6,8 @@ service process alive and healthy."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -30,11 +28,7 @@ async def _saga(pool, rid: str) -> tuple[str, str]:
 async def _frozen_when(watched, name: str, moment: Callable[[], Awaitable[object]], timeout: float = 300) -> object:
     """SIGSTOP service `name` as soon as `moment()` is truthy (checked every 10 ms, as a step may take only a
     fraction of a second): whatever it was doing is held exactly there, for the test to check and then kill."""
-    deadline = time.monotonic() + timeout
-    while not (found := await moment()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting to stop {name}")
-        await asyncio.sleep(0.01)
+    found = await wait_until(moment, timeout, f"the moment to stop {name}", every=0.01)
     os.killpg(watched.services[name].proc.pid, signal.SIGSTOP)
     return found
 

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -282,37 +283,59 @@ class TestHAProxyRuntimeApi:
 
 
 class TestLocalTargetStop:
-    async def test_an_instance_whose_pid_was_never_recorded_is_stopped_by_its_pid_file(
-        self, pool, haproxy, free_slot, tmp_path
-    ):
-        """A deployer killed after starting a process but before recording its pid leaves a `starting` row without
-        one; stopping that instance (as a redelivered deploy step does) must stop the process its pid file names,
-        or it outlives the row and keeps the port a later instance is given."""
-        process = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
-        target = LocalTarget(pool, haproxy, tmp_path)
+    """A deployer killed after starting a process but before recording its pid leaves a `starting` row without
+    one; stopping that instance (as a redelivered deploy step does) must stop the process its pid file names, or
+    it outlives the row and keeps the port a later instance is given. A pid file can only name a candidate
+    instance's process: one naming any other process is not acted on."""
+
+    async def _stop_unrecorded(self, pool, haproxy, slot: str, run_dir: Path, cwd: Path) -> tuple:
+        await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
+        process = await asyncio.create_subprocess_exec("sleep", "300", cwd=cwd, start_new_session=True)
+        target = LocalTarget(pool, haproxy, run_dir)
         async with pool.acquire() as conn:
-            row = await conn.fetchrow(
+            row_id = await conn.fetchval(
                 "INSERT INTO instances (service, environment, version, digest, slot, port, state)"
                 " VALUES ('shop', 'staging', 'it-orphan', $1, $2, 20199, 'starting') RETURNING id",
                 "sha256:" + "0" * 64,
-                free_slot,
+                slot,
             )
         try:
-            (inst,) = [i for i in await target.live("shop", "staging") if i.id == row["id"]]
+            (inst,) = [i for i in await target.live("shop", "staging") if i.id == row_id]
             assert inst.pid is None
-            target.pid_file(inst).parent.mkdir(parents=True)
+            target.pid_file(inst).parent.mkdir(parents=True, exist_ok=True)
             target.pid_file(inst).write_text(f"{process.pid}\n")
             await target.stop(inst)
-            assert await asyncio.wait_for(process.wait(), TIMEOUT) == -15  # SIGTERM, from stop
             async with pool.acquire() as conn:
-                assert await conn.fetchval("SELECT state FROM instances WHERE id = $1", row["id"]) == "stopped"
-            assert not target.pid_file(inst).exists()
+                state = await conn.fetchval("SELECT state FROM instances WHERE id = $1", row_id)
+            return process, state, target.pid_file(inst).exists()
+        finally:
+            async with pool.acquire() as conn:
+                await conn.execute("DELETE FROM instances WHERE id = $1", row_id)
+
+    async def test_an_instance_whose_pid_was_never_recorded_is_stopped_by_its_pid_file(
+        self, pool, haproxy, free_slot, tmp_path
+    ):
+        process, state, pid_file_left = await self._stop_unrecorded(
+            pool, haproxy, free_slot, tmp_path, tmp_path / "bundles" / "sealed"
+        )
+        try:
+            assert await asyncio.wait_for(process.wait(), TIMEOUT) == -15  # SIGTERM, from stop
+            assert state == "stopped" and not pid_file_left
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-            async with pool.acquire() as conn:
-                await conn.execute("DELETE FROM instances WHERE id = $1", row["id"])
+
+    async def test_a_pid_file_naming_a_process_that_is_no_candidate_kills_nothing(
+        self, pool, haproxy, free_slot, tmp_path
+    ):
+        process, state, _ = await self._stop_unrecorded(pool, haproxy, free_slot, tmp_path, tmp_path / "elsewhere")
+        try:
+            assert process.returncode is None, "a process outside the bundle folders was stopped"
+            assert state == "stopped"
+        finally:
+            process.kill()
+            await process.wait()
 
 
 # ------------------------------------------------------------------------------------------------- outbox relay

@@ -37,14 +37,16 @@ async def register_verifier(settings: ServiceSettings, name: str) -> str:
     return principal.name
 
 
-async def wait_until(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+async def wait_until(
+    check: Callable[[], Awaitable[object]], timeout: float, what: str, *, every: float = 0.2
+) -> object:
+    """Poll `check` every `every` seconds until it returns something truthy; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = await check()
         if result:
             return result
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

@@ -12,7 +12,7 @@ import asyncpg
 from bench.faults import repeated_effects, timed_out
 from releasegate_cli.probes import versions_served
 from releasegate_platform.haproxy import HAProxy
-from releasegate_platform.local_target import backend_for, pid_alive
+from releasegate_platform.local_target import backend_for, bundle_process, pid_alive
 from releasegate_runtime.settings import ServiceSettings
 from tests.e2e.conftest import PRODUCTION, STAGING
 
@@ -62,7 +62,7 @@ async def workload_drift(
                 drift.append(f"{what} is not a serving instance of the stable {version}")
             elif r["state"] != "stopped" and not pid_alive(r["pid"]):
                 drift.append(f"{what}: its process is gone")
-            elif r["state"] == "stopped" and r["pid"] not in live_pids and _bundle_process(r["pid"], settings.run_dir):
+            elif r["state"] == "stopped" and r["pid"] not in live_pids and bundle_process(r["pid"], settings.run_dir):
                 drift.append(f"{what}: its process still runs")
         for server in await haproxy.servers(backend_for(service, environment)):
             if not server.maintenance and server.weight > 0 and server.name not in serving:
@@ -72,20 +72,9 @@ async def workload_drift(
             if routed := await haproxy.map_entries(str(tenant_map)):
                 drift.append(f"tenants still routed to a candidate in {environment}: {sorted(routed)}")
     for name, pid in (await asyncio.to_thread(_pid_files, settings.run_dir, service)).items():
-        if pid not in live_pids and _bundle_process(pid, settings.run_dir):
+        if pid not in live_pids and bundle_process(pid, settings.run_dir):
             drift.append(f"{name} names running process {pid}, which no live instance holds")
     return drift
-
-
-def _bundle_process(pid: int | None, run_dir: Path) -> bool:
-    """A live process running from one of the deployer's bundle folders (so not an unrelated process that was
-    given a recycled pid)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        return Path(f"/proc/{pid}/cwd").resolve().is_relative_to((run_dir / "bundles").resolve())
-    except OSError:
-        return False
 
 
 def _pid_files(run_dir: Path, service: str) -> dict[str, int]:
