@@ -3,7 +3,8 @@ snapshots of /metrics before and after a run, and the difference per stage.
 
 A hop (a result record on Kafka → the next command record on Kafka) is, in order:
   record wait   the result's Kafka timestamp → the coordinator's handler starts (fetch, queueing in the process)
-  handler       decode, verify, load the saga, decide, write saga/audit/deadline/outbox, commit
+  handler       one record's handler: decode, verify, decide (inside its batch: the saga was read with the batch's)
+  batch         the batch the record was decided in: every record's handler, then the batch's writes and one commit
   outbox wait   the command staged in the outbox → the relay picks it up (rest of the transaction, commit, NOTIFY)
   broker ack    the relay queues its batch → the broker acknowledged all of it (acks=all)
 """
@@ -21,6 +22,7 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 STAGES = (
     ("record wait", "releasegate_record_wait_seconds", "topic", "release.results."),
     ("handler", "releasegate_handler_duration_seconds", "topic", "release.results."),
+    ("batch", "releasegate_batch_duration_seconds", "group", "releasegate-coordinator"),
     ("outbox wait", "releasegate_outbox_wait_seconds", "producer", "coordinator"),
     ("broker ack", "releasegate_outbox_ack_seconds", "producer", "coordinator"),
 )
@@ -119,6 +121,12 @@ def table(
         f"   {'stage':<14}{'n':>8}{'mean ms':>11}{'p50 ms':>12}{'p99 ms':>12}",
         *(r.line() for r in rows),
     ]
-    total = sum(r.mean_ms for r in rows if r.count)
+    # a record's handler runs inside its batch: with batches, the batch stands for it in the sum
+    batched = any(r.name == "batch" and r.count for r in rows)
+    total = sum(r.mean_ms for r in rows if r.count and not (batched and r.name == "handler"))
     lines.append(f"   {'sum of means':<14}{'':>8}{total:>11.2f}")
+    records = run.samples.get(("releasegate_batch_records_sum", (("group", "releasegate-coordinator"),)), 0.0)
+    batches = run.samples.get(("releasegate_batch_records_count", (("group", "releasegate-coordinator"),)), 0.0)
+    if batched and batches:
+        lines.append(f"   records per batch: {records / batches:.1f} on average ({int(batches)} batches)")
     return lines

@@ -40,6 +40,7 @@ import asyncpg
 import httpx
 import yaml
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import KafkaError, KafkaException
 
 from bench import breakdown
 from bench.rollback_latency import bare_round_trips, coordinator_hops, q
@@ -61,6 +62,11 @@ GROUP = "releasegate-coordinator"
 HEALTH_BASE = 18700  # coordinator i answers /health on 18700 + i: apart from services.sh's and the e2e tests'
 TERMINAL = {s.value for s in TERMINAL_STATES}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
 
 
 def bench_catalog(directory: Path) -> Path:
@@ -199,7 +205,14 @@ async def group_members(settings: ServiceSettings) -> tuple[str, int]:
     admin = bus_admin.admin_client(settings.kafka_bootstrap, settings.secrets_dir, settings.kafka_ca_file)
 
     def describe() -> tuple[str, int]:
-        group = admin.describe_consumer_groups([GROUP])[GROUP].result(30)
+        for attempt in range(20):  # a broker that just started may not have loaded the group coordinator yet
+            try:
+                group = admin.describe_consumer_groups([GROUP])[GROUP].result(30)
+                break
+            except KafkaException as exc:
+                if exc.args[0].code() not in COORDINATOR_MOVING or attempt == 19:
+                    raise
+                time.sleep(0.5)
         members = [m for m in group.members if m.assignment and m.assignment.topic_partitions]
         return group.state.name, len(members)
 

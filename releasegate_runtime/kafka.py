@@ -4,15 +4,18 @@ after handling, retry transient errors and dead-letter (or park) what can never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ssl
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -26,6 +29,9 @@ from releasegate_runtime.settings import ServiceSettings
 
 log = structlog.get_logger()
 Handler = Callable[[Envelope], Awaitable[None]]
+# One unit of work for a batch of records (their envelopes, in the order they will be handled): every handler called
+# inside it shares it, and it commits when the block ends without an error; on an error nothing of it is kept.
+BatchScope = Callable[[Sequence[Envelope]], AbstractAsyncContextManager[None]]
 MAX_ATTEMPTS = 5
 ATTEMPTS_TRACKED = 1024
 # how long a dead letter may wait for the broker before the record is parked in PostgreSQL instead
@@ -134,6 +140,17 @@ class _Attempts:
         self._entries.pop(where, None)
 
 
+def _decoded(record: Any, accept: tuple[type, ...] | None) -> Envelope | None:
+    """The record's envelope if it is one the route accepts; None otherwise (`Consumer._process` says why)."""
+    try:
+        envelope = decode(record.headers, record.value)
+    except Exception:
+        return None
+    if accept is not None and not isinstance(envelope.data, accept):
+        return None
+    return envelope
+
+
 def _retry_delay(attempt: int) -> float:
     return min(0.2 * 2.0**attempt, 3.0)
 
@@ -234,11 +251,13 @@ class Consumer:
         pool: asyncpg.Pool,
         workers: int = 1,
         fetch_wait_ms: int = 100,
+        client: dict[str, Any] | None = None,
     ) -> None:
         """`dead_letter_producer`: not idempotent (see `Producer`); `pool`: where records are parked; `workers`:
         group members of this process, each handling its partitions in order, concurrently with the others;
         `fetch_wait_ms`: the longest a fetch waits at the broker (a record on a partition that was still being
-        handled when the fetch left waits for it)."""
+        handled when the fetch left waits for it); `client`: aiokafka options of this principal (`client_options`),
+        for members that handle their records in batches (`batched`)."""
         self._fetch_wait_ms = fetch_wait_ms
         self._broker, self._group, self._producer, self._source = broker, group, dead_letter_producer, source
         self._pool, self._workers = pool, workers
@@ -247,6 +266,12 @@ class Consumer:
         self._routes: dict[str, tuple[Handler, tuple[type, ...] | None]] = {}
         self._subscribers: list[Any] = []
         self._members: list[_Member] = []
+        self._client = client
+        self._scope: BatchScope | None = None
+        self._max_batch = 1
+        self._batch_consumers: list[AIOKafkaConsumer] = []
+        self._batch_listeners: list[_Member] = []
+        self._batch_tasks: list[asyncio.Task[None]] = []
 
     @property
     def group(self) -> str:
@@ -260,6 +285,34 @@ class Consumer:
         """Deliver each valid record of `topic` to `handler`; `accept` limits the event types it takes."""
         self._routes[topic] = (handler, accept)
 
+    def batched(self, scope: BatchScope, max_records: int) -> None:
+        """Handle records in batches of up to `max_records` (what one fetch returned), each batch's records inside
+        one `scope` (one transaction: one commit for the batch instead of one per record). A batch whose scope fails
+        for any reason (a record to refuse, a concurrent update, an outage) is handled again record by record, as
+        without batches, so a bad record is dead-lettered on its own and the others are applied."""
+        if self._client is None:
+            raise ValueError("batched members need the principal's client options (Consumer(client=...))")
+        self._scope, self._max_batch = scope, max_records
+
+    async def start(self) -> None:
+        """Start the batch members (the broker starts the others)."""
+        for consumer, member in zip(self._batch_consumers, self._batch_listeners, strict=True):
+            consumer.subscribe(list(self._routes), listener=member)
+            await consumer.start()
+        for i, consumer in enumerate(self._batch_consumers):
+            self._batch_tasks.append(asyncio.create_task(self._run_batches(consumer), name=f"{self._group}-{i}"))
+
+    async def stop(self) -> None:
+        for task in self._batch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._batch_tasks, return_exceptions=True)
+        self._batch_tasks.clear()
+        with contextlib.suppress(Exception):  # what is not committed is delivered again, and handled idempotently
+            await self._offsets.commit()
+        for consumer in self._batch_consumers:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
     async def commit_offsets(self) -> None:
         """Background task: commit the offsets of handled records every `COMMIT_INTERVAL_SECONDS`."""
         await self._offsets.run()
@@ -270,7 +323,8 @@ class Consumer:
 
     def clients(self) -> list[Any]:
         """The subscribers' aiokafka consumers once the broker started them (for their lag)."""
-        return [c for c in (getattr(s, "consumer", None) for s in self._subscribers) if c is not None]
+        started = [c for c in (getattr(s, "consumer", None) for s in self._subscribers) if c is not None]
+        return started + self._batch_consumers
 
     def register(self) -> None:
         """`workers` subscribers (group members) for all routed topics; a service that consumes nothing in a group
@@ -279,7 +333,108 @@ class Consumer:
         if not self._routes:
             return
         for _ in range(self._workers):
-            self._register_one()
+            if self._scope is None:
+                self._register_one()
+            else:
+                self._register_batch_member()
+
+    def _register_batch_member(self) -> None:
+        member = _Member(self._offsets)
+        self._members.append(member)
+        consumer = AIOKafkaConsumer(
+            **(self._client or {}),
+            group_id=self._group,
+            client_id=self._group,
+            enable_auto_commit=False,  # offsets of handled records are committed by `_HandledOffsets`
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_wait_ms,
+            max_poll_interval_ms=300_000,
+            partition_assignment_strategy=(RangePartitionAssignor,),  # see `_register_one`
+        )
+        self._batch_consumers.append(consumer)
+        self._batch_listeners.append(member)
+
+    async def _run_batches(self, consumer: AIOKafkaConsumer) -> None:
+        """One batch member: what a fetch returned (up to `max_records`, in order on each partition), handled as
+        one batch. Ends only when cancelled; a failure of the loop itself is logged and the loop goes on."""
+        while True:
+            try:
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=self._max_batch)
+                records = [r for rs in fetched.values() for r in rs]
+                if records:
+                    await self._handle_batch(consumer, records)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker away, a rebalance: fetch again (the consumer reconnects)
+                log.warning("batch consumer failed; fetching again", group=self._group, error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _handle_batch(self, consumer: AIOKafkaConsumer, records: list[Any]) -> None:
+        """Decide `records` in one scope; on failure, record by record. A record that must be redelivered (a
+        transient failure) rewinds its partition to it: nothing after it there is committed before it is handled."""
+        ready: list[tuple[Any, Handler, Envelope]] = []
+        others: list[Any] = []
+        for record in records:
+            handler, accept = self._routes[record.topic]
+            envelope = None
+            if self._attempts.verdict((record.topic, record.partition, record.offset)) is None:
+                envelope = _decoded(record, accept)
+            if envelope is None:
+                others.append(record)  # dead-lettered by `_handle`, with the reason
+            else:
+                ready.append((record, handler, envelope))
+        done: set[tuple[str, int, int]] = set()
+        todo = records
+        if ready and await self._decide_batch(ready):
+            done = {(r.topic, r.partition, r.offset) for r, _, _ in ready}
+            todo = others
+        for record in todo:
+            handler, accept = self._routes[record.topic]
+            try:
+                await self._handle(record, handler, accept)
+            except Exception:
+                self._settle(consumer, records, done)
+                return
+            done.add((record.topic, record.partition, record.offset))
+        self._settle(consumer, records, done)
+
+    async def _decide_batch(self, ready: list[tuple[Any, Handler, Envelope]]) -> bool:
+        """True once every record's handler ran in one scope and the scope committed."""
+        assert self._scope is not None
+        started = time.perf_counter()
+        try:
+            async with self._scope([e for _, _, e in ready]):
+                for record, handler, envelope in ready:
+                    if isinstance(record.timestamp, int):
+                        metrics.record_waited(record.topic, record.timestamp)
+                    bind = {"release_id": envelope.subject, "tenant": envelope.tenant, "event_type": envelope.type}
+                    with (
+                        structlog.contextvars.bound_contextvars(**{k: v for k, v in bind.items() if v}),
+                        metrics.handling(record.topic),
+                    ):
+                        await handler(envelope)
+        except Exception as exc:
+            metrics.batch_fell_back(self._group)
+            log.info("batch not decided as one; handling its records one by one", records=len(ready), error=repr(exc))
+            return False
+        metrics.batch_done(self._group, len(ready), time.perf_counter() - started)
+        for record, _, _ in ready:
+            metrics.consumed(record.topic, "ok")
+        return True
+
+    def _settle(self, consumer: AIOKafkaConsumer, records: list[Any], done: set[tuple[str, int, int]]) -> None:
+        """Per partition: the handled records up to the first one not handled are committed (in the background);
+        the partition is rewound to that one, which comes again with everything after it."""
+        by_partition: dict[TopicPartition, list[Any]] = {}
+        for record in records:
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        for tp, mine in by_partition.items():
+            for record in sorted(mine, key=lambda r: r.offset):
+                if (record.topic, record.partition, record.offset) not in done:
+                    with contextlib.suppress(Exception):  # a partition revoked meanwhile: its new owner has it
+                        consumer.seek(tp, record.offset)
+                    break
+                self._offsets.handled(consumer, record)
 
     def joined(self) -> bool:
         """Whether every member of this process has joined its group: before that, records are not read, and a

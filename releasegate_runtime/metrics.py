@@ -217,6 +217,28 @@ async def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
+BATCH_DURATION = Histogram(
+    "releasegate_batch_duration_seconds",
+    "Time a batch of records decided in one transaction took (every handler, then the commit), for a consumer that "
+    "handles its records in batches (the coordinator).",
+    ["group"],
+    buckets=HOP_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_RECORDS = Histogram(
+    "releasegate_batch_records",
+    "Records in a batch decided in one transaction.",
+    ["group"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+BATCH_FALLBACKS = Counter(
+    "releasegate_batch_fallbacks_total",
+    "Batches whose transaction failed (a record that must be refused, a concurrent update, an outage): their records "
+    "were then handled one by one.",
+    ["group"],
+    registry=REGISTRY,
+)
 # --- the consumer path: one counter increment and one histogram observation per record --------------------------
 
 
@@ -228,6 +250,18 @@ def handling(topic: str) -> Iterator[None]:
         yield
     finally:
         _quietly("handler_duration", lambda: HANDLER_DURATION.labels(topic).observe(time.perf_counter() - started))
+
+
+def batch_done(group: str, records: int, seconds: float) -> None:
+    def observe() -> None:
+        BATCH_RECORDS.labels(group).observe(records)
+        BATCH_DURATION.labels(group).observe(seconds)
+
+    _quietly("batch", observe)
+
+
+def batch_fell_back(group: str) -> None:
+    _quietly("batch_fallbacks", lambda: BATCH_FALLBACKS.labels(group).inc())
 
 
 def record_waited(topic: str, record_timestamp_ms: int) -> None:

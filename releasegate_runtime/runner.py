@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from releasegate_runtime import db, logs, metrics, telemetry
 from releasegate_runtime.backoff import Backoff
-from releasegate_runtime.kafka import Consumer, Producer, make_broker
+from releasegate_runtime.kafka import Consumer, Producer, client_options, make_broker
 from releasegate_runtime.outbox import Relay
 from releasegate_runtime.settings import ServiceSettings
 
@@ -44,6 +45,20 @@ Preflight = Callable[[ServiceSettings], None]
 RESTART_DELAY_SECONDS = 1.0
 RESTART_DELAY_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0
+
+
+# Python's cyclic collector runs a young collection every 700 net allocations by default: a coordinator deciding a
+# batch allocates that many per record, and the older generations it then scans hold every saga it caches, so
+# collections took up to 60 ms in the middle of a batch (found by timing the saga copy under bench.scale).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """What the process built to start (modules, settings, catalog) never becomes garbage: it is moved out of the
+    collector's sight, and collections run less often (each one then sees more, at the same cost per object)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _supervised(task: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -105,9 +120,11 @@ async def serve(
         pool,
         workers=settings.consumer_workers,
         fetch_wait_ms=settings.consumer_fetch_wait_ms,
+        client=client_options(settings),
     )
     runtime = Runtime(name, settings, pool, producer, consumer)
     await setup(runtime)
+    _tune_gc()
     runtime.consumer.register()
     if runtime.outbox:
         metrics.add_sampler("outbox", metrics.outbox_sampler(pool, name))
@@ -123,6 +140,7 @@ async def serve(
         loops.append(runtime.consumer.commit_offsets)
     background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in loops]
     await broker.start()
+    await runtime.consumer.start()
     health = (
         await _serve_health(name, settings.health_port, pool, producer, runtime.consumer)
         if settings.health_port
@@ -136,6 +154,7 @@ async def serve(
         if health is not None:
             await health.cleanup()
         metrics.clear_samplers()
+        await runtime.consumer.stop()
         with contextlib.suppress(Exception):  # what is not committed is delivered again, and handled idempotently
             await runtime.consumer.flush()
         await broker.stop()

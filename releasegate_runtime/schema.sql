@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS saga_deadlines (
     PRIMARY KEY (release_id, step_id)
 );
 
+-- A saga's body (about 10 kB) is written again at every step, with its audit entries and outbox events:
+-- lz4 compresses them about twice as fast as the default pglz (the coordinator's batch writes spend much of their
+-- time there). Applies to values written from now on.
+ALTER TABLE sagas ALTER COLUMN body SET COMPRESSION lz4;
+ALTER TABLE outbox ALTER COLUMN payload SET COMPRESSION lz4;
+
 CREATE TABLE IF NOT EXISTS audit_log (
     id         bigserial PRIMARY KEY,
     release_id text        NOT NULL,
@@ -57,6 +63,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
     evidence   jsonb       NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS audit_log_release ON audit_log (release_id, id);
+ALTER TABLE audit_log ALTER COLUMN evidence SET COMPRESSION lz4;
 
 -- append-only tables (the audit log, used grants, refused commands) refuse UPDATE and DELETE, even by the owner
 CREATE OR REPLACE FUNCTION refuse_update_or_delete() RETURNS trigger LANGUAGE plpgsql AS $$

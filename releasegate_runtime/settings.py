@@ -86,6 +86,13 @@ class ServiceSettings(BaseSettings):
         description="Group members per process (RG_CONSUMER_WORKERS): each handles the partitions Kafka assigns it "
         "in order, concurrently with the others; a release stays on one partition, so its events stay in order.",
     )
+    consumer_batch: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Most records a batching consumer (the coordinator) decides in one transaction "
+        "(RG_CONSUMER_BATCH): what one fetch returned, up to this many. 1 decides each record on its own.",
+    )
     policy_dir: Path = REPO_ROOT / "policies"
     calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"
     environments_dir: Path = REPO_ROOT / "deploy" / "environments"

@@ -42,6 +42,8 @@ async def setup(rt: runner.Runtime) -> None:
     # `make acls`, restart the coordinator)
     for topic, sender in BusPolicy.load(rt.settings.bus_policy_file).results_producers().items():
         rt.consumer.subscribe(topic, wired.results.handler(sender), accept=RESULT_TYPES)
+    # what one fetch brought is decided in one transaction (one commit, one read and one write of each kind)
+    rt.consumer.batched(coordinator.batch, rt.settings.consumer_batch)
 
     # a restarted coordinator first reads the results that arrived while it was down, then fires deadlines
     caught_up = CatchUpBarrier(

@@ -4,7 +4,8 @@ are ports, wired by `bootstrap`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,13 @@ from securesystemslib.signer import CryptoSigner
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import CandidateSubmitted, OperatorCommand, ReleaseEvent, ReleaseStatusChanged
+from contracts.events import (
+    CandidateSubmitted,
+    OperatorCommand,
+    ReleaseEvent,
+    ReleaseStatusChanged,
+    VerifierHeartbeat,
+)
 from releasegate_platform import identity
 from releasegate_platform.catalog import CatalogError
 from releasegate_platform.verifier_registry import Known
@@ -102,6 +109,21 @@ class Coordinator:
             else:
                 raise PermanentError(f"{type(event).__name__} names no release")
 
+    def batch(self, envelopes: Sequence[Envelope]) -> AbstractAsyncContextManager[None]:
+        """One transaction for a batch of records (`releasegate_runtime.kafka.Consumer.batched`): their processed-
+        event entries and sagas read up front, one commit for all of them."""
+        heartbeat = False
+        event_ids: list[str] = []
+        release_ids: set[str] = set()
+        for envelope in envelopes:
+            if isinstance(envelope.data, VerifierHeartbeat):
+                heartbeat = True  # the registry's own write; no processed-event entry
+                continue
+            event_ids.append(envelope.id)
+            if (release_id := getattr(envelope.data, "release_id", None)) is not None:
+                release_ids.add(release_id)
+        return self._store.batch(CONSUMER, event_ids, sorted(release_ids), registry_stable=not heartbeat)
+
     def _signer(self, event: OperatorCommand) -> control.Signer:
         """What the command's signature proves about who gave it, against the identities as they are now."""
         if event.signed_at is None or not event.signature:
@@ -139,7 +161,7 @@ class Coordinator:
                 decision = saga.reject_unknown(candidate, f"rejected: {exc}")
             await tx.insert(decision.saga)
             await self._persist(tx, decision)
-        self._metrics.decided(None, decision, candidate, envelope.time, self._clock())
+            tx.after_commit(lambda: self._metrics.decided(None, decision, candidate, envelope.time, self._clock()))
         log.info("release started", release_id=candidate.release_id, state=decision.saga.state.value)
 
     async def _apply(
@@ -190,7 +212,8 @@ class Coordinator:
                 return
             await tx.save(decision.saga, loaded.revision)
             await self._persist(tx, decision)
-        self._metrics.decided(loaded.saga, decision, event, event_time, self._clock())
+            before = loaded.saga
+            tx.after_commit(lambda: self._metrics.decided(before, decision, event, event_time, self._clock()))
 
     async def _persist(self, tx: Transaction, decision: saga.Decision) -> None:
         s = decision.saga

@@ -4,7 +4,7 @@ the identities file and the clock. `adapters/` implements them on PostgreSQL; un
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,9 +91,20 @@ class Transaction(Protocol):
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         """The staging-verified read model (until the gatekeeper reads the gate command's field instead)."""
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the transaction committed (never if it did not)."""
+
 
 class SagaStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    def batch(
+        self, consumer: str, event_ids: Sequence[str], release_ids: Sequence[str], *, registry_stable: bool
+    ) -> AbstractAsyncContextManager[None]:
+        """One transaction for a batch of records: every `transaction()` inside the block is this one, and it
+        commits when the block ends (nothing of it if the block raises). `event_ids`: the events `consumer` will
+        ask `first_time` about; `release_ids`: the sagas the records concern; `registry_stable`: no heartbeat
+        among the records (the verifier registry may be read once for the batch)."""
 
     async def due_deadlines(self, now: datetime, limit: int) -> list[Due]: ...
 

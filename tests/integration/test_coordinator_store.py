@@ -1,6 +1,6 @@
 """The coordinator's PostgreSQL adapter on the real database, as the coordinator's own role: two writers of one
-saga row (one wins, the other's transaction is undone and it retries on the reloaded saga) and the audit log
-that no one may rewrite."""
+saga row (one wins, the other's transaction is undone and it retries on the reloaded saga), the audit log
+that no one may rewrite, and batches (several records' decisions in one transaction)."""
 
 from __future__ import annotations
 
@@ -289,3 +289,107 @@ class TestOneDeadlinePerRelease:
         async with store.transaction() as tx:
             await tx.set_deadline(release_id, None)
         assert await deadlines() == []
+
+
+class TestABatchIsOneTransaction:
+    """`PgSagaStore.batch`: every `transaction()` inside it is the batch's; what it read up front and what its
+    decisions changed are seen by the records after them; it commits everything at its end, or nothing."""
+
+    async def _decide(self, store: PgSagaStore, rid: str, event_id: str) -> bool:
+        """One record's decision as the coordinator makes it: False when the event was handled before."""
+        async with store.transaction() as tx:
+            if not await tx.first_time(CONSUMER, event_id):
+                return False
+            loaded = await tx.load(rid)
+            decision = saga.handle(loaded.saga, gate_passed(rid), NOW)
+            await tx.save(decision.saga, loaded.revision)
+            await tx.set_deadline(rid, ("next", NOW + timedelta(minutes=5)))
+            await tx.audit(AuditEntry(rid, "coordinator", decision.saga.state.value, None, f"decided {event_id}", {}))
+            await tx.publish("it.topic", Envelope.new(gate_passed(rid), "test", rid))
+        return True
+
+    async def _stored(self, pool, rid: str) -> tuple:
+        async with pool.acquire() as conn:
+            revision = await conn.fetchval("SELECT revision FROM sagas WHERE release_id = $1", rid)
+            audit = await conn.fetch("SELECT reason FROM audit_log WHERE release_id = $1 ORDER BY id", rid)
+            deadline = await conn.fetchval("SELECT step_id FROM saga_deadlines WHERE release_id = $1", rid)
+            events = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", rid)
+        return revision, [r["reason"] for r in audit], deadline, events
+
+    async def test_several_releases_decided_in_a_batch_are_committed_together_and_a_duplicate_once(
+        self, pool, coordinator_pool
+    ):
+        store = PgSagaStore(coordinator_pool, f"it-store-{uuid.uuid4().hex[:8]}")
+        one, two = await started(store), await started(store)
+        e1, e2 = f"it-batch-{uuid.uuid4()}", f"it-batch-{uuid.uuid4()}"
+        async with store.batch(CONSUMER, [e1, e2, e1], [one, two], registry_stable=True):
+            assert await self._decide(store, one, e1)
+            assert await self._decide(store, two, e2)
+            assert not await self._decide(store, one, e1), "the same event twice in a batch took effect twice"
+            assert await self._stored(pool, one) == (0, [], None, 0), "a batch's writes were visible before its end"
+        for rid, event in ((one, e1), (two, e2)):
+            assert await self._stored(pool, rid) == (1, [f"decided {event}"], "next", 1)
+        async with store.transaction() as tx:
+            assert not await tx.first_time(CONSUMER, e1) and not await tx.first_time(CONSUMER, e2)
+
+    async def test_a_later_record_sees_what_an_earlier_one_decided_and_audits_the_saga_as_the_batch_left_it(
+        self, pool, coordinator_pool
+    ):
+        store = PgSagaStore(coordinator_pool, f"it-store-{uuid.uuid4().hex[:8]}")
+        rid = await started(store)
+        async with store.batch(CONSUMER, ["x"], [rid], registry_stable=True):
+            async with store.transaction() as tx:
+                loaded = await tx.load(rid)
+                await tx.save(saga.handle(loaded.saga, gate_passed(rid), NOW).saga, loaded.revision)
+            async with store.transaction() as tx:
+                later = await tx.load(rid)
+                assert later.revision == 1 and later.saga.waiting_for != "gate-staging"
+                await tx.audit_as_it_stands(rid, "principal:it", "refused in the batch", {})
+                await tx.save(later.saga.model_copy(update={"state": ReleaseState.PAUSED}), later.revision)
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT state, revision FROM sagas WHERE release_id = $1", rid)
+            step = await conn.fetchval("SELECT step FROM audit_log WHERE release_id = $1", rid)
+        assert (row["state"], row["revision"]) == ("paused", 2)
+        assert step == later.saga.waiting_for, "the refusal was audited with the step the database still had"
+
+    async def test_a_batch_that_fails_writes_nothing(self, pool, coordinator_pool):
+        store = PgSagaStore(coordinator_pool, f"it-store-{uuid.uuid4().hex[:8]}")
+        one, two = await started(store), await started(store)
+        e1, e2 = f"it-batch-{uuid.uuid4()}", f"it-batch-{uuid.uuid4()}"
+        with pytest.raises(RuntimeError, match="a record to refuse"):
+            async with store.batch(CONSUMER, [e1, e2], [one, two], registry_stable=True):
+                assert await self._decide(store, one, e1)
+                raise RuntimeError("a record to refuse")
+        for rid in (one, two):
+            assert await self._stored(pool, rid) == (0, [], None, 0)
+        async with store.transaction() as tx:
+            assert await tx.first_time(CONSUMER, e1), "the failed batch's processed-event entry stayed"
+
+    async def test_a_saga_another_writer_changed_meanwhile_undoes_the_whole_batch(self, pool, coordinator_pool):
+        name = f"it-store-{uuid.uuid4().hex[:8]}"  # an outbox no relay serves
+        store, other = PgSagaStore(coordinator_pool, name), PgSagaStore(coordinator_pool, name)  # two instances
+        one, two = await started(store), await started(store)
+        with pytest.raises(ConcurrentUpdate):
+            async with store.batch(CONSUMER, [], [one, two], registry_stable=True):
+                assert await self._decide(store, two, f"it-batch-{uuid.uuid4()}")
+                async with other.transaction() as tx:  # a deadline fired by the other task, committed first
+                    loaded = await tx.load(one)
+                    await tx.save(loaded.saga.model_copy(update={"state": ReleaseState.PAUSED}), loaded.revision)
+                assert await self._decide(store, one, f"it-batch-{uuid.uuid4()}")
+        assert (await self._stored(pool, two))[:3] == (0, [], None), "the batch was half written"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", one) == "paused"
+
+    async def test_a_saga_the_instance_holds_is_read_again_once_another_instance_changed_it(self, coordinator_pool):
+        name = f"it-store-{uuid.uuid4().hex[:8]}"
+        mine, other = PgSagaStore(coordinator_pool, name), PgSagaStore(coordinator_pool, name)
+        rid = await started(mine)
+        async with mine.batch(CONSUMER, [], [rid], registry_stable=True):
+            assert await self._decide(mine, rid, f"it-batch-{uuid.uuid4()}")  # `mine` now holds revision 1
+        async with other.transaction() as tx:  # the partition moved to the other instance, which decided on
+            loaded = await tx.load(rid)
+            await tx.save(loaded.saga.model_copy(update={"state": ReleaseState.PAUSED}), loaded.revision)
+        async with mine.batch(CONSUMER, [], [rid], registry_stable=True):
+            async with mine.transaction() as tx:
+                current = await tx.load(rid)
+        assert (current.revision, current.saga.state) == (2, ReleaseState.PAUSED)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
@@ -164,6 +166,63 @@ class TestDeadLetters:
         assert reason in letter.data.reason
         assert (letter.data.source_topic, letter.data.consumer) == (topics.CANDIDATES, "releasegate-coordinator")
         assert await wait_until(lambda: saga_state(pool, good.release_id), 60, "the valid candidate after it")
+
+
+class TestBatches:
+    """The coordinator decides what one fetch brought in one transaction. A record among them that must be refused
+    undoes that transaction, and the batch is handled again one record at a time: the refused record alone is
+    dead-lettered, every other record takes effect once."""
+
+    async def test_a_refused_record_in_a_batch_is_dead_lettered_alone_and_the_others_take_effect_once(
+        self, settings, pool, producer, coordinator, catalog_dir
+    ):
+        existing = candidate()
+        await producer.send_envelope(topics.CANDIDATES, Envelope.new(existing, "test", existing.release_id))
+        assert await wait_until(lambda: saga_state(pool, existing.release_id), 60, "the first candidate")
+        before = await _saga_and_audit(pool, existing.release_id)
+        a, b = candidate(), candidate()
+        first = Envelope.new(a, "test", a.release_id)
+        again = Envelope.new(existing, "test", existing.release_id)  # a new submission with a used release id
+        coordinator.stop()  # the records wait on the topic, and come to the next coordinator in one fetch
+        own = Service("coordinator", {"RG_CATALOG_DIR": str(catalog_dir), "RG_HEALTH_PORT": str(HEALTH_PORT)})
+        tail = await TopicTail(as_principal(settings, "ops"), topics.DEADLETTER).start()
+        try:
+            for envelope in (first, again, Envelope.new(b, "test", b.release_id), first):  # `first` redelivered
+                await producer.send_envelope(topics.CANDIDATES, envelope)
+            own.start()
+            letter = await tail.wait_for(lambda e: isinstance(e.data, DeadLetter) and e.data.key == again.subject, 60)
+            for rid in (a.release_id, b.release_id):
+                assert await wait_until(lambda rid=rid: saga_state(pool, rid), 60, f"release {rid} started")
+            fallbacks = await _metric(HEALTH_PORT, "releasegate_batch_fallbacks_total")
+        finally:
+            await tail.stop()
+            own.stop()
+            coordinator.start()
+        assert letter is not None and "already exists" in letter.data.reason
+        assert fallbacks >= 1, "the refused record was not decided in a batch"
+        assert await _saga_and_audit(pool, existing.release_id) == before, "the refused submission changed the saga"
+        async with pool.acquire() as conn:
+            started = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE release_id = $1 AND reason LIKE 'candidate % submitted'",
+                a.release_id,
+            )
+        assert started == 1, "the redelivered candidate took effect twice"
+
+
+HEALTH_PORT = 18695
+
+
+async def _saga_and_audit(pool, rid) -> tuple:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT state, revision FROM sagas WHERE release_id = $1", rid)
+        audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1", rid)
+    return tuple(row), audit
+
+
+async def _metric(port: int, name: str) -> float:
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
 async def _committed_past(settings, metadata) -> bool:

@@ -127,6 +127,9 @@ class FakeTransaction:
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         self.state.staging_verified.add((service, digest))
 
+    def after_commit(self, callback) -> None:
+        self.store.pending.append(callback)
+
 
 class FakeStore:
     """All or nothing, like the database: a transaction that raises leaves the state as it was."""
@@ -136,13 +139,38 @@ class FakeStore:
         self.conflicts = 0  # how many saves fail as if another writer had been first
         self.transactions = 0
         self.claimed: set[Due] = set()  # deadlines another coordinator instance is firing right now
+        self.pending: list = []  # what waits for the commit
+        self.committed = 0  # callbacks run after a commit
+        self._batch: FakeTransaction | None = None
 
     @asynccontextmanager
     async def transaction(self):
+        if self._batch is not None:
+            yield self._batch
+            return
+        async with self._commit() as working:
+            yield FakeTransaction(working, self)
+
+    @asynccontextmanager
+    async def batch(self, consumer, event_ids, release_ids, *, registry_stable):
+        async with self._commit() as working:
+            self._batch = FakeTransaction(working, self)
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @asynccontextmanager
+    async def _commit(self):
         self.transactions += 1
+        self.pending = []
         working = copy.deepcopy(self.state)
-        yield FakeTransaction(working, self)
+        yield working
         self.state = working
+        for callback in self.pending:
+            callback()
+            self.committed += 1
+        self.pending = []
 
     async def due_deadlines(self, now: datetime, limit: int) -> list[Due]:
         due = [Due(rid, step, at) for rid, (step, at) in self.state.deadlines.items() if at <= now]

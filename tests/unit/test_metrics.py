@@ -27,6 +27,7 @@ TOPIC = topics.ALERTS
 BOUNDED_LABELS = {
     "component", "version", "topic", "outcome", "reason_class", "destination", "producer", "partition", "sampler",
     "state", "service", "step_kind", "kind", "verifier", "environment", "compensation",
+    "group",  # a service's consumer group: one per service
 }  # fmt: skip
 
 

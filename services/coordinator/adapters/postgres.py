@@ -3,8 +3,11 @@ concurrency), and every effect of a decision in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -37,14 +40,79 @@ FLUSH = (
 )
 
 
+# A batch's saga rows, each written only if still at the revision the batch read it at (else the batch is undone).
+# (The bodies travel as JSON text pydantic wrote, which is several times cheaper than a dict through json.dumps.)
+SAVE_ALL = (
+    "UPDATE sagas AS s SET state = u.state, body = u.body::jsonb, revision = u.revision, updated_at = now()"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[]) AS u(release_id, state, body, was, revision)"
+    " WHERE s.release_id = u.release_id AND s.revision = u.was"
+)
+# A batch's sagas: the body only of those whose revision is not the one the coordinator already holds (`SagaCache`).
+LOAD_ALL = (
+    "SELECT s.release_id, s.revision, CASE WHEN s.revision = c.revision THEN NULL ELSE s.body::text END AS body"
+    " FROM unnest($1::text[], $2::int[]) AS c(release_id, revision) JOIN sagas AS s USING (release_id)"
+)
+CACHED_SAGAS = 10_000
+# A batch's deadlines: each release's one deadline (a null step clears it), as `PgTransaction.set_deadline` does one.
+SET_DEADLINES = (
+    "WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(release_id, step_id, due_at)),"
+    " others AS (DELETE FROM saga_deadlines AS sd USING d WHERE sd.release_id = d.release_id"
+    " AND (d.step_id IS NULL OR sd.step_id <> d.step_id))"
+    " INSERT INTO saga_deadlines (release_id, step_id, due_at) SELECT release_id, step_id, due_at FROM d"
+    " WHERE step_id IS NOT NULL ON CONFLICT (release_id, step_id) DO UPDATE SET due_at = EXCLUDED.due_at"
+)
+FIRST_TIMES = (
+    "INSERT INTO processed_events (consumer, event_id) SELECT DISTINCT $1, e FROM unnest($2::text[]) AS e"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+class SagaCache:
+    """The sagas as this coordinator last read or committed them, each with its revision; bounded, least recently
+    used first out. A saga is only trusted at the revision its row still has (`LOAD_ALL` compares), so a row changed
+    by another instance (after a rebalance) or a commit whose outcome was lost is read anew. Sagas are never changed
+    in place (a decision works on a copy), so a cached one can be handed out as it is."""
+
+    def __init__(self, limit: int = CACHED_SAGAS) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[str, Loaded] = OrderedDict()
+
+    def get(self, release_id: str) -> Loaded | None:
+        loaded = self._entries.get(release_id)
+        if loaded is not None:
+            self._entries.move_to_end(release_id)
+        return loaded
+
+    def put_all(self, loaded: Sequence[Loaded]) -> None:
+        for one in loaded:
+            self.put(one)
+
+    def put(self, loaded: Loaded) -> None:
+        self._entries[loaded.saga.release_id] = loaded
+        self._entries.move_to_end(loaded.saga.release_id)
+        while len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+
 class PgTransaction:
     """Audit entries and outbox events are staged in memory and written together by `flush`, which the store
     calls before the commit (and `audit_as_it_stands` before its own insert, so the log keeps its order)."""
 
-    def __init__(self, conn: asyncpg.Connection, producer: str = PRODUCER) -> None:
+    def __init__(self, conn: asyncpg.Connection, producer: str = PRODUCER, cache: SagaCache | None = None) -> None:
         self._conn, self._producer = conn, producer
+        self._cache = cache or SagaCache(0)
         self._audits: list[AuditEntry] = []
         self._events: list[outbox.Row] = []
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        """Run what waited for the commit (the store calls it once the transaction committed)."""
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     async def first_time(self, consumer: str, event_id: str) -> bool:
         return await db.first_time(self._conn, consumer, event_id)
@@ -78,6 +146,7 @@ class PgTransaction:
         )
         if updated != "UPDATE 1":
             raise ConcurrentUpdate(saga.release_id)
+        self.after_commit(lambda: self._cache.put(Loaded(saga, revision + 1)))
 
     async def first_use_of_nonce(self, command: OperatorCommand, at: datetime) -> bool:
         if not command.nonce:  # refused by `control.refusal`: nothing to record
@@ -167,17 +236,163 @@ class PgTransaction:
         )
 
 
+class PgBatchTransaction(PgTransaction):
+    """One transaction for a batch of records: what the batch's records will read is read up front in one
+    statement of each kind (their processed-event entries, their sagas), each saga decided on in memory as the
+    records come, and every write made once at the end (`write`): the sagas, the deadlines, then the audit entries and
+    outbox events. A record later in the batch sees what the earlier ones decided. A saga changed by another writer
+    meanwhile (a deadline fired by the other task) makes `write` raise `ConcurrentUpdate`, and the whole batch is
+    undone."""
+
+    def __init__(
+        self, conn: asyncpg.Connection, producer: str, consumer: str, cache: SagaCache, *, registry_stable: bool
+    ) -> None:
+        """`consumer`: whose processed events the batch records up front; `cache`: the sagas as last read or
+        committed; `registry_stable`: no heartbeat among the batch's records, so one read of the verifier registry
+        serves every decision."""
+        super().__init__(conn, producer, cache)
+        self._consumer, self._registry_stable = consumer, registry_stable
+        self._asked: set[str] = set()
+        self._new: set[str] = set()
+        self._sagas: dict[str, Loaded | None] = {}
+        self._stored_at: dict[str, int] = {}  # release → the revision its row has in the database
+        self._changed: dict[str, Saga] = {}
+        self._deadlines: dict[str, tuple[str, datetime] | None] = {}
+        self._known: Known | None = None
+
+    async def prefetch(self, event_ids: Sequence[str], release_ids: Sequence[str]) -> None:
+        """Record the events as handled (`first_time` then answers from memory) and read the releases' sagas."""
+        if event_ids:
+            rows = await self._conn.fetch(FIRST_TIMES, self._consumer, list(event_ids))
+            self._asked, self._new = set(event_ids), {r["event_id"] for r in rows}
+        if release_ids:
+            self._sagas = dict.fromkeys(release_ids)
+            held = [self._cache.get(r) for r in release_ids]
+            rows = await self._conn.fetch(LOAD_ALL, list(release_ids), [h.revision if h else -1 for h in held])
+            known = {h.saga.release_id: h for h in held if h is not None}
+            for row in rows:
+                if row["body"] is None:
+                    self._hold(row["release_id"], known[row["release_id"]])
+                else:
+                    loaded = Loaded(upcast.load(json.loads(row["body"])), row["revision"])
+                    self._hold(row["release_id"], loaded)
+                    self._cache.put(loaded)  # as the database has it, committed
+
+    def _hold(self, release_id: str, loaded: Loaded) -> None:
+        self._sagas[release_id] = loaded
+        self._stored_at[release_id] = loaded.revision
+
+    async def first_time(self, consumer: str, event_id: str) -> bool:
+        if consumer != self._consumer or event_id not in self._asked:
+            return await super().first_time(consumer, event_id)
+        if event_id in self._new:
+            self._new.discard(event_id)  # the same event twice in one batch: the second is a redelivery
+            return True
+        return False
+
+    async def exists(self, release_id: str) -> bool:
+        if release_id in self._sagas:
+            return self._sagas[release_id] is not None
+        return await super().exists(release_id)
+
+    async def insert(self, saga: Saga) -> None:
+        await super().insert(saga)
+        self._hold(saga.release_id, Loaded(saga, 0))
+        self.after_commit(lambda: self._cache.put(Loaded(saga, 0)))
+
+    async def load(self, release_id: str) -> Loaded | None:
+        if release_id not in self._sagas:
+            loaded = await super().load(release_id)
+            if loaded is None:
+                return None
+            self._hold(release_id, loaded)
+        return self._sagas[release_id]
+
+    async def save(self, saga: Saga, revision: int) -> None:
+        current = self._sagas.get(saga.release_id)
+        if current is None or current.revision != revision:
+            raise ConcurrentUpdate(saga.release_id)
+        self._sagas[saga.release_id] = Loaded(saga, revision + 1)
+        self._changed[saga.release_id] = saga
+
+    async def verifiers(self, now: datetime) -> Known:
+        if not self._registry_stable:
+            return await super().verifiers(now)
+        if self._known is None:
+            self._known = await super().verifiers(now)
+        return self._known
+
+    async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
+        self._deadlines[release_id] = deadline
+
+    async def audit_as_it_stands(self, release_id: str, actor: str, reason: str, evidence: dict[str, Any]) -> None:
+        loaded = await self.load(release_id)  # as the batch left it so far, not as the database still has it
+        if loaded is not None:
+            s = loaded.saga
+            await self.audit(AuditEntry(release_id, actor, s.state.value, s.waiting_for, reason, evidence))
+
+    async def write(self) -> None:
+        """Every write of the batch, before its commit."""
+        if self._changed:
+            changed = [held for r in self._changed if (held := self._sagas[r]) is not None]
+            updated = await self._conn.execute(
+                SAVE_ALL,
+                [c.saga.release_id for c in changed],
+                [c.saga.state.value for c in changed],
+                [c.saga.model_dump_json() for c in changed],
+                [self._stored_at[c.saga.release_id] for c in changed],
+                [c.revision for c in changed],
+            )
+            if updated != f"UPDATE {len(changed)}":
+                raise ConcurrentUpdate(f"{len(changed)} sagas, {updated}")
+            self.after_commit(lambda: self._cache.put_all(changed))
+        if self._deadlines:
+            ids = list(self._deadlines)
+            await self._conn.execute(
+                SET_DEADLINES,
+                ids,
+                [d[0] if (d := self._deadlines[r]) else None for r in ids],
+                [d[1] if (d := self._deadlines[r]) else None for r in ids],
+            )
+        await self.flush()
+
+
 class PgSagaStore:
     def __init__(self, pool: asyncpg.Pool, producer: str = PRODUCER) -> None:
         """`producer`: whose outbox relay publishes the events (a test names one no relay serves)."""
         self._pool, self._producer = pool, producer
+        self._cache = SagaCache()
+        # the batch open in this task, if any (a task started inside it would share it: the coordinator starts none)
+        self._batch: ContextVar[PgBatchTransaction | None] = ContextVar(f"batch-{id(self)}", default=None)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTransaction]:
+        """A transaction of its own; inside `batch`, the batch's (it commits when the batch ends)."""
+        batch = self._batch.get()
+        if batch is not None:
+            yield batch
+            return
         async with self._pool.acquire() as conn, conn.transaction():
-            tx = PgTransaction(conn, self._producer)
+            tx = PgTransaction(conn, self._producer, self._cache)
             yield tx
             await tx.flush()
+        tx.committed()
+
+    @asynccontextmanager
+    async def batch(
+        self, consumer: str, event_ids: Sequence[str], release_ids: Sequence[str], *, registry_stable: bool
+    ) -> AsyncIterator[None]:
+        """Every `transaction()` inside the block is this one transaction; it commits when the block ends."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            tx = PgBatchTransaction(conn, self._producer, consumer, self._cache, registry_stable=registry_stable)
+            await tx.prefetch(event_ids, release_ids)
+            token = self._batch.set(tx)
+            try:
+                yield
+            finally:
+                self._batch.reset(token)
+            await tx.write()
+        tx.committed()
 
     async def due_deadlines(self, now: datetime, limit: int) -> list[Due]:
         async with self._pool.acquire() as conn:
