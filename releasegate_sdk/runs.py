@@ -85,9 +85,9 @@ class Run:
     def key(self) -> tuple[str, str]:
         return self.raw.release_id, self.raw.step_id
 
-    def request(self, final: bool) -> VerificationRequest:
+    def request(self, final: bool, woken_by_data: bool = False) -> VerificationRequest:
         w = self.window
-        return VerificationRequest.of(self.raw, w.start, w.end, w.deadline, final)
+        return VerificationRequest.of(self.raw, w.start, w.end, w.deadline, final, woken_by_data)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:
@@ -194,7 +194,7 @@ class Runs:
                     nudged = False
                 final = at >= run.window.end and not nudged  # a nudged look is before the end
                 try:
-                    result = await self._ask(run, final)
+                    result = await self._ask(run, final, nudged)
                     if not isinstance(result, Result):
                         raise TypeError(f"the check returned {type(result).__name__}, not a Result")
                     step = schedule.after_answer(
@@ -218,16 +218,21 @@ class Runs:
                     return
                 at = step.at
 
-    async def _ask(self, run: Run, final: bool) -> Result:
+    async def _ask(self, run: Run, final: bool, nudged: bool = False) -> Result:
         """Run the check; one that hangs is cut off at the deadline (and given a few seconds after it)."""
         limit = max((run.window.deadline - self._clock()).total_seconds(), MIN_CHECK_SECONDS)
         with tracer.start_as_current_span(
             f"verifier {self._name} check",
             context=telemetry.extract(run.trace),
-            attributes={"release_id": run.raw.release_id, "step": run.raw.step_id, "final_look": final},
+            attributes={
+                "release_id": run.raw.release_id,
+                "step": run.raw.step_id,
+                "final_look": final,
+                "woken_by_data": nudged,
+            },
         ):
             try:
-                return await asyncio.wait_for(self._check(run.request(final)), limit)
+                return await asyncio.wait_for(self._check(run.request(final, nudged)), limit)
             except TimeoutError:
                 raise TransientError(f"the check timed out after {limit:.1f}s") from None
 

@@ -36,7 +36,9 @@ class VerificationRequest:
 
     `window_start` is when the verifier received the request, `window_end` is `window_seconds` later, and the
     verdict is due by `deadline`. `is_final_look` is true from the window's end on; before it (verifiers with
-    `looks_every`) a passed or failed result ends the window early. `raw` is the full command."""
+    `looks_every`) a passed or failed result ends the window early. `woken_by_data` is true for a look brought
+    forward by new data (`Verifier.new_data`) rather than taken on the tick: a check whose point checks must not
+    be repeated that often can leave them to the tick looks. `raw` is the full command."""
 
     release_id: str
     service: str
@@ -51,6 +53,7 @@ class VerificationRequest:
     thresholds: Mapping[str, KpiThreshold]
     is_final_look: bool
     raw: VerificationRequested
+    woken_by_data: bool = False
 
     @classmethod
     def of(
@@ -60,6 +63,7 @@ class VerificationRequest:
         window_end: datetime,
         deadline: datetime,
         is_final_look: bool,
+        woken_by_data: bool = False,
     ) -> VerificationRequest:
         return cls(
             release_id=raw.release_id,
@@ -75,6 +79,7 @@ class VerificationRequest:
             thresholds=raw.thresholds,
             is_final_look=is_final_look,
             raw=raw,
+            woken_by_data=woken_by_data,
         )
 
 

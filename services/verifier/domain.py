@@ -109,11 +109,22 @@ def _sequential(name: str, t: KpiThreshold, cand: Sample, base: Sample, alpha: f
 
 
 def judge_kpi(
-    name: str, t: KpiThreshold, cand: Sample, base: Sample, min_samples: int, alpha: float = 0.05
+    name: str,
+    t: KpiThreshold,
+    cand: Sample,
+    base: Sample,
+    min_samples: int,
+    alpha: float = 0.05,
+    *,
+    point_checks: bool = True,
 ) -> tuple[KpiResult, bool]:
     """The KPI's verdict and whether it is decisive (a sequential test reached a decision, so the window may
     close early). Absolute bounds are guardrails checked at every look; the comparison with stable is the
-    sequential test when the catalog gives a tolerance, else the fixed `max_drop` / `max_increase_ratio`."""
+    sequential test when the catalog gives a tolerance, else the fixed `max_drop` / `max_increase_ratio`.
+    `point_checks=False` (a look woken by new data, which may come many times a second) leaves out what is not
+    safe to look at that often: the bounds on a latency percentile and the fixed comparisons with stable, which
+    read one noisy figure each time. Kept are the bounds on rates, judged on their 99.9% Wilson interval, and the
+    sequential tests, which stay valid however often they are looked at (mSPRT)."""
     has_baseline = base.value is not None and base.n >= min_samples
 
     def result(verdict: Verdict, rule: str, test: TestResult | None = None) -> KpiResult:
@@ -132,6 +143,10 @@ def judge_kpi(
     if cand.value is None or cand.n < min_samples:
         return result(Verdict.INCONCLUSIVE, f"needs >= {min_samples} candidate samples, has {cand.n}"), False
     violated = []
+    if not point_checks and name not in RATES:
+        t = t.model_copy(update={"min": None, "max": None})
+    if not point_checks:
+        t = t.model_copy(update={"max_drop": None, "max_increase_ratio": None})
     low, high = wilson(cand.value, cand.n) if name in RATES else (cand.value, cand.value)
     # A rate breaks its guardrail only when it is clearly out of bounds (99.9% Wilson interval), so looking
     # every interval at small samples does not turn noise into rollbacks.
@@ -186,13 +201,24 @@ def judge(
     *,
     final: bool,
     alpha: float = 0.05,
+    woken_by_data: bool = False,
 ) -> tuple[Verdict | None, str, list[KpiResult]]:
     """Verdict (None = keep watching), its reason and every KPI's numbers. Fails as soon as a KPI is out of
     bounds or its sequential test fails; passes early only when every KPI's sequential test passed; otherwise
-    decides at the end of the window. Too few samples is inconclusive, never a pass."""
+    decides at the end of the window. Too few samples is inconclusive, never a pass. A look `woken_by_data` may
+    only fail, on the checks that are safe to repeat at every arrival (`judge_kpi`); everything else waits for
+    the tick."""
     cand, base = _samples(candidate), _samples(baseline)
     judged = [
-        judge_kpi(name, t, cand.get(name, Sample(None, 0)), base.get(name, Sample(None, 0)), min_samples, alpha)
+        judge_kpi(
+            name,
+            t,
+            cand.get(name, Sample(None, 0)),
+            base.get(name, Sample(None, 0)),
+            min_samples,
+            alpha,
+            point_checks=not woken_by_data,
+        )
         for name, t in thresholds.items()
     ]
     results = [r for r, _ in judged]
@@ -212,6 +238,8 @@ def judge(
     failed = [r for r in results if r.verdict is Verdict.FAIL]
     if failed:
         return Verdict.FAIL, "; ".join(f"{r.name}: {r.rule}" for r in failed), results + informational
+    if woken_by_data:
+        return None, "looked on new data: no rate out of bounds and no sequential test failed", results + informational
     early_pass = bool(judged) and all(decisive and r.verdict is Verdict.PASS for r, decisive in judged)
     if not final and not early_pass:
         return None, "window still open", results + informational

@@ -95,10 +95,16 @@ class BusinessKpis:
 
     async def _judge(self, req: VerificationRequest) -> Result:
         raw = req.raw
-        journeys = await self._journeys_for(req)
         end = min(self._clock(), req.deadline)
         candidate = await self._store.counts(req.environment, req.candidate_version, req.window_start, end, raw.tenants)
         baseline = await self._store.counts(req.environment, req.stable_version, req.window_start, end)
+        if req.woken_by_data:  # the business events only, on what may be judged at every arrival; the rest on the tick
+            verdict, reason, kpis = judge(
+                raw.thresholds, candidate, baseline, raw.min_samples, final=False, alpha=raw.false_rollback_bound,
+                woken_by_data=True,
+            )  # fmt: skip
+            return Result(verdict, reason, tuple(kpis)) if verdict is Verdict.FAIL else Result.pending(reason, kpis)
+        journeys = await self._journeys_for(req)
         caught_up = self._ingested_until()
         # A verdict never closes a window whose business events are still in flight.
         final = req.is_final_look and caught_up is not None and caught_up >= req.window_end

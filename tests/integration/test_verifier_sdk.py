@@ -225,9 +225,11 @@ class TestNewData:
     async def test_new_data_brings_the_next_look_forward(self, settings, pool, producer, registry_writer):
         """Looks every 60 s; the data the check needs arrives at once: the window is decided on its arrival."""
         arrived: set[str] = set()
+        woken: list[bool] = []
 
         async def judged_on_data(req: VerificationRequest) -> Result:
             looks.setdefault(req.release_id, []).append(req.is_final_look)
+            woken.append(req.woken_by_data)
             if req.release_id in arrived:
                 return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
             return Result.pending("no export seen yet")
@@ -251,6 +253,7 @@ class TestNewData:
 
             (verdict,) = await wait_until(verdict_after_new_data, TIMEOUT, "a verdict once new data arrived")
         assert verdict["verdict"] == "fail" and looks[req.release_id] == [False]
+        assert woken == [True], "the check was not told its look was woken by new data"
         opened, decided = (datetime.fromisoformat(verdict[k]) for k in ("window_start", "window_end"))
         assert (decided - opened).total_seconds() < 60, "decided before the first tick of its looks"
 

@@ -187,3 +187,35 @@ class TestGuardrailsUnderNoise:
         )
         verdict, reason, _ = judge(THRESHOLDS, bad, Counts(), 15, final=False)
         assert verdict is Verdict.FAIL and "upper bound" in reason
+
+
+class TestLooksWokenByNewData:
+    """Looks brought forward by each ingest batch (many a second) may only fail, and only on what stays sound
+    when looked at that often; the rest waits for the tick."""
+
+    def test_a_collapsed_rate_fails_at_once(self):
+        bad = Counts(
+            checkout_succeeded=3, checkout_failed=17, payment_authorized=3, payment_declined=17,
+            http_total=80, latencies_ms=[10.0] * 80,
+        )  # fmt: skip
+        verdict, reason, _ = judge(THRESHOLDS, bad, healthy(400), 15, final=False, woken_by_data=True)
+        assert verdict is Verdict.FAIL and "payment_authorization_rate" in reason
+
+    def test_a_latency_percentile_over_its_bound_waits_for_the_tick(self):
+        slow = healthy(40)
+        slow.latencies_ms = [2000.0] * len(slow.latencies_ms)
+        assert judge(THRESHOLDS, slow, healthy(400), 15, final=False, woken_by_data=True)[0] is None
+        assert judge(THRESHOLDS, slow, healthy(400), 15, final=False)[0] is Verdict.FAIL  # on the tick
+
+    def test_a_drop_against_stable_by_the_fixed_rule_waits_for_the_tick(self):
+        cand = Counts(
+            checkout_succeeded=86, checkout_failed=14, payment_authorized=99, payment_declined=1,
+            http_total=400, latencies_ms=[10.0] * 400,
+        )  # fmt: skip
+        assert judge(THRESHOLDS, cand, healthy(1000), 15, final=False, woken_by_data=True)[0] is None
+
+    def test_it_never_passes_even_when_every_sequential_test_did(self):
+        tolerant = {"checkout_success_rate": KpiThreshold(tolerance=0.01)}
+        verdict, reason, _ = judge(tolerant, healthy(3000), healthy(3000), 15, final=False)
+        assert verdict is Verdict.PASS and "early" in reason  # on the tick: strong evidence ends the window
+        assert judge(tolerant, healthy(3000), healthy(3000), 15, final=False, woken_by_data=True)[0] is None
