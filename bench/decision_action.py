@@ -64,8 +64,11 @@ def _note(found: dict[str, Records], record) -> None:
     data = env.data
     if isinstance(data, VerificationRequested):
         mine.requests[data.step_id] = data
-    elif isinstance(data, VerificationFinished) and data.verdict is Verdict.FAIL and mine.failed is None:
-        mine.failed = (record.timestamp, data)
+    elif isinstance(data, VerificationFinished) and data.verdict is Verdict.FAIL:
+        # the earliest failing verdict of any verifier: the topics are read one after another, not in time order,
+        # and a team verifier's failing verdict may come long after the one that triggered the compensation
+        if mine.failed is None or record.timestamp < mine.failed[0]:
+            mine.failed = (record.timestamp, data)
     elif isinstance(data, RollbackRequested) and mine.compensation_ms is None:
         mine.compensation_ms = record.timestamp
 
@@ -153,4 +156,8 @@ def table(found: list[Path]) -> list[str]:
     for label, values in rows:
         measured = [v for v in values if v is not None]
         lines.append(f"   {label:<40}{cell(measured)}{len(measured):>5}")
+    lines.append("   each release (ms): crossing -> verdict, verdict -> command, command -> weight 0, total")
+    for p in found:
+        parts = (p.to_verdict, p.hop, p.to_weight_zero, p.total)
+        lines.append(f"     {p.release_id:<24}" + "".join(f"{'-' if v is None else f'{v:.0f}':>9}" for v in parts))
     return lines

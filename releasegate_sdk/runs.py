@@ -44,7 +44,8 @@ CLOSE = (
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
-MIN_LOOK_GAP_SECONDS = 0.25  # new data brings a run's look forward at most this often
+DATA_LOOK_GAP_SECONDS = 0.25  # by default, new data brings a run's look forward at most this often
+MIN_DATA_LOOK_GAP_SECONDS = 0.02  # the shortest gap a verifier may ask for
 
 
 class Nudges:
@@ -114,8 +115,10 @@ class Runs:
         looks_every: float | None,
         grace_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        data_look_gap: float = DATA_LOOK_GAP_SECONDS,
     ) -> None:
         self._name, self._consumer, self._pool, self._check, self._skip = name, consumer, pool, check, skip
+        self._gap = data_look_gap
         self._looks_every, self._grace, self._clock = looks_every, grace_seconds, clock
         self._source = f"releasegate/{consumer}"
         self._accepted: asyncio.Queue[Run] = asyncio.Queue()
@@ -187,8 +190,8 @@ class Runs:
                 wait = (at - self._clock()).total_seconds()
                 if self._looks_every and at < run.window.end and attempt == 0:
                     # a look before the window's end: new data brings it forward (never closer than the gap)
-                    await asyncio.sleep(min(MIN_LOOK_GAP_SECONDS, max(wait, 0.0)))
-                    nudged = await self.nudges.wait(wait - MIN_LOOK_GAP_SECONDS)
+                    await asyncio.sleep(min(self._gap, max(wait, 0.0)))
+                    nudged = await self.nudges.wait(wait - self._gap)
                 else:
                     await asyncio.sleep(max(0.0, wait))
                     nudged = False

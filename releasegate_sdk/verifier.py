@@ -18,7 +18,7 @@ from contracts.names import check_name
 from releasegate_runtime import runner
 from releasegate_runtime.runner import Runtime
 from releasegate_runtime.settings import ServiceSettings
-from releasegate_sdk.runs import Check, Runs
+from releasegate_sdk.runs import DATA_LOOK_GAP_SECONDS, MIN_DATA_LOOK_GAP_SECONDS, Check, Runs
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ANY = "*"
@@ -33,6 +33,9 @@ class Verifier:
     - `kpis`: names of the measurements it reports (announced in its heartbeat).
     - `looks_every`: also look every so many seconds during the window; a passed or failed result ends it early.
       Without it, the check runs once, at the window's end.
+    - `data_look_gap`: with `looks_every`, how soon after a look `new_data` may bring the next one forward
+      (default 0.25 s); a check that is cheap and judges such looks only on what is safe to look at that often
+      (`VerificationRequest.woken_by_data`) may take a shorter one.
     - `grace_seconds`: the verdict is due by the window's end plus the shorter of this and the window's length;
       keep it below the catalog's `grace_seconds`, after which the coordinator stops waiting.
     - `handles_synthetic`: take requests for synthetic journeys (previews before customer traffic); only the
@@ -51,6 +54,7 @@ class Verifier:
         grace_seconds: float = 20.0,
         heartbeat_seconds: float = 5.0,
         handles_synthetic: bool = False,
+        data_look_gap: float = DATA_LOOK_GAP_SECONDS,
     ) -> None:
         if not NAME_PATTERN.match(name):
             raise ValueError(f"verifier name {name!r}: lowercase letters, digits and single dashes, e.g. erp-export")
@@ -59,6 +63,9 @@ class Verifier:
             raise ValueError("a verifier covers at least one service and one environment ('*' for all)")
         if (looks_every is not None and looks_every <= 0) or grace_seconds < 0 or heartbeat_seconds <= 0:
             raise ValueError("looks_every and heartbeat_seconds must be positive, grace_seconds not negative")
+        if data_look_gap < MIN_DATA_LOOK_GAP_SECONDS:
+            raise ValueError(f"data_look_gap must be at least {MIN_DATA_LOOK_GAP_SECONDS} s")
+        self.data_look_gap = data_look_gap
         self.name, self.version = name, version
         self.services, self.environments, self.kpis = list(services), list(environments), list(kpis)
         self.looks_every, self.grace_seconds, self.heartbeat_seconds = looks_every, grace_seconds, heartbeat_seconds
@@ -80,7 +87,7 @@ class Verifier:
 
     def new_data(self) -> None:
         """Call when data the check reads has arrived (e.g. after an ingest batch committed): with `looks_every`,
-        every open window looks now instead of at its next tick (at most every 0.25 s)."""
+        every open window looks now instead of at its next tick (at most every `data_look_gap` seconds)."""
         if self._runs is not None:
             self._runs.nudges.nudge()
 
@@ -141,6 +148,7 @@ class Verifier:
             skip=self.skip_reason,
             looks_every=self.looks_every,
             grace_seconds=self.grace_seconds,
+            data_look_gap=self.data_look_gap,
         )
         rt.consumer.subscribe(topics.VERIFY_COMMANDS, runs.accept, accept=(VerificationRequested,))
 

@@ -32,12 +32,14 @@ def build(settings: VerifierSettings) -> Verifier:
         kpis=list(measure(Counts())),
         looks_every=settings.tick_seconds,
         handles_synthetic=True,
+        # a look woken by data is two indexed counts and fails only on what may be looked at that often
+        data_look_gap=settings.data_look_gap_seconds,
     )
 
     @verifier.on_startup
     async def wire(rt: Runtime) -> None:
         store = KpiStore(rt.pool)
-        # Each ingest batch wakes the open windows (Verifier.new_data, at most every 0.25 s per window): a crossing
+        # Each ingest batch wakes the open windows (Verifier.new_data, at most every 50 ms per window): a crossing
         # sample is judged as it arrives, not at the next tick. Those looks may only fail, and only on what is safe
         # to look at that often (rate bounds on their Wilson interval, the sequential tests); the latency bounds,
         # point checks that raised false alarms when looked at on every arrival, stay on the 0.5 s tick.
