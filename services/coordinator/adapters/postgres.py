@@ -40,36 +40,54 @@ FLUSH = (
 )
 
 
-# A batch's saga rows, each written only if still at the revision the batch read it at (else the batch is undone).
-# (The bodies travel as JSON text pydantic wrote, which is several times cheaper than a dict through json.dumps.)
-SAVE_ALL = (
-    "UPDATE sagas AS s SET state = u.state, body = u.body::jsonb, revision = u.revision, updated_at = now()"
+# A batch reads once and writes once (besides the verifier registry, BEGIN and COMMIT).
+# The read: its events recorded as handled (those already there are redeliveries), and its sagas, the body only of
+# those whose revision is not the one the coordinator already holds (`SagaCache`).
+READ_ALL = (
+    "WITH first AS ("
+    " INSERT INTO processed_events (consumer, event_id) SELECT DISTINCT $1, e FROM unnest($2::text[]) AS e"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+    ") SELECT event_id AS id, NULL::int AS revision, NULL::text AS body, true AS first FROM first"
+    " UNION ALL SELECT s.release_id, s.revision,"
+    " CASE WHEN s.revision = c.revision THEN NULL ELSE s.body::text END, false"
+    " FROM unnest($3::text[], $4::int[]) AS c(release_id, revision) JOIN sagas AS s USING (release_id)"
+)
+# The write: the sagas, each only if still at the revision the batch read it at (the count tells; a shortfall undoes
+# the batch), each release's one deadline (a null step clears it, as `PgTransaction.set_deadline`), then the audit
+# entries and outbox events in the order staged, and the relay woken once. Bodies travel as the JSON text pydantic
+# wrote, several times cheaper than a dict through json.dumps. Every data-modifying part runs whatever the query reads.
+WRITE_ALL = (
+    "WITH saved AS ("
+    " UPDATE sagas AS s SET state = u.state, body = u.body::jsonb, revision = u.revision, updated_at = now()"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[]) AS u(release_id, state, body, was, revision)"
-    " WHERE s.release_id = u.release_id AND s.revision = u.was"
-)
-# A batch's sagas: the body only of those whose revision is not the one the coordinator already holds (`SagaCache`).
-LOAD_ALL = (
-    "SELECT s.release_id, s.revision, CASE WHEN s.revision = c.revision THEN NULL ELSE s.body::text END AS body"
-    " FROM unnest($1::text[], $2::int[]) AS c(release_id, revision) JOIN sagas AS s USING (release_id)"
-)
-CACHED_SAGAS = 10_000
-# A batch's deadlines: each release's one deadline (a null step clears it), as `PgTransaction.set_deadline` does one.
-SET_DEADLINES = (
-    "WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(release_id, step_id, due_at)),"
-    " others AS (DELETE FROM saga_deadlines AS sd USING d WHERE sd.release_id = d.release_id"
-    " AND (d.step_id IS NULL OR sd.step_id <> d.step_id))"
+    " WHERE s.release_id = u.release_id AND s.revision = u.was RETURNING 1"
+    "), d AS (SELECT * FROM unnest($6::text[], $7::text[], $8::timestamptz[]) AS u(release_id, step_id, due_at)"
+    "), others AS ("
+    " DELETE FROM saga_deadlines AS sd USING d WHERE sd.release_id = d.release_id"
+    " AND (d.step_id IS NULL OR sd.step_id <> d.step_id)"
+    "), due AS ("
     " INSERT INTO saga_deadlines (release_id, step_id, due_at) SELECT release_id, step_id, due_at FROM d"
     " WHERE step_id IS NOT NULL ON CONFLICT (release_id, step_id) DO UPDATE SET due_at = EXCLUDED.due_at"
+    "), audited AS ("
+    " INSERT INTO audit_log (release_id, actor, state, step, reason, evidence)"
+    " SELECT r, a, s, st, re, ev"
+    " FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[])"
+    " WITH ORDINALITY AS u(r, a, s, st, re, ev, n) ORDER BY n"
+    "), staged AS ("
+    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
+    " SELECT $15, t, k, e, h, p, clock_timestamp()"
+    " FROM unnest($16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[])"
+    " WITH ORDINALITY AS u(t, k, e, h, p, n) ORDER BY n"
+    " ON CONFLICT (event_id) DO NOTHING"
+    ") SELECT (SELECT count(*) FROM saved) AS saved,"
+    " CASE WHEN cardinality($16::text[]) > 0 THEN pg_notify($21, $15) END AS woken"
 )
-FIRST_TIMES = (
-    "INSERT INTO processed_events (consumer, event_id) SELECT DISTINCT $1, e FROM unnest($2::text[]) AS e"
-    " ON CONFLICT DO NOTHING RETURNING event_id"
-)
+CACHED_SAGAS = 10_000
 
 
 class SagaCache:
     """The sagas as this coordinator last read or committed them, each with its revision; bounded, least recently
-    used first out. A saga is only trusted at the revision its row still has (`LOAD_ALL` compares), so a row changed
+    used first out. A saga is only trusted at the revision its row still has (`READ_ALL` compares), so a row changed
     by another instance (after a rebalance) or a commit whose outcome was lost is read anew. Sagas are never changed
     in place (a decision works on a copy), so a cached one can be handed out as it is."""
 
@@ -261,22 +279,26 @@ class PgBatchTransaction(PgTransaction):
         self._known: Known | None = None
 
     async def prefetch(self, event_ids: Sequence[str], release_ids: Sequence[str]) -> None:
-        """Record the events as handled (`first_time` then answers from memory) and read the releases' sagas."""
-        if event_ids:
-            rows = await self._conn.fetch(FIRST_TIMES, self._consumer, list(event_ids))
-            self._asked, self._new = set(event_ids), {r["event_id"] for r in rows}
-        if release_ids:
-            self._sagas = dict.fromkeys(release_ids)
-            held = [self._cache.get(r) for r in release_ids]
-            rows = await self._conn.fetch(LOAD_ALL, list(release_ids), [h.revision if h else -1 for h in held])
-            known = {h.saga.release_id: h for h in held if h is not None}
-            for row in rows:
-                if row["body"] is None:
-                    self._hold(row["release_id"], known[row["release_id"]])
-                else:
-                    loaded = Loaded(upcast.load(json.loads(row["body"])), row["revision"])
-                    self._hold(row["release_id"], loaded)
-                    self._cache.put(loaded)  # as the database has it, committed
+        """Record the events as handled (`first_time` then answers from memory) and read the releases' sagas, in
+        one statement."""
+        self._asked, self._sagas = set(event_ids), dict.fromkeys(release_ids)
+        held = {r: loaded for r in release_ids if (loaded := self._cache.get(r)) is not None}
+        rows = await self._conn.fetch(
+            READ_ALL,
+            self._consumer,
+            list(event_ids),
+            list(release_ids),
+            [held[r].revision if r in held else -1 for r in release_ids],
+        )
+        for row in rows:
+            if row["first"]:
+                self._new.add(row["id"])
+            elif row["body"] is None:
+                self._hold(row["id"], held[row["id"]])
+            else:
+                loaded = Loaded(upcast.load(json.loads(row["body"])), row["revision"])
+                self._hold(row["id"], loaded)
+                self._cache.put(loaded)  # as the database has it, committed
 
     def _hold(self, release_id: str, loaded: Loaded) -> None:
         self._sagas[release_id] = loaded
@@ -332,29 +354,34 @@ class PgBatchTransaction(PgTransaction):
             await self.audit(AuditEntry(release_id, actor, s.state.value, s.waiting_for, reason, evidence))
 
     async def write(self) -> None:
-        """Every write of the batch, before its commit."""
-        if self._changed:
-            changed = [held for r in self._changed if (held := self._sagas[r]) is not None]
-            updated = await self._conn.execute(
-                SAVE_ALL,
-                [c.saga.release_id for c in changed],
-                [c.saga.state.value for c in changed],
-                [c.saga.model_dump_json() for c in changed],
-                [self._stored_at[c.saga.release_id] for c in changed],
-                [c.revision for c in changed],
-            )
-            if updated != f"UPDATE {len(changed)}":
-                raise ConcurrentUpdate(f"{len(changed)} sagas, {updated}")
-            self.after_commit(lambda: self._cache.put_all(changed))
-        if self._deadlines:
-            ids = list(self._deadlines)
-            await self._conn.execute(
-                SET_DEADLINES,
-                ids,
-                [d[0] if (d := self._deadlines[r]) else None for r in ids],
-                [d[1] if (d := self._deadlines[r]) else None for r in ids],
-            )
-        await self.flush()
+        """Every write of the batch, in one statement, before its commit."""
+        changed = [held for r in self._changed if (held := self._sagas[r]) is not None]
+        deadlines = list(self._deadlines.items())
+        audits, events = self._audits, self._events
+        self._audits, self._events = [], []
+        row = await self._conn.fetchrow(
+            WRITE_ALL,
+            [c.saga.release_id for c in changed],
+            [c.saga.state.value for c in changed],
+            [c.saga.model_dump_json() for c in changed],
+            [self._stored_at[c.saga.release_id] for c in changed],
+            [c.revision for c in changed],
+            [r for r, _ in deadlines],
+            [d[0] if d else None for _, d in deadlines],
+            [d[1] if d else None for _, d in deadlines],
+            [a.release_id for a in audits],
+            [a.actor for a in audits],
+            [a.state for a in audits],
+            [a.step for a in audits],
+            [a.reason for a in audits],
+            [a.evidence for a in audits],
+            self._producer,
+            *([e[i] for e in events] for i in range(5)),
+            outbox.NOTIFY_CHANNEL,
+        )
+        if row["saved"] != len(changed):
+            raise ConcurrentUpdate(f"{len(changed)} sagas to save, {row['saved']} still at the revision read")
+        self.after_commit(lambda: self._cache.put_all(changed))
 
 
 class PgSagaStore:
