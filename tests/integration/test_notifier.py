@@ -1,13 +1,15 @@
 """The notifier as its own OS process against the real stack (Kafka, PostgreSQL): a status event published on
 release.status as the coordinator reaches a local webhook receiver exactly once even when the record is delivered
-twice, and a receiver that always fails yields a dead letter on release.deadletter after the last attempt, with the
-reason.
+twice, a notifier SIGKILLed while its webhook request is in flight sends it again after its restart with the same
+event id (the receiver's idempotency key), and a receiver that always fails yields a dead letter on
+release.deadletter after the last attempt, with the reason.
 
 The stack's own notifier (deploy/services.sh, group releasegate-notifier) must not be running while this module
 runs: it would share the consumer group and take some of these records with the repository's catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -76,6 +78,7 @@ def notifier(pool, routes_dir):
             "RG_NOTIFIER_RETRY_INITIAL_SECONDS": "0.2",
             "RG_NOTIFIER_RETRY_CAP_SECONDS": "0.5",
             "RG_API_URL": "http://127.0.0.1:18800",
+            "RG_NOTIFIER_TIMEOUT_SECONDS": "2",  # a delivery claimed by a killed notifier is free again after 9 s
         },
     ).start()
     yield svc
@@ -141,6 +144,35 @@ class TestNotifierOnTheStack:
         payload = json.loads(body)
         assert (payload["release_id"], payload["environment"], payload["state"]) == (rid, "production", "rolled_back")
         assert payload["url"] == f"http://127.0.0.1:18800/releases/{rid}"
+
+    async def test_a_notifier_killed_mid_delivery_sends_it_again_after_restart_under_the_same_event_id(
+        self, pool, notifier, coordinator_producer, receiver: Receiver
+    ):
+        """At-least-once towards the receiver, exactly once in effect: the request in flight when the notifier died
+        may have been acted on, so it is sent again, and every copy carries the event id the receiver dedupes on."""
+        receiver.hold = asyncio.Event()  # the receiver keeps the first request open
+        event = status(f"it-{uuid.uuid4().hex[:10]}", ReleaseState.ROLLED_BACK)
+        await coordinator_producer.send_envelope(topics.STATUS, event)
+        await asyncio.wait_for(receiver.arrived.wait(), 90)
+        notifier.kill()
+        receiver.hold.set()
+        notifier.start()
+
+        async def delivered():
+            return [(route, state) for route, state, _ in await deliveries(pool, event.id)] == [
+                ("ok-hook", "delivered")
+            ]
+
+        await wait_until(delivered, 90, "the delivery the killed notifier had in flight made after its restart")
+        sent = [r for r in receiver.requests if r.path == "/ok"]
+        assert len(sent) >= 2, "the request in flight at the kill was not sent again"
+        assert {r.headers["X-Releasegate-Event-Id"] for r in sent} == {event.id}
+        assert all(
+            render.verify(HOOK_KEY.encode(), r.headers["X-Releasegate-Signature"], r.body, now=_t(r)) for r in sent
+        )
+        async with pool.acquire() as conn:
+            recorded = await conn.fetchval("SELECT count(*) FROM notification_events WHERE event_id = $1", event.id)
+        assert recorded == 1 and len(await deliveries(pool, event.id)) == 1, "the notification was recorded twice"
 
     async def test_a_receiver_that_always_fails_yields_a_dead_letter_after_the_last_attempt(
         self,

@@ -128,10 +128,13 @@ class Receiver:
     delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: asyncio.Event | None = None  # when given, every answer waits until it is set (a request kept in flight)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(Received(request.path_qs, dict(request.headers), await request.read()))
         self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.delay:
             await asyncio.sleep(self.delay)  # a receiver that does not answer in time
         status, body = self.script.pop(0) if self.script else (200, b"ok")
