@@ -3,7 +3,9 @@
 Runs many short canaries against the real shop: the candidate is started in production beside stable v1 at a
 fixed weight while the synthetic shoppers run, and the verifier records every business event and HAProxy
 request. Then two judges are replayed, look by look, on exactly the same recorded samples:
-  releasegate  — the verifier's judge: guardrails plus sequential tests (mSPRT) with a false-rollback bound;
+  releasegate  — the verifier's judge: guardrails plus sequential tests (mSPRT) with a false-rollback bound, looked
+                 at as the live verifier does: on the tick, and after each candidate event (those looks only fail,
+                 on rate bounds and the sequential tests);
   fixed        — a threshold-per-interval judge in the style of Flagger/Argo analysis: every interval, canary
                  success rates >= 95% and p95 <= a fixed latency; rollback after 2 failed checks in a row.
 Prints detection rate per regression size, false-rollback rate on healthy releases and the time from the
@@ -50,6 +52,7 @@ RELEASEGATE_THRESHOLDS = {
 }
 FIXED = {"min_rate": 0.95, "max_p95_ms": 20.0, "interval_s": 5, "failed_checks": 2}
 MIN_SAMPLES, ALPHA, LOOK_S = 15, 0.05, 1
+DATA_LOOK_GAP_S = 0.05  # the business-KPI verifier's data_look_gap_seconds
 
 
 @dataclass
@@ -82,20 +85,41 @@ def counts(rec: Recording, version: str, start: datetime, end: datetime) -> Coun
     return c
 
 
+def looks(rec: Recording, window: int) -> list[tuple[float, bool]]:
+    """The live verifier's looks, as (seconds from canary start, woken by data): one every `LOOK_S` on the tick,
+    and one after each candidate business event (what its ingest wakes), no sooner than `DATA_LOOK_GAP_S` after
+    the previous look."""
+    ticks = [(float(t), False) for t in range(LOOK_S, window + 1, LOOK_S)]
+    arrivals = sorted(
+        (at - rec.start).total_seconds() + 1e-6
+        for at, v, _, _ in rec.events
+        if v == rec.version and rec.start <= at < rec.start + timedelta(seconds=window)
+    )
+    out: list[tuple[float, bool]] = []
+    last = -math.inf
+    for t, woken in sorted([*ticks, *((a, True) for a in arrivals)]):
+        if woken and t - last < DATA_LOOK_GAP_S:
+            continue
+        out.append((t, woken))
+        last = t
+    return out
+
+
 def releasegate_decision(rec: Recording, window: int) -> float | None:
     """Seconds from canary start to a rollback decision, or None if it would not roll back."""
-    for t in range(LOOK_S, window + 1, LOOK_S):
+    for t, woken in looks(rec, window):
         end = rec.start + timedelta(seconds=t)
         verdict, _, _ = judge(
             RELEASEGATE_THRESHOLDS,
             counts(rec, rec.version, rec.start, end),
             counts(rec, "v1", rec.start, end),
             MIN_SAMPLES,
-            final=t >= window,
+            final=not woken and t >= window,
             alpha=ALPHA,
+            woken_by_data=woken,
         )
         if verdict is Verdict.FAIL:
-            return float(t)
+            return t
         if verdict is not None:
             return None
     return None
@@ -212,7 +236,8 @@ async def main(runs: int, weight: int, window: int) -> None:
     print(
         f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (request and "
         "checkout latency), "
-        f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s"
+        f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s and one after each candidate event "
+        f"(at most every {DATA_LOOK_GAP_S * 1000:.0f} ms; those only fail, on rate bounds and the sequential tests)"
     )
     print(
         f"   fixed:       every {FIXED['interval_s']} s rates >= {FIXED['min_rate']:.0%} and p95 <= "
