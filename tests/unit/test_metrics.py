@@ -9,17 +9,18 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import topics
 from contracts.cloudevents import Envelope, encode
-from contracts.events import AlertRaised, Severity, Verdict
+from contracts.events import Verdict
 from releasegate_runtime import kafka, metrics
 from releasegate_runtime.kafka import Consumer, PermanentError
 from services.coordinator import saga as domain
 from services.coordinator.metrics import DecisionMetrics
+from tests.support.consumers import alert, record, valid_record
 from tests.support.saga import ENTRY, NOW, answer, candidate, run_until
 
 TOPIC = topics.ALERTS
@@ -82,33 +83,6 @@ class Handler:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
-
-
-def alert() -> Envelope:
-    return Envelope.new(
-        AlertRaised(release_id="r-1", service="shop", severity=Severity.INFO, title="t", detail="d"), "test", "r-1"
-    )
-
-
-def record(value: bytes | None, headers=(), key: bytes | None = b"r-1", offset: int = 7) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic=TOPIC,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key or b""),
-        serialized_value_size=len(value or b""),
-        headers=tuple(headers),
-    )
-
-
-def valid_record(offset: int = 7) -> ConsumerRecord:
-    key, value, headers = encode(alert())
-    return record(value, headers, key, offset)
 
 
 def consumer(producer: FakeProducer, pool: FakeParking | None = None) -> Consumer:

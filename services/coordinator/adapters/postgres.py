@@ -232,8 +232,11 @@ class PgTransaction:
             return
         audits, events = self._audits, self._events
         self._audits, self._events = [], []
-        await self._conn.execute(
-            FLUSH,
+        await self._conn.execute(FLUSH, *self._staged(audits, events))
+
+    def _staged(self, audits: list[AuditEntry], events: list[outbox.Row]) -> list[Any]:
+        """The audit entries' and outbox events' parameters, in the order `FLUSH` and `WRITE_ALL` take them."""
+        return [
             [a.release_id for a in audits],
             [a.actor for a in audits],
             [a.state for a in audits],
@@ -243,7 +246,7 @@ class PgTransaction:
             self._producer,
             *([e[i] for e in events] for i in range(5)),
             outbox.NOTIFY_CHANNEL,
-        )
+        ]
 
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         await self._conn.execute(
@@ -370,15 +373,7 @@ class PgBatchTransaction(PgTransaction):
             [r for r, _ in deadlines],
             [d[0] if d else None for _, d in deadlines],
             [d[1] if d else None for _, d in deadlines],
-            [a.release_id for a in audits],
-            [a.actor for a in audits],
-            [a.state for a in audits],
-            [a.step for a in audits],
-            [a.reason for a in audits],
-            [a.evidence for a in audits],
-            self._producer,
-            *([e[i] for e in events] for i in range(5)),
-            outbox.NOTIFY_CHANNEL,
+            *self._staged(audits, events),
         )
         if row["saved"] != len(changed):
             raise ConcurrentUpdate(f"{len(changed)} sagas to save, {row['saved']} still at the revision read")
