@@ -13,7 +13,7 @@ TYPECHECK_PATHS := contracts releasegate_runtime services/coordinator/saga.py se
     services/api releasegate_platform/oidc.py
 
 .PHONY: install secrets stack k8s up down reset status demo test test-quick unit lint typecheck check bench \
-    bench-quality bench-auth bench-fuzz bench-scale bench-chaos backup drill bundles schemas shoppers acls
+    bench-quality bench-auth bench-fuzz bench-scale bench-chaos bench-chaos-live backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -106,6 +106,11 @@ bench-scale: stack  ## benchmark: 100, 300, 1,000 concurrent releases through 1-
 bench-chaos: stack  ## chaos soak: 200 releases of mixed plans, 100+ SIGKILLs, a broker and a PostgreSQL restart; invariants
 	bash deploy/services.sh stop
 	$(PY) -m bench.chaos
+
+bench-chaos-live: stack  ## chaos soak of the real services: 24 shop releases, 100+ SIGKILLs at their moments, restarts; invariants
+	bash deploy/services.sh stop
+	$(PROC) stop shopper-production shopper-staging
+	$(PY) -m bench.chaos_live
 
 acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
 	$(PY) -m releasegate_runtime.init_stack

@@ -4,7 +4,10 @@ boundary to the candidate taking no traffic in HAProxy, and the stages in betwee
 The crossing sample is found by replaying the verifier's own judge (services.verifier.domain.judge) over the
 window's business events, one candidate event at a time, with the thresholds of the verify command: the first
 candidate event after which the judge says `fail`. The stages are read from Kafka record timestamps:
-  crossing sample → failing verdict on Kafka    ingest of the shop's events, the verifier's look, its outbox
+  crossing sample → failing verdict on Kafka    ingest of the shop's events, the verifier's look, its outbox;
+                                                 split at the moment the verifier stored the sample
+                                                 (business_events.received_at): the shop's relay, Kafka and the
+                                                 ingest before it, the look, the judge and the verifier's outbox after
   verdict → compensation command on Kafka       the coordinator's hop
   compensation command → weight 0 in HAProxy    the rollback service (its consumer, HAProxy's runtime API)
 """
@@ -27,7 +30,7 @@ from services.verifier.domain import judge
 
 VERDICTS_PREFIX = topics.results_for("verifier-")
 CANDIDATE_EVENTS = (
-    "SELECT at FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at <= $4"
+    "SELECT at, received_at FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at <= $4"
     " AND ($5::text[] IS NULL OR tenant = ANY($5::text[])) ORDER BY at"
 )
 
@@ -75,20 +78,20 @@ def _note(found: dict[str, Records], record) -> None:
 
 async def crossing_at(
     pool: asyncpg.Pool, request: VerificationRequested, verdict: VerificationFinished
-) -> datetime | None:
-    """The candidate business event after which the verifier's judge first fails the window (None: it never
-    does on business events alone, e.g. a synthetic journey decided)."""
+) -> tuple[datetime, datetime] | None:
+    """The candidate business event after which the verifier's judge first fails the window: when it happened and
+    when the verifier stored it (None: the judge never fails on business events alone, e.g. a journey decided)."""
     store = KpiStore(pool)
     tenants = list(request.tenants) if request.tenants else None
     start, end = verdict.window_start, verdict.window_end
     async with pool.acquire() as conn:
         moments = [
-            r["at"]
+            (r["at"], r["received_at"])
             for r in await conn.fetch(
                 CANDIDATE_EVENTS, request.environment, request.candidate_version, start, end, tenants
             )
         ]
-    for at in moments:
+    for at, received_at in moments:
         upto = at + timedelta(microseconds=1)
         candidate = await store.counts(request.environment, request.candidate_version, start, upto, tenants)
         baseline = await store.counts(request.environment, request.stable_version, start, upto)
@@ -101,7 +104,7 @@ async def crossing_at(
             alpha=request.false_rollback_bound,
         )
         if decided is Verdict.FAIL:
-            return at
+            return at, received_at
     return None
 
 
@@ -113,6 +116,7 @@ class Path:
     to_verdict: float | None
     hop: float | None
     to_weight_zero: float | None
+    to_stored: float | None = None  # the part of to_verdict until the verifier stored the crossing sample
 
     @property
     def total(self) -> float | None:
@@ -131,11 +135,16 @@ async def paths(settings: ServiceSettings, pool: asyncpg.Pool, zero_at: dict[str
         verdict_ms, verdict = rec.failed
         request = rec.requests.get(verdict.step_id)
         crossed = await crossing_at(pool, request, verdict) if request is not None else None
-        to_verdict = verdict_ms - crossed.timestamp() * 1000 if crossed else None
+        to_verdict = verdict_ms - crossed[0].timestamp() * 1000 if crossed else None
+        to_stored = (crossed[1] - crossed[0]).total_seconds() * 1000 if crossed else None
         hop = rec.compensation_ms - verdict_ms if rec.compensation_ms is not None else None
         to_zero = zero_at[rid] * 1000 - rec.compensation_ms if rec.compensation_ms is not None else None
-        out.append(Path(rid, to_verdict, hop, to_zero))
+        out.append(Path(rid, to_verdict, hop, to_zero, to_stored))
     return out
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def table(found: list[Path]) -> list[str]:
@@ -148,6 +157,8 @@ def table(found: list[Path]) -> list[str]:
 
     rows = [
         ("crossing sample -> verdict on Kafka", [p.to_verdict for p in found]),
+        ("  of which: sample -> stored by verifier", [p.to_stored for p in found]),
+        ("  stored -> verdict on Kafka", [_minus(p.to_verdict, p.to_stored) for p in found]),
         ("verdict -> compensation command", [p.hop for p in found]),
         ("compensation command -> weight 0", [p.to_weight_zero for p in found]),
         ("decision to action", [p.total for p in found]),

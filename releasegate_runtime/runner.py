@@ -18,7 +18,7 @@ from aiohttp import web
 from releasegate_runtime import db, logs, metrics, telemetry
 from releasegate_runtime.backoff import Backoff
 from releasegate_runtime.kafka import Consumer, Producer, client_options, make_broker
-from releasegate_runtime.outbox import Relay
+from releasegate_runtime.outbox import DirectPublisher, Relay
 from releasegate_runtime.settings import ServiceSettings
 
 
@@ -35,6 +35,8 @@ class Runtime:
     # the outbox relay publishes what the service's transactions wrote; a service without an outbox (the API, which
     # publishes straight to the broker and keeps no state) turns it off
     outbox: bool = True
+    # publishes a transaction's claimed outbox rows straight after its commit (`outbox.add(..., claim=True)`)
+    direct: DirectPublisher | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -123,6 +125,7 @@ async def serve(
         client=client_options(settings),
     )
     runtime = Runtime(name, settings, pool, producer, consumer)
+    runtime.direct = DirectPublisher(pool, name, producer.enqueue)
     await setup(runtime)
     _tune_gc()
     runtime.consumer.register()
@@ -135,7 +138,7 @@ async def serve(
         """Retries broker and database outages itself; supervision is for what it did not foresee."""
         await relay.run()
 
-    loops = [outbox_relay, *runtime.tasks] if runtime.outbox else list(runtime.tasks)
+    loops = [outbox_relay, runtime.direct.run, *runtime.tasks] if runtime.outbox else list(runtime.tasks)
     if runtime.consumer.topics:
         loops.append(runtime.consumer.commit_offsets)
     background = [asyncio.create_task(_supervised(t), name=t.__name__) for t in loops]

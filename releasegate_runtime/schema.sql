@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS refused text;
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (producer, id) WHERE published_at IS NULL AND refused IS NULL;
 DROP INDEX IF EXISTS outbox_unpublished;
+-- claimed_until: the row's writer publishes it itself straight after its commit (outbox.DirectPublisher); until
+-- then the relay leaves it, and every later row with its key, alone. A row is claimed only when no earlier row with
+-- its key is unpublished, so a key's events stay in order; a writer that died hands its rows to the relay at expiry.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS claimed_until timestamptz;
+CREATE INDEX IF NOT EXISTS outbox_pending_key ON outbox (producer, key, id) WHERE published_at IS NULL AND refused IS NULL;
 
 CREATE TABLE IF NOT EXISTS processed_events (
     consumer     text        NOT NULL,

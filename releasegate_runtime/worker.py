@@ -23,10 +23,15 @@ async def already_done(pool: asyncpg.Pool, consumer: str, event_id: str) -> bool
 
 
 async def reply_once(
-    pool: asyncpg.Pool, consumer: str, envelope: Envelope, compute: Callable[[], Awaitable[Contract]]
+    pool: asyncpg.Pool,
+    consumer: str,
+    envelope: Envelope,
+    compute: Callable[[], Awaitable[Contract]],
+    direct: outbox.DirectPublisher | None = None,
 ) -> None:
     """`compute` runs outside the transaction (it may be slow) and must itself be idempotent. The result goes to
-    the consumer's own result topic, which only its principal (the same name) may write."""
+    the consumer's own result topic, which only its principal (the same name) may write; with `direct`, straight
+    after the commit (the outbox relay otherwise, and whenever that fails)."""
     if await already_done(pool, consumer, envelope.id):
         return
     result = await compute()
@@ -34,9 +39,12 @@ async def reply_once(
         if not await db.first_time(conn, consumer, envelope.id):
             return
         trace = telemetry.inject() or envelope.trace
-        await outbox.add(
+        claimed = await outbox.add(
             conn,
             consumer,
             topics.results_for(consumer),
             Envelope.new(result, f"releasegate/{consumer}", envelope.subject, tenant=envelope.tenant, trace=trace),
+            claim=direct is not None,
         )
+    if claimed is not None and direct is not None:
+        direct.committed([claimed])

@@ -54,8 +54,10 @@ class Nudges:
 
     def __init__(self) -> None:
         self._arrived = asyncio.Event()
+        self.count = 0  # nudges so far: a run that notes it before a look knows afterwards whether data came since
 
     def nudge(self) -> None:
+        self.count += 1
         self._arrived.set()
         self._arrived = asyncio.Event()  # waiters from now on wait for the next arrival
 
@@ -116,8 +118,12 @@ class Runs:
         grace_seconds: float,
         clock: Callable[[], datetime] = utcnow,
         data_look_gap: float = DATA_LOOK_GAP_SECONDS,
+        direct: outbox.DirectPublisher | None = None,
     ) -> None:
+        """`direct`: publishes each verdict straight after the transaction that closed its run (None: the outbox
+        relay does)."""
         self._name, self._consumer, self._pool, self._check, self._skip = name, consumer, pool, check, skip
+        self._direct = direct
         self._gap = data_look_gap
         self._looks_every, self._grace, self._clock = looks_every, grace_seconds, clock
         self._source = f"releasegate/{consumer}"
@@ -186,15 +192,20 @@ class Runs:
     async def _follow(self, run: Run) -> None:
         with structlog.contextvars.bound_contextvars(release_id=run.raw.release_id, step=run.raw.step_id):
             at, attempt = schedule.first_look(run.window, self._looks_every), 0
+            loop = asyncio.get_running_loop()
+            looked_at, seen = loop.time(), self.nudges.count  # when the last look began, and the nudges by then
             while True:
                 wait = (at - self._clock()).total_seconds()
                 if self._looks_every and at < run.window.end and attempt == 0:
-                    # a look before the window's end: new data brings it forward (never closer than the gap)
-                    await asyncio.sleep(min(self._gap, max(wait, 0.0)))
-                    nudged = await self.nudges.wait(wait - self._gap)
+                    # a look before the window's end: new data brings it forward, to no sooner than the gap after
+                    # the last look began; data that came meanwhile (even during that look) brings it then
+                    await asyncio.sleep(min(max(looked_at + self._gap - loop.time(), 0.0), max(wait, 0.0)))
+                    left = (at - self._clock()).total_seconds()
+                    nudged = self.nudges.count != seen and left > 0 or await self.nudges.wait(left)
                 else:
                     await asyncio.sleep(max(0.0, wait))
                     nudged = False
+                looked_at, seen = loop.time(), self.nudges.count
                 final = at >= run.window.end and not nudged  # a nudged look is before the end
                 try:
                     result = await self._ask(run, final, nudged)
@@ -274,10 +285,13 @@ class Runs:
                 log.info("run was replaced by a re-issued request or already closed; no verdict")
                 return False
             trace = run.trace or telemetry.inject()
-            await outbox.add(
+            claimed = await outbox.add(
                 conn,
                 self._consumer,
                 topics.results_for(self._consumer),
                 Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace),
+                claim=self._direct is not None,
             )
-            return True
+        if claimed is not None and self._direct is not None:
+            self._direct.committed([claimed])
+        return True

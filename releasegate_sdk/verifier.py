@@ -140,7 +140,9 @@ class Verifier:
             await hook(rt)
         if self._check is None:
             raise RuntimeError(f"verifier {self.name} has no check: decorate one with @verifier.check")
+        # a verdict goes to the broker straight after the transaction that closed its run; the relay is the safety net
         runs = self._runs = Runs(
+            direct=rt.direct,
             name=self.name,
             consumer=rt.name,
             pool=rt.pool,

@@ -30,7 +30,8 @@ CATCH_UP_TIMEOUT_SECONDS = 120.0
 
 
 async def setup(rt: runner.Runtime) -> None:
-    wired = bootstrap.build(rt.pool, rt.settings)
+    # a decision's events go to the broker straight after its commit; the outbox relay is the safety net
+    wired = bootstrap.build(rt.pool, rt.settings, rt.direct)
     coordinator = wired.coordinator
     rt.consumer.subscribe(topics.CANDIDATES, coordinator.on_event, accept=(CandidateSubmitted,))
     rt.consumer.subscribe(

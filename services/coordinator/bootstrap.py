@@ -12,7 +12,7 @@ import asyncpg
 from releasegate_platform import identity
 from releasegate_platform.catalog import Catalog
 from releasegate_platform.verifier_registry import Registry
-from releasegate_runtime import grants
+from releasegate_runtime import grants, outbox
 from releasegate_runtime.settings import ServiceSettings
 from services.coordinator.adapters.postgres import PgSagaStore
 from services.coordinator.handlers import Coordinator, utcnow
@@ -31,10 +31,11 @@ def identities_from(path: Path, attester_keys: Mapping[str, Path] | None = None)
     return lambda: identity.load_identities(path, attester_keys or {})
 
 
-def build(pool: asyncpg.Pool, settings: ServiceSettings) -> Wired:
+def build(pool: asyncpg.Pool, settings: ServiceSettings, direct: outbox.DirectPublisher | None = None) -> Wired:
+    """`direct`: publishes the events of each decision straight after its commit (None: the outbox relay does)."""
     # no key, no start: without it no deploy or compensation could be authorized
     grant_key = settings.signing_key_file or settings.secrets_dir / "keys" / "coordinator.key"
-    store = PgSagaStore(pool)
+    store = PgSagaStore(pool, direct=direct)
     coordinator = Coordinator(
         store,
         Catalog(settings.catalog_dir),

@@ -17,7 +17,7 @@ async def setup(rt: runner.Runtime) -> None:
     coordinator_key = grants.load_grant_key(
         settings.coordinator_public_key_file or settings.secrets_dir / "keys" / "coordinator.pub.json"
     )
-    deployer = bootstrap.deployer(settings, rt.pool, coordinator_key)
+    deployer = bootstrap.deployer(settings, rt.pool, coordinator_key, rt.direct)
     rt.consumer.subscribe(topics.DEPLOY_COMMANDS, deployer.on_request, accept=(DeployRequested,))
 
 

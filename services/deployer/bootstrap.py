@@ -20,7 +20,7 @@ from releasegate_platform.targets import directory
 from releasegate_platform.targets.directory import TargetDirectory
 from releasegate_platform.targets.local import LocalDeploymentTarget
 from releasegate_platform.targets.port import TargetError
-from releasegate_runtime import worker
+from releasegate_runtime import outbox, worker
 from releasegate_runtime.admission import Admission
 from services.deployer import read_model
 from services.deployer.adapters.launcher import Launcher
@@ -78,7 +78,13 @@ def publisher(pool: asyncpg.Pool, directory: TargetDirectory) -> Callable[[str, 
     return published
 
 
-def deployer(settings: DeployerSettings, pool: asyncpg.Pool, coordinator_key: object) -> Deployer:
+def deployer(
+    settings: DeployerSettings,
+    pool: asyncpg.Pool,
+    coordinator_key: object,
+    direct: outbox.DirectPublisher | None = None,
+) -> Deployer:
+    """`direct`: publishes each step result straight after its commit (None: the outbox relay does)."""
     directory, starter = targets(settings, pool)
     trust_root_file: Path = settings.trust_root_file
     return Deployer(
@@ -88,7 +94,7 @@ def deployer(settings: DeployerSettings, pool: asyncpg.Pool, coordinator_key: ob
         PostgresStepResults(pool),
         lambda: supply_chain.TrustRoot.load(trust_root_file),
         Admission(pool, CONSUMER, coordinator_key),  # type: ignore[arg-type]
-        lambda envelope, compute: worker.reply_once(pool, CONSUMER, envelope, compute),
+        lambda envelope, compute: worker.reply_once(pool, CONSUMER, envelope, compute, direct),
         publisher(pool, directory),
     )
 

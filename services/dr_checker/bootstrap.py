@@ -44,6 +44,6 @@ def subscriber(rt: runner.Runtime, checker: DRChecker) -> Callable[[Envelope], A
 
     async def on_request(envelope: Envelope) -> None:
         req: DRCheckRequested = envelope.data  # type: ignore[assignment]
-        await worker.reply_once(rt.pool, CONSUMER, envelope, lambda: checker.handle(req))
+        await worker.reply_once(rt.pool, CONSUMER, envelope, lambda: checker.handle(req), rt.direct)
 
     return on_request

@@ -13,7 +13,7 @@ from contracts import topics
 from contracts.events import EnvironmentState, GateCheckRequested
 from releasegate_platform.artifacts import ArtifactStore
 from releasegate_platform.catalog import Catalog
-from releasegate_runtime import runner
+from releasegate_runtime import outbox, runner
 from releasegate_runtime.settings import ServiceSettings
 from services.gatekeeper.adapters.files import GateFiles, StoreBundles
 from services.gatekeeper.adapters.replies import OutboxReplies
@@ -22,7 +22,12 @@ from services.gatekeeper.handlers import CONSUMER, Gatekeeper, utcnow
 from services.gatekeeper.policy import Policy
 
 
-def build(pool: asyncpg.Pool, settings: ServiceSettings, clock: Callable[[], datetime] = utcnow) -> Gatekeeper:
+def build(
+    pool: asyncpg.Pool,
+    settings: ServiceSettings,
+    clock: Callable[[], datetime] = utcnow,
+    direct: outbox.DirectPublisher | None = None,
+) -> Gatekeeper:
     return Gatekeeper(
         catalog=Catalog(settings.catalog_dir),
         bundles=StoreBundles(ArtifactStore(settings.artifact_store)),
@@ -35,12 +40,12 @@ def build(pool: asyncpg.Pool, settings: ServiceSettings, clock: Callable[[], dat
             settings.attester_keys,
         ),
         store=PostgresGateStore(pool),
-        replies=OutboxReplies(pool, CONSUMER),
+        replies=OutboxReplies(pool, CONSUMER, direct),
         clock=clock,
     )
 
 
 async def setup(rt: runner.Runtime) -> None:
-    gatekeeper = build(rt.pool, rt.settings)
+    gatekeeper = build(rt.pool, rt.settings, direct=rt.direct)
     rt.consumer.subscribe(topics.GATE_COMMANDS, gatekeeper.on_request, accept=(GateCheckRequested,))
     rt.consumer.subscribe(topics.ENVIRONMENTS, gatekeeper.on_environment_state, accept=(EnvironmentState,))

@@ -53,6 +53,6 @@ def subscriber(rt: runner.Runtime, rollback: Rollback) -> Callable[[Envelope], A
     async def on_request(envelope: Envelope) -> None:
         req: RollbackRequested = envelope.data  # type: ignore[assignment]
         await admission.admit(envelope, check=check)
-        await worker.reply_once(rt.pool, CONSUMER, envelope, lambda: rollback.restore(req))
+        await worker.reply_once(rt.pool, CONSUMER, envelope, lambda: rollback.restore(req), rt.direct)
 
     return on_request

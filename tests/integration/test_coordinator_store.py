@@ -22,6 +22,7 @@ from services.coordinator import saga
 from services.coordinator.adapters.postgres import PgSagaStore
 from services.coordinator.handlers import CONSUMER
 from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -233,6 +234,140 @@ class TestADecisionsWritesInOneStatement:
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE release_id = $1", rid) == 0
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.id) == 0
+
+
+class Held:
+    """A direct publisher's broker: records what it was given, and holds each call until `go` is set."""
+
+    def __init__(self, held: bool = True) -> None:
+        self.sent: list[str] = []
+        self.called, self.go = asyncio.Event(), asyncio.Event()
+        if not held:
+            self.go.set()
+
+    async def __call__(self, topic, key, value, headers) -> None:
+        self.called.set()
+        await self.go.wait()
+        self.sent.append(dict(headers)["ce_id"].decode())
+
+
+async def outbox_rows(pool, producer: str) -> list[tuple[str, bool, bool]]:
+    """(event id, claimed, published) of `producer`'s outbox, in id order."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT event_id, claimed_until IS NOT NULL AS claimed, published_at IS NOT NULL AS published"
+            " FROM outbox WHERE producer = $1 ORDER BY id",
+            producer,
+        )
+    return [(r["event_id"], r["claimed"], r["published"]) for r in rows]
+
+
+async def all_published(pool, producer: str) -> bool:
+    return all(published for _, _, published in await outbox_rows(pool, producer))
+
+
+class TestPublicationStraightAfterTheCommit:
+    """A decision's events are published by the coordinator itself once its transaction committed, without waking
+    the relay or reading them back; the relay leaves them (and every later event of the same release) alone while
+    the claim holds, and takes over when the coordinator does not publish them."""
+
+    @pytest.fixture
+    async def direct(self, coordinator_pool):
+        producer, broker = f"it-store-{uuid.uuid4().hex[:8]}", Held()
+        publisher = outbox.DirectPublisher(coordinator_pool, producer, broker)
+        task = asyncio.create_task(publisher.run())
+        yield PgSagaStore(coordinator_pool, producer, direct=publisher), producer, broker
+        broker.go.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def test_claimed_events_are_published_in_order_after_the_commit_and_left_alone_by_the_relay(
+        self, coordinator_pool, direct
+    ):
+        store, producer, broker = direct
+        rid = await started(store)
+        events = [Envelope.new(gate_passed(rid), "test", rid) for _ in range(3)]
+        async with store.transaction() as tx:
+            for event in events:
+                await tx.publish("it.topic", event)
+        await asyncio.wait_for(broker.called.wait(), 10)  # published once committed, nobody woke anything
+        assert await outbox_rows(coordinator_pool, producer) == [(e.id, True, False) for e in events]
+        relay_sent: list[str] = []
+
+        async def relay_broker(topic, key, value, headers) -> None:
+            relay_sent.append(dict(headers)["ce_id"].decode())
+
+        assert await outbox.Relay(coordinator_pool, producer, relay_broker).publish_pending() == 0
+        broker.go.set()
+        await wait_until(lambda: all_published(coordinator_pool, producer), 10, "the direct publisher's marks")
+        assert broker.sent == [e.id for e in events] and relay_sent == []
+
+    async def test_an_event_behind_an_unpublished_one_of_its_release_waits_for_it_and_goes_by_the_relay(
+        self, coordinator_pool, direct
+    ):
+        store, producer, broker = direct
+        rid, other = await started(store), await started(store)
+        first, second, elsewhere = (Envelope.new(gate_passed(r), "test", r) for r in (rid, rid, other))
+        async with store.transaction() as tx:
+            await tx.publish("it.topic", first)
+        await asyncio.wait_for(broker.called.wait(), 10)  # the first is at the broker, not yet acknowledged
+        async with store.transaction() as tx:
+            await tx.publish("it.topic", second)
+            await tx.publish("it.topic", elsewhere)
+        claimed = {event_id: was_claimed for event_id, was_claimed, _ in await outbox_rows(coordinator_pool, producer)}
+        assert claimed == {first.id: True, second.id: False, elsewhere.id: True}
+        relay_sent: list[str] = []
+
+        async def relay_broker(topic, key, value, headers) -> None:
+            relay_sent.append(dict(headers)["ce_id"].decode())
+
+        relay = outbox.Relay(coordinator_pool, producer, relay_broker)
+        assert await relay.publish_pending() == 0  # the second must not overtake the first
+        broker.go.set()
+        await wait_until(lambda: _published(coordinator_pool, producer, first.id), 10, "the first event marked")
+        assert await relay.publish_pending() == 1
+        assert broker.sent[0] == first.id and relay_sent == [second.id]
+        await wait_until(lambda: all_published(coordinator_pool, producer), 10, "every event published")
+        assert sorted(broker.sent) == sorted([first.id, elsewhere.id])
+
+    async def test_a_claim_its_writer_did_not_fulfil_passes_to_the_relay_at_its_expiry_in_order(self, coordinator_pool):
+        producer = f"it-store-{uuid.uuid4().hex[:8]}"
+
+        async def broker_away(topic, key, value, headers) -> None:
+            raise ConnectionError("the broker is away")
+
+        publisher = outbox.DirectPublisher(coordinator_pool, producer, broker_away)
+        task = asyncio.create_task(publisher.run())
+        try:
+            store = PgSagaStore(coordinator_pool, producer, direct=publisher)
+            rid = await started(store)
+            events = [Envelope.new(gate_passed(rid), "test", rid) for _ in range(2)]
+            for event in events:  # the second is staged behind the first, which is claimed
+                async with store.transaction() as tx:
+                    await tx.publish("it.topic", event)
+            relay_sent: list[str] = []
+
+            async def relay_broker(topic, key, value, headers) -> None:
+                relay_sent.append(dict(headers)["ce_id"].decode())
+
+            relay = outbox.Relay(coordinator_pool, producer, relay_broker)
+            assert await relay.publish_pending() == 0
+            assert relay_sent == []
+            async with coordinator_pool.acquire() as conn:  # the claim's time runs out
+                await conn.execute(
+                    "UPDATE outbox SET claimed_until = clock_timestamp() - interval '1 second' WHERE producer = $1",
+                    producer,
+                )
+            assert await relay.publish_pending() == 2
+            assert relay_sent == [e.id for e in events]
+            assert await all_published(coordinator_pool, producer)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _published(pool, producer: str, event_id: str) -> bool:
+    return any(e == event_id and published for e, _, published in await outbox_rows(pool, producer))
 
 
 class TestVerifierRegistryAsOneRowPerVerifier:

@@ -257,6 +257,48 @@ class TestNewData:
         opened, decided = (datetime.fromisoformat(verdict[k]) for k in ("window_start", "window_end"))
         assert (decided - opened).total_seconds() < 60, "decided before the first tick of its looks"
 
+    async def test_data_that_came_during_the_gap_is_looked_at_when_the_gap_ends(
+        self, settings, pool, producer, registry_writer
+    ):
+        """A look, then one arrival while the gap after it runs: the next look comes at the gap's end, not at the
+        next arrival (there is none here) nor at the tick two minutes on."""
+        arrived: set[str] = set()
+        looked = asyncio.Event()
+        gap = 1.0
+
+        async def judged_on_data(req: VerificationRequest) -> Result:
+            looked.set()
+            if req.release_id in arrived:
+                return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
+            return Result.pending("no export seen yet")
+
+        v = Verifier(
+            name=f"it-nudge-{uuid.uuid4().hex[:8]}",
+            version="1.0.0",
+            services=[NUDGE_SERVICE],
+            looks_every=120,
+            heartbeat_seconds=1,
+            data_look_gap=gap,
+        )
+        v.check(judged_on_data)
+        async with running(v, settings, registry_writer):
+            req = request("broken-export", service=NUDGE_SERVICE, window_seconds=240)
+            await send(producer, req)
+
+            async def first_look() -> bool:
+                v.new_data()  # until the run waits for data and looks
+                return looked.is_set()
+
+            await wait_until(first_look, TIMEOUT, "the first look, woken by data")
+            arrived.add(req.release_id)
+            v.new_data()  # the one arrival, within the gap after that look
+            (verdict,) = await wait_until(
+                lambda: verdicts(pool, v, req.release_id), TIMEOUT, "a verdict at the end of the gap"
+            )
+        assert verdict["verdict"] == "fail"
+        opened, decided = (datetime.fromisoformat(verdict[k]) for k in ("window_start", "window_end"))
+        assert (decided - opened).total_seconds() < 120, "decided only at the tick of its looks"
+
 
 class TestRequestsThatAreNotForIt:
     async def test_other_services_environments_and_synthetic_journeys_are_skipped(

@@ -23,7 +23,20 @@ from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due, Loaded
 
 PRODUCER = "coordinator"
 # A decision's audit entries and outbox events in one statement (one round trip instead of one per row), in the
-# order they were staged, waking the outbox relay once when there is an event (PostgreSQL delivers it at commit).
+# order they were staged. Each event is claimed for publication straight after the commit when the store has a
+# direct publisher and no earlier event with its key waits (outbox.CLAIM); the relay is woken once (PostgreSQL
+# delivers it at commit) only for events not claimed. The claimed ones come back in id order.
+STAGED = (
+    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at, claimed_until)"
+    " SELECT {producer}, t, k, e, h, p, clock_timestamp(), "
+    + outbox.CLAIM.format(claims="{claims}", producer="{producer}", key="k")
+    + " FROM unnest({events}) WITH ORDINALITY AS u(t, k, e, h, p, n) ORDER BY n"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, claimed_until IS NOT NULL AS claimed"
+)
+CLAIMED = (
+    " (SELECT array_agg(id ORDER BY id) FROM staged WHERE claimed) AS claimed_ids,"
+    " (SELECT array_agg(event_id ORDER BY id) FROM staged WHERE claimed) AS claimed_events"
+)
 FLUSH = (
     "WITH audited AS ("
     " INSERT INTO audit_log (release_id, actor, state, step, reason, evidence)"
@@ -31,12 +44,11 @@ FLUSH = (
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])"
     " WITH ORDINALITY AS u(r, a, s, st, re, ev, n) ORDER BY n"
     "), staged AS ("
-    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
-    " SELECT $7, t, k, e, h, p, clock_timestamp()"
-    " FROM unnest($8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[])"
-    " WITH ORDINALITY AS u(t, k, e, h, p, n) ORDER BY n"
-    " ON CONFLICT (event_id) DO NOTHING"
-    ") SELECT pg_notify($13, $7) WHERE cardinality($8::text[]) > 0"
+    + STAGED.format(
+        producer="$7", claims="$14::boolean", events="$8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[]"
+    )
+    + ") SELECT CASE WHEN EXISTS (SELECT 1 FROM staged WHERE NOT claimed) THEN pg_notify($13, $7) END AS woken,"
+    + CLAIMED
 )
 
 
@@ -54,7 +66,7 @@ READ_ALL = (
 )
 # The write: the sagas, each only if still at the revision the batch read it at (the count tells; a shortfall undoes
 # the batch), each release's one deadline (a null step clears it, as `PgTransaction.set_deadline`), then the audit
-# entries and outbox events in the order staged, and the relay woken once. Bodies travel as the JSON text pydantic
+# entries and outbox events in the order staged (claimed as `FLUSH` does), and the relay woken once. Bodies travel as the JSON text pydantic
 # wrote, several times cheaper than a dict through json.dumps. Every data-modifying part runs whatever the query reads.
 WRITE_ALL = (
     "WITH saved AS ("
@@ -74,13 +86,11 @@ WRITE_ALL = (
     " FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[])"
     " WITH ORDINALITY AS u(r, a, s, st, re, ev, n) ORDER BY n"
     "), staged AS ("
-    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at)"
-    " SELECT $15, t, k, e, h, p, clock_timestamp()"
-    " FROM unnest($16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[])"
-    " WITH ORDINALITY AS u(t, k, e, h, p, n) ORDER BY n"
-    " ON CONFLICT (event_id) DO NOTHING"
-    ") SELECT (SELECT count(*) FROM saved) AS saved,"
-    " CASE WHEN cardinality($16::text[]) > 0 THEN pg_notify($21, $15) END AS woken"
+    + STAGED.format(
+        producer="$15", claims="$22::boolean", events="$16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[]"
+    )
+    + ") SELECT (SELECT count(*) FROM saved) AS saved,"
+    " CASE WHEN EXISTS (SELECT 1 FROM staged WHERE NOT claimed) THEN pg_notify($21, $15) END AS woken," + CLAIMED
 )
 # about 40 kB each in memory: 80 MB at most, and twice the sagas in flight in bench-scale at N=1,000
 CACHED_SAGAS = 2_000
@@ -117,8 +127,15 @@ class PgTransaction:
     """Audit entries and outbox events are staged in memory and written together by `flush`, which the store
     calls before the commit (and `audit_as_it_stands` before its own insert, so the log keeps its order)."""
 
-    def __init__(self, conn: asyncpg.Connection, producer: str = PRODUCER, cache: SagaCache | None = None) -> None:
-        self._conn, self._producer = conn, producer
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        producer: str = PRODUCER,
+        cache: SagaCache | None = None,
+        direct: outbox.DirectPublisher | None = None,
+    ) -> None:
+        """`direct`: publishes the events this transaction claims once it committed (None: the relay does)."""
+        self._conn, self._producer, self._direct = conn, producer, direct
         self._cache = cache or SagaCache(0)
         self._audits: list[AuditEntry] = []
         self._events: list[outbox.Row] = []
@@ -232,7 +249,19 @@ class PgTransaction:
             return
         audits, events = self._audits, self._events
         self._audits, self._events = [], []
-        await self._conn.execute(FLUSH, *self._staged(audits, events))
+        row = await self._conn.fetchrow(FLUSH, *self._staged(audits, events), self._direct is not None)
+        self._publish_claimed(events, row)
+
+    def _publish_claimed(self, events: list[outbox.Row], row: asyncpg.Record) -> None:
+        """Once committed, the direct publisher takes the events the statement claimed."""
+        direct = self._direct
+        if direct is None or not row["claimed_ids"]:
+            return
+        by_event = {e[2]: e for e in events}
+        claimed = [
+            outbox.Claimed(i, by_event[e]) for i, e in zip(row["claimed_ids"], row["claimed_events"], strict=True)
+        ]
+        self.after_commit(lambda: direct.committed(claimed))
 
     def _staged(self, audits: list[AuditEntry], events: list[outbox.Row]) -> list[Any]:
         """The audit entries' and outbox events' parameters, in the order `FLUSH` and `WRITE_ALL` take them."""
@@ -267,12 +296,19 @@ class PgBatchTransaction(PgTransaction):
     undone."""
 
     def __init__(
-        self, conn: asyncpg.Connection, producer: str, consumer: str, cache: SagaCache, *, registry_stable: bool
+        self,
+        conn: asyncpg.Connection,
+        producer: str,
+        consumer: str,
+        cache: SagaCache,
+        *,
+        registry_stable: bool,
+        direct: outbox.DirectPublisher | None = None,
     ) -> None:
         """`consumer`: whose processed events the batch records up front; `cache`: the sagas as last read or
         committed; `registry_stable`: no heartbeat among the batch's records, so one read of the verifier registry
-        serves every decision."""
-        super().__init__(conn, producer, cache)
+        serves every decision; `direct`: as `PgTransaction`'s."""
+        super().__init__(conn, producer, cache, direct)
         self._consumer, self._registry_stable = consumer, registry_stable
         self._asked: set[str] = set()
         self._new: set[str] = set()
@@ -374,16 +410,22 @@ class PgBatchTransaction(PgTransaction):
             [d[0] if d else None for _, d in deadlines],
             [d[1] if d else None for _, d in deadlines],
             *self._staged(audits, events),
+            self._direct is not None,
         )
         if row["saved"] != len(changed):
             raise ConcurrentUpdate(f"{len(changed)} sagas to save, {row['saved']} still at the revision read")
         self.after_commit(lambda: self._cache.put_all(changed))
+        self._publish_claimed(events, row)
 
 
 class PgSagaStore:
-    def __init__(self, pool: asyncpg.Pool, producer: str = PRODUCER) -> None:
-        """`producer`: whose outbox relay publishes the events (a test names one no relay serves)."""
-        self._pool, self._producer = pool, producer
+    def __init__(
+        self, pool: asyncpg.Pool, producer: str = PRODUCER, direct: outbox.DirectPublisher | None = None
+    ) -> None:
+        """`producer`: whose outbox relay publishes the events (a test names one no relay serves); `direct`:
+        publishes each transaction's events straight after its commit where their order allows (None: the relay
+        publishes every one)."""
+        self._pool, self._producer, self._direct = pool, producer, direct
         self._cache = SagaCache()
         # the batch open in this task, if any (a task started inside it would share it: the coordinator starts none)
         self._batch: ContextVar[PgBatchTransaction | None] = ContextVar(f"batch-{id(self)}", default=None)
@@ -396,7 +438,7 @@ class PgSagaStore:
             yield batch
             return
         async with self._pool.acquire() as conn, conn.transaction():
-            tx = PgTransaction(conn, self._producer, self._cache)
+            tx = PgTransaction(conn, self._producer, self._cache, self._direct)
             yield tx
             await tx.flush()
         tx.committed()
@@ -407,7 +449,9 @@ class PgSagaStore:
     ) -> AsyncIterator[None]:
         """Every `transaction()` inside the block is this one transaction; it commits when the block ends."""
         async with self._pool.acquire() as conn, conn.transaction():
-            tx = PgBatchTransaction(conn, self._producer, consumer, self._cache, registry_stable=registry_stable)
+            tx = PgBatchTransaction(
+                conn, self._producer, consumer, self._cache, registry_stable=registry_stable, direct=self._direct
+            )
             await tx.prefetch(event_ids, release_ids)
             token = self._batch.set(tx)
             try:
