@@ -6,7 +6,6 @@ instance that is behind, or gone until its partitions move, holds every instance
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -23,10 +22,6 @@ GROUP = "releasegate-verifier-ingest"
 
 
 FETCH_WAIT_MS = 100  # a partition left out of the fetch in flight waits at most this long (see releasegate_runtime)
-# The offsets and the watermark are kept at most this often while events keep arriving (and at once when none
-# came): the next fetch does not wait behind their round trips. A restart ingests again at most this much
-# (the inserts are idempotent), and a window closes at most this much later.
-BOOKKEEPING_SECONDS = 0.1
 
 
 class BusinessEventIngest:
@@ -56,7 +51,6 @@ class BusinessEventIngest:
             fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         await consumer.start()
-        kept, uncommitted = float("-inf"), False  # when the offsets and the watermark were last kept
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
@@ -80,13 +74,8 @@ class BusinessEventIngest:
                 if rows:
                     await self._store.add_business_events(rows)
                     self._on_ingested()
-                uncommitted = uncommitted or bool(batches)
-                if batches and time.monotonic() - kept < BOOKKEEPING_SECONDS:
-                    continue
-                kept = time.monotonic()
-                if uncommitted:
+                if batches:
                     await consumer.commit()
-                    uncommitted = False
                 mine = sorted(tp.partition for tp in consumer.assignment())
                 if mine and (not batches or await _at_end(consumer)):
                     await self._store.caught_up(self._topic, mine)
