@@ -14,7 +14,8 @@ The Kafka broker is restarted during a release a third of the way through, and P
 The releases cycle through the shop's plans and outcomes: canary (v2 good, v3 bad payments, v9 an ERP contract
 break only the erp-export verifier sees, v10 a failed data rewrite undone by a restore), blue-green and
 tenant-phased (v2 and v3 each), each from v1 stable. After every release the soak checks, and at the end prints:
-- it ended as intended (good promoted, bad rolled back), or is paused with its reason (then aborted);
+- it ended as intended (good promoted, bad rolled back), or paused for a human with its reason in the audit log
+  (the soak then aborts it, and every check below applies to the rollback);
 - HAProxy serves the version the saga ended with to every tenant, and the workload is exactly the stable
   version's: no orphan candidate process, no stray weight, no tenant left routed (tests/support/faults/oracles);
 - no effect twice: each step requested and done once in the audit log, each compensation begun once in the
@@ -99,6 +100,7 @@ VICTIMS = {
 WEIGHTS = {"deployer": 3, "rollback": 3, "verifier": 2, "erp_export": 1, "gatekeeper": 1, "dr_checker": 1}
 COORDINATOR_PER_LOOK = 0.004  # the coordinator's chance at each look (every 10 ms): about one kill in 2.5 s
 DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # what a query raises while PostgreSQL restarts
+OUTAGE_SETTLE_SECONDS = 5.0
 MIN_GAP_SAME_VICTIM = 12.0  # s before the same service is killed again (it rejoins its group in a few seconds)
 
 
@@ -110,6 +112,7 @@ class Outcome:
     seconds: float = 0.0
     kills: Counter[str] = field(default_factory=Counter)
     broken: dict[str, list[str]] = field(default_factory=dict)
+    paused: str = ""  # why it paused for a human (then the soak aborted it)
 
 
 @dataclass
@@ -118,6 +121,13 @@ class Chaos:
     moments: Counter[str] = field(default_factory=Counter)
     infrastructure: list[str] = field(default_factory=list)
     exited: Counter[str] = field(default_factory=Counter)  # exited without being killed (restarted)
+    exited_in_outage: Counter[str] = field(default_factory=Counter)  # exited while Kafka or PostgreSQL was down
+    outage_until: float = 0.0  # monotonic: Kafka or PostgreSQL stopped, until a while after it answers again
+
+    @property
+    def outage(self) -> bool:
+        return time.monotonic() < self.outage_until
+
     last_kill: dict[str, float] = field(default_factory=dict)
 
 
@@ -164,8 +174,9 @@ async def inject(
     """Up to `budget` SIGKILLs of the services, each at a moment it is doing its part of release `rid`: after a
     random pause, the release is looked at every 10 ms (a step may take a fraction of a second) and a service whose
     part is in flight is killed; the coordinator, whose part is always, now and then. The services in `first`
-    (the deployer, and the rollback service in a release that will be rolled back) are waited for before any other:
-    their moments are short and would otherwise seldom be hit."""
+    (the deployer, the verifier, and the rollback service in a release that will be rolled back) each keep a kill
+    of the budget until their moment comes: the deployer's and the rollback service's are short and would
+    otherwise seldom be hit."""
     while sum(got.values()) < budget and not ended.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), rng.uniform(1.0, 4.0))  # a random moment, not a synchronisation
@@ -177,10 +188,14 @@ async def inject(
             now = time.monotonic()
             ready = [v for v in VICTIMS if now - chaos.last_kill.get(v, -1e9) >= MIN_GAP_SAME_VICTIM]
             wanted = [v for v in first if not got[v]]
-            busy = [v for v in (wanted or ready) if v in ready and v != "coordinator" and VICTIMS[v] in seen]
-            if busy:
+            room = budget - sum(got.values()) - len(wanted)  # kills left for the others: `first` keep theirs
+            busy_wanted = [v for v in wanted if v in ready and VICTIMS[v] in seen]
+            busy = [v for v in ready if v not in wanted and v != "coordinator" and VICTIMS[v] in seen]
+            if busy_wanted:
+                victim = rng.choice(busy_wanted)
+            elif busy and room > 0:
                 victim = rng.choices(busy, [WEIGHTS[v] for v in busy])[0]
-            elif "coordinator" in ready and "any" in seen and rng.random() < COORDINATOR_PER_LOOK:
+            elif room > 0 and "coordinator" in ready and "any" in seen and rng.random() < COORDINATOR_PER_LOOK:
                 victim = "coordinator"
             elif not wanted and now > deadline:
                 break
@@ -202,8 +217,11 @@ async def supervise(watched: WatchedStack, chaos: Chaos, stop: asyncio.Event) ->
     while not stop.is_set():
         for name, code in watched.crashed().items():
             if code != -9:  # not a SIGKILL the injector sent (it restarts those itself)
-                chaos.exited[name] += 1
-                print(f"    {name} exited by itself ({code}); started again", flush=True)
+                # a service (re)started while the broker is down cannot start; its supervisor starts it again
+                (chaos.exited_in_outage if chaos.outage else chaos.exited)[name] += 1
+                print(
+                    f"    {name} exited ({code}){' in the outage' if chaos.outage else ''}; started again", flush=True
+                )
                 watched.restart(name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
@@ -217,18 +235,23 @@ async def restart_infrastructure(which: str, pool: asyncpg.Pool, rid: str, chaos
             break
         await asyncio.sleep(0.2)  # polling for the moment
     stop = faults.stop_kafka if which == "kafka" else faults.stop_postgres
-    await asyncio.to_thread(stop)
-    await asyncio.sleep(rng.uniform(2, 6))  # the outage's length
-    await asyncio.to_thread(faults.start_infrastructure)
+    chaos.outage_until = float("inf")
+    try:
+        await asyncio.to_thread(stop)
+        await asyncio.sleep(rng.uniform(2, 6))  # the outage's length
+        await asyncio.to_thread(faults.start_infrastructure)
+    finally:  # an exit at startup during the outage is seen by the supervisor's next look, up to a second later
+        chaos.outage_until = time.monotonic() + OUTAGE_SETTLE_SECONDS
     chaos.infrastructure.append(which)
 
 
-async def until_ended(pool: asyncpg.Pool, rid: str, timeout: float) -> str:
+async def until_ended(pool: asyncpg.Pool, rid: str, timeout: float, *, or_paused: bool = True) -> str:
+    """The release's state once it is terminal (or, with `or_paused`, paused for a human)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(*DOWN):  # PostgreSQL may be restarting
             state, _ = await _saga(pool, rid)
-            if state in TERMINAL or state == "paused":
+            if state in TERMINAL or (or_paused and state == "paused"):
                 return state
         await asyncio.sleep(0.5)
     return "running (timed out)"
@@ -247,11 +270,17 @@ async def healthy_again(watched: WatchedStack, timeout: float = 120) -> dict[str
 async def check(settings: ServiceSettings, pool: asyncpg.Pool, watched: WatchedStack, out: Outcome) -> None:
     rid, kind = out.release_id, out.kind
     broken: dict[str, list[str]] = {}
-    if out.state == "paused":
+    if out.state == "paused":  # for a human: the soak is one, it aborts the release and checks the rollback
         last = (await asyncio.to_thread(status, rid))["timeline"][-1]
-        broken["paused"] = [f"paused: {last['reason'][:300]}"]
+        if not last["reason"]:
+            broken["ended, or paused with its reason"] = ["paused with no reason in its audit log"]
+        out.paused = last["reason"][:300]
         await client.abort_in_flight(settings, "carol", "chaos soak: paused release", key=RELEASE_MANAGER_KEY)
-        out.state = (await until_ended(pool, rid, 300)) + " after a pause"
+        out.state = await until_ended(pool, rid, 300, or_paused=False)
+        if out.state not in TERMINAL:
+            broken["ended, or paused with its reason"] = [f"{out.state} after the abort"]
+    elif out.state not in TERMINAL:
+        broken["ended, or paused with its reason"] = [out.state]
     elif out.state != kind.ends:
         broken["ended as intended"] = [f"{out.state}, not {kind.ends}"]
     if unhealthy := await healthy_again(watched):
@@ -312,7 +341,7 @@ async def run(args: argparse.Namespace) -> int:
                     outcomes.append(out)
                     budget = -(-(args.kills - sum(chaos.kills.values())) // (len(kinds) - i))
                     ended = asyncio.Event()
-                    first = ("deployer",) if kind.ends == "promoted" else ("deployer", "rollback")
+                    first = ("deployer", "verifier") + (() if kind.ends == "promoted" else ("rollback",))
                     faults_of_it = [inject(watched, pool, rid, budget, chaos, out.kills, rng, ended, first)]
                     if i in restarts:
                         faults_of_it.append(restart_infrastructure(restarts[i], pool, rid, chaos, rng))
@@ -325,7 +354,7 @@ async def run(args: argparse.Namespace) -> int:
                     kills = ", ".join(f"{v} {n}" for v, n in sorted(out.kills.items())) or "none"
                     verdict = (
                         "ok" if not out.broken else "FAIL " + "; ".join(f"{k}: {v[:3]}" for k, v in out.broken.items())
-                    )
+                    ) + (f" (paused: {out.paused[:160]})" if out.paused else "")
                     print(
                         f"  {i + 1:>3} {kind.label:<28} {out.state:<12} {out.seconds:5.0f} s  kills: {kills}  {verdict}",
                         flush=True,
@@ -340,9 +369,9 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if any(o.broken for o in outcomes) or chaos.exited else 0
 
 
-INVARIANTS = (
+INVARIANTS = (  # as the report names them (tests/bench/test_chaos_bench.py looks for each)
+    "ended, or paused with its reason",
     "ended as intended",
-    "paused",
     "every service healthy",
     "HAProxy serves the saga's version to every tenant",
     "workload exactly the stable version's",
@@ -357,20 +386,24 @@ def report(outcomes: list[Outcome], chaos: Chaos, wall: float) -> str:
     lines = [f"\nLive chaos soak: {len(outcomes)} releases in {wall:.0f} s"]
     by_kind: dict[str, Counter[str]] = {}
     for o in outcomes:
-        by_kind.setdefault(o.kind.label, Counter())[o.state] += 1
+        by_kind.setdefault(o.kind.label, Counter())[f"paused, then {o.state}" if o.paused else o.state] += 1
     lines.append(f"{'releases':<28} {'n':>4}  ended")
     for label, ended in by_kind.items():
         lines.append(f"{label:<28} {sum(ended.values()):>4}  " + ", ".join(f"{s} {n}" for s, n in ended.most_common()))
     kills = ", ".join(f"{name} {n}" for name, n in sorted(chaos.kills.items()))
     lines.append(f"\nSIGKILLs: {sum(chaos.kills.values())} ({kills}); restarted: {', '.join(chaos.infrastructure)}")
     lines.append("moments: " + ", ".join(f"{m} {n}" for m, n in sorted(chaos.moments.items())))
+    if chaos.exited_in_outage:
+        gave_up = ", ".join(f"{name} {n}" for name, n in sorted(chaos.exited_in_outage.items()))
+        lines.append(f"exited while Kafka or PostgreSQL was down, and started again: {gave_up}")
     if chaos.exited:
         lines.append(f"FAIL exited without being killed: {dict(chaos.exited)}")
+    for o in (o for o in outcomes if o.paused):
+        lines.append(f"paused for a human, then aborted by the soak: {o.release_id} ({o.kind.label}): {o.paused}")
     lines.append("\nInvariants:")
     for name in INVARIANTS:
         found = [f"{o.release_id} ({o.kind.label}): {why}" for o in outcomes for why in o.broken.get(name, [])]
-        shown = "no release paused" if name == "paused" else name
-        lines.append(f"  {'ok  ' if not found else 'FAIL'} {shown}" + (f": {len(found)}" if found else ""))
+        lines.append(f"  {'ok  ' if not found else 'FAIL'} {name}" + (f": {len(found)}" if found else ""))
         lines += [f"       {why}" for why in found[:10]]
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -108,7 +108,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    pool = await db.create_pool(settings.database_url, max_size=6)
+    pool = await _when_reachable("PostgreSQL", lambda: db.create_pool(settings.database_url, max_size=6), stop, log)
     producer = Producer(settings, f"releasegate-{name}")
     await producer.start()
     dead_letter_producer = Producer(settings, f"releasegate-{name}-deadletters", idempotent=False)
@@ -170,6 +170,28 @@ async def serve(
         await producer.stop()
         await pool.close()
         structlog.contextvars.clear_contextvars()
+
+
+# PostgreSQL refusing or not answering while it restarts: a service started meanwhile waits for it (it is not
+# healthy until then) instead of exiting and leaving the restart to its supervisor
+T = TypeVar("T")
+UNREACHABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+STARTUP_RETRY_SECONDS, STARTUP_RETRY_CAP_SECONDS = 0.5, 5.0
+
+
+async def _when_reachable(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event, log: Any) -> T:
+    """`connect()` once `what` answers; retried with a capped backoff until then, or until `stop`."""
+    backoff = Backoff(STARTUP_RETRY_SECONDS, STARTUP_RETRY_CAP_SECONDS, jitter=0.5)
+    while True:
+        try:
+            return await connect()
+        except UNREACHABLE as exc:
+            if stop.is_set():
+                raise
+            delay = backoff.next_delay()
+            log.warning(f"{what} not reachable yet; waiting", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
 
 async def _serve_health(

@@ -10,6 +10,7 @@ import json
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -227,21 +228,11 @@ class TestNewData:
         arrived: set[str] = set()
         woken: list[bool] = []
 
-        async def judged_on_data(req: VerificationRequest) -> Result:
+        def noted(req: VerificationRequest) -> None:
             looks.setdefault(req.release_id, []).append(req.is_final_look)
             woken.append(req.woken_by_data)
-            if req.release_id in arrived:
-                return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
-            return Result.pending("no export seen yet")
 
-        v = Verifier(
-            name=f"it-nudge-{uuid.uuid4().hex[:8]}",
-            version="1.0.0",
-            services=[NUDGE_SERVICE],  # not the module verifier's: only this one judges the request
-            looks_every=60,
-            heartbeat_seconds=1,
-        )
-        v.check(judged_on_data)
+        v = fails_once_arrived(arrived, noted, looks_every=60)
         async with running(v, settings, registry_writer):
             req = request("broken-export", service=NUDGE_SERVICE, window_seconds=120)
             await send(producer, req)
@@ -264,23 +255,7 @@ class TestNewData:
         next arrival (there is none here) nor at the tick two minutes on."""
         arrived: set[str] = set()
         looked = asyncio.Event()
-        gap = 1.0
-
-        async def judged_on_data(req: VerificationRequest) -> Result:
-            looked.set()
-            if req.release_id in arrived:
-                return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
-            return Result.pending("no export seen yet")
-
-        v = Verifier(
-            name=f"it-nudge-{uuid.uuid4().hex[:8]}",
-            version="1.0.0",
-            services=[NUDGE_SERVICE],
-            looks_every=120,
-            heartbeat_seconds=1,
-            data_look_gap=gap,
-        )
-        v.check(judged_on_data)
+        v = fails_once_arrived(arrived, lambda _req: looked.set(), looks_every=120, data_look_gap=1.0)
         async with running(v, settings, registry_writer):
             req = request("broken-export", service=NUDGE_SERVICE, window_seconds=240)
             await send(producer, req)
@@ -298,6 +273,27 @@ class TestNewData:
         assert verdict["verdict"] == "fail"
         opened, decided = (datetime.fromisoformat(verdict[k]) for k in ("window_start", "window_end"))
         assert (decided - opened).total_seconds() < 120, "decided only at the tick of its looks"
+
+
+def fails_once_arrived(arrived: set[str], noted: Callable[[VerificationRequest], object], **options: float) -> Verifier:
+    """A verifier of NUDGE_SERVICE (not the module verifier's: only it judges the request) whose check waits for
+    an ERP export and fails once its release is in `arrived`; `noted` sees every look."""
+
+    async def judged_on_data(req: VerificationRequest) -> Result:
+        noted(req)
+        if req.release_id in arrived:
+            return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
+        return Result.pending("no export seen yet")
+
+    v = Verifier(
+        name=f"it-nudge-{uuid.uuid4().hex[:8]}",
+        version="1.0.0",
+        services=[NUDGE_SERVICE],
+        heartbeat_seconds=1,
+        **options,
+    )
+    v.check(judged_on_data)
+    return v
 
 
 class TestRequestsThatAreNotForIt:
