@@ -99,7 +99,7 @@ VICTIMS = {
 }
 WEIGHTS = {"deployer": 3, "rollback": 3, "verifier": 2, "erp_export": 1, "gatekeeper": 1, "dr_checker": 1}
 COORDINATOR_PER_LOOK = 0.004  # the coordinator's chance at each look (every 10 ms): about one kill in 2.5 s
-DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # what a query raises while PostgreSQL restarts
+DOWN = db.UNAVAILABLE  # what a query raises while PostgreSQL restarts
 OUTAGE_SETTLE_SECONDS = 5.0
 MIN_GAP_SAME_VICTIM = 12.0  # s before the same service is killed again (it rejoins its group in a few seconds)
 
@@ -231,8 +231,9 @@ async def restart_infrastructure(which: str, pool: asyncpg.Pool, rid: str, chaos
     """Stop Kafka or PostgreSQL once the release is in a production verification, start it again after a while."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if "verify-production" in await moment(pool, rid):
-            break
+        with contextlib.suppress(*DOWN):  # PostgreSQL may be restarting (the other outage)
+            if "verify-production" in await moment(pool, rid):
+                break
         await asyncio.sleep(0.2)  # polling for the moment
     stop = faults.stop_kafka if which == "kafka" else faults.stop_postgres
     chaos.outage_until = float("inf")

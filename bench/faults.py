@@ -65,7 +65,8 @@ def infrastructure_healthy() -> bool:
 def repeated_effects(timeline: list[dict]) -> dict[str, int]:
     """Steps whose outcome the audit log records more than once (`<step> done` / `<step> passed`), and
     non-verification steps requested more than once (a deploy or a compensation is never re-issued; a
-    verification is, after an operator's resume)."""
+    verification is, after an operator's resume). A gate that answered `waiting` (for an approval, the end of a
+    freeze) is asked again when that comes: its next request is a new evaluation, not the same one twice."""
     done: Counter[str] = Counter()
     requested: Counter[str] = Counter()
     for entry in timeline:
@@ -76,6 +77,8 @@ def repeated_effects(timeline: list[dict]) -> dict[str, int]:
             done[step] += 1
         if reason.startswith((f"{step} requested", f"compensation {step} requested")) and not step.startswith("verify"):
             requested[step] += 1
+        if reason.startswith(f"{step} waiting"):
+            requested[step] -= 1  # that request was answered; the gate is asked again once what it waits for came
     return {
         f"{step} {what}": n
         for what, counts in (("done/passed", done), ("requested", requested))

@@ -10,6 +10,16 @@ import asyncpg
 SCHEMA = Path(__file__).with_name("schema.sql")
 GRANTS = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "grants.sql"
 SCHEMA_LOCK = 0x72656C67  # "relg": serialises concurrent schema application
+# What a query raises while PostgreSQL is down, restarting or has just dropped the session: worth another try.
+# asyncpg may raise InternalClientError ("cannot switch to state ...") on a connection whose session the server
+# ended mid-operation (MagicStack/asyncpg#1069); the pool replaces that connection on release.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

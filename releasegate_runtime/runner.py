@@ -206,7 +206,7 @@ async def _serve_health(
         try:
             async with pool.acquire(timeout=2) as conn:
                 checks["postgres"] = await conn.fetchval("SELECT true")
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except db.UNAVAILABLE:
             pass
         ok = all(checks.values())
         return web.json_response(

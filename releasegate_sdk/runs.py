@@ -41,7 +41,7 @@ CLOSE = (
     "UPDATE verifier_runs SET finished_at = now(), verdict = $5 WHERE verifier = $1 AND release_id = $2"
     " AND step_id = $3 AND request_id = $4 AND finished_at IS NULL"
 )
-STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+STORE_ERRORS = db.UNAVAILABLE
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
 DATA_LOOK_GAP_SECONDS = 0.25  # by default, new data brings a run's look forward at most this often

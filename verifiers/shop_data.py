@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from contracts import topics
+from releasegate_runtime import db
 from releasegate_runtime.settings import VERIFIER_DB_ROLE, ServiceSettings
 from releasegate_sdk import TransientError, VerificationRequest
 from releasegate_sdk.types import describe
@@ -42,5 +43,5 @@ async def candidate_orders(req: VerificationRequest, settings: ShopSettings) -> 
             )
         finally:
             await conn.close()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except db.UNAVAILABLE as exc:
         raise TransientError(f"shop database of {req.environment}: {describe(exc)}") from None

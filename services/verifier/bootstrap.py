@@ -4,6 +4,7 @@ the check as ports; subscribes the projection to the deployer's read model."""
 
 from __future__ import annotations
 
+import socket
 from importlib import metadata
 
 from contracts import topics
@@ -43,7 +44,14 @@ def build(settings: VerifierSettings) -> Verifier:
         # sample is judged as it arrives, not at the next tick. Those looks may only fail, and only on what is safe
         # to look at that often (rate bounds on their Wilson interval, the sequential tests); the latency bounds,
         # point checks that raised false alarms when looked at on every arrival, stay on the 0.5 s tick.
-        ingest = BusinessEventIngest(client_options(rt.settings), store, rt.consumer.dead_letter, verifier.new_data)
+        # a process with a health port is one per host and port, and keeps both when restarted: its static name
+        ingest = BusinessEventIngest(
+            client_options(rt.settings),
+            store,
+            rt.consumer.dead_letter,
+            verifier.new_data,
+            instance=f"{socket.gethostname()}-{rt.settings.health_port}" if rt.settings.health_port else None,
+        )
         prometheus = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else None
         journeys = synthetic.CatalogJourneys(Catalog(settings.catalog_dir))
         kpis = BusinessKpis(store, lambda: ingest.caught_up_at, prometheus, journeys=journeys)

@@ -9,12 +9,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import asyncpg
 import structlog
 
 from contracts.cloudevents import Envelope
 from contracts.events import KpiResult, Verdict
 from releasegate_platform import environments
+from releasegate_runtime import db
 from releasegate_sdk import Result, TransientError, VerificationRequest
 from services.verifier import synthetic
 from services.verifier.domain import judge, merge_verdicts
@@ -53,7 +53,7 @@ class BusinessKpis:
             if req.raw.synthetic is not None:
                 return await self._synthetic(req)
             return await self._judge(req)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.UNAVAILABLE as exc:
             # A database hiccup costs a look (retried until the deadline), not the verdict.
             raise TransientError(f"KPI store unavailable: {exc}") from exc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -19,7 +20,7 @@ from releasegate_runtime import bus_admin, db
 from releasegate_runtime.kafka import client_options
 from services.verifier.adapters.ingest import BusinessEventIngest
 from services.verifier.adapters.store import KpiStore
-from tests.support.services import as_principal, wait_until
+from tests.support.services import REPO, as_principal, wait_until
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60.0
@@ -133,3 +134,81 @@ async def test_an_instance_behind_on_its_partitions_holds_back_every_instances_w
                 await task
         async with verifier_pool.acquire() as conn:
             await conn.execute("DELETE FROM business_events WHERE tenant = ANY($1::text[])", ["t0", "t1"])
+
+
+# The killed instance, as its own process: it ingests until it has written its partitions' watermark, says so,
+# and waits to be killed (a SIGKILL sends no LeaveGroup: the group keeps the member until its session expires).
+KILLED_INGEST = """
+import asyncio, sys
+from releasegate_runtime import db
+from releasegate_runtime.kafka import client_options
+from releasegate_runtime.settings import ServiceSettings
+from services.verifier.adapters.ingest import BusinessEventIngest
+from services.verifier.adapters.store import KpiStore
+
+class Announcing(KpiStore):
+    async def caught_up(self, topic, partitions):
+        at = await super().caught_up(topic, partitions)
+        print("caught up", flush=True)
+        return at
+
+async def main(topic, group, instance, session_ms):
+    settings = ServiceSettings()
+    pool = await db.create_pool(settings.for_principal("verifier").database_url, max_size=2)
+    async def refuse(record, reason, error_type):
+        raise AssertionError(reason)
+    kafka = client_options(settings.model_copy(update={"principal": "admin"}))
+    ingest = BusinessEventIngest(kafka, Announcing(pool), refuse, topic=topic, group=group,
+                                 instance=instance or None, session_timeout_ms=int(session_ms))
+    await ingest.run()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+SESSION_MS = 60_000  # the killed member's session: a restart that had to wait for it would take a minute
+RESTARTED_WITHIN = 30.0  # the bound on the restarted instance, half the session: not a measurement
+
+
+async def test_a_restarted_instance_takes_back_its_partitions_without_waiting_for_the_killed_ones_session(
+    settings, verifier_pool, two_partitions
+):
+    """A killed verifier stops ingesting the shop's events, and every open window waits for them. Restarted, it
+    names itself as before (its static group membership) and takes back its partitions at once: were it a new
+    member, the group would wait for the killed one's session to expire before giving it any."""
+    group, instance = f"it-ingest-{uuid.uuid4().hex[:10]}", f"it-host-{uuid.uuid4().hex[:6]}"
+    killed = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_INGEST, two_partitions, group, instance, str(SESSION_MS),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert killed.stdout is not None
+        line = await asyncio.wait_for(killed.stdout.readline(), TIMEOUT)
+        assert line.strip() == b"caught up", f"the first instance never ingested its partitions: {line!r}"
+    finally:
+        killed.kill()
+        await killed.wait()
+
+    async def no_dead_letters(record, reason: str, error_type: str) -> None:
+        raise AssertionError(f"a valid event was dead-lettered: {reason}")
+
+    restarted = BusinessEventIngest(
+        client_options(as_principal(settings, "admin")),
+        KpiStore(verifier_pool),
+        no_dead_letters,
+        topic=two_partitions,
+        group=group,
+        instance=instance,
+        session_timeout_ms=SESSION_MS,
+    )
+    task = asyncio.create_task(restarted.run())
+
+    async def sees_both_partitions_ingested() -> bool:
+        return restarted.caught_up_at is not None
+
+    try:
+        await wait_until(
+            sees_both_partitions_ingested, RESTARTED_WITHIN, "the restarted instance to ingest its partitions again"
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -45,3 +45,17 @@ def test_a_step_requested_or_done_twice_is_an_effect_twice():
 
 def test_a_verification_asked_again_after_a_resume_is_not_an_effect_twice():
     assert repeated_effects([*GOOD, entry("verify-staging", "verify-staging requested")]) == {}
+
+
+def test_a_gate_asked_again_after_it_waited_for_an_approval_is_not_an_effect_twice():
+    waited = [
+        entry("gate-production", "gate-production requested"),
+        entry("gate-production", "gate-production waiting (high risk): needs 2 approvals from shop-approvers, has 1"),
+        entry("gate-production", "approval by bob recorded: reviewed the change; gate-production re-evaluated"),
+        entry("gate-production", "gate-production requested"),
+        entry("gate-production", "gate-production passed: all 13 checks passed"),
+    ]
+    assert repeated_effects(waited) == {}
+    assert repeated_effects([*waited, entry("gate-production", "gate-production requested")]) == {
+        "gate-production requested": 2
+    }, "a third request, with no wait before it, is the same evaluation asked twice"

@@ -2,7 +2,11 @@
 a watermark: the last moment by which every partition of the topic had been ingested, so a verdict never closes a
 window whose events are still in flight. With several verifier instances each ingests the partitions it was
 given; each records its own partitions' watermark in PostgreSQL and reads back the topic's (the oldest), so an
-instance that is behind, or gone until its partitions move, holds every instance's windows open."""
+instance that is behind, or gone until its partitions move, holds every instance's windows open.
+
+A process that names itself (`instance`, stable across its restarts) is a static member of the group (KIP-345):
+killed and started again, it takes back its partitions at once, where a new member would wait for the killed
+one's session to expire (10 s) and a rebalance, and every open window would wait with it."""
 
 from __future__ import annotations
 
@@ -34,11 +38,14 @@ class BusinessEventIngest:
         *,
         topic: str = topics.SHOP_EVENTS,
         group: str = GROUP,
+        instance: str | None = None,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         """`on_ingested`: called after each batch of business events is stored (the looks judge it at once)."""
         self._kafka, self._store, self._dead_letter = kafka, store, dead_letter
         self._on_ingested = on_ingested
-        self._topic, self._group = topic, group
+        self._topic, self._group, self._instance = topic, group, instance
+        self._session_timeout_ms = session_timeout_ms
         self.caught_up_at: datetime | None = None  # every partition ingested up to then (any instance's)
 
     async def run(self) -> None:
@@ -46,6 +53,8 @@ class BusinessEventIngest:
             self._topic,
             **self._kafka,
             group_id=self._group,
+            group_instance_id=self._instance,
+            session_timeout_ms=self._session_timeout_ms,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_WAIT_MS,
