@@ -124,7 +124,13 @@ def judge_kpi(
     `point_checks=False` (a look woken by new data, which may come many times a second) leaves out what is not
     safe to look at that often: the bounds on a latency percentile and the fixed comparisons with stable, which
     read one noisy figure each time. Kept are the bounds on rates, judged on their 99.9% Wilson interval, and the
-    sequential tests, which stay valid however often they are looked at (mSPRT)."""
+    sequential tests, which stay valid however often they are looked at (mSPRT).
+
+    A guardrail that stable breaks too, in the same window and by the same test, is not the candidate's failure
+    (the database both share is down, the payment provider is away): rolling back would not help, and a good
+    release would be rolled back for an outage. The KPI is then inconclusive, with both figures in its rule,
+    unless the comparison with stable shows the candidate worse still (then it fails as before). The window
+    stays open, and if the outage outlasts it the catalog's `on_inconclusive` applies (a pause for a human)."""
     has_baseline = base.value is not None and base.n >= min_samples
 
     def result(verdict: Verdict, rule: str, test: TestResult | None = None) -> KpiResult:
@@ -147,15 +153,17 @@ def judge_kpi(
         t = t.model_copy(update={"min": None, "max": None})
     if not point_checks:
         t = t.model_copy(update={"max_drop": None, "max_increase_ratio": None})
-    low, high = wilson(cand.value, cand.n) if name in RATES else (cand.value, cand.value)
+    low, high = _bounds(name, cand)
+    base_low, base_high = _bounds(name, base) if has_baseline else (None, None)
+    shared = []  # guardrails stable breaks too
     # A rate breaks its guardrail only when it is clearly out of bounds (99.9% Wilson interval), so looking
     # every interval at small samples does not turn noise into rollbacks.
     if t.min is not None and high < t.min:
-        violated.append(
+        (shared if base_high is not None and base_high < t.min else violated).append(
             f"candidate {cand.value:.4g} < min {t.min}" + (f" (upper bound {high:.3g})" if name in RATES else "")
         )
     if t.max is not None and low > t.max:
-        violated.append(
+        (shared if base_low is not None and base_low > t.max else violated).append(
             f"candidate {cand.value:.4g} > max {t.max}" + (f" (lower bound {low:.3g})" if name in RATES else "")
         )
     if has_baseline and t.max_drop is not None and base.value - cand.value > t.max_drop:
@@ -177,6 +185,15 @@ def judge_kpi(
         )
         if test.decision is Decision.FAIL:
             return result(Verdict.FAIL, rule, test), True
+    if shared:
+        assert base.value is not None
+        return result(
+            Verdict.INCONCLUSIVE,
+            f"{'; '.join(shared)}, but stable breaks it too ({base.value:.4g}, n={base.n}): a failure of what both "
+            "share, not of the candidate",
+            test,
+        ), False
+    if test is not None:
         if test.decision is Decision.PASS:
             return result(Verdict.PASS, rule, test), True
         # Undecided: no evidence of a regression beyond tolerance so far. At the end of the window (with the
@@ -186,6 +203,12 @@ def judge_kpi(
     if t.tolerance is not None or t.max_drop is not None or t.max_increase_ratio is not None:
         rules += " (comparison with stable skipped: stable has too few samples; absolute bounds only)"
     return result(Verdict.PASS, rules), False
+
+
+def _bounds(name: str, s: Sample) -> tuple[float, float]:
+    """The interval a guardrail is judged on: a rate's 99.9% Wilson interval, any other figure itself."""
+    assert s.value is not None
+    return wilson(s.value, s.n) if name in RATES else (s.value, s.value)
 
 
 def _samples(c: Counts) -> dict[str, Sample]:

@@ -113,7 +113,9 @@ class BusinessKpis:
         )
         if raw.prometheus and self._prometheus is not None:
             window = int((end - req.window_start).total_seconds())
-            prom = await self._prometheus.kpis(raw.prometheus, req.candidate_version, req.environment, window)
+            prom = await self._prometheus.kpis(
+                raw.prometheus, req.candidate_version, req.environment, window, stable=req.stable_version
+            )
             verdict, reason = merge_verdicts(verdict, reason, prom, final)
             kpis = kpis + prom
         if journeys:

@@ -28,7 +28,14 @@ class KpiStorePort(Protocol):
 
 class PrometheusPort(Protocol):
     async def kpis(
-        self, queries: dict[str, PromQuery], version: str, environment: str, window_seconds: int
+        self,
+        queries: dict[str, PromQuery],
+        version: str,
+        environment: str,
+        window_seconds: int,
+        *,
+        stable: str | None = None,
     ) -> list[KpiResult]:
-        """The catalog's PromQL KPIs of `version` over the last `window` seconds, each judged."""
+        """The catalog's PromQL KPIs of `version` over the last `window` seconds, each judged; one that `stable`
+        breaks too in the same window is inconclusive, not failed."""
         ...

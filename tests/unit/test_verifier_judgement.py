@@ -1,6 +1,7 @@
 """KPI judgement: the verdict, its numbers and its rule."""
 
-from contracts.events import KpiThreshold, Verdict
+from contracts.events import KpiThreshold, PromQuery, Verdict
+from services.verifier.adapters.prometheus import PrometheusProvider
 from services.verifier.domain import Counts, judge, measure, percentile
 
 THRESHOLDS = {
@@ -219,3 +220,67 @@ class TestLooksWokenByNewData:
         verdict, reason, _ = judge(tolerant, healthy(3000), healthy(3000), 15, final=False)
         assert verdict is Verdict.PASS and "early" in reason  # on the tick: strong evidence ends the window
         assert judge(tolerant, healthy(3000), healthy(3000), 15, final=False, woken_by_data=True)[0] is None
+
+
+def outage(n: int, failed: int) -> Counts:
+    """A window in which `failed` of `n` checkouts failed (the shop's database away, say)."""
+    return Counts(
+        checkout_succeeded=n - failed,
+        checkout_failed=failed,
+        payment_authorized=n - failed,
+        payment_declined=failed,
+        http_total=4 * n,
+        latencies_ms=[10.0] * (4 * n),
+    )
+
+
+class TestOutagesBothVersionsShare:
+    """A guardrail stable breaks too, in the same window, is not the candidate's failure: rolling back would not
+    mend it, and a good release would be rolled back for an outage (found by make bench-chaos-live: PostgreSQL,
+    which the shop shares, restarted during a good canary's window)."""
+
+    def test_a_guardrail_stable_breaks_too_is_inconclusive_not_a_failure(self):
+        verdict, reason, kpis = judge(THRESHOLDS, outage(60, 40), outage(600, 400), 15, final=False)
+        assert verdict is None, "the window stays open: the outage may pass"
+        rate = next(k for k in kpis if k.name == "checkout_success_rate")
+        assert rate.verdict is Verdict.INCONCLUSIVE and "stable breaks it too" in rate.rule
+        verdict, reason, _ = judge(THRESHOLDS, outage(60, 40), outage(600, 400), 15, final=True)
+        assert verdict is Verdict.INCONCLUSIVE and "not of the candidate" in reason
+
+    def test_the_same_collapse_with_stable_healthy_still_fails(self):
+        verdict, reason, _ = judge(THRESHOLDS, outage(60, 40), healthy(600), 15, final=False)
+        assert verdict is Verdict.FAIL and "< min 0.85" in reason
+
+    def test_a_candidate_worse_still_than_a_failing_stable_fails(self):
+        verdict, reason, _ = judge(THRESHOLDS, outage(100, 90), outage(1000, 300), 15, final=False)
+        assert verdict is Verdict.FAIL and "below baseline" in reason
+
+    def test_a_shared_breach_never_passes_even_when_the_comparison_finds_no_regression(self):
+        thresholds = {"checkout_success_rate": KpiThreshold(min=0.85, tolerance=0.03)}
+        verdict, _, kpis = judge(thresholds, outage(200, 100), outage(2000, 1000), 15, final=True)
+        assert verdict is Verdict.INCONCLUSIVE and kpis[0].verdict is Verdict.INCONCLUSIVE
+
+
+class TestPrometheusOutagesBothVersionsShare:
+    QUERY = {"http_5xx_ratio": PromQuery(query='ratio{version="$version"}', max=0.05)}
+
+    @staticmethod
+    def provider(ratios: dict[str, float | None]) -> PrometheusProvider:
+        class Answering(PrometheusProvider):
+            async def value(self, query: str) -> float | None:
+                return next(v for version, v in ratios.items() if f'"{version}"' in query)
+
+        return Answering("http://prometheus.invalid")
+
+    async def test_a_bound_stable_breaks_too_is_inconclusive(self):
+        (kpi,) = await self.provider({"v2": 0.82, "v1": 0.79}).kpis(self.QUERY, "v2", "production", 30, stable="v1")
+        assert kpi.verdict is Verdict.INCONCLUSIVE and kpi.baseline == 0.79
+        assert "stable v1 breaks it too" in kpi.rule
+
+    async def test_a_bound_only_the_candidate_breaks_fails(self):
+        (kpi,) = await self.provider({"v2": 0.82, "v1": 0.0}).kpis(self.QUERY, "v2", "production", 30, stable="v1")
+        assert kpi.verdict is Verdict.FAIL
+
+    async def test_no_data_for_stable_leaves_the_failure_standing(self):
+        (kpi,) = await self.provider({"v2": 0.82, "v1": None}).kpis(self.QUERY, "v2", "production", 30, stable="v1")
+        assert kpi.verdict is Verdict.FAIL

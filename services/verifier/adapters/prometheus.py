@@ -29,14 +29,27 @@ class PrometheusProvider:
         return None if math.isnan(value) or math.isinf(value) else value
 
     async def kpis(
-        self, queries: dict[str, PromQuery], version: str, environment: str, window_seconds: int
+        self,
+        queries: dict[str, PromQuery],
+        version: str,
+        environment: str,
+        window_seconds: int,
+        *,
+        stable: str | None = None,
     ) -> list[KpiResult]:
+        """Each query for `version`; one the candidate breaks is asked for `stable` too, in the same window: if
+        stable breaks it as well, the KPI is inconclusive (what both share failed, not the candidate)."""
         results = []
         for name, q in queries.items():
-            query = Template(q.query).safe_substitute(
-                version=version, environment=environment, window=max(window_seconds, 4)
-            )
+
+            def query_of(v: str, q: PromQuery = q) -> str:
+                return Template(q.query).safe_substitute(
+                    version=v, environment=environment, window=max(window_seconds, 4)
+                )
+
+            query = query_of(version)
             value = await self.value(query)
+            baseline = None
             rule = " and ".join(
                 r
                 for r in (
@@ -47,15 +60,22 @@ class PrometheusProvider:
             )
             if value is None:
                 verdict, rule = Verdict.INCONCLUSIVE, f"no data from Prometheus for {query}"
-            elif (q.min is not None and value < q.min) or (q.max is not None and value > q.max):
+            elif breaks(q, value):
                 verdict = Verdict.FAIL
+                baseline = await self.value(query_of(stable)) if stable else None
+                if baseline is not None and breaks(q, baseline):
+                    verdict = Verdict.INCONCLUSIVE
+                    rule += (
+                        f": candidate {value:.4g}, but stable {stable} breaks it too ({baseline:.4g}), a failure of"
+                        " what both share, not of the candidate"
+                    )
             else:
                 verdict = Verdict.PASS
             results.append(
                 KpiResult(
                     name=f"prometheus:{name}",
                     candidate=value,
-                    baseline=None,
+                    baseline=baseline,
                     candidate_samples=0 if value is None else 1,
                     baseline_samples=0,
                     verdict=verdict,
@@ -64,3 +84,7 @@ class PrometheusProvider:
                 )
             )
         return results
+
+
+def breaks(q: PromQuery, value: float) -> bool:
+    return (q.min is not None and value < q.min) or (q.max is not None and value > q.max)
