@@ -99,7 +99,7 @@ bench-fuzz: stack    ## benchmark: 10,000 hostile records on every consumed topi
 	$(PROC) stop shopper-production shopper-staging
 	$(PY) -m bench.fuzz --records 10000
 
-bench-scale: stack  ## benchmark: 100, 300, 1,000 concurrent releases through 1-3 coordinators; steps/s, hop p50/p99, CPU, docs/scale.png
+bench-scale: stack  ## benchmark: the hop at rest, then 100, 300, 1,000 concurrent releases through 1-3 coordinators; steps/s, hop p50/p99, CPU, docs/scale.png
 	bash deploy/services.sh stop
 	$(PY) -m bench.scale
 

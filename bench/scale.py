@@ -190,6 +190,7 @@ class Round:
     e2e: list[float] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # process → % of one core over the round
     stages: list[str] = field(default_factory=list)  # where the hop's time went (bench/breakdown.py)
+    at_rest: bool = False  # one release at a time: the hop of an idle control plane, no queueing
 
     @property
     def unfinished(self) -> list[str]:
@@ -338,10 +339,20 @@ async def end_unfinished(settings: ServiceSettings, pool: asyncpg.Pool, release_
 
 
 async def one_round(
-    settings: ServiceSettings, pool: asyncpg.Pool, k: int, n: int, env: dict[str, str], responder: Process, args
+    settings: ServiceSettings,
+    pool: asyncpg.Pool,
+    k: int,
+    n: int,
+    env: dict[str, str],
+    responder: Process,
+    args,
+    *,
+    at_rest: bool = False,
 ) -> Round:
+    """`n` releases through `k` coordinators, all submitted at once; `at_rest`: each submitted once the one before
+    it ended, so every hop is measured on an idle control plane."""
     coordinators = await start_coordinators(settings, k, env)
-    result = Round(k, n)
+    result = Round(k, n, at_rest=at_rest)
     try:
         watched = {c.name: c.pid for c in coordinators} | {"responder": responder.pid}
         ports = [HEALTH_BASE + i for i in range(1, k + 1)]
@@ -350,8 +361,15 @@ async def one_round(
         release_ids = [f"{SERVICE}-{uuid.uuid4().hex[:12]}" for _ in range(n)]
         since_ms = int(time.time() * 1000)
         t0 = time.monotonic()
-        sent = await submit(settings, release_ids)
-        states, steps, ended = await follow(pool, release_ids, args.timeout, args.stall)
+        if at_rest:
+            sent, states, steps, ended = {}, {}, 0, None
+            for rid in release_ids:
+                sent |= await submit(settings, [rid])
+                one, done, ended = await follow(pool, [rid], args.timeout, args.stall)
+                states, steps = states | one, steps + done
+        else:
+            sent = await submit(settings, release_ids)
+            states, steps, ended = await follow(pool, release_ids, args.timeout, args.stall)
         wall = time.monotonic() - t0
         after = {name: cpu_ticks(pid) for name, pid in watched.items()} | infrastructure_cpu()
         result.stages = breakdown.table((await breakdown.scrape(ports)).minus(metrics_before))
@@ -415,8 +433,9 @@ def table(rounds: list[Round], rtt: list[float], commit: list[float]) -> list[st
         terminal = r.releases - len(r.unfinished)
         hop50 = statistics.median(r.hops) if r.hops else None
         cpu = "  ".join(f"{name} {pct:.0f}" for name, pct in r.cpu.items())
+        n = f"{r.releases}*" if r.at_rest else str(r.releases)
         lines.append(
-            f"{r.instances:>5} {r.releases:>5} {f'{terminal}/{r.releases}':>9} {r.steps:>6} "
+            f"{r.instances:>5} {n:>5} {f'{terminal}/{r.releases}':>9} {r.steps:>6} "
             f"{r.steps_per_second:>8.1f} {fmt(hop50, '.1f'):>8} {fmt(q(r.hops, 0.99) if r.hops else None, '.1f'):>8} "
             f"{fmt(hop50 / base if hop50 else None, '.1f'):>8} "
             f"{fmt(statistics.median(r.e2e) if r.e2e else None, '.1f'):>8} "
@@ -425,13 +444,21 @@ def table(rounds: list[Round], rtt: list[float], commit: list[float]) -> list[st
     lines.append(
         f"hop/base = hop p50 / (commit p50 + round trip p50) = hop p50 / {base:.2f} ms; e2e = submission -> terminal state"
     )
+    lines += [
+        f"{r.releases}* = at rest: {r.releases} releases one after another, so no hop waits behind another release's;"
+        f" goal hop p50 <= 1.5 x base: {statistics.median(r.hops) / base:.2f} x"
+        for r in rounds
+        if r.at_rest and r.hops
+    ]
     return lines
 
 
 def goals(rounds: list[Round]) -> list[str]:
     lines = []
     for k in sorted({r.instances for r in rounds}):
-        mine = sorted((r for r in rounds if r.instances == k), key=lambda r: r.releases)
+        mine = sorted((r for r in rounds if r.instances == k and not r.at_rest), key=lambda r: r.releases)
+        if not mine:
+            continue
         top = mine[-1]
         lines.append(
             f"goal, {k} coordinator(s): {top.releases} releases all terminal: {not top.unfinished}; "
@@ -455,14 +482,14 @@ def plot(rounds: list[Round], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, k in enumerate(sorted({r.instances for r in rounds})):
-        mine = sorted((r for r in rounds if r.instances == k and r.hops), key=lambda r: r.releases)
+        mine = sorted((r for r in rounds if r.instances == k and r.hops and not r.at_rest), key=lambda r: r.releases)
         ns, color = [r.releases for r in mine], f"C{i}"
         left.plot(ns, [r.steps_per_second for r in mine], marker="o", color=color, label=f"{k} coordinator(s)")
         right.plot(ns, [statistics.median(r.hops) for r in mine], marker="o", color=color, label=f"p50, {k} coord.")
         right.plot(
             ns, [q(r.hops, 0.99) for r in mine], marker="^", linestyle="--", color=color, label=f"p99, {k} coord."
         )
-    ticks = sorted({r.releases for r in rounds})
+    ticks = sorted({r.releases for r in rounds if not r.at_rest})
     left.set(xlabel="concurrent releases N", ylabel="saga steps / s", title="Throughput", xscale="log", ylim=(0, None))
     right.set(xlabel="concurrent releases N", ylabel="ms", title="Coordinator hop (result -> next command)")
     right.set(xscale="log", yscale="log")
@@ -516,6 +543,9 @@ async def main(args) -> int:
             finally:
                 for c in coordinators:
                     c.stop()
+        if args.at_rest:
+            print(f"... {args.at_rest} releases one after another through 1 coordinator (at rest)", flush=True)
+            rounds.append(await one_round(settings, pool, 1, args.at_rest, env, responder, args, at_rest=True))
         for k in args.instances:
             for n in args.releases:
                 print(f"... {n} releases through {k} coordinator(s)", flush=True)
@@ -537,7 +567,7 @@ async def main(args) -> int:
     print("\n".join(table(rounds, rtt, commit)))
     print("\n".join(goals(rounds)))
     for r in rounds:
-        print(f"\n{r.instances} coordinator(s), N={r.releases}:")
+        print(f"\n{r.instances} coordinator(s), N={r.releases}{' one at a time (at rest)' if r.at_rest else ''}:")
         print("\n".join(r.stages))
     if args.plot:
         plot(rounds, args.plot)
@@ -565,6 +595,9 @@ if __name__ == "__main__":
     parser.add_argument("--instances", type=numbers, default=[1, 2, 3], help="coordinator instances, e.g. 1,2,3")
     parser.add_argument("--timeout", type=float, default=1200, help="longest a round may take (s)")
     parser.add_argument("--stall", type=float, default=120, help="a round with no saga change for this long ends")
+    parser.add_argument(
+        "--at-rest", type=int, default=5, help="releases run one after another first, for the hop at rest (0: none)"
+    )
     parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--commits", type=int, default=200)
     parser.add_argument(

@@ -4,6 +4,7 @@ result topic) and answers who is alive to verify what. A verifier is alive while
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,7 +79,12 @@ async def known_verifiers(conn: asyncpg.Connection, now: datetime) -> Known:
     """One read of the registry for a saga decision: liveness says whom a step may still wait for; registration
     says whose verdict counts. A verdict is judged by registration, not liveness: under a backlog the verifier's
     newer heartbeats may be queued behind its verdict, and an honest verdict must not be refused for that."""
-    rows = await conn.fetch(KNOWN, now)
+    return known_of(await conn.fetch(KNOWN, now))
+
+
+def known_of(rows: Iterable[Mapping[str, Any]]) -> Known:
+    """`Known` from `KNOWN`'s rows (records, or the same columns as JSON objects)."""
+    rows = list(rows)
     registered = {row["name"]: set(row["services"]) for row in rows}
     alive = {row["name"]: set(row["alive_services"]) for row in rows if row["alive"]}
     return Known(alive, registered)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +26,19 @@ RETRY_CAP_SECONDS = 30.0
 MAX_REASON = 1000
 # A claimed row (`claimed_until`) is its writer's to publish for this long; then the relay's, as any row.
 CLAIM_SECONDS = 5.0
+# A writer may chain a claim behind earlier rows of the key that its own publisher still holds, claimed, for at
+# least this long: they go out before it, in commit order.
+CHAIN_MARGIN_SECONDS = 1.0
 # What a writer that publishes its own rows adds to its INSERT for column `claimed_until`, with the producer, the
-# row's key and whether it claims at all as the placeholders: a row is claimed only when no earlier row with its key
-# is still unpublished (the relay has it, or another claim does), so the events of a key stay in order.
+# row's key and the claimer (the writer's `DirectPublisher.token`; NULL claims nothing) as the placeholders: a row
+# is claimed only when every earlier row with its key is published, or is held by the same claimer's publisher
+# (claimed with its token, the claim not about to expire). So the events of a key stay in order: the relay has
+# none of them before them, and one publisher sends them in the order they were committed.
 CLAIM = (
-    "CASE WHEN {claims} AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.producer = {producer}"
-    " AND earlier.key = {key} AND earlier.published_at IS NULL AND earlier.refused IS NULL)"
+    "CASE WHEN {claimer} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.producer = {producer}"
+    " AND earlier.key = {key} AND earlier.published_at IS NULL AND earlier.refused IS NULL"
+    " AND NOT coalesce(earlier.claimed_by = {claimer}"
+    f" AND earlier.claimed_until > clock_timestamp() + interval '{CHAIN_MARGIN_SECONDS} seconds', false))"
     f" THEN clock_timestamp() + interval '{CLAIM_SECONDS} seconds' END"
 )
 # What the broker answers for a record it will never take, however often it is sent: the relay keeps such a record
@@ -51,19 +59,20 @@ async def add(
     envelope: Envelope,
     *,
     notify: bool = True,
-    claim: bool = False,
+    claim: DirectPublisher | None = None,
 ) -> Claimed | None:
     """Stage an event for publication; becomes visible to the relay only if the transaction commits. `notify`:
     wake the relay (PostgreSQL delivers the notification at commit, once per transaction whatever the count); a
     caller staging several events in one transaction may ask for it once and save a round trip per event.
-    `claim`: the caller publishes the event itself once the transaction committed (`DirectPublisher.committed`)
-    when no earlier event with its key waits; returns the claimed row then (None: the relay publishes it)."""
+    `claim`: the caller publishes the event itself with this publisher once the transaction committed
+    (`DirectPublisher.committed`) when no earlier event with its key waits for anyone else (`CLAIM`); returns the
+    claimed row then (None: the relay publishes it)."""
     staged = row(topic, envelope)
     topic, key, event_id, headers, payload = staged
     found = await conn.fetchrow(
-        "INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at, claimed_until)"
-        " VALUES ($1,$2,$3,$4,$5,$6,clock_timestamp(), "
-        + CLAIM.format(claims="$7::boolean", producer="$1", key="$3")
+        "INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at, claimed_by, claimed_until)"
+        " VALUES ($1,$2,$3,$4,$5,$6,clock_timestamp(), $7::text, "
+        + CLAIM.format(claimer="$7::text", producer="$1", key="$3")
         + ") ON CONFLICT (event_id) DO NOTHING RETURNING id, claimed_until IS NOT NULL AS claimed",
         producer,
         topic,
@@ -71,10 +80,10 @@ async def add(
         event_id,
         headers,
         payload,
-        claim,
+        None if claim is None else claim.token,
     )
-    if found is not None and found["claimed"]:
-        return Claimed(found["id"], staged)
+    if found is not None and found["claimed"] and claim is not None:
+        return Claimed(found["id"], staged, claim.token)
     if notify:
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, producer)
     return None
@@ -85,10 +94,11 @@ Row = tuple[str, str | None, str, dict[str, str], str]
 
 @dataclass(frozen=True)
 class Claimed:
-    """A row its writer claimed: its id and what it holds."""
+    """A row its writer claimed: its id, what it holds, and the publisher token it was claimed with."""
 
     id: int
     row: Row
+    by: str
 
 
 def row(topic: str, envelope: Envelope) -> Row:
@@ -231,6 +241,13 @@ class DirectPublisher:
         self._pool, self._producer, self._publish = pool, producer, publish
         self._queue: asyncio.Queue[tuple[float, list[Claimed]]] = asyncio.Queue()
         self._backlog = backlog
+        self._token = uuid.uuid4().hex
+
+    @property
+    def token(self) -> str:
+        """What a writer claims rows with (`CLAIM`). A failed publication replaces it: the rows claimed with the
+        old one are then the relay's at their claim's expiry, and no new row is chained behind them."""
+        return self._token
 
     def committed(self, rows: list[Claimed]) -> None:
         """Hand over the claimed rows of a transaction that committed (in id order). Beyond `backlog` waiting rows
@@ -246,6 +263,7 @@ class DirectPublisher:
             try:
                 await self._publish_all(handed)
             except Exception as exc:  # the broker's or the database's: the relay takes the rows at expiry
+                self._token = uuid.uuid4().hex  # rows chained behind these must not go out before them
                 log.warning(
                     "direct publication failed; the relay publishes the rows when their claim expires",
                     producer=self._producer,
@@ -254,6 +272,11 @@ class DirectPublisher:
                 )
 
     async def _publish_all(self, handed: list[tuple[float, list[Claimed]]]) -> None:
+        """Publish what was handed over, in order, but rows claimed with an older token: a publication failed
+        since they were claimed, and they may be chained behind a row that the relay now has."""
+        handed = [(at, kept) for at, rows in handed if (kept := [c for c in rows if c.by == self._token])]
+        if not handed:
+            return
         started = time.perf_counter()
         metrics.outbox_waited(self._producer, [started - at for at, rows in handed for _ in rows])
         acknowledgements = []

@@ -22,6 +22,9 @@ DROP INDEX IF EXISTS outbox_unpublished;
 -- then the relay leaves it, and every later row with its key, alone. A row is claimed only when no earlier row with
 -- its key is unpublished, so a key's events stay in order; a writer that died hands its rows to the relay at expiry.
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS claimed_until timestamptz;
+-- claimed_by: the token of the publisher that claimed the row; a later row of the key may be claimed by the same
+-- publisher while this one is still its to publish (outbox.CLAIM)
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS claimed_by text;
 CREATE INDEX IF NOT EXISTS outbox_pending_key ON outbox (producer, key, id) WHERE published_at IS NULL AND refused IS NULL;
 
 CREATE TABLE IF NOT EXISTS processed_events (
@@ -78,6 +81,14 @@ END $$;
 DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();
+
+-- A statement that finds, by what it wrote, that rows it read changed meanwhile takes back its own writes by raising
+-- from inside itself: the coordinator's batch write runs as one statement without BEGIN and COMMIT
+-- (services/coordinator/adapters/postgres.py, WRITE_ALL). SQLSTATE 40001, as a serialization failure.
+CREATE OR REPLACE FUNCTION releasegate_conflict(reason text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'serialization_failure', MESSAGE = reason;
+END $$;
 
 -- coordinator: nonces of signed operator commands it has seen, written in the transaction that acts on the
 -- command; a nonce seen before is a replay (refused, and only recorded in the audit log)

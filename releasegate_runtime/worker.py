@@ -44,7 +44,7 @@ async def reply_once(
             consumer,
             topics.results_for(consumer),
             Envelope.new(result, f"releasegate/{consumer}", envelope.subject, tenant=envelope.tenant, trace=trace),
-            claim=direct is not None,
+            claim=direct,
         )
     if claimed is not None and direct is not None:
         direct.committed([claimed])

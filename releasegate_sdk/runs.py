@@ -290,7 +290,7 @@ class Runs:
                 self._consumer,
                 topics.results_for(self._consumer),
                 Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace),
-                claim=self._direct is not None,
+                claim=self._direct,
             )
         if claimed is not None and self._direct is not None:
             self._direct.committed([claimed])

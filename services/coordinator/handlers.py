@@ -122,7 +122,9 @@ class Coordinator:
             event_ids.append(envelope.id)
             if (release_id := getattr(envelope.data, "release_id", None)) is not None:
                 release_ids.add(release_id)
-        return self._store.batch(CONSUMER, event_ids, sorted(release_ids), registry_stable=not heartbeat)
+        return self._store.batch(
+            CONSUMER, event_ids, sorted(release_ids), registry_stable=not heartbeat, now=self._clock()
+        )
 
     def _signer(self, event: OperatorCommand) -> control.Signer:
         """What the command's signature proves about who gave it, against the identities as they are now."""

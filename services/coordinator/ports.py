@@ -99,12 +99,18 @@ class SagaStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     def batch(
-        self, consumer: str, event_ids: Sequence[str], release_ids: Sequence[str], *, registry_stable: bool
+        self,
+        consumer: str,
+        event_ids: Sequence[str],
+        release_ids: Sequence[str],
+        *,
+        registry_stable: bool,
+        now: datetime | None = None,
     ) -> AbstractAsyncContextManager[None]:
         """One transaction for a batch of records: every `transaction()` inside the block is this one, and it
         commits when the block ends (nothing of it if the block raises). `event_ids`: the events `consumer` will
         ask `first_time` about; `release_ids`: the sagas the records concern; `registry_stable`: no heartbeat
-        among the records (the verifier registry may be read once for the batch)."""
+        among the records (the verifier registry may be read once for the batch, as it is at `now`)."""
 
     async def due_deadlines(self, now: datetime, limit: int) -> list[Due]: ...
 

@@ -239,15 +239,20 @@ class TestADecisionsWritesInOneStatement:
 class Held:
     """A direct publisher's broker: records what it was given, and holds each call until `go` is set."""
 
-    def __init__(self, held: bool = True) -> None:
+    def __init__(self, held: bool = True, fail_first: bool = False) -> None:
+        """`fail_first`: the first call, once let go, fails as a broker that went away would."""
         self.sent: list[str] = []
         self.called, self.go = asyncio.Event(), asyncio.Event()
+        self._fail = fail_first
         if not held:
             self.go.set()
 
     async def __call__(self, topic, key, value, headers) -> None:
         self.called.set()
         await self.go.wait()
+        if self._fail:
+            self._fail = False
+            raise ConnectionError("the broker went away")
         self.sent.append(dict(headers)["ce_id"].decode())
 
 
@@ -302,9 +307,12 @@ class TestPublicationStraightAfterTheCommit:
         await wait_until(lambda: all_published(coordinator_pool, producer), 10, "the direct publisher's marks")
         assert broker.sent == [e.id for e in events] and relay_sent == []
 
-    async def test_an_event_behind_an_unpublished_one_of_its_release_waits_for_it_and_goes_by_the_relay(
+    async def test_an_event_behind_one_its_own_publisher_still_holds_is_chained_and_follows_it_in_order(
         self, coordinator_pool, direct
     ):
+        """The next decision of a release comes while the last one's events are at the broker, unacknowledged: its
+        events are claimed too (the same publisher sends them after those, in commit order), not left to the relay,
+        which would wait for its next poll."""
         store, producer, broker = direct
         rid, other = await started(store), await started(store)
         first, second, elsewhere = (Envelope.new(gate_passed(r), "test", r) for r in (rid, rid, other))
@@ -315,20 +323,78 @@ class TestPublicationStraightAfterTheCommit:
             await tx.publish("it.topic", second)
             await tx.publish("it.topic", elsewhere)
         claimed = {event_id: was_claimed for event_id, was_claimed, _ in await outbox_rows(coordinator_pool, producer)}
-        assert claimed == {first.id: True, second.id: False, elsewhere.id: True}
+        assert claimed == {first.id: True, second.id: True, elsewhere.id: True}
         relay_sent: list[str] = []
 
         async def relay_broker(topic, key, value, headers) -> None:
             relay_sent.append(dict(headers)["ce_id"].decode())
 
-        relay = outbox.Relay(coordinator_pool, producer, relay_broker)
-        assert await relay.publish_pending() == 0  # the second must not overtake the first
+        assert await outbox.Relay(coordinator_pool, producer, relay_broker).publish_pending() == 0
         broker.go.set()
-        await wait_until(lambda: _published(coordinator_pool, producer, first.id), 10, "the first event marked")
-        assert await relay.publish_pending() == 1
-        assert broker.sent[0] == first.id and relay_sent == [second.id]
         await wait_until(lambda: all_published(coordinator_pool, producer), 10, "every event published")
-        assert sorted(broker.sent) == sorted([first.id, elsewhere.id])
+        assert broker.sent == [first.id, second.id, elsewhere.id] and relay_sent == []
+
+    async def test_an_event_behind_one_the_relay_has_waits_for_it_and_goes_by_the_relay(self, coordinator_pool, direct):
+        store, producer, broker = direct
+        relayed = PgSagaStore(coordinator_pool, producer)  # an instance that publishes through the relay only
+        rid = await started(store)
+        first, second = (Envelope.new(gate_passed(rid), "test", rid) for _ in range(2))
+        async with relayed.transaction() as tx:
+            await tx.publish("it.topic", first)
+        async with store.transaction() as tx:
+            await tx.publish("it.topic", second)
+        claimed = {event_id: was_claimed for event_id, was_claimed, _ in await outbox_rows(coordinator_pool, producer)}
+        assert claimed == {first.id: False, second.id: False}, "the second would overtake the relay's first"
+        relay_sent: list[str] = []
+
+        async def relay_broker(topic, key, value, headers) -> None:
+            relay_sent.append(dict(headers)["ce_id"].decode())
+
+        assert await outbox.Relay(coordinator_pool, producer, relay_broker).publish_pending() == 2
+        assert relay_sent == [first.id, second.id] and broker.sent == []
+
+    async def test_events_chained_behind_a_publication_that_failed_are_left_to_the_relay_in_order(
+        self, coordinator_pool
+    ):
+        producer, broker = f"it-store-{uuid.uuid4().hex[:8]}", Held(fail_first=True)
+        publisher = outbox.DirectPublisher(coordinator_pool, producer, broker)
+        task = asyncio.create_task(publisher.run())
+        try:
+            store = PgSagaStore(coordinator_pool, producer, direct=publisher)
+            rid = await started(store)
+            first, second, third = (Envelope.new(gate_passed(rid), "test", rid) for _ in range(3))
+            async with store.transaction() as tx:
+                await tx.publish("it.topic", first)
+            await asyncio.wait_for(broker.called.wait(), 10)
+            claimed_with = publisher.token
+            async with store.transaction() as tx:  # chained behind the first, which then fails
+                await tx.publish("it.topic", second)
+            broker.go.set()
+
+            async def replaced() -> bool:
+                return publisher.token != claimed_with
+
+            await wait_until(replaced, 10, "the failure to replace the token")
+            async with store.transaction() as tx:  # behind rows the relay will have: not claimed
+                await tx.publish("it.topic", third)
+            rows = await outbox_rows(coordinator_pool, producer)
+            assert [c for _, c, _ in rows] == [True, True, False]
+            async with coordinator_pool.acquire() as conn:  # the claims' time runs out
+                await conn.execute(
+                    "UPDATE outbox SET claimed_until = clock_timestamp() - interval '1 second' WHERE producer = $1",
+                    producer,
+                )
+            relay_sent: list[str] = []
+
+            async def relay_broker(topic, key, value, headers) -> None:
+                relay_sent.append(dict(headers)["ce_id"].decode())
+
+            assert await outbox.Relay(coordinator_pool, producer, relay_broker).publish_pending() == 3
+            assert relay_sent == [first.id, second.id, third.id]
+            assert broker.sent == [], "the direct publisher sent an event chained behind one that failed"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def test_a_claim_its_writer_did_not_fulfil_passes_to_the_relay_at_its_expiry_in_order(self, coordinator_pool):
         producer = f"it-store-{uuid.uuid4().hex[:8]}"
@@ -393,12 +459,18 @@ class TestVerifierRegistryAsOneRowPerVerifier:
                 ):
                     await verifier_registry.record(conn, hb)
                 known = await verifier_registry.known_verifiers(conn, now)
+                store = PgSagaStore(coordinator_pool, f"it-store-{uuid.uuid4().hex[:8]}")
+                async with store.batch(CONSUMER, [], [], registry_stable=True, now=now):  # read with the batch's sagas
+                    async with store.transaction() as tx:
+                        in_batch = await tx.verifiers(now + timedelta(hours=1))  # the batch's read serves
             finally:
                 await conn.execute("DELETE FROM verifier_registry WHERE name = ANY($1::text[])", [busy, silent])
         assert known.registered[busy] == {"shop", "cart"}
         assert known.alive[busy] == {"shop"}
         assert known.registered[silent] == set()
         assert silent not in known.alive
+        assert {n: in_batch.registered[n] for n in (busy, silent)} == {n: known.registered[n] for n in (busy, silent)}
+        assert in_batch.alive.get(busy) == {"shop"} and silent not in in_batch.alive
 
 
 class TestOneDeadlinePerRelease:
@@ -514,6 +586,25 @@ class TestABatchIsOneTransaction:
         assert (await self._stored(pool, two))[:3] == (0, [], None), "the batch was half written"
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT state FROM sagas WHERE release_id = $1", one) == "paused"
+
+    async def test_an_event_another_instance_handled_meanwhile_undoes_the_whole_batch(self, pool, coordinator_pool):
+        """The batch writes without BEGIN: it reads which events were handled, and its one write statement takes
+        itself back when one of them was recorded since (a rebalance gave the partition to another instance, which
+        handled the redelivered record first)."""
+        name = f"it-store-{uuid.uuid4().hex[:8]}"
+        store, other = PgSagaStore(coordinator_pool, name), PgSagaStore(coordinator_pool, name)
+        one, two = await started(store), await started(store)
+        e1, e2 = f"it-batch-{uuid.uuid4()}", f"it-batch-{uuid.uuid4()}"
+        with pytest.raises(ConcurrentUpdate, match="2 of 2 sagas still at the revision read, 1 of 2 events not yet"):
+            async with store.batch(CONSUMER, [e1, e2], [one, two], registry_stable=True):
+                assert await self._decide(store, one, e1)
+                async with other.transaction() as tx:  # the other instance handled e2 (and ignored it), first
+                    assert await tx.first_time(CONSUMER, e2)
+                assert await self._decide(store, two, e2)
+        for rid in (one, two):
+            assert await self._stored(pool, rid) == (0, [], None, 0), "the batch was written: e2 took effect twice"
+        async with store.transaction() as tx:
+            assert await tx.first_time(CONSUMER, e1), "the undone batch's processed-event entry stayed"
 
     async def test_a_saga_the_instance_holds_is_read_again_once_another_instance_changed_it(self, coordinator_pool):
         name = f"it-store-{uuid.uuid4().hex[:8]}"

@@ -152,7 +152,7 @@ class FakeStore:
             yield FakeTransaction(working, self)
 
     @asynccontextmanager
-    async def batch(self, consumer, event_ids, release_ids, *, registry_stable):
+    async def batch(self, consumer, event_ids, release_ids, *, registry_stable, now=None):
         async with self._commit() as working:
             self._batch = FakeTransaction(working, self)
             try:

@@ -8,14 +8,14 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from contracts.cloudevents import Envelope
 from contracts.events import OperatorCommand
-from releasegate_platform.verifier_registry import Known, known_verifiers
+from releasegate_platform.verifier_registry import KNOWN, Known, known_of, known_verifiers
 from releasegate_runtime import db, outbox
 from services.coordinator import upcast
 from services.coordinator.model import Saga
@@ -27,9 +27,9 @@ PRODUCER = "coordinator"
 # direct publisher and no earlier event with its key waits (outbox.CLAIM); the relay is woken once (PostgreSQL
 # delivers it at commit) only for events not claimed. The claimed ones come back in id order.
 STAGED = (
-    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at, claimed_until)"
-    " SELECT {producer}, t, k, e, h, p, clock_timestamp(), "
-    + outbox.CLAIM.format(claims="{claims}", producer="{producer}", key="k")
+    " INSERT INTO outbox (producer, topic, key, event_id, headers, payload, created_at, claimed_by, claimed_until)"
+    " SELECT {producer}, t, k, e, h, p, clock_timestamp(), {claimer}, "
+    + outbox.CLAIM.format(claimer="{claimer}", producer="{producer}", key="k")
     + " FROM unnest({events}) WITH ORDINALITY AS u(t, k, e, h, p, n) ORDER BY n"
     " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, claimed_until IS NOT NULL AS claimed"
 )
@@ -45,31 +45,39 @@ FLUSH = (
     " WITH ORDINALITY AS u(r, a, s, st, re, ev, n) ORDER BY n"
     "), staged AS ("
     + STAGED.format(
-        producer="$7", claims="$14::boolean", events="$8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[]"
+        producer="$7", claimer="$14::text", events="$8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[]"
     )
     + ") SELECT CASE WHEN EXISTS (SELECT 1 FROM staged WHERE NOT claimed) THEN pg_notify($13, $7) END AS woken,"
     + CLAIMED
 )
 
 
-# A batch reads once and writes once (besides the verifier registry, BEGIN and COMMIT).
-# The read: its events recorded as handled (those already there are redeliveries), and its sagas, the body only of
-# those whose revision is not the one the coordinator already holds (`SagaCache`).
+# A batch reads once and writes once, and in the common case nothing else: two round trips, no BEGIN and no COMMIT
+# (each statement is its own transaction; `PgBatchTransaction` begins one only for a decision that needs a third).
+# The read: which of its events are recorded as handled already (redeliveries), its sagas (the body only of those
+# whose revision is not the one the coordinator already holds, `SagaCache`) and, if asked, the verifier registry.
 READ_ALL = (
-    "WITH first AS ("
-    " INSERT INTO processed_events (consumer, event_id) SELECT DISTINCT $1, e FROM unnest($2::text[]) AS e"
-    " ON CONFLICT DO NOTHING RETURNING event_id"
-    ") SELECT event_id AS id, NULL::int AS revision, NULL::text AS body, true AS first FROM first"
-    " UNION ALL SELECT s.release_id, s.revision,"
-    " CASE WHEN s.revision = c.revision THEN NULL ELSE s.body::text END, false"
+    "SELECT 'handled' AS kind, event_id AS id, NULL::int AS revision, NULL::text AS body FROM processed_events"
+    " WHERE consumer = $1 AND event_id = ANY($2::text[])"
+    " UNION ALL SELECT 'saga', s.release_id, s.revision,"
+    " CASE WHEN s.revision = c.revision THEN NULL ELSE s.body::text END"
     " FROM unnest($3::text[], $4::int[]) AS c(release_id, revision) JOIN sagas AS s USING (release_id)"
+    " UNION ALL SELECT 'registry', NULL, NULL, (SELECT coalesce(json_agg(k), '[]') FROM ("
+    + KNOWN.replace("$1", "$5")
+    + ") AS k)::text WHERE $6::boolean"
 )
-# The write: the sagas, each only if still at the revision the batch read it at (the count tells; a shortfall undoes
-# the batch), each release's one deadline (a null step clears it, as `PgTransaction.set_deadline`), then the audit
-# entries and outbox events in the order staged (claimed as `FLUSH` does), and the relay woken once. Bodies travel as the JSON text pydantic
-# wrote, several times cheaper than a dict through json.dumps. Every data-modifying part runs whatever the query reads.
+# The write: the events recorded as handled, the sagas (each only if still at the revision the batch read it at),
+# each release's one deadline (a null step clears it, as `PgTransaction.set_deadline`), then the audit entries and
+# outbox events in the order staged (claimed as `FLUSH` does), and the relay woken once. If another writer recorded
+# one of the events or changed one of the sagas since the read, the statement raises from inside itself
+# (`releasegate_conflict`, SQLSTATE 40001) and so takes back everything it wrote. Bodies travel as the JSON text
+# pydantic wrote, several times cheaper than a dict through json.dumps. Every data-modifying part runs whatever the
+# query reads.
 WRITE_ALL = (
-    "WITH saved AS ("
+    "WITH handled AS ("
+    " INSERT INTO processed_events (consumer, event_id) SELECT $23, e FROM unnest($24::text[]) AS e"
+    " ON CONFLICT DO NOTHING RETURNING 1"
+    "), saved AS ("
     " UPDATE sagas AS s SET state = u.state, body = u.body::jsonb, revision = u.revision, updated_at = now()"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[]) AS u(release_id, state, body, was, revision)"
     " WHERE s.release_id = u.release_id AND s.revision = u.was RETURNING 1"
@@ -87,10 +95,15 @@ WRITE_ALL = (
     " WITH ORDINALITY AS u(r, a, s, st, re, ev, n) ORDER BY n"
     "), staged AS ("
     + STAGED.format(
-        producer="$15", claims="$22::boolean", events="$16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[]"
+        producer="$15", claimer="$22::text", events="$16::text[], $17::text[], $18::text[], $19::jsonb[], $20::text[]"
     )
-    + ") SELECT (SELECT count(*) FROM saved) AS saved,"
-    " CASE WHEN EXISTS (SELECT 1 FROM staged WHERE NOT claimed) THEN pg_notify($21, $15) END AS woken," + CLAIMED
+    + "), counted AS (SELECT (SELECT count(*) FROM saved) AS saved, (SELECT count(*) FROM handled) AS handled)"
+    " SELECT saved, CASE WHEN saved <> cardinality($1::text[]) OR handled <> cardinality($24::text[])"
+    " THEN releasegate_conflict(format('%s of %s sagas still at the revision read, %s of %s events not yet handled',"
+    " saved, cardinality($1::text[]), handled, cardinality($24::text[]))) END AS conflict,"
+    " CASE WHEN EXISTS (SELECT 1 FROM staged WHERE NOT claimed) THEN pg_notify($21, $15) END AS woken,"
+    + CLAIMED
+    + " FROM counted"
 )
 # about 40 kB each in memory: 80 MB at most, and twice the sagas in flight in bench-scale at N=1,000
 CACHED_SAGAS = 2_000
@@ -249,17 +262,22 @@ class PgTransaction:
             return
         audits, events = self._audits, self._events
         self._audits, self._events = [], []
-        row = await self._conn.fetchrow(FLUSH, *self._staged(audits, events), self._direct is not None)
-        self._publish_claimed(events, row)
+        token = self._claimer()
+        row = await self._conn.fetchrow(FLUSH, *self._staged(audits, events), token)
+        self._publish_claimed(events, row, token)
 
-    def _publish_claimed(self, events: list[outbox.Row], row: asyncpg.Record) -> None:
-        """Once committed, the direct publisher takes the events the statement claimed."""
+    def _claimer(self) -> str | None:
+        return None if self._direct is None else self._direct.token
+
+    def _publish_claimed(self, events: list[outbox.Row], row: asyncpg.Record, token: str | None) -> None:
+        """Once committed, the direct publisher takes the events the statement claimed (with `token`)."""
         direct = self._direct
-        if direct is None or not row["claimed_ids"]:
+        if direct is None or token is None or not row["claimed_ids"]:
             return
         by_event = {e[2]: e for e in events}
         claimed = [
-            outbox.Claimed(i, by_event[e]) for i, e in zip(row["claimed_ids"], row["claimed_events"], strict=True)
+            outbox.Claimed(i, by_event[e], token)
+            for i, e in zip(row["claimed_ids"], row["claimed_events"], strict=True)
         ]
         self.after_commit(lambda: direct.committed(claimed))
 
@@ -289,11 +307,14 @@ class PgTransaction:
 
 class PgBatchTransaction(PgTransaction):
     """One transaction for a batch of records: what the batch's records will read is read up front in one
-    statement of each kind (their processed-event entries, their sagas), each saga decided on in memory as the
-    records come, and every write made once at the end (`write`): the sagas, the deadlines, then the audit entries and
-    outbox events. A record later in the batch sees what the earlier ones decided. A saga changed by another writer
-    meanwhile (a deadline fired by the other task) makes `write` raise `ConcurrentUpdate`, and the whole batch is
-    undone."""
+    statement (their processed-event entries, their sagas, the verifier registry), each saga decided on in memory as
+    the records come, and every write made at the end in one statement (`write`): the events as handled, the sagas,
+    the deadlines, then the audit entries and outbox events. A record later in the batch sees what the earlier ones
+    decided. A saga changed or an event recorded by another writer meanwhile (a deadline fired by the other task, an
+    instance that had the partition before a rebalance) makes `write` raise `ConcurrentUpdate`, and the whole batch
+    is undone. Two statements and no BEGIN or COMMIT when the decisions need nothing else (each statement is a
+    transaction of its own, and the read writes nothing); a decision that needs another write (a new saga, a
+    nonce) begins the transaction first, and the batch's end commits it."""
 
     def __init__(
         self,
@@ -305,47 +326,71 @@ class PgBatchTransaction(PgTransaction):
         registry_stable: bool,
         direct: outbox.DirectPublisher | None = None,
     ) -> None:
-        """`consumer`: whose processed events the batch records up front; `cache`: the sagas as last read or
-        committed; `registry_stable`: no heartbeat among the batch's records, so one read of the verifier registry
-        serves every decision; `direct`: as `PgTransaction`'s."""
+        """`consumer`: whose processed events the batch records; `cache`: the sagas as last read or committed;
+        `registry_stable`: no heartbeat among the batch's records, so one read of the verifier registry serves every
+        decision; `direct`: as `PgTransaction`'s."""
         super().__init__(conn, producer, cache, direct)
         self._consumer, self._registry_stable = consumer, registry_stable
         self._asked: set[str] = set()
         self._new: set[str] = set()
+        self._unhandled: list[str] = []  # the batch's events not recorded as handled when it read
         self._sagas: dict[str, Loaded | None] = {}
         self._stored_at: dict[str, int] = {}  # release → the revision its row has in the database
         self._changed: dict[str, Saga] = {}
         self._deadlines: dict[str, tuple[str, datetime] | None] = {}
         self._known: Known | None = None
+        self._open: Any = None  # the transaction, once a decision needed one (asyncpg's Transaction)
 
-    async def prefetch(self, event_ids: Sequence[str], release_ids: Sequence[str]) -> None:
-        """Record the events as handled (`first_time` then answers from memory) and read the releases' sagas, in
-        one statement."""
+    async def prefetch(self, event_ids: Sequence[str], release_ids: Sequence[str], now: datetime) -> None:
+        """Read which events were handled already, the releases' sagas and (if one read serves the batch) the
+        verifier registry at `now`, in one statement that writes nothing."""
         self._asked, self._sagas = set(event_ids), dict.fromkeys(release_ids)
         held = {r: loaded for r in release_ids if (loaded := self._cache.get(r)) is not None}
         rows = await self._conn.fetch(
             READ_ALL,
             self._consumer,
-            list(event_ids),
+            list(self._asked),
             list(release_ids),
             [held[r].revision if r in held else -1 for r in release_ids],
+            now,
+            self._registry_stable,
         )
+        handled: set[str] = set()
         for row in rows:
-            if row["first"]:
-                self._new.add(row["id"])
+            if row["kind"] == "handled":
+                handled.add(row["id"])
+            elif row["kind"] == "registry":
+                self._known = known_of(json.loads(row["body"]))
             elif row["body"] is None:
                 self._hold(row["id"], held[row["id"]])
             else:
                 loaded = Loaded(upcast.load(json.loads(row["body"])), row["revision"])
                 self._hold(row["id"], loaded)
                 self._cache.put(loaded)  # as the database has it, committed
+        self._new = self._asked - handled
+        self._unhandled = sorted(self._new)
 
     def _hold(self, release_id: str, loaded: Loaded) -> None:
         self._sagas[release_id] = loaded
         self._stored_at[release_id] = loaded.revision
 
+    async def _begin(self) -> None:
+        """Open the transaction before a write that is not the batch's one statement (once)."""
+        if self._open is None:
+            self._open = self._conn.transaction()
+            await self._open.start()
+
+    async def commit(self) -> None:
+        if self._open is not None:
+            await self._open.commit()
+
+    async def rollback(self) -> None:
+        if self._open is not None and not self._conn.is_closed():
+            await self._open.rollback()
+
     async def first_time(self, consumer: str, event_id: str) -> bool:
         if consumer != self._consumer or event_id not in self._asked:
+            await self._begin()
             return await super().first_time(consumer, event_id)
         if event_id in self._new:
             self._new.discard(event_id)  # the same event twice in one batch: the second is a redelivery
@@ -358,6 +403,7 @@ class PgBatchTransaction(PgTransaction):
         return await super().exists(release_id)
 
     async def insert(self, saga: Saga) -> None:
+        await self._begin()
         await super().insert(saga)
         self._hold(saga.release_id, Loaded(saga, 0))
         self.after_commit(lambda: self._cache.put(Loaded(saga, 0)))
@@ -377,6 +423,10 @@ class PgBatchTransaction(PgTransaction):
         self._sagas[saga.release_id] = Loaded(saga, revision + 1)
         self._changed[saga.release_id] = saga
 
+    async def first_use_of_nonce(self, command: OperatorCommand, at: datetime) -> bool:
+        await self._begin()
+        return await super().first_use_of_nonce(command, at)
+
     async def verifiers(self, now: datetime) -> Known:
         if not self._registry_stable:
             return await super().verifiers(now)
@@ -387,35 +437,49 @@ class PgBatchTransaction(PgTransaction):
     async def set_deadline(self, release_id: str, deadline: tuple[str, datetime] | None) -> None:
         self._deadlines[release_id] = deadline
 
+    async def claim_deadline(self, due: Due) -> bool:
+        await self._begin()
+        return await super().claim_deadline(due)
+
     async def audit_as_it_stands(self, release_id: str, actor: str, reason: str, evidence: dict[str, Any]) -> None:
         loaded = await self.load(release_id)  # as the batch left it so far, not as the database still has it
         if loaded is not None:
             s = loaded.saga
             await self.audit(AuditEntry(release_id, actor, s.state.value, s.waiting_for, reason, evidence))
 
+    async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
+        await self._begin()
+        await super().mark_staging_verified(service, digest, release_id)
+
     async def write(self) -> None:
-        """Every write of the batch, in one statement, before its commit."""
+        """Every write of the batch, in one statement (nothing at all if it has nothing to write)."""
         changed = [held for r in self._changed if (held := self._sagas[r]) is not None]
         deadlines = list(self._deadlines.items())
         audits, events = self._audits, self._events
         self._audits, self._events = [], []
-        row = await self._conn.fetchrow(
-            WRITE_ALL,
-            [c.saga.release_id for c in changed],
-            [c.saga.state.value for c in changed],
-            [c.saga.model_dump_json() for c in changed],
-            [self._stored_at[c.saga.release_id] for c in changed],
-            [c.revision for c in changed],
-            [r for r, _ in deadlines],
-            [d[0] if d else None for _, d in deadlines],
-            [d[1] if d else None for _, d in deadlines],
-            *self._staged(audits, events),
-            self._direct is not None,
-        )
-        if row["saved"] != len(changed):
-            raise ConcurrentUpdate(f"{len(changed)} sagas to save, {row['saved']} still at the revision read")
+        if not (changed or deadlines or audits or events or self._unhandled):
+            return
+        token = self._claimer()
+        try:
+            row = await self._conn.fetchrow(
+                WRITE_ALL,
+                [c.saga.release_id for c in changed],
+                [c.saga.state.value for c in changed],
+                [c.saga.model_dump_json() for c in changed],
+                [self._stored_at[c.saga.release_id] for c in changed],
+                [c.revision for c in changed],
+                [r for r, _ in deadlines],
+                [d[0] if d else None for _, d in deadlines],
+                [d[1] if d else None for _, d in deadlines],
+                *self._staged(audits, events),
+                token,
+                self._consumer,
+                self._unhandled,
+            )
+        except asyncpg.SerializationError as exc:  # raised by the statement itself: it wrote nothing
+            raise ConcurrentUpdate(str(exc)) from exc
         self.after_commit(lambda: self._cache.put_all(changed))
-        self._publish_claimed(events, row)
+        self._publish_claimed(events, row, token)
 
 
 class PgSagaStore:
@@ -445,20 +509,31 @@ class PgSagaStore:
 
     @asynccontextmanager
     async def batch(
-        self, consumer: str, event_ids: Sequence[str], release_ids: Sequence[str], *, registry_stable: bool
+        self,
+        consumer: str,
+        event_ids: Sequence[str],
+        release_ids: Sequence[str],
+        *,
+        registry_stable: bool,
+        now: datetime | None = None,
     ) -> AsyncIterator[None]:
         """Every `transaction()` inside the block is this one transaction; it commits when the block ends."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             tx = PgBatchTransaction(
                 conn, self._producer, consumer, self._cache, registry_stable=registry_stable, direct=self._direct
             )
-            await tx.prefetch(event_ids, release_ids)
-            token = self._batch.set(tx)
             try:
-                yield
-            finally:
-                self._batch.reset(token)
-            await tx.write()
+                await tx.prefetch(event_ids, release_ids, now or datetime.now(UTC))
+                token = self._batch.set(tx)
+                try:
+                    yield
+                finally:
+                    self._batch.reset(token)
+                await tx.write()
+            except BaseException:
+                await tx.rollback()
+                raise
+            await tx.commit()
         tx.committed()
 
     async def due_deadlines(self, now: datetime, limit: int) -> list[Due]:
