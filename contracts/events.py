@@ -393,6 +393,11 @@ class PromQuery(Contract):
     max: float | None = None
 
 
+SYNTHETIC_TIMEOUT_SECONDS = 60.0
+"""How long the coordinator waits for a preview's verdict (plus the catalog's grace). Scripted journeys can run
+at any moment, so a verifier takes a synthetic request up to this long after it was sent, whatever its window."""
+
+
 class VerificationRequested(ReleaseEvent):
     """Command to the verifier: judge the candidate's KPIs over a window against stable and thresholds."""
 

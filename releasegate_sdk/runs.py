@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from contracts import topics
 from contracts.cloudevents import Envelope
-from contracts.events import Verdict, VerificationFinished, VerificationRequested
+from contracts.events import SYNTHETIC_TIMEOUT_SECONDS, Verdict, VerificationFinished, VerificationRequested
 from releasegate_runtime import db, metrics, outbox, telemetry
 from releasegate_sdk import schedule
 from releasegate_sdk.types import RETRYABLE, Result, TransientError, VerificationRequest, describe
@@ -44,6 +44,9 @@ CLOSE = (
 STORE_ERRORS = db.UNAVAILABLE
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
+LATE_ANSWER_SECONDS = (
+    600.0  # a request later than this past its due time is logged, not answered: no step waits so long
+)
 DATA_LOOK_GAP_SECONDS = 0.25  # by default, new data brings a run's look forward at most this often
 MIN_DATA_LOOK_GAP_SECONDS = 0.02  # the shortest gap a verifier may ask for
 
@@ -134,11 +137,15 @@ class Runs:
         """Subscriber of the verify topic: persist a request that is ours, then start following it."""
         req: VerificationRequested = envelope.data  # type: ignore[assignment]
         why = self._skip(req)
-        now = self._clock()
-        if why is None and schedule.Window.of(envelope.time, req.window_seconds, self._grace).deadline < now:
-            why = "its verdict was due before it arrived"
         if why is not None:
             log.debug("request skipped", step=req.step_id, service=req.service, environment=req.environment, reason=why)
+            return
+        now = self._clock()
+        due = schedule.Window.of(envelope.time, req.window_seconds, self._grace).deadline
+        if req.synthetic is not None:  # journeys run whenever they are asked; the coordinator waits this long
+            due = max(due, envelope.time + timedelta(seconds=SYNTHETIC_TIMEOUT_SECONDS))
+        if due < now:
+            await self._answer_late(envelope, req, (now - due).total_seconds())
             return
         run = Run(
             envelope.id, req, schedule.Window.of(now, req.window_seconds, self._grace), envelope.trace, envelope.tenant
@@ -146,19 +153,7 @@ class Runs:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, self._consumer, envelope.id):
                 return
-            await conn.execute(
-                UPSERT,
-                self._name,
-                req.release_id,
-                req.step_id,
-                run.request_id,
-                req.model_dump(mode="json"),
-                run.trace,
-                run.tenant,
-                run.window.start,
-                run.window.end,
-                run.window.deadline,
-            )
+            await self._open(conn, run)
         log.info(
             "verification started",
             step=req.step_id,
@@ -166,6 +161,30 @@ class Runs:
             deadline=run.window.deadline.isoformat(),
         )
         self._accepted.put_nowait(run)
+
+    async def _answer_late(self, envelope: Envelope, req: VerificationRequested, late: float) -> None:
+        """A request that arrived after its verdict was due (the verifier was down, or its group rebalancing):
+        its window cannot be judged as asked, so it gets an inconclusive verdict naming that at once, and the
+        coordinator applies its policy instead of waiting out its deadline. Once per request, like any verdict."""
+        if late > LATE_ANSWER_SECONDS:
+            log.warning("request too old to answer", step=req.step_id, late_seconds=round(late, 1))
+            metrics.verdict(self._name, "too_late")
+            return
+        window = schedule.Window.of(envelope.time, req.window_seconds, self._grace)
+        run = Run(envelope.id, req, window, envelope.trace, envelope.tenant)
+        reason = (
+            f"the request arrived {late:.1f}s after its verdict was due (window of {req.window_seconds:g}s from "
+            f"{envelope.time:%H:%M:%S}); nothing was judged: the verifier was down or its consumer group rebalancing"
+        )
+        verdict = self._verdict(run, Result.inconclusive(reason), end=window.deadline)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await db.first_time(conn, self._consumer, envelope.id):
+                return
+            await self._open(conn, run)
+            claimed = await self._stage(conn, run, verdict)  # the run opened just now: it closes
+        self._published(claimed if claimed is not False else None)
+        log.warning("request arrived late; inconclusive", step=req.step_id, late_seconds=round(late, 1))
+        metrics.verdict(self._name, verdict.verdict.value)
 
     async def follow_all(self) -> None:
         """Background task: resume the open runs, then follow each accepted one; cancelling it cancels them."""
@@ -250,13 +269,28 @@ class Runs:
             except TimeoutError:
                 raise TransientError(f"the check timed out after {limit:.1f}s") from None
 
-    async def _close(self, run: Run, result: Result) -> None:
-        """Mark the run finished and stage its verdict, in one transaction; retried while the database is away."""
+    async def _open(self, conn: asyncpg.Connection, run: Run) -> None:
+        req = run.raw
+        await conn.execute(
+            UPSERT,
+            self._name,
+            req.release_id,
+            req.step_id,
+            run.request_id,
+            req.model_dump(mode="json"),
+            run.trace,
+            run.tenant,
+            run.window.start,
+            run.window.end,
+            run.window.deadline,
+        )
+
+    def _verdict(self, run: Run, result: Result, *, end: datetime) -> VerificationFinished:
         try:
             kpis = result.kpis()
         except ValueError as exc:  # a measurement that is no number: report that, never drop the verdict
             result, kpis = Result.inconclusive(f"the check's measurements are invalid: {describe(exc)}"), []
-        verdict = VerificationFinished(
+        return VerificationFinished(
             release_id=run.raw.release_id,
             step_id=run.raw.step_id,
             environment=run.raw.environment,
@@ -264,9 +298,13 @@ class Runs:
             reason=result.reason,
             kpis=kpis,
             window_start=run.window.start,
-            window_end=min(self._clock(), run.window.deadline),
+            window_end=end,
             verifier=self._name,
         )
+
+    async def _close(self, run: Run, result: Result) -> None:
+        """Mark the run finished and stage its verdict, in one transaction; retried while the database is away."""
+        verdict = self._verdict(run, result, end=min(self._clock(), run.window.deadline))
         while True:
             try:
                 if await self._publish(run, verdict):
@@ -279,19 +317,31 @@ class Runs:
 
     async def _publish(self, run: Run, verdict: VerificationFinished) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
-            body: dict[str, Any] = verdict.model_dump(mode="json")
-            closed = await conn.execute(CLOSE, self._name, run.raw.release_id, run.raw.step_id, run.request_id, body)
-            if closed != "UPDATE 1":
-                log.info("run was replaced by a re-issued request or already closed; no verdict")
-                return False
-            trace = run.trace or telemetry.inject()
-            claimed = await outbox.add(
-                conn,
-                self._consumer,
-                topics.results_for(self._consumer),
-                Envelope.new(verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=trace),
-                claim=self._direct,
-            )
+            claimed = await self._stage(conn, run, verdict)
+        if claimed is False:
+            log.info("run was replaced by a re-issued request or already closed; no verdict")
+            return False
+        self._published(claimed)
+        return True
+
+    async def _stage(
+        self, conn: asyncpg.Connection, run: Run, verdict: VerificationFinished
+    ) -> outbox.Claimed | None | Literal[False]:
+        """Close the run and stage its verdict; False when the run was replaced or closed already."""
+        body: dict[str, Any] = verdict.model_dump(mode="json")
+        closed = await conn.execute(CLOSE, self._name, run.raw.release_id, run.raw.step_id, run.request_id, body)
+        if closed != "UPDATE 1":
+            return False
+        return await outbox.add(
+            conn,
+            self._consumer,
+            topics.results_for(self._consumer),
+            Envelope.new(
+                verdict, self._source, run.raw.release_id, tenant=run.tenant, trace=run.trace or telemetry.inject()
+            ),
+            claim=self._direct,
+        )
+
+    def _published(self, claimed: outbox.Claimed | None) -> None:
         if claimed is not None and self._direct is not None:
             self._direct.committed([claimed])
-        return True

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from contracts.events import BackupPoint, DeployAction, ReleaseState, SignedApproval
+from contracts.events import SYNTHETIC_TIMEOUT_SECONDS, BackupPoint, DeployAction, ReleaseState, SignedApproval
 from releasegate_platform.catalog import OperatorGroups
 from services.coordinator.config import SagaConfig
 
@@ -112,4 +112,4 @@ class Saga(BaseModel):
         return self.config
 
 
-STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": 60.0}
+STEP_TIMEOUTS = {"gate": 60.0, "dr": 120.0, "deploy": 120.0, "rollback": 120.0, "synthetic": SYNTHETIC_TIMEOUT_SECONDS}

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import re
 import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import TopicPartition
@@ -56,8 +58,8 @@ async def running(verifier: Verifier, settings, writer: RegistryWriter | None = 
     stop = asyncio.Event()
     task = asyncio.create_task(verifier.serve(settings, stop=stop))
     # The verify topic holds what earlier runs and the hostile-record campaign left: a fresh group reads all of it
-    # first, and a request sent meanwhile could arrive after its own deadline and be skipped. Tests send theirs
-    # once the verifier has handled what the topic held at its start.
+    # first, and a request sent meanwhile could arrive after its own deadline and be answered inconclusive. Tests
+    # send theirs once the verifier has handled what the topic held at its start.
     barrier = CatchUpBarrier(
         KafkaOffsets(client_options(as_principal(settings, "admin"))),
         f"releasegate-{verifier.service_name}",
@@ -294,6 +296,81 @@ def fails_once_arrived(arrived: set[str], noted: Callable[[VerificationRequest],
     )
     v.check(judged_on_data)
     return v
+
+
+def sent_ago(req: VerificationRequested, seconds: float) -> Envelope:
+    """The request as the coordinator sent it `seconds` ago: what a verifier that was down meanwhile reads."""
+    envelope = Envelope.new(req, "it-verifier-sdk", req.release_id)
+    return dataclasses.replace(envelope, time=envelope.time - timedelta(seconds=seconds))
+
+
+def lateness(reason: str) -> float:
+    found = re.search(r"arrived ([0-9.]+)s after its verdict was due", reason)
+    assert found, reason
+    return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+async def previewer(settings, registry_writer):
+    """A verifier that runs previews (synthetic journeys), as the core verifier does."""
+    v = Verifier(
+        name=f"it-preview-{uuid.uuid4().hex[:8]}",
+        version="1.0.0",
+        services=[SERVICE],
+        handles_synthetic=True,
+        grace_seconds=2,
+        heartbeat_seconds=1,
+    )
+    v.check(behaviour)
+    async with running(v, settings, registry_writer):
+        yield v
+
+
+class TestLateRequests:
+    """A request read after its verdict was due: the verifier was down, or its group rebalancing, when it came."""
+
+    async def test_a_late_request_is_answered_inconclusive_at_once_naming_why_and_only_once(
+        self, settings, pool, producer, verifier
+    ):
+        req = request("pass", window_seconds=1.0)  # due 1 s + 1 s grace after it was sent
+        record = encode(sent_ago(req, 30))
+        await producer.send(topics.VERIFY_COMMANDS, *record)
+        first = await one_verdict(pool, verifier, req.release_id)
+        duplicate = await producer.send(topics.VERIFY_COMMANDS, *record)
+        await wait_until(
+            lambda: committed_past(settings, f"releasegate-{verifier.service_name}", duplicate),
+            TIMEOUT,
+            "the verifier to handle the redelivery",
+        )
+        assert first["verdict"] == "inconclusive" and first["verifier"] == verifier.name
+        assert 28 <= lateness(first["reason"]) < 28 + TIMEOUT and "nothing was judged" in first["reason"]
+        assert calls[req.release_id] == 0  # the check never looked at a window it could not judge as asked
+        assert len(await verdicts(pool, verifier, req.release_id)) == 1
+        async with pool.acquire() as conn:
+            run = await conn.fetchrow(
+                "SELECT finished_at, verdict FROM verifier_runs WHERE verifier = $1 AND release_id = $2",
+                verifier.name,
+                req.release_id,
+            )
+        assert run["finished_at"] is not None and run["verdict"]["verdict"] == "inconclusive"
+
+    async def test_a_preview_read_late_is_still_run_while_the_coordinator_waits(self, pool, producer, previewer):
+        synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
+        req = request("verify-preview", window_seconds=1.0, synthetic=synthetic)
+        await producer.send(topics.VERIFY_COMMANDS, *encode(sent_ago(req, 20)))
+        verdict = await one_verdict(pool, previewer, req.release_id)
+        assert (verdict["verdict"], verdict["reason"]) == ("pass", "exports on time")
+        assert calls[req.release_id] == 1
+
+    async def test_a_preview_read_after_the_coordinator_stopped_waiting_is_inconclusive(
+        self, pool, producer, previewer
+    ):
+        synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
+        req = request("verify-preview", window_seconds=1.0, synthetic=synthetic)
+        await producer.send(topics.VERIFY_COMMANDS, *encode(sent_ago(req, 75)))
+        verdict = await one_verdict(pool, previewer, req.release_id)
+        assert verdict["verdict"] == "inconclusive" and 15 <= lateness(verdict["reason"]) < 15 + TIMEOUT
+        assert calls[req.release_id] == 0
 
 
 class TestRequestsThatAreNotForIt:
