@@ -13,7 +13,7 @@ TYPECHECK_PATHS := contracts releasegate_runtime services/coordinator/saga.py se
     services/api releasegate_platform/oidc.py
 
 .PHONY: install secrets stack k8s up down reset status demo test test-quick unit lint typecheck check bench \
-    bench-quality bench-auth bench-fuzz bench-scale bench-chaos bench-chaos-live backup drill bundles schemas shoppers acls
+    bench-quality bench-auth bench-fuzz bench-scale bench-notifier bench-chaos bench-chaos-live backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -102,6 +102,10 @@ bench-fuzz: stack    ## benchmark: 10,000 hostile records on every consumed topi
 bench-scale: stack  ## benchmark: the hop at rest, then 100, 300, 1,000 concurrent releases through 1-3 coordinators; steps/s, hop p50/p99, CPU, docs/scale.png
 	bash deploy/services.sh stop
 	$(PY) -m bench.scale
+
+bench-notifier: stack  ## benchmark: the notifier's intake of status events, batched vs one transaction each, same run
+	bash deploy/services.sh stop
+	$(PY) -m bench.notifier_intake
 
 bench-chaos: stack  ## chaos soak: 200 releases of mixed plans, 100+ SIGKILLs, a broker and a PostgreSQL restart; invariants
 	bash deploy/services.sh stop

@@ -8,7 +8,8 @@ they are doing their part of it (each started again after a random 0.1-0.8 s):
 - the rollback service while one of the release's compensations is recorded as begun and not done (restoring
   traffic, or the data after a stateful release);
 - the verifier and the ERP team verifier during a verification window, the gatekeeper during a gate, the
-  dr-checker during the DR check or the backup point, the coordinator at any moment.
+  dr-checker during the DR check or the backup point, the notifier while one of the release's notifications is
+  due or being sent, the coordinator at any moment.
 The Kafka broker is restarted during a release a third of the way through, and PostgreSQL two thirds of the way.
 
 The releases cycle through the shop's plans and outcomes: canary (v2 good, v3 bad payments, v9 an ERP contract
@@ -21,6 +22,10 @@ tenant-phased (v2 and v3 each), each from v1 stable. After every release the soa
 - no effect twice: each step requested and done once in the audit log, each compensation begun once in the
   rollback service's ledger and succeeded, no step failed by its deadline;
 - the audit log records every completed step, in plan order;
+- notifications (every plan routes its production events to the local Slack stand-in, deploy/local/notify_sink.py):
+  each one recorded was delivered, a promoted release's among them, and the receiver got each at least once and
+  no more often than it was attempted (a copy sent again after a kill mid-send is at least once, under the same
+  event id the receiver dedupes on; a copy beyond the attempts would be a send twice);
 - every service process alive and healthy afterwards (none exited without being killed).
 Exits 1 if one does not hold. Needs the stack (`make stack`) and none of the regular services or shoppers.
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import yaml
 
 from bench import faults
 from bench.chaos import unrecorded_steps
@@ -96,8 +103,19 @@ VICTIMS = {
     "erp_export": "verify-production",
     "gatekeeper": "gate",
     "dr_checker": "dr",
+    "notifier": "notify",
 }
-WEIGHTS = {"deployer": 3, "rollback": 3, "verifier": 2, "erp_export": 1, "gatekeeper": 1, "dr_checker": 1}
+WEIGHTS = {
+    "deployer": 3,
+    "rollback": 3,
+    "verifier": 2,
+    "erp_export": 1,
+    "gatekeeper": 1,
+    "dr_checker": 1,
+    "notifier": 2,
+}
+SINK_LOG = ROOT / ".run" / "logs" / "notify-sink.jsonl"  # what the local Slack stand-in received
+SETTLE_SECONDS = 120  # for a release's notifications to be sent (a killed notifier's claim lapses after 25 s)
 COORDINATOR_PER_LOOK = 0.004  # the coordinator's chance at each look (every 10 ms): about one kill in 2.5 s
 DOWN = db.UNAVAILABLE  # what a query raises while PostgreSQL restarts
 OUTAGE_SETTLE_SECONDS = 5.0
@@ -151,7 +169,52 @@ async def moment(pool: asyncpg.Pool, rid: str) -> set[str]:
     async with pool.acquire() as conn:
         if await conn.fetchval("SELECT 1 FROM rollback_steps WHERE release_id = $1 AND result IS NULL", rid):
             found.add("compensation")
+        if await conn.fetchval(UNSENT, rid):
+            found.add("notify")
     return found
+
+
+UNSENT = (
+    "SELECT 1 FROM notification_deliveries d JOIN notification_events e USING (event_id)"
+    " WHERE e.release_id = $1 AND d.status IN ('pending', 'sending') LIMIT 1"
+)
+
+
+def received() -> Counter[str]:
+    """Copies of each event id the local Slack stand-in received."""
+    copies: Counter[str] = Counter()
+    with contextlib.suppress(FileNotFoundError):
+        for line in SINK_LOG.read_text().splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                copies[json.loads(line)["headers"]["X-Releasegate-Event-Id"]] += 1
+    return copies
+
+
+async def notifications(pool: asyncpg.Pool, rid: str, ended: str) -> list[str]:
+    """What is wrong with the release's notifications, once none is due any more (or SETTLE_SECONDS passed)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(*DOWN):
+            async with pool.acquire() as conn:
+                if not await conn.fetchval(UNSENT, rid):
+                    break
+        await asyncio.sleep(0.5)  # polling the ledger
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT d.event_id, d.route, d.status, d.attempts, e.notification->>'kind' AS kind"
+            " FROM notification_deliveries d JOIN notification_events e USING (event_id) WHERE e.release_id = $1",
+            rid,
+        )
+    copies = received()
+    wrong = []
+    for r in rows:
+        if r["status"] != "delivered":
+            wrong.append(f"{r['kind']} on {r['route']}: {r['status']} after {r['attempts']} attempt(s)")
+        elif not 1 <= copies[r["event_id"]] <= r["attempts"]:
+            wrong.append(f"{r['kind']}: received {copies[r['event_id']]} time(s), attempted {r['attempts']}")
+    if ended == "promoted" and "promoted" not in {r["kind"] for r in rows}:
+        wrong.append("no notification that it was promoted")
+    return wrong
 
 
 def _describe(victim: str, body_moment: set[str]) -> str:
@@ -306,7 +369,16 @@ async def check(settings: ServiceSettings, pool: asyncpg.Pool, watched: WatchedS
     _, body = await _saga(pool, rid)
     if missing := unrecorded_steps(body, timeline):
         broken["audit complete, in plan order"] = missing
+    if wrong := await notifications(pool, rid, out.state):
+        broken["every notification delivered, none sent more than attempted"] = wrong
     out.broken = broken
+
+
+def plan_catalog(plan: str, directory: Path) -> None:
+    """The shop's entry with `plan`'s strategy, and the canary entry's notification routes whatever the plan."""
+    entry = yaml.safe_load(CATALOGS[plan].read_text())
+    entry["notifications"] = yaml.safe_load(CATALOGS["canary"].read_text())["notifications"]
+    (directory / "shop.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -315,7 +387,7 @@ async def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-chaos-live-"))
     catalog = workdir / "catalog"
     catalog.mkdir()
-    shutil.copy(CATALOGS["canary"], catalog / "shop.yaml")
+    plan_catalog("canary", catalog)
     env = {"RG_CATALOG_DIR": str(catalog)}
     os.environ.update(env)  # the CLI the soak submits and approves with reads the same catalog
     kinds = [MIX[i % len(MIX)] for i in range(args.releases)]
@@ -324,7 +396,7 @@ async def run(args: argparse.Namespace) -> int:
     pool = await db.create_pool(settings.database_url, max_size=3)
     t0 = time.monotonic()
     try:
-        async with watched_stack(settings, env) as watched:
+        async with watched_stack(settings, env, extra=("notifier",)) as watched:
             print(
                 f"... {len(kinds)} releases, at least {args.kills} kills, a broker and a PostgreSQL restart",
                 flush=True,
@@ -334,7 +406,7 @@ async def run(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             try:
                 for i, kind in enumerate(kinds):
-                    shutil.copy(CATALOGS[kind.plan], catalog / "shop.yaml")
+                    plan_catalog(kind.plan, catalog)
                     await asyncio.to_thread(stable_v1, env)
                     began = time.monotonic()
                     rid = await asyncio.to_thread(submit, kind.version, approvers=kind.approvers)
@@ -382,6 +454,7 @@ INVARIANTS = (  # as the report names them (tests/bench/test_chaos_bench.py look
     "every compensation carried out",
     "no step failed by its deadline",
     "audit complete, in plan order",
+    "every notification delivered, none sent more than attempted",
 )
 
 

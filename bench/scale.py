@@ -12,6 +12,13 @@ terminal state), and the CPU of each process over the round; with, measured in t
 produce→consume round trip and a bare PostgreSQL commit (synchronous_commit on), and hop / (commit + round trip).
 Writes a plot of throughput and hop latency against N (--plot, default docs/scale.png).
 
+With every command answered at once, the releases keep the coordinators saturated: throughput is at its ceiling
+and, by Little's law, a hop waits behind the other N - 1 releases' events, so it grows with N. The benchmark also
+runs the same N values through one coordinator at a fixed offered load (--paced R): each command is answered after
+about N / R seconds (the responder's `-pace<ms>-` release ids, uniform between half and one and a half times it),
+and the submissions are spread over that time, so N releases offer about R commands a second whatever N is. That
+is where the hop's growth with the number of releases in flight shows, apart from queueing.
+
 Exits 1, naming them, if any release does not reach a terminal state; otherwise 0 (the goals are printed, not
 asserted). Needs the stack (`make stack`) and none of the regular services (`bash deploy/services.sh stop`).
 
@@ -191,6 +198,12 @@ class Round:
     cpu: dict[str, float] = field(default_factory=dict)  # process → % of one core over the round
     stages: list[str] = field(default_factory=list)  # where the hop's time went (bench/breakdown.py)
     at_rest: bool = False  # one release at a time: the hop of an idle control plane, no queueing
+    pace_ms: int = 0  # each command answered after about this long: a fixed offered load (see --paced)
+
+    @property
+    def saturated(self) -> bool:
+        """All submitted at once and every command answered at once: the control plane's ceiling."""
+        return not self.at_rest and not self.pace_ms
 
     @property
     def unfinished(self) -> list[str]:
@@ -265,8 +278,9 @@ async def _until_in_group(settings: ServiceSettings, coordinators: list[Process]
             await asyncio.sleep(0.5)
 
 
-async def submit(settings: ServiceSettings, release_ids: list[str]) -> dict[str, float]:
-    """Every candidate at once, as upstream CI (principal `ci`); returns each one's submission time (epoch s)."""
+async def submit(settings: ServiceSettings, release_ids: list[str], spread: float = 0.0) -> dict[str, float]:
+    """Every candidate, as upstream CI (principal `ci`), at once or evenly over `spread` seconds (an offered load,
+    not a synchronisation); returns each one's submission time (epoch s)."""
     raw = client.load_candidate(CANDIDATE, release_id=release_ids[0], submitted_by="ci")
     producer = AIOKafkaProducer(
         **client_options(settings.model_copy(update={"principal": "ci"})), acks="all", enable_idempotence=True
@@ -275,7 +289,10 @@ async def submit(settings: ServiceSettings, release_ids: list[str]) -> dict[str,
     sent: dict[str, float] = {}
     try:
         pending = []
-        for rid in release_ids:
+        t0 = time.monotonic()
+        for i, rid in enumerate(release_ids):
+            if spread:
+                await asyncio.sleep(max(t0 + spread * i / len(release_ids) - time.monotonic(), 0.0))
             candidate = raw.model_copy(update={"release_id": rid, "service": SERVICE})
             key, value, headers = encode(Envelope.new(candidate, "releasegate/scale-bench", rid))
             sent[rid] = time.time()
@@ -348,17 +365,20 @@ async def one_round(
     args,
     *,
     at_rest: bool = False,
+    pace_ms: int = 0,
 ) -> Round:
     """`n` releases through `k` coordinators, all submitted at once; `at_rest`: each submitted once the one before
-    it ended, so every hop is measured on an idle control plane."""
+    it ended, so every hop is measured on an idle control plane; `pace_ms`: each command answered after about that
+    long, the submissions spread over it."""
     coordinators = await start_coordinators(settings, k, env)
-    result = Round(k, n, at_rest=at_rest)
+    result = Round(k, n, at_rest=at_rest, pace_ms=pace_ms)
     try:
         watched = {c.name: c.pid for c in coordinators} | {"responder": responder.pid}
         ports = [HEALTH_BASE + i for i in range(1, k + 1)]
         metrics_before = await breakdown.scrape(ports)
         before = {name: cpu_ticks(pid) for name, pid in watched.items()} | infrastructure_cpu()
-        release_ids = [f"{SERVICE}-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+        paced = f"pace{pace_ms}-" if pace_ms else ""
+        release_ids = [f"{SERVICE}-{paced}{uuid.uuid4().hex[:12]}" for _ in range(n)]
         since_ms = int(time.time() * 1000)
         t0 = time.monotonic()
         if at_rest:
@@ -368,7 +388,7 @@ async def one_round(
                 one, done, ended = await follow(pool, [rid], args.timeout, args.stall)
                 states, steps = states | one, steps + done
         else:
-            sent = await submit(settings, release_ids)
+            sent = await submit(settings, release_ids, spread=pace_ms / 1000)
             states, steps, ended = await follow(pool, release_ids, args.timeout, args.stall)
         wall = time.monotonic() - t0
         after = {name: cpu_ticks(pid) for name, pid in watched.items()} | infrastructure_cpu()
@@ -433,7 +453,7 @@ def table(rounds: list[Round], rtt: list[float], commit: list[float]) -> list[st
         terminal = r.releases - len(r.unfinished)
         hop50 = statistics.median(r.hops) if r.hops else None
         cpu = "  ".join(f"{name} {pct:.0f}" for name, pct in r.cpu.items())
-        n = f"{r.releases}*" if r.at_rest else str(r.releases)
+        n = f"{r.releases}*" if r.at_rest else f"{r.releases}~" if r.pace_ms else str(r.releases)
         lines.append(
             f"{r.instances:>5} {n:>5} {f'{terminal}/{r.releases}':>9} {r.steps:>6} "
             f"{r.steps_per_second:>8.1f} {fmt(hop50, '.1f'):>8} {fmt(q(r.hops, 0.99) if r.hops else None, '.1f'):>8} "
@@ -444,6 +464,13 @@ def table(rounds: list[Round], rtt: list[float], commit: list[float]) -> list[st
     lines.append(
         f"hop/base = hop p50 / (commit p50 + round trip p50) = hop p50 / {base:.2f} ms; e2e = submission -> terminal state"
     )
+    paced = [r for r in rounds if r.pace_ms]
+    if paced:
+        rate = round(paced[0].releases * 1000 / paced[0].pace_ms)
+        lines.append(
+            f"N~ = a fixed offered load: each command answered after about N / {rate} s "
+            f"({', '.join(f'{r.pace_ms} ms at N={r.releases}' for r in paced)}), the submissions spread over it"
+        )
     lines += [
         f"{r.releases}* = at rest: {r.releases} releases one after another, so no hop waits behind another release's;"
         f" goal hop p50 <= 1.5 x base: {statistics.median(r.hops) / base:.2f} x"
@@ -456,7 +483,7 @@ def table(rounds: list[Round], rtt: list[float], commit: list[float]) -> list[st
 def goals(rounds: list[Round]) -> list[str]:
     lines = []
     for k in sorted({r.instances for r in rounds}):
-        mine = sorted((r for r in rounds if r.instances == k and not r.at_rest), key=lambda r: r.releases)
+        mine = sorted((r for r in rounds if r.instances == k and r.saturated), key=lambda r: r.releases)
         if not mine:
             continue
         top = mine[-1]
@@ -470,6 +497,15 @@ def goals(rounds: list[Round]) -> list[str]:
                 else ""
             )
         )
+    paced = sorted((r for r in rounds if r.pace_ms and r.hops), key=lambda r: r.releases)
+    if len(paced) > 1:
+        low, top = paced[0], paced[-1]
+        lines.append(
+            f"goal, hop p99 flat at a fixed offered load ({low.instances} coordinator): N={low.releases} -> "
+            f"N={top.releases}: {q(low.hops, 0.99):.1f} -> {q(top.hops, 0.99):.1f} ms, "
+            f"x{q(top.hops, 0.99) / q(low.hops, 0.99):.1f} (goal: within 2x); saturated, the hop is queueing "
+            "(Little's law) and grows with N"
+        )
     return lines
 
 
@@ -482,12 +518,23 @@ def plot(rounds: list[Round], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, k in enumerate(sorted({r.instances for r in rounds})):
-        mine = sorted((r for r in rounds if r.instances == k and r.hops and not r.at_rest), key=lambda r: r.releases)
+        mine = sorted((r for r in rounds if r.instances == k and r.hops and r.saturated), key=lambda r: r.releases)
         ns, color = [r.releases for r in mine], f"C{i}"
         left.plot(ns, [r.steps_per_second for r in mine], marker="o", color=color, label=f"{k} coordinator(s)")
         right.plot(ns, [statistics.median(r.hops) for r in mine], marker="o", color=color, label=f"p50, {k} coord.")
         right.plot(
             ns, [q(r.hops, 0.99) for r in mine], marker="^", linestyle="--", color=color, label=f"p99, {k} coord."
+        )
+    paced = sorted((r for r in rounds if r.pace_ms and r.hops), key=lambda r: r.releases)
+    if paced:
+        rate = round(paced[0].releases * 1000 / paced[0].pace_ms)
+        right.plot(
+            [r.releases for r in paced],
+            [q(r.hops, 0.99) for r in paced],
+            marker="s",
+            linestyle=":",
+            color="black",
+            label=f"p99, 1 coord., fixed load ({rate} answers/s)",
         )
     ticks = sorted({r.releases for r in rounds if not r.at_rest})
     left.set(xlabel="concurrent releases N", ylabel="saga steps / s", title="Throughput", xscale="log", ylim=(0, None))
@@ -546,6 +593,16 @@ async def main(args) -> int:
         if args.at_rest:
             print(f"... {args.at_rest} releases one after another through 1 coordinator (at rest)", flush=True)
             rounds.append(await one_round(settings, pool, 1, args.at_rest, env, responder, args, at_rest=True))
+        if args.paced:
+            for n in args.releases:
+                pace_ms = round(1000 * n / args.paced)
+                print(
+                    f"... {n} releases through 1 coordinator at {args.paced:g} answers/s ({pace_ms} ms each)",
+                    flush=True,
+                )
+                r = await one_round(settings, pool, 1, n, env, responder, args, pace_ms=pace_ms)
+                rounds.append(r)
+                print(f"    {n - len(r.unfinished)}/{n} terminal, {r.steps} steps in {r.seconds:.1f} s", flush=True)
         for k in args.instances:
             for n in args.releases:
                 print(f"... {n} releases through {k} coordinator(s)", flush=True)
@@ -567,7 +624,14 @@ async def main(args) -> int:
     print("\n".join(table(rounds, rtt, commit)))
     print("\n".join(goals(rounds)))
     for r in rounds:
-        print(f"\n{r.instances} coordinator(s), N={r.releases}{' one at a time (at rest)' if r.at_rest else ''}:")
+        how = (
+            " one at a time (at rest)"
+            if r.at_rest
+            else f" at a fixed load ({r.pace_ms} ms a step)"
+            if r.pace_ms
+            else ""
+        )
+        print(f"\n{r.instances} coordinator(s), N={r.releases}{how}:")
         print("\n".join(r.stages))
     if args.plot:
         plot(rounds, args.plot)
@@ -597,6 +661,12 @@ if __name__ == "__main__":
     parser.add_argument("--stall", type=float, default=120, help="a round with no saga change for this long ends")
     parser.add_argument(
         "--at-rest", type=int, default=5, help="releases run one after another first, for the hop at rest (0: none)"
+    )
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=150,
+        help="also run each N through 1 coordinator with commands answered after N / this many s (0: not)",
     )
     parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--commits", type=int, default=200)

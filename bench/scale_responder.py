@@ -18,6 +18,10 @@ outcome the soak wants: with `--fail-marker`, production verifications fail (a b
 `--stateful-marker`, the gate reports a data-rewriting migration (the plan gains a backup point and migrations,
 and a rollback restores data).
 
+Release ids may also ask for a step duration: one containing `-pace<ms>-` has each command answered after a
+random delay around that many milliseconds (uniform between half and one and a half times it), as a workload whose
+steps take time would; the scale benchmark uses it to offer a fixed load whatever the number of releases.
+
     python -m bench.scale_responder --prefix scale-bench- --catalog-dir DIR [--service S ...]
 """
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
+import re
 import signal
 import sys
 import uuid
@@ -68,6 +74,7 @@ WORKERS = {
     topics.DEPLOY_COMMANDS: "deployer",
     topics.ROLLBACK_COMMANDS: "rollback",
 }
+PACE = re.compile(r"-pace(\d{1,6})-")
 HEARTBEAT_SECONDS = 5.0  # the SDK's default (releasegate_sdk/verifier.py)
 STABLE = "v1"  # the version the benchmark's environments fall back to (there are none: nothing is deployed)
 
@@ -211,6 +218,8 @@ class Responder:
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._consumers: dict[str, AIOKafkaConsumer] = {}  # command topic → consumer
         self._instance = uuid.uuid4().hex[:12]
+        self._later: set[asyncio.Task[None]] = set()  # answers waiting out their release's pace
+        self._rng = random.Random()
         self.counts: Counter[str] = Counter()
 
     def _as(self, principal: str) -> dict:
@@ -299,20 +308,45 @@ class Responder:
                     if not (r.key or b"").decode(errors="replace").startswith(self._prefix):
                         continue
                     envelope = decode(r.headers, r.value)
-                    for principal, result in self._answers(topic, envelope):
-                        source = f"releasegate/{principal}"
-                        answer = Envelope.new(
-                            result, source, envelope.subject, tenant=envelope.tenant, trace=envelope.trace
-                        )
-                        pending.append(await self._send(principal, answer))
-                        self.counts[principal] += 1
+                    answers = self._answers(topic, envelope)
+                    pace = PACE.search(envelope.subject or "")
+                    if pace and answers:
+                        delay = int(pace.group(1)) / 1000 * self._rng.uniform(0.5, 1.5)
+                        task = asyncio.create_task(self._answer(answers, envelope, delay))
+                        self._later.add(task)
+                        task.add_done_callback(self._settled)
+                        continue
+                    pending += await self._answer_now(answers, envelope)
             if pending:
                 await asyncio.gather(*pending)
             if batch and self._behaviour.durable:  # answered and acknowledged: not answered again after a kill
                 await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
 
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._later.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # its release stalls; the benchmark names it
+            print(f"a paced answer failed: {task.exception()!r}", file=sys.stderr, flush=True)
+            self.counts["failed"] += 1
+
+    async def _answer_now(self, answers: list[tuple[str, Contract]], envelope: Envelope) -> list[asyncio.Future]:
+        pending = []
+        for principal, result in answers:
+            answer = Envelope.new(
+                result, f"releasegate/{principal}", envelope.subject, tenant=envelope.tenant, trace=envelope.trace
+            )
+            pending.append(await self._send(principal, answer))
+            self.counts[principal] += 1
+        return pending
+
+    async def _answer(self, answers: list[tuple[str, Contract]], envelope: Envelope, delay: float) -> None:
+        """The answers of a paced release's command, once its step's time has passed (the work it stands for)."""
+        await asyncio.sleep(delay)
+        await asyncio.gather(*await self._answer_now(answers, envelope))
+
     async def stop(self) -> None:
         """Commit the end of every command topic for the real services' groups, then close every client."""
+        for task in self._later:
+            task.cancel()
         for consumer in self._consumers.values():
             ends = await consumer.end_offsets(list(consumer.assignment()))
             await consumer.commit(ends)

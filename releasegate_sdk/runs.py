@@ -5,6 +5,7 @@ verifier resumes its open runs; a redelivered request finds its event id process
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,9 +45,8 @@ CLOSE = (
 STORE_ERRORS = db.UNAVAILABLE
 STORE_RETRY_SECONDS = 1.0
 MIN_CHECK_SECONDS = 5.0
-LATE_ANSWER_SECONDS = (
-    600.0  # a request later than this past its due time is logged, not answered: no step waits so long
-)
+SYNTHETIC_RETRY_SECONDS = 20.0  # a preview's transient failures (candidate not reachable yet) are retried this long
+LATE_ANSWER_SECONDS = 600.0  # later than this past its due time: logged, not answered (no step waits so long)
 DATA_LOOK_GAP_SECONDS = 0.25  # by default, new data brings a run's look forward at most this often
 MIN_DATA_LOOK_GAP_SECONDS = 0.02  # the shortest gap a verifier may ask for
 
@@ -142,14 +142,19 @@ class Runs:
             return
         now = self._clock()
         due = schedule.Window.of(envelope.time, req.window_seconds, self._grace).deadline
+        synthetic_wait = timedelta(seconds=SYNTHETIC_TIMEOUT_SECONDS)
         if req.synthetic is not None:  # journeys run whenever they are asked; the coordinator waits this long
-            due = max(due, envelope.time + timedelta(seconds=SYNTHETIC_TIMEOUT_SECONDS))
+            due = max(due, envelope.time + synthetic_wait)
         if due < now:
             await self._answer_late(envelope, req, (now - due).total_seconds())
             return
-        run = Run(
-            envelope.id, req, schedule.Window.of(now, req.window_seconds, self._grace), envelope.trace, envelope.tenant
-        )
+        window = schedule.Window.of(now, req.window_seconds, self._grace)
+        if req.synthetic is not None:
+            # the candidate may not be reachable yet (its instances not yet published by a deployer that was busy
+            # or restarting): a transient failure of the journeys is retried this long, within the coordinator's wait
+            retry_until = min(now + timedelta(seconds=SYNTHETIC_RETRY_SECONDS), envelope.time + synthetic_wait)
+            window = dataclasses.replace(window, deadline=max(window.deadline, retry_until))
+        run = Run(envelope.id, req, window, envelope.trace, envelope.tenant)
         async with self._pool.acquire() as conn, conn.transaction():
             if not await db.first_time(conn, self._consumer, envelope.id):
                 return

@@ -17,6 +17,8 @@ async def setup(rt: runner.Runtime) -> None:
         topics.STATUS, bootstrap.subscriber(wired.notifier, topics.STATUS), accept=(ReleaseStatusChanged,)
     )
     rt.consumer.subscribe(topics.ALERTS, bootstrap.subscriber(wired.notifier, topics.ALERTS), accept=(AlertRaised,))
+    # what one fetch brought is recorded in one transaction; a batch that fails is handled again event by event
+    rt.consumer.batched(wired.batch, rt.settings.consumer_batch)
 
     async def deliveries() -> None:
         await wired.worker.run()

@@ -4,7 +4,8 @@ and SMTP channels, the PostgreSQL delivery ledger) into the handler, the deliver
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 from contracts.cloudevents import Envelope
@@ -26,6 +27,19 @@ class Wired:
     notifier: Notifier
     worker: DeliveryWorker
     http: HttpChannel
+    deliveries: PgDeliveries
+
+    def batch(self, _envelopes: Sequence[Envelope]) -> AbstractAsyncContextManager[None]:
+        """The consumer's batch scope: the batch's events recorded in one transaction, then the delivery worker
+        woken (a wake during the batch finds its deliveries not yet committed)."""
+        return _committed_then(self.deliveries.batch(), self.worker.wake)
+
+
+@asynccontextmanager
+async def _committed_then(scope: AbstractAsyncContextManager[None], then: Callable[[], None]) -> AsyncIterator[None]:
+    async with scope:
+        yield
+    then()
 
 
 def tls_context(settings: NotifierSettings) -> ssl.SSLContext:
@@ -56,7 +70,7 @@ def build(rt: runner.Runtime, settings: NotifierSettings) -> Wired:
         api_url=settings.api_url,
         wake=worker.wake,
     )
-    return Wired(notifier, worker, http)
+    return Wired(notifier, worker, http, deliveries)
 
 
 def subscriber(notifier: Notifier, topic: str) -> Callable[[Envelope], Awaitable[None]]:

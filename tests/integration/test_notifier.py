@@ -19,7 +19,8 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import DeadLetter, ReleaseState, ReleaseStatusChanged
 from releasegate_cli.probes import TopicTail
-from releasegate_runtime.kafka import Producer
+from releasegate_runtime.catch_up import CatchUpBarrier, KafkaOffsets
+from releasegate_runtime.kafka import Producer, client_options
 from services.notifier import render
 from tests.support.notifier import Receiver, Secrets, serving
 from tests.support.releases import TEST_CATALOG
@@ -67,7 +68,9 @@ def routes_dir(tmp_path, receiver: Receiver):
 
 
 @pytest.fixture
-def notifier(pool, routes_dir):
+async def notifier(settings, pool, routes_dir):
+    """The notifier as its own process, once it has read what its topics held (earlier runs' releases): an event
+    a test sends is then taken up at once, not behind a backlog."""
     catalog, secrets = routes_dir
     svc = Service(
         "notifier",
@@ -81,8 +84,17 @@ def notifier(pool, routes_dir):
             "RG_NOTIFIER_TIMEOUT_SECONDS": "2",  # a delivery claimed by a killed notifier is free again after 9 s
         },
     ).start()
-    yield svc
-    svc.stop()
+    barrier = CatchUpBarrier(
+        KafkaOffsets(client_options(as_principal(settings, "admin"))),
+        "releasegate-notifier",
+        [topics.STATUS, topics.ALERTS],
+        timeout=600,
+    )
+    try:
+        assert await barrier.wait(), "the notifier did not catch up with its topics"
+        yield svc
+    finally:
+        svc.stop()
 
 
 @pytest.fixture
@@ -144,6 +156,41 @@ class TestNotifierOnTheStack:
         payload = json.loads(body)
         assert (payload["release_id"], payload["environment"], payload["state"]) == (rid, "production", "rolled_back")
         assert payload["url"] == f"http://127.0.0.1:18800/releases/{rid}"
+
+    async def test_a_burst_read_while_the_notifier_was_down_is_recorded_in_batches_and_each_sent_once(
+        self, pool, notifier, coordinator_producer, receiver: Receiver
+    ):
+        """What one fetch brings is recorded in one transaction (one commit for many events): the burst that
+        waited while the notifier was stopped reaches the receiver once per event, a duplicate record among it
+        included, and its events share transactions (their `processed_at` is the transaction's start)."""
+        notifier.stop()
+        burst = [status(f"it-{uuid.uuid4().hex[:10]}", ReleaseState.ROLLED_BACK) for _ in range(30)]
+        for envelope in [*burst[:10], burst[3], *burst[10:]]:  # burst[3] redelivered within the burst
+            await coordinator_producer.send_envelope(topics.STATUS, envelope)
+        notifier.start()
+
+        async def all_delivered():
+            async with pool.acquire() as conn:
+                return await conn.fetchval(
+                    "SELECT count(*) FROM notification_deliveries WHERE event_id = ANY($1::text[])"
+                    " AND status = 'delivered'",
+                    [e.id for e in burst],
+                ) == len(burst)
+
+        await wait_until(all_delivered, 90, "every event of the burst delivered")
+        sent = [r.headers["X-Releasegate-Event-Id"] for r in receiver.requests if r.path == "/ok"]
+        assert sorted(sent) == sorted(e.id for e in burst), "an event was sent twice or not at all"
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT event_id, processed_at FROM processed_events WHERE consumer = 'notifier'"
+                " AND event_id = ANY($1::text[])",
+                [e.id for e in burst],
+            )
+            attempts = await conn.fetch(
+                "SELECT attempts FROM notification_deliveries WHERE event_id = ANY($1::text[])", [e.id for e in burst]
+            )
+        assert len(rows) == len(burst) and {a["attempts"] for a in attempts} == {1}
+        assert len({r["processed_at"] for r in rows}) < len(burst), "every event had a transaction of its own"
 
     async def test_a_notifier_killed_mid_delivery_sends_it_again_after_restart_under_the_same_event_id(
         self, pool, notifier, coordinator_producer, receiver: Receiver

@@ -91,6 +91,8 @@ async def behaviour(req: VerificationRequest) -> Result:
             raise TransientError("ERP API answered 503")
         case "down":
             raise TransientError("ERP API unreachable")
+        case "warming" if calls[req.release_id] <= 3:  # past the 1 s window and its 1 s grace, given the backoff
+            raise TransientError("no serving instance of v2 published yet")
         case "broken-export":
             return Result.failed("exports rejected by the ERP", [Measurement("erp_rejects", 7, passed=False)])
     return Result.passed("exports on time", [lag])
@@ -361,6 +363,16 @@ class TestLateRequests:
         verdict = await one_verdict(pool, previewer, req.release_id)
         assert (verdict["verdict"], verdict["reason"]) == ("pass", "exports on time")
         assert calls[req.release_id] == 1
+
+    async def test_a_preview_whose_candidate_is_not_reachable_yet_is_retried_past_its_short_window(
+        self, pool, producer, previewer
+    ):
+        synthetic = {"journey": "checkout", "tenants": ["acme"], "profiles": ["visa"]}
+        req = request("warming", window_seconds=1.0, synthetic=synthetic)
+        await send(producer, req)
+        verdict = await one_verdict(pool, previewer, req.release_id)
+        assert (verdict["verdict"], verdict["reason"]) == ("pass", "exports on time")
+        assert calls[req.release_id] == 4
 
     async def test_a_preview_read_after_the_coordinator_stopped_waiting_is_inconclusive(
         self, pool, producer, previewer

@@ -1,10 +1,14 @@
 """The delivery ledger in the control database: `notification_events` (what each event tells, and the record it
 came as), `notification_deliveries` (one row per event and route: status, attempts, next attempt, last error) and
 `notifier_releases` (each release's version and furthest environment). Claims use FOR UPDATE SKIP LOCKED, so
-several notifier processes share the work without sending twice."""
+several notifier processes share the work without sending twice. Inside `batch`, what a fetch brought is recorded
+in one transaction on one connection (one commit for the batch, not one per event)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -37,9 +41,36 @@ class _Record:
 class PgDeliveries:
     def __init__(self, pool: asyncpg.Pool, producer: str) -> None:
         self._pool, self._producer = pool, producer
+        self._batch: ContextVar[asyncpg.Connection | None] = ContextVar("notifier_batch", default=None)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """`context` and `record` calls in the block share one transaction, committed at its end (or undone
+        with all of them, if the block raises). A record inside sees what the ones before it recorded."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            token = self._batch.set(conn)
+            try:
+                yield
+            finally:
+                self._batch.reset(token)
+
+    @asynccontextmanager
+    async def _conn(self, *, transaction: bool) -> AsyncIterator[asyncpg.Connection]:
+        """The batch's connection (its transaction already open), or a pooled one (in a transaction of its own if
+        `transaction`)."""
+        shared = self._batch.get()
+        if shared is not None:
+            yield shared
+            return
+        async with self._pool.acquire() as conn:
+            if not transaction:
+                yield conn
+                return
+            async with conn.transaction():
+                yield conn
 
     async def context(self, release_id: str) -> ReleaseContext | None:
-        async with self._pool.acquire() as conn:
+        async with self._conn(transaction=False) as conn:
             row = await conn.fetchrow(
                 "SELECT service, version, environment FROM notifier_releases WHERE release_id = $1", release_id
             )
@@ -53,7 +84,7 @@ class PgDeliveries:
         source: Source,
         context: ReleaseContext | None,
     ) -> bool:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._conn(transaction=True) as conn:
             if not await db.first_time(conn, consumer, n.event_id):
                 return False
             if context is not None:

@@ -74,9 +74,12 @@ def _start(name: str, package: str, env: dict[str, str], port: int) -> Service:
 
 
 @contextlib.asynccontextmanager
-async def watched_stack(settings: ServiceSettings, env: dict[str, str] | None = None) -> AsyncIterator[WatchedStack]:
+async def watched_stack(
+    settings: ServiceSettings, env: dict[str, str] | None = None, *, extra: tuple[str, ...] = ()
+) -> AsyncIterator[WatchedStack]:
+    """`extra`: services started besides the release path's (e.g. the notifier)."""
     env = {"RG_CALENDAR_FILE": str(LOCAL_CALENDAR), **(env or {})}
-    names = [(n, "services") for n in SERVICES] + [(n, "verifiers") for n in VERIFIERS]
+    names = [(n, "services") for n in (*SERVICES, *extra)] + [(n, "verifiers") for n in VERIFIERS]
     ports = {name: HEALTH_BASE + i for i, (name, _) in enumerate(names, start=1)}
     stack = WatchedStack({name: _start(name, package, env, ports[name]) for name, package in names}, ports, env)
     try:
