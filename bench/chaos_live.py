@@ -9,7 +9,7 @@ they are doing their part of it (each started again after a random 0.1-0.8 s):
   traffic, or the data after a stateful release);
 - the verifier and the ERP team verifier during a verification window, the gatekeeper during a gate, the
   dr-checker during the DR check or the backup point, the notifier while one of the release's notifications is
-  due or being sent, the coordinator at any moment.
+  due or being sent, and the coordinator and the notifier (which records every status event) at any moment.
 The Kafka broker is restarted during a release a third of the way through, and PostgreSQL two thirds of the way.
 
 The releases cycle through the shop's plans and outcomes: canary (v2 good, v3 bad payments, v9 an ERP contract
@@ -116,7 +116,9 @@ WEIGHTS = {
 }
 SINK_LOG = ROOT / ".run" / "logs" / "notify-sink.jsonl"  # what the local Slack stand-in received
 SETTLE_SECONDS = 120  # for a release's notifications to be sent (a killed notifier's claim lapses after 25 s)
-COORDINATOR_PER_LOOK = 0.004  # the coordinator's chance at each look (every 10 ms): about one kill in 2.5 s
+# killed at any moment too, with this chance at each look (every 10 ms): the coordinator about once in 2.5 s; the
+# notifier, which records every status event of the release and sends its notifications, about once in 7 s
+ANYTIME = {"coordinator": 0.004, "notifier": 0.0015}
 DOWN = db.UNAVAILABLE  # what a query raises while PostgreSQL restarts
 OUTAGE_SETTLE_SECONDS = 5.0
 MIN_GAP_SAME_VICTIM = 12.0  # s before the same service is killed again (it rejoins its group in a few seconds)
@@ -220,6 +222,8 @@ async def notifications(pool: asyncpg.Pool, rid: str, ended: str) -> list[str]:
 def _describe(victim: str, body_moment: set[str]) -> str:
     if victim == "coordinator":
         return "coordinator " + (sorted(body_moment - {"any"}) or ["between steps"])[0]
+    if VICTIMS[victim] not in body_moment:
+        return f"{victim} at any moment"
     return f"{victim} during {VICTIMS[victim]}"
 
 
@@ -254,12 +258,13 @@ async def inject(
             room = budget - sum(got.values()) - len(wanted)  # kills left for the others: `first` keep theirs
             busy_wanted = [v for v in wanted if v in ready and VICTIMS[v] in seen]
             busy = [v for v in ready if v not in wanted and v != "coordinator" and VICTIMS[v] in seen]
+            anytime = [v for v, chance in ANYTIME.items() if v in ready and rng.random() < chance]
             if busy_wanted:
                 victim = rng.choice(busy_wanted)
             elif busy and room > 0:
                 victim = rng.choices(busy, [WEIGHTS[v] for v in busy])[0]
-            elif room > 0 and "coordinator" in ready and "any" in seen and rng.random() < COORDINATOR_PER_LOOK:
-                victim = "coordinator"
+            elif room > 0 and "any" in seen and anytime:
+                victim = anytime[0]
             elif not wanted and now > deadline:
                 break
             else:
