@@ -12,15 +12,10 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.support.benchmarks import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BASELINE = REPO / "examples" / "candidates" / "shop-v1.json"
-
-
-def run(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
 
 
 @pytest.fixture(scope="module")

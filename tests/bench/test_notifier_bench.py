@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.bench.test_benchmarks import run
 from tests.conftest import REPO
+from tests.support.benchmarks import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
