@@ -13,7 +13,7 @@ TYPECHECK_PATHS := contracts releasegate_runtime services/coordinator/saga.py se
     services/api releasegate_platform/oidc.py
 
 .PHONY: install secrets stack k8s up down reset status demo test test-quick unit lint typecheck check bench \
-    bench-quality bench-auth bench-fuzz bench-scale bench-notifier bench-chaos bench-chaos-live backup drill bundles schemas shoppers acls
+    bench-quality bench-judge bench-auth bench-fuzz bench-scale bench-notifier bench-chaos bench-chaos-live backup drill bundles schemas shoppers acls
 
 install:            ## apt packages, Kafka jars, Python packages (idempotent)
 	bash deploy/stack.sh install
@@ -121,3 +121,6 @@ acls:               ## apply deploy/kafka/acls.yaml to the running broker (crede
 
 bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
 	$(PY) -m bench.decision_quality
+
+bench-judge: install  ## benchmark: the judges on 10,000 simulated canaries per scenario vs the oracle (no stack; docs/judge.png)
+	$(PY) -m bench.judge

@@ -31,6 +31,7 @@ from releasegate_platform.artifacts import ArtifactStore
 from releasegate_platform.haproxy import HAProxy
 from releasegate_platform.local_target import LocalTarget
 from releasegate_runtime import db
+from releasegate_sdk.statistics import evidence_needed
 from services.deployer.adapters.launcher import Launcher
 from services.deployer.config import DeployerSettings
 from services.verifier.domain import Counts, judge, percentile
@@ -43,15 +44,16 @@ SCENARIOS = {
     "v5": "small: +30% p95 latency",
     "v3": "large: non-Visa payments broken",
 }
+DETECT, POWER = 0.02, 0.95  # the issue's goal: a 2-point drop caught in >= 95% of runs
 RELEASEGATE_THRESHOLDS = {
-    "checkout_success_rate": KpiThreshold(min=0.5, tolerance=0.01),
-    "payment_authorization_rate": KpiThreshold(min=0.5, tolerance=0.01),
+    "checkout_success_rate": KpiThreshold(min=0.5, detect=DETECT, power=POWER),
+    "payment_authorization_rate": KpiThreshold(min=0.5, detect=DETECT, power=POWER),
     "http_error_rate": KpiThreshold(max=0.05),
     "latency_p95_ms": KpiThreshold(max=1500, tolerance=0.1),
     "checkout_latency_p95_ms": KpiThreshold(tolerance=0.1),
 }
 FIXED = {"min_rate": 0.95, "max_p95_ms": 20.0, "interval_s": 5, "failed_checks": 2}
-MIN_SAMPLES, ALPHA, LOOK_S = 15, 0.05, 1
+MIN_SAMPLES, ALPHA, LOOK_S = 15, 0.01, 1
 DATA_LOOK_GAP_S = 0.05  # the business-KPI verifier's data_look_gap_seconds
 
 
@@ -60,23 +62,32 @@ class Recording:
     version: str
     start: datetime
     end: datetime
-    events: list[tuple[datetime, str, str, float | None]]  # (at, version, type, latency_ms)
+    events: list[tuple[datetime, str, str, float | None, str]]  # (at, version, type, latency_ms, tenant)
     http: list[tuple[datetime, str, int, int]]  # (at, version, status, ta_ms)
 
 
 def counts(rec: Recording, version: str, start: datetime, end: datetime) -> Counts:
     c = Counts()
-    for at, v, type_, latency in rec.events:
+    checkouts: dict[str, list[int]] = {}
+    payments: dict[str, list[int]] = {}
+    for at, v, type_, latency, tenant in rec.events:
         if v == version and start <= at < end:
             if type_ == "shop.checkout.succeeded.v1":
                 c.checkout_succeeded += 1
                 c.checkout_latencies_ms.append(latency or 0.0)
+                checkouts.setdefault(tenant, [0, 0])[0] += 1
             elif type_ == "shop.checkout.failed.v1":
                 c.checkout_failed += 1
+                checkouts.setdefault(tenant, [0, 0])[1] += 1
             elif type_ == "shop.payment.authorized.v1":
                 c.payment_authorized += 1
+                payments.setdefault(tenant, [0, 0])[0] += 1
             elif type_ == "shop.payment.declined.v1":
                 c.payment_declined += 1
+                payments.setdefault(tenant, [0, 0])[1] += 1
+    # per tenant, as the verifier's store groups them: the segments of the stratified test
+    c.checkout_segments = {t: (ok, ok + bad) for t, (ok, bad) in checkouts.items()}
+    c.payment_segments = {t: (ok, ok + bad) for t, (ok, bad) in payments.items()}
     for at, v, status, ta in rec.http:
         if v == version and start <= at < end:
             c.http_total += 1
@@ -92,7 +103,7 @@ def looks(rec: Recording, window: int) -> list[tuple[float, bool]]:
     ticks = [(float(t), False) for t in range(LOOK_S, window + 1, LOOK_S)]
     arrivals = sorted(
         (at - rec.start).total_seconds() + 1e-6
-        for at, v, _, _ in rec.events
+        for at, v, _, _, _ in rec.events
         if v == rec.version and rec.start <= at < rec.start + timedelta(seconds=window)
     )
     out: list[tuple[float, bool]] = []
@@ -103,6 +114,9 @@ def looks(rec: Recording, window: int) -> list[tuple[float, bool]]:
         out.append((t, woken))
         last = t
     return out
+
+
+OUTCOMES: dict[str, list[str]] = {}  # version -> releasegate's verdict per run (rollback / pass / inconclusive)
 
 
 def releasegate_decision(rec: Recording, window: int) -> float | None:
@@ -117,12 +131,42 @@ def releasegate_decision(rec: Recording, window: int) -> float | None:
             final=not woken and t >= window,
             alpha=ALPHA,
             woken_by_data=woken,
+            elapsed_s=t,
         )
         if verdict is Verdict.FAIL:
+            OUTCOMES.setdefault(rec.version, []).append("rollback")
             return t
         if verdict is not None:
+            OUTCOMES.setdefault(rec.version, []).append("pass" if verdict is Verdict.PASS else "inconclusive")
             return None
+    OUTCOMES.setdefault(rec.version, []).append("inconclusive")
     return None
+
+
+def traffic_needed(recordings: list[Recording], window: int, weight: int) -> list[str]:
+    """The power calculation the verifier uses (`evidence_needed`), on the traffic the healthy canaries had: how
+    many candidate checkouts a 2-point drop needs, how many a second that is within the window, and what the
+    shop's traffic gives."""
+    healthy = [r for r in recordings if r.version == "v2"] or recordings
+    cand = [counts(r, r.version, r.start, r.end) for r in healthy]
+    base = [counts(r, "v1", r.start, r.end) for r in healthy]
+    nc = sum(c.checkout_succeeded + c.checkout_failed for c in cand)
+    nb = sum(b.checkout_succeeded + b.checkout_failed for b in base)
+    if not nc or not nb:
+        return ["   no checkouts recorded: no power calculation"]
+    seconds = sum((r.end - r.start).total_seconds() for r in healthy)
+    rate = sum(b.checkout_succeeded for b in base) / nb
+    need = evidence_needed(rate, DETECT, ALPHA, POWER, nb / nc)
+    have = nc / seconds
+    lines = [
+        f"   traffic: {have:.2f} candidate checkouts/s at {weight}% ({nb / nc:.1f} stable per candidate), success "
+        f"rate {rate:.2%}",
+        f"   a drop of {DETECT:g} at α {ALPHA} and power {POWER}: ≈{need.if_dropped} candidate checkouts to catch "
+        f"(≈{need.if_healthy} to pass; fixed-horizon test {need.fixed}) = ≈{need.to_decide / have:.0f} s at this "
+        f"traffic; within {window} s it needs {need.to_decide / window:.1f} candidate checkouts/s, "
+        f"{need.to_decide / window / have:.1f}x the shop's traffic at this weight",
+    ]
+    return lines
 
 
 def fixed_decision(rec: Recording, window: int) -> float | None:
@@ -171,7 +215,7 @@ async def record(version: str, weight: int, window: int, pool, launcher: Launche
         ):
             await asyncio.sleep(0.2)
         events = await conn.fetch(
-            "SELECT at, version, type, latency_ms FROM business_events WHERE environment = 'production'"
+            "SELECT at, version, type, latency_ms, tenant FROM business_events WHERE environment = 'production'"
             " AND at >= $1 AND at < $2",
             start,
             end,
@@ -201,7 +245,7 @@ def summarise(name: str, decisions: dict[str, list[float | None]]) -> None:
         print(f"   {name:<12} {version} {label:<38} {what:<20} {rate:6.0%} ({len(hits)}/{len(ds)})   {timing}")
 
 
-async def main(runs: int, weight: int, window: int) -> None:
+async def main(runs: int, weight: int, window: int, versions: list[str]) -> None:
     settings = DeployerSettings()
     pool = await db.create_pool(settings.database_url)
     haproxy = HAProxy(settings.haproxy_admin)
@@ -217,7 +261,7 @@ async def main(runs: int, weight: int, window: int) -> None:
     )
     recordings = []
     try:
-        for version in SCENARIOS:
+        for version in versions:
             for i in range(runs if version != "v3" else max(1, runs // 2)):
                 rec = await record(version, weight, window, pool, launcher, target)
                 print(
@@ -234,8 +278,8 @@ async def main(runs: int, weight: int, window: int) -> None:
     fixed = {v: [fixed_decision(r, window) for r in recordings if r.version == v] for v in SCENARIOS}
     print(f"\nDecision quality: canary at {weight}% for {window} s, both judges replayed on the same samples")
     print(
-        f"   releasegate: guardrails + mSPRT, α = {ALPHA}, tolerance 1 point (rates) / AUC 0.6 (request and "
-        "checkout latency), "
+        f"   releasegate: guardrails + the stratified SPRT for a {DETECT:g} drop of a rate (power {POWER}, by "
+        f"tenant), mSPRT with AUC 0.6 on request and checkout latency, α = {ALPHA}, "
         f"min {MIN_SAMPLES} samples, a look every {LOOK_S} s and one after each candidate event "
         f"(at most every {DATA_LOOK_GAP_S * 1000:.0f} ms; those only fail, on rate bounds and the sequential tests)"
     )
@@ -244,13 +288,21 @@ async def main(runs: int, weight: int, window: int) -> None:
         f"{FIXED['max_p95_ms']:.0f} ms, rollback after {FIXED['failed_checks']} failed checks in a row"
     )
     summarise("releasegate", ours)
+    for version, outcomes in OUTCOMES.items():
+        print(f"   releasegate {version}: " + ", ".join(f"{outcomes.count(o)} {o}" for o in sorted(set(outcomes))))
     summarise("fixed", fixed)
+    print("\n".join(traffic_needed(recordings, window, weight)))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=4, help="releases per scenario (half as many for v3)")
     parser.add_argument("--weight", type=int, default=25, help="canary weight in percent")
-    parser.add_argument("--window", type=int, default=30, help="seconds per canary")
+    parser.add_argument("--window", type=int, default=60, help="seconds per canary")
+    parser.add_argument("--versions", default=",".join(SCENARIOS), help="scenarios to run, e.g. v2,v4")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.weight, args.window))
+    chosen = [v for v in args.versions.split(",") if v]
+    unknown = [v for v in chosen if v not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    asyncio.run(main(args.runs, args.weight, args.window, chosen))

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from contracts.names import (
     COMMIT,
@@ -374,6 +374,36 @@ class KpiThreshold(Contract):
         description="Effect size tolerated by the sequential canary-vs-baseline test: absolute drop "
         "for rates, excess of P(canary slower) over 0.5 for latencies.",
     )
+    detect: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Rates only: the smallest drop (absolute, 0.02 = 2 points) the step must be able to catch. The "
+        "rate is then judged by a sequential test tuned to it (stratified by tenant), and a step with too "
+        "little traffic to tell such a drop from noise ends inconclusive with the numbers, never a pass.",
+    )
+    power: float | None = Field(
+        default=None,
+        ge=0.5,
+        lt=1,
+        description="With `detect`: the probability of catching a drop of that size (default 0.9).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_detection(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`detect` and `power` came later: left out when unset, a threshold serialises as before, so a verifier
+        or a recorded saga of the earlier contract reads it unchanged."""
+        out: dict[str, Any] = handler(self)
+        for key in ("detect", "power"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+    @model_validator(mode="after")
+    def _power_needs_detect(self) -> KpiThreshold:
+        if self.power is not None and self.detect is None:
+            raise ValueError("power is the probability of catching `detect`: give detect too")
+        return self
 
 
 class SyntheticJourneys(Contract):
@@ -450,6 +480,20 @@ class KpiResult(Contract):
     rule: Reason = Field(description="The decision rule that was applied, e.g. `candidate >= 0.9`.")
     test: Label | None = Field(default=None, description="Statistical test used against the baseline, if any.")
     statistic: float | None = Field(default=None, description="The test's statistic (mixture likelihood ratio).")
+    needs_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Undecided for want of evidence: how long a window this KPI needs in all, at the traffic seen, "
+        "to decide on the smallest regression the catalog says it must catch (`detect`).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_need(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Left out when unset, so a result serialises as it did before the field existed."""
+        out: dict[str, Any] = handler(self)
+        if out.get("needs_seconds") is None:
+            out.pop("needs_seconds", None)
+        return out
 
 
 class VerificationFinished(ReleaseEvent):

@@ -283,7 +283,9 @@ def explain(release_id: str) -> None:
     if not rows:
         console.print(f"[red]unknown release {release_id}[/red]")
         raise typer.Exit(EXIT_ERROR)
-    for line in explain_release(rows[0], asyncio.run(client.gate_decisions(settings, release_id))):
+    decisions = asyncio.run(client.gate_decisions(settings, release_id))
+    timeline = asyncio.run(client.timeline(settings, release_id))  # evidence decoded from jsonb by the pool
+    for line in explain_release(rows[0], decisions, timeline):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 

@@ -23,6 +23,7 @@ from contracts.names import MAX_NAME, MAX_NAMES, MAX_TENANT, NAME, TENANT, check
 
 # Packages whose modules the verifier may import journeys from, unless the Catalog is given others.
 JOURNEY_PACKAGES = ("shop",)
+DETECTABLE_RATES = frozenset({"checkout_success_rate", "payment_authorization_rate"})  # the verifier's PROPORTIONS
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 # `package.module:function`: Python identifiers only, so nothing but a module path and an attribute.
 JOURNEY_TARGET = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER}){{0,7}}:{_IDENTIFIER}")
@@ -126,6 +127,14 @@ class Verification(_Model):
     grace_seconds: float = 30
     on_inconclusive: Literal["pause", "rollback", "extend"] = "pause"
     false_rollback_bound: float = Field(default=0.05, gt=0, lt=1)
+    max_window_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="With on_inconclusive: extend, the longest a window may be extended to when a KPI with `detect` "
+        "says how long its evidence needs at the current traffic (without it, or without such a KPI, twice the "
+        "window); evidence that needs longer pauses the release at once, with the numbers",
+    )
 
     def verifiers(self, environment: str) -> VerifierSet:
         return self.by_environment.get(environment) or VerifierSet(
@@ -325,6 +334,17 @@ class ServiceEntry(_Model):
 
     def target(self, environment: str) -> TargetSpec:
         return self.targets.get(environment, TargetSpec())
+
+    @field_validator("kpis")
+    @classmethod
+    def _detect_on_rates(cls, kpis: dict[str, KpiThreshold]) -> dict[str, KpiThreshold]:
+        wrong = sorted(name for name, t in kpis.items() if t.detect is not None and name not in DETECTABLE_RATES)
+        if wrong:
+            raise ValueError(
+                f"detect is the smallest drop of a success rate to catch, tested on "
+                f"{' and '.join(sorted(DETECTABLE_RATES))} only; not on {', '.join(wrong)}"
+            )
+        return kpis
 
     @field_validator("journeys")
     @classmethod

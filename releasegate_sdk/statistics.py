@@ -12,13 +12,26 @@ p-value checked every interval does. The decision rule is two one-sided tests ag
 - Proportions (checkout success, payment authorization): θ = p_canary − p_baseline, boundary −tolerance.
 - Latency: a rank statistic, θ = P(canary latency > baseline latency) (Mann–Whitney AUC), boundary
   0.5 + tolerance, variance (n₁+n₂+1)/(12 n₁ n₂) under no difference.
+
+When the catalog states the smallest regression a rate must catch (`detect`), the rate is judged instead by a
+sequential probability ratio test tuned to it (`detect_drop`, Wald 1945): H0 "no drop" against H1 "a drop of
+`detect`", on the stratified difference (segments such as tenants weighted by the candidate's traffic, so a
+different traffic mix is not a regression). Its likelihood ratio is a martingale under H0, so P(Λ ever ≥ 1/α) ≤ α
+however often it is looked at; tuned to the effect, it needs on average fewer samples than the fixed-horizon test
+with the same α and power (`fixed_horizon`). A drop concentrated in one segment is seen sooner by a test on that
+segment alone: Λ is the mixture ½ Λ_all + ½ mean(Λ_segment), still a martingale under H0. It passes when every
+component's Λ ≤ β/(1−α) (evidence of no drop as large as `detect`) and says how much evidence a decision needs
+(`evidence_needed`), so a window too short for the traffic ends inconclusive with the numbers, never a pass.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from statistics import NormalDist
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -107,26 +120,183 @@ def proportions(
     return _decide("mSPRT on difference of proportions", pc - pb, vc + vb, -tolerance, False, alpha, beta, tau * tau)
 
 
-def mann_whitney_auc(canary: list[float], baseline: list[float]) -> float:
-    """P(canary > baseline) + ½ P(tie), computed from ranks in O((n+m) log(n+m))."""
-    values = sorted([(v, 0) for v in canary] + [(v, 1) for v in baseline])
-    rank_sum, i = 0.0, 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1][0] == values[i][0]:
-            j += 1
-        avg_rank = (i + j) / 2 + 1
-        rank_sum += avg_rank * sum(1 for k in range(i, j + 1) if values[k][1] == 0)
-        i = j + 1
-    n1, n2 = len(canary), len(baseline)
-    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n2)
+def mann_whitney_auc(canary: Sequence[float], baseline: Sequence[float]) -> float:
+    """P(canary > baseline) + ½ P(tie), from both sorted samples in O((n+m) log(n+m))."""
+    base = sorted(baseline)
+    below = equal = 0.0
+    for value in canary:
+        lo = bisect_left(base, value)
+        below += lo
+        equal += bisect_right(base, value, lo) - lo
+    return (below + equal / 2) / (len(canary) * len(base))
+
+
+def auc_test(auc: float, n1: int, n2: int, tolerance: float, alpha: float, beta: float, tau: float = 0.1) -> TestResult:
+    """The latency test on an AUC computed elsewhere (the judge benchmark keeps it incrementally)."""
+    variance = (n1 + n2 + 1) / (12 * n1 * n2)
+    return _decide("mSPRT on Mann–Whitney AUC", auc, variance, 0.5 + tolerance, True, alpha, beta, tau * tau)
 
 
 def latency_rank(
-    canary: list[float], baseline: list[float], tolerance: float, alpha: float, beta: float, tau: float = 0.1
+    canary: Sequence[float], baseline: Sequence[float], tolerance: float, alpha: float, beta: float, tau: float = 0.1
 ) -> TestResult:
     """Canary latencies vs baseline by rank: fails when P(canary slower) exceeds 0.5 + tolerance."""
-    n1, n2 = len(canary), len(baseline)
-    auc = mann_whitney_auc(canary, baseline)
-    variance = (n1 + n2 + 1) / (12 * n1 * n2)
-    return _decide("mSPRT on Mann–Whitney AUC", auc, variance, 0.5 + tolerance, True, alpha, beta, tau * tau)
+    return auc_test(mann_whitney_auc(canary, baseline), len(canary), len(baseline), tolerance, alpha, beta, tau)
+
+
+# --- A sequential test tuned to the smallest drop that must be caught -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """One segment's successes and trials on each side (candidate, baseline)."""
+
+    successes_c: int
+    trials_c: int
+    successes_b: int
+    trials_b: int
+
+
+@dataclass(frozen=True)
+class DropTest:
+    """`detect_drop`'s result: the decision, the stratified estimate and what a decision needs."""
+
+    decision: Decision
+    estimate: float  # stratified candidate − baseline difference
+    statistic: float  # Λ, the mixture likelihood ratio of "a drop of `detect`" against "no drop"
+    samples: int  # candidate trials in the compared segments
+    baseline_samples: int  # baseline trials in them
+    segments: int  # how many were compared
+    rate: float  # stable's rate at the candidate's segment mix (what the candidate should reach)
+    worst_segment: str | None  # the segment with the largest Λ, when there are several
+    fail_at: float  # Λ ≥ this fails (1/α)
+    pass_at: float  # every component's Λ ≤ this passes (β/(1−α))
+
+    @property
+    def test(self) -> str:
+        return "SPRT for a drop of the stated size (stratified)"
+
+
+def _pooled(x: int, n: int, y: int, m: int) -> float:
+    return (x + y + 1) / (n + m + 2)
+
+
+MIN_EXPECTED_FAILURES = 5.0
+"""A component of `detect_drop` counts once its candidate side expects this many failures at the pooled rate: below
+it a rate near 100% is too skewed for the normal likelihood (two failures in ten Visa checkouts would read as a
+drop). A real drop brings it sooner: its failures lower the pooled rate."""
+
+
+def _normal_enough(trials: int, pooled: float) -> bool:
+    return trials * (1 - pooled) >= MIN_EXPECTED_FAILURES
+
+
+_Z = NormalDist()
+
+
+def _variance_if_dropped(base: float, drop: float, trials_c: int, trials_b: int) -> float:
+    """Variance of candidate − stable if the candidate's rate were `drop` below stable's."""
+    dropped = min(max(base - drop, 1e-3), 1 - 1e-3)
+    return dropped * (1 - dropped) / trials_c + base * (1 - base) / trials_b
+
+
+def _log_lr(diff: float, variance0: float, variance1: float, detect: float) -> float:
+    """log of N(−detect, V₁) / N(0, V₀) at the observed difference: each hypothesis with its own variance (near
+    100% a lower rate varies more; with V₀ for both the test falls short of the power asked)."""
+    return (
+        0.5 * math.log(variance0 / variance1) - (diff + detect) ** 2 / (2 * variance1) + diff * diff / (2 * variance0)
+    )
+
+
+def detect_drop(strata: dict[str, Stratum], detect: float, alpha: float, power: float) -> DropTest:
+    """Wald's SPRT of "no drop" against "a drop of `detect`" in candidate − baseline, stratified over the segments
+    both sides have samples in (weights: the candidate's share of its trials in each), mixed with one SPRT per
+    segment tuned to the drop in that segment alone that costs `detect` overall. Under H0 the variance is the
+    pooled one, under H1 that of stable's rate and the dropped one; both smoothed, so a 100% observed rate does
+    not make them zero."""
+    compared = {k: s for k, s in strata.items() if s.trials_c > 0 and s.trials_b > 0}
+    n = sum(s.trials_c for s in compared.values())
+    fail_at, pass_at = 1 / alpha, (1 - power) / (1 - alpha)
+    if n == 0:
+        return DropTest(Decision.NONE, 0.0, 1.0, 0, 0, 0, 0.0, None, fail_at, pass_at)
+    diff = variance0 = variance1 = 0.0
+    segments: dict[str, float] = {}
+    for key, s in compared.items():
+        w = s.trials_c / n
+        pooled = _pooled(s.successes_c, s.trials_c, s.successes_b, s.trials_b)
+        base = _pooled(s.successes_b, s.trials_b, 0, 0)
+        v0 = pooled * (1 - pooled) * (1 / s.trials_c + 1 / s.trials_b)
+        d = s.successes_c / s.trials_c - s.successes_b / s.trials_b
+        diff += w * d
+        variance0 += w * w * v0
+        variance1 += w * w * _variance_if_dropped(base, detect, s.trials_c, s.trials_b)
+        if len(compared) > 1 and _normal_enough(s.trials_c, pooled):
+            drop = min(detect / w, max(base, detect))
+            segments[key] = _log_lr(d, v0, _variance_if_dropped(base, drop, s.trials_c, s.trials_b), drop)
+    m = sum(s.trials_b for s in compared.values())
+    pooled_all = _pooled(
+        sum(s.successes_c for s in compared.values()), n, sum(s.successes_b for s in compared.values()), m
+    )
+    overall = _log_lr(diff, variance0, variance1, detect) if _normal_enough(n, pooled_all) else 0.0
+    components = [overall, *segments.values()]
+    if segments:  # log(½ Λ_all + ½ mean Λ_s), computed stably
+        top = max(components)
+        mix = 0.5 * math.exp(overall - top) + 0.5 * sum(math.exp(x - top) for x in segments.values()) / len(segments)
+        log_lambda = top + math.log(mix)
+    else:
+        log_lambda = overall
+    rate = sum(s.trials_c / n * s.successes_b / s.trials_b for s in compared.values())  # stable at the candidate's mix
+    worst = max(segments, key=segments.__getitem__) if segments else None
+    if log_lambda >= math.log(fail_at):
+        decision = Decision.FAIL
+    elif max(components) <= math.log(pass_at):
+        decision = Decision.PASS
+    else:
+        decision = Decision.NONE
+    return DropTest(
+        decision, diff, math.exp(min(log_lambda, 700.0)), n, m, len(compared), rate, worst, fail_at, pass_at
+    )
+
+
+def _unit_variances(rate: float, detect: float, ratio: float) -> tuple[float, float]:
+    """Variance of candidate − stable times the candidate's samples: with no drop, and with a drop of `detect`."""
+    dropped = min(max(rate - detect, 1e-3), 1 - 1e-3)
+    return rate * (1 - rate) * (1 + 1 / ratio), dropped * (1 - dropped) + rate * (1 - rate) / ratio
+
+
+def fixed_horizon(rate: float, detect: float, alpha: float, power: float, ratio: float = 1.0) -> int:
+    """Candidate samples of the one-sided fixed-horizon z-test of two proportions with level α and the given power
+    against a drop of `detect` from `rate`, with `ratio` baseline samples per candidate sample (the textbook
+    formula, each hypothesis with its variance): the oracle that knows the effect."""
+    a, b = _unit_variances(rate, detect, ratio)
+    z = _Z.inv_cdf(1 - alpha) * math.sqrt(a) + _Z.inv_cdf(power) * math.sqrt(b)
+    return math.ceil(z * z / (detect * detect))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Candidate samples a `detect_drop` decision needs on average (Wald's approximations, no overshoot)."""
+
+    if_dropped: int  # expected samples to a rollback when the drop is `detect`
+    if_healthy: int  # expected samples to a pass when there is no drop
+    fixed: int  # the fixed-horizon test with the same α and power
+
+    @property
+    def to_decide(self) -> int:
+        return max(self.if_dropped, self.if_healthy)
+
+
+def evidence_needed(rate: float, detect: float, alpha: float, power: float, ratio: float = 1.0) -> Evidence:
+    """The power calculation the verifier shows and bases `inconclusive` on: expected candidate samples for
+    `detect_drop` to decide either way at this baseline `rate`, with `ratio` baseline samples per candidate one."""
+    rate = min(max(rate, 1e-3), 1 - 1e-3)
+    a, b = _unit_variances(rate, detect, ratio)
+    beta = 1 - power
+    log_a, log_b = math.log(1 / alpha), math.log(beta / (1 - alpha))
+    # Wald: E[log Λ] at the decision over its drift per candidate sample, δ²/(2V) with the larger of the two unit
+    # variances (with the smaller, simulation takes about 40% longer near 100%: the plug-in variances and the
+    # overshoot at discrete looks)
+    drift = detect * detect / (2 * max(a, b))
+    dropped = (power * log_a + beta * log_b) / drift
+    healthy = -((1 - alpha) * log_b + alpha * log_a) / drift
+    return Evidence(math.ceil(dropped), math.ceil(healthy), fixed_horizon(rate, detect, alpha, power, ratio))

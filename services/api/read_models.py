@@ -226,7 +226,7 @@ class PgReadModels:
             "traffic": split,
             "verdicts": verdicts(timeline),
             "gates": decisions,
-            "explain": explain_release(release, decisions),
+            "explain": explain_release(release, decisions, timeline),
             "dr": [
                 {"step_id": d["step_id"], "ready": d["ready"], "checks": _json(d["checks"]), "at": _iso(d["at"])}
                 for d in dr

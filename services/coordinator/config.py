@@ -21,6 +21,9 @@ class SagaConfig(BaseModel):
     grace_seconds: float = Field(description="How long after a window the saga waits for verdicts.")
     on_inconclusive: Literal["pause", "rollback", "extend"] = Field(description="What an inconclusive step does.")
     false_rollback_bound: float = Field(default=0.05, description="Bound on rolling back a good version.")
+    max_window_seconds: float | None = Field(
+        default=None, description="Longest window an `extend` may reach when the evidence says how long it needs."
+    )
     instances: int = Field(default=1, description="Instances per version in each environment.")
     batch_size: int = Field(default=1, description="rolling: instances replaced per batch.")
     rolled: bool = Field(default=False, description="The rollout replaces instances in batches (rolling).")
@@ -41,6 +44,7 @@ class SagaConfig(BaseModel):
             grace_seconds=entry.verification.grace_seconds,
             on_inconclusive=entry.verification.on_inconclusive,
             false_rollback_bound=entry.verification.false_rollback_bound,
+            max_window_seconds=entry.verification.max_window_seconds,
             instances=entry.rollout.instances,
             batch_size=entry.rollout.max_unavailable,
             rolled=entry.rollout.strategy == "rolling",

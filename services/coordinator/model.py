@@ -53,6 +53,9 @@ class Compensation(BaseModel):
 class VerdictRecord(BaseModel):
     verdict: str
     reason: str
+    needs_seconds: float | None = Field(
+        default=None, description="Inconclusive for want of evidence: the window its KPIs say they need."
+    )
 
 
 class StagingVerdict(BaseModel):

@@ -131,7 +131,10 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
         )
         return
     verdicts = s.verdicts.setdefault(step.id, {})
-    verdicts[event.verifier] = VerdictRecord(verdict=event.verdict.value, reason=event.reason)
+    needs = [k.needs_seconds for k in event.kpis if k.needs_seconds is not None]
+    verdicts[event.verifier] = VerdictRecord(
+        verdict=event.verdict.value, reason=event.reason, needs_seconds=max(needs) if needs else None
+    )
     if event.verifier in advisory and event.verifier not in required:
         d.note(
             f"advisory verdict of {event.verifier} on {step.id}: {event.verdict.value}: {event.reason}",
@@ -162,6 +165,9 @@ def _on_verdict(d: Decision, event: VerificationFinished, now: datetime) -> None
         advance(d, now)
     else:
         unsure = [f"{n}: {verdicts[n].reason}" for n in sorted(required) if verdicts[n].verdict != "pass"]
+        needs = [r.needs_seconds for n, r in verdicts.items() if n in required and r.needs_seconds is not None]
+        if needs:
+            evidence["needs_seconds"] = max(needs)
         on_inconclusive(d, f"{step.id} inconclusive: {'; '.join(unsure)}", evidence, now)
 
 
@@ -242,6 +248,17 @@ def _insert_required_steps(d: Decision, event: GateCheckFinished) -> None:
     )
 
 
+EVIDENCE_MARGIN = 1.25
+"""An extended window is this much longer than the evidence's expected need: the need is an average."""
+
+
+def evidence_seconds(evidence: dict[str, Any]) -> float | None:
+    """The longest window a required verifier's KPIs said their evidence needs at the traffic seen
+    (`needs_seconds`, from a rate with `detect`); None when none said."""
+    need = evidence.get("needs_seconds")
+    return float(need) if isinstance(need, int | float) else None
+
+
 def on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
     s = d.saga
     policy = s.rules.on_inconclusive
@@ -251,11 +268,21 @@ def on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: dat
     step = s.current
     extended = s.extended
     if policy == "extend" and step is not None and step.id not in extended and step.window_seconds:
-        extended.append(step.id)
-        step.window_seconds *= 2
-        d.note(f"{reason}; window extended once to {step.window_seconds:.0f}s (catalog policy)", evidence=evidence)
-        issue_current(d, now)
-        return
+        needed = evidence_seconds(evidence)
+        longest = s.rules.max_window_seconds or step.window_seconds * 2
+        if needed is not None and needed > longest:
+            reason += (
+                f"; the evidence needs a window of ≈{needed:.0f}s at this traffic, longer than the catalog allows "
+                f"({longest:.0f}s): more traffic, a higher canary weight or a larger `detect` would decide it"
+            )
+        else:
+            extended.append(step.id)
+            window = step.window_seconds * 2 if needed is None else min(max(needed * EVIDENCE_MARGIN, 1.0), longest)
+            step.window_seconds = window
+            why = "" if needed is None else f": the evidence needs ≈{needed:.0f}s at this traffic"
+            d.note(f"{reason}; window extended once to {window:.0f}s{why} (catalog policy)", evidence=evidence)
+            issue_current(d, now)
+            return
     s.state = ReleaseState.PAUSED
     d.note(f"{reason}; paused for a human (approve to re-verify, abort to roll back)", evidence=evidence)
     d.commands.append((topics.ALERTS, alert(s, Severity.WARNING, "release paused", reason)))

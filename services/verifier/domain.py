@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contracts.events import EnvironmentState, KpiResult, KpiThreshold, Verdict
-from releasegate_sdk.statistics import Decision, TestResult, latency_rank, percentile, proportions, wilson
+from releasegate_sdk.statistics import (
+    Decision,
+    DropTest,
+    Stratum,
+    TestResult,
+    detect_drop,
+    evidence_needed,
+    latency_rank,
+    percentile,
+    proportions,
+    wilson,
+)
 
 INFORMATIONAL = ("orders_placed",)
 
@@ -27,6 +39,9 @@ class Counts:
     http_5xx: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     checkout_latencies_ms: list[float] = field(default_factory=list)
+    # per segment (tenant): (successes, trials), for the stratified test of a rate with `detect`
+    checkout_segments: dict[str, tuple[int, int]] = field(default_factory=dict)
+    payment_segments: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def endpoints_of(state: EnvironmentState, version: str) -> list[str]:
@@ -96,6 +111,52 @@ class Sample:
     value: float | None
     n: int
     latencies: list[float] = field(default_factory=list)
+    segments: dict[str, tuple[int, int]] = field(default_factory=dict)  # segment -> (successes, trials)
+
+
+DEFAULT_POWER = 0.9
+
+
+ACROSS_SEGMENTS = "all"
+
+
+def strata(cand: Sample, base: Sample) -> dict[str, Stratum]:
+    """The segments both sides report. A version without segments is one segment; so are both when they share
+    none (a tenant-phased release: the candidate serves tenants stable no longer does), and then the comparison
+    is across segments, under the key `ACROSS_SEGMENTS`."""
+    assert cand.value is not None and base.value is not None
+    pooled = {ACROSS_SEGMENTS: Stratum(round(cand.value * cand.n), cand.n, round(base.value * base.n), base.n)}
+    if not cand.segments or not base.segments:
+        return pooled
+    shared = {k: Stratum(*cand.segments[k], *base.segments[k]) for k in cand.segments if k in base.segments}
+    return shared if any(s.trials_c and s.trials_b for s in shared.values()) else pooled
+
+
+def evidence_rule(
+    name: str, t: KpiThreshold, test: DropTest, alpha: float, elapsed_s: float | None, *, across: bool = False
+) -> tuple[str, float | None]:
+    """The detection test's numbers: what it saw, its bounds, and how much evidence a decision needs at this
+    traffic (the same power calculation as the judge benchmark); with the seconds of data so far, how long a
+    window the decision needs in all at this traffic."""
+    assert t.detect is not None
+    power = t.power or DEFAULT_POWER
+    ratio = max(test.baseline_samples, 1) / max(test.samples, 1)
+    need = evidence_needed(test.rate, t.detect, alpha, power, ratio)
+    segments = f" over {test.segments} segments (most suspect: {test.worst_segment})" if test.worst_segment else ""
+    if across:
+        segments = " across segments (candidate and stable share none)"
+    text = (
+        f"{test.test}: drop to catch {t.detect:g} at power {power:g}; estimate {test.estimate:+.4f}{segments}, "
+        f"Λ={test.statistic:.3g} (fail at ≥ {test.fail_at:.0f}, pass at ≤ {test.pass_at:.3g}); "
+        f"{test.samples} candidate samples of the ≈{need.if_dropped} a drop of {t.detect:g} needs to be caught "
+        f"(≈{need.if_healthy} to pass without one; fixed-horizon test {need.fixed})"
+    )
+    seconds = None
+    if elapsed_s and elapsed_s > 0 and test.samples:
+        rate = test.samples / elapsed_s
+        seconds = need.to_decide / rate
+        text += f"; at {rate:.3g}/s a decision takes ≈{seconds:.0f} s in all ({elapsed_s:.0f} s so far)"
+    return text, seconds
 
 
 def _sequential(name: str, t: KpiThreshold, cand: Sample, base: Sample, alpha: float) -> TestResult | None:
@@ -117,6 +178,7 @@ def judge_kpi(
     alpha: float = 0.05,
     *,
     point_checks: bool = True,
+    elapsed_s: float | None = None,
 ) -> tuple[KpiResult, bool]:
     """The KPI's verdict and whether it is decisive (a sequential test reached a decision, so the window may
     close early). Absolute bounds are guardrails checked at every look; the comparison with stable is the
@@ -130,10 +192,15 @@ def judge_kpi(
     (the database both share is down, the payment provider is away): rolling back would not help, and a good
     release would be rolled back for an outage. The KPI is then inconclusive, with both figures in its rule,
     unless the comparison with stable shows the candidate worse still (then it fails as before). The window
-    stays open, and if the outage outlasts it the catalog's `on_inconclusive` applies (a pause for a human)."""
+    stays open, and if the outage outlasts it the catalog's `on_inconclusive` applies (a pause for a human).
+
+    A rate with `detect` is compared with stable by `detect_drop` instead (stratified by segment): undecided, it is
+    inconclusive, never a pass, with the evidence it has and needs at this traffic (`elapsed_s` of data), so the
+    SDK keeps looking until the deadline and a window too short for the traffic ends inconclusive with the
+    numbers."""
     has_baseline = base.value is not None and base.n >= min_samples
 
-    def result(verdict: Verdict, rule: str, test: TestResult | None = None) -> KpiResult:
+    def result(verdict: Verdict, rule: str, test: TestResult | DropTest | None = None) -> KpiResult:
         return KpiResult(
             name=name,
             candidate=cand.value,
@@ -177,6 +244,8 @@ def judge_kpi(
         violated.append(f"ratio {cand.value / base.value:.3g} > {t.max_increase_ratio}")
     if violated:
         return result(Verdict.FAIL, "; ".join(violated)), True
+    if t.detect is not None and name in PROPORTIONS:
+        return _judge_drop(name, t, cand, base, has_baseline, shared, alpha, elapsed_s, result)
     test = _sequential(name, t, cand, base, alpha) if has_baseline else None
     if test is not None:
         rule = (
@@ -205,6 +274,44 @@ def judge_kpi(
     return result(Verdict.PASS, rules), False
 
 
+def _judge_drop(
+    name: str,
+    t: KpiThreshold,
+    cand: Sample,
+    base: Sample,
+    has_baseline: bool,
+    shared: list[str],
+    alpha: float,
+    elapsed_s: float | None,
+    result: Callable[[Verdict, str, TestResult | DropTest | None], KpiResult],
+) -> tuple[KpiResult, bool]:
+    assert t.detect is not None
+    if not has_baseline:
+        return result(
+            Verdict.INCONCLUSIVE,
+            f"stable has {base.n} samples, too few to tell a drop of {t.detect:g} (needs >= the minimum)",
+            None,
+        ), False
+    compared = strata(cand, base)
+    test = detect_drop(compared, t.detect, alpha, t.power or DEFAULT_POWER)
+    across = list(compared) == [ACROSS_SEGMENTS] and bool(cand.segments) and bool(base.segments)
+    rule, needs_seconds = evidence_rule(name, t, test, alpha, elapsed_s, across=across)
+    if test.decision is Decision.FAIL:
+        return result(Verdict.FAIL, rule, test), True
+    if shared:
+        assert base.value is not None
+        return result(
+            Verdict.INCONCLUSIVE,
+            f"{'; '.join(shared)}, but stable breaks it too ({base.value:.4g}, n={base.n}): a failure of what both "
+            "share, not of the candidate",
+            test,
+        ), False
+    if test.decision is Decision.PASS:
+        return result(Verdict.PASS, f"no drop of {t.detect:g}: {rule}", test), True
+    undecided = result(Verdict.INCONCLUSIVE, f"not enough evidence yet to tell a drop of {t.detect:g}: {rule}", test)
+    return undecided.model_copy(update={"needs_seconds": needs_seconds}), False
+
+
 def _bounds(name: str, s: Sample) -> tuple[float, float]:
     """The interval a guardrail is judged on: a rate's 99.9% Wilson interval, any other figure itself."""
     assert s.value is not None
@@ -213,7 +320,10 @@ def _bounds(name: str, s: Sample) -> tuple[float, float]:
 
 def _samples(c: Counts) -> dict[str, Sample]:
     raw = {"latency_p95_ms": c.latencies_ms, "checkout_latency_p95_ms": c.checkout_latencies_ms}
-    return {name: Sample(value, n, raw.get(name, [])) for name, (value, n) in measure(c).items()}
+    segments = {"checkout_success_rate": c.checkout_segments, "payment_authorization_rate": c.payment_segments}
+    return {
+        name: Sample(value, n, raw.get(name, []), segments.get(name, {})) for name, (value, n) in measure(c).items()
+    }
 
 
 def judge(
@@ -225,6 +335,7 @@ def judge(
     final: bool,
     alpha: float = 0.05,
     woken_by_data: bool = False,
+    elapsed_s: float | None = None,
 ) -> tuple[Verdict | None, str, list[KpiResult]]:
     """Verdict (None = keep watching), its reason and every KPI's numbers. Fails as soon as a KPI is out of
     bounds or its sequential test fails; passes early only when every KPI's sequential test passed; otherwise
@@ -241,6 +352,7 @@ def judge(
             min_samples,
             alpha,
             point_checks=not woken_by_data,
+            elapsed_s=elapsed_s,
         )
         for name, t in thresholds.items()
     ]

@@ -101,7 +101,7 @@ class BusinessKpis:
         if req.woken_by_data:  # the business events only, on what may be judged at every arrival; the rest on the tick
             verdict, reason, kpis = judge(
                 raw.thresholds, candidate, baseline, raw.min_samples, final=False, alpha=raw.false_rollback_bound,
-                woken_by_data=True,
+                woken_by_data=True, elapsed_s=(end - req.window_start).total_seconds(),
             )  # fmt: skip
             return Result(verdict, reason, tuple(kpis)) if verdict is Verdict.FAIL else Result.pending(reason, kpis)
         journeys = await self._journeys_for(req)
@@ -109,8 +109,9 @@ class BusinessKpis:
         # A verdict never closes a window whose business events are still in flight.
         final = req.is_final_look and caught_up is not None and caught_up >= req.window_end
         verdict, reason, kpis = judge(
-            raw.thresholds, candidate, baseline, raw.min_samples, final=final, alpha=raw.false_rollback_bound
-        )
+            raw.thresholds, candidate, baseline, raw.min_samples, final=final, alpha=raw.false_rollback_bound,
+            elapsed_s=(end - req.window_start).total_seconds(),
+        )  # fmt: skip
         if raw.prometheus and self._prometheus is not None:
             window = int((end - req.window_start).total_seconds())
             prom = await self._prometheus.kpis(

@@ -54,6 +54,7 @@ def test_make_bench_rolls_back_its_release_and_prints_both_tables(up):
 def test_make_bench_quality_records_every_scenario_and_prints_both_judges(up):
     out = run("-m", "bench.decision_quality", "--runs", "1", "--window", "6", timeout=600).stdout
     assert "releasegate" in out and "fixed" in out
+    assert "candidate checkouts/s at 25%" in out and "a drop of 0.02" in out, out  # the power calculation
     for version in ("v2", "v3", "v4", "v5"):
         assert f"recorded {version} run 1" in out
 

@@ -1,12 +1,19 @@
 """Event contracts: CloudEvents encoding, validation errors with reasons, committed schemas in sync."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from contracts import generate
 from contracts.cloudevents import ContractError, Envelope, decode, encode
-from contracts.events import EVENT_TYPES, AbortRequested, CandidateSubmitted
+from contracts.events import EVENT_TYPES, AbortRequested, CandidateSubmitted, KpiThreshold
+from releasegate_platform.catalog import DETECTABLE_RATES, Catalog, CatalogError
+from services.verifier.domain import PROPORTIONS
+
+BLUE_GREEN = Path(__file__).resolve().parents[2] / "examples" / "catalog-blue-green"
 
 
 def candidate_payload(**over):
@@ -112,3 +119,51 @@ class TestGeneratedDocuments:
     def test_asyncapi_lists_the_public_topics(self):
         addresses = {c["address"] for c in generate.asyncapi()["channels"].values()}
         assert {"release.candidates", "release.status", "release.alerts", "release.deadletter"} <= addresses
+
+
+class TestDetectionThresholds:
+    """`detect` (the smallest drop of a rate to catch) and its `power`: refused where they mean nothing, and left
+    out of a threshold that does not use them, so it serialises as before."""
+
+    def test_power_without_detect_is_refused(self):
+        with pytest.raises(ValidationError, match="give detect too"):
+            KpiThreshold(min=0.5, power=0.9)
+        assert KpiThreshold(min=0.5, detect=0.02, power=0.9).power == 0.9
+
+    @pytest.mark.parametrize(
+        "over", [{"detect": 0}, {"detect": 1}, {"detect": 0.02, "power": 0.4}, {"detect": 0.02, "power": 1}]
+    )
+    def test_out_of_range_detect_or_power_is_refused(self, over):
+        with pytest.raises(ValidationError):
+            KpiThreshold(min=0.5, **over)
+
+    def test_unset_detect_and_power_are_left_out_of_the_serialised_threshold(self):
+        plain = KpiThreshold(min=0.5)
+        assert not {"detect", "power"} & plain.model_dump().keys()
+        assert not {"detect", "power"} & json.loads(plain.model_dump_json()).keys()
+        assert "power" not in KpiThreshold(min=0.5, detect=0.02).model_dump()
+        stated = KpiThreshold(min=0.5, detect=0.02, power=0.8)
+        assert (stated.model_dump()["detect"], stated.model_dump()["power"]) == (0.02, 0.8)
+        assert KpiThreshold.model_validate_json(stated.model_dump_json()) == stated
+
+    @staticmethod
+    def catalog_with_kpis(tmp_path: Path, kpis: dict) -> Catalog:
+        entry = yaml.safe_load((BLUE_GREEN / "shop.yaml").read_text())
+        entry["kpis"] = kpis
+        (tmp_path / "shop.yaml").write_text(yaml.safe_dump(entry))
+        return Catalog(tmp_path)
+
+    def test_the_catalog_accepts_detect_on_a_rate(self, tmp_path):
+        kpis = {"checkout_success_rate": {"min": 0.85, "detect": 0.02, "power": 0.8}, "latency_p95_ms": {"max": 1500}}
+        entry = self.catalog_with_kpis(tmp_path, kpis).get("shop")
+        assert entry.kpis["checkout_success_rate"] == KpiThreshold(min=0.85, detect=0.02, power=0.8)
+
+    def test_the_catalog_refuses_detect_on_what_is_not_a_rate_and_names_it(self, tmp_path):
+        kpis = {"checkout_success_rate": {"min": 0.85, "detect": 0.02}, "latency_p95_ms": {"max": 1500, "detect": 0.1}}
+        with pytest.raises(
+            CatalogError, match=r"checkout_success_rate and payment_authorization_rate only; not on latency_p95_ms"
+        ):
+            self.catalog_with_kpis(tmp_path, kpis).get("shop")
+
+    def test_the_catalog_detects_on_the_rates_the_verifier_tests_for_a_drop(self):
+        assert DETECTABLE_RATES == PROPORTIONS

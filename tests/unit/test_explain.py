@@ -59,3 +59,39 @@ def test_only_the_latest_evaluation_of_a_gate_is_told_with_a_count_of_earlier_on
 
 def test_a_release_no_gate_decided_on_says_so():
     assert explain_release(RELEASE, [])[-1] == "No gate has decided on it yet."
+
+
+class TestDetectionEvidence:
+    """The verifier's evidence for a KPI that must catch a stated drop, as the timeline recorded it."""
+
+    KPI = {
+        "name": "checkout_success_rate",
+        "verdict": "inconclusive",
+        "test": "SPRT for a drop of the stated size (stratified)",
+        "rule": "not enough evidence yet to tell a drop of 0.02: 120 candidate samples of the ≈694 a drop of 0.02 "
+        "needs to be caught",
+        "needs_seconds": 171.4,
+    }
+
+    def timeline(self, *kpis):
+        return [
+            {"step": "verify-canary-10", "reason": "waiting 10s", "evidence": {}},
+            {"step": "verify-canary-10", "reason": "inconclusive", "evidence": {"verifier": "business-kpis", "kpis": list(kpis)}},
+        ]  # fmt: skip
+
+    def test_a_verdict_on_a_drop_to_catch_says_what_it_saw_and_how_long_a_decision_takes(self):
+        lines = explain_release(RELEASE, [decision("wait")], self.timeline(self.KPI))
+        assert "Evidence for the drops the catalog says must be caught:" in lines
+        line = lines[-1]
+        assert line.startswith("  verify-canary-10 (business-kpis): checkout_success_rate inconclusive:")
+        assert "120 candidate samples of the ≈694" in line and "A window of ≈171s would decide it" in line
+
+    def test_kpis_judged_otherwise_add_nothing(self):
+        other = {**self.KPI, "test": "mSPRT on difference of proportions", "needs_seconds": None}
+        assert explain_release(RELEASE, [decision("wait")], self.timeline(other)) == explain_release(
+            RELEASE, [decision("wait")]
+        )
+
+    def test_evidence_is_told_before_any_gate_decided(self):
+        lines = explain_release(RELEASE, [], self.timeline(self.KPI))
+        assert "No gate has decided on it yet." in lines and "checkout_success_rate inconclusive" in lines[-1]

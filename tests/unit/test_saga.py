@@ -208,6 +208,41 @@ class TestReleaseSaga:
         d = domain.handle(d.saga, answer(d.saga, verdict=Verdict.INCONCLUSIVE), NOW)
         assert d.saga.state is ReleaseState.PAUSED
 
+    @staticmethod
+    def needing(saga, seconds):
+        """An inconclusive verdict whose detection KPI says its evidence needs a window of `seconds`."""
+        event = answer(saga, verdict=Verdict.INCONCLUSIVE)
+        (kpi,) = event.kpis
+        return event.model_copy(update={"kpis": [kpi.model_copy(update={"needs_seconds": seconds})]})
+
+    def extending(self, longest):
+        verification = ENTRY.verification.model_copy(
+            update={"on_inconclusive": "extend", "max_window_seconds": longest}
+        )
+        entry = ENTRY.model_copy(update={"verification": verification})
+        return run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-canary-10")
+
+    def test_extend_gives_the_window_the_evidence_needs_at_this_traffic(self):
+        saga = self.extending(600)
+        d = domain.handle(saga, self.needing(saga, 200.0), NOW)
+        ((_, cmd),) = d.commands
+        assert d.saga.state is ReleaseState.RUNNING and cmd.window_seconds == 250.0  # 200 s and a 25% margin
+        assert any("window extended once to 250s: the evidence needs ≈200s" in t.reason for t in d.transitions)
+        assert d.deadline is not None and d.deadline[1] >= NOW + timedelta(seconds=250)
+
+    def test_extend_stops_at_the_catalogs_longest_window(self):
+        saga = self.extending(230)
+        ((_, cmd),) = domain.handle(saga, self.needing(saga, 200.0), NOW).commands
+        assert cmd.window_seconds == 230.0
+
+    def test_evidence_that_needs_more_than_the_catalog_allows_pauses_at_once_with_the_numbers(self):
+        saga = self.extending(120)
+        d = domain.handle(saga, self.needing(saga, 900.0), NOW)
+        assert d.saga.state is ReleaseState.PAUSED and not d.saga.extended
+        assert (
+            "needs a window of ≈900s at this traffic, longer than the catalog allows (120s)" in d.transitions[-1].reason
+        )
+
     @pytest.mark.parametrize("policy,state", [("pause", ReleaseState.PAUSED), ("rollback", ReleaseState.ROLLING_BACK)])
     def test_inconclusive_follows_the_catalog_policy(self, policy, state):
         entry = ENTRY.model_copy(

@@ -1,8 +1,11 @@
 """KPI judgement: the verdict, its numbers and its rule."""
 
+import re
+
 from contracts.events import KpiThreshold, PromQuery, Verdict
+from releasegate_sdk.statistics import evidence_needed
 from services.verifier.adapters.prometheus import PrometheusProvider
-from services.verifier.domain import Counts, judge, measure, percentile
+from services.verifier.domain import Counts, Sample, judge, judge_kpi, measure, percentile
 
 THRESHOLDS = {
     "checkout_success_rate": KpiThreshold(min=0.85, max_drop=0.08),
@@ -284,3 +287,78 @@ class TestPrometheusOutagesBothVersionsShare:
     async def test_no_data_for_stable_leaves_the_failure_standing(self):
         (kpi,) = await self.provider({"v2": 0.82, "v1": None}).kpis(self.QUERY, "v2", "production", 30, stable="v1")
         assert kpi.verdict is Verdict.FAIL
+
+
+DETECTING = {"checkout_success_rate": KpiThreshold(min=0.5, detect=0.02)}
+SPRT = "SPRT for a drop of the stated size (stratified)"
+
+
+def checkouts(succeeded: int, total: int, tenants: dict[str, tuple[int, int]] | None = None) -> Counts:
+    return Counts(checkout_succeeded=succeeded, checkout_failed=total - succeeded, checkout_segments=tenants or {})
+
+
+class TestDetectingTheDropToCatch:
+    """A rate with `detect` is judged by the SPRT tuned to that drop, stratified by tenant: it fails on a drop,
+    passes early on evidence of none, and is otherwise inconclusive with the evidence it has and needs, never a
+    pass."""
+
+    def test_a_clear_drop_fails_by_the_sprt_and_names_it(self):
+        verdict, reason, kpis = judge(DETECTING, checkouts(900, 1000), checkouts(2910, 3000), 15, final=False)
+        assert verdict is Verdict.FAIL and SPRT in reason and "drop to catch 0.02" in reason
+        rate = next(k for k in kpis if k.name == "checkout_success_rate")
+        assert rate.verdict is Verdict.FAIL and rate.test == SPRT and rate.statistic >= 20
+
+    def test_a_healthy_large_sample_passes_early(self):
+        result, decisive = judge_kpi(
+            "checkout_success_rate", DETECTING["checkout_success_rate"], Sample(0.97, 2000), Sample(0.97, 6000), 15
+        )
+        assert result.verdict is Verdict.PASS and decisive and result.rule.startswith("no drop of 0.02")
+        verdict, reason, _ = judge(DETECTING, checkouts(1940, 2000), checkouts(5820, 6000), 15, final=False)
+        assert verdict is Verdict.PASS and reason.startswith("early")
+
+    def test_a_small_sample_is_inconclusive_at_the_final_look_with_the_evidence_it_needs(self):
+        cand, base = checkouts(97, 100), checkouts(291, 300)
+        assert judge(DETECTING, cand, base, 15, final=False)[0] is None
+        verdict, reason, kpis = judge(DETECTING, cand, base, 15, final=True)
+        assert verdict is Verdict.INCONCLUSIVE and kpis[0].verdict is Verdict.INCONCLUSIVE
+        need = evidence_needed(0.97, 0.02, 0.05, 0.9, ratio=3)
+        assert f"100 candidate samples of the ≈{need.if_dropped} a drop of 0.02 needs" in reason
+        assert f"≈{need.if_healthy} to pass without one; fixed-horizon test {need.fixed}" in reason
+        assert "/s" not in reason  # no traffic rate without the time the samples took
+
+    def test_with_the_elapsed_time_it_says_how_long_a_decision_takes_at_this_traffic(self):
+        verdict, reason, kpis = judge(DETECTING, checkouts(97, 100), checkouts(291, 300), 15, final=True, elapsed_s=50)
+        assert verdict is Verdict.INCONCLUSIVE
+        traffic, seconds = re.search(r"at ([\d.]+)/s\D*≈(\d+) s", reason).groups()
+        need = evidence_needed(0.97, 0.02, 0.05, 0.9, ratio=3)
+        assert float(traffic) == 2.0 and int(seconds) == round(need.to_decide / 2)  # 100 samples in 50 s
+        # the coordinator's `extend` reads the same figure from the result
+        assert kpis[0].needs_seconds == need.to_decide / 2
+
+    def test_a_different_tenant_mix_is_not_a_drop_though_the_pooled_rate_is(self):
+        # the candidate serves mostly the weak tenant, stable mostly the strong one; within each, the same rate
+        cand = checkouts(9180, 10000, {"weak": (7200, 8000), "strong": (1980, 2000)})
+        base = checkouts(29160, 30000, {"weak": (5400, 6000), "strong": (23760, 24000)})
+        verdict, reason, kpis = judge(DETECTING, cand, base, 15, final=True)
+        assert verdict is not Verdict.FAIL and kpis[0].verdict is not Verdict.FAIL
+        assert kpis[0].candidate == 0.918 and kpis[0].baseline == 0.972  # pooled: 5.4 points apart
+        pooled_verdict, pooled_reason, _ = judge(
+            DETECTING, checkouts(9180, 10000), checkouts(29160, 30000), 15, final=True
+        )
+        assert pooled_verdict is Verdict.FAIL and SPRT in pooled_reason
+
+    def test_the_rule_names_the_most_suspect_tenant(self):
+        cand = checkouts(1880, 2000, {"acme": (960, 1000), "globex": (920, 1000)})
+        base = checkouts(5820, 6000, {"acme": (2910, 3000), "globex": (2910, 3000)})
+        verdict, reason, _ = judge(DETECTING, cand, base, 15, final=False)
+        assert verdict is Verdict.FAIL and "over 2 segments (most suspect: globex)" in reason
+
+    def test_stable_with_too_few_samples_is_inconclusive_never_pass(self):
+        verdict, reason, kpis = judge(DETECTING, checkouts(1940, 2000), checkouts(10, 10), 15, final=True)
+        assert verdict is Verdict.INCONCLUSIVE and "stable has 10 samples" in reason
+        assert kpis[0].verdict is Verdict.INCONCLUSIVE
+
+    def test_a_look_woken_by_data_fails_on_the_drop_but_never_passes(self):
+        dropped, healthy = checkouts(900, 1000), checkouts(1940, 2000)
+        assert judge(DETECTING, dropped, checkouts(2910, 3000), 15, final=False, woken_by_data=True)[0] is Verdict.FAIL
+        assert judge(DETECTING, healthy, checkouts(5820, 6000), 15, final=False, woken_by_data=True)[0] is None

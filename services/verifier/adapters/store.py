@@ -13,7 +13,7 @@ from releasegate_platform.environments import PostgresProjection
 from services.verifier.domain import Counts, endpoints_of
 
 COUNTS_SQL = """
-SELECT
+SELECT tenant,
   count(*) FILTER (WHERE type = 'shop.checkout.succeeded.v1') AS checkout_succeeded,
   count(*) FILTER (WHERE type = 'shop.checkout.failed.v1')    AS checkout_failed,
   count(*) FILTER (WHERE type = 'shop.payment.authorized.v1') AS payment_authorized,
@@ -22,6 +22,7 @@ SELECT
   array_agg(latency_ms) FILTER (WHERE type = 'shop.checkout.succeeded.v1') AS checkout_latencies
 FROM business_events WHERE environment = $1 AND version = $2 AND at >= $3 AND at < $4
   AND ($5::text[] IS NULL OR tenant = ANY($5::text[]))
+GROUP BY tenant
 """
 HTTP_SQL = """
 SELECT count(*) AS total, count(*) FILTER (WHERE status >= 500) AS errors, array_agg(ta_ms) AS latencies
@@ -80,19 +81,27 @@ class KpiStore:
         if version is None:
             return Counts()
         async with self._pool.acquire() as conn:
-            b = await conn.fetchrow(COUNTS_SQL, environment, version, start, end, tenants)
+            tenants_rows = await conn.fetch(COUNTS_SQL, environment, version, start, end, tenants)
             h = await conn.fetchrow(HTTP_SQL, environment, version, start, end, tenants)
-        return Counts(
-            checkout_succeeded=b["checkout_succeeded"],
-            checkout_failed=b["checkout_failed"],
-            payment_authorized=b["payment_authorized"],
-            payment_declined=b["payment_declined"],
-            orders=b["orders"],
+        c = Counts(
             http_total=h["total"],
             http_5xx=h["errors"],
-            checkout_latencies_ms=[float(x) for x in (b["checkout_latencies"] or []) if x is not None],
             latencies_ms=[float(x) for x in (h["latencies"] or []) if x is not None],
         )
+        for b in tenants_rows:  # per tenant: the segments of the stratified tests
+            c.checkout_succeeded += b["checkout_succeeded"]
+            c.checkout_failed += b["checkout_failed"]
+            c.payment_authorized += b["payment_authorized"]
+            c.payment_declined += b["payment_declined"]
+            c.orders += b["orders"]
+            c.checkout_latencies_ms += [float(x) for x in (b["checkout_latencies"] or []) if x is not None]
+            checkouts = b["checkout_succeeded"] + b["checkout_failed"]
+            if checkouts:
+                c.checkout_segments[b["tenant"]] = (b["checkout_succeeded"], checkouts)
+            payments = b["payment_authorized"] + b["payment_declined"]
+            if payments:
+                c.payment_segments[b["tenant"]] = (b["payment_authorized"], payments)
+        return c
 
     async def targets(self, service: str, environment: str, version: str) -> list[str]:
         """Base URLs of the version's serving instances, as the deployer last published them."""
