@@ -201,19 +201,19 @@ def _variance_if_dropped(base: float, drop: float, trials_c: int, trials_b: int)
 
 
 def _log_lr(diff: float, variance0: float, variance1: float, detect: float) -> float:
-    """log of N(−detect, V₁) / N(0, V₀) at the observed difference: each hypothesis with its own variance (near
-    100% a lower rate varies more; with V₀ for both the test falls short of the power asked)."""
-    return (
-        0.5 * math.log(variance0 / variance1) - (diff + detect) ** 2 / (2 * variance1) + diff * diff / (2 * variance0)
-    )
+    """log of N(−detect, V) / N(0, V) at the observed difference, (−detect·diff − detect²/2) / V, with V the larger
+    of the variances under either hypothesis: near 100% a lower rate varies more, and with V₀ the test falls
+    short of the power asked. One V for both keeps Λ growing with the drop (with each its own, a drop far larger
+    than `detect` would look less like H1 than like H0, and pass)."""
+    return (-detect * diff - detect * detect / 2) / max(variance0, variance1)
 
 
 def detect_drop(strata: dict[str, Stratum], detect: float, alpha: float, power: float) -> DropTest:
     """Wald's SPRT of "no drop" against "a drop of `detect`" in candidate − baseline, stratified over the segments
     both sides have samples in (weights: the candidate's share of its trials in each), mixed with one SPRT per
-    segment tuned to the drop in that segment alone that costs `detect` overall. Under H0 the variance is the
-    pooled one, under H1 that of stable's rate and the dropped one; both smoothed, so a 100% observed rate does
-    not make them zero."""
+    segment tuned to the drop in that segment alone that costs `detect` overall. The variance is the larger of
+    the pooled one (H0) and that of stable's rate beside the dropped one (H1); both smoothed, so a 100% observed
+    rate does not make them zero."""
     compared = {k: s for k, s in strata.items() if s.trials_c > 0 and s.trials_b > 0}
     n = sum(s.trials_c for s in compared.values())
     fail_at, pass_at = 1 / alpha, (1 - power) / (1 - alpha)

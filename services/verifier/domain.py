@@ -244,7 +244,9 @@ def judge_kpi(
         violated.append(f"ratio {cand.value / base.value:.3g} > {t.max_increase_ratio}")
     if violated:
         return result(Verdict.FAIL, "; ".join(violated)), True
-    if t.detect is not None and name in PROPORTIONS:
+    if t.detect is not None and name in PROPORTIONS and base.n > 0:
+        # (stable not serving beside the candidate at all, as in staging, where the candidate replaces it: there
+        # is no drop to measure; the guardrails judge, as without `detect`, and the rule says so)
         return _judge_drop(name, t, cand, base, has_baseline, shared, alpha, elapsed_s, result)
     test = _sequential(name, t, cand, base, alpha) if has_baseline else None
     if test is not None:
@@ -269,7 +271,7 @@ def judge_kpi(
         # minimum samples met) that is a pass; before it, the window stays open.
         return result(Verdict.PASS, f"no evidence of a regression beyond tolerance (Λ < 1/α): {rule}", test), False
     rules = " and ".join(_rules(t)) or "reported"
-    if t.tolerance is not None or t.max_drop is not None or t.max_increase_ratio is not None:
+    if t.tolerance is not None or t.max_drop is not None or t.max_increase_ratio is not None or t.detect is not None:
         rules += " (comparison with stable skipped: stable has too few samples; absolute bounds only)"
     return result(Verdict.PASS, rules), False
 

@@ -197,6 +197,13 @@ class TestDetectDrop:
         assert share(runs, Decision.FAIL) >= 0.8
         assert mean_samples(runs, Decision.FAIL) < fixed_horizon(0.97, DETECT, ALPHA, POWER, RATIO)
 
+    def test_a_drop_far_larger_than_the_one_to_catch_fails_at_once(self):
+        # tuned to 2 points, the test must still read 20 points as a drop (with each hypothesis its own variance,
+        # the likelihood ratio once fell for such drops and passed most of them)
+        for segments in (one(0.77, 0.97), (("a", Segment(0.5, 0.77, 0.5, 0.97)), ("b", Segment(0.5, 0.97, 0.5, 0.97)))):
+            runs = simulate(35, segments, 300)
+            assert share(runs, Decision.FAIL) == 1.0 and mean_samples(runs) <= 200
+
     def test_a_different_traffic_mix_is_not_a_regression(self):
         # the candidate serves mostly the weak tenant (80%), stable mostly the strong one; no drop within either
         mix = (("strong", Segment(0.2, 0.99, 0.8, 0.99)), ("weak", Segment(0.8, 0.90, 0.2, 0.90)))

@@ -358,6 +358,13 @@ class TestDetectingTheDropToCatch:
         assert verdict is Verdict.INCONCLUSIVE and "stable has 10 samples" in reason
         assert kpis[0].verdict is Verdict.INCONCLUSIVE
 
+    def test_where_stable_does_not_serve_beside_the_candidate_the_guardrails_judge_as_without_detect(self):
+        # staging: the candidate replaces stable, so there is no drop to measure; the rule says the comparison was
+        # skipped, and the guardrail still fails a clearly bad candidate
+        verdict, reason, kpis = judge(DETECTING, checkouts(1940, 2000), checkouts(0, 0), 15, final=True)
+        assert verdict is Verdict.PASS and "comparison with stable skipped" in kpis[0].rule
+        assert judge(DETECTING, checkouts(500, 2000), checkouts(0, 0), 15, final=True)[0] is Verdict.FAIL
+
     def test_a_look_woken_by_data_fails_on_the_drop_but_never_passes(self):
         dropped, healthy = checkouts(900, 1000), checkouts(1940, 2000)
         assert judge(DETECTING, dropped, checkouts(2910, 3000), 15, final=False, woken_by_data=True)[0] is Verdict.FAIL
