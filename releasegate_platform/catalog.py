@@ -135,6 +135,14 @@ class Verification(_Model):
         "says how long its evidence needs at the current traffic (without it, or without such a KPI, twice the "
         "window); evidence that needs longer pauses the release at once, with the numbers",
     )
+    evidence_weight_max: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Canary only, with on_inconclusive: extend: the risk budget for evidence. When a step's "
+        "evidence needs a longer window than max_window_seconds at its weight, the canary may be raised up to this "
+        "weight (percent) to gather it within that window, and verified there; beyond it, the release pauses",
+    )
 
     def verifiers(self, environment: str) -> VerifierSet:
         return self.by_environment.get(environment) or VerifierSet(

@@ -24,6 +24,9 @@ class SagaConfig(BaseModel):
     max_window_seconds: float | None = Field(
         default=None, description="Longest window an `extend` may reach when the evidence says how long it needs."
     )
+    evidence_weight_max: int | None = Field(
+        default=None, description="Highest canary weight an `extend` may raise a step to, to gather its evidence."
+    )
     instances: int = Field(default=1, description="Instances per version in each environment.")
     batch_size: int = Field(default=1, description="rolling: instances replaced per batch.")
     rolled: bool = Field(default=False, description="The rollout replaces instances in batches (rolling).")
@@ -45,6 +48,7 @@ class SagaConfig(BaseModel):
             on_inconclusive=entry.verification.on_inconclusive,
             false_rollback_bound=entry.verification.false_rollback_bound,
             max_window_seconds=entry.verification.max_window_seconds,
+            evidence_weight_max=entry.verification.evidence_weight_max,
             instances=entry.rollout.instances,
             batch_size=entry.rollout.max_unavailable,
             rolled=entry.rollout.strategy == "rolling",

@@ -3,6 +3,7 @@ verifiers, and the results of its compensations. Pure."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from services.coordinator.movement import (
     missing_verdicts,
     next_compensation,
 )
+from services.coordinator.plans._steps import shift, verify
 
 
 def on_step_result(d: Decision, event: Any, now: datetime) -> None:
@@ -259,6 +261,50 @@ def evidence_seconds(evidence: dict[str, Any]) -> float | None:
     return float(need) if isinstance(need, int | float) else None
 
 
+EVIDENCE_STEP = "-evidence"
+
+
+def _raise_for_evidence(
+    d: Decision, reason: str, evidence: dict[str, Any], needed: float, longest: float, now: datetime
+) -> bool:
+    """A canary step whose evidence needs more than the longest window at its weight: raise the canary, within
+    the catalog's risk budget (`evidence_weight_max`), to the weight that gathers it within that window (the
+    candidate's traffic grows with its weight), and verify there. Inserted as two steps after the current one;
+    once per step. False when the budget does not allow it (or the step is not a canary share of traffic)."""
+    s = d.saga
+    step, budget = s.current, s.rules.evidence_weight_max
+    before = s.plan[s.cursor - 1] if s.cursor > 0 else None
+    if (
+        budget is None
+        or step is None
+        or step.kind != "verify"
+        or step.tenants
+        or step.id.endswith(EVIDENCE_STEP)
+        or before is None
+        or before.kind != "deploy"
+        or before.action not in (DeployAction.SHIFT, DeployAction.START)
+        or not before.weight
+    ):
+        return False
+    weight = math.ceil(before.weight * needed * EVIDENCE_MARGIN / longest)
+    if weight > budget or weight >= 100:
+        evidence["evidence_weight_needed"] = weight
+        return False
+    s.extended.append(step.id)
+    s.plan[s.cursor + 1 : s.cursor + 1] = [
+        shift(f"canary-{weight}{EVIDENCE_STEP}", DeployAction.SHIFT, weight),
+        verify(f"verify-canary-{weight}{EVIDENCE_STEP}", longest),
+    ]
+    d.note(
+        f"{reason}; at {before.weight}% the evidence needs ≈{needed:.0f}s, longer than the catalog allows "
+        f"({longest:.0f}s): canary raised to {weight}% (the risk budget allows {budget}%) to gather it within "
+        f"{longest:.0f}s (catalog policy)",
+        evidence=evidence,
+    )
+    advance(d, now)
+    return True
+
+
 def on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: datetime) -> None:
     s = d.saga
     policy = s.rules.on_inconclusive
@@ -271,6 +317,8 @@ def on_inconclusive(d: Decision, reason: str, evidence: dict[str, Any], now: dat
         needed = evidence_seconds(evidence)
         longest = s.rules.max_window_seconds or step.window_seconds * 2
         if needed is not None and needed > longest:
+            if _raise_for_evidence(d, reason, evidence, needed, longest, now):
+                return
             reason += (
                 f"; the evidence needs a window of ≈{needed:.0f}s at this traffic, longer than the catalog allows "
                 f"({longest:.0f}s): more traffic, a higher canary weight or a larger `detect` would decide it"

@@ -215,9 +215,9 @@ class TestReleaseSaga:
         (kpi,) = event.kpis
         return event.model_copy(update={"kpis": [kpi.model_copy(update={"needs_seconds": seconds})]})
 
-    def extending(self, longest):
+    def extending(self, longest, budget=None):
         verification = ENTRY.verification.model_copy(
-            update={"on_inconclusive": "extend", "max_window_seconds": longest}
+            update={"on_inconclusive": "extend", "max_window_seconds": longest, "evidence_weight_max": budget}
         )
         entry = ENTRY.model_copy(update={"verification": verification})
         return run_until(domain.start(candidate(), entry, NOW, {}).saga, "verify-canary-10")
@@ -242,6 +242,35 @@ class TestReleaseSaga:
         assert (
             "needs a window of ≈900s at this traffic, longer than the catalog allows (120s)" in d.transitions[-1].reason
         )
+
+    def test_within_the_risk_budget_the_canary_is_raised_to_gather_the_evidence_in_the_longest_window(self):
+        saga = self.extending(60, budget=40)
+        assert saga.current.id == "verify-canary-10"
+        d = domain.handle(saga, self.needing(saga, 150.0), NOW)
+        ((_, shift),) = d.commands  # at 10% the evidence needs 150 s; x1.25 margin in 60 s: 10 * 150 * 1.25 / 60
+        assert isinstance(shift, DeployRequested) and (shift.action.value, shift.weight) == ("shift", 32)
+        assert shift.step_id == "canary-32-evidence" and d.saga.state is ReleaseState.RUNNING
+        assert any("canary raised to 32% (the risk budget allows 40%)" in t.reason for t in d.transitions)
+        ((_, verify),) = domain.handle(d.saga, answer(d.saga), NOW).commands
+        assert (verify.step_id, verify.window_seconds) == ("verify-canary-32-evidence", 60.0)
+        after = [st.id for st in d.saga.plan[d.saga.cursor :]]
+        assert after[:4] == ["canary-32-evidence", "verify-canary-32-evidence", "canary-50", "verify-canary-50"]
+
+    def test_evidence_beyond_the_risk_budget_pauses_naming_the_weight_it_would_take(self):
+        saga = self.extending(60, budget=40)
+        d = domain.handle(saga, self.needing(saga, 400.0), NOW)  # would take 84%
+        assert d.saga.state is ReleaseState.PAUSED and not d.commands[1:]
+        paused = d.transitions[-1]
+        assert (
+            paused.evidence["evidence_weight_needed"] == 84 and "longer than the catalog allows (60s)" in paused.reason
+        )
+
+    def test_an_evidence_step_is_not_raised_again(self):
+        saga = self.extending(60, budget=40)
+        d = domain.handle(saga, self.needing(saga, 150.0), NOW)
+        d = domain.handle(d.saga, answer(d.saga), NOW)  # the raised shift done: verifying at 32%
+        d = domain.handle(d.saga, self.needing(d.saga, 150.0), NOW)
+        assert d.saga.state is ReleaseState.PAUSED
 
     @pytest.mark.parametrize("policy,state", [("pause", ReleaseState.PAUSED), ("rollback", ReleaseState.ROLLING_BACK)])
     def test_inconclusive_follows_the_catalog_policy(self, policy, state):
