@@ -470,6 +470,10 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+NEEDS_SECONDS_MAX = 10_000_000.0
+"""`KpiResult.needs_seconds` is at most this (about 116 days): beyond it, "more than that" is all that matters."""
+
+
 class KpiResult(Contract):
     name: Label = Field(description="KPI name, or what a provider measured, e.g. `journey_success[acme]`.")
     candidate: float | None = Field(description="Candidate value over the window (None: no data).")
@@ -483,6 +487,8 @@ class KpiResult(Contract):
     needs_seconds: float | None = Field(
         default=None,
         ge=0,
+        le=NEEDS_SECONDS_MAX,
+        allow_inf_nan=False,
         description="Undecided for want of evidence: how long a window this KPI needs in all, at the traffic seen, "
         "to decide on the smallest regression the catalog says it must catch (`detect`).",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.events import EnvironmentState, KpiResult, KpiThreshold, Verdict
+from contracts.events import NEEDS_SECONDS_MAX, EnvironmentState, KpiResult, KpiThreshold, Verdict
 from releasegate_sdk.statistics import (
     Decision,
     DropTest,
@@ -154,7 +154,7 @@ def evidence_rule(
     seconds = None
     if elapsed_s and elapsed_s > 0 and test.samples:
         rate = test.samples / elapsed_s
-        seconds = need.to_decide / rate
+        seconds = min(need.to_decide / rate, NEEDS_SECONDS_MAX)
         text += f"; at {rate:.3g}/s a decision takes ≈{seconds:.0f} s in all ({elapsed_s:.0f} s so far)"
     return text, seconds
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from contracts import generate
 from contracts.cloudevents import ContractError, Envelope, decode, encode
-from contracts.events import EVENT_TYPES, AbortRequested, CandidateSubmitted, KpiThreshold
+from contracts.events import EVENT_TYPES, AbortRequested, CandidateSubmitted, KpiResult, KpiThreshold
 from releasegate_platform.catalog import DETECTABLE_RATES, Catalog, CatalogError
 from services.verifier.domain import PROPORTIONS
 
@@ -119,6 +119,26 @@ class TestGeneratedDocuments:
     def test_asyncapi_lists_the_public_topics(self):
         addresses = {c["address"] for c in generate.asyncapi()["channels"].values()}
         assert {"release.candidates", "release.status", "release.alerts", "release.deadletter"} <= addresses
+
+
+class TestEvidenceNeeds:
+    """A verdict's `needs_seconds` drives the coordinator's extension and canary raise: no infinity, no NaN, no
+    absurd figure from a faulty or hostile verifier; and left out when unset, so a result serialises as before."""
+
+    def result(self, **over) -> KpiResult:
+        return KpiResult(
+            name="checkout_success_rate", candidate=0.9, baseline=0.97, candidate_samples=12, baseline_samples=40,
+            verdict="inconclusive", rule="not enough evidence", **over,
+        )  # fmt: skip
+
+    @pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 1e300, "soon"])
+    def test_an_impossible_need_is_refused(self, value):
+        with pytest.raises(ValidationError, match="needs_seconds"):
+            self.result(needs_seconds=value)
+
+    def test_a_need_is_kept_and_an_unset_one_left_out(self):
+        assert self.result(needs_seconds=171.5).model_dump()["needs_seconds"] == 171.5
+        assert "needs_seconds" not in self.result().model_dump(mode="json")
 
 
 class TestDetectionThresholds:
