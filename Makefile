@@ -119,8 +119,8 @@ bench-chaos-live: stack  ## chaos soak of the real services: 24 shop releases, 1
 acls:               ## apply deploy/kafka/acls.yaml to the running broker (credentials, topics, exactly these ACLs)
 	$(PY) -m releasegate_runtime.init_stack
 
-bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries
-	$(PY) -m bench.decision_quality
+bench-quality: up   ## benchmark: releasegate's judge vs a fixed-threshold judge on the same recorded canaries (ARGS="--runs 20 --versions v2,v4")
+	$(PY) -m bench.decision_quality $(ARGS)
 
 bench-judge: install  ## benchmark: the judges on 10,000 simulated canaries per scenario vs the oracle (no stack; docs/judge.png)
 	$(PY) -m bench.judge
