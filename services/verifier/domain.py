@@ -257,13 +257,7 @@ def judge_kpi(
         if test.decision is Decision.FAIL:
             return result(Verdict.FAIL, rule, test), True
     if shared:
-        assert base.value is not None
-        return result(
-            Verdict.INCONCLUSIVE,
-            f"{'; '.join(shared)}, but stable breaks it too ({base.value:.4g}, n={base.n}): a failure of what both "
-            "share, not of the candidate",
-            test,
-        ), False
+        return result(Verdict.INCONCLUSIVE, _shared_failure(shared, base), test), False
     if test is not None:
         if test.decision is Decision.PASS:
             return result(Verdict.PASS, rule, test), True
@@ -301,17 +295,19 @@ def _judge_drop(
     if test.decision is Decision.FAIL:
         return result(Verdict.FAIL, rule, test), True
     if shared:
-        assert base.value is not None
-        return result(
-            Verdict.INCONCLUSIVE,
-            f"{'; '.join(shared)}, but stable breaks it too ({base.value:.4g}, n={base.n}): a failure of what both "
-            "share, not of the candidate",
-            test,
-        ), False
+        return result(Verdict.INCONCLUSIVE, _shared_failure(shared, base), test), False
     if test.decision is Decision.PASS:
         return result(Verdict.PASS, f"no drop of {t.detect:g}: {rule}", test), True
     undecided = result(Verdict.INCONCLUSIVE, f"not enough evidence yet to tell a drop of {t.detect:g}: {rule}", test)
     return undecided.model_copy(update={"needs_seconds": needs_seconds}), False
+
+
+def _shared_failure(shared: list[str], base: Sample) -> str:
+    assert base.value is not None
+    return (
+        f"{'; '.join(shared)}, but stable breaks it too ({base.value:.4g}, n={base.n}): a failure of what both "
+        "share, not of the candidate"
+    )
 
 
 def _bounds(name: str, s: Sample) -> tuple[float, float]:
