@@ -357,26 +357,36 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(16, 4.6))
     drops = [0, 1, 2, 5, 20]
     styles = {"releasegate": "o-", "fixed": "s--", "kayenta": "^:"}
+
+    def row(judge: str, drop: int, traffic: int) -> Row:
+        return next(r for r in rows if r.judge == judge and r.scenario.name == f"-{drop} pts @ {traffic:g}/s")
+
     for traffic, alpha in ((10, 1.0), (100, 0.45)):
         for judge, style in styles.items():
-            ys = [
-                next(r.rollback for r in rows if r.judge == judge and r.scenario.name == f"-{d} pts @ {traffic:g}/s")
-                for d in drops
-            ]
-            ax1.plot(range(len(drops)), ys, style, alpha=alpha, label=f"{judge} @ {traffic}/s")
+            ax1.plot(range(len(drops)), [row(judge, d, traffic).rollback for d in drops], style, alpha=alpha,
+                     label=f"{judge} @ {traffic}/s")  # fmt: skip
+            times = [(i, row(judge, d, traffic).median_s) for i, d in enumerate(drops) if d]
+            ax3.plot([i for i, t in times if t is not None], [t for _, t in times if t is not None], style,
+                     alpha=alpha, label=f"{judge} @ {traffic}/s")  # fmt: skip
     ax1.axhline(ALPHA, color="grey", lw=0.8)
     ax1.set_xticks(range(len(drops)), [f"-{d}" for d in drops])
     ax1.set_xlabel("checkout success drop (points)")
     ax1.set_ylabel("rollback rate")
     ax1.set_title("Rollbacks within a 10-minute step")
     ax1.legend(fontsize=7)
+    ax3.set_yscale("log")
+    ax3.set_xticks(range(1, len(drops)), [f"-{d}" for d in drops[1:]])
+    ax3.set_xlabel("checkout success drop (points)")
+    ax3.set_ylabel("median seconds to a rollback")
+    ax3.set_title("Time to a rollback")
+    ax3.legend(fontsize=7)
     for traffic, colour in ((10, "tab:blue"), (100, "tab:green")):  # at 1/s most runs are cut at the horizon
         xs, rg, orc = [], [], []
         for d in drops[1:]:
-            r = next(x for x in rows if x.judge == "releasegate" and x.scenario.name == f"-{d} pts @ {traffic:g}/s")
+            r = row("releasegate", d, traffic)
             need = oracle(r.scenario, r.rollback)
             if need and r.inconclusive <= UNDECIDED_OK:
                 xs.append(d)
