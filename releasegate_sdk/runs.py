@@ -18,6 +18,7 @@ from opentelemetry import trace
 from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import SYNTHETIC_TIMEOUT_SECONDS, Verdict, VerificationFinished, VerificationRequested
+from contracts.names import clip
 from releasegate_runtime import db, metrics, outbox, telemetry
 from releasegate_sdk import schedule
 from releasegate_sdk.types import RETRYABLE, Result, TransientError, VerificationRequest, describe
@@ -300,7 +301,7 @@ class Runs:
             step_id=run.raw.step_id,
             environment=run.raw.environment,
             verdict=result.verdict or Verdict.INCONCLUSIVE,
-            reason=result.reason,
+            reason=clip(result.reason),  # a check's reason of many KPIs' rules may be long: never a lost verdict
             kpis=kpis,
             window_start=run.window.start,
             window_end=end,
