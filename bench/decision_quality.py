@@ -1,15 +1,18 @@
 """Decision-quality benchmark on the running local stack (`make bench-quality`).
 
-Runs many short canaries against the real shop: the candidate is started in production beside stable v1 at a
-fixed weight while the synthetic shoppers run, and the verifier records every business event and HAProxy
-request. Then two judges are replayed, look by look, on exactly the same recorded samples:
-  releasegate  — the verifier's judge: guardrails plus sequential tests (mSPRT) with a false-rollback bound, looked
-                 at as the live verifier does: on the tick, and after each candidate event (those looks only fail,
-                 on rate bounds and the sequential tests);
+Runs many canaries against the real shop: the candidate is started in production beside stable v1 at a fixed
+weight (25%) for a window (60 s) while the synthetic shoppers run, and the verifier records every business event
+and HAProxy request. Then two judges are replayed, look by look, on exactly the same recorded samples:
+  releasegate  — the verifier's judge: guardrails; on the rates, the stratified SPRT for a 2-point drop (`detect`,
+                 power 0.95, by tenant); on latency, the mSPRT; α = 0.01; looked at as the live verifier does: on
+                 the tick, and after each candidate event (those looks only fail);
   fixed        — a threshold-per-interval judge in the style of Flagger/Argo analysis: every interval, canary
                  success rates >= 95% and p95 <= a fixed latency; rollback after 2 failed checks in a row.
-Prints detection rate per regression size, false-rollback rate on healthy releases and the time from the
-regression's start (canary start) to the rollback decision. Prints figures; asserts nothing."""
+Prints detection rate per regression size, false-rollback rate on healthy releases, the time from the
+regression's start (canary start) to the rollback decision, and releasegate's outcomes (rollback, pass,
+inconclusive); then the power calculation the verifier uses (`evidence_needed`) on the recorded traffic: how many
+candidate checkouts a 2-point drop needs, how long that is at this traffic and what traffic the window would need.
+Prints figures; asserts nothing. `--versions v2,v4` runs only those scenarios."""
 
 from __future__ import annotations
 
