@@ -64,6 +64,7 @@ bundles:
 
 schemas:            ## regenerate the committed JSON Schemas and AsyncAPI document from contracts/
 	$(PY) -m contracts.generate
+	$(PY) -m releasegate_platform.regional > docs/schemas/regional-config.json
 
 demo: up            ## release v2 (promoted) then v3 (rolled back by itself); exit 0 only if both happened
 	$(PY) deploy/demo.py

@@ -212,6 +212,25 @@ class StagingVerification(Contract):
     verified_at: datetime = Field(description="When the coordinator recorded the passing verdicts.")
 
 
+FollowupKind = Literal["verifier", "policy", "runbook", "test"]
+FollowupSeverity = Literal["low", "medium", "high"]
+FOLLOWUP_TITLE_MAX = 200
+FOLLOWUPS_MAX = 100
+FollowupTitle = Annotated[str, Field(min_length=3, max_length=FOLLOWUP_TITLE_MAX, pattern=LABEL)]
+FollowupNumber = Annotated[int, Field(ge=1, le=FOLLOWUPS_MAX)]
+
+
+class OpenFollowup(Contract):
+    """An incident follow-up not closed yet, as the coordinator tells the production gate about it."""
+
+    release_id: ReleaseId = Field(description="The release whose incident it belongs to (the incident's id).")
+    followup: FollowupNumber = Field(description="Its number within the incident (1, 2, ...).")
+    kind: FollowupKind
+    severity: FollowupSeverity
+    owner: Name = Field(description="Identity or identities group that owns it.")
+    title: FollowupTitle
+
+
 class GateCheckRequested(StepCommand):
     """Command to the gatekeeper: evaluate the promotion gates for one environment."""
 
@@ -228,6 +247,12 @@ class GateCheckRequested(StepCommand):
         default=None,
         description="Production gate: the staging verification this release passed, from the coordinator's saga "
         "(only the coordinator may write gate commands, deploy/kafka/acls.yaml); none if staging was not verified.",
+    )
+    open_followups: list[OpenFollowup] | None = Field(
+        default=None,
+        max_length=MAX_ITEMS,
+        description="Production gate: the service's incident follow-ups still open, from the coordinator's incident "
+        "records (the catalog's `incidents.block_production_on_open` says which severities block); none: not told.",
     )
 
 
@@ -630,6 +655,26 @@ class PromoteRequested(OperatorCommand):
     full: bool = Field(default=True, description="Skip every remaining canary step and its verification.")
 
 
+class FollowupAdded(OperatorCommand):
+    """An operator adds a follow-up action to the incident of a rolled-back release (its `release_id`): what must
+    change so the failure is caught earlier or cannot recur (a verifier, a policy rule, a runbook, a test)."""
+
+    event_type: ClassVar[str] = "dev.releasegate.incident.followup-added.v1"
+    kind: FollowupKind = Field(description="verifier | policy | runbook | test")
+    severity: FollowupSeverity = Field(
+        description="low | medium | high; the catalog may block production releases on open ones of some severities"
+    )
+    owner: Name = Field(description="Who owns it: a person or a group of the identities file.")
+    title: FollowupTitle = Field(description="What is to be done, in one line.")
+
+
+class FollowupClosed(OperatorCommand):
+    """An operator closes a follow-up of the incident of `release_id` (`reason`: what was done)."""
+
+    event_type: ClassVar[str] = "dev.releasegate.incident.followup-closed.v1"
+    followup: FollowupNumber = Field(description="The follow-up's number within the incident.")
+
+
 # --- public outputs -----------------------------------------------------------------------------------------
 
 
@@ -821,6 +866,8 @@ EVENT_TYPES: dict[str, type[Contract]] = {
         PauseRequested,
         ResumeRequested,
         PromoteRequested,
+        FollowupAdded,
+        FollowupClosed,
         ReleaseStatusChanged,
         AlertRaised,
         DeadLetter,

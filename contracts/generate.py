@@ -24,7 +24,15 @@ CHANNELS: dict[str, tuple[str, list[type[ev.Contract]]]] = {
     topics.DEADLETTER: ("Records no consumer could process, with the reason (public).", [ev.DeadLetter]),
     topics.CONTROL: (
         "Operator decisions on a release.",
-        [ev.ApprovalGiven, ev.AbortRequested, ev.PauseRequested, ev.ResumeRequested, ev.PromoteRequested],
+        [
+            ev.ApprovalGiven,
+            ev.AbortRequested,
+            ev.PauseRequested,
+            ev.ResumeRequested,
+            ev.PromoteRequested,
+            ev.FollowupAdded,
+            ev.FollowupClosed,
+        ],
     ),
     topics.GATE_COMMANDS: ("Commands to the gatekeeper.", [ev.GateCheckRequested]),
     topics.DR_COMMANDS: ("Commands to the dr-checker.", [ev.DRCheckRequested]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts / stops releasegate's six services and the shop team's three verifiers, each its own OS process under a
+# Starts / stops releasegate's six services and the shop team's four verifiers, each its own OS process under a
 # supervisor that restarts it when it dies (1 s doubling to 30 s; python -m releasegate_runtime.supervise). Logs of
 # both in .run/logs/rg-<name>.log; pid, uptime and crash count in .run/supervise/rg-<name>.json.
 #   services.sh start | stop | status | targets [DIR]
@@ -13,9 +13,10 @@ PY="${PYTHON:-python3}"
 # Python modules run as `python -m <module>`; the process name is rg-<last part, dashed>.
 MODULES=(services.coordinator services.gatekeeper services.dr_checker services.deployer services.verifier
          services.rollback verifiers.erp_export verifiers.tax verifiers.inventory_latency services.notifier
-         services.api)
+         services.api verifiers.peak_load)
 HEALTH_BASE=18500   # GET http://127.0.0.1:<18501..18510>/health, in the order above (18510: the notifier, 18511: the API,
-                    # which serves HTTP on RG_API_PORT, default 18800)
+                    # which serves HTTP on RG_API_PORT, default 18800; 18512: the peak-load verifier, last so that
+                    # the ports before it stay as they were)
 
 name_of() { local s="${1##*.}"; echo "rg-${s//_/-}"; }
 INSTANCES="${RG_INSTANCES:-1}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Local stack without Docker: Kafka (KRaft, from Maven jars), PostgreSQL 15, HAProxy 2.6, Prometheus, payment and
-# ERP sandboxes. Each component is a file in deploy/components/ defining <name>_{packages,install,up,down,status};
-# this script only dispatches. Ports, paths and contracts: docs/local-stack.md.
+# Local stack without Docker: Kafka (KRaft, from Maven jars), PostgreSQL 15, HAProxy 2.6, Varnish 7.1 (the edge
+# cache), Prometheus, payment and ERP sandboxes. Each component is a file in deploy/components/ defining
+# <name>_{packages,install,up,down,status}; this script only dispatches. Ports, paths and contracts:
+# docs/local-stack.md.
 #
 #   deploy/stack.sh install [--force-pip]   packages, Kafka jars, `pip install -e .[dev]` (idempotent)
 #   deploy/stack.sh up                      start whatever is not healthy, wait until healthy (idempotent)
@@ -24,7 +25,7 @@ source "$COMPONENTS_DIR/common.sh"
 cd "$ROOT"
 
 # in start order; `down` stops them in reverse, after every other process with a pidfile
-COMPONENTS=(postgres kafka haproxy prometheus payment erp sink oidc tools dashboard)
+COMPONENTS=(postgres kafka haproxy varnish prometheus payment erp sink oidc tools dashboard)
 for c in python "${COMPONENTS[@]}"; do
   # shellcheck source=/dev/null
   source "$COMPONENTS_DIR/$c.sh"

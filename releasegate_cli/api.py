@@ -77,6 +77,9 @@ class Api:
     def act(self, release_id: str, action: str, reason: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/releases/{release_id}/actions/{action}", json={"reason": reason}))
 
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", path, json=body))
+
     def get(self, path: str) -> Any:
         return self._call("GET", path)
 

@@ -28,6 +28,9 @@ from contracts.events import (
 from releasegate_cli import api as remote
 from releasegate_cli import client
 from releasegate_cli.dr import register as register_dr
+from releasegate_cli.incidents import register as register_incidents
+from releasegate_cli.parity import register as register_parity
+from releasegate_cli.records import register as register_records
 from releasegate_cli.render import print_entry
 from releasegate_cli.supply_chain import register as register_supply_chain
 from releasegate_cli.verifiers import register as register_verifiers
@@ -40,6 +43,9 @@ app = typer.Typer(help="Release automation for retail platforms.", no_args_is_he
 register_supply_chain(app)
 register_verifiers(app)
 register_dr(app)
+register_parity(app)
+register_records(app, lambda: _api())
+register_incidents(app)
 console = Console(width=160)
 EXIT_PROMOTED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 # Every operator command is signed: the coordinator refuses unsigned ones.

@@ -49,6 +49,9 @@ def print_entry(console: Console, row: dict[str, Any]) -> None:
             f"{'':14}traffic: " + ", ".join(f"{v} {w}%" for v, w in observed["weights"].items()) + moved,
             highlight=False,
         )
+    incident = evidence.get("incident") if isinstance(evidence.get("incident"), dict) else None
+    if incident and incident.get("described"):
+        console.print(f"{'':14}{escape(str(incident['described']))} (`releasegate incident ID`)", highlight=False)
     for check in evidence.get("checks") or []:
         mark = "ok  " if check["passed"] else "FAIL"
         console.print(f"{'':14}{mark} {escape(check['name'])}: {escape(check['reason'])}", highlight=False)

@@ -20,9 +20,11 @@ from pydantic import (
 
 from contracts.events import KpiThreshold, PromQuery, SyntheticJourneys
 from contracts.names import MAX_NAME, MAX_NAMES, MAX_TENANT, NAME, TENANT, check_name
+from contracts.peak import PeakReadiness
 
 # Packages whose modules the verifier may import journeys from, unless the Catalog is given others.
 JOURNEY_PACKAGES = ("shop",)
+PEAK_LOAD_VERIFIER = "peak-load"  # verifiers/peak_load: runs the load profile of `peak_readiness`
 DETECTABLE_RATES = frozenset({"checkout_success_rate", "payment_authorization_rate"})  # the verifier's PROPORTIONS
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 # `package.module:function`: Python identifiers only, so nothing but a module path and an attribute.
@@ -150,7 +152,7 @@ class Verification(_Model):
         )
 
 
-OperatorAction = Literal["abort", "pause", "resume", "promote", "go"]
+OperatorAction = Literal["abort", "pause", "resume", "promote", "go", "followup"]
 
 
 class OperatorGroups(_Model):
@@ -162,6 +164,11 @@ class OperatorGroups(_Model):
     resume: list[str] | None = Field(default=None, description="Default: the approver group")
     promote: list[str] | None = Field(default=None, description="`promote --full`. Default: the exception group")
     go: list[str] | None = Field(default=None, description="go and no-go at a hold point. Default: the approver group")
+    followup: list[str] | None = Field(
+        default=None,
+        description="Add and close incident follow-ups (`releasegate followup`). Default: the approver and the "
+        "exception group",
+    )
 
     def groups(self, action: OperatorAction) -> frozenset[str]:
         return frozenset(getattr(self, action) or ())
@@ -185,11 +192,39 @@ class Approvers(_Model):
             "resume": [self.group],
             "promote": [self.exception_group],
             "go": [self.group],
+            "followup": [self.group, self.exception_group],
         }
         self.actions = self.actions.model_copy(
             update={a: groups for a, groups in defaults.items() if getattr(self.actions, a) is None}
         )
         return self
+
+
+class Incidents(_Model):
+    """What a rolled-back release's incident means for the service's next releases."""
+
+    block_production_on_open: list[Literal["low", "medium", "high"]] = Field(
+        default_factory=list,
+        description="Severities of open incident follow-ups that block the service's production gate until they are "
+        "closed (e.g. [high]); empty: follow-ups never block",
+    )
+
+
+class EdgeSpec(_Model):
+    """The edge cache in front of one environment (deploy/varnish): the deployer bans the keys a release declares
+    (bundle.json `edge.invalidates`) at each cut-over and reads prices through the edge once the candidate takes all
+    traffic; the rollback service bans everything the service tagged."""
+
+    environment: Name = Field(default="production", description="The environment the edge serves")
+    host: str = Field(
+        default="shop.test",
+        pattern=r"^[a-z0-9.-]{1,253}$",
+        description="Host header of the edge check's reads (no tenant: the pages are the same for every tenant)",
+    )
+    catalog_path: str = Field(default="/products", pattern=r"^/[a-z0-9/_-]*$", description="Lists the products")
+    price_path: str = Field(
+        default="/prices/{sku}", pattern=r"^/[a-z0-9/_-]*\{sku\}[a-z0-9/_-]*$", description="One product's price page"
+    )
 
 
 class TargetSpec(_Model):
@@ -339,6 +374,17 @@ class ServiceEntry(_Model):
     notifications: Notifications = Field(
         default_factory=Notifications, description="Notification routes (services/notifier)"
     )
+    incidents: Incidents = Field(
+        default_factory=Incidents, description="Incident follow-ups that block production releases"
+    )
+    edge: EdgeSpec | None = Field(
+        default=None, description="Edge cache in front of the storefront: purged at cut-over, checked for stale prices"
+    )
+    peak_readiness: PeakReadiness | None = Field(
+        default=None,
+        description="The load gate at staging (verifiers/peak_load): the representative load profile, its SLOs and "
+        "the capacity to keep, always or in peak-preparation windows",
+    )
 
     def target(self, environment: str) -> TargetSpec:
         return self.targets.get(environment, TargetSpec())
@@ -400,6 +446,25 @@ class ServiceEntry(_Model):
             raise ValueError("blue-green verifies green on a preview route: the entry needs `synthetic` journeys")
         if self.rollout.strategy == "tenant-phased" and not self.rollout.waves:
             raise ValueError("a tenant-phased rollout needs at least one wave before everyone")
+        return self
+
+    @model_validator(mode="after")
+    def _peak_gate_can_finish(self) -> ServiceEntry:
+        peak = self.peak_readiness
+        if peak is None or not peak.can_run:
+            return self
+        staging = self.verification.verifiers("staging")
+        if PEAK_LOAD_VERIFIER not in [*staging.required, *staging.advisory]:
+            raise ValueError(
+                f"peak_readiness needs the `{PEAK_LOAD_VERIFIER}` verifier at staging "
+                "(verification.by_environment.staging.required, or advisory to only record it)"
+            )
+        # the gate loads stable, then the candidate, inside the staging window: a shorter window cuts it off
+        if self.verification.staging_window_seconds < peak.gate_seconds:
+            raise ValueError(
+                f"peak_readiness loads each version for {peak.profile.duration_seconds:g}s: the staging window "
+                f"({self.verification.staging_window_seconds:g}s) must be at least {peak.gate_seconds:g}s"
+            )
         return self
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from releasegate_platform import regional
+
 VERDICT = {"pass": "passed", "wait": "is waiting", "block": "was blocked"}
 
 
@@ -39,6 +41,10 @@ def explain_release(
             f"{change.get('lines_changed', '?')} lines changed against "
             f"{change.get('baseline_version') or 'nothing in production'}, touching {domains}."
         )
+        regional_changes = regional.describe_diff(change.get("regional") or {})
+        if regional_changes:
+            lines.append("  Regional configuration against production (secret references not shown):")
+            lines += [f"    {line}" for line in regional_changes]
         outcomes = {"deny": [], "wait": [], "pass": []}
         for rule in d["rules"]:
             outcomes[rule.get("evidence", {}).get("outcome", "pass" if rule["passed"] else "deny")].append(rule)

@@ -109,6 +109,38 @@ CREATE TABLE IF NOT EXISTS staging_verified_artifacts (
     PRIMARY KEY (service, digest)
 );
 
+-- coordinator: incidents of rolled-back releases (one per release, opened in the transaction of its terminal state)
+-- and their follow-up actions, added and closed by signed operator commands (services/coordinator/incidents.py);
+-- the saga body holds the same, these are what readers (the CLI, change records, the production gate's fact) query
+CREATE TABLE IF NOT EXISTS incidents (
+    release_id text PRIMARY KEY,
+    service    text        NOT NULL,
+    version    text        NOT NULL,
+    outcome    text        NOT NULL CHECK (outcome IN ('rolled_back', 'rollback_failed')),
+    summary    text        NOT NULL,
+    findings   jsonb       NOT NULL DEFAULT '{}',
+    opened_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_service ON incidents (service, opened_at);
+CREATE TABLE IF NOT EXISTS incident_followups (
+    release_id   text        NOT NULL REFERENCES incidents (release_id),
+    followup_id  integer     NOT NULL CHECK (followup_id >= 1),
+    service      text        NOT NULL,
+    kind         text        NOT NULL CHECK (kind IN ('verifier', 'policy', 'runbook', 'test')),
+    severity     text        NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+    owner        text        NOT NULL,
+    title        text        NOT NULL,
+    status       text        NOT NULL CHECK (status IN ('open', 'closed')),
+    added_by     text        NOT NULL,
+    added_at     timestamptz NOT NULL,
+    reason       text        NOT NULL DEFAULT '',
+    closed_by    text,
+    closed_at    timestamptz,
+    close_reason text,
+    PRIMARY KEY (release_id, followup_id)
+);
+CREATE INDEX IF NOT EXISTS incident_followups_open ON incident_followups (service) WHERE status = 'open';
+
 -- deployer: instances it started and the stable version per environment
 CREATE TABLE IF NOT EXISTS instances (
     id          bigserial PRIMARY KEY,
@@ -398,3 +430,20 @@ CREATE TABLE IF NOT EXISTS notifier_releases (
     environment text,
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- api (services/api): the change record of each ended release, a DSSE envelope signed with the records key, written
+-- once (the release id is the key: a redelivered end produces no second record) and never changed
+CREATE TABLE IF NOT EXISTS change_records (
+    release_id     text        PRIMARY KEY,
+    service        text        NOT NULL,
+    version        text        NOT NULL,
+    outcome        text        NOT NULL,
+    keyid          text        NOT NULL,
+    payload_sha256 text        NOT NULL,
+    envelope       jsonb       NOT NULL,
+    recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS change_records_service ON change_records (service, recorded_at DESC);
+DROP TRIGGER IF EXISTS change_records_append_only ON change_records;
+CREATE TRIGGER change_records_append_only BEFORE UPDATE OR DELETE ON change_records
+    FOR EACH ROW EXECUTE FUNCTION refuse_update_or_delete();

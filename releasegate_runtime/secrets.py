@@ -1,7 +1,8 @@
 """Per-machine secrets of the local stack, generated on the first `make stack` and never committed: a random
 SCRAM password per Kafka principal (deploy/kafka/acls.yaml, plus the broker's `admin`), a random password per
-PostgreSQL role, the coordinator's ed25519 key pair for step grants, and the key HAProxy checks canary cookies
-with, and the local OpenID Connect provider's secrets (a password per person and a client secret per CI client of
+PostgreSQL role, the coordinator's ed25519 key pair for step grants, the key pair change records are signed with,
+the key HAProxy checks canary cookies with, the edge cache's (Varnish) management secret, and the local OpenID
+Connect provider's secrets (a password per person and a client secret per CI client of
 deploy/oidc/directory.json, its RSA signing key and its cookie key). Files are owner-only (0600) in .run/secrets (0700); an existing secret is never replaced (rotation:
 docs/security.md).
 
@@ -62,6 +63,7 @@ OIDC_COOKIE_KEY = Path("oidc") / "cookie.key"
 # (deploy/local/notify_sink.py, started by deploy/components/sink.sh) instead of a real incoming webhook.
 NOTIFY_SINK_SECRET = Path("notifier") / "ops-slack.url"
 NOTIFY_SINK_URL = "http://127.0.0.1:19500/slack/ops"
+EDGE_SECRET = Path("varnish") / "secret"
 
 
 class CanaryError(ValueError):
@@ -111,8 +113,17 @@ def ensure(directory: Path, policy: BusPolicy) -> list[str]:
     if not (keys / "api.key").exists():
         keygen(keys, "api")
         created.append("keys/api")
+    # change records are signed with a key of their own: whoever holds it can vouch for a record, nothing else
+    # (it attests no command and grants no step)
+    if not (keys / "records.key").exists():
+        keygen(keys, "records")
+        created.append("keys/records")
     if ensure_canary_key(directory):
         created.append(str(CANARY_KEY))
+    # the edge cache's management CLI secret (deploy/varnish): whoever holds it can ban what the edge serves
+    (directory / EDGE_SECRET.parent).mkdir(mode=0o700, exist_ok=True)
+    if _write_new(directory / EDGE_SECRET, password()):
+        created.append(str(EDGE_SECRET))
     created += ensure_oidc(directory)
     return created
 

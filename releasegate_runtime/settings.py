@@ -96,6 +96,13 @@ class ServiceSettings(BaseSettings):
     policy_dir: Path = REPO_ROOT / "policies"
     calendar_file: Path = REPO_ROOT / "policies" / "calendar.yaml"
     environments_dir: Path = REPO_ROOT / "deploy" / "environments"
+    parity_file: Path = Field(
+        default=REPO_ROOT / "deploy" / "parity.yaml",
+        description="Documented, accepted differences between staging and production (RG_PARITY_FILE)",
+    )
+    edge_dir: Path = Field(
+        default=REPO_ROOT / "deploy" / "varnish", description="Edge cache configuration the parity report reads"
+    )
 
     def kafka_credentials(self) -> tuple[str, str]:
         """(user, password) of this process's Kafka principal; the password from RG_KAFKA_PASSWORD, else from
@@ -192,6 +199,18 @@ class TargetSettings(ServiceSettings):
     rollout_timeout_seconds: float = Field(
         default=120.0, gt=0, description="kubernetes: longest wait for a Deployment to roll out"
     )
+    edge_url: str = Field(
+        default="http://127.0.0.1:18088", description="The edge cache (Varnish) as shoppers reach it (RG_EDGE_URL)"
+    )
+    edge_admin: str = Field(
+        default="127.0.0.1:18089", description="The edge's management CLI, host:port (RG_EDGE_ADMIN)"
+    )
+    edge_secret_file: Path | None = Field(
+        default=None, description="The edge's CLI secret; default <secrets_dir>/varnish/secret (RG_EDGE_SECRET_FILE)"
+    )
+
+    def edge_secret(self) -> Path:
+        return self.edge_secret_file or self.secrets_dir / "varnish" / "secret"
 
     def kubeconfig_file(self) -> Path | None:
         """The kubeconfig this service acts with in a cluster (the setting `KUBECONFIG_SETTING`); None: in a Pod,

@@ -1,4 +1,4 @@
-"""Builds the shop's release bundles (v1 … v10) as deterministic tar.gz files in the artifact store.
+"""Builds the shop's release bundles (v1 … v11) as deterministic tar.gz files in the artifact store.
 
 Each version is `bundle_src/` with the overlays of `versions/<v>/` laid on top in lineage order, so a
 version's bundle holds only what differs from its parent plus everything it inherits.
@@ -45,6 +45,8 @@ LINEAGE: dict[str, list[str]] = {
     "v8": ["v2", "v8"],
     "v9": ["v2", "v9"],
     "v10": ["v2", "v3", "v10"],
+    "v11": ["v2", "v11"],
+    "v12": ["v2", "v12"],
 }
 
 # Per version: source commit, change summary, and the CI run that built it (fixed, so the signed provenance,
@@ -110,6 +112,21 @@ CANDIDATES: dict[str, dict[str, str]] = {
         "normalisation of v3: a data-rewriting release that fails its canary.",
         "invocation_id": "https://ci.shop.example/runs/1102",
         "started_on": "2025-05-16T08:45:00Z",
+    },
+    "v11": {
+        "commit": "6d8f0a2c4e6b8d0f1a3c5e7b9d1f3a5c7e9b0d24",
+        "changes": "Seasonal sale: every price 15% off (catalog.py); bundle.json declares only `content` for the "
+        "edge cache, so the old prices stay cached: the release that forgets to invalidate.",
+        "invocation_id": "https://ci.shop.example/runs/1111",
+        "started_on": "2025-05-19T09:20:00Z",
+    },
+    "v12": {
+        "commit": "a3c5e7b9d1f3a5c7e9b0d2f4a6c8e0b2d4f6a8c1",
+        "changes": "Product listings ranked by the recommendation model, one shared session per process (catalog.py): "
+        "each listing is a little slower, and listings queue, so an instance serves about half the journeys it did "
+        "at twice the peak profile: blocked by the load gate.",
+        "invocation_id": "https://ci.shop.example/runs/1115",
+        "started_on": "2025-05-20T11:05:00Z",
     },
 }
 AUTHOR = "dev"  # identity name in policies/identities.yaml: never allowed to approve their own change

@@ -15,6 +15,9 @@ GRANT CONNECT ON DATABASE releasegate TO rg_coordinator, rg_gatekeeper, rg_dr_ch
   rg_rollback, rg_ops, rg_api, rg_notifier;
 REVOKE CONNECT, TEMPORARY ON DATABASE shop, shop_staging FROM PUBLIC;
 GRANT CONNECT ON DATABASE shop, shop_staging TO rg_shop, rg_verifier, rg_deployer, rg_rollback, rg_dr_checker;
+-- the parity report (gatekeeper, `releasegate parity` as ops) reads each database's version and settings with SHOW:
+-- CONNECT is all it needs, no table is granted to them there
+GRANT CONNECT ON DATABASE shop, shop_staging TO rg_gatekeeper, rg_ops;
 ALTER ROLE releasegate IN DATABASE shop SET role = 'rg_shop_owner';
 ALTER ROLE releasegate IN DATABASE shop_staging SET role = 'rg_shop_owner';
 ALTER ROLE rg_deployer IN DATABASE shop SET role = 'rg_shop_owner';

@@ -19,6 +19,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON saga_deadlines TO rg_coordinator;  -- UP
 GRANT SELECT, INSERT ON audit_log TO rg_coordinator;
 GRANT SELECT, INSERT ON operator_nonces TO rg_coordinator;
 GRANT SELECT, INSERT ON staging_verified_artifacts TO rg_coordinator;
+GRANT SELECT, INSERT, UPDATE ON incidents, incident_followups TO rg_coordinator;  -- UPDATE: a follow-up closed
 GRANT SELECT, INSERT, UPDATE, DELETE ON verifier_registry TO rg_coordinator;
 
 -- gatekeeper: its decisions (what runs where and what staging verified come in its commands and read model)
@@ -48,6 +49,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO rg_ops;
 -- api (services/api): the read models it serves, nothing else; it changes nothing (commands go to the bus)
 GRANT SELECT ON sagas, audit_log, gate_decisions, dr_reports, dr_drills, backups, verifier_registry, verifier_runs,
     parked_records, refused_commands, environments, instances TO rg_api;
+GRANT SELECT ON incidents, incident_followups TO rg_api;  -- incident records (change records read them)
 
 -- the audit log is append-only for every role
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC, rg_coordinator, rg_gatekeeper, rg_dr_checker, rg_deployer,
@@ -81,3 +83,9 @@ GRANT SELECT, INSERT, UPDATE ON outbox TO rg_notifier;
 GRANT USAGE ON SEQUENCE outbox_id_seq TO rg_notifier;
 GRANT SELECT, INSERT ON processed_events, parked_records TO rg_notifier;
 -- <<< notifier ----------------------------------------------------------------------------------------------------
+
+-- >>> change records (services/api) -----------------------------------------------------------------------------
+-- the API writes each ended release's signed change record once and serves it; it can neither change nor remove one
+GRANT SELECT, INSERT ON change_records TO rg_api;
+REVOKE UPDATE, DELETE, TRUNCATE ON change_records FROM PUBLIC, rg_api, rg_ops;
+-- <<< change records ----------------------------------------------------------------------------------------------

@@ -24,3 +24,5 @@ ALTER ROLE rg_notifier LOGIN PASSWORD :'pw_rg_notifier';
 GRANT rg_shop_owner TO releasegate, rg_deployer, rg_rollback, rg_dr_checker, rg_shop;
 -- the rollback waits until the shop's sessions are idle before a restore: it must see their state
 GRANT pg_read_all_stats TO rg_rollback;
+-- the load gate (verifiers/peak_load) reports the shop database's active sessions and lock waits under load
+GRANT pg_read_all_stats TO rg_verifier;

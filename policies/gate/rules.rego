@@ -20,6 +20,9 @@ rules := {
 	"approvals": "risky changes have enough approvals from the approver group",
 	"freeze_window": "no freeze window blocks this change, or an exception was approved",
 	"business_hours": "production releases of this tier run inside business hours",
+	"parity": "staging matches production, or each difference is documented in deploy/parity.yaml",
+	"regional_config": "the regional configuration matches its schema and holds secret references only",
+	"open_followups": "no open incident follow-up of a severity the catalog blocks on (closed before production)",
 }
 
 production if input.environment == "production"

@@ -132,5 +132,27 @@ def refusal(person: Person, rules: ReleaseRules, action: Action) -> str | None:
     return f"{person.username} is not in the {' or '.join(sorted(allowed))} group that may {action} {rules.service} releases"
 
 
+INCIDENT_STATES = frozenset({ReleaseState.ROLLED_BACK, ReleaseState.ROLLBACK_FAILED})
+
+
+def followup_refusal(person: Person, rules: ReleaseRules, *, closing: bool) -> str | None:
+    """Why `person` may not add (or close) a follow-up of this release's incident; None if they may. The
+    coordinator's rule (services/coordinator/control.py): the catalog's `followup` groups; the change's author may
+    add one, never close one."""
+    if rules.state not in INCIDENT_STATES:
+        return f"the release is {rules.state.value.replace('_', ' ')}: only rolled-back releases have an incident"
+    if closing and person.username == rules.author:
+        return "the author of a change cannot close a follow-up of it"
+    allowed_groups = rules.operators.groups("followup") or Approvers(
+        group=rules.approver_group, exception_group=rules.exception_group
+    ).actions.groups("followup")
+    if person.groups & allowed_groups:
+        return None
+    return (
+        f"{person.username} is not in the {' or '.join(sorted(allowed_groups))} group that may "
+        f"{'close' if closing else 'add'} follow-ups of {rules.service} incidents"
+    )
+
+
 def allowed(person: Person, rules: ReleaseRules) -> list[Action]:
     return [a for a in ACTIONS if refusal(person, rules, a) is None]

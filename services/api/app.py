@@ -1,5 +1,6 @@
 """API process: the HTTP server (uvicorn) and the live status reader run inside the runtime every releasegate
-service runs in (logging, telemetry, the database pool as rg_api, the producer as the `api` principal, /health)."""
+service runs in (logging, telemetry, the database pool as rg_api, the producer as the `api` principal, /health), with
+the writer of change records beside them."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class Server(uvicorn.Server):
 async def setup(rt: runner.Runtime) -> None:
     settings = ApiSettings().for_principal(NAME)
     hub = live.StatusHub(settings.sse_queue, settings.sse_clients)
-    app = http.build(bootstrap.build(rt, settings, hub))
+    ports = bootstrap.build(rt, settings, hub)
+    app = http.build(ports)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -46,11 +48,15 @@ async def setup(rt: runner.Runtime) -> None:
     async def status_feed() -> None:
         await live.follow(settings, hub)
 
+    async def change_records() -> None:
+        if ports.records is not None:
+            await ports.records.run(hub, settings.records_sweep_seconds)
+
     async def stop_server() -> None:
         server.should_exit = True
 
     rt.outbox = False
-    rt.tasks.extend([http_server, status_feed])
+    rt.tasks.extend([http_server, status_feed, change_records])
     rt.on_stop.insert(0, stop_server)
 
 

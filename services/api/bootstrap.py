@@ -1,23 +1,29 @@
 """Composition root of the API service: the OIDC token verifier, the read models (as rg_api), the attesting command
 publisher (the API's key, the `api` Kafka principal), the CI trust from the trust root, the catalog's approver
-groups, the freeze calendar and the live status hub, wired into the FastAPI app."""
+groups, the freeze calendar, the live status hub and the change records (the records key), wired into the FastAPI app."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
+import structlog
 import yaml
 
 from contracts.cloudevents import Envelope
 from releasegate_platform.catalog import Catalog, CatalogError
 from releasegate_platform.oidc import TokenVerifier, TrustedIssuers
 from releasegate_runtime import runner
+from releasegate_runtime.keys import load_signer
 from services.api import ci, http
 from services.api.commands import Commands
 from services.api.config import ApiSettings
 from services.api.live import StatusHub
 from services.api.read_models import PgReadModels
+from services.api.record_store import PgRecordStore
+from services.api.records import Records
+
+log = structlog.get_logger()
 
 
 def approver_groups(catalog: Catalog, settings: ApiSettings) -> frozenset[str]:
@@ -71,4 +77,16 @@ def build(rt: runner.Runtime, settings: ApiSettings, hub: StatusHub) -> http.Por
         public_url=settings.api_url,
         dashboard_client=settings.oidc_dashboard_client,
         audience=settings.oidc_audience,
+        records=records(rt, settings),
     )
+
+
+def records(rt: runner.Runtime, settings: ApiSettings) -> Records | None:
+    """The change records, signed with the records key; None (said loudly) where the key is not installed, e.g. a
+    cluster whose chart does not mount one yet: the API serves everything else."""
+    try:
+        signer = load_signer(settings.records_key)
+    except (OSError, ValueError) as exc:
+        log.error("no change records: the records key cannot be read", key=str(settings.records_key), error=str(exc))
+        return None
+    return Records(PgRecordStore(rt.pool), signer)

@@ -14,6 +14,8 @@ from contracts.events import (
     ApprovalGiven,
     Attestation,
     CandidateSubmitted,
+    FollowupAdded,
+    FollowupClosed,
     OperatorCommand,
     PauseRequested,
     PromoteRequested,
@@ -59,6 +61,19 @@ class Commands:
         )
         signed = identity.attest_command(self._key, command(action, release_id, person.username, reason), attestation)
         envelope = Envelope.new(signed, SOURCE, release_id)
+        await self._publish(topics.CONTROL, envelope)
+        return envelope.id
+
+    async def followup(self, command: FollowupAdded | FollowupClosed, person: Person) -> str:
+        """Publish an incident follow-up command for `person`, attested as `give` does."""
+        attestation = Attestation(
+            by=identity.ATTESTED_BY_API,
+            issuer=self._issuer,
+            subject=person.subject[:256],
+            groups=sorted(person.groups)[:64],
+        )
+        signed = identity.attest_command(self._key, command, attestation)
+        envelope = Envelope.new(signed, SOURCE, command.release_id)
         await self._publish(topics.CONTROL, envelope)
         return envelope.id
 

@@ -27,12 +27,23 @@ class ApiSettings(ServiceSettings):
     api_signing_key_file: Path | None = Field(
         default=None, description="The API's ed25519 key (attests operator commands); default <secrets>/keys/api.key."
     )
+    records_key_file: Path | None = Field(
+        default=None,
+        description="The ed25519 key change records are signed with; default <secrets>/keys/records.key.",
+    )
+    records_sweep_seconds: float = Field(
+        default=30.0, ge=1, le=3600, description="How often ended releases without a change record are looked for."
+    )
     sse_queue: int = Field(default=256, ge=16, le=10_000, description="Status events buffered per live client.")
     sse_clients: int = Field(default=200, ge=1, le=10_000, description="Live clients at once.")
 
     @property
     def signing_key(self) -> Path:
         return self.api_signing_key_file or self.secrets_dir / "keys" / "api.key"
+
+    @property
+    def records_key(self) -> Path:
+        return self.records_key_file or self.secrets_dir / "keys" / "records.key"
 
     def release_url(self, release_id: str) -> str:
         return f"{self.api_url.rstrip('/')}/releases/{release_id}"

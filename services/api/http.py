@@ -14,17 +14,27 @@ from typing import Annotated, Any, Protocol
 import structlog
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 
-from contracts.events import CandidateSubmitted
+from contracts.events import (
+    CandidateSubmitted,
+    FollowupAdded,
+    FollowupClosed,
+    FollowupKind,
+    FollowupNumber,
+    FollowupSeverity,
+    FollowupTitle,
+)
 from contracts.names import MAX_RELEASE_ID, NAME, RELEASE_ID
+from releasegate_platform import change_record, change_record_html
 from releasegate_platform.oidc import Claims, ProviderError, TokenError
 from services.api import access, ci
 from services.api.access import ACTIONS, Action, Person, ReleaseRules
 from services.api.live import StatusHub, TooManyClients, sse
 from services.api.read_models import ReadModels
+from services.api.records import Records
 
 log = structlog.get_logger()
 STATIC = Path(__file__).resolve().parent / "static"
@@ -40,6 +50,10 @@ class Verifier(Protocol):
 
 class CommandPort(Protocol):
     async def give(self, action: Action, release_id: str, person: Person, reason: str) -> str: ...
+
+    async def followup(self, command: FollowupAdded | FollowupClosed, person: Person) -> str:
+        """Publish an incident follow-up command for `person` (signed by the API, the login attested)."""
+
     async def submit(self, candidate: CandidateSubmitted) -> str: ...
 
 
@@ -56,6 +70,7 @@ class Ports:
     public_url: str
     dashboard_client: str
     audience: str
+    records: Records | None = None  # None: no records key installed (the record routes answer 503)
 
     @classmethod
     def unwired(cls) -> "Ports":
@@ -81,6 +96,14 @@ class Ports:
 
 class ActionBody(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="Why, in your words; recorded in the audit log.")
+
+
+class FollowupBody(BaseModel):
+    kind: FollowupKind = Field(description="verifier | policy | runbook | test")
+    severity: FollowupSeverity = Field(description="low | medium | high")
+    owner: str = Field(pattern=NAME, max_length=63, description="A person or group of the identities file.")
+    title: FollowupTitle = Field(description="What is to be done, in one line.")
+    reason: str | None = Field(default=None, min_length=1, max_length=500, description="Why (default: the title).")
 
 
 class Accepted(BaseModel):
@@ -130,7 +153,8 @@ def build(ports: Ports) -> FastAPI:
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
-        response.headers["Content-Security-Policy"] = policy
+        # a change record's page brings its own, stricter policy (no script at all, its one style block)
+        response.headers.setdefault("Content-Security-Policy", policy)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
@@ -230,6 +254,39 @@ def build(ports: Ports) -> FastAPI:
         log.info("operator command published", release_id=release_id, action=action, actor=who.username)
         return Accepted(command_id=command_id, release_id=release_id)
 
+    @app.post("/v1/releases/{release_id}/followups", status_code=202, response_model=Accepted, tags=["commands"])
+    async def add_followup(who: Viewer, release_id: Annotated[str, release_id_param()], body: FollowupBody) -> Accepted:
+        """Add a follow-up action to the incident of a rolled-back release (`releasegate followup add`)."""
+        why = access.followup_refusal(who, await _rules(release_id), closing=False)
+        if why is not None:
+            raise HTTPException(403, why)
+        command = FollowupAdded(
+            release_id=release_id,
+            actor=who.username,
+            reason=body.reason or body.title,
+            kind=body.kind,
+            severity=body.severity,
+            owner=body.owner,
+            title=body.title,
+        )
+        return Accepted(command_id=await ports.commands.followup(command, who), release_id=release_id)
+
+    @app.post(
+        "/v1/releases/{release_id}/followups/{number}/close",
+        status_code=202,
+        response_model=Accepted,
+        tags=["commands"],
+    )
+    async def close_followup(
+        who: Viewer, release_id: Annotated[str, release_id_param()], number: FollowupNumber, body: ActionBody
+    ) -> Accepted:
+        """Close a follow-up of the incident of a rolled-back release (`releasegate followup close`)."""
+        why = access.followup_refusal(who, await _rules(release_id), closing=True)
+        if why is not None:
+            raise HTTPException(403, why)
+        command = FollowupClosed(release_id=release_id, actor=who.username, reason=body.reason, followup=number)
+        return Accepted(command_id=await ports.commands.followup(command, who), release_id=release_id)
+
     @app.post("/v1/candidates", status_code=202, response_model=Submitted, tags=["ci"])
     async def submit(
         request: Request,
@@ -265,6 +322,61 @@ def build(ports: Ports) -> FastAPI:
         return Submitted(
             release_id=release_id, url=f"{base}/releases/{release_id}", status_url=f"{base}/v1/releases/{release_id}"
         )
+
+    def records() -> Records:
+        if ports.records is None:
+            raise HTTPException(503, "change records are not configured here: the records key is not installed")
+        return ports.records
+
+    async def opened_record(release_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            found = await records().opened(release_id)
+        except change_record.RecordError as exc:
+            log.error("stored change record does not verify", release_id=release_id, reason=str(exc))
+            raise HTTPException(500, f"the stored change record does not verify: {exc}") from None
+        if found is None:
+            rules = await _rules(release_id)
+            raise HTTPException(
+                404,
+                f"no change record of {release_id} yet: "
+                + ("it is written within seconds of the release's end" if rules.state.terminal else "it has not ended"),
+            )
+        return found
+
+    @app.get("/v1/releases/{release_id}/record", tags=["records"])
+    async def record(who: Viewer, release_id: Annotated[str, release_id_param()]) -> JSONResponse:
+        """The release's change record: a DSSE envelope (payloadType application/vnd.releasegate.change-record+json)
+        signed with releasegate's records key; `releasegate record verify FILE` checks it with the public key."""
+        envelope, _ = await opened_record(release_id)
+        return JSONResponse(envelope)
+
+    @app.get("/v1/releases/{release_id}/record.html", tags=["records"], response_class=HTMLResponse)
+    async def record_page(who: Viewer, release_id: Annotated[str, release_id_param()]) -> HTMLResponse:
+        """The change record as one self-contained page (no script, no external asset), after its signature was
+        verified."""
+        envelope, opened = await opened_record(release_id)
+        signature = {
+            "verified": True,
+            "keyid": records().public_key.keyid,
+            "payload_sha256": change_record.payload_digest(envelope),
+        }
+        return HTMLResponse(
+            change_record_html.render(opened, signature),
+            headers={"Content-Security-Policy": change_record_html.CSP},
+        )
+
+    @app.get("/v1/services/{service}/records", tags=["records"])
+    async def service_records(
+        who: Viewer,
+        service: Annotated[str, PathParam(pattern=NAME, max_length=64)],
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> list[dict[str, Any]]:
+        """The service's change records, newest first: release, version, outcome, signing key and payload digest."""
+        base = ports.public_url.rstrip("/")
+        return [
+            {**r, "url": f"{base}/v1/releases/{r['release_id']}/record"}
+            for r in await records().store.listing(service, limit)
+        ]
 
     @app.get("/v1/approvals", tags=["releases"])
     async def approvals(who: Viewer) -> list[dict[str, Any]]:

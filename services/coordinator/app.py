@@ -10,6 +10,8 @@ from contracts.events import (
     AbortRequested,
     ApprovalGiven,
     CandidateSubmitted,
+    FollowupAdded,
+    FollowupClosed,
     PauseRequested,
     PromoteRequested,
     ResumeRequested,
@@ -37,7 +39,15 @@ async def setup(rt: runner.Runtime) -> None:
     rt.consumer.subscribe(
         topics.CONTROL,
         coordinator.on_event,
-        accept=(ApprovalGiven, AbortRequested, PauseRequested, ResumeRequested, PromoteRequested),
+        accept=(
+            ApprovalGiven,
+            AbortRequested,
+            PauseRequested,
+            ResumeRequested,
+            PromoteRequested,
+            FollowupAdded,
+            FollowupClosed,
+        ),
     )
     # each producer's own result topic; who may write it is the bus policy (a new verifier: add its principal,
     # `make acls`, restart the coordinator)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 from contracts.events import (
     AbortRequested,
     ApprovalGiven,
+    FollowupAdded,
+    FollowupClosed,
     OperatorCommand,
     PauseRequested,
     PromoteRequested,
@@ -26,18 +28,30 @@ MAX_CLOCK_SKEW = timedelta(seconds=60)
 # Abort, pause, resume, promote and go/no-go act now or never, so a captured one is worthless after this.
 # Approvals and exceptions count for the policy's time instead (`approvals.ttl_seconds`, judged by the gate).
 COMMAND_VALIDITY = timedelta(minutes=10)
-# The author of a change may stop its release, never push it on.
-AUTHOR_MAY: frozenset[str] = frozenset({"abort", "pause"})
+# The author of a change may stop its release, never push it on; and may add follow-ups to its incident (they know
+# best what was learnt), never close one (that is for someone else to judge done).
+AUTHOR_MAY: frozenset[str] = frozenset({"abort", "pause", "followup"})
 
-Action = Literal["approval", "exception", "abort", "pause", "resume", "promote", "go"]
+Action = Literal["approval", "exception", "abort", "pause", "resume", "promote", "go", "followup", "followup-close"]
 _AUTHOR_CANNOT = {
     "approval": "approve",
     "exception": "approve",
     "go": "approve",
     "resume": "resume",
     "promote": "promote",
+    "followup-close": "close a follow-up of",
 }
-_MAY = {"abort": "abort", "pause": "pause", "resume": "resume", "promote": "promote", "go": "decide go/no-go on"}
+_MAY = {
+    "abort": "abort",
+    "pause": "pause",
+    "resume": "resume",
+    "promote": "promote",
+    "go": "decide go/no-go on",
+    "followup": "add follow-ups to incidents of",
+    "followup-close": "close follow-ups of incidents of",
+}
+# Both follow-up commands are given by the catalog's `approvers.actions.followup` groups.
+_CATALOG_ACTION: dict[Action, OperatorAction] = {"followup-close": "followup"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,10 @@ def action(command: OperatorCommand) -> Action:
             return "resume"
         case PromoteRequested():
             return "promote"
+        case FollowupAdded():
+            return "followup"
+        case FollowupClosed():
+            return "followup-close"
     raise TypeError(f"{type(command).__name__} is not an operator command the coordinator knows")
 
 
@@ -84,6 +102,10 @@ def describe(command: OperatorCommand) -> str:
         return command.kind
     if isinstance(command, PromoteRequested) and command.full:
         return "promote --full"
+    if isinstance(command, FollowupAdded):
+        return "follow-up"
+    if isinstance(command, FollowupClosed):
+        return f"close of follow-up {command.followup}"
     return action(command)
 
 
@@ -135,9 +157,12 @@ def permission(saga: Saga, act: Action, actor: str, groups: frozenset[str]) -> s
     return f"not in the {named} group that may {_MAY[act]} {saga.service} releases"
 
 
-def allowed_groups(saga: Saga, act: OperatorAction) -> frozenset[str]:
+def allowed_groups(saga: Saga, act: OperatorAction | Action) -> frozenset[str]:
     """The catalog's groups for `act` as the release started with them; a release started before the catalog
-    named them gets the defaults for its approver group."""
+    named them (or before the action existed) gets the defaults for its approver group."""
     group = saga.config.approver_group if saga.config is not None else "approvers"
-    operators = saga.operators or Approvers(group=group).actions
-    return operators.groups(act)
+    named: OperatorAction = _CATALOG_ACTION.get(act, act)  # type: ignore[arg-type]
+    operators = saga.operators
+    if operators is None or getattr(operators, named) is None:
+        operators = Approvers(group=group).actions
+    return operators.groups(named)

@@ -17,6 +17,8 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import (
     CandidateSubmitted,
+    FollowupAdded,
+    GateCheckRequested,
     OperatorCommand,
     ReleaseEvent,
     ReleaseStatusChanged,
@@ -80,6 +82,7 @@ class Coordinator:
                 await self._start(envelope, event)
             elif isinstance(event, OperatorCommand):
                 signer = self._signer(event)
+                owner_known = isinstance(event, FollowupAdded) and self._known_owner(event.owner)
                 await self._apply(
                     event.release_id,
                     envelope.id,
@@ -91,6 +94,7 @@ class Coordinator:
                         replayed=replayed,
                         registry=known.alive,
                         registered=known.registered,
+                        owner_known=owner_known,
                     ),
                     command=event if signer.verified else None,
                     event=event,
@@ -135,6 +139,14 @@ class Coordinator:
         except identity.IdentityError as exc:
             return control.Signer(f"cannot check the signature: {exc}")
         return control.signer(identities, event)
+
+    def _known_owner(self, owner: str) -> bool:
+        """A follow-up's owner must be someone releasegate knows: a person or a group of the identities file."""
+        try:
+            identities = self._identities()
+        except identity.IdentityError:
+            return False
+        return owner in identities.people or any(owner in p.groups for p in identities.people.values())
 
     async def fire_due_deadlines(self, limit: int = 20) -> int:
         due = await self._store.due_deadlines(self._clock(), limit)
@@ -224,8 +236,13 @@ class Coordinator:
             await tx.set_deadline(s.release_id, decision.deadline)
         if decision.staging_verified:
             await tx.mark_staging_verified(s.service, s.digest, s.release_id)
+        if decision.incident_changed and s.incident is not None:
+            await tx.record_incident(s)
+        commands = [(topic, await self._with_open_followups(tx, command)) for topic, command in decision.commands]
         for t in decision.transitions:
             await tx.audit(AuditEntry(s.release_id, t.actor, t.state.value, t.step, t.reason, t.evidence))
+            if not t.publish:
+                continue
             status = ReleaseStatusChanged(
                 release_id=s.release_id,
                 service=s.service,
@@ -237,5 +254,12 @@ class Coordinator:
                 evidence=t.evidence,
             )
             await tx.publish(topics.STATUS, Envelope.new(status, SOURCE, s.release_id, trace=trace_ctx))
-        for topic, command in step_grants.signed(decision.commands, self._grant_signer, self._clock()):
+        for topic, command in step_grants.signed(commands, self._grant_signer, self._clock()):
             await tx.publish(topic, Envelope.new(command, SOURCE, s.release_id, trace=trace_ctx))
+
+    @staticmethod
+    async def _with_open_followups(tx: Transaction, command: Any) -> Any:
+        """The production gate is told the service's open incident follow-ups (the catalog may block on them)."""
+        if not isinstance(command, GateCheckRequested) or command.environment != "production":
+            return command
+        return command.model_copy(update={"open_followups": await tx.open_followups(command.service)})

@@ -9,7 +9,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from contracts.events import SYNTHETIC_TIMEOUT_SECONDS, BackupPoint, DeployAction, ReleaseState, SignedApproval
+from contracts.events import (
+    SYNTHETIC_TIMEOUT_SECONDS,
+    BackupPoint,
+    DeployAction,
+    FollowupKind,
+    FollowupSeverity,
+    ReleaseState,
+    SignedApproval,
+)
 from releasegate_platform.catalog import OperatorGroups
 from services.coordinator.config import SagaConfig
 
@@ -64,6 +72,36 @@ class StagingVerdict(BaseModel):
     verified_at: datetime | None = Field(default=None, description="When it passed; unknown in v1 bodies.")
 
 
+class Followup(BaseModel):
+    """A follow-up action of an incident: added and closed by signed operator commands."""
+
+    id: int = Field(description="Its number within the incident: 1, 2, ...")
+    kind: FollowupKind
+    severity: FollowupSeverity
+    owner: str
+    title: str
+    status: Literal["open", "closed"] = "open"
+    added_by: str
+    added_at: datetime
+    reason: str = Field(default="", description="Why it was added, in the operator's words.")
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+
+class Incident(BaseModel):
+    """What a rolled-back release taught: opened with the release's terminal state (one per release, its id the
+    release's), then its follow-ups are tracked to closure. `findings`: the failing step, environment and weight,
+    the verifier that caught it, the failing KPIs with candidate and stable figures, the segment (tenants), the
+    migrations involved (`incidents.findings`)."""
+
+    opened_at: datetime
+    outcome: ReleaseState
+    summary: str
+    findings: dict[str, Any] = Field(default_factory=dict)
+    followups: list[Followup] = Field(default_factory=list)
+
+
 class Saga(BaseModel):
     schema_version: int = Field(default=SCHEMA_VERSION, description="Shape of the stored body (`upcast`).")
     release_id: str
@@ -102,6 +140,10 @@ class Saga(BaseModel):
         default=None,
         description="Groups that may give each operator command, from the catalog entry the release started with.",
     )
+    finding: dict[str, Any] | None = Field(
+        default=None, description="What failed, recorded when the release started to roll back (`incidents`)."
+    )
+    incident: Incident | None = Field(default=None, description="Opened when the release ended rolled back.")
 
     @property
     def current(self) -> Step | None:

@@ -22,7 +22,7 @@ from contracts.events import (
     VerificationRequested,
 )
 from contracts.names import MAX_LABEL, MAX_TEXT, clip
-from services.coordinator import compensation, control
+from services.coordinator import compensation, control, incidents
 from services.coordinator.model import (
     STEP_TIMEOUTS,
     Saga,
@@ -46,6 +46,9 @@ class Transition:
     actor: str
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    # False: the audit log only, no status event (a follow-up changes nothing of the release's state, and a status
+    # event in its terminal state would notify everyone of the rollback again)
+    publish: bool = True
 
 
 @dataclass
@@ -56,13 +59,16 @@ class Decision:
     deadline: tuple[str, datetime] | None = None
     clear_deadline: bool = False
     staging_verified: bool = False
+    incident_changed: bool = False  # the saga's incident was opened or its follow-ups changed: write its tables
     ignored: str | None = None
     registry: dict[str, set[str]] | None = field(default=None, repr=False)  # alive verifiers → services covered
     registered: dict[str, set[str]] | None = field(default=None, repr=False)  # alive or not → services covered
 
-    def note(self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None) -> None:
+    def note(
+        self, reason: str, *, actor: str = COORDINATOR, evidence: dict[str, Any] | None = None, publish: bool = True
+    ) -> None:
         self.transitions.append(
-            Transition(self.saga.state, self.saga.waiting_for, actor, clip(reason, MAX_TEXT), evidence or {})
+            Transition(self.saga.state, self.saga.waiting_for, actor, clip(reason, MAX_TEXT), evidence or {}, publish)
         )
 
 
@@ -211,6 +217,8 @@ def fail(
 ) -> None:
     end = ReleaseState.REJECTED if rejected else ReleaseState.ROLLED_BACK
     d.note(reason, evidence=evidence)
+    if not rejected:
+        incidents.record_finding(d.saga, reason, evidence, now)
     compensate(d, reason, end, now)
 
 
@@ -235,7 +243,7 @@ def compensate(d: Decision, reason: str, end: ReleaseState, now: datetime, *, ac
         )
     s.end_state = end
     if not s.compensations:
-        finish(d, end, reason, actor=actor)
+        finish(d, end, reason, actor=actor, now=now)
         return
     s.state = ReleaseState.ROLLING_BACK
     d.transitions.append(
@@ -259,6 +267,7 @@ def next_compensation(d: Decision, now: datetime) -> None:
             end,
             f"{end.value}: {reason} (traffic: {traffic})",
             severity=Severity.WARNING if end is ReleaseState.ROLLED_BACK else None,
+            now=now,
         )
         return
     comp.status = "requested"
@@ -280,13 +289,30 @@ def _staging_fact(s: Saga) -> StagingVerification | None:
 
 
 def finish(
-    d: Decision, end: ReleaseState, reason: str, *, actor: str = COORDINATOR, severity: Severity | None = None
+    d: Decision,
+    end: ReleaseState,
+    reason: str,
+    *,
+    actor: str = COORDINATOR,
+    severity: Severity | None = None,
+    now: datetime | None = None,
 ) -> None:
+    """End the release in `end`. A rolled-back (or rollback-failed) release opens its incident here, in the same
+    decision: the terminal transition's evidence carries what was learnt (`incidents`); its reason and alert stay
+    what they were, so that readers of both see no change."""
     s = d.saga
     s.state = end
     s.waiting_for = None
     d.clear_deadline = True
-    d.transitions.append(Transition(end, None, actor, reason))
+    incident = incidents.opened(s, end, reason, now)
+    evidence: dict[str, Any] = {}
+    if incident is not None:
+        d.incident_changed = True
+        evidence = {
+            "incident": incident.model_dump(mode="json", exclude={"followups"})
+            | {"described": incidents.describe(incident)}
+        }
+    d.transitions.append(Transition(end, None, actor, reason, evidence))
     if severity is not None:
         d.commands.append((topics.ALERTS, alert(s, severity, f"release {end.value}", reason)))
 

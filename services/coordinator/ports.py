@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from contracts.cloudevents import Envelope
-from contracts.events import OperatorCommand
+from contracts.events import OpenFollowup, OperatorCommand
 from releasegate_platform.catalog import ServiceEntry
 from releasegate_platform.identity import Identities
 from releasegate_platform.verifier_registry import Known
@@ -90,6 +90,12 @@ class Transaction(Protocol):
 
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         """The staging-verified read model (until the gatekeeper reads the gate command's field instead)."""
+
+    async def record_incident(self, saga: Saga) -> None:
+        """Write the saga's incident and its follow-ups to the `incidents` and `incident_followups` tables."""
+
+    async def open_followups(self, service: str) -> list[OpenFollowup]:
+        """The open follow-ups of every incident of `service`, oldest first (bounded)."""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the transaction committed (never if it did not)."""

@@ -14,6 +14,8 @@ from contracts.events import (
     Contract,
     DeployFinished,
     DRCheckFinished,
+    FollowupAdded,
+    FollowupClosed,
     GateCheckFinished,
     OperatorCommand,
     PauseRequested,
@@ -25,7 +27,7 @@ from contracts.events import (
     VerificationFinished,
 )
 from releasegate_platform.catalog import ServiceEntry
-from services.coordinator import control
+from services.coordinator import control, incidents
 from services.coordinator.config import SagaConfig
 from services.coordinator.model import (
     STEP_TIMEOUTS,
@@ -122,11 +124,13 @@ def handle(
     replayed: bool = False,
     registry: dict[str, set[str]] | None = None,
     registered: dict[str, set[str]] | None = None,
+    owner_known: bool = False,
 ) -> Decision:
     """For operator commands: `signer` is what their signature proved (the caller checked it against the
     identities file), `replayed` whether their nonce was used before. A refused command changes nothing but the
     audit log. `registry`: alive verifiers → services they cover (None: not known); `registered`: every verifier
-    the registry holds, alive or not (None: the alive ones); a verdict counts when its verifier is registered."""
+    the registry holds, alive or not (None: the alive ones); a verdict counts when its verifier is registered.
+    `owner_known`: a follow-up's owner is a person or group of the identities file (the caller checked)."""
     decision = Decision(_copy(saga), registry=registry, registered=registered if registered is not None else registry)
     signer = signer or control.UNCHECKED
     if isinstance(event, OperatorCommand):
@@ -145,6 +149,10 @@ def handle(
             on_resume(decision, event, now)
         case PromoteRequested():
             on_promote(decision, event, now)
+        case FollowupAdded():
+            incidents.on_followup_added(decision, event, now, owner_known)
+        case FollowupClosed():
+            incidents.on_followup_closed(decision, event, now)
         case RollbackFinished():
             on_rollback_finished(decision, event, now)
         case DeployFinished() if decision.saga.state is ReleaseState.ROLLING_BACK:
@@ -169,6 +177,7 @@ def on_deadline(saga: Saga, step_id: str, now: datetime, registry: dict[str, set
             ReleaseState.ROLLBACK_FAILED,
             f"compensation {step_id} got no answer before its deadline",
             severity=Severity.CRITICAL,
+            now=now,
         )
         return decision
     step = s.current

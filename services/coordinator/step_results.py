@@ -355,6 +355,7 @@ def on_rollback_finished(d: Decision, event: RollbackFinished | DeployFinished, 
             ReleaseState.ROLLBACK_FAILED,
             f"compensation {comp.id} failed: {event.reason}",
             severity=Severity.CRITICAL,
+            now=now,
         )
         return
     comp.status = "done"

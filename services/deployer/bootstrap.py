@@ -10,11 +10,14 @@ from functools import partial
 from pathlib import Path
 
 import asyncpg
+import httpx
 import structlog
 
 from contracts.events import EnvironmentState
 from releasegate_platform import supply_chain
 from releasegate_platform.artifacts import ArtifactStore
+from releasegate_platform.catalog import Catalog
+from releasegate_platform.edge import VarnishEdge, catalog_edge
 from releasegate_platform.haproxy import HAProxy, HAProxyError
 from releasegate_platform.targets import directory
 from releasegate_platform.targets.directory import TargetDirectory
@@ -28,6 +31,8 @@ from services.deployer.adapters.ports import DatabaseMigrations, StoreBundles
 from services.deployer.adapters.stable_mirror import MirroredKubernetesTarget
 from services.deployer.adapters.steps import PostgresStepResults
 from services.deployer.config import DeployerSettings
+from services.deployer.domain import DeployError
+from services.deployer.edge import EdgeGuard
 from services.deployer.handlers import CONSUMER, Deployer
 
 log = structlog.get_logger()
@@ -78,6 +83,21 @@ def publisher(pool: asyncpg.Pool, directory: TargetDirectory) -> Callable[[str, 
     return published
 
 
+async def candidate_page(port: int, path: str, host: str) -> tuple[int, object]:
+    """A page straight from a local instance (not through HAProxy or the edge): what the candidate itself serves."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            r = await client.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+            return r.status_code, r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise DeployError(f"edge check: the candidate on port {port} did not answer {path}: {exc}") from None
+
+
+def edge_guard(settings: DeployerSettings) -> EdgeGuard:
+    edge = VarnishEdge(settings.edge_url, settings.edge_admin, settings.edge_secret())
+    return EdgeGuard(catalog_edge(Catalog(settings.catalog_dir)), edge, candidate_page)
+
+
 def deployer(
     settings: DeployerSettings,
     pool: asyncpg.Pool,
@@ -96,6 +116,7 @@ def deployer(
         Admission(pool, CONSUMER, coordinator_key),  # type: ignore[arg-type]
         lambda envelope, compute: worker.reply_once(pool, CONSUMER, envelope, compute, direct),
         publisher(pool, directory),
+        edge_guard(settings),
     )
 
 

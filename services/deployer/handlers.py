@@ -18,6 +18,7 @@ from releasegate_platform.artifacts import ArtifactError
 from releasegate_platform.haproxy import HAProxyError
 from releasegate_platform.targets.port import DeploymentTarget, TargetError
 from services.deployer.domain import DeployError, traffic_split
+from services.deployer.edge import EdgeGuard
 
 CONSUMER = "deployer"
 log = structlog.get_logger()
@@ -60,12 +61,14 @@ class Deployer:
         admission: Admit,
         reply: Reply,
         published: Published | None = None,
+        edge: EdgeGuard | None = None,
     ) -> None:
         """`targets(service, environment)`: that environment's deployment target (from the catalog);
         `published(service, environment)`: called after every step that changed the environment, to publish its
-        new state (the deployer's read model)."""
+        new state (the deployer's read model); `edge`: bans and checks the edge cache after each step."""
         self._targets, self._bundles, self._migrations, self._steps = targets, bundles, migrations, steps
         self._trust_root, self._admission, self._reply, self._published = trust_root, admission, reply, published
+        self._edge = edge
 
     async def on_request(self, envelope: Envelope) -> None:
         req: DeployRequested = envelope.data  # type: ignore[assignment]
@@ -108,7 +111,12 @@ class Deployer:
         # kubernetes). A restore starts the stable version, verified when it was deployed.
         if req.action is not DeployAction.RESTORE:
             supply_chain.verify(req.attestation, req.digest, req.service, self._trust_root())
-        folder, _ = await self._bundles.unpack(req.digest)
+        folder, manifest = await self._bundles.unpack(req.digest)
+        reason = await self._act(req, target, folder)
+        # after the step, so the edge's check reads what the environment now serves
+        return reason + (await self._edge.after(req, target, manifest) if self._edge is not None else "")
+
+    async def _act(self, req: DeployRequested, target: DeploymentTarget, folder: Path) -> str:
         if req.action is DeployAction.MIGRATE:
             return await self._migrate(req, folder)
         stable = await target.stable(req.service, req.environment)

@@ -1,6 +1,6 @@
 """The gatekeeper's composition root: the one place that builds its adapters (catalog, artifact store, Rego
-policy, trust root, calendar, identities and environment manifests, PostgreSQL store, outbox replies) and hands
-them to the handler as ports; and the subscriptions that feed it."""
+policy, trust root, calendar, identities and environment manifests, parity probes, PostgreSQL store, outbox
+replies) and hands them to the handler as ports; and the subscriptions that feed it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from releasegate_platform.catalog import Catalog
 from releasegate_runtime import outbox, runner
 from releasegate_runtime.settings import ServiceSettings
 from services.gatekeeper.adapters.files import GateFiles, StoreBundles
+from services.gatekeeper.adapters.parity import ProbedParity
 from services.gatekeeper.adapters.replies import OutboxReplies
 from services.gatekeeper.adapters.store import PostgresGateStore
 from services.gatekeeper.handlers import CONSUMER, Gatekeeper, utcnow
@@ -41,6 +42,7 @@ def build(
         ),
         store=PostgresGateStore(pool),
         replies=OutboxReplies(pool, CONSUMER, direct),
+        parity=ProbedParity(settings),
         clock=clock,
     )
 

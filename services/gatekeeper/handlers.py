@@ -14,14 +14,22 @@ import structlog
 from contracts.cloudevents import Envelope
 from contracts.events import CheckResult, EnvironmentState, GateCheckFinished, GateCheckRequested
 from contracts.names import clip
-from releasegate_platform import environments, supply_chain
+from releasegate_platform import environments, parity, regional, supply_chain
 from releasegate_platform.catalog import CatalogError, ServiceEntry
 from releasegate_platform.identity import IdentityError, verify_approval
 from services.gatekeeper import migrations as migration_lint
 from services.gatekeeper.adapters import bundles
 from services.gatekeeper.domain import BundleUnreadable, GateDecision, GateError, checks_from
 from services.gatekeeper.policy import input_digest
-from services.gatekeeper.ports import BundlesPort, CatalogPort, FilesPort, GateStorePort, PolicyPort, RepliesPort
+from services.gatekeeper.ports import (
+    BundlesPort,
+    CatalogPort,
+    FilesPort,
+    GateStorePort,
+    ParityPort,
+    PolicyPort,
+    RepliesPort,
+)
 
 CONSUMER = "gatekeeper"
 PRODUCTION = "production"
@@ -44,9 +52,11 @@ class Gatekeeper:
         files: FilesPort,
         store: GateStorePort,
         replies: RepliesPort,
+        parity: ParityPort,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._catalog, self._bundles, self.policy, self._files = catalog, bundles, policy, files
+        self._parity = parity
         self._store, self._replies, self._clock = store, replies, clock
 
     async def on_request(self, envelope: Envelope) -> None:
@@ -169,6 +179,7 @@ class Gatekeeper:
             if name not in bundles.migrations(baseline or {})
         }
         reports = migration_lint.analyse_all(list(new_migrations.items()))
+        candidate_regional, production_regional = regional.load(files or {}), regional.load(baseline or {})
         trust_root = self._files.trust_root()
         attestation = supply_chain.inspect(
             candidate.attestation if candidate else None, req.digest, req.service, trust_root
@@ -187,6 +198,7 @@ class Gatekeeper:
             "attestation": attestation.as_input(),
             "tests": req.tests.model_dump(),
             "staging": {"verified": _staging_verified(req)},
+            "incidents": _incidents_input(req, entry),
             "vulnerabilities": (
                 {"present": True, **vulns.model_dump(include={"critical", "high", "medium", "low"})}
                 if vulns
@@ -197,7 +209,14 @@ class Gatekeeper:
                 "author": candidate.author if candidate else None,
                 **change.as_input(),
                 "baseline_version": baseline_version,
+                "regional": regional.diff(production_regional, candidate_regional),
             },
+            "regional": {
+                "present": candidate_regional.present,
+                "problems": candidate_regional.problems,
+                "removed": production_regional.present and not candidate_regional.present,
+            },
+            "parity": await self._parity_input(req, entry, candidate_regional),
             "migrations": [r.as_input() for r in reports],
             "schema": {
                 "candidate_uses": bundles.manifest(files or {}).get("schema_uses", []),
@@ -209,6 +228,16 @@ class Gatekeeper:
             "trust": {"trust_root": trust_root.digest, "calendar": calendar.digest if calendar else None},
         }
         return json.loads(json.dumps(policy_input, default=str)), timing
+
+    async def _parity_input(
+        self, req: GateCheckRequested, entry: ServiceEntry | None, candidate: regional.RegionalSet
+    ) -> dict[str, Any] | None:
+        """Staging vs production, measured for a production gate only: that is where drift would go live."""
+        if req.environment != PRODUCTION:
+            return None
+        if entry is None:
+            return parity.unmeasured(f"{req.service} has no valid catalog entry to probe its environments by")
+        return await self._parity.report(entry, candidate if candidate.present else None)
 
     def _production_bundle(self, production: EnvironmentState) -> tuple[str | None, dict[str, bytes] | None]:
         if production.stable_version is None or production.stable_digest is None:
@@ -257,6 +286,16 @@ class Gatekeeper:
 def _staging_verified(req: GateCheckRequested) -> bool:
     """The coordinator's fact in the command: this release's artifact, this digest, passed staging verification."""
     return req.staging_verified is not None and req.staging_verified.digest == req.digest
+
+
+def _incidents_input(req: GateCheckRequested, entry: ServiceEntry | None) -> dict[str, Any]:
+    """The coordinator's fact in the command (the service's open incident follow-ups) and the catalog's severities
+    that block production on them; `known` false when the command did not say (not a production gate)."""
+    return {
+        "known": req.open_followups is not None,
+        "open_followups": [f.model_dump(mode="json") for f in req.open_followups or []],
+        "block_production_on_open": list(entry.incidents.block_production_on_open) if entry else [],
+    }
 
 
 def _service_input(name: str, entry: ServiceEntry | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from contracts.cloudevents import Envelope
 from contracts.events import Contract, EnvironmentState
 from releasegate_platform.catalog import ServiceEntry
 from releasegate_platform.identity import Identities
+from releasegate_platform.regional import RegionalSet
 from releasegate_platform.supply_chain import TrustRoot
 from services.gatekeeper.calendar import Calendar
 from services.gatekeeper.domain import GateDecision, PolicyResult
@@ -46,6 +47,13 @@ class FilesPort(Protocol):
     def identities(self) -> Identities: ...
 
     def environment_controls(self, environment: str) -> list[str]: ...
+
+
+class ParityPort(Protocol):
+    async def report(self, entry: ServiceEntry, regional: RegionalSet | None) -> dict[str, Any]:
+        """Staging vs production as the policy reads it (`parity.Report.as_input`); never raises: what could
+        not be measured is an error in the report."""
+        ...
 
 
 class GateStorePort(Protocol):

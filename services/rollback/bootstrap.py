@@ -10,6 +10,7 @@ from contracts import topics
 from contracts.cloudevents import Envelope
 from contracts.events import RollbackRequested
 from releasegate_platform.catalog import Catalog
+from releasegate_platform.edge import VarnishEdge, catalog_edge, rollback_flusher
 from releasegate_platform.haproxy import HAProxy
 from releasegate_platform.pgtools.dumps import PgTools
 from releasegate_platform.replay import EventLog, load_replayer
@@ -28,8 +29,10 @@ def build(rt: runner.Runtime, settings: RollbackSettings) -> Rollback:
     """`settings`: the service's, with how it reaches kubernetes targets (as its own ServiceAccount:
     RG_ROLLBACK_KUBECONFIG, else in a Pod the Pod's own). The local target gets no launcher: the rollback service
     never starts an instance."""
+    catalog = Catalog(settings.catalog_dir)
+    edge = VarnishEdge(settings.edge_url, settings.edge_admin, settings.edge_secret())
     return Rollback(
-        catalog=Catalog(settings.catalog_dir),
+        catalog=catalog,
         targets=target_directory(settings, rt.pool, HAProxy(settings.haproxy_admin)),
         dumps=PgTools(settings.database_url, settings.run_dir),
         events=EventLog(settings, topics.SHOP_EVENTS),
@@ -37,6 +40,7 @@ def build(rt: runner.Runtime, settings: RollbackSettings) -> Rollback:
         replayer_of=load_replayer,
         ledger=PgStepLedger(rt.pool, CONSUMER),
         clock=utcnow,
+        edge_flush=rollback_flusher(catalog_edge(catalog), edge),
     )
 
 

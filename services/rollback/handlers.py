@@ -11,7 +11,7 @@ database is the one the catalog gives the service, never a name from the command
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -53,10 +53,14 @@ class Rollback:
         replayer_of: Callable[[ServiceEntry], Replayer],
         ledger: StepLedger,
         clock: Callable[[], datetime] = utcnow,
+        edge_flush: Callable[[str, str], Awaitable[str]] | None = None,
     ) -> None:
-        """`targets(service, environment)`: that environment's deployment target (from the catalog)."""
+        """`targets(service, environment)`: that environment's deployment target (from the catalog);
+        `edge_flush(service, environment)`: empties the environment's edge cache of the service's pages once
+        traffic is back on stable (`releasegate_platform.edge.rollback_flusher`), returning a note."""
         self._catalog, self._targets, self._dumps, self._events = catalog, targets, dumps, events
         self._db, self._replayer_of, self._ledger, self._clock = database, replayer_of, ledger, clock
+        self._edge_flush = edge_flush
 
     def refusal(self, req: RollbackRequested) -> str | None:
         """Admission check: a data restore names the backup point the dr-checker took for this release."""
@@ -110,6 +114,8 @@ class Rollback:
                 reason = await self._restore_data(req, target, evidence)
             else:
                 reason = await self._restore_traffic(req, target)
+            if self._edge_flush is not None:  # stable's pages return at the edge too
+                reason += await self._edge_flush(req.service, req.environment)
             observed = await target.observe(req.service, req.environment)
             if set(observed.weights) - {observed.stable_version}:
                 raise RollbackError(f"traffic still reaches {observed.weights} after the rollback")

@@ -9,6 +9,7 @@ from playwright.async_api import expect
 
 from tests.e2e.conftest import status, submit
 from tests.support.browser import Dashboard, screenshots_wanted
+from tests.support.records import change_record, downloaded_from_the_release_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 TERMINAL = {"promoted", "rolled_back", "rollback_failed", "aborted", "rejected"}
@@ -41,7 +42,7 @@ async def assert_shown_as_text(dash: Dashboard) -> None:
 
 class TestFollowingReleasesLive:
     async def test_a_release_is_followed_from_the_list_to_promoted_without_reloading(
-        self, dashboard, browser, stable_v1
+        self, dashboard, browser, stable_v1, tmp_path
     ):
         vic = await Dashboard.sign_in(browser, "vic")  # a viewer: sees everything, may do nothing
         try:
@@ -70,10 +71,21 @@ class TestFollowingReleasesLive:
             assert vic.problems == []
             if screenshots_wanted():
                 await vic.screenshot("release-promoted.png")
+            # the release leaves a signed change record (checked with the public key alone), readable in the browser
+            record = await change_record(browser, rid, "promoted", tmp_path)
+            try:
+                await downloaded_from_the_release_page(vic.page, rid, tmp_path)
+                assert await record.locator("#verdicts table.kpis tbody tr").count() > 0
+                await expect(record.locator("#verdicts")).to_contain_text("pass")
+                await expect(record.locator("#traffic-table")).to_contain_text("v2 100%")
+                await expect(record.locator("#compensations")).to_contain_text("nothing had to be undone")
+                await expect(record.locator("#incident")).to_contain_text("no incident")
+            finally:
+                await record.context.close()
         finally:
             await vic.close()
 
-    async def test_a_rollback_by_itself_shows_up_without_reloading(self, dashboard, browser, stable_v1):
+    async def test_a_rollback_by_itself_shows_up_without_reloading(self, dashboard, browser, stable_v1, tmp_path):
         vic = await Dashboard.sign_in(browser, "vic")
         try:
             rid = submit("v3", approvers=("alice", "bob"))
@@ -89,13 +101,25 @@ class TestFollowingReleasesLive:
             assert vic.problems == []
             if screenshots_wanted():
                 await vic.screenshot("release-rolled-back.png")
+            # its change record shows the failed verdict's KPI table and the compensations that undid it
+            record = await change_record(browser, rid, "rolled_back", tmp_path)
+            try:
+                await expect(record.locator("#verdicts .badge.failed")).not_to_have_count(0)
+                assert await record.locator("#verdicts table.kpis tbody tr").count() > 0
+                await expect(record.locator("#compensations")).to_contain_text("compensate:production")
+                await expect(record.locator("#compensations")).to_contain_text("done")
+                # and the incident the coordinator opened when the release ended
+                await expect(record.locator("#incident")).to_contain_text("rolled_back")
+                await expect(record.locator("#incident")).not_to_contain_text("no incident")
+            finally:
+                await record.context.close()
         finally:
             await vic.close()
 
 
 class TestApprovalsFromThePage:
     async def test_an_approver_approves_from_the_page_and_the_author_is_refused(
-        self, dashboard, browser, pool, stable_v1
+        self, dashboard, browser, pool, stable_v1, tmp_path
     ):
         rid = submit("v3")  # a payment change: high risk, two shop-approvers must approve at the production gate
         alice = await Dashboard.sign_in(browser, "alice")
@@ -134,6 +158,14 @@ class TestApprovalsFromThePage:
             await reaches(alice, rid, "aborted", timeout=240)
             assert not await alice.reloaded()
             assert alice.problems == [] and dev.problems == []
+            # the aborted release's change record names alice's approval and shows its markup reason as text
+            record = await change_record(browser, rid, "aborted", tmp_path)
+            try:
+                await expect(record.locator("#approvals-table")).to_contain_text(MARKUP_REASON)
+                assert await record.locator("#injected").count() == 0
+                assert await record.evaluate("window.__rgPwned") is None
+            finally:
+                await record.context.close()
         finally:
             await alice.close()
             await dev.close()

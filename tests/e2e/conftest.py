@@ -26,7 +26,8 @@ from tests.conftest import LOGS, REPO, Service, wait_until
 from tests.support.services import start_shopper
 
 SERVICES = ["coordinator", "gatekeeper", "dr_checker", "deployer", "verifier", "rollback"]
-VERIFIERS = ["erp_export", "tax", "inventory_latency"]  # the catalog's required and advisory team verifiers
+# the catalog's required and advisory team verifiers
+VERIFIERS = ["erp_export", "tax", "inventory_latency", "peak_load"]
 PRODUCTION, STAGING = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
 PRODUCTION_TENANTS = ("acme", "globex", "initech")  # the production shopper's tenants
 CANDIDATES = REPO / "examples" / "candidates"

@@ -41,6 +41,7 @@ COMPONENTS = {
     18509: "verifier-inventory-latency",
     18510: "notifier",
     18511: "api",
+    18512: "verifier-peak-load",
 }
 # what every process has from the runner once it is up (its samplers ran for this scrape)
 GENERIC = {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.events import CandidateSubmitted
+from contracts.events import CandidateSubmitted, OperatorCommand
 from releasegate_platform.oidc import Claims, TokenError
 from services.api import ci, http, openapi
 from services.api.access import Person
@@ -52,6 +52,7 @@ class Commands:
     def __init__(self) -> None:
         self.given: list[tuple[str, str, Person, str]] = []
         self.submitted: list[CandidateSubmitted] = []
+        self.followups: list[tuple[OperatorCommand, Person]] = []
 
     async def give(self, action: str, release_id: str, person: Person, reason: str) -> str:
         self.given.append((action, release_id, person, reason))
@@ -60,6 +61,10 @@ class Commands:
     async def submit(self, candidate: CandidateSubmitted) -> str:
         self.submitted.append(candidate)
         return "event-2"
+
+    async def followup(self, command: OperatorCommand, person: Person) -> str:
+        self.followups.append((command, person))
+        return "event-3"
 
 
 def saga(state: str, author: str = "dev") -> dict[str, Any]:
@@ -315,3 +320,49 @@ class TestReadModelShapes:
             ("canary-10", "production", {"v1": 90, "v2": 10}),
             ("compensate:staging", "staging", {"v1": 100}),
         ]
+
+
+class TestIncidentFollowups:
+    """Follow-ups through the API: signed by the API for the login (services/api/commands.py), refused early on the
+    coordinator's rule (the catalog's `followup` groups; the author adds, never closes; only rolled-back releases)."""
+
+    URL = "/v1/releases/shop-v2-1a2b3c4d/followups"
+    BODY = {"kind": "verifier", "severity": "high", "owner": "shop-approvers", "title": "card mix in staging"}
+
+    def test_an_approver_adds_a_follow_up_and_the_command_names_them(self):
+        c, commands = client("rolled_back")
+        r = c.post(self.URL, json=self.BODY, headers=auth("alice"))
+        assert r.status_code == 202 and r.json()["command_id"] == "event-3"
+        ((command, person),) = commands.followups
+        assert (command.actor, command.kind, command.severity, command.title) == (
+            "alice",
+            "verifier",
+            "high",
+            "card mix in staging",
+        )
+        assert command.reason == "card mix in staging" and person.username == "alice"
+
+    def test_someone_outside_the_groups_is_refused_and_nothing_is_published(self):
+        c, commands = client("rolled_back")
+        r = c.post(self.URL, json=self.BODY, headers=auth("vic"))
+        assert r.status_code == 403 and "may add follow-ups of shop incidents" in r.json()["detail"]
+        assert commands.followups == []
+
+    def test_the_author_may_not_close_one(self):
+        c, commands = client("rolled_back")
+        r = c.post(f"{self.URL}/1/close", json={"reason": "done"}, headers=auth("dev"))
+        assert r.status_code == 403 and "author of a change cannot close" in r.json()["detail"]
+        r = c.post(f"{self.URL}/1/close", json={"reason": "done"}, headers=auth("carol"))
+        assert r.status_code == 202 and commands.followups[0][0].followup == 1
+
+    def test_a_release_that_was_not_rolled_back_has_no_incident(self):
+        c, commands = client("promoted")
+        r = c.post(self.URL, json=self.BODY, headers=auth("alice"))
+        assert r.status_code == 403 and "only rolled-back releases" in r.json()["detail"] and not commands.followups
+
+    def test_bad_fields_are_refused_before_anything_is_published(self):
+        c, commands = client("rolled_back")
+        for bad in ({"kind": "rumour"}, {"severity": "critical"}, {"owner": "Not A Name"}, {"title": "x" * 201}):
+            assert c.post(self.URL, json={**self.BODY, **bad}, headers=auth("alice")).status_code == 422, bad
+        assert c.post(f"{self.URL}/0/close", json={"reason": "r"}, headers=auth("carol")).status_code == 422
+        assert commands.followups == []

@@ -23,12 +23,16 @@ from contracts.events import (
     DeployRequested,
     DRCheckFinished,
     DRCheckRequested,
+    FollowupAdded,
+    FollowupClosed,
     GateCheckFinished,
     GateCheckRequested,
     KpiResult,
     ObservedState,
+    OpenFollowup,
     OperatorCommand,
     PauseRequested,
+    ReleaseState,
     ResumeRequested,
     RollbackFinished,
     RollbackRequested,
@@ -40,8 +44,9 @@ from releasegate_platform import identity, supply_chain
 from releasegate_platform.catalog import Catalog, CatalogError, ServiceEntry
 from releasegate_platform.verifier_registry import Known
 from releasegate_runtime import grants
+from services.coordinator import incidents
 from services.coordinator.handlers import Coordinator
-from services.coordinator.model import Saga
+from services.coordinator.model import Incident, Saga
 from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due, Loaded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +68,8 @@ class State:
     audit: list[AuditEntry] = field(default_factory=list)
     outbox: list[tuple[str, Envelope]] = field(default_factory=list)
     staging_verified: set[tuple[str, str]] = field(default_factory=set)
+    incidents: dict[str, Incident] = field(default_factory=dict)  # the incidents tables, by release
+    services: dict[str, str] = field(default_factory=dict)  # release → service of each incident
 
 
 class FakeTransaction:
@@ -126,6 +133,19 @@ class FakeTransaction:
 
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         self.state.staging_verified.add((service, digest))
+
+    async def record_incident(self, saga: Saga) -> None:
+        assert saga.incident is not None
+        self.state.incidents[saga.release_id] = saga.incident.model_copy(deep=True)
+        self.state.services[saga.release_id] = saga.service
+
+    async def open_followups(self, service: str) -> list[OpenFollowup]:
+        return [
+            f
+            for rid, incident in self.state.incidents.items()
+            if self.state.services[rid] == service
+            for f in incidents.open_followups(rid, incident)
+        ]
 
     def after_commit(self, callback) -> None:
         self.store.pending.append(callback)
@@ -481,3 +501,79 @@ class TestConcurrencyAndDeadlines:
         store.due_deadlines = stale_read
         await coordinator.fire_due_deadlines()
         assert (saga_of(store).waiting_for, store.state.audit) == (moved_on, audit_before)
+
+
+class TestIncidents:
+    """The handler writes the incident tables in the decision's transaction and tells the production gate."""
+
+    async def test_the_next_production_gate_is_told_the_open_follow_ups_until_they_are_closed(self, world):
+        coordinator, store, _ = world
+        await coordinator.on_event(envelope(submitted("rel-h1")))
+        await run_until(coordinator, store, "verify-canary-internal")
+        await coordinator.on_event(envelope(result_for(last_command(store)[1], ok=False)))
+        while saga_of(store).state is ReleaseState.ROLLING_BACK:
+            await coordinator.on_event(envelope(result_for(last_command(store)[1])))
+        assert saga_of(store).state is ReleaseState.ROLLED_BACK
+        incident = store.state.incidents["rel-h1"]
+        assert incident.findings["verifier"] == "business-kpis" and incident.followups == []
+
+        add_cmd = signed(
+            FollowupAdded(
+                release_id="rel-h1",
+                actor="alice",
+                reason="learnt",
+                kind="test",
+                severity="high",
+                owner="shop-approvers",
+                title="card mix in the staging smoke",
+            )
+        )
+        published = len(store.state.outbox)
+        await coordinator.on_event(envelope(add_cmd))
+        assert [f.status for f in store.state.incidents["rel-h1"].followups] == ["open"]
+        # audit only: a status event in the terminal state would announce the rollback once more
+        assert len(store.state.outbox) == published
+        assert store.state.audit[-1].actor == "alice" and "follow-up 1 added" in store.state.audit[-1].reason
+
+        # an unknown owner is refused with the reason (the identities file knows no such person or group)
+        stranger = signed(add_cmd.model_copy(update={"owner": "mallory", "signature": None, "keyid": None}))
+        await coordinator.on_event(envelope(stranger))
+        assert "owner mallory is neither" in store.state.audit[-1].reason
+        assert len(store.state.incidents["rel-h1"].followups) == 1
+
+        await coordinator.on_event(envelope(submitted("rel-h2")))
+        gate = await self._production_gate(coordinator, store, "rel-h2")
+        assert [(f.release_id, f.followup, f.severity) for f in gate.open_followups] == [("rel-h1", 1, "high")]
+
+        # a forged close (signed with another person's key) changes nothing but the audit log
+        forged = signed(FollowupClosed(release_id="rel-h1", actor="carol", reason="done", followup=1), key="dev")
+        await coordinator.on_event(envelope(forged))
+        assert store.state.incidents["rel-h1"].followups[0].status == "open"
+        assert "refused" in store.state.audit[-1].reason and store.state.audit[-1].actor == "carol"
+
+        close_cmd = signed(FollowupClosed(release_id="rel-h1", actor="carol", reason="done", followup=1))
+        await coordinator.on_event(envelope(close_cmd))
+        assert store.state.incidents["rel-h1"].followups[0].status == "closed"
+        await coordinator.on_event(envelope(submitted("rel-h3")))
+        gate = await self._production_gate(coordinator, store, "rel-h3")
+        assert gate.open_followups == []
+
+    @staticmethod
+    async def _production_gate(coordinator, store, release_id: str) -> GateCheckRequested:
+        for _ in range(100):
+            saga = saga_of(store, release_id)
+            if saga.waiting_for == "gate-production":
+                break
+            sent = next(
+                e.data
+                for t, e in reversed(store.state.outbox)
+                if t != topics.STATUS and getattr(e.data, "release_id", None) == release_id
+            )
+            await coordinator.on_event(envelope(result_for(sent)))
+        gate = next(
+            e.data
+            for _, e in reversed(store.state.outbox)
+            if isinstance(e.data, GateCheckRequested) and e.data.release_id == release_id
+        )
+        assert gate.environment == "production"
+        return gate

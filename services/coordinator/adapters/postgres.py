@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from contracts.cloudevents import Envelope
-from contracts.events import OperatorCommand
+from contracts.events import OpenFollowup, OperatorCommand
 from releasegate_platform.verifier_registry import KNOWN, Known, known_of, known_verifiers
 from releasegate_runtime import db, outbox
 from services.coordinator import upcast
@@ -22,6 +22,8 @@ from services.coordinator.model import Saga
 from services.coordinator.ports import AuditEntry, ConcurrentUpdate, Due, Loaded
 
 PRODUCER = "coordinator"
+# the production gate is told at most this many open follow-ups of a service (oldest first)
+OPEN_FOLLOWUPS_TOLD = 200
 # A decision's audit entries and outbox events in one statement (one round trip instead of one per row), in the
 # order they were staged. Each event is claimed for publication straight after the commit when the store has a
 # direct publisher and no earlier event with its key waits (outbox.CLAIM); the relay is woken once (PostgreSQL
@@ -304,6 +306,71 @@ class PgTransaction:
             release_id,
         )
 
+    async def record_incident(self, saga: Saga) -> None:
+        """The saga's incident as its tables show it: the row once, its follow-ups inserted or updated (closing is
+        the only change a follow-up sees)."""
+        incident = saga.incident
+        if incident is None:
+            return
+        await self._conn.execute(
+            "INSERT INTO incidents (release_id, service, version, outcome, summary, findings, opened_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (release_id) DO NOTHING",
+            saga.release_id,
+            saga.service,
+            saga.version,
+            incident.outcome.value,
+            incident.summary,
+            incident.findings,
+            incident.opened_at,
+        )
+        if not incident.followups:
+            return
+        f = incident.followups
+        await self._conn.execute(
+            "INSERT INTO incident_followups (release_id, followup_id, service, kind, severity, owner, title, status,"
+            " added_by, added_at, reason, closed_by, closed_at, close_reason)"
+            " SELECT $1, u.id, $2, u.kind, u.severity, u.owner, u.title, u.status, u.added_by, u.added_at, u.reason,"
+            " u.closed_by, u.closed_at, u.close_reason FROM unnest($3::int[], $4::text[], $5::text[], $6::text[],"
+            " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::timestamptz[],"
+            " $14::text[]) AS u(id, kind, severity, owner, title, status, added_by, added_at, reason, closed_by,"
+            " closed_at, close_reason)"
+            " ON CONFLICT (release_id, followup_id) DO UPDATE SET status = EXCLUDED.status,"
+            " closed_by = EXCLUDED.closed_by, closed_at = EXCLUDED.closed_at, close_reason = EXCLUDED.close_reason",
+            saga.release_id,
+            saga.service,
+            [x.id for x in f],
+            [x.kind for x in f],
+            [x.severity for x in f],
+            [x.owner for x in f],
+            [x.title for x in f],
+            [x.status for x in f],
+            [x.added_by for x in f],
+            [x.added_at for x in f],
+            [x.reason for x in f],
+            [x.closed_by for x in f],
+            [x.closed_at for x in f],
+            [x.close_reason for x in f],
+        )
+
+    async def open_followups(self, service: str) -> list[OpenFollowup]:
+        rows = await self._conn.fetch(
+            "SELECT release_id, followup_id, kind, severity, owner, title FROM incident_followups"
+            " WHERE service = $1 AND status = 'open' ORDER BY added_at, release_id, followup_id LIMIT $2",
+            service,
+            OPEN_FOLLOWUPS_TOLD,
+        )
+        return [
+            OpenFollowup(
+                release_id=r["release_id"],
+                followup=r["followup_id"],
+                kind=r["kind"],
+                severity=r["severity"],
+                owner=r["owner"],
+                title=r["title"],
+            )
+            for r in rows
+        ]
+
 
 class PgBatchTransaction(PgTransaction):
     """One transaction for a batch of records: what the batch's records will read is read up front in one
@@ -450,6 +517,14 @@ class PgBatchTransaction(PgTransaction):
     async def mark_staging_verified(self, service: str, digest: str, release_id: str) -> None:
         await self._begin()
         await super().mark_staging_verified(service, digest, release_id)
+
+    async def record_incident(self, saga: Saga) -> None:
+        await self._begin()
+        await super().record_incident(saga)
+
+    async def open_followups(self, service: str) -> list[OpenFollowup]:
+        await self._begin()  # sees what this batch closed or added so far
+        return await super().open_followups(service)
 
     async def write(self) -> None:
         """Every write of the batch, in one statement (nothing at all if it has nothing to write)."""

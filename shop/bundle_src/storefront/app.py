@@ -1,4 +1,6 @@
-"""HTTP API of the storefront: health, metrics, catalog, cart, checkout and order confirmation."""
+"""HTTP API of the storefront: health, metrics, catalog, prices, cart, checkout and order confirmation. The catalog
+and the price pages are the same for every tenant and say so to the edge cache (deploy/varnish): Cache-Control
+public plus the surrogate keys a release names when it changes them (`content`, `price`, `product:<sku>`)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ METRICS = web.AppKey("metrics", Metrics)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 ALWAYS_SERVED = {"/health", "/metrics"}
 MAX_ITEMS, MAX_QTY = 50, 100
+EDGE_MAX_AGE = 300  # seconds the edge may keep a catalog or price page; releases purge what they change
+SKU = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/products", products)
+    app.router.add_get("/prices/{sku}", price)
     app.router.add_post("/cart", create_cart)
     app.router.add_post("/checkout", checkout)
     app.router.add_get("/orders/{id}", get_order)
@@ -110,9 +115,29 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def _cacheable(response: web.Response, keys: list[str]) -> web.Response:
+    response.headers["Cache-Control"] = f"public, max-age={EDGE_MAX_AGE}"
+    response.headers["Surrogate-Key"] = " ".join(keys)
+    return response
+
+
 async def products(request: web.Request) -> web.Response:
-    rows = await db.products(request.app[RUNTIME].pool)
-    return web.json_response({"products": [catalog.present(row) for row in rows]})
+    shown = [catalog.present(row) for row in await db.products(request.app[RUNTIME].pool)]
+    keys = ["content", "price", *(f"product:{p['sku']}" for p in shown)]
+    return _cacheable(web.json_response({"products": shown}), keys)
+
+
+async def price(request: web.Request) -> web.Response:
+    """One product's price as shoppers see it (the catalog's presentation of it): the edge's price page."""
+    sku = request.match_info["sku"]
+    if not SKU.match(sku):
+        return _error(400, "invalid_sku")
+    row = next((r for r in await db.products(request.app[RUNTIME].pool) if r["sku"] == sku), None)
+    if row is None:
+        return _error(404, "unknown_sku")
+    shown = catalog.present(row)
+    body = {"sku": sku, "price_cents": shown["price_cents"], "currency": shown["currency"]}
+    return _cacheable(web.json_response(body), ["price", f"product:{sku}"])
 
 
 async def create_cart(request: web.Request) -> web.Response:

@@ -230,6 +230,15 @@ function renderDr(dr) {
   replace($("dr"), table(keys.map((k) => [k, (row) => row[k]]), dr, { empty: "No DR evidence for this release." }));
 }
 
+// The change record, fetched with the token (a plain link would carry none) and handed to the browser as a file.
+async function downloadRecord(kind) {
+  const r = await apiFetch(`${path}/${kind === "html" ? "record.html" : "record"}`);
+  if (!r.ok) throw new ApiError(r.status, await detail(r));
+  const link = h("a", { href: URL.createObjectURL(await r.blob()), download: `change-record-${id}.${kind}` });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}
+
 async function load() {
   try {
     const data = await apiJson(path);
@@ -243,6 +252,7 @@ async function load() {
     renderDr(data.dr || []);
     renderTraffic(data.traffic || [], r);
     renderVerdicts(data.verdicts || []);
+    $("record").hidden = !r.terminal;
     $("charts-missing").hidden = charts.available();
   } catch (err) {
     showError(err instanceof ApiError ? `Could not read the release: ${err.detail}` : `Could not show the release: ${err}`);
@@ -256,6 +266,15 @@ async function main() {
   $("action-buttons").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-action]");
     if (button) act(button.dataset.action).catch((err) => actionError(`${button.dataset.action} failed: ${err}`));
+  });
+  $("record").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-record]");
+    if (!button) return;
+    $("record-error").hidden = true;
+    downloadRecord(button.dataset.record).catch((err) => {
+      replace($("record-error"), `No change record: ${err instanceof ApiError ? err.detail : err}`);
+      $("record-error").hidden = false;
+    });
   });
   try {
     await header();
