@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import yaml
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from releasegate_platform.catalog import ServiceEntry
 from releasegate_platform.parity import ENVIRONMENTS, Facts
 from releasegate_platform.regional import RegionalSet
-from releasegate_runtime.kafka import MECHANISM
+from releasegate_runtime.kafka import admin_client
 from releasegate_runtime.settings import ServiceSettings
 
 TIMEOUT = 5.0
@@ -161,25 +160,9 @@ async def database(dsn: str) -> tuple[dict[str, str], str | None]:
         await conn.close(timeout=TIMEOUT)
 
 
-def _admin(settings: ServiceSettings) -> AdminClient:
-    user, password = settings.kafka_credentials()
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "sasl.mechanism": MECHANISM,
-        "sasl.username": user,
-        "sasl.password": password,
-        "security.protocol": "SASL_SSL" if settings.kafka_ca_file else "SASL_PLAINTEXT",
-        "socket.timeout.ms": int(TIMEOUT * 1000),
-        "log_level": 4,
-    }
-    if settings.kafka_ca_file:
-        config["ssl.ca.location"] = str(settings.kafka_ca_file)
-    return AdminClient(config)
-
-
 def _describe(settings: ServiceSettings, topic: str) -> dict[str, str]:
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    admin = _admin(settings)  # kept referenced until the answer: a collected client fails its futures
+    admin = admin_client(settings, TIMEOUT)  # kept referenced until the answer: a collected client fails its futures
     entries = admin.describe_configs([resource], request_timeout=TIMEOUT)[resource].result(timeout=TIMEOUT + 1)
     return {
         f"kafka.{topic}.{name}": str(entries[name].value)

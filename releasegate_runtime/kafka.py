@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from confluent_kafka.admin import AdminClient
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -59,6 +60,32 @@ def client_options(settings: ServiceSettings) -> dict[str, Any]:
         "sasl_plain_password": password,
         "ssl_context": tls,
     }
+
+
+def admin_client(settings: ServiceSettings, timeout: float) -> AdminClient:
+    """A librdkafka admin client authenticated as the settings' own principal (what its ACLs allow, nothing more)."""
+    user, password = settings.kafka_credentials()
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "sasl.mechanism": MECHANISM,
+        "sasl.username": user,
+        "sasl.password": password,
+        "security.protocol": "SASL_SSL" if settings.kafka_ca_file else "SASL_PLAINTEXT",
+        "socket.timeout.ms": int(timeout * 1000),
+        "log_level": 4,
+    }
+    if settings.kafka_ca_file:
+        config["ssl.ca.location"] = str(settings.kafka_ca_file)
+    return AdminClient(config)
+
+
+async def assigned_partitions(consumer: AIOKafkaConsumer, polls: int = 200) -> list[TopicPartition]:
+    """The partitions a consumer subscribed without a group is given, waited for up to `polls` × 50 ms; [] if none."""
+    for _ in range(polls):
+        if partitions := list(consumer.assignment()):
+            return partitions
+        await asyncio.sleep(0.05)
+    return []
 
 
 def _tls(settings: ServiceSettings) -> ssl.SSLContext | None:

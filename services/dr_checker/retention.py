@@ -4,38 +4,23 @@ whether events since a backup point will still be there when a restore replays t
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
 
-from releasegate_runtime.kafka import MECHANISM
+from releasegate_runtime.kafka import admin_client
 from releasegate_runtime.settings import ServiceSettings
 from services.dr_checker.domain import TopicRetention
 
 TIMEOUT = 10.0
 
 
-def _admin(settings: ServiceSettings) -> AdminClient:
-    user, password = settings.kafka_credentials()
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "sasl.mechanism": MECHANISM,
-        "sasl.username": user,
-        "sasl.password": password,
-        "security.protocol": "SASL_SSL" if settings.kafka_ca_file else "SASL_PLAINTEXT",
-        "socket.timeout.ms": int(TIMEOUT * 1000),
-        "log_level": 4,
-    }
-    if settings.kafka_ca_file:
-        config["ssl.ca.location"] = str(settings.kafka_ca_file)
-    return AdminClient(config)
-
-
 def _describe(settings: ServiceSettings, topic: str) -> TopicRetention:
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
-        admin = _admin(settings)  # kept referenced until the answer: a collected client fails its futures
+        admin = admin_client(
+            settings, TIMEOUT
+        )  # kept referenced until the answer: a collected client fails its futures
         entries = admin.describe_configs([resource], request_timeout=TIMEOUT)[resource].result(timeout=TIMEOUT + 1)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc

@@ -12,7 +12,6 @@ With fewer than 20 confirmations of either version the p95 is little more than t
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from math import comb
 
@@ -21,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from contracts.cloudevents import ContractError, decode, header_dict
 from contracts.events import InventoryConfirmed
-from releasegate_runtime.kafka import client_options
+from releasegate_runtime.kafka import assigned_partitions, client_options
 from releasegate_sdk import Measurement, Result, TransientError, VerificationRequest, Verifier
 from releasegate_sdk.statistics import percentile
 from releasegate_sdk.types import describe
@@ -31,7 +30,6 @@ MIN_SAMPLES = 20
 SLOWER_RATIO = 1.25
 SLOWER_MS = 5.0
 ALPHA = 0.01
-ASSIGNMENT_POLLS = 200  # of 50 ms
 CANDIDATE_P95, SHARE = "inventory_confirm_latency_p95_ms", "inventory_confirms_slower_than_stable_p95"
 
 verifier = Verifier(
@@ -50,11 +48,7 @@ async def read_window(settings: ShopSettings, topic: str, start: datetime, end: 
     consumer = AIOKafkaConsumer(topic, **client_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
-        for _ in range(ASSIGNMENT_POLLS):
-            if partitions := list(consumer.assignment()):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        if not (partitions := await assigned_partitions(consumer)):
             raise TransientError(f"no partitions of {topic} assigned")
         firsts = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in partitions})
         ends = await consumer.end_offsets(partitions)

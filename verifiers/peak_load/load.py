@@ -22,7 +22,7 @@ from contracts.cloudevents import ContractError, decode
 from contracts.events import EnvironmentState
 from contracts.peak import RUN_OVERHEAD_SECONDS, PeakReadiness
 from releasegate_runtime import db
-from releasegate_runtime.kafka import client_options
+from releasegate_runtime.kafka import assigned_partitions, client_options
 from releasegate_runtime.settings import ServiceSettings
 from releasegate_sdk import TransientError
 from releasegate_sdk.types import describe
@@ -31,7 +31,6 @@ from verifiers.peak_load.judge import Sample, Saturation, VersionLoad, step_stat
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 SAMPLE_EVERY_SECONDS = 0.5
 PER_USER_RPS = 2.0  # journeys per second one Locust user starts at most; more users would only add greenlets
-ASSIGNMENT_POLLS = 200  # of 50 ms
 SATURATION_SQL = """
 SELECT count(*) FILTER (WHERE state = 'active') AS active,
        count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits,
@@ -56,11 +55,7 @@ async def environment_state(settings: ServiceSettings, service: str, environment
     newest: EnvironmentState | None = None
     try:
         await consumer.start()
-        for _ in range(ASSIGNMENT_POLLS):
-            if partitions := list(consumer.assignment()):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        if not (partitions := await assigned_partitions(consumer)):
             raise TransientError(f"no partitions of {topics.ENVIRONMENTS} assigned")
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
