@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "releasegate.json"
 EXPORTERS = [REPO / "releasegate_runtime" / "metrics.py", REPO / "shop" / "bundle_src" / "storefront" / "metrics.py"]
-HEALTH_PORTS = range(18501, 18512)
+HEALTH_PORTS = range(18501, 18513)
 # series Prometheus makes itself, and the suffixes a histogram's samples carry
 BUILT_IN = {"up"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
