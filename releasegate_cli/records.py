@@ -127,7 +127,7 @@ def register(app: typer.Typer, api: Callable[[], remote.Api | None]) -> None:
                 raise typer.Exit(EXIT_ERROR)
             verify(file, public_key)
             return
-        if not re.match(RELEASE_ID, release_id):
+        if not re.fullmatch(RELEASE_ID, release_id):
             _say(f"{release_id[:80]!r} is not a release id (e.g. shop-v2-1a2b3c4d)", "red")
             raise typer.Exit(EXIT_ERROR)
         client = api()

@@ -37,7 +37,7 @@ def checked_keys(keys: list[Any] | tuple[Any, ...]) -> list[str]:
     """The keys, each validated; KeyRefused names the first that is not a surrogate key."""
     out = []
     for key in keys:
-        if not isinstance(key, str) or not KEY.match(key):
+        if not isinstance(key, str) or not KEY.fullmatch(key):
             raise KeyRefused(
                 f"{key!r} is not a surrogate key (lower-case word, optionally `:<id>`, e.g. product:sku-1)"
             )

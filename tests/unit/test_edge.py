@@ -161,7 +161,9 @@ class TestDeclaredKeys:
         assert declared_keys({"edge": {"invalidates": ["price", "product:sku-1"]}}) == ["price", "product:sku-1"]
         assert declared_keys({}) == []
 
-    @pytest.mark.parametrize("bad", ['price" || obj.status ~ "', "price content", "", "PRICE", 7])
+    @pytest.mark.parametrize(
+        "bad", ['price" || obj.status ~ "', "price content", "", "PRICE", 7, "price\n", "price\nban req.url ~ ."]
+    )  # a newline would end the CLI command: the key must be the whole string, not a line of it
     def test_a_key_that_could_change_the_ban_expression_is_refused(self, bad):
         with pytest.raises(DeployError, match="not a surrogate key"):
             declared_keys({"edge": {"invalidates": [bad]}})
