@@ -34,10 +34,9 @@ from services.gatekeeper.calendar import Calendar
 from services.gatekeeper.domain import BundleUnreadable, GateDecision, supersedes
 from services.gatekeeper.handlers import Gatekeeper
 from services.gatekeeper.policy import Policy
+from tests.support.provenance import BUILDER, REPOSITORY, signed_provenance
 
 REPO = Path(__file__).resolve().parents[2]
-BUILDER = "https://ci.example/builders/release@v1"
-REPOSITORY = "github.com/example/shop"
 STABLE_FILES = {"bundle.json": b'{"version": "v1"}', "storefront/catalog.py": b"PRODUCTS = []\n"}
 STABLE_DIGEST = "sha256:" + hashlib.sha256(b"v1").hexdigest()
 # Christmas freeze of policies/calendar.yaml: payment changes wait until it ends (29 Dec 06:00 London) and business
@@ -182,19 +181,7 @@ class World:
         digest = self.bundles.add(files)
         attestation = None
         if signed:
-            statement = supply_chain.provenance_statement(
-                artifact_name="shop.tar.gz",
-                digest=digest,
-                builder_id=BUILDER,
-                build_type="https://ci.example/build-types/bundle@v1",
-                repository=REPOSITORY,
-                ref="refs/heads/main",
-                commit="3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
-                dependencies=[],
-                invocation_id="run-1",
-                started_on=self.now - timedelta(hours=1),
-            )
-            attestation = supply_chain.sign(statement, [self.builder_key])
+            attestation = signed_provenance(digest, self.builder_key, started_on=self.now - timedelta(hours=1))
         candidate = CandidateSubmitted(
             release_id="shop-v2-1a2b3c4d",
             service="shop",

@@ -5,7 +5,6 @@ before the target is touched."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,8 @@ import yaml
 from contracts.events import DeployAction, DeployFinished, DeployRequested
 from releasegate_platform import supply_chain
 from services.deployer.handlers import Deployer
+from tests.support.provenance import BUILDER, REPOSITORY, signed_provenance
 from tests.support.targets import V1, V2, FakeTarget
-
-BUILDER = "https://ci.example/builders/release@v1"
-REPOSITORY = "github.com/example/shop"
 
 
 class FakeBundles:
@@ -77,19 +74,7 @@ class Env:
         )
 
     def attestation(self, digest: str, service: str = "shop") -> dict[str, Any]:
-        statement = supply_chain.provenance_statement(
-            artifact_name=f"{service}.tar.gz",
-            digest=digest,
-            builder_id=BUILDER,
-            build_type="https://ci.example/build-types/bundle@v1",
-            repository=REPOSITORY,
-            ref="refs/heads/main",
-            commit="3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
-            dependencies=[],
-            invocation_id="run-1",
-            started_on=datetime(2025, 5, 5, 9, 12, tzinfo=UTC),
-        )
-        return supply_chain.sign(statement, [self.keys])
+        return signed_provenance(digest, self.keys, service=service)
 
     def request(self, action: DeployAction, step: str, **fields: Any) -> DeployRequested:
         args: dict[str, Any] = {

@@ -10,7 +10,6 @@ import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +24,7 @@ from releasegate_platform.edge import EdgeError, EdgePage, KeyRefused, VarnishEd
 from services.deployer.domain import DeployError
 from services.deployer.edge import EdgeGuard, declared_keys, stale_prices
 from services.deployer.handlers import Deployer
+from tests.support.provenance import BUILDER, REPOSITORY, signed_provenance
 from tests.support.targets import V2, FakeTarget
 
 PRICES = {"v1": {"sku-1": 1999, "sku-2": 4500}, "v2": {"sku-1": 1699, "sku-2": 3825}}
@@ -75,9 +75,6 @@ def origin_of(edge: FakeEdge) -> Any:
     return read
 
 
-BUILDER, REPOSITORY = "https://ci.example/builders/release@v1", "github.com/example/shop"
-
-
 class Env:
     """The deployer on fakes (target, bundle with `manifest`, step results) with the edge guard on a FakeEdge."""
 
@@ -110,18 +107,6 @@ class Env:
         )
 
     async def run(self, action: DeployAction, step: str, **fields: Any) -> DeployFinished:
-        statement = supply_chain.provenance_statement(
-            artifact_name="shop.tar.gz",
-            digest=V2,
-            builder_id=BUILDER,
-            build_type="https://ci.example/build-types/bundle@v1",
-            repository=REPOSITORY,
-            ref="refs/heads/main",
-            commit="3f1c9a7be2d04c58a1e6b7f90d2c4e8a6b1f3d57",
-            dependencies=[],
-            invocation_id="run-1",
-            started_on=datetime(2025, 5, 5, 9, 12, tzinfo=UTC),
-        )
         args: dict[str, Any] = {
             "release_id": "rel-1",
             "step_id": step,
@@ -132,7 +117,7 @@ class Env:
             "action": action,
             "weight": 0,
             "instances": 2,
-            "attestation": supply_chain.sign(statement, [self.key]),
+            "attestation": signed_provenance(V2, self.key),
             **fields,
         }
         return await self.deployer.deploy(DeployRequested(**args))
